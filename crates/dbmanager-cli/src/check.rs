@@ -1,0 +1,98 @@
+//! `dbmanager check`: validate, connect, ping, print one row per connection.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use dbmanager::{ConnectPolicy, Error};
+use serde::Serialize;
+
+use crate::{EXIT_CONFIG, EXIT_DOWN, EXIT_OK, load};
+
+/// One row of the report.
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+    ping_ms: Option<f64>,
+    pool_max: u32,
+    error: Option<String>,
+}
+
+pub async fn run(config: Option<&Path>, json: bool) -> u8 {
+    let manager = match load::manager(config) {
+        Ok(m) => m,
+        Err(e @ Error::Config(_)) => {
+            eprintln!("{e}");
+            return EXIT_CONFIG;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let report = match manager.connect_with(ConnectPolicy::Partial).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_DOWN;
+        }
+    };
+    let mut rows = Vec::new();
+    for conn in manager.connections() {
+        let connect_error = report
+            .failed
+            .iter()
+            .find(|(name, _)| name == conn.name())
+            .map(|(_, e)| e.to_string());
+        let (ping_ms, error) = match connect_error {
+            Some(e) => (None, Some(e)),
+            None => {
+                let started = Instant::now();
+                match conn.health_check().await {
+                    Ok(()) => (Some(started.elapsed().as_secs_f64() * 1000.0), None),
+                    Err(e) => (None, Some(e.to_string())),
+                }
+            }
+        };
+        rows.push(Row {
+            name: conn.name().to_owned(),
+            kind: conn.kind().to_string(),
+            status: if error.is_none() { "up" } else { "down" }.to_owned(),
+            ping_ms,
+            pool_max: conn.pool_settings().max_open,
+            error,
+        });
+    }
+    manager.close(Duration::from_secs(5)).await;
+
+    if json {
+        match serde_json::to_string_pretty(&rows) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    } else {
+        let mut table = Table::new();
+        table
+            .load_preset(UTF8_FULL_CONDENSED)
+            .set_header(["name", "type", "status", "ping", "pool max", "error"]);
+        for r in &rows {
+            table.add_row([
+                r.name.clone(),
+                r.kind.clone(),
+                r.status.clone(),
+                r.ping_ms.map_or("-".to_owned(), |ms| format!("{ms:.2} ms")),
+                r.pool_max.to_string(),
+                r.error.clone().unwrap_or_default(),
+            ]);
+        }
+        println!("{table}");
+    }
+    if rows.iter().all(|r| r.error.is_none()) {
+        EXIT_OK
+    } else {
+        EXIT_DOWN
+    }
+}

@@ -1,0 +1,69 @@
+//! `dbmanager`: check a config (validate, connect, health table, exit code).
+
+mod check;
+mod load;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code when every connection is up.
+pub const EXIT_OK: u8 = 0;
+/// Exit code when any connection failed.
+pub const EXIT_DOWN: u8 = 1;
+/// Exit code when the configuration is invalid.
+pub const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "dbmanager", version, about = "Owns all of an application's database connections")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config, connect every connection, print a health table.
+    ///
+    /// Exit code: 0 all up, 1 any down, 2 invalid config.
+    Check {
+        /// YAML config (root key `dbmanager:`). Without it, an embedded quick-start config with
+        /// one SQLite connection in `$DBMANAGER_DATA_DIR` (default `./data`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DBMANAGER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_DOWN);
+        }
+    };
+    let code = match cli.command {
+        Command::Check { config, format } => {
+            runtime.block_on(check::run(config.as_deref(), matches!(format, Format::Json)))
+        }
+    };
+    ExitCode::from(code)
+}

@@ -1,0 +1,141 @@
+//! The live side of a connection: one pool per connection, and the layers built on it.
+
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Database, Pool};
+
+use crate::config::{ConnectionConfig, DatabaseType, PoolSettings};
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::pool::PoolSlot;
+use crate::stats::{PoolCounters, PoolGauges};
+
+/// Everything a backend needs to open its pool.
+pub(crate) struct ConnectSpec<'a> {
+    pub name: &'a str,
+    pub config: &'a ConnectionConfig,
+    pub settings: &'a PoolSettings,
+    pub counters: &'a Arc<PoolCounters>,
+}
+
+/// A sqlx pool plus the SeaORM connection that shares it.
+pub(crate) struct SqlPool<DB: Database> {
+    pub pool: Pool<DB>,
+    slot: PoolSlot<DB>,
+    #[cfg(feature = "sea-orm")]
+    pub orm: sea_orm::DatabaseConnection,
+}
+
+impl<DB: Database> SqlPool<DB> {
+    pub(crate) fn new(
+        pool: Pool<DB>,
+        slot: PoolSlot<DB>,
+        #[cfg(feature = "sea-orm")] orm: sea_orm::DatabaseConnection,
+    ) -> Self {
+        slot.store(Some(Arc::new(pool.clone())));
+        Self {
+            pool,
+            slot,
+            #[cfg(feature = "sea-orm")]
+            orm,
+        }
+    }
+}
+
+impl<DB: Database> Drop for SqlPool<DB> {
+    fn drop(&mut self) {
+        self.slot.store(None);
+    }
+}
+
+/// The open pool of one connection.
+pub(crate) enum Backend {
+    #[cfg(feature = "postgres")]
+    Postgres(SqlPool<sqlx::Postgres>),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlite::SqliteBackend),
+}
+
+impl Backend {
+    pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<Backend> {
+        match spec.config.kind {
+            #[cfg(feature = "postgres")]
+            DatabaseType::Postgres => postgres::open(spec).await.map(Backend::Postgres),
+            #[cfg(feature = "sqlite")]
+            DatabaseType::Sqlite => sqlite::open(spec).await.map(Backend::Sqlite),
+            other => Err(Error::Unsupported {
+                connection: spec.name.to_owned(),
+                layer: "connect",
+                backend: other,
+                reason: "this build of dbmanager does not include that backend's cargo feature",
+            }),
+        }
+    }
+
+    pub(crate) fn gauges(&self) -> PoolGauges {
+        match self {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => crate::pool::gauges(&p.pool),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => crate::pool::gauges(&s.sql.pool),
+        }
+    }
+
+    /// Pings through the pool, as a user's checkout would.
+    pub(crate) async fn ping(&self, name: &str, counters: &PoolCounters) -> Result<()> {
+        match self {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => ping_pool(name, &p.pool, counters).await,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => ping_pool(name, &s.sql.pool, counters).await,
+        }
+    }
+
+    /// Closes the pool, waiting up to `deadline` for checked-out connections to come back.
+    /// Returns how many were still checked out when the deadline passed.
+    pub(crate) async fn close(&self, deadline: Duration) -> u32 {
+        let in_use = || {
+            let g = self.gauges();
+            g.open.saturating_sub(g.idle)
+        };
+        let closing = async {
+            match self {
+                #[cfg(feature = "postgres")]
+                Backend::Postgres(p) => p.pool.close().await,
+                #[cfg(feature = "sqlite")]
+                Backend::Sqlite(s) => s.close().await,
+            }
+        };
+        match tokio::time::timeout(deadline, closing).await {
+            Ok(()) => 0,
+            Err(_) => in_use(),
+        }
+    }
+}
+
+async fn ping_pool<DB: Database>(name: &str, pool: &Pool<DB>, counters: &PoolCounters) -> Result<()> {
+    use sqlx::Connection as _;
+    let mut conn = crate::pool::acquire(name, pool, counters).await?;
+    conn.ping()
+        .await
+        .map_err(|e| crate::pool::sqlx_error(name, Operation::Ping, e))
+}
+
+/// Runs `attempt` under a timeout, turning the elapsed timeout into a transient error.
+pub(crate) async fn bounded<T, F>(name: &str, operation: Operation, limit: Duration, attempt: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    tokio::time::timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| Err(Error::timeout(name, operation, limit)))
+}
+
+pub(crate) fn config_error(name: &str, message: impl Into<String>) -> Error {
+    Error::database(name, Operation::Connect, ErrorKind::Configuration, message.into())
+}

@@ -1,0 +1,96 @@
+//! PostgreSQL: connect options from the config, one sqlx pool, SeaORM on the same pool.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
+use sqlx::Connection as _;
+
+use super::{ConnectSpec, SqlPool, bounded, config_error};
+use crate::config::{ConnectionConfig, PoolSettings, SslMode};
+use crate::dsn;
+use crate::error::{Operation, Result};
+use crate::pool::{pool_options, sqlx_error};
+
+pub(crate) const DEFAULT_PORT: u16 = 5432;
+
+/// The driver options for a connection: the given `dsn` or one built from the fields, parsed by
+/// sqlx's own parser, then the structured settings applied on top.
+pub(crate) fn connect_options(
+    name: &str,
+    c: &ConnectionConfig,
+    settings: &PoolSettings,
+) -> Result<PgConnectOptions> {
+    let password = dsn::resolve_password(c)
+        .map_err(|e| config_error(name, format!("cannot read password_file: {e}")))?;
+    let url = match &c.dsn {
+        Some(given) => given.clone(),
+        None => dsn::url("postgres", c, password.as_ref(), DEFAULT_PORT),
+    };
+    let mut options = PgConnectOptions::from_str(url.expose_secret())
+        .map_err(|e| sqlx_error(name, Operation::Connect, e))?;
+    if c.dsn.is_some()
+        && let Some(pw) = &password
+    {
+        options = options.password(pw.expose_secret());
+    }
+    if let Some(mode) = c.sslmode {
+        options = options.ssl_mode(ssl_mode(mode));
+    }
+    if let Some(app) = &c.application_name {
+        options = options.application_name(app);
+    }
+    let mut server_settings: Vec<(&str, String)> = Vec::new();
+    if let Some(schema) = &c.schema {
+        server_settings.push(("search_path", quote_identifier(schema)));
+    }
+    if let Some(timeout) = settings.query_timeout {
+        server_settings.push(("statement_timeout", timeout.as_millis().to_string()));
+    }
+    if !server_settings.is_empty() {
+        options = options.options(server_settings);
+    }
+    Ok(options)
+}
+
+fn ssl_mode(mode: SslMode) -> PgSslMode {
+    match mode {
+        SslMode::Disable => PgSslMode::Disable,
+        SslMode::Allow => PgSslMode::Allow,
+        SslMode::Prefer => PgSslMode::Prefer,
+        SslMode::Require => PgSslMode::Require,
+        SslMode::VerifyCa => PgSslMode::VerifyCa,
+        SslMode::VerifyFull => PgSslMode::VerifyFull,
+    }
+}
+
+/// `search_path` takes identifiers: quote so that mixed case and spaces survive.
+fn quote_identifier(schema: &str) -> String {
+    format!("\"{}\"", schema.replace('"', "\"\""))
+}
+
+pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<SqlPool<sqlx::Postgres>> {
+    let options = connect_options(spec.name, spec.config, spec.settings)?;
+    // A direct connection first: a pool would report a refused port as a bare pool timeout.
+    let probe = bounded(spec.name, Operation::Connect, spec.settings.connect_timeout, async {
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| sqlx_error(spec.name, Operation::Connect, e))
+    })
+    .await?;
+    let _ = probe.close().await;
+
+    let slot = Arc::new(ArcSwapOption::empty());
+    let pool = pool_options(spec.settings, spec.counters, &slot).connect_lazy_with(options);
+    #[cfg(feature = "sea-orm")]
+    let orm = sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
+    Ok(SqlPool::new(
+        pool,
+        slot,
+        #[cfg(feature = "sea-orm")]
+        orm,
+    ))
+}
+

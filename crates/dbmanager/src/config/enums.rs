@@ -1,0 +1,102 @@
+//! The closed vocabularies of the configuration, each with its accepted spellings.
+
+use std::fmt;
+
+/// Declares an enum whose values map one to one onto configuration spellings.
+macro_rules! config_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every accepted spelling, in documentation order.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
+            /// The configuration spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Parses the exact configuration spelling.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+config_enum! {
+    /// Backend of a connection (`type`).
+    DatabaseType {
+        /// PostgreSQL through sqlx.
+        Postgres => "postgres",
+        /// SQLite through sqlx.
+        Sqlite => "sqlite",
+        /// Microsoft SQL Server through tiberius.
+        Mssql => "mssql",
+        /// MongoDB through the official driver.
+        Mongodb => "mongodb",
+    }
+}
+
+impl DatabaseType {
+    /// Whether the backend speaks SQL.
+    pub fn is_sql(self) -> bool {
+        !matches!(self, DatabaseType::Mongodb)
+    }
+}
+
+config_enum! {
+    /// TLS mode, with libpq's meaning (the default when absent is `prefer`).
+    SslMode {
+        /// Never TLS.
+        Disable => "disable",
+        /// Plain first, TLS if the server insists.
+        Allow => "allow",
+        /// TLS if the server offers it, else plain.
+        Prefer => "prefer",
+        /// TLS required, certificate not verified.
+        Require => "require",
+        /// TLS required, certificate chain verified.
+        VerifyCa => "verify-ca",
+        /// TLS required, chain and host name verified.
+        VerifyFull => "verify-full",
+    }
+}
+
+config_enum! {
+    /// MongoDB read preference, spelled as MongoDB writes it.
+    ReadPreference {
+        /// Primary only.
+        Primary => "primary",
+        /// Primary, else a secondary.
+        PrimaryPreferred => "primaryPreferred",
+        /// Secondaries only.
+        Secondary => "secondary",
+        /// A secondary, else the primary.
+        SecondaryPreferred => "secondaryPreferred",
+        /// The lowest latency member.
+        Nearest => "nearest",
+    }
+}
+
+config_enum! {
+    /// Layer behind the backend-neutral handle ([`crate::Connection::database`]).
+    ///
+    /// The reference's Go names `bun` and `gorm` are rejected with a message naming these: Rust
+    /// has neither, and silently mapping them would hide that the API differs.
+    DefaultOrm {
+        /// Statements run on the sqlx (or tiberius) pool directly.
+        Native => "native",
+        /// Statements run through SeaORM's `DatabaseConnection` on the same pool.
+        SeaOrm => "sea-orm",
+    }
+}

@@ -1,0 +1,315 @@
+//! Configuration: the typed model, its defaults, loading from YAML plus environment, and validation.
+//!
+//! Every default below applies only where a key is absent; an explicit value (even `0s`, `0` or
+//! `false`) is kept.
+
+mod enums;
+mod load;
+mod problems;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+pub use enums::{DatabaseType, DefaultOrm, ReadPreference, SslMode};
+pub use load::{ENV_PREFIX, EnvSource};
+pub use problems::{ConfigProblem, ConfigProblems};
+
+/// Global pool defaults (`max_open_conns: 25`).
+pub const DEFAULT_MAX_OPEN_CONNS: u32 = 25;
+/// Global idle cap (`max_idle_conns: 5`).
+pub const DEFAULT_MAX_IDLE_CONNS: u32 = 5;
+/// `conn_max_lifetime: 30m`.
+pub const DEFAULT_CONN_MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+/// `conn_max_idle_time: 5m`.
+pub const DEFAULT_CONN_MAX_IDLE_TIME: Duration = Duration::from_secs(5 * 60);
+/// `retry_attempts: 3` (total attempts, the first one included).
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
+/// `retry_delay: 1s`.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// `retry_max_delay: 10s`.
+pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+/// `health_check_interval: 30s`.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// `connect_timeout: 10s`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `query_timeout: 30s`.
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `dbmanager:` section: global defaults plus the named connections.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ManagerConfig {
+    /// Name of the default connection (`default_connection`, none by default).
+    pub default_connection: Option<String>,
+    /// The connections by name (`connections`).
+    pub connections: BTreeMap<String, ConnectionConfig>,
+    /// Default pool size cap (`max_open_conns`, 25).
+    pub max_open_conns: u32,
+    /// Default idle cap (`max_idle_conns`, 5).
+    pub max_idle_conns: u32,
+    /// Default connection lifetime (`conn_max_lifetime`, 30m; `0s` = unlimited).
+    pub conn_max_lifetime: Duration,
+    /// Default idle time before a pooled connection is closed (`conn_max_idle_time`, 5m; `0s` = unlimited).
+    pub conn_max_idle_time: Duration,
+    /// Connect attempts in total, the first included (`retry_attempts`, 3).
+    pub retry_attempts: u32,
+    /// First backoff delay (`retry_delay`, 1s).
+    pub retry_delay: Duration,
+    /// Backoff cap (`retry_max_delay`, 10s).
+    pub retry_max_delay: Duration,
+    /// Health loop period (`health_check_interval`, 30s; `0s` = no loop).
+    pub health_check_interval: Duration,
+    /// Reconnect unhealthy connections in the background (`enable_auto_reconnect`, true).
+    pub enable_auto_reconnect: bool,
+}
+
+impl Default for ManagerConfig {
+    fn default() -> Self {
+        Self {
+            default_connection: None,
+            connections: BTreeMap::new(),
+            max_open_conns: DEFAULT_MAX_OPEN_CONNS,
+            max_idle_conns: DEFAULT_MAX_IDLE_CONNS,
+            conn_max_lifetime: DEFAULT_CONN_MAX_LIFETIME,
+            conn_max_idle_time: DEFAULT_CONN_MAX_IDLE_TIME,
+            retry_attempts: DEFAULT_RETRY_ATTEMPTS,
+            retry_delay: DEFAULT_RETRY_DELAY,
+            retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
+            health_check_interval: DEFAULT_HEALTH_CHECK_INTERVAL,
+            enable_auto_reconnect: true,
+        }
+    }
+}
+
+impl ManagerConfig {
+    /// Adds (or replaces) a connection under its own name; chainable.
+    pub fn with_connection(mut self, connection: ConnectionConfig) -> Self {
+        self.connections.insert(connection.name.clone(), connection);
+        self
+    }
+
+    /// Sets the default connection; chainable.
+    pub fn with_default(mut self, name: impl Into<String>) -> Self {
+        self.default_connection = Some(name.into());
+        self
+    }
+
+    /// The pool settings a connection ends up with: its own overrides, else the global values.
+    pub fn pool_settings(&self, connection: &ConnectionConfig) -> PoolSettings {
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        PoolSettings {
+            max_open: connection.max_open_conns.unwrap_or(self.max_open_conns),
+            max_idle: connection.max_idle_conns.unwrap_or(self.max_idle_conns),
+            min_open: connection.min_open_conns.unwrap_or(0),
+            max_lifetime: nonzero(connection.conn_max_lifetime.unwrap_or(self.conn_max_lifetime)),
+            max_idle_time: nonzero(
+                connection
+                    .conn_max_idle_time
+                    .unwrap_or(self.conn_max_idle_time),
+            ),
+            connect_timeout: connection.connect_timeout,
+            query_timeout: nonzero(connection.query_timeout),
+        }
+    }
+
+    /// The retry policy for connecting.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.retry_attempts.max(1),
+            delay: self.retry_delay,
+            max_delay: self.retry_max_delay,
+        }
+    }
+}
+
+/// Pool settings after applying per-connection overrides to the global defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolSettings {
+    /// Maximum connections open at once.
+    pub max_open: u32,
+    /// Maximum idle connections kept.
+    pub max_idle: u32,
+    /// Connections kept open even when idle.
+    pub min_open: u32,
+    /// Lifetime after which a connection is closed (`None` = unlimited).
+    pub max_lifetime: Option<Duration>,
+    /// Idle time after which a connection is closed (`None` = unlimited).
+    pub max_idle_time: Option<Duration>,
+    /// Bound of one connect attempt, and of waiting for a pooled connection.
+    pub connect_timeout: Duration,
+    /// Bound of one statement (`None` = no bound).
+    pub query_timeout: Option<Duration>,
+}
+
+/// Connect retry policy: exponential backoff with jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryPolicy {
+    /// Attempts in total (at least 1).
+    pub attempts: u32,
+    /// First delay.
+    pub delay: Duration,
+    /// Delay cap.
+    pub max_delay: Duration,
+}
+
+/// One named connection.
+///
+/// `Debug` is written by hand: the password and the `dsn` (which may embed one) print as
+/// `[REDACTED]`.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ConnectionConfig {
+    /// The connection's name (the key in `connections`).
+    pub name: String,
+    /// Backend (`type`).
+    pub kind: DatabaseType,
+    /// A complete connection string; structured fields the driver supports as options still apply.
+    pub dsn: Option<SecretString>,
+    /// Host name or address (for MongoDB, a comma-separated host list).
+    pub host: Option<String>,
+    /// Port.
+    pub port: Option<u16>,
+    /// User name.
+    pub user: Option<String>,
+    /// Password.
+    pub password: Option<SecretString>,
+    /// A file whose contents (trailing newline removed) is the password.
+    pub password_file: Option<PathBuf>,
+    /// Database name.
+    pub database: Option<String>,
+    /// TLS mode (PostgreSQL semantics; default `prefer`).
+    pub sslmode: Option<SslMode>,
+    /// Default schema (PostgreSQL `search_path`).
+    pub schema: Option<String>,
+    /// SQLite file path, or `:memory:`.
+    pub filepath: Option<PathBuf>,
+    /// MongoDB authentication database.
+    pub auth_source: Option<String>,
+    /// MongoDB replica set name.
+    pub replica_set: Option<String>,
+    /// MongoDB read preference.
+    pub read_preference: Option<ReadPreference>,
+    /// Overrides the global `max_open_conns`.
+    pub max_open_conns: Option<u32>,
+    /// Overrides the global `max_idle_conns`.
+    pub max_idle_conns: Option<u32>,
+    /// Connections kept open even when idle (default 0).
+    pub min_open_conns: Option<u32>,
+    /// Overrides the global `conn_max_lifetime`.
+    pub conn_max_lifetime: Option<Duration>,
+    /// Overrides the global `conn_max_idle_time`.
+    pub conn_max_idle_time: Option<Duration>,
+    /// Bound of one connect attempt (default 10s).
+    pub connect_timeout: Duration,
+    /// Bound of one statement (default 30s; `0s` = none).
+    pub query_timeout: Duration,
+    /// Emit tracing spans for this connection (default false).
+    pub enable_tracing: bool,
+    /// Publish metrics for this connection (default true).
+    pub enable_metrics: bool,
+    /// Log connection events (default true).
+    pub enable_logging: bool,
+    /// Layer behind [`crate::Connection::database`] (default `native`).
+    pub default_orm: DefaultOrm,
+    /// Free-form labels.
+    pub tags: BTreeMap<String, String>,
+    /// Name reported to the server (PostgreSQL `application_name`).
+    pub application_name: Option<String>,
+    /// Whether readiness depends on this connection (default true).
+    pub critical: bool,
+}
+
+impl ConnectionConfig {
+    /// A connection of the given type with every default applied and nothing else set.
+    pub fn new(name: impl Into<String>, kind: DatabaseType) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            dsn: None,
+            host: None,
+            port: None,
+            user: None,
+            password: None,
+            password_file: None,
+            database: None,
+            sslmode: None,
+            schema: None,
+            filepath: None,
+            auth_source: None,
+            replica_set: None,
+            read_preference: None,
+            max_open_conns: None,
+            max_idle_conns: None,
+            min_open_conns: None,
+            conn_max_lifetime: None,
+            conn_max_idle_time: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
+            enable_tracing: false,
+            enable_metrics: true,
+            enable_logging: true,
+            default_orm: DefaultOrm::Native,
+            tags: BTreeMap::new(),
+            application_name: None,
+            critical: true,
+        }
+    }
+
+    /// A SQLite connection on a file (or `:memory:`).
+    pub fn sqlite(name: impl Into<String>, filepath: impl Into<PathBuf>) -> Self {
+        let mut config = Self::new(name, DatabaseType::Sqlite);
+        config.filepath = Some(filepath.into());
+        config
+    }
+
+    /// A connection of the given type from a complete connection string.
+    pub fn from_dsn(name: impl Into<String>, kind: DatabaseType, dsn: impl Into<String>) -> Self {
+        let mut config = Self::new(name, kind);
+        config.dsn = Some(SecretString::from(dsn.into()));
+        config
+    }
+}
+
+impl fmt::Debug for ConnectionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |set: bool| if set { Some("[REDACTED]") } else { None };
+        f.debug_struct("ConnectionConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("dsn", &redacted(self.dsn.is_some()))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &redacted(self.password.is_some()))
+            .field("password_file", &self.password_file)
+            .field("database", &self.database)
+            .field("sslmode", &self.sslmode)
+            .field("schema", &self.schema)
+            .field("filepath", &self.filepath)
+            .field("auth_source", &self.auth_source)
+            .field("replica_set", &self.replica_set)
+            .field("read_preference", &self.read_preference)
+            .field("max_open_conns", &self.max_open_conns)
+            .field("max_idle_conns", &self.max_idle_conns)
+            .field("min_open_conns", &self.min_open_conns)
+            .field("conn_max_lifetime", &self.conn_max_lifetime)
+            .field("conn_max_idle_time", &self.conn_max_idle_time)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .field("enable_tracing", &self.enable_tracing)
+            .field("enable_metrics", &self.enable_metrics)
+            .field("enable_logging", &self.enable_logging)
+            .field("default_orm", &self.default_orm)
+            .field("tags", &self.tags)
+            .field("application_name", &self.application_name)
+            .field("critical", &self.critical)
+            .finish()
+    }
+}

@@ -1,0 +1,94 @@
+//! Configuration problems, collected so that one run reports all of them.
+
+use std::fmt;
+
+/// One problem, located by its dotted path (`connections.analytics.port`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConfigProblem {
+    /// Dotted path of the offending key (empty for the document itself).
+    pub path: String,
+    /// What is wrong, and where possible how to fix it. Never contains a secret value.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// All problems found, sorted by path then message so the order is stable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigProblems(Vec<ConfigProblem>);
+
+impl ConfigProblems {
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The problems, in stable order.
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigProblem> {
+        self.0.iter()
+    }
+
+    /// How many problems there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `Ok(())` when empty, else the sorted problems as an error.
+    pub(crate) fn into_result(mut self) -> Result<(), ConfigProblems> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        self.0.sort();
+        self.0.dedup();
+        Err(self)
+    }
+
+    pub(crate) fn extend(&mut self, other: ConfigProblems) {
+        self.0.extend(other.0);
+    }
+}
+
+impl fmt::Display for ConfigProblems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.0 {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigProblems {}
+
+/// A "did you mean" suffix when a known word is close to the unknown one.
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    let best = candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, c)) => format!(" (did you mean `{c}`?)"),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,301 @@
+//! A named connection: its config, its pool (once connected) and the access layers on that pool.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+
+use crate::backend::{Backend, ConnectSpec, bounded};
+use crate::config::{ConnectionConfig, DatabaseType, PoolSettings, RetryPolicy};
+use crate::error::{Error, Operation, Result};
+use crate::health::{HealthReport, HealthState, Status};
+use crate::sql::{Database, Executor};
+use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
+
+/// A handle on one named connection. Cheap to clone; every clone sees the same pool.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    name: Arc<str>,
+    config: ConnectionConfig,
+    settings: PoolSettings,
+    retry: RetryPolicy,
+    backend: ArcSwapOption<Backend>,
+    counters: Arc<PoolCounters>,
+    health: HealthState,
+    /// The manager's closed flag, shared by all of its connections.
+    manager_closed: Arc<AtomicBool>,
+    connecting: AtomicBool,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("name", &self.shared.name)
+            .field("kind", &self.shared.config.kind)
+            .field("status", &self.status())
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+/// Outcome of closing one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CloseOutcome {
+    /// Connections still checked out when the deadline passed.
+    pub still_in_use: u32,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        config: ConnectionConfig,
+        settings: PoolSettings,
+        retry: RetryPolicy,
+        manager_closed: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                name: Arc::from(config.name.as_str()),
+                config,
+                settings,
+                retry,
+                backend: ArcSwapOption::empty(),
+                counters: Arc::default(),
+                health: HealthState::default(),
+                manager_closed,
+                connecting: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The connection's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Its backend.
+    pub fn kind(&self) -> DatabaseType {
+        self.shared.config.kind
+    }
+
+    /// Its configuration (secrets redacted in `Debug`).
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.shared.config
+    }
+
+    /// Its pool settings after overrides.
+    pub fn pool_settings(&self) -> &PoolSettings {
+        &self.shared.settings
+    }
+
+    /// Its free-form tags.
+    pub fn tags(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.shared.config.tags
+    }
+
+    /// Current health status.
+    pub fn status(&self) -> Status {
+        self.shared.health.status()
+    }
+
+    /// Health details: status, consecutive failures, last error, last success.
+    pub fn health(&self) -> HealthReport {
+        self.shared.health.report()
+    }
+
+    /// Whether a pool is open.
+    pub fn is_connected(&self) -> bool {
+        self.shared.backend.load().is_some()
+    }
+
+    fn backend(&self, operation: Operation) -> Result<Arc<Backend>> {
+        if self.shared.manager_closed.load(Ordering::Acquire) {
+            return Err(Error::closed(self.name(), operation));
+        }
+        self.shared.backend.load_full().ok_or_else(|| Error::Unavailable {
+            connection: self.name().to_owned(),
+            operation,
+            last_error: self.shared.health.last_error(),
+        })
+    }
+
+    fn sql_backend(&self) -> Result<Arc<Backend>> {
+        if !self.kind().is_sql() {
+            return Err(Error::NotSql {
+                connection: self.name().to_owned(),
+                backend: self.kind(),
+            });
+        }
+        self.backend(Operation::Access)
+    }
+
+    fn wrong_layer(&self, layer: &'static str) -> Error {
+        Error::Unsupported {
+            connection: self.name().to_owned(),
+            layer,
+            backend: self.kind(),
+            reason: "the connection is of another backend",
+        }
+    }
+
+    /// The native PostgreSQL pool (sqlx). Clones share the one pool.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(&self) -> Result<sqlx::PgPool> {
+        match &*self.sql_backend()? {
+            Backend::Postgres(p) => Ok(p.pool.clone()),
+            #[allow(unreachable_patterns)]
+            _ => Err(self.wrong_layer("the PostgreSQL pool")),
+        }
+    }
+
+    /// The native SQLite pool (sqlx). Clones share the one pool.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(&self) -> Result<sqlx::SqlitePool> {
+        match &*self.sql_backend()? {
+            Backend::Sqlite(s) => Ok(s.sql.pool.clone()),
+            #[allow(unreachable_patterns)]
+            _ => Err(self.wrong_layer("the SQLite pool")),
+        }
+    }
+
+    /// A SeaORM connection on the same pool as the native layer.
+    #[cfg(feature = "sea-orm")]
+    pub fn sea_orm(&self) -> Result<sea_orm::DatabaseConnection> {
+        match &*self.sql_backend()? {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => Ok(p.orm.clone()),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => Ok(s.sql.orm.clone()),
+            #[allow(unreachable_patterns)]
+            _ => Err(self.wrong_layer("SeaORM")),
+        }
+    }
+
+    /// The backend-neutral handle, on the layer chosen by `default_orm`.
+    pub fn database(&self) -> Result<Database> {
+        let backend = self.sql_backend()?;
+        let executor = match (&*backend, self.shared.config.default_orm) {
+            #[cfg(all(feature = "sea-orm", feature = "postgres"))]
+            (Backend::Postgres(p), crate::DefaultOrm::SeaOrm) => Executor::SeaOrm(p.orm.clone()),
+            #[cfg(all(feature = "sea-orm", feature = "sqlite"))]
+            (Backend::Sqlite(s), crate::DefaultOrm::SeaOrm) => Executor::SeaOrm(s.sql.orm.clone()),
+            #[cfg(not(feature = "sea-orm"))]
+            (_, crate::DefaultOrm::SeaOrm) => {
+                return Err(Error::Unsupported {
+                    connection: self.name().to_owned(),
+                    layer: "SeaORM",
+                    backend: self.kind(),
+                    reason: "the `sea-orm` cargo feature is off",
+                });
+            }
+            #[cfg(feature = "postgres")]
+            (Backend::Postgres(p), _) => Executor::Postgres(p.pool.clone()),
+            #[cfg(feature = "sqlite")]
+            (Backend::Sqlite(s), _) => Executor::Sqlite(s.sql.pool.clone()),
+        };
+        Ok(Database::new(
+            self.shared.name.clone(),
+            self.kind(),
+            executor,
+            self.shared.settings.query_timeout,
+            self.shared.counters.clone(),
+        ))
+    }
+
+    /// Pool statistics now.
+    pub fn stats(&self) -> ConnectionStats {
+        let gauges = self
+            .shared
+            .backend
+            .load()
+            .as_ref()
+            .map_or(PoolGauges::default(), |b| b.gauges());
+        let gauges = PoolGauges {
+            max_open: self.shared.settings.max_open,
+            ..gauges
+        };
+        ConnectionStats::from_parts(
+            self.name(),
+            self.kind(),
+            self.status(),
+            gauges,
+            &self.shared.counters,
+        )
+    }
+
+    /// Checks the connection with a ping through its pool, bounded by `connect_timeout`, and
+    /// records the outcome in its health.
+    pub async fn health_check(&self) -> Result<()> {
+        let backend = match self.backend(Operation::Ping) {
+            Ok(b) => b,
+            Err(e) => {
+                if !matches!(e, Error::Closed { .. }) {
+                    self.shared.health.failed(false, &e);
+                }
+                return Err(e);
+            }
+        };
+        let limit = self.shared.settings.connect_timeout;
+        let outcome = bounded(self.name(), Operation::Ping, limit, backend.ping(self.name(), &self.shared.counters)).await;
+        match &outcome {
+            Ok(()) => self.shared.health.succeeded(),
+            Err(e) => self.shared.health.failed(true, e),
+        }
+        outcome
+    }
+
+    /// Opens the pool with the retry policy, unless it is open or being opened already.
+    /// Returns the number of attempts made (0 when nothing was to do).
+    pub(crate) async fn connect(&self) -> (Result<()>, u32) {
+        if self.is_connected()
+            || self
+                .shared
+                .connecting
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return (Ok(()), 0);
+        }
+        let s = &*self.shared;
+        let spec = ConnectSpec {
+            name: &s.name,
+            config: &s.config,
+            settings: &s.settings,
+            counters: &s.counters,
+        };
+        let log = s.config.enable_logging;
+        let (outcome, attempts) = crate::retry::retry(&s.name, &s.retry, log, || Backend::open(&spec)).await;
+        let outcome = outcome.map(|backend| {
+            s.backend.store(Some(Arc::new(backend)));
+            s.health.succeeded();
+            if log {
+                tracing::info!(connection = %s.name, kind = %s.config.kind, attempts, "connected");
+            }
+        });
+        if let Err(e) = &outcome {
+            s.health.failed(false, e);
+            if log {
+                tracing::error!(connection = %s.name, kind = %s.config.kind, attempts, error = %e, "connect failed");
+            }
+        }
+        s.connecting.store(false, Ordering::Release);
+        (outcome, attempts)
+    }
+
+    /// Closes the pool (if open), waiting up to `deadline` for checked-out connections.
+    pub(crate) async fn close(&self, deadline: Duration) -> CloseOutcome {
+        let Some(backend) = self.shared.backend.swap(None) else {
+            return CloseOutcome { still_in_use: 0 };
+        };
+        let still_in_use = backend.close(deadline).await;
+        self.shared.health.closed();
+        if self.shared.config.enable_logging {
+            tracing::info!(connection = %self.shared.name, still_in_use, "closed");
+        }
+        CloseOutcome { still_in_use }
+    }
+}

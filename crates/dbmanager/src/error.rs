@@ -1,0 +1,277 @@
+//! The one error type of the crate, and the kinds callers (and the retry loop) act on.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::{ConfigProblems, DatabaseType};
+
+/// Boxed source error of a driver.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure an [`Error`] is: the question callers and the retry loop ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// May succeed if tried again: refused or reset connections, timeouts, server shutting down,
+    /// too many connections, a pool that timed out waiting.
+    Transient,
+    /// The server rejected the credentials. Never retried.
+    Authentication,
+    /// The settings are wrong (invalid config, unknown database, TLS mismatch). Never retried.
+    Configuration,
+    /// The manager or the connection was closed.
+    Closed,
+    /// No connection by that name (or no default connection).
+    NotFound,
+    /// The connection exists but does not offer the requested access layer.
+    Unsupported,
+    /// The statement itself failed (syntax, constraint, decode). Retrying won't help.
+    Query,
+}
+
+impl ErrorKind {
+    /// Whether a retry may help.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Transient)
+    }
+}
+
+/// The operation during which an error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    /// Loading or validating configuration.
+    Configure,
+    /// Establishing a connection or pool.
+    Connect,
+    /// Health check or ping.
+    Ping,
+    /// Checking a connection out of the pool.
+    Acquire,
+    /// Running a statement.
+    Query,
+    /// Starting a transaction.
+    Begin,
+    /// Committing a transaction.
+    Commit,
+    /// Rolling a transaction back.
+    Rollback,
+    /// Reaching an access layer (native pool, SeaORM, MongoDB).
+    Access,
+    /// Closing.
+    Close,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Configure => "configure",
+            Operation::Connect => "connect",
+            Operation::Ping => "ping",
+            Operation::Acquire => "acquire",
+            Operation::Query => "query",
+            Operation::Begin => "begin",
+            Operation::Commit => "commit",
+            Operation::Rollback => "rollback",
+            Operation::Access => "access",
+            Operation::Close => "close",
+        })
+    }
+}
+
+/// Every error the crate returns.
+///
+/// Messages name the connection and the operation and never contain a secret: driver errors are
+/// wrapped as they come (they do not echo passwords) and connection strings are never formatted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration has one or more problems; all of them are listed.
+    #[error("{0}")]
+    Config(ConfigProblems),
+
+    /// No connection has that name.
+    #[error("connection `{name}` not found; known connections: {}", list_or_none(known))]
+    NotFound {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: Vec<String>,
+    },
+
+    /// No default connection is configured.
+    #[error("no default connection is set; known connections: {}", list_or_none(known))]
+    NoDefault {
+        /// The names that exist.
+        known: Vec<String>,
+    },
+
+    /// The manager was closed.
+    #[error("connection `{connection}`: {operation}: the manager is closed")]
+    Closed {
+        /// Connection name (`*` for the manager itself).
+        connection: String,
+        /// What was attempted.
+        operation: Operation,
+    },
+
+    /// The connection is configured but not connected (never connected, or its connect failed).
+    #[error("connection `{connection}`: {operation}: not connected{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    Unavailable {
+        /// Connection name.
+        connection: String,
+        /// What was attempted.
+        operation: Operation,
+        /// The last connect error, redacted like every error.
+        last_error: Option<String>,
+    },
+
+    /// A SQL access layer was requested from a connection that is not a SQL database.
+    #[error("connection `{connection}` is {backend}, not a SQL database")]
+    NotSql {
+        /// Connection name.
+        connection: String,
+        /// Its backend.
+        backend: DatabaseType,
+    },
+
+    /// MongoDB was requested from a connection that is not MongoDB.
+    #[error("connection `{connection}` is {backend}, not MongoDB")]
+    NotMongo {
+        /// Connection name.
+        connection: String,
+        /// Its backend.
+        backend: DatabaseType,
+    },
+
+    /// The connection's backend does not offer this access layer (or the crate feature is off).
+    #[error("connection `{connection}`: {layer} is not available for {backend}: {reason}")]
+    Unsupported {
+        /// Connection name.
+        connection: String,
+        /// The layer asked for.
+        layer: &'static str,
+        /// Its backend.
+        backend: DatabaseType,
+        /// Why.
+        reason: &'static str,
+    },
+
+    /// The database or driver failed.
+    #[error("connection `{connection}`: {operation} failed: {source}")]
+    Database {
+        /// Connection name.
+        connection: String,
+        /// What was attempted.
+        operation: Operation,
+        /// Classification of the driver error.
+        kind: ErrorKind,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// An operation did not finish in time.
+    #[error("connection `{connection}`: {operation} timed out after {}", humantime::format_duration(*after))]
+    Timeout {
+        /// Connection name.
+        connection: String,
+        /// What was attempted.
+        operation: Operation,
+        /// The limit that fired.
+        after: Duration,
+    },
+
+    /// Connecting several connections failed; each failure is listed.
+    #[error("{} connection(s) failed to connect:\n{}", failures.len(), failures.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    ConnectFailed {
+        /// One error per failed connection, sorted by connection name.
+        failures: Vec<Error>,
+    },
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "(none)".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+impl Error {
+    /// The classification callers act on.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config(_) => ErrorKind::Configuration,
+            Error::NotFound { .. } | Error::NoDefault { .. } => ErrorKind::NotFound,
+            Error::Closed { .. } => ErrorKind::Closed,
+            Error::Unavailable { .. } | Error::Timeout { .. } => ErrorKind::Transient,
+            Error::NotSql { .. } | Error::NotMongo { .. } | Error::Unsupported { .. } => {
+                ErrorKind::Unsupported
+            }
+            Error::Database { kind, .. } => *kind,
+            Error::ConnectFailed { failures } => failures
+                .first()
+                .map(Error::kind)
+                .unwrap_or(ErrorKind::Transient),
+        }
+    }
+
+    /// Whether a retry may help.
+    pub fn is_retryable(&self) -> bool {
+        self.kind().is_retryable()
+    }
+
+    /// The connection the error is about, when it is about one.
+    pub fn connection(&self) -> Option<&str> {
+        match self {
+            Error::NotFound { name, .. } => Some(name),
+            Error::Closed { connection, .. }
+            | Error::Unavailable { connection, .. }
+            | Error::NotSql { connection, .. }
+            | Error::NotMongo { connection, .. }
+            | Error::Unsupported { connection, .. }
+            | Error::Database { connection, .. }
+            | Error::Timeout { connection, .. } => Some(connection),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn database(
+        connection: &str,
+        operation: Operation,
+        kind: ErrorKind,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Database {
+            connection: connection.to_owned(),
+            operation,
+            kind,
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn timeout(connection: &str, operation: Operation, after: Duration) -> Self {
+        Error::Timeout {
+            connection: connection.to_owned(),
+            operation,
+            after,
+        }
+    }
+
+    pub(crate) fn closed(connection: &str, operation: Operation) -> Self {
+        Error::Closed {
+            connection: connection.to_owned(),
+            operation,
+        }
+    }
+}
+
+impl From<ConfigProblems> for Error {
+    fn from(problems: ConfigProblems) -> Self {
+        Error::Config(problems)
+    }
+}

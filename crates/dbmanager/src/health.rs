@@ -1,0 +1,128 @@
+//! Per-connection health status, updated lock-free by connects and checks.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+
+/// Health of one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Status {
+    /// Connected, and the last check (or the connect) succeeded.
+    Healthy,
+    /// Connected, but the last check failed; the pool may still serve.
+    Unhealthy,
+    /// Not connected: never connected, its connect failed, or it was closed.
+    Unavailable,
+}
+
+impl Status {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Status::Healthy,
+            1 => Status::Unhealthy,
+            _ => Status::Unavailable,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            Status::Healthy => 0,
+            Status::Unhealthy => 1,
+            Status::Unavailable => 2,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Unhealthy => "unhealthy",
+            Status::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a caller can read about a connection's health.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HealthReport {
+    /// Current status.
+    pub status: Status,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// The last error's message (errors never carry secrets).
+    pub last_error: Option<String>,
+    /// When the last check or connect succeeded.
+    pub last_success: Option<SystemTime>,
+}
+
+#[derive(Debug)]
+pub(crate) struct HealthState {
+    status: AtomicU8,
+    consecutive_failures: AtomicU32,
+    last_error: ArcSwapOption<String>,
+    last_success: ArcSwapOption<SystemTime>,
+}
+
+impl Default for HealthState {
+    fn default() -> Self {
+        Self {
+            status: AtomicU8::new(Status::Unavailable.as_u8()),
+            consecutive_failures: AtomicU32::new(0),
+            last_error: ArcSwapOption::empty(),
+            last_success: ArcSwapOption::empty(),
+        }
+    }
+}
+
+impl HealthState {
+    pub(crate) fn status(&self) -> Status {
+        Status::from_u8(self.status.load(Relaxed))
+    }
+
+    pub(crate) fn succeeded(&self) {
+        self.status.store(Status::Healthy.as_u8(), Relaxed);
+        self.consecutive_failures.store(0, Relaxed);
+        self.last_success
+            .store(Some(std::sync::Arc::new(SystemTime::now())));
+    }
+
+    /// A failed check of a connected pool (`connected`) or a failed connect.
+    pub(crate) fn failed(&self, connected: bool, error: &crate::Error) {
+        let status = if connected {
+            Status::Unhealthy
+        } else {
+            Status::Unavailable
+        };
+        self.status.store(status.as_u8(), Relaxed);
+        self.consecutive_failures.fetch_add(1, Relaxed);
+        self.last_error
+            .store(Some(std::sync::Arc::new(error.to_string())));
+    }
+
+    pub(crate) fn closed(&self) {
+        self.status.store(Status::Unavailable.as_u8(), Relaxed);
+    }
+
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.load_full().map(|e| (*e).clone())
+    }
+
+    pub(crate) fn report(&self) -> HealthReport {
+        HealthReport {
+            status: self.status(),
+            consecutive_failures: self.consecutive_failures.load(Relaxed),
+            last_error: self.last_error(),
+            last_success: self.last_success.load_full().map(|t| *t),
+        }
+    }
+}

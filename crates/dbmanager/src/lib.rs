@@ -1,0 +1,36 @@
+#![doc = include_str!("../../../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod backend;
+pub mod config;
+mod connection;
+mod dsn;
+mod error;
+mod health;
+mod manager;
+mod pool;
+mod retry;
+mod sql;
+mod stats;
+
+pub use config::{
+    ConfigProblem, ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, EnvSource,
+    ManagerConfig, PoolSettings, ReadPreference, RetryPolicy, SslMode,
+};
+pub use connection::Connection;
+pub use error::{BoxError, Error, ErrorKind, Operation, Result};
+pub use health::{HealthReport, Status};
+pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager};
+pub use sql::{ColumnRef, Database, FromValue, Row, Transaction, Value};
+pub use stats::{ConnectionStats, ManagerStats};
+
+/// The driver and ORM crates this crate's API exposes, re-exported so applications use the very
+/// same versions.
+pub mod reexports {
+    #[cfg(feature = "sea-orm")]
+    pub use sea_orm;
+    pub use secrecy;
+    pub use sqlx;
+}

@@ -1,0 +1,290 @@
+//! The manager: the registry of named connections, the default connection, connect and close.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::config::{EnvSource, ManagerConfig};
+use crate::connection::Connection;
+use crate::error::{Error, Operation, Result};
+use crate::health::Status;
+use crate::sql::Database;
+use crate::stats::ManagerStats;
+
+/// What to do when some connections fail to connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ConnectPolicy {
+    /// Any failure closes every pool this call opened and returns all failures (the default).
+    #[default]
+    FailFast,
+    /// Keep what connected; failed connections stay unavailable (for the health loop or
+    /// [`Manager::connect`] again to retry).
+    Partial,
+}
+
+/// What a connect call did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ConnectReport {
+    /// Connections opened by this call, sorted.
+    pub connected: Vec<String>,
+    /// Connections that failed, with their errors, sorted by name.
+    pub failed: Vec<(String, Error)>,
+    /// Attempts made per connection by this call.
+    pub attempts: HashMap<String, u32>,
+}
+
+/// What a close call did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CloseReport {
+    /// Connections that still had checked-out connections at the deadline, with how many.
+    pub still_in_use: Vec<(String, u32)>,
+}
+
+/// Name lookup table; replaced whole (copy on write) so readers never lock.
+struct Registry {
+    by_name: HashMap<Box<str>, Connection>,
+    names: Vec<String>,
+}
+
+/// Owns every named connection of an application.
+///
+/// Cloning is cheap and every clone is the same manager.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ManagerConfig,
+    registry: ArcSwap<Registry>,
+    default: ArcSwapOption<Connection>,
+    closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("connections", &self.connections())
+            .field("default", &self.inner.default.load().as_ref().map(|c| c.name().to_owned()))
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Manager {
+    /// Validates `config` and builds the registry. Nothing connects until [`Manager::connect`].
+    pub fn new(config: ManagerConfig) -> Result<Self> {
+        config.validate()?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let retry = config.retry_policy();
+        let by_name: HashMap<Box<str>, Connection> = config
+            .connections
+            .values()
+            .map(|c| {
+                let settings = config.pool_settings(c);
+                let conn = Connection::new(c.clone(), settings, retry, closed.clone());
+                (Box::from(c.name.as_str()), conn)
+            })
+            .collect();
+        let names = config.connections.keys().cloned().collect();
+        let default = config
+            .default_connection
+            .as_deref()
+            .and_then(|name| by_name.get(name).cloned());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                registry: ArcSwap::from_pointee(Registry { by_name, names }),
+                default: ArcSwapOption::from_pointee(default),
+                closed,
+            }),
+        })
+    }
+
+    /// Parses YAML (root key `dbmanager:`) with the process environment's overrides.
+    pub fn from_yaml_str(yaml: &str) -> Result<Self> {
+        Self::new(ManagerConfig::from_yaml_str(yaml)?)
+    }
+
+    /// Parses YAML with overrides and `${VAR}` values from `env`.
+    pub fn from_yaml_str_with_env(yaml: &str, env: &EnvSource) -> Result<Self> {
+        Self::new(ManagerConfig::from_yaml_str_with_env(yaml, env)?)
+    }
+
+    /// Reads a YAML file with the process environment's overrides.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        Self::new(ManagerConfig::from_file(path)?)
+    }
+
+    /// The configuration the manager was built from.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
+    /// Connects every connection in parallel, fail-fast: on any failure the pools this call
+    /// opened are closed again and the error lists each failed connection with its cause.
+    pub async fn connect(&self) -> Result<()> {
+        self.connect_with(ConnectPolicy::FailFast).await.map(|_| ())
+    }
+
+    /// Connects every connection not yet connected, in parallel, under `policy`.
+    ///
+    /// A closed manager is reopened. With [`ConnectPolicy::Partial`] this returns `Ok` with the
+    /// failures in the report.
+    pub async fn connect_with(&self, policy: ConnectPolicy) -> Result<ConnectReport> {
+        self.inner.closed.store(false, Ordering::Release);
+        let connections = self.connections();
+        let outcomes = futures_util::future::join_all(connections.iter().map(|c| async move {
+            let was_connected = c.is_connected();
+            let (outcome, attempts) = c.connect().await;
+            (c, was_connected, outcome, attempts)
+        }))
+        .await;
+
+        let mut report = ConnectReport::default();
+        let mut opened = Vec::new();
+        for (conn, was_connected, outcome, attempts) in outcomes {
+            report.attempts.insert(conn.name().to_owned(), attempts);
+            match outcome {
+                Ok(()) if !was_connected && attempts > 0 => {
+                    report.connected.push(conn.name().to_owned());
+                    opened.push(conn.clone());
+                }
+                Ok(()) => {}
+                Err(e) => report.failed.push((conn.name().to_owned(), e)),
+            }
+        }
+        if report.failed.is_empty() || policy == ConnectPolicy::Partial {
+            return Ok(report);
+        }
+        let deadline = Duration::from_secs(5);
+        futures_util::future::join_all(opened.iter().map(|c| c.close(deadline))).await;
+        Err(Error::ConnectFailed {
+            failures: report.failed.into_iter().map(|(_, e)| e).collect(),
+        })
+    }
+
+    fn check_open(&self, name: &str, operation: Operation) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::closed(name, operation));
+        }
+        Ok(())
+    }
+
+    /// The connection named `name`. Lock-free; allocates only on error.
+    pub fn get(&self, name: &str) -> Result<Connection> {
+        self.check_open(name, Operation::Access)?;
+        let registry = self.inner.registry.load();
+        registry
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                name: name.to_owned(),
+                known: registry.names.clone(),
+            })
+    }
+
+    /// Like [`Manager::get`], then the backend-neutral handle of that connection.
+    pub fn database(&self, name: &str) -> Result<Database> {
+        self.get(name)?.database()
+    }
+
+    /// The default connection.
+    pub fn default_connection(&self) -> Result<Connection> {
+        self.check_open("*", Operation::Access)?;
+        self.inner
+            .default
+            .load_full()
+            .map(|c| (*c).clone())
+            .ok_or_else(|| Error::NoDefault {
+                known: self.inner.registry.load().names.clone(),
+            })
+    }
+
+    /// The default connection's default access layer (the reference's `GetDefaultDatabase`).
+    pub fn default_database(&self) -> Result<Database> {
+        self.default_connection()?.database()
+    }
+
+    /// Makes `name` the default connection; it must exist.
+    pub fn set_default(&self, name: &str) -> Result<()> {
+        let conn = self.get(name)?;
+        self.inner.default.store(Some(Arc::new(conn)));
+        Ok(())
+    }
+
+    /// All connections, sorted by name.
+    pub fn connections(&self) -> Vec<Connection> {
+        let registry = self.inner.registry.load();
+        registry
+            .names
+            .iter()
+            .filter_map(|n| registry.by_name.get(n.as_str()).cloned())
+            .collect()
+    }
+
+    /// The connection names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.inner.registry.load().names.clone()
+    }
+
+    /// Statistics of the manager and each connection.
+    pub fn stats(&self) -> ManagerStats {
+        let connections: std::collections::BTreeMap<_, _> = self
+            .connections()
+            .iter()
+            .map(|c| (c.name().to_owned(), c.stats()))
+            .collect();
+        let healthy = connections
+            .values()
+            .filter(|s| s.status == Status::Healthy)
+            .count();
+        ManagerStats {
+            total: connections.len(),
+            healthy,
+            unhealthy: connections.len() - healthy,
+            connections,
+        }
+    }
+
+    /// Checks every connection in parallel; returns the failures, sorted by name.
+    pub async fn health_check(&self) -> Vec<(String, Error)> {
+        let connections = self.connections();
+        let outcomes = futures_util::future::join_all(connections.iter().map(|c| c.health_check())).await;
+        connections
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(c, r)| r.err().map(|e| (c.name().to_owned(), e)))
+            .collect()
+    }
+
+    /// Whether [`Manager::close`] was called (and no connect since).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes every connection in parallel. New checkouts fail with [`Error::Closed`] at once;
+    /// checked-out connections get until `deadline` to come back, then are closed anyway and
+    /// reported. Idempotent.
+    pub async fn close(&self, deadline: Duration) -> CloseReport {
+        self.inner.closed.store(true, Ordering::Release);
+        let connections = self.connections();
+        let outcomes = futures_util::future::join_all(connections.iter().map(|c| c.close(deadline))).await;
+        CloseReport {
+            still_in_use: connections
+                .iter()
+                .zip(outcomes)
+                .filter(|(_, o)| o.still_in_use > 0)
+                .map(|(c, o)| (c.name().to_owned(), o.still_in_use))
+                .collect(),
+        }
+    }
+}

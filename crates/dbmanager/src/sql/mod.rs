@@ -1,0 +1,381 @@
+//! The backend-neutral handle: raw SQL with parameters, rows out, transactions.
+//!
+//! Parameters are written `$1`, `$2`, ... for every backend (SQLite numbers them by first
+//! appearance, which matches). The layer underneath is the connection's `default_orm`: the sqlx
+//! pool itself (`native`) or SeaORM's `DatabaseConnection` on that same pool (`sea-orm`).
+
+mod driver;
+mod value;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use value::{ColumnRef, FromValue, Row, Value};
+
+use crate::backend::bounded;
+use crate::config::{DatabaseType, DefaultOrm};
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::pool::sqlx_error;
+use crate::stats::PoolCounters;
+
+#[derive(Clone)]
+pub(crate) enum Executor {
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "sea-orm")]
+    SeaOrm(sea_orm::DatabaseConnection),
+}
+
+/// A cheap, cloneable handle for running SQL on one connection's pool.
+#[derive(Clone)]
+pub struct Database {
+    name: Arc<str>,
+    kind: DatabaseType,
+    executor: Executor,
+    query_timeout: Option<Duration>,
+    counters: Arc<PoolCounters>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("layer", &self.layer())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    pub(crate) fn new(
+        name: Arc<str>,
+        kind: DatabaseType,
+        executor: Executor,
+        query_timeout: Option<Duration>,
+        counters: Arc<PoolCounters>,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            executor,
+            query_timeout,
+            counters,
+        }
+    }
+
+    /// The connection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The backend.
+    pub fn kind(&self) -> DatabaseType {
+        self.kind
+    }
+
+    /// Which layer runs the statements.
+    pub fn layer(&self) -> DefaultOrm {
+        match self.executor {
+            #[cfg(feature = "sea-orm")]
+            Executor::SeaOrm(_) => DefaultOrm::SeaOrm,
+            #[allow(unreachable_patterns)]
+            _ => DefaultOrm::Native,
+        }
+    }
+
+    async fn timed<T>(&self, operation: Operation, work: impl Future<Output = Result<T>>) -> Result<T> {
+        match self.query_timeout {
+            Some(limit) => bounded(&self.name, operation, limit, work).await,
+            None => work.await,
+        }
+    }
+
+    /// Runs a statement; returns the number of rows affected.
+    pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        let name = &*self.name;
+        self.timed(Operation::Query, async {
+            match &self.executor {
+                #[cfg(feature = "postgres")]
+                Executor::Postgres(pool) => {
+                    let mut conn = crate::pool::acquire(name, pool, &self.counters).await?;
+                    driver::postgres::execute(&mut *conn, sql, params)
+                        .await
+                        .map_err(|e| sqlx_error(name, Operation::Query, e))
+                }
+                #[cfg(feature = "sqlite")]
+                Executor::Sqlite(pool) => {
+                    let mut conn = crate::pool::acquire(name, pool, &self.counters).await?;
+                    driver::sqlite::execute(&mut *conn, sql, params)
+                        .await
+                        .map_err(|e| sqlx_error(name, Operation::Query, e))
+                }
+                #[cfg(feature = "sea-orm")]
+                Executor::SeaOrm(db) => orm::execute(name, db, sql, params).await,
+            }
+        })
+        .await
+    }
+
+    /// Runs a query; returns all rows.
+    pub async fn fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let name = &*self.name;
+        self.timed(Operation::Query, async {
+            match &self.executor {
+                #[cfg(feature = "postgres")]
+                Executor::Postgres(pool) => {
+                    let mut conn = crate::pool::acquire(name, pool, &self.counters).await?;
+                    driver::postgres::fetch_all(&mut *conn, sql, params)
+                        .await
+                        .map_err(|e| sqlx_error(name, Operation::Query, e))
+                }
+                #[cfg(feature = "sqlite")]
+                Executor::Sqlite(pool) => {
+                    let mut conn = crate::pool::acquire(name, pool, &self.counters).await?;
+                    driver::sqlite::fetch_all(&mut *conn, sql, params)
+                        .await
+                        .map_err(|e| sqlx_error(name, Operation::Query, e))
+                }
+                #[cfg(feature = "sea-orm")]
+                Executor::SeaOrm(db) => orm::fetch_all(name, db, sql, params).await,
+            }
+        })
+        .await
+    }
+
+    /// Runs a query; returns the first row, if any.
+    pub async fn fetch_optional(&self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
+        Ok(self.fetch_all(sql, params).await?.into_iter().next())
+    }
+
+    /// Runs a query that must return a row.
+    pub async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Row> {
+        self.fetch_optional(sql, params)
+            .await?
+            .ok_or_else(|| Error::database(&self.name, Operation::Query, ErrorKind::Query, sqlx::Error::RowNotFound))
+    }
+
+    /// Starts a transaction; it rolls back if dropped without [`Transaction::commit`].
+    pub async fn begin(&self) -> Result<Transaction> {
+        let name = &*self.name;
+        let inner = self
+            .timed(Operation::Begin, async {
+                Ok(match &self.executor {
+                    #[cfg(feature = "postgres")]
+                    Executor::Postgres(pool) => TxInner::Postgres(
+                        pool.begin().await.map_err(|e| sqlx_error(name, Operation::Begin, e))?,
+                    ),
+                    #[cfg(feature = "sqlite")]
+                    Executor::Sqlite(pool) => TxInner::Sqlite(
+                        pool.begin().await.map_err(|e| sqlx_error(name, Operation::Begin, e))?,
+                    ),
+                    #[cfg(feature = "sea-orm")]
+                    Executor::SeaOrm(db) => {
+                        use sea_orm::TransactionTrait as _;
+                        TxInner::SeaOrm(db.begin().await.map_err(|e| orm::error(name, Operation::Begin, e))?)
+                    }
+                })
+            })
+            .await?;
+        Ok(Transaction {
+            name: self.name.clone(),
+            query_timeout: self.query_timeout,
+            inner,
+        })
+    }
+}
+
+enum TxInner {
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    #[cfg(feature = "sea-orm")]
+    SeaOrm(sea_orm::DatabaseTransaction),
+}
+
+/// An open transaction on one pooled connection.
+pub struct Transaction {
+    name: Arc<str>,
+    query_timeout: Option<Duration>,
+    inner: TxInner,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Transaction {
+    async fn timed<T>(
+        name: &str,
+        limit: Option<Duration>,
+        operation: Operation,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match limit {
+            Some(limit) => bounded(name, operation, limit, work).await,
+            None => work.await,
+        }
+    }
+
+    /// Runs a statement inside the transaction.
+    pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
+        let name = &*self.name;
+        Self::timed(name, self.query_timeout, Operation::Query, async {
+            match &mut self.inner {
+                #[cfg(feature = "postgres")]
+                TxInner::Postgres(tx) => driver::postgres::execute(&mut **tx, sql, params)
+                    .await
+                    .map_err(|e| sqlx_error(name, Operation::Query, e)),
+                #[cfg(feature = "sqlite")]
+                TxInner::Sqlite(tx) => driver::sqlite::execute(&mut **tx, sql, params)
+                    .await
+                    .map_err(|e| sqlx_error(name, Operation::Query, e)),
+                #[cfg(feature = "sea-orm")]
+                TxInner::SeaOrm(tx) => orm::execute(name, tx, sql, params).await,
+            }
+        })
+        .await
+    }
+
+    /// Runs a query inside the transaction.
+    pub async fn fetch_all(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let name = &*self.name;
+        Self::timed(name, self.query_timeout, Operation::Query, async {
+            match &mut self.inner {
+                #[cfg(feature = "postgres")]
+                TxInner::Postgres(tx) => driver::postgres::fetch_all(&mut **tx, sql, params)
+                    .await
+                    .map_err(|e| sqlx_error(name, Operation::Query, e)),
+                #[cfg(feature = "sqlite")]
+                TxInner::Sqlite(tx) => driver::sqlite::fetch_all(&mut **tx, sql, params)
+                    .await
+                    .map_err(|e| sqlx_error(name, Operation::Query, e)),
+                #[cfg(feature = "sea-orm")]
+                TxInner::SeaOrm(tx) => orm::fetch_all(name, tx, sql, params).await,
+            }
+        })
+        .await
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<()> {
+        let name = &*self.name;
+        Self::timed(name, self.query_timeout, Operation::Commit, async move {
+            match self.inner {
+                #[cfg(feature = "postgres")]
+                TxInner::Postgres(tx) => tx.commit().await.map_err(|e| sqlx_error(name, Operation::Commit, e)),
+                #[cfg(feature = "sqlite")]
+                TxInner::Sqlite(tx) => tx.commit().await.map_err(|e| sqlx_error(name, Operation::Commit, e)),
+                #[cfg(feature = "sea-orm")]
+                TxInner::SeaOrm(tx) => tx.commit().await.map_err(|e| orm::error(name, Operation::Commit, e)),
+            }
+        })
+        .await
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<()> {
+        let name = &*self.name;
+        Self::timed(name, self.query_timeout, Operation::Rollback, async move {
+            match self.inner {
+                #[cfg(feature = "postgres")]
+                TxInner::Postgres(tx) => tx.rollback().await.map_err(|e| sqlx_error(name, Operation::Rollback, e)),
+                #[cfg(feature = "sqlite")]
+                TxInner::Sqlite(tx) => tx.rollback().await.map_err(|e| sqlx_error(name, Operation::Rollback, e)),
+                #[cfg(feature = "sea-orm")]
+                TxInner::SeaOrm(tx) => tx.rollback().await.map_err(|e| orm::error(name, Operation::Rollback, e)),
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(feature = "sea-orm")]
+mod orm {
+    use sea_orm::{ConnectionTrait, DbErr, RuntimeErr, Statement};
+
+    use super::driver;
+    use super::value::{Row, Value};
+    use crate::error::{Error, ErrorKind, Operation, Result};
+
+    pub(super) fn error(name: &str, operation: Operation, e: DbErr) -> Error {
+        let kind = match &e {
+            DbErr::Conn(RuntimeErr::SqlxError(s))
+            | DbErr::Exec(RuntimeErr::SqlxError(s))
+            | DbErr::Query(RuntimeErr::SqlxError(s)) => {
+                if matches!(**s, sqlx::Error::PoolClosed) {
+                    return Error::closed(name, operation);
+                }
+                crate::pool::classify(s)
+            }
+            DbErr::ConnectionAcquire(_) => ErrorKind::Transient,
+            _ => ErrorKind::Query,
+        };
+        Error::database(name, operation, kind, e)
+    }
+
+    fn to_orm(value: &Value) -> sea_orm::Value {
+        match value {
+            Value::Null => sea_orm::Value::String(None),
+            Value::Bool(v) => sea_orm::Value::Bool(Some(*v)),
+            Value::Int(v) => sea_orm::Value::BigInt(Some(*v)),
+            Value::Float(v) => sea_orm::Value::Double(Some(*v)),
+            Value::Text(v) => sea_orm::Value::String(Some(v.clone())),
+            Value::Bytes(v) => sea_orm::Value::Bytes(Some(v.clone())),
+        }
+    }
+
+    fn statement(db: &impl ConnectionTrait, sql: &str, params: &[Value]) -> Statement {
+        Statement::from_sql_and_values(
+            db.get_database_backend(),
+            sql,
+            params.iter().map(to_orm),
+        )
+    }
+
+    pub(super) async fn execute(
+        name: &str,
+        db: &impl ConnectionTrait,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<u64> {
+        db.execute_raw(statement(db, sql, params))
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|e| error(name, Operation::Query, e))
+    }
+
+    pub(super) async fn fetch_all(
+        name: &str,
+        db: &impl ConnectionTrait,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Vec<Row>> {
+        let results = db
+            .query_all_raw(statement(db, sql, params))
+            .await
+            .map_err(|e| error(name, Operation::Query, e))?;
+        let decode_error = |e: sqlx::Error| Error::database(name, Operation::Query, ErrorKind::Query, e);
+        if results.is_empty() {
+            return Ok(Vec::new());
+        }
+        #[cfg(feature = "postgres")]
+        if results[0].try_as_pg_row().is_some() {
+            let rows = results.iter().filter_map(|r| r.try_as_pg_row());
+            return driver::decode_rows(rows, driver::decode_pg_row).map_err(decode_error);
+        }
+        #[cfg(feature = "sqlite")]
+        if results[0].try_as_sqlite_row().is_some() {
+            let rows = results.iter().filter_map(|r| r.try_as_sqlite_row());
+            return driver::decode_rows(rows, driver::decode_sqlite_row).map_err(decode_error);
+        }
+        Err(decode_error(sqlx::Error::Protocol(
+            "unexpected row type from SeaORM".into(),
+        )))
+    }
+}
