@@ -91,8 +91,8 @@ config_enum! {
 config_enum! {
     /// Layer behind the backend-neutral handle ([`crate::Connection::database`]).
     ///
-    /// The reference's Go names `bun` and `gorm` are rejected with a message naming these: Rust
-    /// has neither, and silently mapping them would hide that the API differs.
+    /// The reference's Go names `bun` and `gorm` are accepted in YAML as aliases of `sea-orm`:
+    /// both are ORMs over the shared pool, and SeaORM is the Rust ORM that shares it.
     DefaultOrm {
         /// Statements run on the sqlx (or tiberius) pool directly.
         Native => "native",

@@ -590,27 +590,11 @@ impl<'a> Fields<'a> {
 
     fn default_orm(&mut self) -> Option<DefaultOrm> {
         let text = self.string("default_orm")?;
+        // The reference's Go ORMs: both are ORMs over the shared pool, which in Rust is SeaORM.
         if matches!(text.as_str(), "bun" | "gorm") {
-            self.problem(
-                "default_orm",
-                format!(
-                    "`{text}` is a Go ORM; in Rust use `native` (the driver's pool) or `sea-orm` (SeaORM on the same pool)"
-                ),
-            );
-            return None;
+            return Some(DefaultOrm::SeaOrm);
         }
-        let parsed = DefaultOrm::parse(&text);
-        if parsed.is_none() {
-            let hint = did_you_mean(&text, DefaultOrm::NAMES.iter().copied());
-            self.problem(
-                "default_orm",
-                format!(
-                    "`{text}` is not valid; expected one of {}{hint}",
-                    DefaultOrm::NAMES.join(", ")
-                ),
-            );
-        }
-        parsed
+        self.parse_enum("default_orm", DefaultOrm::parse, DefaultOrm::NAMES)
     }
 
     fn tags(&mut self) -> BTreeMap<String, String> {

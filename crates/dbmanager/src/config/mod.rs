@@ -102,9 +102,13 @@ impl ManagerConfig {
     /// The pool settings a connection ends up with: its own overrides, else the global values.
     pub fn pool_settings(&self, connection: &ConnectionConfig) -> PoolSettings {
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let max_open = connection.max_open_conns.unwrap_or(self.max_open_conns);
         PoolSettings {
-            max_open: connection.max_open_conns.unwrap_or(self.max_open_conns),
-            max_idle: connection.max_idle_conns.unwrap_or(self.max_idle_conns),
+            max_open,
+            // As Go's database/sql does: a pool smaller than the global idle cap lowers it.
+            max_idle: connection
+                .max_idle_conns
+                .unwrap_or(self.max_idle_conns.min(max_open)),
             min_open: connection.min_open_conns.unwrap_or(0),
             max_lifetime: nonzero(connection.conn_max_lifetime.unwrap_or(self.conn_max_lifetime)),
             max_idle_time: nonzero(

@@ -78,10 +78,12 @@ impl ManagerConfig {
         }
 
         let pool = self.pool_settings(c);
-        if pool.max_open == 0 {
+        // Global values were checked above; report here only what this connection sets.
+        let overrides = c.max_open_conns.is_some() || c.max_idle_conns.is_some();
+        if c.max_open_conns == Some(0) {
             p.push(at("max_open_conns"), "must be at least 1");
         }
-        if pool.max_idle > pool.max_open {
+        if overrides && pool.max_idle > pool.max_open {
             p.push(
                 at("max_idle_conns"),
                 format!(

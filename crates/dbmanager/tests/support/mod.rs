@@ -1,0 +1,301 @@
+//! Shared test fixtures: a throwaway database per test on the machine's PostgreSQL, private
+//! PostgreSQL clusters a test may stop or configure, and small helpers.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dbmanager::{ConnectionConfig, DatabaseType, ManagerConfig};
+
+/// The machine's PostgreSQL (trust auth), overridable for other setups.
+pub fn pg_host() -> String {
+    std::env::var("DBMANAGER_TEST_PG_HOST").unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+pub fn pg_port() -> u16 {
+    std::env::var("DBMANAGER_TEST_PG_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5432)
+}
+
+pub fn pg_user() -> String {
+    std::env::var("DBMANAGER_TEST_PG_USER").unwrap_or_else(|_| "postgres".into())
+}
+
+fn psql(port: u16, user: &str, db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", db])
+        .args(["-v", "ON_ERROR_STOP=1", "-Atqc", sql])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Runs SQL on the machine's PostgreSQL as the admin user.
+pub fn admin_sql(db: &str, sql: &str) -> String {
+    psql(pg_port(), &pg_user(), db, sql)
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand_suffix()
+    )
+}
+
+fn rand_suffix() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos % 100_000
+}
+
+/// A database created for one test and dropped (with its sessions) when dropped.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn create() -> Self {
+        let name = unique("dbm_test");
+        admin_sql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        Self { name }
+    }
+
+    /// A postgres connection config for this database with small pools.
+    pub fn config(&self, connection: &str) -> ConnectionConfig {
+        let mut c = ConnectionConfig::new(connection, DatabaseType::Postgres);
+        c.host = Some(pg_host());
+        c.port = Some(pg_port());
+        c.user = Some(pg_user());
+        c.database = Some(self.name.clone());
+        c.max_open_conns = Some(4);
+        c.max_idle_conns = Some(4);
+        c.connect_timeout = Duration::from_secs(5);
+        c
+    }
+
+    /// Server backends connected to this database now.
+    pub fn backends(&self) -> i64 {
+        admin_sql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                self.name
+            ),
+        )
+        .parse()
+        .unwrap_or(-1)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &pg_port().to_string(), "-U", &pg_user(), "-d", "postgres"])
+            .args(["-Atqc", &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)])
+            .output();
+    }
+}
+
+/// A manager config with fast retries for tests.
+pub fn fast_config() -> ManagerConfig {
+    let mut m = ManagerConfig::default();
+    m.retry_attempts = 1;
+    m.retry_delay = Duration::from_millis(50);
+    m.retry_max_delay = Duration::from_millis(200);
+    m.health_check_interval = Duration::ZERO;
+    m
+}
+
+/// A port nothing listens on (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn pg_bin(tool: &str) -> PathBuf {
+    let base = Path::new("/usr/lib/postgresql");
+    let mut versions: Vec<_> = std::fs::read_dir(base)
+        .expect("PostgreSQL is installed under /usr/lib/postgresql")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    versions.sort();
+    versions.last().expect("a PostgreSQL version").join("bin").join(tool)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
+fn as_postgres(tool: &str, args: &[&str]) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(pg_bin(tool)).args(args);
+        c
+    } else {
+        let mut c = Command::new(pg_bin(tool));
+        c.args(args);
+        c
+    }
+}
+
+/// A private PostgreSQL cluster on its own port, with scram-sha-256 password auth for TCP,
+/// which a test may stop, kill and start. Removed when dropped.
+pub struct PrivateCluster {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    pub superuser: String,
+    pub password: String,
+}
+
+impl PrivateCluster {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dbm-pg-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown runs");
+            assert!(status.success());
+        }
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        let password = "cluster-admin-pw".to_owned();
+        std::fs::write(&pwfile, &password).expect("write pwfile");
+        if is_root() {
+            let _ = Command::new("chown").args(["postgres:postgres"]).arg(&pwfile).status();
+        }
+        let out = as_postgres(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "admin",
+                "--pwfile",
+                pwfile.to_str().unwrap(),
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )
+        .output()
+        .expect("initdb runs");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let cluster = Self {
+            port: free_port(),
+            dir,
+            superuser: "admin".into(),
+            password,
+        };
+        cluster.start_server();
+        cluster
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn start_server(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        let out = as_postgres(
+            "pg_ctl",
+            &["-D", self.data().to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-w", "-t", "30", "start"],
+        )
+        .output()
+        .expect("pg_ctl runs");
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Stops the server: `fast` or `immediate`.
+    pub fn stop_server(&self, mode: &str) {
+        let _ = as_postgres(
+            "pg_ctl",
+            &["-D", self.data().to_str().unwrap(), "-m", mode, "-w", "-t", "30", "stop"],
+        )
+        .output();
+    }
+
+    /// SQL as the superuser over the cluster's unix socket (trust).
+    pub fn sql(&self, sql: &str) -> String {
+        let out = as_postgres(
+            "psql",
+            &["-h", self.dir.path().to_str().unwrap(), "-p", &self.port.to_string(), "-U", "admin", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
+        )
+        .output()
+        .expect("psql runs");
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    pub fn config(&self, connection: &str, user: &str, password: &str, database: &str) -> ConnectionConfig {
+        let mut c = ConnectionConfig::new(connection, DatabaseType::Postgres);
+        c.host = Some("127.0.0.1".into());
+        c.port = Some(self.port);
+        c.user = Some(user.into());
+        c.password = Some(password.to_owned().into());
+        c.database = Some(database.into());
+        c.sslmode = Some(dbmanager::SslMode::Disable);
+        c.max_open_conns = Some(4);
+        c.max_idle_conns = Some(4);
+        c.connect_timeout = Duration::from_secs(5);
+        c
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.stop_server("immediate");
+    }
+}
+
+/// Polls `check` until it is true or `limit` passes; returns whether it became true.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
