@@ -91,3 +91,59 @@ mod tests {
         assert_eq!(url_host("db"), "db");
     }
 }
+
+#[cfg(all(test, feature = "postgres"))]
+mod postgres_round_trip {
+    use std::str::FromStr;
+
+    use sqlx::postgres::PgConnectOptions;
+
+    use super::*;
+    use crate::config::DatabaseType;
+
+    const NASTY: &[&str] = &[
+        "plain",
+        "with space",
+        "quote'\"s",
+        "at@colon:slash/q?hash#pct%amp&eq=",
+        "ünïcødé-日本",
+        "back\\slash+plus",
+    ];
+
+    fn config(user: &str, database: &str, host: &str, port: u16) -> ConnectionConfig {
+        let mut c = ConnectionConfig::new("t", DatabaseType::Postgres);
+        c.user = Some(user.into());
+        c.database = Some(database.into());
+        c.host = Some(host.into());
+        c.port = Some(port);
+        c
+    }
+
+    #[test]
+    fn the_driver_parses_back_every_field() {
+        for user in NASTY {
+            for database in NASTY {
+                for password in NASTY.iter().chain(&[""]) {
+                    let c = config(user, database, "db.example", 6543);
+                    let url = url("postgres", &c, Some(&SecretString::from(password.to_string())), 5432);
+                    let parsed = PgConnectOptions::from_str(url.expose_secret()).unwrap();
+                    assert_eq!(parsed.get_username(), *user);
+                    assert_eq!(parsed.get_database(), Some(*database));
+                    assert_eq!(parsed.get_host(), "db.example");
+                    assert_eq!(parsed.get_port(), 6543);
+                    let debug = format!("{parsed:?}");
+                    if password.is_empty() {
+                        assert!(debug.contains("password: None"), "{debug}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_password_does_not_swallow_the_database() {
+        let c = config("bob", "app", "h", 5432);
+        let url = url("postgres", &c, Some(&SecretString::from(String::new())), 5432);
+        assert_eq!(url.expose_secret(), "postgres://bob@h:5432/app");
+    }
+}

@@ -36,6 +36,12 @@ pub(crate) fn connect_options(
     {
         options = options.password(pw.expose_secret());
     }
+    // sqlx keeps the brackets of an IPv6 literal from the URL, which the socket layer rejects.
+    if c.dsn.is_none()
+        && let Some(host) = c.host.as_deref().filter(|h| h.contains(':'))
+    {
+        options = options.host(host.trim_start_matches('[').trim_end_matches(']'));
+    }
     if let Some(mode) = c.sslmode {
         options = options.ssl_mode(ssl_mode(mode));
     }
@@ -94,3 +100,19 @@ pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<SqlPool<sqlx::Postgre
     ))
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DatabaseType, ManagerConfig};
+
+    #[test]
+    fn ipv6_literal_hosts_reach_the_driver_without_brackets() {
+        let mut c = ConnectionConfig::new("t", DatabaseType::Postgres);
+        c.host = Some("::1".into());
+        c.database = Some("d".into());
+        let settings = ManagerConfig::default().pool_settings(&c);
+        let options = connect_options("t", &c, &settings).unwrap();
+        assert_eq!(options.get_host(), "::1");
+    }
+}
