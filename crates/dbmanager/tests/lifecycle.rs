@@ -1,0 +1,73 @@
+//! Connect and close cycles, idempotent close, close with a checked-out connection.
+
+mod support;
+
+use std::time::Duration;
+
+use dbmanager::{ErrorKind, Manager};
+
+#[tokio::test]
+async fn connect_close_cycles_work_and_leak_nothing() {
+    let db = support::TestDb::create();
+    let manager = Manager::new(support::fast_config().with_connection(db.config("pg"))).unwrap();
+    for cycle in 0..5 {
+        manager.connect().await.unwrap();
+        assert!(!manager.is_closed());
+        let sql = manager.database("pg").unwrap();
+        let row = sql.fetch_one("SELECT $1::int8 AS c", &[cycle.into()]).await.unwrap();
+        assert_eq!(row.get::<i64>("c"), Some(cycle));
+        let report = manager.close(Duration::from_secs(5)).await;
+        assert!(report.still_in_use.is_empty());
+        assert!(manager.is_closed());
+        assert_eq!(manager.get("pg").unwrap_err().kind(), ErrorKind::Closed);
+        assert_eq!(sql.execute("SELECT 1", &[]).await.unwrap_err().kind(), ErrorKind::Closed);
+        manager.close(Duration::from_secs(1)).await;
+    }
+    assert!(support::eventually(Duration::from_secs(5), || db.backends() == 0).await, "no server session is left");
+}
+
+#[tokio::test]
+async fn close_reports_connections_still_checked_out_at_the_deadline() {
+    let db = support::TestDb::create();
+    let manager = Manager::new(support::fast_config().with_connection(db.config("pg"))).unwrap();
+    manager.connect().await.unwrap();
+    let pool = manager.get("pg").unwrap().postgres().unwrap();
+    let held = pool.acquire().await.unwrap();
+    let report = manager.close(Duration::from_millis(300)).await;
+    assert_eq!(report.still_in_use, vec![("pg".to_owned(), 1)]);
+    // New checkouts are refused at once.
+    let err = pool.acquire().await.unwrap_err();
+    assert!(matches!(err, dbmanager::reexports::sqlx::Error::PoolClosed), "{err}");
+    drop(held);
+    assert!(support::eventually(Duration::from_secs(5), || db.backends() == 0).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn close_racing_with_queries_never_panics_or_hangs() {
+    let db = support::TestDb::create();
+    let manager = Manager::new(support::fast_config().with_connection(db.config("pg"))).unwrap();
+    manager.connect().await.unwrap();
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let manager = manager.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    match manager.database("pg") {
+                        Ok(sql) => match sql.execute("SELECT 1", &[]).await {
+                            Ok(_) => {}
+                            Err(e) => assert_eq!(e.kind(), ErrorKind::Closed, "{e}"),
+                        },
+                        Err(e) => assert_eq!(e.kind(), ErrorKind::Closed, "{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let closing = tokio::time::timeout(Duration::from_secs(10), manager.close(Duration::from_secs(2))).await;
+    assert!(closing.is_ok(), "close returned by its deadline");
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(support::eventually(Duration::from_secs(5), || db.backends() == 0).await);
+}
