@@ -16,7 +16,11 @@ pub const EXIT_DOWN: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "dbmanager", version, about = "Owns all of an application's database connections")]
+#[command(
+    name = "dbmanager",
+    version,
+    about = "Owns all of an application's database connections"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +57,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -61,9 +68,10 @@ fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Check { config, format } => {
-            runtime.block_on(check::run(config.as_deref(), matches!(format, Format::Json)))
-        }
+        Command::Check { config, format } => runtime.block_on(check::run(
+            config.as_deref(),
+            matches!(format, Format::Json),
+        )),
     };
     ExitCode::from(code)
 }

@@ -116,11 +116,14 @@ impl Connection {
         if self.shared.manager_closed.load(Ordering::Acquire) {
             return Err(Error::closed(self.name(), operation));
         }
-        self.shared.backend.load_full().ok_or_else(|| Error::Unavailable {
-            connection: self.name().to_owned(),
-            operation,
-            last_error: self.shared.health.last_error(),
-        })
+        self.shared
+            .backend
+            .load_full()
+            .ok_or_else(|| Error::Unavailable {
+                connection: self.name().to_owned(),
+                operation,
+                last_error: self.shared.health.last_error(),
+            })
     }
 
     fn sql_backend(&self) -> Result<Arc<Backend>> {
@@ -240,7 +243,13 @@ impl Connection {
             }
         };
         let limit = self.shared.settings.connect_timeout;
-        let outcome = bounded(self.name(), Operation::Ping, limit, backend.ping(self.name(), &self.shared.counters)).await;
+        let outcome = bounded(
+            self.name(),
+            Operation::Ping,
+            limit,
+            backend.ping(self.name(), &self.shared.counters),
+        )
+        .await;
         match &outcome {
             Ok(()) => self.shared.health.succeeded(),
             Err(e) => self.shared.health.failed(true, e),
@@ -268,7 +277,8 @@ impl Connection {
             counters: &s.counters,
         };
         let log = s.config.enable_logging;
-        let (outcome, attempts) = crate::retry::retry(&s.name, &s.retry, log, || Backend::open(&spec)).await;
+        let (outcome, attempts) =
+            crate::retry::retry(&s.name, &s.retry, log, || Backend::open(&spec)).await;
         let outcome = outcome.map(|backend| {
             s.backend.store(Some(Arc::new(backend)));
             s.health.succeeded();

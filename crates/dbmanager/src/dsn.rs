@@ -39,7 +39,10 @@ pub(crate) fn url(
     let mut out = format!("{scheme}://");
     if let Some(user) = c.user.as_deref().filter(|u| !u.is_empty()) {
         out.push_str(&encode(user));
-        if let Some(pw) = password.map(|p| p.expose_secret()).filter(|p| !p.is_empty()) {
+        if let Some(pw) = password
+            .map(|p| p.expose_secret())
+            .filter(|p| !p.is_empty())
+        {
             out.push(':');
             out.push_str(&encode(pw));
         }
@@ -80,7 +83,10 @@ mod tests {
     #[test]
     fn encode_keeps_unreserved_and_escapes_the_rest() {
         assert_eq!(encode("a-b.c_d~e"), "a-b.c_d~e");
-        assert_eq!(encode("p@ss:w/rd?#%&= "), "p%40ss%3Aw%2Frd%3F%23%25%26%3D%20");
+        assert_eq!(
+            encode("p@ss:w/rd?#%&= "),
+            "p%40ss%3Aw%2Frd%3F%23%25%26%3D%20"
+        );
         assert_eq!(encode("é"), "%C3%A9");
     }
 
@@ -125,7 +131,12 @@ mod postgres_round_trip {
             for database in NASTY {
                 for password in NASTY.iter().chain(&[""]) {
                     let c = config(user, database, "db.example", 6543);
-                    let url = url("postgres", &c, Some(&SecretString::from(password.to_string())), 5432);
+                    let url = url(
+                        "postgres",
+                        &c,
+                        Some(&SecretString::from(password.to_string())),
+                        5432,
+                    );
                     let parsed = PgConnectOptions::from_str(url.expose_secret()).unwrap();
                     assert_eq!(parsed.get_username(), *user);
                     assert_eq!(parsed.get_database(), Some(*database));
@@ -143,7 +154,12 @@ mod postgres_round_trip {
     #[test]
     fn an_empty_password_does_not_swallow_the_database() {
         let c = config("bob", "app", "h", 5432);
-        let url = url("postgres", &c, Some(&SecretString::from(String::new())), 5432);
+        let url = url(
+            "postgres",
+            &c,
+            Some(&SecretString::from(String::new())),
+            5432,
+        );
         assert_eq!(url.expose_secret(), "postgres://bob@h:5432/app");
     }
 }

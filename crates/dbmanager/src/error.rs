@@ -94,7 +94,10 @@ pub enum Error {
     Config(ConfigProblems),
 
     /// No connection has that name.
-    #[error("connection `{name}` not found; known connections: {}", list_or_none(known))]
+    #[error(
+        "connection `{name}` not found; known connections: {}",
+        list_or_none(known)
+    )]
     NotFound {
         /// The name asked for.
         name: String,
@@ -103,7 +106,10 @@ pub enum Error {
     },
 
     /// No default connection is configured.
-    #[error("no default connection is set; known connections: {}", list_or_none(known))]
+    #[error(
+        "no default connection is set; known connections: {}",
+        list_or_none(known)
+    )]
     NoDefault {
         /// The names that exist.
         known: Vec<String>,

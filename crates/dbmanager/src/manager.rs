@@ -72,7 +72,15 @@ impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager")
             .field("connections", &self.connections())
-            .field("default", &self.inner.default.load().as_ref().map(|c| c.name().to_owned()))
+            .field(
+                "default",
+                &self
+                    .inner
+                    .default
+                    .load()
+                    .as_ref()
+                    .map(|c| c.name().to_owned()),
+            )
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish()
     }
@@ -258,7 +266,8 @@ impl Manager {
     /// Checks every connection in parallel; returns the failures, sorted by name.
     pub async fn health_check(&self) -> Vec<(String, Error)> {
         let connections = self.connections();
-        let outcomes = futures_util::future::join_all(connections.iter().map(|c| c.health_check())).await;
+        let outcomes =
+            futures_util::future::join_all(connections.iter().map(|c| c.health_check())).await;
         connections
             .iter()
             .zip(outcomes)
@@ -277,7 +286,8 @@ impl Manager {
     pub async fn close(&self, deadline: Duration) -> CloseReport {
         self.inner.closed.store(true, Ordering::Release);
         let connections = self.connections();
-        let outcomes = futures_util::future::join_all(connections.iter().map(|c| c.close(deadline))).await;
+        let outcomes =
+            futures_util::future::join_all(connections.iter().map(|c| c.close(deadline))).await;
         CloseReport {
             still_in_use: connections
                 .iter()

@@ -28,7 +28,8 @@ pub(crate) fn pool_options<DB: Database>(
 ) -> PoolOptions<DB> {
     let lifetime = settings.max_lifetime;
     let max_idle = settings.max_idle as usize;
-    let (on_connect, on_acquire, on_release) = (counters.clone(), counters.clone(), counters.clone());
+    let (on_connect, on_acquire, on_release) =
+        (counters.clone(), counters.clone(), counters.clone());
     let slot = slot.clone();
     PoolOptions::<DB>::new()
         .max_connections(settings.max_open)
@@ -88,8 +89,7 @@ pub(crate) async fn acquire<DB: Database>(
     pool: &Pool<DB>,
     counters: &PoolCounters,
 ) -> Result<PoolConnection<DB>, Error> {
-    let exhausted =
-        pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections();
+    let exhausted = pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections();
     let started = Instant::now();
     let result = pool.acquire().await;
     if exhausted {

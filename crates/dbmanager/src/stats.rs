@@ -22,8 +22,10 @@ pub(crate) struct PoolCounters {
 impl PoolCounters {
     pub(crate) fn record_wait(&self, waited: Duration) {
         self.waits.fetch_add(1, Relaxed);
-        self.wait_nanos
-            .fetch_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        self.wait_nanos.fetch_add(
+            u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
     }
 }
 
@@ -70,7 +72,10 @@ fn as_str<S: serde::Serializer>(kind: &DatabaseType, s: S) -> Result<S::Ok, S::E
 }
 
 mod humantime_serde_compat {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 }

@@ -33,7 +33,9 @@ async fn sixty_four_tasks_query_while_the_default_flips() {
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                manager.set_default(if i % 2 == 0 { "lite" } else { "pg" }).unwrap();
+                manager
+                    .set_default(if i.is_multiple_of(2) { "lite" } else { "pg" })
+                    .unwrap();
                 flips.fetch_add(1, Ordering::Relaxed);
                 i += 1;
                 tokio::task::yield_now().await;
@@ -51,7 +53,9 @@ async fn sixty_four_tasks_query_while_the_default_flips() {
                     } else {
                         manager.default_database()?
                     };
-                    let row = sql.fetch_one("SELECT $1 AS v", &[(w * 100 + i).into()]).await?;
+                    let row = sql
+                        .fetch_one("SELECT $1 AS v", &[(w * 100 + i).into()])
+                        .await?;
                     let v = match row.value("v") {
                         Some(dbmanager::Value::Int(v)) => *v,
                         Some(dbmanager::Value::Text(t)) => t.parse().unwrap_or(-1),
@@ -77,7 +81,9 @@ async fn sixty_four_tasks_query_while_the_default_flips() {
     manager.close(Duration::from_secs(5)).await;
 }
 
-async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<Result<T, tokio::task::JoinError>> {
+async fn futures_join<T>(
+    handles: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
         out.push(h.await);

@@ -76,20 +76,32 @@ fn seed_example_parses_with_its_four_connections() {
     assert_eq!(primary.kind, DatabaseType::Postgres);
     assert_eq!(primary.port, Some(5432));
     assert_eq!(primary.sslmode, Some(SslMode::Disable));
-    assert_eq!(primary.default_orm, DefaultOrm::SeaOrm, "bun is an alias of sea-orm");
+    assert_eq!(
+        primary.default_orm,
+        DefaultOrm::SeaOrm,
+        "bun is an alias of sea-orm"
+    );
     assert!(primary.enable_tracing);
     assert!(config.connections["analytics"].dsn.is_some());
     let cache = &config.connections["cache-db"];
     assert_eq!(cache.kind, DatabaseType::Sqlite);
     assert_eq!(config.pool_settings(cache).max_open, 1);
-    assert_eq!(config.pool_settings(cache).max_idle, 1, "the global idle cap is lowered to the pool size");
+    assert_eq!(
+        config.pool_settings(cache).max_idle,
+        1,
+        "the global idle cap is lowered to the pool size"
+    );
     assert_eq!(config.connections["documents"].kind, DatabaseType::Mongodb);
-    assert_eq!(config.connections["documents"].auth_source.as_deref(), Some("admin"));
+    assert_eq!(
+        config.connections["documents"].auth_source.as_deref(),
+        Some("admin")
+    );
 }
 
 #[test]
 fn defaults_apply_only_where_keys_are_absent() {
-    let config = load("dbmanager:\n  connections:\n    a: {type: sqlite, filepath: a.db}\n").unwrap();
+    let config =
+        load("dbmanager:\n  connections:\n    a: {type: sqlite, filepath: a.db}\n").unwrap();
     assert_eq!(config.max_open_conns, 25);
     assert_eq!(config.max_idle_conns, 5);
     assert_eq!(config.conn_max_lifetime, Duration::from_secs(1800));
@@ -200,7 +212,10 @@ fn every_problem_is_reported_at_once_with_paths_in_stable_order() {
         "retry_attempts: must be at least 1",
     ];
     for prefix in expected_prefixes {
-        assert!(p.iter().any(|x| x.starts_with(prefix)), "missing {prefix:?} in {p:#?}");
+        assert!(
+            p.iter().any(|x| x.starts_with(prefix)),
+            "missing {prefix:?} in {p:#?}"
+        );
     }
     let mut sorted = p.clone();
     sorted.sort();
@@ -218,15 +233,29 @@ fn unknown_keys_are_rejected_with_did_you_mean() {
     a: {type: sqlite, filepath: a.db, max_idle_con: 1, colour: blue}
 ",
     );
-    assert!(p.contains(&"max_open_con: unknown key (did you mean `max_open_conns`?)".to_owned()), "{p:?}");
-    assert!(p.contains(&"connections.a.max_idle_con: unknown key (did you mean `max_idle_conns`?)".to_owned()), "{p:?}");
-    assert!(p.contains(&"connections.a.colour: unknown key".to_owned()), "{p:?}");
+    assert!(
+        p.contains(&"max_open_con: unknown key (did you mean `max_open_conns`?)".to_owned()),
+        "{p:?}"
+    );
+    assert!(
+        p.contains(
+            &"connections.a.max_idle_con: unknown key (did you mean `max_idle_conns`?)".to_owned()
+        ),
+        "{p:?}"
+    );
+    assert!(
+        p.contains(&"connections.a.colour: unknown key".to_owned()),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn missing_root_key_is_named() {
     let p = problems("dbmanger:\n  connections: {}\n");
-    assert_eq!(p, vec!["missing the root key `dbmanager:` (did you mean `dbmanger`?)".to_owned()]);
+    assert_eq!(
+        p,
+        vec!["missing the root key `dbmanager:` (did you mean `dbmanger`?)".to_owned()]
+    );
 }
 
 #[test]
@@ -246,7 +275,10 @@ fn applicability_of_fields_per_type_is_checked() {
         "connections.pg.filepath: not used by postgres (only by sqlite)",
         "connections.ms.default_orm: sea-orm has no SQL Server driver; use `native`",
     ] {
-        assert!(p.iter().any(|x| x.starts_with(expected)), "missing {expected:?} in {p:#?}");
+        assert!(
+            p.iter().any(|x| x.starts_with(expected)),
+            "missing {expected:?} in {p:#?}"
+        );
     }
 }
 
@@ -264,7 +296,9 @@ fn default_orm_accepts_rust_names_and_go_aliases() {
     assert_eq!(config.connections["a"].default_orm, DefaultOrm::Native);
     assert_eq!(config.connections["b"].default_orm, DefaultOrm::SeaOrm);
     assert_eq!(config.connections["c"].default_orm, DefaultOrm::SeaOrm);
-    let p = problems("dbmanager:\n  connections:\n    a: {type: sqlite, filepath: a.db, default_orm: diesel}\n");
+    let p = problems(
+        "dbmanager:\n  connections:\n    a: {type: sqlite, filepath: a.db, default_orm: diesel}\n",
+    );
     assert!(p[0].contains("expected one of native, sea-orm"), "{p:?}");
 }
 
@@ -273,7 +307,10 @@ fn environment_overrides_any_key_and_can_add_a_connection() {
     let env: EnvSource = [
         ("DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD", "from-env"),
         ("DBMANAGER__CONNECTIONS__PRIMARY__MAX_OPEN_CONNS", "7"),
-        ("DBMANAGER__CONNECTIONS__CACHE_DB__FILEPATH", "/tmp/other.db"),
+        (
+            "DBMANAGER__CONNECTIONS__CACHE_DB__FILEPATH",
+            "/tmp/other.db",
+        ),
         ("DBMANAGER__CONNECTIONS__EXTRA__TYPE", "sqlite"),
         ("DBMANAGER__CONNECTIONS__EXTRA__FILEPATH", ":memory:"),
         ("DBMANAGER__CONNECTIONS__EXTRA__TAGS__TEAM", "data"),
@@ -287,7 +324,10 @@ fn environment_overrides_any_key_and_can_add_a_connection() {
     let config = ManagerConfig::from_yaml_str_with_env(SEED_EXAMPLE, &env).unwrap();
     use secrecy::ExposeSecret;
     let primary = &config.connections["primary"];
-    assert_eq!(primary.password.as_ref().unwrap().expose_secret(), "from-env");
+    assert_eq!(
+        primary.password.as_ref().unwrap().expose_secret(),
+        "from-env"
+    );
     assert_eq!(primary.max_open_conns, Some(7));
     assert_eq!(
         config.connections["cache-db"].filepath.as_deref(),
@@ -304,17 +344,24 @@ fn environment_overrides_any_key_and_can_add_a_connection() {
 
 #[test]
 fn environment_values_are_validated_like_file_values() {
-    let env: EnvSource = [("DBMANAGER__CONNECTIONS__A__PORT", "99999")].into_iter().collect();
+    let env: EnvSource = [("DBMANAGER__CONNECTIONS__A__PORT", "99999")]
+        .into_iter()
+        .collect();
     let p = problems_env(
         "dbmanager:\n  connections:\n    a: {type: postgres, host: h, database: d}\n",
         &env,
     );
-    assert_eq!(p, vec!["connections.a.port: 99999 is not a valid port (1-65535)".to_owned()]);
+    assert_eq!(
+        p,
+        vec!["connections.a.port: 99999 is not a valid port (1-65535)".to_owned()]
+    );
 }
 
 #[test]
 fn interpolation_reads_the_environment() {
-    let env: EnvSource = [("DB_HOST", "db.internal"), ("DB_PASSWORD", "s3cret")].into_iter().collect();
+    let env: EnvSource = [("DB_HOST", "db.internal"), ("DB_PASSWORD", "s3cret")]
+        .into_iter()
+        .collect();
     let config = ManagerConfig::from_yaml_str_with_env(
         "dbmanager:
   connections:
@@ -331,9 +378,14 @@ fn interpolation_reads_the_environment() {
     let a = &config.connections["a"];
     assert_eq!(a.host.as_deref(), Some("db.internal"));
     assert_eq!(a.port, Some(6543));
-    let p = problems("dbmanager:\n  connections:\n    a: {type: postgres, host: '${NOPE}', database: d}\n");
+    let p = problems(
+        "dbmanager:\n  connections:\n    a: {type: postgres, host: '${NOPE}', database: d}\n",
+    );
     assert_eq!(p.len(), 1);
-    assert!(p[0].starts_with("connections.a.host: `${NOPE}` is not set in the environment"), "{p:?}");
+    assert!(
+        p[0].starts_with("connections.a.host: `${NOPE}` is not set in the environment"),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -346,7 +398,10 @@ fn password_file_is_read_at_connect_and_must_exist() {
         pw.display()
     );
     let config = load(&yaml).unwrap();
-    assert_eq!(config.connections["a"].password_file.as_deref(), Some(pw.as_path()));
+    assert_eq!(
+        config.connections["a"].password_file.as_deref(),
+        Some(pw.as_path())
+    );
 }
 
 #[test]
@@ -356,18 +411,29 @@ fn invalid_yaml_is_one_clear_problem() {
     assert!(p[0].starts_with("the document is not valid YAML"), "{p:?}");
     let err = load("dbmanager:\n  connections: 5\n").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Configuration);
-    assert!(err.to_string().contains("connections: must be a mapping"), "{err}");
+    assert!(
+        err.to_string().contains("connections: must be a mapping"),
+        "{err}"
+    );
 }
 
 #[test]
 fn configs_built_in_code_are_validated_too() {
     let mut c = dbmanager::ConnectionConfig::new("pg", DatabaseType::Postgres);
     c.max_open_conns = Some(0);
-    let config = ManagerConfig::default().with_connection(c).with_default("nope");
+    let config = ManagerConfig::default()
+        .with_connection(c)
+        .with_default("nope");
     let err = dbmanager::Manager::new(config).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("connections.pg.host: required for postgres"), "{text}");
-    assert!(text.contains("connections.pg.max_open_conns: must be at least 1"), "{text}");
+    assert!(
+        text.contains("connections.pg.host: required for postgres"),
+        "{text}"
+    );
+    assert!(
+        text.contains("connections.pg.max_open_conns: must be at least 1"),
+        "{text}"
+    );
     assert!(text.contains("default_connection: `nope`"), "{text}");
 }
 

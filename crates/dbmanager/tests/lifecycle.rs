@@ -14,16 +14,25 @@ async fn connect_close_cycles_work_and_leak_nothing() {
         manager.connect().await.unwrap();
         assert!(!manager.is_closed());
         let sql = manager.database("pg").unwrap();
-        let row = sql.fetch_one("SELECT $1::int8 AS c", &[cycle.into()]).await.unwrap();
+        let row = sql
+            .fetch_one("SELECT $1::int8 AS c", &[cycle.into()])
+            .await
+            .unwrap();
         assert_eq!(row.get::<i64>("c"), Some(cycle));
         let report = manager.close(Duration::from_secs(5)).await;
         assert!(report.still_in_use.is_empty());
         assert!(manager.is_closed());
         assert_eq!(manager.get("pg").unwrap_err().kind(), ErrorKind::Closed);
-        assert_eq!(sql.execute("SELECT 1", &[]).await.unwrap_err().kind(), ErrorKind::Closed);
+        assert_eq!(
+            sql.execute("SELECT 1", &[]).await.unwrap_err().kind(),
+            ErrorKind::Closed
+        );
         manager.close(Duration::from_secs(1)).await;
     }
-    assert!(support::eventually(Duration::from_secs(5), || db.backends() == 0).await, "no server session is left");
+    assert!(
+        support::eventually(Duration::from_secs(5), || db.backends() == 0).await,
+        "no server session is left"
+    );
 }
 
 #[tokio::test]
@@ -37,7 +46,10 @@ async fn close_reports_connections_still_checked_out_at_the_deadline() {
     assert_eq!(report.still_in_use, vec![("pg".to_owned(), 1)]);
     // New checkouts are refused at once.
     let err = pool.acquire().await.unwrap_err();
-    assert!(matches!(err, dbmanager::reexports::sqlx::Error::PoolClosed), "{err}");
+    assert!(
+        matches!(err, dbmanager::reexports::sqlx::Error::PoolClosed),
+        "{err}"
+    );
     drop(held);
     assert!(support::eventually(Duration::from_secs(5), || db.backends() == 0).await);
 }
@@ -64,7 +76,11 @@ async fn close_racing_with_queries_never_panics_or_hangs() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let closing = tokio::time::timeout(Duration::from_secs(10), manager.close(Duration::from_secs(2))).await;
+    let closing = tokio::time::timeout(
+        Duration::from_secs(10),
+        manager.close(Duration::from_secs(2)),
+    )
+    .await;
     assert!(closing.is_ok(), "close returned by its deadline");
     for w in workers {
         w.await.unwrap();

@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use dbmanager::{ConnectPolicy, DefaultOrm, Error, ErrorKind, Manager, SslMode, Value};
 use dbmanager::reexports::sea_orm::{self, TransactionTrait};
+use dbmanager::{ConnectPolicy, DefaultOrm, Error, ErrorKind, Manager, SslMode, Value};
 use support::{TestDb, fast_config};
 
 #[tokio::test]
@@ -21,16 +21,29 @@ async fn connect_get_default_switch_stats_close() {
     manager.connect().await.unwrap();
 
     let primary = manager.get("primary").unwrap();
-    let one: i32 = dbmanager::reexports::sqlx::query_scalar("SELECT 1").fetch_one(&primary.postgres().unwrap()).await.unwrap();
+    let one: i32 = dbmanager::reexports::sqlx::query_scalar("SELECT 1")
+        .fetch_one(&primary.postgres().unwrap())
+        .await
+        .unwrap();
     assert_eq!(one, 1);
 
     assert_eq!(manager.default_connection().unwrap().name(), "primary");
-    let row = manager.default_database().unwrap().fetch_one("SELECT current_database() AS db", &[]).await.unwrap();
+    let row = manager
+        .default_database()
+        .unwrap()
+        .fetch_one("SELECT current_database() AS db", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<String>("db").unwrap(), db.name);
 
     manager.set_default("cache").unwrap();
     assert_eq!(manager.default_connection().unwrap().name(), "cache");
-    let row = manager.default_database().unwrap().fetch_one("SELECT sqlite_version() AS v", &[]).await.unwrap();
+    let row = manager
+        .default_database()
+        .unwrap()
+        .fetch_one("SELECT sqlite_version() AS v", &[])
+        .await
+        .unwrap();
     assert!(row.get::<String>("v").unwrap().starts_with('3'));
 
     let err = manager.set_default("nope").unwrap_err();
@@ -39,7 +52,11 @@ async fn connect_get_default_switch_stats_close() {
         err.to_string(),
         "connection `nope` not found; known connections: analytics, cache, primary"
     );
-    assert_eq!(manager.default_connection().unwrap().name(), "cache", "a failed switch changes nothing");
+    assert_eq!(
+        manager.default_connection().unwrap().name(),
+        "cache",
+        "a failed switch changes nothing"
+    );
 
     let stats = manager.stats();
     assert_eq!((stats.total, stats.healthy, stats.unhealthy), (3, 3, 0));
@@ -50,7 +67,11 @@ async fn connect_get_default_switch_stats_close() {
     assert_eq!(p.idle, p.open);
     assert!(p.opened_total >= 1);
 
-    let names: Vec<String> = manager.connections().iter().map(|c| c.name().to_owned()).collect();
+    let names: Vec<String> = manager
+        .connections()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
     assert_eq!(names, ["analytics", "cache", "primary"]);
 
     let report = manager.close(Duration::from_secs(5)).await;
@@ -59,12 +80,18 @@ async fn connect_get_default_switch_stats_close() {
         let err = manager.get(name).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
     }
-    assert_eq!(manager.default_database().unwrap_err().kind(), ErrorKind::Closed);
+    assert_eq!(
+        manager.default_database().unwrap_err().kind(),
+        ErrorKind::Closed
+    );
     // A handle taken before close reports Closed too.
     assert_eq!(primary.postgres().unwrap_err().kind(), ErrorKind::Closed);
     // Idempotent.
     manager.close(Duration::from_secs(1)).await;
-    assert!(support::eventually(Duration::from_secs(5), || db.backends() == 0).await, "server sessions remain");
+    assert!(
+        support::eventually(Duration::from_secs(5), || db.backends() == 0).await,
+        "server sessions remain"
+    );
 }
 
 #[tokio::test]
@@ -85,13 +112,24 @@ async fn the_three_layers_share_one_pool() {
     let held_native = pool.acquire().await.unwrap();
     let held_orm = orm.begin().await.unwrap();
     let stats = conn.stats();
-    assert_eq!((stats.open, stats.in_use, stats.idle), (2, 2, 0), "{stats:?}");
-    assert_eq!(orm.get_postgres_connection_pool().size(), 2, "SeaORM sees the same pool");
+    assert_eq!(
+        (stats.open, stats.in_use, stats.idle),
+        (2, 2, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        orm.get_postgres_connection_pool().size(),
+        2,
+        "SeaORM sees the same pool"
+    );
 
     // The neutral handle has to wait: max_open_conns bounds all layers together.
     let waiting = tokio::spawn(async move { neutral.fetch_one("SELECT 7::int8 AS n", &[]).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "a third checkout must wait while two are held");
+    assert!(
+        !waiting.is_finished(),
+        "a third checkout must wait while two are held"
+    );
     drop(held_native);
     let row = waiting.await.unwrap().unwrap();
     assert_eq!(row.get::<i64>("n"), Some(7));
@@ -99,7 +137,10 @@ async fn the_three_layers_share_one_pool() {
 
     let stats = conn.stats();
     assert!(stats.open <= 2, "{stats:?}");
-    assert_eq!(stats.wait_count, 1, "the neutral checkout waited once: {stats:?}");
+    assert_eq!(
+        stats.wait_count, 1,
+        "the neutral checkout waited once: {stats:?}"
+    );
     assert!(stats.wait_duration > Duration::ZERO);
     assert!(db.backends() <= 2);
     manager.close(Duration::from_secs(5)).await;
@@ -123,24 +164,56 @@ async fn crud_through(layer: DefaultOrm) {
     let n = sql
         .execute(
             "INSERT INTO item VALUES ($1, $2, $3, $4, $5, $6)",
-            &[1i64.into(), "first".into(), 1.5f64.into(), true.into(), vec![1u8, 2].into(), Value::Null],
+            &[
+                1i64.into(),
+                "first".into(),
+                1.5f64.into(),
+                true.into(),
+                vec![1u8, 2].into(),
+                Value::Null,
+            ],
         )
         .await
         .unwrap();
     assert_eq!(n, 1);
 
     let mut tx = sql.begin().await.unwrap();
-    tx.execute("INSERT INTO item (id, name) VALUES ($1, $2)", &[2i64.into(), "rolled back".into()]).await.unwrap();
-    assert_eq!(tx.fetch_all("SELECT id FROM item", &[]).await.unwrap().len(), 2);
+    tx.execute(
+        "INSERT INTO item (id, name) VALUES ($1, $2)",
+        &[2i64.into(), "rolled back".into()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        tx.fetch_all("SELECT id FROM item", &[])
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     tx.rollback().await.unwrap();
 
     let mut tx = sql.begin().await.unwrap();
-    tx.execute("INSERT INTO item (id, name) VALUES ($1, $2)", &[3i64.into(), "committed".into()]).await.unwrap();
+    tx.execute(
+        "INSERT INTO item (id, name) VALUES ($1, $2)",
+        &[3i64.into(), "committed".into()],
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 
-    let rows = sql.fetch_all("SELECT id, name, price, ok, data, note FROM item ORDER BY id", &[]).await.unwrap();
+    let rows = sql
+        .fetch_all(
+            "SELECT id, name, price, ok, data, note FROM item ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].columns(), ["id", "name", "price", "ok", "data", "note"]);
+    assert_eq!(
+        rows[0].columns(),
+        ["id", "name", "price", "ok", "data", "note"]
+    );
     assert_eq!(rows[0].get::<i64>("id"), Some(1));
     assert_eq!(rows[0].get::<String>(1), Some("first".into()));
     assert_eq!(rows[0].get::<f64>("price"), Some(1.5));
@@ -151,7 +224,11 @@ async fn crud_through(layer: DefaultOrm) {
 
     let err = sql.execute("SELEC 1", &[]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Query, "{err}");
-    assert!(err.to_string().starts_with("connection `primary`: query failed:"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("connection `primary`: query failed:"),
+        "{err}"
+    );
     let err = sql.fetch_all("SELECT now()", &[]).await.unwrap_err();
     assert!(err.to_string().contains("cast it in SQL"), "{err}");
     manager.close(Duration::from_secs(5)).await;
@@ -191,9 +268,17 @@ async fn settings_reach_the_server() {
     assert_eq!(app, "dbm-test-app");
     assert!(ssl, "sslmode=require must encrypt");
 
-    let err = manager.database("primary").unwrap().execute("SELECT pg_sleep(5)", &[]).await.unwrap_err();
+    let err = manager
+        .database("primary")
+        .unwrap()
+        .execute("SELECT pg_sleep(5)", &[])
+        .await
+        .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("statement timeout") || text.contains("timed out"), "{text}");
+    assert!(
+        text.contains("statement timeout") || text.contains("timed out"),
+        "{text}"
+    );
     manager.close(Duration::from_secs(5)).await;
 
     // sslmode=disable: plain connection.
@@ -201,10 +286,12 @@ async fn settings_reach_the_server() {
     c.sslmode = Some(SslMode::Disable);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     manager.connect().await.unwrap();
-    let ssl: bool = dbmanager::reexports::sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-        .fetch_one(&manager.get("plain").unwrap().postgres().unwrap())
-        .await
-        .unwrap();
+    let ssl: bool = dbmanager::reexports::sqlx::query_scalar(
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .fetch_one(&manager.get("plain").unwrap().postgres().unwrap())
+    .await
+    .unwrap();
     assert!(!ssl);
     manager.close(Duration::from_secs(5)).await;
 }
@@ -219,18 +306,20 @@ async fn a_given_dsn_is_used_and_structured_settings_still_apply() {
         support::pg_port(),
         db.name
     );
-    let mut c = dbmanager::ConnectionConfig::from_dsn("viadsn", dbmanager::DatabaseType::Postgres, dsn);
+    let mut c =
+        dbmanager::ConnectionConfig::from_dsn("viadsn", dbmanager::DatabaseType::Postgres, dsn);
     c.max_open_conns = Some(3);
     c.application_name = Some("from-fields".into());
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     manager.connect().await.unwrap();
     let conn = manager.get("viadsn").unwrap();
     let pool = conn.postgres().unwrap();
-    let (database, app): (String, String) =
-        dbmanager::reexports::sqlx::query_as("SELECT current_database(), current_setting('application_name')")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+    let (database, app): (String, String) = dbmanager::reexports::sqlx::query_as(
+        "SELECT current_database(), current_setting('application_name')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(database, db.name);
     assert_eq!(app, "from-fields");
     assert_eq!(pool.options().get_max_connections(), 3);
@@ -261,7 +350,10 @@ async fn wrong_layer_requests_are_typed_errors() {
     manager.connect().await.unwrap();
     let err = manager.get("pg").unwrap().sqlite().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported);
-    assert_eq!(err.to_string(), "connection `pg`: the SQLite pool is not available for postgres: the connection is of another backend");
+    assert_eq!(
+        err.to_string(),
+        "connection `pg`: the SQLite pool is not available for postgres: the connection is of another backend"
+    );
     let orm = manager.get("pg").unwrap().sea_orm().unwrap();
     assert_eq!(orm.get_database_backend(), sea_orm::DbBackend::Postgres);
     manager.close(Duration::from_secs(5)).await;

@@ -122,16 +122,27 @@ async fn no_secret_in_debug_display_errors_or_logs() {
         }
     }
     assert_clean("stats", &format!("{:?}", manager.stats()));
-    assert_clean("stats json", &serde_json::to_string(&manager.stats()).unwrap());
+    assert_clean(
+        "stats json",
+        &serde_json::to_string(&manager.stats()).unwrap(),
+    );
     manager.close(Duration::from_secs(5)).await;
 
     // Configuration errors around secrets do not quote them.
     for bad in [
-        format!("dbmanager:\n  connections:\n    a: {{type: postgres, dsn: 'mysql://u:{DSN_SECRET}@h/d'}}\n"),
-        format!("dbmanager:\n  connections:\n    a: {{type: postgres, host: h, database: d, password: {SECRET}, pasword: {SECRET}x}}\n"),
+        format!(
+            "dbmanager:\n  connections:\n    a: {{type: postgres, dsn: 'mysql://u:{DSN_SECRET}@h/d'}}\n"
+        ),
+        format!(
+            "dbmanager:\n  connections:\n    a: {{type: postgres, host: h, database: d, password: {SECRET}, pasword: {SECRET}x}}\n"
+        ),
         format!("dbmanager:\n  connections:\n    a: {{type: postgres, password: [{SECRET}]}}\n"),
-        format!("dbmanager:\n  connections:\n    a:\n      password: {SECRET}\n     type: [broken\n"),
-        format!("dbmanager:\n  connections:\n    a: {{type: sqlite, filepath: x.db, password: {SECRET}}}\n"),
+        format!(
+            "dbmanager:\n  connections:\n    a:\n      password: {SECRET}\n     type: [broken\n"
+        ),
+        format!(
+            "dbmanager:\n  connections:\n    a: {{type: sqlite, filepath: x.db, password: {SECRET}}}\n"
+        ),
     ] {
         let err = ManagerConfig::from_yaml_str_with_env(&bad, &EnvSource::empty()).unwrap_err();
         let text = format!("{err} {err:?}");

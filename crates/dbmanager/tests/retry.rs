@@ -27,10 +27,16 @@ async fn a_refusing_port_is_retried_with_backoff() {
     assert_eq!(report.attempts["down"], 4);
     let err = &report.failed[0].1;
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
-    assert!(err.to_string().contains("refused"), "the real cause is kept: {err}");
+    assert!(
+        err.to_string().contains("refused"),
+        "the real cause is kept: {err}"
+    );
     // Delays are 100, 200, 300 ms nominal, each jittered to [half, full].
     let floor = Duration::from_millis(50 + 100 + 150);
-    assert!(elapsed >= floor, "elapsed {elapsed:?} is under the backoff floor {floor:?}");
+    assert!(
+        elapsed >= floor,
+        "elapsed {elapsed:?} is under the backoff floor {floor:?}"
+    );
     println!("4 attempts against a refusing port took {elapsed:?} (backoff window 300-600 ms)");
     assert!(elapsed < Duration::from_secs(5), "elapsed {elapsed:?}");
 }
@@ -45,15 +51,27 @@ async fn fail_fast_lists_every_failure_and_closes_what_it_opened() {
     let config = fast_config()
         .with_connection(db.config("good"))
         .with_connection(bad)
-        .with_connection(ConnectionConfig::sqlite("also-bad", "/nonexistent-dir/x.db"));
+        .with_connection(ConnectionConfig::sqlite(
+            "also-bad",
+            "/nonexistent-dir/x.db",
+        ));
     let manager = Manager::new(config).unwrap();
     let err = manager.connect().await.unwrap_err();
-    let Error::ConnectFailed { failures } = &err else { panic!("{err}") };
+    let Error::ConnectFailed { failures } = &err else {
+        panic!("{err}")
+    };
     let names: Vec<_> = failures.iter().map(|e| e.connection().unwrap()).collect();
     assert_eq!(names, ["also-bad", "bad"]);
     let text = err.to_string();
-    assert!(text.starts_with("2 connection(s) failed to connect:"), "{text}");
-    assert!(text.contains("connection `bad`: connect failed:") && text.contains("connection `also-bad`"), "{text}");
+    assert!(
+        text.starts_with("2 connection(s) failed to connect:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("connection `bad`: connect failed:")
+            && text.contains("connection `also-bad`"),
+        "{text}"
+    );
     let good = manager.get("good").unwrap();
     assert!(!good.is_connected(), "fail-fast closes the pools it opened");
     assert!(support::eventually(Duration::from_secs(5), || db.backends() == 0).await);
@@ -61,7 +79,11 @@ async fn fail_fast_lists_every_failure_and_closes_what_it_opened() {
     // Connecting twice leaks nothing: the partial policy keeps the good one, once.
     manager.connect_with(ConnectPolicy::Partial).await.unwrap();
     manager.connect_with(ConnectPolicy::Partial).await.unwrap();
-    good.database().unwrap().execute("SELECT 1", &[]).await.unwrap();
+    good.database()
+        .unwrap()
+        .execute("SELECT 1", &[])
+        .await
+        .unwrap();
     assert!(db.backends() <= 4);
     manager.close(Duration::from_secs(5)).await;
 }
@@ -78,15 +100,24 @@ async fn authentication_and_escaping_against_scram() {
         user.replace('"', "\"\""),
         password.replace('\'', "''")
     ));
-    cluster.sql(&format!("CREATE DATABASE \"{database}\" OWNER \"{}\"", user.replace('"', "\"\"")));
+    cluster.sql(&format!(
+        "CREATE DATABASE \"{database}\" OWNER \"{}\"",
+        user.replace('"', "\"\"")
+    ));
 
     // Every field with reserved characters reaches the server intact.
-    let manager = Manager::new(fast_config().with_connection(cluster.config("nasty", user, password, database))).unwrap();
+    let manager = Manager::new(
+        fast_config().with_connection(cluster.config("nasty", user, password, database)),
+    )
+    .unwrap();
     manager.connect().await.unwrap();
     let row = manager
         .database("nasty")
         .unwrap()
-        .fetch_one("SELECT current_user::text AS u, current_database()::text AS d", &[])
+        .fetch_one(
+            "SELECT current_user::text AS u, current_database()::text AS d",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<String>("u").as_deref(), Some(user));
@@ -105,15 +136,22 @@ async fn authentication_and_escaping_against_scram() {
     manager.close(Duration::from_secs(5)).await;
 
     // A wrong password: one attempt, an authentication error.
-    let mut config = fast_config().with_connection(cluster.config("wrong", user, "not-the-password", database));
+    let mut config =
+        fast_config().with_connection(cluster.config("wrong", user, "not-the-password", database));
     config.retry_attempts = 5;
     config.retry_delay = Duration::from_millis(200);
     let manager = Manager::new(config).unwrap();
     let report = manager.connect_with(ConnectPolicy::Partial).await.unwrap();
-    assert_eq!(report.attempts["wrong"], 1, "authentication failures are not retried");
+    assert_eq!(
+        report.attempts["wrong"], 1,
+        "authentication failures are not retried"
+    );
     let err = &report.failed[0].1;
     assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
-    assert!(err.to_string().contains("password authentication failed"), "{err}");
+    assert!(
+        err.to_string().contains("password authentication failed"),
+        "{err}"
+    );
     assert!(!err.to_string().contains("not-the-password"));
 }
 
@@ -126,7 +164,12 @@ async fn an_empty_password_keeps_the_database() {
     c.password = Some(String::new().into());
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     manager.connect().await.unwrap();
-    let row = manager.database("empty").unwrap().fetch_one("SELECT current_database()::text AS d", &[]).await.unwrap();
+    let row = manager
+        .database("empty")
+        .unwrap()
+        .fetch_one("SELECT current_database()::text AS d", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<String>("d"), Some(db.name.clone()));
     manager.close(Duration::from_secs(5)).await;
 }

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use dbmanager::reexports::sqlx::{self, pool::PoolConnection, Sqlite};
+use dbmanager::reexports::sqlx::{self, Sqlite, pool::PoolConnection};
 use dbmanager::{ConnectPolicy, ConnectionConfig, DefaultOrm, ErrorKind, Manager};
 use support::fast_config;
 
@@ -42,11 +42,19 @@ async fn file_databases_use_wal_and_every_connection_gets_the_pragmas() {
     drop(held);
 
     let sql = manager.database("lite").unwrap();
-    sql.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)", &[]).await.unwrap();
-    sql.execute("CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parent(id))", &[])
+    sql.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)", &[])
         .await
         .unwrap();
-    let err = sql.execute("INSERT INTO child VALUES (1, 42)", &[]).await.unwrap_err();
+    sql.execute(
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parent(id))",
+        &[],
+    )
+    .await
+    .unwrap();
+    let err = sql
+        .execute("INSERT INTO child VALUES (1, 42)", &[])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
     assert_eq!(err.kind(), ErrorKind::Query);
     manager.close(Duration::from_secs(5)).await;
@@ -63,7 +71,9 @@ async fn memory_database_is_shared_by_the_pool_and_outlives_idle_closes() {
     manager.connect().await.unwrap();
     let sql = manager.database("mem").unwrap();
     sql.execute("CREATE TABLE t (v TEXT)", &[]).await.unwrap();
-    sql.execute("INSERT INTO t VALUES ($1)", &["kept".into()]).await.unwrap();
+    sql.execute("INSERT INTO t VALUES ($1)", &["kept".into()])
+        .await
+        .unwrap();
     let pool = manager.get("mem").unwrap().sqlite().unwrap();
     // Release runs in the background, so give it a moment.
     assert!(
@@ -75,15 +85,25 @@ async fn memory_database_is_shared_by_the_pool_and_outlives_idle_closes() {
     let mut a = pool.acquire().await.unwrap();
     let mut b = pool.acquire().await.unwrap();
     for conn in [&mut a, &mut b] {
-        let v: String = sqlx::query_scalar("SELECT v FROM t").fetch_one(&mut **conn).await.unwrap();
+        let v: String = sqlx::query_scalar("SELECT v FROM t")
+            .fetch_one(&mut **conn)
+            .await
+            .unwrap();
         assert_eq!(v, "kept");
     }
     drop((a, b));
 
     // A second memory connection is a different database.
-    let other = Manager::new(fast_config().with_connection(ConnectionConfig::sqlite("mem2", ":memory:"))).unwrap();
+    let other =
+        Manager::new(fast_config().with_connection(ConnectionConfig::sqlite("mem2", ":memory:")))
+            .unwrap();
     other.connect().await.unwrap();
-    let err = other.database("mem2").unwrap().fetch_all("SELECT * FROM t", &[]).await.unwrap_err();
+    let err = other
+        .database("mem2")
+        .unwrap()
+        .fetch_all("SELECT * FROM t", &[])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("no such table"), "{err}");
     other.close(Duration::from_secs(1)).await;
     manager.close(Duration::from_secs(1)).await;
@@ -97,12 +117,24 @@ async fn a_missing_parent_directory_is_a_clear_configuration_error() {
     config.retry_attempts = 3;
     let manager = Manager::new(config).unwrap();
     let report = manager.connect_with(ConnectPolicy::Partial).await.unwrap();
-    assert_eq!(report.attempts["lite"], 1, "configuration errors are not retried");
+    assert_eq!(
+        report.attempts["lite"], 1,
+        "configuration errors are not retried"
+    );
     let err = &report.failed[0].1;
     assert_eq!(err.kind(), ErrorKind::Configuration);
     let text = err.to_string();
-    assert!(text.starts_with("connection `lite`: connect failed:"), "{text}");
-    assert!(text.contains(&format!("the directory `{}`", dir.path().join("missing").display())), "{text}");
+    assert!(
+        text.starts_with("connection `lite`: connect failed:"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "the directory `{}`",
+            dir.path().join("missing").display()
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -116,16 +148,32 @@ async fn layers_share_the_sqlite_pool() {
     let conn = manager.get("lite").unwrap();
     let sql = conn.database().unwrap();
     assert_eq!(sql.layer(), DefaultOrm::SeaOrm);
-    sql.execute("CREATE TABLE t (n INTEGER)", &[]).await.unwrap();
-    sql.execute("INSERT INTO t VALUES ($1), ($2)", &[1.into(), 2.into()]).await.unwrap();
+    sql.execute("CREATE TABLE t (n INTEGER)", &[])
+        .await
+        .unwrap();
+    sql.execute("INSERT INTO t VALUES ($1), ($2)", &[1.into(), 2.into()])
+        .await
+        .unwrap();
 
     let held = conn.sqlite().unwrap().acquire().await.unwrap();
-    assert_eq!(conn.sea_orm().unwrap().get_sqlite_connection_pool().size(), 1);
-    let waiting = tokio::spawn(async move { sql.fetch_all("SELECT n FROM t ORDER BY n", &[]).await });
+    assert_eq!(
+        conn.sea_orm().unwrap().get_sqlite_connection_pool().size(),
+        1
+    );
+    let waiting =
+        tokio::spawn(async move { sql.fetch_all("SELECT n FROM t ORDER BY n", &[]).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "the SeaORM layer waits for the one pooled connection");
+    assert!(
+        !waiting.is_finished(),
+        "the SeaORM layer waits for the one pooled connection"
+    );
     drop(held);
     let rows = waiting.await.unwrap().unwrap();
-    assert_eq!(rows.iter().map(|r| r.get::<i64>("n").unwrap()).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.get::<i64>("n").unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
     manager.close(Duration::from_secs(1)).await;
 }

@@ -118,7 +118,11 @@ impl Backend {
     }
 }
 
-async fn ping_pool<DB: Database>(name: &str, pool: &Pool<DB>, counters: &PoolCounters) -> Result<()> {
+async fn ping_pool<DB: Database>(
+    name: &str,
+    pool: &Pool<DB>,
+    counters: &PoolCounters,
+) -> Result<()> {
     use sqlx::Connection as _;
     let mut conn = crate::pool::acquire(name, pool, counters).await?;
     conn.ping()
@@ -127,7 +131,12 @@ async fn ping_pool<DB: Database>(name: &str, pool: &Pool<DB>, counters: &PoolCou
 }
 
 /// Runs `attempt` under a timeout, turning the elapsed timeout into a transient error.
-pub(crate) async fn bounded<T, F>(name: &str, operation: Operation, limit: Duration, attempt: F) -> Result<T>
+pub(crate) async fn bounded<T, F>(
+    name: &str,
+    operation: Operation,
+    limit: Duration,
+    attempt: F,
+) -> Result<T>
 where
     F: std::future::Future<Output = Result<T>>,
 {
@@ -137,5 +146,10 @@ where
 }
 
 pub(crate) fn config_error(name: &str, message: impl Into<String>) -> Error {
-    Error::database(name, Operation::Connect, ErrorKind::Configuration, message.into())
+    Error::database(
+        name,
+        Operation::Connect,
+        ErrorKind::Configuration,
+        message.into(),
+    )
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use secrecy::ExposeSecret;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 
 use super::{ConnectSpec, SqlPool, bounded, config_error};
 use crate::config::{ConnectionConfig, PoolSettings, SslMode};
@@ -80,11 +80,16 @@ fn quote_identifier(schema: &str) -> String {
 pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<SqlPool<sqlx::Postgres>> {
     let options = connect_options(spec.name, spec.config, spec.settings)?;
     // A direct connection first: a pool would report a refused port as a bare pool timeout.
-    let probe = bounded(spec.name, Operation::Connect, spec.settings.connect_timeout, async {
-        PgConnection::connect_with(&options)
-            .await
-            .map_err(|e| sqlx_error(spec.name, Operation::Connect, e))
-    })
+    let probe = bounded(
+        spec.name,
+        Operation::Connect,
+        spec.settings.connect_timeout,
+        async {
+            PgConnection::connect_with(&options)
+                .await
+                .map_err(|e| sqlx_error(spec.name, Operation::Connect, e))
+        },
+    )
     .await?;
     let _ = probe.close().await;
 
@@ -99,7 +104,6 @@ pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<SqlPool<sqlx::Postgre
         orm,
     ))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -39,7 +39,10 @@ impl SqliteBackend {
 
 /// Driver options: the `dsn`, `:memory:` (one database shared by the pool), or a file; the
 /// PRAGMAs here are sent on every new connection.
-pub(crate) fn connect_options(name: &str, c: &ConnectionConfig) -> Result<(SqliteConnectOptions, bool)> {
+pub(crate) fn connect_options(
+    name: &str,
+    c: &ConnectionConfig,
+) -> Result<(SqliteConnectOptions, bool)> {
     let (options, in_memory) = if let Some(dsn) = &c.dsn {
         let text = dsn.expose_secret();
         let in_memory = text.contains(MEMORY) || text.contains("mode=memory");
@@ -81,11 +84,16 @@ pub(crate) fn connect_options(name: &str, c: &ConnectionConfig) -> Result<(Sqlit
 
 pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<SqliteBackend> {
     let (options, in_memory) = connect_options(spec.name, spec.config)?;
-    let probe = bounded(spec.name, Operation::Connect, spec.settings.connect_timeout, async {
-        SqliteConnection::connect_with(&options)
-            .await
-            .map_err(|e| sqlx_error(spec.name, Operation::Connect, e))
-    })
+    let probe = bounded(
+        spec.name,
+        Operation::Connect,
+        spec.settings.connect_timeout,
+        async {
+            SqliteConnection::connect_with(&options)
+                .await
+                .map_err(|e| sqlx_error(spec.name, Operation::Connect, e))
+        },
+    )
     .await?;
     let keeper = if in_memory {
         Some(probe)

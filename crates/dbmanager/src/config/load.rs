@@ -202,10 +202,7 @@ fn overlay_env(root: &mut Value, env: &EnvSource, problems: &mut ConfigProblems)
             .map(str::to_ascii_lowercase)
             .collect();
         if segments.iter().any(String::is_empty) {
-            problems.push(
-                format!("env {name}"),
-                "empty segment in the variable name",
-            );
+            problems.push(format!("env {name}"), "empty segment in the variable name");
             continue;
         }
         let mut node = &mut *root;
@@ -288,10 +285,8 @@ fn expand(text: &str, env: &EnvSource) -> Result<String, String> {
                 Some((name, default)) => (name, Some(default)),
                 None => (expr, None),
             };
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(format!("`${{{name}}}` is not a valid variable reference"));
             }
@@ -421,7 +416,11 @@ fn walk_connection(
     c.filepath = f.string("filepath").map(PathBuf::from);
     c.auth_source = f.string("auth_source");
     c.replica_set = f.string("replica_set");
-    c.read_preference = f.parse_enum("read_preference", ReadPreference::parse, ReadPreference::NAMES);
+    c.read_preference = f.parse_enum(
+        "read_preference",
+        ReadPreference::parse,
+        ReadPreference::NAMES,
+    );
     c.max_open_conns = f.u32("max_open_conns");
     c.max_idle_conns = f.u32("max_idle_conns");
     c.min_open_conns = f.u32("min_open_conns");

@@ -110,7 +110,11 @@ impl ManagerConfig {
                 .max_idle_conns
                 .unwrap_or(self.max_idle_conns.min(max_open)),
             min_open: connection.min_open_conns.unwrap_or(0),
-            max_lifetime: nonzero(connection.conn_max_lifetime.unwrap_or(self.conn_max_lifetime)),
+            max_lifetime: nonzero(
+                connection
+                    .conn_max_lifetime
+                    .unwrap_or(self.conn_max_lifetime),
+            ),
             max_idle_time: nonzero(
                 connection
                     .conn_max_idle_time

@@ -81,7 +81,10 @@ impl fmt::Display for ConfigProblems {
 impl std::error::Error for ConfigProblems {}
 
 /// A "did you mean" suffix when a known word is close to the unknown one.
-pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> String {
     let best = candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))

@@ -31,7 +31,10 @@ impl ManagerConfig {
             );
         }
         if self.retry_attempts == 0 {
-            p.push("retry_attempts", "must be at least 1 (it counts the first attempt)");
+            p.push(
+                "retry_attempts",
+                "must be at least 1 (it counts the first attempt)",
+            );
         }
         if self.retry_delay > self.retry_max_delay {
             p.push(
@@ -54,7 +57,11 @@ impl ManagerConfig {
                 "default_connection",
                 format!(
                     "`{default}` is not a configured connection (known: {})",
-                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             );
         }
@@ -120,13 +127,19 @@ impl ManagerConfig {
             );
         }
 
-        let has_dsn = c.dsn.as_ref().is_some_and(|d| !d.expose_secret().is_empty());
+        let has_dsn = c
+            .dsn
+            .as_ref()
+            .is_some_and(|d| !d.expose_secret().is_empty());
         if let Some(dsn) = &c.dsn {
             check_dsn_scheme(kind, dsn.expose_secret(), &at("dsn"), p);
         }
         let require = |p: &mut ConfigProblems, field: &str, set: bool| {
             if !has_dsn && !set {
-                p.push(at(field), format!("required for {kind} when no dsn is given"));
+                p.push(
+                    at(field),
+                    format!("required for {kind} when no dsn is given"),
+                );
             }
         };
         match kind {
@@ -159,19 +172,42 @@ impl ManagerConfig {
         use DatabaseType::{Mongodb, Mssql, Postgres, Sqlite};
         only_for(p, "filepath", c.filepath.is_some(), &[Sqlite]);
         only_for(p, "schema", c.schema.is_some(), &[Postgres, Mssql]);
-        only_for(p, "sslmode", c.sslmode.is_some(), &[Postgres, Mssql, Mongodb]);
+        only_for(
+            p,
+            "sslmode",
+            c.sslmode.is_some(),
+            &[Postgres, Mssql, Mongodb],
+        );
         only_for(p, "auth_source", c.auth_source.is_some(), &[Mongodb]);
         only_for(p, "replica_set", c.replica_set.is_some(), &[Mongodb]);
-        only_for(p, "read_preference", c.read_preference.is_some(), &[Mongodb]);
+        only_for(
+            p,
+            "read_preference",
+            c.read_preference.is_some(),
+            &[Mongodb],
+        );
         only_for(p, "host", c.host.is_some(), &[Postgres, Mssql, Mongodb]);
         only_for(p, "port", c.port.is_some(), &[Postgres, Mssql, Mongodb]);
         only_for(p, "user", c.user.is_some(), &[Postgres, Mssql, Mongodb]);
-        only_for(p, "password", c.password.is_some(), &[Postgres, Mssql, Mongodb]);
-        only_for(p, "password_file", c.password_file.is_some(), &[Postgres, Mssql, Mongodb]);
+        only_for(
+            p,
+            "password",
+            c.password.is_some(),
+            &[Postgres, Mssql, Mongodb],
+        );
+        only_for(
+            p,
+            "password_file",
+            c.password_file.is_some(),
+            &[Postgres, Mssql, Mongodb],
+        );
 
         if c.default_orm == DefaultOrm::SeaOrm {
             match kind {
-                Mongodb => p.push(at("default_orm"), "sea-orm is a SQL layer; mongodb has none"),
+                Mongodb => p.push(
+                    at("default_orm"),
+                    "sea-orm is a SQL layer; mongodb has none",
+                ),
                 Mssql => p.push(
                     at("default_orm"),
                     "sea-orm has no SQL Server driver; use `native`",

@@ -166,6 +166,16 @@ pub(crate) fn decode_sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Result<Vec<Val
 }
 
 #[cfg(feature = "postgres")]
-sqlx_backend!(postgres, sqlx::Postgres, super::pg_null::UntypedNull, super::decode_pg_row);
+sqlx_backend!(
+    postgres,
+    sqlx::Postgres,
+    super::pg_null::UntypedNull,
+    super::decode_pg_row
+);
 #[cfg(feature = "sqlite")]
-sqlx_backend!(sqlite, sqlx::Sqlite, Option::<i64>::None, super::decode_sqlite_row);
+sqlx_backend!(
+    sqlite,
+    sqlx::Sqlite,
+    Option::<i64>::None,
+    super::decode_sqlite_row
+);

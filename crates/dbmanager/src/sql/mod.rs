@@ -86,7 +86,11 @@ impl Database {
         }
     }
 
-    async fn timed<T>(&self, operation: Operation, work: impl Future<Output = Result<T>>) -> Result<T> {
+    async fn timed<T>(
+        &self,
+        operation: Operation,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
         match self.query_timeout {
             Some(limit) => bounded(&self.name, operation, limit, work).await,
             None => work.await,
@@ -152,9 +156,14 @@ impl Database {
 
     /// Runs a query that must return a row.
     pub async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Row> {
-        self.fetch_optional(sql, params)
-            .await?
-            .ok_or_else(|| Error::database(&self.name, Operation::Query, ErrorKind::Query, sqlx::Error::RowNotFound))
+        self.fetch_optional(sql, params).await?.ok_or_else(|| {
+            Error::database(
+                &self.name,
+                Operation::Query,
+                ErrorKind::Query,
+                sqlx::Error::RowNotFound,
+            )
+        })
     }
 
     /// Starts a transaction; it rolls back if dropped without [`Transaction::commit`].
@@ -165,16 +174,24 @@ impl Database {
                 Ok(match &self.executor {
                     #[cfg(feature = "postgres")]
                     Executor::Postgres(pool) => TxInner::Postgres(
-                        pool.begin().await.map_err(|e| sqlx_error(name, Operation::Begin, e))?,
+                        pool.begin()
+                            .await
+                            .map_err(|e| sqlx_error(name, Operation::Begin, e))?,
                     ),
                     #[cfg(feature = "sqlite")]
                     Executor::Sqlite(pool) => TxInner::Sqlite(
-                        pool.begin().await.map_err(|e| sqlx_error(name, Operation::Begin, e))?,
+                        pool.begin()
+                            .await
+                            .map_err(|e| sqlx_error(name, Operation::Begin, e))?,
                     ),
                     #[cfg(feature = "sea-orm")]
                     Executor::SeaOrm(db) => {
                         use sea_orm::TransactionTrait as _;
-                        TxInner::SeaOrm(db.begin().await.map_err(|e| orm::error(name, Operation::Begin, e))?)
+                        TxInner::SeaOrm(
+                            db.begin()
+                                .await
+                                .map_err(|e| orm::error(name, Operation::Begin, e))?,
+                        )
                     }
                 })
             })
@@ -205,7 +222,9 @@ pub struct Transaction {
 
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transaction").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Transaction")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -268,11 +287,20 @@ impl Transaction {
         Self::timed(name, self.query_timeout, Operation::Commit, async move {
             match self.inner {
                 #[cfg(feature = "postgres")]
-                TxInner::Postgres(tx) => tx.commit().await.map_err(|e| sqlx_error(name, Operation::Commit, e)),
+                TxInner::Postgres(tx) => tx
+                    .commit()
+                    .await
+                    .map_err(|e| sqlx_error(name, Operation::Commit, e)),
                 #[cfg(feature = "sqlite")]
-                TxInner::Sqlite(tx) => tx.commit().await.map_err(|e| sqlx_error(name, Operation::Commit, e)),
+                TxInner::Sqlite(tx) => tx
+                    .commit()
+                    .await
+                    .map_err(|e| sqlx_error(name, Operation::Commit, e)),
                 #[cfg(feature = "sea-orm")]
-                TxInner::SeaOrm(tx) => tx.commit().await.map_err(|e| orm::error(name, Operation::Commit, e)),
+                TxInner::SeaOrm(tx) => tx
+                    .commit()
+                    .await
+                    .map_err(|e| orm::error(name, Operation::Commit, e)),
             }
         })
         .await
@@ -284,11 +312,20 @@ impl Transaction {
         Self::timed(name, self.query_timeout, Operation::Rollback, async move {
             match self.inner {
                 #[cfg(feature = "postgres")]
-                TxInner::Postgres(tx) => tx.rollback().await.map_err(|e| sqlx_error(name, Operation::Rollback, e)),
+                TxInner::Postgres(tx) => tx
+                    .rollback()
+                    .await
+                    .map_err(|e| sqlx_error(name, Operation::Rollback, e)),
                 #[cfg(feature = "sqlite")]
-                TxInner::Sqlite(tx) => tx.rollback().await.map_err(|e| sqlx_error(name, Operation::Rollback, e)),
+                TxInner::Sqlite(tx) => tx
+                    .rollback()
+                    .await
+                    .map_err(|e| sqlx_error(name, Operation::Rollback, e)),
                 #[cfg(feature = "sea-orm")]
-                TxInner::SeaOrm(tx) => tx.rollback().await.map_err(|e| orm::error(name, Operation::Rollback, e)),
+                TxInner::SeaOrm(tx) => tx
+                    .rollback()
+                    .await
+                    .map_err(|e| orm::error(name, Operation::Rollback, e)),
             }
         })
         .await
@@ -331,11 +368,7 @@ mod orm {
     }
 
     fn statement(db: &impl ConnectionTrait, sql: &str, params: &[Value]) -> Statement {
-        Statement::from_sql_and_values(
-            db.get_database_backend(),
-            sql,
-            params.iter().map(to_orm),
-        )
+        Statement::from_sql_and_values(db.get_database_backend(), sql, params.iter().map(to_orm))
     }
 
     pub(super) async fn execute(
@@ -360,7 +393,8 @@ mod orm {
             .query_all_raw(statement(db, sql, params))
             .await
             .map_err(|e| error(name, Operation::Query, e))?;
-        let decode_error = |e: sqlx::Error| Error::database(name, Operation::Query, ErrorKind::Query, e);
+        let decode_error =
+            |e: sqlx::Error| Error::database(name, Operation::Query, ErrorKind::Query, e);
         if results.is_empty() {
             return Ok(Vec::new());
         }

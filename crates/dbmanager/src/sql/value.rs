@@ -155,7 +155,9 @@ impl Row {
 
     /// The value of a column by position or name.
     pub fn value(&self, column: impl ColumnRef) -> Option<&Value> {
-        column.position(&self.columns).and_then(|i| self.values.get(i))
+        column
+            .position(&self.columns)
+            .and_then(|i| self.values.get(i))
     }
 
     /// The value of a column converted to `T`; `None` if the column is missing or of another type.

@@ -28,7 +28,16 @@ pub fn pg_user() -> String {
 
 fn psql(port: u16, user: &str, db: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-d", db])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-d",
+            db,
+        ])
         .args(["-v", "ON_ERROR_STOP=1", "-Atqc", sql])
         .env("PGCONNECT_TIMEOUT", "5")
         .output()
@@ -107,8 +116,20 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let _ = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &pg_port().to_string(), "-U", &pg_user(), "-d", "postgres"])
-            .args(["-Atqc", &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pg_port().to_string(),
+                "-U",
+                &pg_user(),
+                "-d",
+                "postgres",
+            ])
+            .args([
+                "-Atqc",
+                &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+            ])
             .output();
     }
 }
@@ -138,7 +159,11 @@ fn pg_bin(tool: &str) -> PathBuf {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     versions.sort();
-    versions.last().expect("a PostgreSQL version").join("bin").join(tool)
+    versions
+        .last()
+        .expect("a PostgreSQL version")
+        .join("bin")
+        .join(tool)
 }
 
 fn is_root() -> bool {
@@ -153,7 +178,9 @@ fn is_root() -> bool {
 fn as_postgres(tool: &str, args: &[&str]) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(pg_bin(tool)).args(args);
+        c.args(["-u", "postgres", "--"])
+            .arg(pg_bin(tool))
+            .args(args);
         c
     } else {
         let mut c = Command::new(pg_bin(tool));
@@ -190,7 +217,10 @@ impl PrivateCluster {
         let password = "cluster-admin-pw".to_owned();
         std::fs::write(&pwfile, &password).expect("write pwfile");
         if is_root() {
-            let _ = Command::new("chown").args(["postgres:postgres"]).arg(&pwfile).status();
+            let _ = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&pwfile)
+                .status();
         }
         let out = as_postgres(
             "initdb",
@@ -210,7 +240,11 @@ impl PrivateCluster {
         )
         .output()
         .expect("initdb runs");
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let cluster = Self {
             port: free_port(),
             dir,
@@ -234,7 +268,18 @@ impl PrivateCluster {
         let log = self.dir.path().join("log");
         let out = as_postgres(
             "pg_ctl",
-            &["-D", self.data().to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-w", "-t", "30", "start"],
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
         )
         .output()
         .expect("pg_ctl runs");
@@ -250,7 +295,16 @@ impl PrivateCluster {
     pub fn stop_server(&self, mode: &str) {
         let _ = as_postgres(
             "pg_ctl",
-            &["-D", self.data().to_str().unwrap(), "-m", mode, "-w", "-t", "30", "stop"],
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                "30",
+                "stop",
+            ],
         )
         .output();
     }
@@ -259,15 +313,38 @@ impl PrivateCluster {
     pub fn sql(&self, sql: &str) -> String {
         let out = as_postgres(
             "psql",
-            &["-h", self.dir.path().to_str().unwrap(), "-p", &self.port.to_string(), "-U", "admin", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-Atqc", sql],
+            &[
+                "-h",
+                self.dir.path().to_str().unwrap(),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "admin",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atqc",
+                sql,
+            ],
         )
         .output()
         .expect("psql runs");
-        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
-    pub fn config(&self, connection: &str, user: &str, password: &str, database: &str) -> ConnectionConfig {
+    pub fn config(
+        &self,
+        connection: &str,
+        user: &str,
+        password: &str,
+        database: &str,
+    ) -> ConnectionConfig {
         let mut c = ConnectionConfig::new(connection, DatabaseType::Postgres);
         c.host = Some("127.0.0.1".into());
         c.port = Some(self.port);

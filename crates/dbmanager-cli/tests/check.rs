@@ -1,0 +1,122 @@
+//! `dbmanager check`: the embedded default, exit codes, formats, no secrets in output.
+
+use std::process::{Command, Output};
+
+fn dbmanager(args: &[&str], data_dir: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dbmanager"))
+        .args(args)
+        .env("DBMANAGER_DATA_DIR", data_dir)
+        .env_remove("DBMANAGER_LOG")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_runs_on_the_embedded_sqlite_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dbmanager(&["check"], &data);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("main") && stdout.contains("sqlite") && stdout.contains("up"),
+        "{stdout}"
+    );
+    assert!(
+        data.join("quickstart.sqlite").exists(),
+        "the data directory is created"
+    );
+}
+
+#[test]
+fn check_json_has_one_row_per_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dbmanager(&["check", "--format", "json"], dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["name"], "main");
+    assert_eq!(rows[0]["type"], "sqlite");
+    assert_eq!(rows[0]["status"], "up");
+    assert_eq!(rows[0]["pool_max"], 4);
+    assert!(rows[0]["ping_ms"].as_f64().unwrap() >= 0.0);
+}
+
+#[test]
+fn an_invalid_config_exits_2_and_lists_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.yaml");
+    std::fs::write(
+        &config,
+        "dbmanager:\n  connections:\n    a: {type: postgres, port: 0, password: Secret-PW-123}\n    b: {type: sqlit}\n",
+    )
+    .unwrap();
+    let out = dbmanager(&["check", "--config", config.to_str().unwrap()], dir.path());
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    for expected in [
+        "connections.a.database: required for postgres",
+        "connections.a.host: required for postgres",
+        "connections.a.port: 0 is not a valid port",
+        "connections.b.type: `sqlit` is not valid",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in {stderr}"
+        );
+    }
+    assert!(!stdout.contains("Secret-PW-123") && !stderr.contains("Secret-PW-123"));
+}
+
+#[test]
+fn a_down_connection_exits_1_without_printing_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("down.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbmanager:
+  retry_attempts: 1
+  connections:
+    lite: {{type: sqlite, filepath: '{}'}}
+    down: {{type: postgres, host: 127.0.0.1, port: {port}, user: u, password: Secret-PW-456, database: d}}
+",
+            dir.path().join("ok.db").display()
+        ),
+    )
+    .unwrap();
+    let out = dbmanager(&["check", "--config", config.to_str().unwrap()], dir.path());
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("down") && stdout.contains("refused"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("lite"), "{stdout}");
+    assert!(!stdout.contains("Secret-PW-456") && !stderr.contains("Secret-PW-456"));
+}
+
+#[test]
+fn a_missing_config_file_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dbmanager(&["check", "--config", "/nonexistent/dbm.yaml"], dir.path());
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("cannot read `/nonexistent/dbm.yaml`"),
+        "{stderr}"
+    );
+}

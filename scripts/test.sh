@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the whole test suite, starting what it needs: PostgreSQL (if installed but down), then
+# lint, then every test (unit, integration, doctests) of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+PG_HOST=${DBMANAGER_TEST_PG_HOST:-127.0.0.1}
+PG_PORT=${DBMANAGER_TEST_PG_PORT:-5432}
+
+ensure_postgres() {
+    if pg_isready -q -h "$PG_HOST" -p "$PG_PORT" 2>/dev/null; then
+        return 0
+    fi
+    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+        log "PostgreSQL is down; starting it"
+        for version in /etc/postgresql/*; do
+            pg_ctlcluster --skip-systemctl-redirect "$(basename "$version")" main start || true
+        done
+        for _ in $(seq 1 60); do
+            pg_isready -q -h "$PG_HOST" -p "$PG_PORT" && return 0
+            sleep 0.5
+        done
+    fi
+    echo "error: PostgreSQL is not reachable on $PG_HOST:$PG_PORT and could not be started" >&2
+    exit 1
+}
+
+log "PostgreSQL"
+ensure_postgres
+pg_isready -h "$PG_HOST" -p "$PG_PORT"
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+log "cargo test"
+cargo test --workspace --all-features --no-fail-fast
