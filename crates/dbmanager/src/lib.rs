@@ -5,6 +5,11 @@
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
+// A build with only some backends leaves helpers of the others unused.
+#![cfg_attr(
+    not(all(feature = "postgres", feature = "sqlite", feature = "sea-orm")),
+    allow(dead_code, unused_imports, unused_macros)
+)]
 
 mod backend;
 pub mod config;
