@@ -11,6 +11,9 @@
     allow(dead_code, unused_imports, unused_macros)
 )]
 
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+compile_error!("dbmanager needs at least one backend feature: `postgres` or `sqlite`");
+
 mod backend;
 pub mod config;
 mod connection;
