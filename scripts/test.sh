@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite, starting what it needs: PostgreSQL (if installed but down), then
-# lint, then every test (unit, integration, doctests) of the workspace.
+# Runs the whole test suite, starting what it needs: PostgreSQL (if installed but down), the
+# SQL Server and MongoDB test servers (installed once into ~/.cache/dbmanager-tools), then lint,
+# then every test (unit, integration, doctests) of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,11 @@ ensure_postgres() {
 log "PostgreSQL"
 ensure_postgres
 pg_isready -h "$PG_HOST" -p "$PG_PORT"
+
+log "SQL Server and MongoDB test servers"
+scripts/test-servers.sh start
+trap 'scripts/test-servers.sh stop' EXIT
+eval "$(scripts/test-servers.sh env)"
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -165,6 +165,16 @@ impl Connection {
         }
     }
 
+    /// The native SQL Server pool (tiberius clients in bb8). Clones share the one pool.
+    #[cfg(feature = "mssql")]
+    pub fn mssql(&self) -> Result<crate::MssqlPool> {
+        match &*self.sql_backend()? {
+            Backend::Mssql(p) => Ok(p.clone()),
+            #[allow(unreachable_patterns)]
+            _ => Err(self.wrong_layer("the SQL Server pool")),
+        }
+    }
+
     /// A SeaORM connection on the same pool as the native layer.
     #[cfg(feature = "sea-orm")]
     pub fn sea_orm(&self) -> Result<sea_orm::DatabaseConnection> {
@@ -173,6 +183,13 @@ impl Connection {
             Backend::Postgres(p) => Ok(p.orm.clone()),
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(s) => Ok(s.sql.orm.clone()),
+            #[cfg(feature = "mssql")]
+            Backend::Mssql(_) => Err(Error::Unsupported {
+                connection: self.name().to_owned(),
+                layer: "SeaORM",
+                backend: self.kind(),
+                reason: "open-source SeaORM has no SQL Server driver; use `mssql()` or `database()`",
+            }),
             #[allow(unreachable_patterns)]
             _ => Err(self.wrong_layer("SeaORM")),
         }
@@ -199,6 +216,8 @@ impl Connection {
             (Backend::Postgres(p), _) => Executor::Postgres(p.pool.clone()),
             #[cfg(feature = "sqlite")]
             (Backend::Sqlite(s), _) => Executor::Sqlite(s.sql.pool.clone()),
+            #[cfg(feature = "mssql")]
+            (Backend::Mssql(p), _) => Executor::Mssql(p.clone()),
         };
         Ok(Database::new(
             self.shared.name.clone(),
@@ -216,7 +235,7 @@ impl Connection {
             .backend
             .load()
             .as_ref()
-            .map_or(PoolGauges::default(), |b| b.gauges());
+            .map_or(PoolGauges::default(), |b| b.gauges(&self.shared.counters));
         let gauges = PoolGauges {
             max_open: self.shared.settings.max_open,
             ..gauges
@@ -301,7 +320,7 @@ impl Connection {
         let Some(backend) = self.shared.backend.swap(None) else {
             return CloseOutcome { still_in_use: 0 };
         };
-        let still_in_use = backend.close(deadline).await;
+        let still_in_use = backend.close(deadline, &self.shared.counters).await;
         self.shared.health.closed();
         if self.shared.config.enable_logging {
             tracing::info!(connection = %self.shared.name, still_in_use, "closed");

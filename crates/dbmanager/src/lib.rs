@@ -11,8 +11,8 @@
     allow(dead_code, unused_imports, unused_macros)
 )]
 
-#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
-compile_error!("dbmanager needs at least one backend feature: `postgres` or `sqlite`");
+#[cfg(not(any(feature = "postgres", feature = "sqlite", feature = "mssql")))]
+compile_error!("dbmanager needs at least one SQL backend feature: `postgres`, `sqlite` or `mssql`");
 
 mod backend;
 pub mod config;
@@ -26,6 +26,8 @@ mod retry;
 mod sql;
 mod stats;
 
+#[cfg(feature = "mssql")]
+pub use backend::mssql::{MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
 pub use config::{
     ConfigProblem, ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, EnvSource,
     ManagerConfig, PoolSettings, ReadPreference, RetryPolicy, SslMode,
@@ -40,8 +42,12 @@ pub use stats::{ConnectionStats, ManagerStats};
 /// The driver and ORM crates this crate's API exposes, re-exported so applications use the very
 /// same versions.
 pub mod reexports {
+    #[cfg(feature = "mssql")]
+    pub use bb8;
     #[cfg(feature = "sea-orm")]
     pub use sea_orm;
     pub use secrecy;
     pub use sqlx;
+    #[cfg(feature = "mssql")]
+    pub use tiberius;
 }

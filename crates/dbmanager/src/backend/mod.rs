@@ -1,5 +1,7 @@
 //! The live side of a connection: one pool per connection, and the layers built on it.
 
+#[cfg(feature = "mssql")]
+pub(crate) mod mssql;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
@@ -59,6 +61,8 @@ pub(crate) enum Backend {
     Postgres(SqlPool<sqlx::Postgres>),
     #[cfg(feature = "sqlite")]
     Sqlite(sqlite::SqliteBackend),
+    #[cfg(feature = "mssql")]
+    Mssql(mssql::MssqlPool),
 }
 
 impl Backend {
@@ -68,6 +72,8 @@ impl Backend {
             DatabaseType::Postgres => postgres::open(spec).await.map(Backend::Postgres),
             #[cfg(feature = "sqlite")]
             DatabaseType::Sqlite => sqlite::open(spec).await.map(Backend::Sqlite),
+            #[cfg(feature = "mssql")]
+            DatabaseType::Mssql => mssql::open(spec).await.map(Backend::Mssql),
             other => Err(Error::Unsupported {
                 connection: spec.name.to_owned(),
                 layer: "connect",
@@ -77,8 +83,11 @@ impl Backend {
         }
     }
 
-    pub(crate) fn gauges(&self) -> PoolGauges {
+    pub(crate) fn gauges(&self, counters: &PoolCounters) -> PoolGauges {
+        let _ = counters;
         match self {
+            #[cfg(feature = "mssql")]
+            Backend::Mssql(p) => p.gauges(counters),
             #[cfg(feature = "postgres")]
             Backend::Postgres(p) => crate::pool::gauges(&p.pool),
             #[cfg(feature = "sqlite")]
@@ -93,14 +102,27 @@ impl Backend {
             Backend::Postgres(p) => ping_pool(name, &p.pool, counters).await,
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(s) => ping_pool(name, &s.sql.pool, counters).await,
+            #[cfg(feature = "mssql")]
+            Backend::Mssql(p) => {
+                let mut conn = p.acquire().await?;
+                conn.begin_operation();
+                conn.simple_query("SELECT 1")
+                    .await
+                    .map_err(|e| mssql::tiberius_error(name, Operation::Ping, e))?
+                    .into_results()
+                    .await
+                    .map_err(|e| mssql::tiberius_error(name, Operation::Ping, e))?;
+                conn.settle();
+                Ok(())
+            }
         }
     }
 
     /// Closes the pool, waiting up to `deadline` for checked-out connections to come back.
     /// Returns how many were still checked out when the deadline passed.
-    pub(crate) async fn close(&self, deadline: Duration) -> u32 {
+    pub(crate) async fn close(&self, deadline: Duration, counters: &PoolCounters) -> u32 {
         let in_use = || {
-            let g = self.gauges();
+            let g = self.gauges(counters);
             g.open.saturating_sub(g.idle)
         };
         let closing = async {
@@ -109,6 +131,8 @@ impl Backend {
                 Backend::Postgres(p) => p.pool.close().await,
                 #[cfg(feature = "sqlite")]
                 Backend::Sqlite(s) => s.close().await,
+                #[cfg(feature = "mssql")]
+                Backend::Mssql(p) => p.close().await,
             }
         };
         match tokio::time::timeout(deadline, closing).await {

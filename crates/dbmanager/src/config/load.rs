@@ -66,6 +66,7 @@ const CONNECTION_KEYS: &[&str] = &[
     "tags",
     "application_name",
     "critical",
+    "trust_server_certificate",
 ];
 
 /// The environment a config is loaded against: overrides and `${VAR}` values come from here.
@@ -432,6 +433,7 @@ fn walk_connection(
     f.set_bool("enable_metrics", &mut c.enable_metrics);
     f.set_bool("enable_logging", &mut c.enable_logging);
     f.set_bool("critical", &mut c.critical);
+    f.set_bool("trust_server_certificate", &mut c.trust_server_certificate);
     if let Some(orm) = f.default_orm() {
         c.default_orm = orm;
     }

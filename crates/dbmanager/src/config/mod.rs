@@ -232,6 +232,9 @@ pub struct ConnectionConfig {
     pub application_name: Option<String>,
     /// Whether readiness depends on this connection (default true).
     pub critical: bool,
+    /// Accept any server certificate with `sslmode` `prefer` or `require` (SQL Server's
+    /// `TrustServerCertificate`, MongoDB's `tlsAllowInvalidCertificates`; default false).
+    pub trust_server_certificate: bool,
 }
 
 impl ConnectionConfig {
@@ -267,6 +270,7 @@ impl ConnectionConfig {
             tags: BTreeMap::new(),
             application_name: None,
             critical: true,
+            trust_server_certificate: false,
         }
     }
 
@@ -318,6 +322,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("tags", &self.tags)
             .field("application_name", &self.application_name)
             .field("critical", &self.critical)
+            .field("trust_server_certificate", &self.trust_server_certificate)
             .finish()
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use secrecy::ExposeSecret;
 
-use super::{ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig};
+use super::{ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, SslMode};
 use crate::error::Error;
 
 impl ManagerConfig {
@@ -186,6 +186,20 @@ impl ManagerConfig {
             c.read_preference.is_some(),
             &[Mongodb],
         );
+        only_for(
+            p,
+            "trust_server_certificate",
+            c.trust_server_certificate,
+            &[Mssql, Mongodb],
+        );
+        if c.trust_server_certificate
+            && matches!(c.sslmode, Some(SslMode::VerifyCa | SslMode::VerifyFull))
+        {
+            p.push(
+                at("trust_server_certificate"),
+                "contradicts sslmode verify-ca/verify-full, which verify the certificate",
+            );
+        }
         only_for(p, "host", c.host.is_some(), &[Postgres, Mssql, Mongodb]);
         only_for(p, "port", c.port.is_some(), &[Postgres, Mssql, Mongodb]);
         only_for(p, "user", c.user.is_some(), &[Postgres, Mssql, Mongodb]);

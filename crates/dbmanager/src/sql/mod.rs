@@ -5,6 +5,8 @@
 //! pool itself (`native`) or SeaORM's `DatabaseConnection` on that same pool (`sea-orm`).
 
 mod driver;
+#[cfg(feature = "mssql")]
+mod mssql;
 mod value;
 
 use std::future::Future;
@@ -27,6 +29,55 @@ pub(crate) enum Executor {
     Sqlite(sqlx::SqlitePool),
     #[cfg(feature = "sea-orm")]
     SeaOrm(sea_orm::DatabaseConnection),
+    #[cfg(feature = "mssql")]
+    Mssql(crate::backend::mssql::MssqlPool),
+}
+
+#[cfg(feature = "mssql")]
+use crate::backend::mssql::MssqlConnection;
+
+/// Settles the client only when the operation left the stream in sync (a cancelled or I/O-failed
+/// one leaves the client unsettled, and the pool discards it).
+#[cfg(feature = "mssql")]
+fn settle<T>(name: &str, conn: &mut MssqlConnection, outcome: tiberius::Result<T>) -> Result<T> {
+    if !matches!(outcome, Err(tiberius::error::Error::Io { .. })) {
+        conn.settle();
+    }
+    outcome.map_err(|e| crate::backend::mssql::tiberius_error(name, Operation::Query, e))
+}
+
+#[cfg(feature = "mssql")]
+async fn on_mssql_execute(
+    name: &str,
+    conn: &mut MssqlConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<u64> {
+    conn.begin_operation();
+    let outcome = mssql::execute(conn, sql, params).await;
+    settle(name, conn, outcome)
+}
+
+#[cfg(feature = "mssql")]
+async fn on_mssql_fetch(
+    name: &str,
+    conn: &mut MssqlConnection,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<Row>> {
+    conn.begin_operation();
+    let outcome = mssql::fetch_all(conn, sql, params).await;
+    settle(name, conn, outcome)
+}
+
+#[cfg(feature = "mssql")]
+async fn on_mssql_simple(name: &str, conn: &mut MssqlConnection, sql: &str) -> Result<()> {
+    conn.begin_operation();
+    let outcome = match conn.simple_query(sql).await {
+        Ok(stream) => stream.into_results().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    settle(name, conn, outcome)
 }
 
 /// A cheap, cloneable handle for running SQL on one connection's pool.
@@ -118,6 +169,11 @@ impl Database {
                 }
                 #[cfg(feature = "sea-orm")]
                 Executor::SeaOrm(db) => orm::execute(name, db, sql, params).await,
+                #[cfg(feature = "mssql")]
+                Executor::Mssql(pool) => {
+                    let mut conn = pool.acquire().await?;
+                    on_mssql_execute(name, &mut conn, sql, params).await
+                }
             }
         })
         .await
@@ -144,6 +200,11 @@ impl Database {
                 }
                 #[cfg(feature = "sea-orm")]
                 Executor::SeaOrm(db) => orm::fetch_all(name, db, sql, params).await,
+                #[cfg(feature = "mssql")]
+                Executor::Mssql(pool) => {
+                    let mut conn = pool.acquire().await?;
+                    on_mssql_fetch(name, &mut conn, sql, params).await
+                }
             }
         })
         .await
@@ -193,6 +254,15 @@ impl Database {
                                 .map_err(|e| orm::error(name, Operation::Begin, e))?,
                         )
                     }
+                    #[cfg(feature = "mssql")]
+                    Executor::Mssql(pool) => {
+                        let mut conn = pool.acquire().await?;
+                        on_mssql_simple(name, &mut conn, "BEGIN TRANSACTION").await?;
+                        // Unsettled while open: dropped without commit or rollback, the client
+                        // is discarded rather than returned mid-transaction.
+                        conn.begin_operation();
+                        TxInner::Mssql(conn)
+                    }
                 })
             })
             .await?;
@@ -211,6 +281,8 @@ enum TxInner {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
     #[cfg(feature = "sea-orm")]
     SeaOrm(sea_orm::DatabaseTransaction),
+    #[cfg(feature = "mssql")]
+    Mssql(crate::backend::mssql::MssqlConnection),
 }
 
 /// An open transaction on one pooled connection.
@@ -256,6 +328,12 @@ impl Transaction {
                     .map_err(|e| sqlx_error(name, Operation::Query, e)),
                 #[cfg(feature = "sea-orm")]
                 TxInner::SeaOrm(tx) => orm::execute(name, tx, sql, params).await,
+                #[cfg(feature = "mssql")]
+                TxInner::Mssql(conn) => {
+                    let out = on_mssql_execute(name, conn, sql, params).await;
+                    conn.begin_operation();
+                    out
+                }
             }
         })
         .await
@@ -276,6 +354,12 @@ impl Transaction {
                     .map_err(|e| sqlx_error(name, Operation::Query, e)),
                 #[cfg(feature = "sea-orm")]
                 TxInner::SeaOrm(tx) => orm::fetch_all(name, tx, sql, params).await,
+                #[cfg(feature = "mssql")]
+                TxInner::Mssql(conn) => {
+                    let out = on_mssql_fetch(name, conn, sql, params).await;
+                    conn.begin_operation();
+                    out
+                }
             }
         })
         .await
@@ -301,6 +385,10 @@ impl Transaction {
                     .commit()
                     .await
                     .map_err(|e| orm::error(name, Operation::Commit, e)),
+                #[cfg(feature = "mssql")]
+                TxInner::Mssql(mut conn) => {
+                    on_mssql_simple(name, &mut conn, "COMMIT TRANSACTION").await
+                }
             }
         })
         .await
@@ -326,6 +414,10 @@ impl Transaction {
                     .rollback()
                     .await
                     .map_err(|e| orm::error(name, Operation::Rollback, e)),
+                #[cfg(feature = "mssql")]
+                TxInner::Mssql(mut conn) => {
+                    on_mssql_simple(name, &mut conn, "ROLLBACK TRANSACTION").await
+                }
             }
         })
         .await

@@ -376,3 +376,60 @@ pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> boo
     }
     check()
 }
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+/// The SQL Server test server started by `scripts/test-servers.sh start`.
+pub fn mssql_port() -> u16 {
+    env_or("DBMANAGER_TEST_MSSQL_PORT", "14331")
+        .parse()
+        .expect("a port")
+}
+
+pub fn mssql_password() -> String {
+    env_or("DBMANAGER_TEST_MSSQL_PASSWORD", "Dbm-Test;Pass={w0rd}")
+}
+
+pub fn mssql_config(name: &str) -> ConnectionConfig {
+    let mut c = ConnectionConfig::new(name, DatabaseType::Mssql);
+    c.host = Some("127.0.0.1".into());
+    c.port = Some(mssql_port());
+    c.user = Some(env_or("DBMANAGER_TEST_MSSQL_USER", "sa"));
+    c.password = Some(mssql_password().into());
+    c.database = Some("master".into());
+    c.sslmode = Some(dbmanager::SslMode::Disable);
+    c.max_open_conns = Some(4);
+    c.max_idle_conns = Some(4);
+    c.connect_timeout = Duration::from_secs(5);
+    c
+}
+
+/// The MongoDB test server started by `scripts/test-servers.sh start` (with auth).
+pub fn mongo_port() -> u16 {
+    env_or("DBMANAGER_TEST_MONGO_PORT", "27018")
+        .parse()
+        .expect("a port")
+}
+
+pub fn mongo_user() -> String {
+    env_or("DBMANAGER_TEST_MONGO_USER", "dbm_user")
+}
+
+pub fn mongo_password() -> String {
+    env_or("DBMANAGER_TEST_MONGO_PASSWORD", "dbm-Pass:w@rd/é%")
+}
+
+pub fn mongo_config(name: &str, database: &str) -> ConnectionConfig {
+    let mut c = ConnectionConfig::new(name, DatabaseType::Mongodb);
+    c.host = Some("127.0.0.1".into());
+    c.port = Some(mongo_port());
+    c.user = Some(mongo_user());
+    c.password = Some(mongo_password().into());
+    c.database = Some(database.into());
+    c.sslmode = Some(dbmanager::SslMode::Disable);
+    c.max_open_conns = Some(4);
+    c.connect_timeout = Duration::from_secs(5);
+    c
+}
