@@ -120,3 +120,97 @@ fn a_missing_config_file_exits_2() {
         "{stderr}"
     );
 }
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+#[test]
+fn check_shows_all_four_backends_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("four.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbmanager:
+  retry_attempts: 1
+  connections:
+    primary:
+      type: postgres
+      host: {pg_host}
+      port: {pg_port}
+      user: {pg_user}
+      database: postgres
+      max_open_conns: 2
+    cache-db:
+      type: sqlite
+      filepath: '{sqlite}'
+    reports:
+      type: mssql
+      host: 127.0.0.1
+      port: {ms_port}
+      user: {ms_user}
+      password: ${{MSSQL_TEST_PASSWORD}}
+      sslmode: disable
+    documents:
+      type: mongodb
+      host: 127.0.0.1
+      port: {mongo_port}
+      user: {mongo_user}
+      password: ${{MONGO_TEST_PASSWORD}}
+      database: admin
+      sslmode: disable
+",
+            pg_host = env_or("DBMANAGER_TEST_PG_HOST", "127.0.0.1"),
+            pg_port = env_or("DBMANAGER_TEST_PG_PORT", "5432"),
+            pg_user = env_or("DBMANAGER_TEST_PG_USER", "postgres"),
+            sqlite = dir.path().join("c.db").display(),
+            ms_port = env_or("DBMANAGER_TEST_MSSQL_PORT", "14331"),
+            ms_user = env_or("DBMANAGER_TEST_MSSQL_USER", "sa"),
+            mongo_port = env_or("DBMANAGER_TEST_MONGO_PORT", "27018"),
+            mongo_user = env_or("DBMANAGER_TEST_MONGO_USER", "dbm_user"),
+        ),
+    )
+    .unwrap();
+    let ms_password = env_or("DBMANAGER_TEST_MSSQL_PASSWORD", "Dbm-Test;Pass={w0rd}");
+    let mongo_password = env_or("DBMANAGER_TEST_MONGO_PASSWORD", "dbm-Pass:w@rd/é%");
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmanager"))
+        .args([
+            "check",
+            "--format",
+            "json",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .env("MSSQL_TEST_PASSWORD", &ms_password)
+        .env("MONGO_TEST_PASSWORD", &mongo_password)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let mut seen: Vec<(String, String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().into(),
+                r["type"].as_str().unwrap().into(),
+                r["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("cache-db".into(), "sqlite".into(), "up".into()),
+            ("documents".into(), "mongodb".into(), "up".into()),
+            ("primary".into(), "postgres".into(), "up".into()),
+            ("reports".into(), "mssql".into(), "up".into()),
+        ]
+    );
+    assert!(!stdout.contains(&ms_password) && !stderr.contains(&ms_password));
+    assert!(!stdout.contains(&mongo_password) && !stderr.contains(&mongo_password));
+}

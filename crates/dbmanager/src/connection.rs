@@ -175,6 +175,39 @@ impl Connection {
         }
     }
 
+    /// The MongoDB client (its clones share one pool).
+    #[cfg(feature = "mongodb")]
+    pub fn mongodb(&self) -> Result<mongodb::Client> {
+        self.mongo(|m| m.client.clone())
+    }
+
+    /// The configured MongoDB database (`database`).
+    #[cfg(feature = "mongodb")]
+    pub fn mongodb_database(&self) -> Result<mongodb::Database> {
+        let db = self.mongo(|m| m.database.clone().map(|d| m.client.database(&d)))?;
+        db.ok_or_else(|| Error::Unsupported {
+            connection: self.name().to_owned(),
+            layer: "the MongoDB database",
+            backend: self.kind(),
+            reason: "no `database` is configured; use `mongodb()` and name one",
+        })
+    }
+
+    #[cfg(feature = "mongodb")]
+    fn mongo<T>(&self, f: impl FnOnce(&crate::backend::mongodb::MongoBackend) -> T) -> Result<T> {
+        if self.kind() != DatabaseType::Mongodb {
+            return Err(Error::NotMongo {
+                connection: self.name().to_owned(),
+                backend: self.kind(),
+            });
+        }
+        match &*self.backend(Operation::Access)? {
+            Backend::Mongo(m) => Ok(f(m)),
+            #[allow(unreachable_patterns)]
+            _ => Err(self.wrong_layer("MongoDB")),
+        }
+    }
+
     /// A SeaORM connection on the same pool as the native layer.
     #[cfg(feature = "sea-orm")]
     pub fn sea_orm(&self) -> Result<sea_orm::DatabaseConnection> {
@@ -218,6 +251,8 @@ impl Connection {
             (Backend::Sqlite(s), _) => Executor::Sqlite(s.sql.pool.clone()),
             #[cfg(feature = "mssql")]
             (Backend::Mssql(p), _) => Executor::Mssql(p.clone()),
+            #[allow(unreachable_patterns)]
+            _ => return Err(self.wrong_layer("SQL")),
         };
         Ok(Database::new(
             self.shared.name.clone(),

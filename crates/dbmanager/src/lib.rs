@@ -44,6 +44,8 @@ pub use stats::{ConnectionStats, ManagerStats};
 pub mod reexports {
     #[cfg(feature = "mssql")]
     pub use bb8;
+    #[cfg(feature = "mongodb")]
+    pub use mongodb;
     #[cfg(feature = "sea-orm")]
     pub use sea_orm;
     pub use secrecy;

@@ -1,5 +1,7 @@
 //! The live side of a connection: one pool per connection, and the layers built on it.
 
+#[cfg(feature = "mongodb")]
+pub(crate) mod mongodb;
 #[cfg(feature = "mssql")]
 pub(crate) mod mssql;
 #[cfg(feature = "postgres")]
@@ -63,6 +65,8 @@ pub(crate) enum Backend {
     Sqlite(sqlite::SqliteBackend),
     #[cfg(feature = "mssql")]
     Mssql(mssql::MssqlPool),
+    #[cfg(feature = "mongodb")]
+    Mongo(mongodb::MongoBackend),
 }
 
 impl Backend {
@@ -74,6 +78,9 @@ impl Backend {
             DatabaseType::Sqlite => sqlite::open(spec).await.map(Backend::Sqlite),
             #[cfg(feature = "mssql")]
             DatabaseType::Mssql => mssql::open(spec).await.map(Backend::Mssql),
+            #[cfg(feature = "mongodb")]
+            DatabaseType::Mongodb => mongodb::open(spec).await.map(Backend::Mongo),
+            #[allow(unreachable_patterns)]
             other => Err(Error::Unsupported {
                 connection: spec.name.to_owned(),
                 layer: "connect",
@@ -88,6 +95,8 @@ impl Backend {
         match self {
             #[cfg(feature = "mssql")]
             Backend::Mssql(p) => p.gauges(counters),
+            #[cfg(feature = "mongodb")]
+            Backend::Mongo(m) => m.gauges(counters),
             #[cfg(feature = "postgres")]
             Backend::Postgres(p) => crate::pool::gauges(&p.pool),
             #[cfg(feature = "sqlite")]
@@ -115,16 +124,23 @@ impl Backend {
                 conn.settle();
                 Ok(())
             }
+            #[cfg(feature = "mongodb")]
+            Backend::Mongo(m) => m.ping(name).await,
         }
     }
 
     /// Closes the pool, waiting up to `deadline` for checked-out connections to come back.
     /// Returns how many were still checked out when the deadline passed.
     pub(crate) async fn close(&self, deadline: Duration, counters: &PoolCounters) -> u32 {
-        let in_use = || {
-            let g = self.gauges(counters);
-            g.open.saturating_sub(g.idle)
-        };
+        #[cfg(feature = "mongodb")]
+        if let Backend::Mongo(m) = self {
+            let in_use = m.in_use();
+            return if m.close(deadline).await {
+                0
+            } else {
+                in_use.max(1)
+            };
+        }
         let closing = async {
             match self {
                 #[cfg(feature = "postgres")]
@@ -133,11 +149,16 @@ impl Backend {
                 Backend::Sqlite(s) => s.close().await,
                 #[cfg(feature = "mssql")]
                 Backend::Mssql(p) => p.close().await,
+                #[cfg(feature = "mongodb")]
+                Backend::Mongo(_) => {}
             }
         };
         match tokio::time::timeout(deadline, closing).await {
             Ok(()) => 0,
-            Err(_) => in_use(),
+            Err(_) => {
+                let g = self.gauges(counters);
+                g.open.saturating_sub(g.idle)
+            }
         }
     }
 }

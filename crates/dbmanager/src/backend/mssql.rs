@@ -40,11 +40,8 @@ pub struct MssqlManager {
 }
 
 async fn open_client(config: &Config) -> tiberius::Result<TiberiusClient> {
-    let tcp = if config_has_instance(config) {
-        TcpStream::connect_named(config).await?
-    } else {
-        TcpStream::connect(config.get_addr()).await?
-    };
+    // Resolves a named instance through the SQL Server Browser, else connects to host:port.
+    let tcp = TcpStream::connect_named(config).await?;
     tcp.set_nodelay(true)?;
     tiberius::Client::connect(config.clone(), tcp.compat_write()).await
 }
@@ -56,11 +53,6 @@ async fn ping(client: &mut TiberiusClient) -> tiberius::Result<()> {
         .into_results()
         .await?;
     Ok(())
-}
-
-fn config_has_instance(config: &Config) -> bool {
-    // `get_addr` reports the instance as `host\instance` when one is set.
-    config.get_addr().contains('\\')
 }
 
 impl bb8::ManageConnection for MssqlManager {
@@ -132,11 +124,10 @@ impl MssqlPool {
         let max = self.pool.state().connections.max(1) + 1;
         for _ in 0..=max {
             let mut conn = self.pool.get_owned().await.map_err(|e| self.run_error(e))?;
-            if conn.last_used.elapsed() >= LIVENESS_WINDOW {
-                if ping(&mut conn.client).await.is_err() {
-                    conn.broken = true;
-                    continue;
-                }
+            if conn.last_used.elapsed() >= LIVENESS_WINDOW && ping(&mut conn.client).await.is_err()
+            {
+                conn.broken = true;
+                continue;
             }
             return Ok(MssqlConnection {
                 inner: conn,
@@ -442,7 +433,8 @@ mod tests {
         c.host = Some("srv\\SQLEXPRESS".into());
         let settings = ManagerConfig::default().pool_settings(&c);
         let config = connect_config("ms", &c, &settings).unwrap();
-        assert_eq!(config.get_addr(), "srv\\SQLEXPRESS:1434");
+        // No port: the SQL Server Browser (UDP 1434) resolves the instance.
+        assert_eq!(config.get_addr(), "srv:1434");
     }
 
     #[test]

@@ -261,7 +261,7 @@ impl Database {
                         // Unsettled while open: dropped without commit or rollback, the client
                         // is discarded rather than returned mid-transaction.
                         conn.begin_operation();
-                        TxInner::Mssql(conn)
+                        TxInner::Mssql(Box::new(conn))
                     }
                 })
             })
@@ -282,7 +282,7 @@ enum TxInner {
     #[cfg(feature = "sea-orm")]
     SeaOrm(sea_orm::DatabaseTransaction),
     #[cfg(feature = "mssql")]
-    Mssql(crate::backend::mssql::MssqlConnection),
+    Mssql(Box<crate::backend::mssql::MssqlConnection>),
 }
 
 /// An open transaction on one pooled connection.

@@ -1,0 +1,417 @@
+//! MongoDB: client options from the config, a ping with the configured read preference, and
+//! pool statistics from the driver's CMAP events.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use mongodb::bson::doc;
+use mongodb::event::EventHandler;
+use mongodb::event::cmap::{CmapEvent, ConnectionCheckoutFailedReason, ConnectionClosedReason};
+use mongodb::options::{
+    ClientOptions, Credential, ReadPreference as MongoReadPreference, SelectionCriteria,
+    ServerAddress, Tls, TlsOptions,
+};
+use secrecy::ExposeSecret;
+
+use super::{ConnectSpec, bounded, config_error};
+use crate::config::{ConnectionConfig, PoolSettings, ReadPreference, SslMode};
+use crate::dsn;
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::stats::{PoolCounters, PoolGauges};
+
+/// MongoDB's default port.
+pub const DEFAULT_PORT: u16 = 27017;
+
+/// Pool activity seen through CMAP events.
+#[derive(Debug, Default)]
+struct PoolEvents {
+    created: AtomicU64,
+    closed: AtomicU64,
+    closed_broken: AtomicU64,
+    checked_out: AtomicU64,
+    checked_in: AtomicU64,
+    waits: AtomicU64,
+    pending_waits: AtomicU64,
+    wait_nanos: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+impl PoolEvents {
+    fn handler(self: &Arc<Self>, max_pool: u32) -> EventHandler<CmapEvent> {
+        let events = self.clone();
+        EventHandler::callback(move |event: CmapEvent| {
+            let e = &events;
+            match event {
+                CmapEvent::ConnectionCreated(_) => {
+                    e.created.fetch_add(1, Relaxed);
+                }
+                CmapEvent::ConnectionClosed(closed) => {
+                    e.closed.fetch_add(1, Relaxed);
+                    if matches!(
+                        closed.reason,
+                        ConnectionClosedReason::Error | ConnectionClosedReason::Stale
+                    ) {
+                        e.closed_broken.fetch_add(1, Relaxed);
+                    }
+                }
+                // A checkout that starts with every connection in use has to wait.
+                CmapEvent::ConnectionCheckoutStarted(_) if e.in_use() >= u64::from(max_pool) => {
+                    e.waits.fetch_add(1, Relaxed);
+                    e.pending_waits.fetch_add(1, Relaxed);
+                }
+                CmapEvent::ConnectionCheckedOut(out) => {
+                    e.checked_out.fetch_add(1, Relaxed);
+                    let waited = e
+                        .pending_waits
+                        .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                        .is_ok();
+                    if waited {
+                        e.wait_nanos.fetch_add(
+                            u64::try_from(out.duration.as_nanos()).unwrap_or(u64::MAX),
+                            Relaxed,
+                        );
+                    }
+                }
+                CmapEvent::ConnectionCheckedIn(_) => {
+                    e.checked_in.fetch_add(1, Relaxed);
+                }
+                CmapEvent::ConnectionCheckoutFailed(failed) => {
+                    let _ = e
+                        .pending_waits
+                        .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+                    if matches!(failed.reason, ConnectionCheckoutFailedReason::Timeout) {
+                        e.timeouts.fetch_add(1, Relaxed);
+                    }
+                }
+                _ => {}
+            }
+        })
+    }
+
+    fn open(&self) -> u64 {
+        self.created
+            .load(Relaxed)
+            .saturating_sub(self.closed.load(Relaxed))
+    }
+
+    fn in_use(&self) -> u64 {
+        self.checked_out
+            .load(Relaxed)
+            .saturating_sub(self.checked_in.load(Relaxed))
+    }
+
+    fn idle(&self) -> u64 {
+        self.open().saturating_sub(self.in_use())
+    }
+}
+
+/// The open MongoDB client of one connection.
+pub(crate) struct MongoBackend {
+    pub client: mongodb::Client,
+    pub database: Option<String>,
+    criteria: Option<SelectionCriteria>,
+    events: Arc<PoolEvents>,
+    max_pool: u32,
+    ping_timeout: Duration,
+}
+
+impl MongoBackend {
+    pub(crate) fn gauges(&self, counters: &PoolCounters) -> PoolGauges {
+        let e = &self.events;
+        counters.opened.store(e.created.load(Relaxed), Relaxed);
+        counters
+            .closed_broken
+            .store(e.closed_broken.load(Relaxed), Relaxed);
+        counters.waits.store(e.waits.load(Relaxed), Relaxed);
+        counters
+            .wait_nanos
+            .store(e.wait_nanos.load(Relaxed), Relaxed);
+        counters
+            .acquire_timeouts
+            .store(e.timeouts.load(Relaxed), Relaxed);
+        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        PoolGauges {
+            open: clamp(e.open()),
+            idle: clamp(e.idle()),
+            max_open: self.max_pool,
+        }
+    }
+
+    /// Pings the configured database with the configured read preference.
+    pub(crate) async fn ping(&self, name: &str) -> Result<()> {
+        ping(
+            name,
+            &self.client,
+            self.database.as_deref(),
+            self.criteria.clone(),
+            self.ping_timeout,
+        )
+        .await
+    }
+
+    /// Graceful shutdown (waits for sessions and cursors in use) bounded by `deadline`, then an
+    /// immediate one.
+    pub(crate) async fn close(&self, deadline: Duration) -> bool {
+        let graceful = tokio::time::timeout(deadline, self.client.clone().shutdown()).await;
+        if graceful.is_err() {
+            self.client.clone().shutdown().immediate(true).await;
+            return false;
+        }
+        true
+    }
+
+    pub(crate) fn in_use(&self) -> u32 {
+        u32::try_from(self.events.in_use()).unwrap_or(u32::MAX)
+    }
+}
+
+async fn ping(
+    name: &str,
+    client: &mongodb::Client,
+    database: Option<&str>,
+    criteria: Option<SelectionCriteria>,
+    limit: Duration,
+) -> Result<()> {
+    let db = client.database(database.unwrap_or("admin"));
+    let mut command = db.run_command(doc! { "ping": 1 });
+    if let Some(criteria) = criteria {
+        command = command.selection_criteria(criteria);
+    }
+    bounded(name, Operation::Ping, limit, async {
+        command
+            .await
+            .map(|_| ())
+            .map_err(|e| mongo_error(name, Operation::Ping, e))
+    })
+    .await
+}
+
+fn read_preference(pref: ReadPreference) -> MongoReadPreference {
+    match pref {
+        ReadPreference::Primary => MongoReadPreference::Primary,
+        ReadPreference::PrimaryPreferred => MongoReadPreference::PrimaryPreferred { options: None },
+        ReadPreference::Secondary => MongoReadPreference::Secondary { options: None },
+        ReadPreference::SecondaryPreferred => {
+            MongoReadPreference::SecondaryPreferred { options: None }
+        }
+        ReadPreference::Nearest => MongoReadPreference::Nearest { options: None },
+    }
+}
+
+/// Parses `host`, `host:port` or `[v6]:port`, with `default_port` when none is given.
+fn server_address(text: &str, default_port: u16) -> std::result::Result<ServerAddress, String> {
+    let text = text.trim();
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("`{text}` has an unclosed `[`"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, Some(p)),
+            _ => (text, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("an empty host in the host list".to_owned());
+    }
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("`{p}` is not a valid port"))?,
+        None => default_port,
+    };
+    Ok(ServerAddress::Tcp {
+        host: host.to_owned(),
+        port: Some(port),
+    })
+}
+
+/// Driver options: the `dsn` through the driver's own URI parser, or the structured fields set
+/// directly; then the settings that apply either way.
+pub(crate) async fn client_options(
+    name: &str,
+    c: &ConnectionConfig,
+    settings: &PoolSettings,
+) -> Result<ClientOptions> {
+    let password = dsn::resolve_password(c)
+        .map_err(|e| config_error(name, format!("cannot read password_file: {e}")))?;
+    let mut options = match &c.dsn {
+        Some(uri) => ClientOptions::parse(uri.expose_secret())
+            .await
+            .map_err(|e| mongo_error(name, Operation::Connect, e))?,
+        None => {
+            let default_port = c.port.unwrap_or(DEFAULT_PORT);
+            let hosts = c
+                .host
+                .as_deref()
+                .unwrap_or("localhost")
+                .split(',')
+                .map(|h| server_address(h, default_port))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| config_error(name, format!("host: {e}")))?;
+            let mut options = ClientOptions::default();
+            options.hosts = hosts;
+            options
+        }
+    };
+    if let Some(user) = &c.user {
+        let mut credential = Credential::default();
+        credential.username = Some(user.clone());
+        credential.password = password.map(|p| p.expose_secret().to_owned());
+        // `admin` only when credentials are given, as the driver's URI rules have it.
+        credential.source = Some(c.auth_source.clone().unwrap_or_else(|| "admin".to_owned()));
+        options.credential = Some(credential);
+    } else if let (Some(source), Some(credential)) = (&c.auth_source, options.credential.as_mut()) {
+        credential.source = Some(source.clone());
+    }
+    if let Some(rs) = &c.replica_set {
+        options.repl_set_name = Some(rs.clone());
+    }
+    if let Some(pref) = c.read_preference {
+        options.selection_criteria = Some(SelectionCriteria::ReadPreference(read_preference(pref)));
+    }
+    if let Some(db) = &c.database {
+        options.default_database = Some(db.clone());
+    }
+    if let Some(mode) = c.sslmode {
+        options.tls = Some(tls(mode, c.trust_server_certificate));
+    }
+    if let Some(app) = &c.application_name {
+        options.app_name = Some(app.clone());
+    }
+    options.max_pool_size = Some(settings.max_open);
+    options.min_pool_size = Some(settings.min_open);
+    options.max_idle_time = settings.max_idle_time;
+    options.connect_timeout = Some(settings.connect_timeout);
+    options.server_selection_timeout = Some(settings.connect_timeout);
+    Ok(options)
+}
+
+/// MongoDB has no opportunistic TLS: `allow` and `prefer` mean plain connections.
+fn tls(mode: SslMode, trust: bool) -> Tls {
+    let mut options = TlsOptions::default();
+    match mode {
+        SslMode::Disable | SslMode::Allow | SslMode::Prefer => return Tls::Disabled,
+        SslMode::Require => options.allow_invalid_certificates = Some(trust),
+        // The rustls backend has no chain-only mode: verify-ca also checks the host name.
+        SslMode::VerifyCa | SslMode::VerifyFull => {}
+    }
+    Tls::Enabled(options)
+}
+
+pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<MongoBackend> {
+    let mut options = client_options(spec.name, spec.config, spec.settings).await?;
+    let events = Arc::new(PoolEvents::default());
+    let max_pool = spec.settings.max_open;
+    options.cmap_event_handler = Some(events.handler(max_pool));
+    let criteria = options.selection_criteria.clone();
+    let database = options.default_database.clone();
+    let client = mongodb::Client::with_options(options)
+        .map_err(|e| mongo_error(spec.name, Operation::Connect, e))?;
+    let ping_timeout = spec
+        .settings
+        .query_timeout
+        .unwrap_or(spec.settings.connect_timeout);
+    // Building a client is lazy: the ping is what proves the server and the credentials.
+    let probe = ping(
+        spec.name,
+        &client,
+        database.as_deref(),
+        criteria.clone(),
+        spec.settings.connect_timeout,
+    )
+    .await;
+    if let Err(e) = probe {
+        client.shutdown().immediate(true).await;
+        return Err(match e {
+            Error::Database { source, kind, .. } => Error::Database {
+                connection: spec.name.to_owned(),
+                operation: Operation::Connect,
+                kind,
+                source,
+            },
+            other => other,
+        });
+    }
+    Ok(MongoBackend {
+        client,
+        database,
+        criteria,
+        events,
+        max_pool,
+        ping_timeout,
+    })
+}
+
+pub(crate) fn mongo_error(name: &str, operation: Operation, e: mongodb::error::Error) -> Error {
+    use mongodb::error::ErrorKind as K;
+    let kind = match e.kind.as_ref() {
+        K::Authentication { .. } => ErrorKind::Authentication,
+        K::InvalidArgument { .. } | K::InvalidTlsConfig { .. } => ErrorKind::Configuration,
+        K::ServerSelection { .. }
+        | K::Io(_)
+        | K::ConnectionPoolCleared { .. }
+        | K::DnsResolve { .. } => ErrorKind::Transient,
+        // AuthenticationFailed, Unauthorized
+        K::Command(c) if c.code == 18 || c.code == 13 => ErrorKind::Authentication,
+        _ if e.contains_label("RetryableWriteError")
+            || e.contains_label("TransientTransactionError") =>
+        {
+            ErrorKind::Transient
+        }
+        _ => ErrorKind::Query,
+    };
+    Error::database(name, operation, kind, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_lists_parse_with_default_ports() {
+        let addr = |t| server_address(t, 27017).unwrap().to_string();
+        assert_eq!(addr("db1"), "db1:27017");
+        assert_eq!(addr("db1:27018"), "db1:27018");
+        assert!(matches!(
+            server_address("[::1]:27019", 1).unwrap(),
+            ServerAddress::Tcp { host, port: Some(27019) } if host == "::1"
+        ));
+        assert!(server_address("db:x", 1).is_err());
+        assert!(server_address("", 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn structured_options_reach_the_driver() {
+        let mut c = ConnectionConfig::new("m", crate::DatabaseType::Mongodb);
+        c.host = Some("a:1,b".into());
+        c.port = Some(2);
+        c.user = Some("u".into());
+        c.password = Some("p".to_owned().into());
+        c.replica_set = Some("rs0".into());
+        c.read_preference = Some(ReadPreference::SecondaryPreferred);
+        c.min_open_conns = Some(1);
+        let settings = crate::ManagerConfig::default().pool_settings(&c);
+        let o = client_options("m", &c, &settings).await.unwrap();
+        let hosts: Vec<String> = o.hosts.iter().map(ToString::to_string).collect();
+        assert_eq!(hosts, ["a:1", "b:2"]);
+        let cred = o.credential.unwrap();
+        assert_eq!(cred.source.as_deref(), Some("admin"));
+        assert_eq!(o.repl_set_name.as_deref(), Some("rs0"));
+        assert_eq!(o.max_pool_size, Some(25));
+        assert_eq!(o.min_pool_size, Some(1));
+        assert!(matches!(
+            o.selection_criteria,
+            Some(SelectionCriteria::ReadPreference(
+                MongoReadPreference::SecondaryPreferred { .. }
+            ))
+        ));
+
+        let mut anonymous = ConnectionConfig::new("m", crate::DatabaseType::Mongodb);
+        anonymous.host = Some("h".into());
+        let o = client_options("m", &anonymous, &settings).await.unwrap();
+        assert!(o.credential.is_none(), "no auth source without credentials");
+    }
+}
