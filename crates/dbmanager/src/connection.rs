@@ -285,18 +285,20 @@ impl Connection {
     }
 
     /// Checks the connection with a ping through its pool, bounded by `connect_timeout`, and
-    /// records the outcome in its health.
+    /// records the outcome in its health. A success slower than half the bound is `Degraded`.
     pub async fn health_check(&self) -> Result<()> {
         let backend = match self.backend(Operation::Ping) {
             Ok(b) => b,
             Err(e) => {
                 if !matches!(e, Error::Closed { .. }) {
-                    self.shared.health.failed(false, &e);
+                    let before = self.shared.health.failed(false, &e);
+                    self.log_transition(before);
                 }
                 return Err(e);
             }
         };
         let limit = self.shared.settings.connect_timeout;
+        let started = std::time::Instant::now();
         let outcome = bounded(
             self.name(),
             Operation::Ping,
@@ -304,9 +306,54 @@ impl Connection {
             backend.ping(self.name(), &self.shared.counters),
         )
         .await;
-        match &outcome {
-            Ok(()) => self.shared.health.succeeded(),
+        let before = match &outcome {
+            Ok(()) => self.shared.health.succeeded(started.elapsed() > limit / 2),
             Err(e) => self.shared.health.failed(true, e),
+        };
+        self.log_transition(before);
+        outcome
+    }
+
+    fn log_transition(&self, before: Status) {
+        let now = self.status();
+        if before == now || !self.shared.config.enable_logging {
+            return;
+        }
+        let error = self.shared.health.last_error().unwrap_or_default();
+        if now.is_up() {
+            tracing::info!(connection = %self.shared.name, from = %before, to = %now, "health changed");
+        } else {
+            tracing::warn!(connection = %self.shared.name, from = %before, to = %now, %error, "health changed");
+        }
+    }
+
+    /// Re-establishes the connection: opens the pool with the retry policy if it is not open;
+    /// otherwise discards the idle pooled connections (presumed dead after a server restart)
+    /// and checks a fresh one. Handles obtained earlier keep working: the pool object stays.
+    pub async fn reconnect(&self) -> Result<()> {
+        if self.shared.manager_closed.load(Ordering::Acquire) {
+            return Err(Error::closed(self.name(), Operation::Connect));
+        }
+        let outcome = match self.shared.backend.load_full() {
+            None => self.connect().await.0,
+            Some(backend) => {
+                backend.discard_idle(&self.shared.counters).await;
+                self.health_check().await
+            }
+        };
+        let counter = if outcome.is_ok() {
+            &self.shared.counters.reconnects_ok
+        } else {
+            &self.shared.counters.reconnects_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if self.shared.config.enable_logging {
+            match &outcome {
+                Ok(()) => tracing::info!(connection = %self.shared.name, "reconnected"),
+                Err(e) => {
+                    tracing::warn!(connection = %self.shared.name, error = %e, "reconnect failed")
+                }
+            }
         }
         outcome
     }
@@ -333,20 +380,31 @@ impl Connection {
         let log = s.config.enable_logging;
         let (outcome, attempts) =
             crate::retry::retry(&s.name, &s.retry, log, || Backend::open(&spec)).await;
-        let outcome = outcome.map(|backend| {
-            s.backend.store(Some(Arc::new(backend)));
-            s.health.succeeded();
-            if log {
-                tracing::info!(connection = %s.name, kind = %s.config.kind, attempts, "connected");
+        let outcome = match outcome {
+            Ok(backend) => {
+                s.backend.store(Some(Arc::new(backend)));
+                let before = s.health.succeeded(false);
+                if log {
+                    tracing::info!(connection = %s.name, kind = %s.config.kind, attempts, "connected");
+                }
+                self.log_transition(before);
+                Ok(())
             }
-        });
-        if let Err(e) = &outcome {
-            s.health.failed(false, e);
-            if log {
-                tracing::error!(connection = %s.name, kind = %s.config.kind, attempts, error = %e, "connect failed");
+            Err(e) => {
+                let before = s.health.failed(false, &e);
+                if log {
+                    tracing::error!(connection = %s.name, kind = %s.config.kind, attempts, error = %e, "connect failed");
+                }
+                self.log_transition(before);
+                Err(e)
             }
-        }
+        };
         s.connecting.store(false, Ordering::Release);
+        // A close that ran while this connect was in flight must not leave a pool open.
+        if outcome.is_ok() && s.manager_closed.load(Ordering::Acquire) {
+            self.close(Duration::ZERO).await;
+            return (Err(Error::closed(&s.name, Operation::Connect)), attempts);
+        }
         (outcome, attempts)
     }
 

@@ -12,6 +12,8 @@ use arc_swap::ArcSwapOption;
 pub enum Status {
     /// Connected, and the last check (or the connect) succeeded.
     Healthy,
+    /// Connected and the last check succeeded, but slowly (over half its timeout).
+    Degraded,
     /// Connected, but the last check failed; the pool may still serve.
     Unhealthy,
     /// Not connected: never connected, its connect failed, or it was closed.
@@ -19,10 +21,16 @@ pub enum Status {
 }
 
 impl Status {
+    /// Whether the connection serves (healthy or degraded).
+    pub fn is_up(self) -> bool {
+        matches!(self, Status::Healthy | Status::Degraded)
+    }
+
     fn from_u8(v: u8) -> Self {
         match v {
             0 => Status::Healthy,
             1 => Status::Unhealthy,
+            3 => Status::Degraded,
             _ => Status::Unavailable,
         }
     }
@@ -32,6 +40,7 @@ impl Status {
             Status::Healthy => 0,
             Status::Unhealthy => 1,
             Status::Unavailable => 2,
+            Status::Degraded => 3,
         }
     }
 
@@ -39,6 +48,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Healthy => "healthy",
+            Status::Degraded => "degraded",
             Status::Unhealthy => "unhealthy",
             Status::Unavailable => "unavailable",
         }
@@ -63,6 +73,8 @@ pub struct HealthReport {
     pub last_error: Option<String>,
     /// When the last check or connect succeeded.
     pub last_success: Option<SystemTime>,
+    /// When the last check or connect finished, successful or not.
+    pub last_check: Option<SystemTime>,
 }
 
 #[derive(Debug)]
@@ -71,6 +83,7 @@ pub(crate) struct HealthState {
     consecutive_failures: AtomicU32,
     last_error: ArcSwapOption<String>,
     last_success: ArcSwapOption<SystemTime>,
+    last_check: ArcSwapOption<SystemTime>,
 }
 
 impl Default for HealthState {
@@ -80,6 +93,7 @@ impl Default for HealthState {
             consecutive_failures: AtomicU32::new(0),
             last_error: ArcSwapOption::empty(),
             last_success: ArcSwapOption::empty(),
+            last_check: ArcSwapOption::empty(),
         }
     }
 }
@@ -89,24 +103,34 @@ impl HealthState {
         Status::from_u8(self.status.load(Relaxed))
     }
 
-    pub(crate) fn succeeded(&self) {
-        self.status.store(Status::Healthy.as_u8(), Relaxed);
+    /// Records a success; returns the previous status.
+    pub(crate) fn succeeded(&self, slow: bool) -> Status {
+        let status = if slow {
+            Status::Degraded
+        } else {
+            Status::Healthy
+        };
+        let now = std::sync::Arc::new(SystemTime::now());
         self.consecutive_failures.store(0, Relaxed);
-        self.last_success
-            .store(Some(std::sync::Arc::new(SystemTime::now())));
+        self.last_success.store(Some(now.clone()));
+        self.last_check.store(Some(now));
+        Status::from_u8(self.status.swap(status.as_u8(), Relaxed))
     }
 
-    /// A failed check of a connected pool (`connected`) or a failed connect.
-    pub(crate) fn failed(&self, connected: bool, error: &crate::Error) {
+    /// Records a failed check of a connected pool (`connected`) or a failed connect; returns the
+    /// previous status.
+    pub(crate) fn failed(&self, connected: bool, error: &crate::Error) -> Status {
         let status = if connected {
             Status::Unhealthy
         } else {
             Status::Unavailable
         };
-        self.status.store(status.as_u8(), Relaxed);
         self.consecutive_failures.fetch_add(1, Relaxed);
         self.last_error
             .store(Some(std::sync::Arc::new(error.to_string())));
+        self.last_check
+            .store(Some(std::sync::Arc::new(SystemTime::now())));
+        Status::from_u8(self.status.swap(status.as_u8(), Relaxed))
     }
 
     pub(crate) fn closed(&self) {
@@ -123,6 +147,7 @@ impl HealthState {
             consecutive_failures: self.consecutive_failures.load(Relaxed),
             last_error: self.last_error(),
             last_success: self.last_success.load_full().map(|t| *t),
+            last_check: self.last_check.load_full().map(|t| *t),
         }
     }
 }

@@ -66,6 +66,18 @@ struct Inner {
     registry: ArcSwap<Registry>,
     default: ArcSwapOption<Connection>,
     closed: Arc<AtomicBool>,
+    /// The background health loop, while one runs. Locked only to swap the handle.
+    health_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut task) = self.health_task.lock()
+            && let Some(task) = task.take()
+        {
+            task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for Manager {
@@ -112,6 +124,7 @@ impl Manager {
                 registry: ArcSwap::from_pointee(Registry { by_name, names }),
                 default: ArcSwapOption::from_pointee(default),
                 closed,
+                health_task: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -170,6 +183,7 @@ impl Manager {
             }
         }
         if report.failed.is_empty() || policy == ConnectPolicy::Partial {
+            self.start_health_loop();
             return Ok(report);
         }
         let deadline = Duration::from_secs(5);
@@ -275,6 +289,49 @@ impl Manager {
             .collect()
     }
 
+    /// Re-establishes one connection (see [`Connection::reconnect`]).
+    pub async fn reconnect(&self, name: &str) -> Result<()> {
+        self.get(name)?.reconnect().await
+    }
+
+    /// Starts the background health loop unless it runs already or the interval is `0s`.
+    fn start_health_loop(&self) {
+        let interval = self.inner.config.health_check_interval;
+        if interval.is_zero() {
+            return;
+        }
+        let Ok(mut slot) = self.inner.health_task.lock() else {
+            return;
+        };
+        if slot.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let auto_reconnect = self.inner.config.enable_auto_reconnect;
+        *slot = Some(tokio::spawn(async move {
+            loop {
+                // Up to 10% jitter so that many instances do not ping in step.
+                let jitter = interval.mul_f64(rand::random::<f64>() * 0.1);
+                tokio::time::sleep(interval + jitter).await;
+                let connections = match weak.upgrade() {
+                    Some(inner) if !inner.closed.load(Ordering::Acquire) => {
+                        Manager { inner }.connections()
+                    }
+                    _ => return,
+                };
+                health_round(connections, auto_reconnect).await;
+            }
+        }));
+    }
+
+    fn stop_health_loop(&self) {
+        if let Ok(mut slot) = self.inner.health_task.lock()
+            && let Some(task) = slot.take()
+        {
+            task.abort();
+        }
+    }
+
     /// Whether [`Manager::close`] was called (and no connect since).
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)
@@ -285,6 +342,7 @@ impl Manager {
     /// reported. Idempotent.
     pub async fn close(&self, deadline: Duration) -> CloseReport {
         self.inner.closed.store(true, Ordering::Release);
+        self.stop_health_loop();
         let connections = self.connections();
         let outcomes =
             futures_util::future::join_all(connections.iter().map(|c| c.close(deadline))).await;
@@ -297,4 +355,22 @@ impl Manager {
                 .collect(),
         }
     }
+}
+
+/// One pass of the health loop: every connection checked in parallel, each bounded by its own
+/// timeout; failed or never-connected ones re-established when auto-reconnect is on.
+async fn health_round(connections: Vec<Connection>, auto_reconnect: bool) {
+    futures_util::future::join_all(connections.into_iter().map(|c| async move {
+        if c.is_connected() {
+            if c.health_check().await.is_err() && auto_reconnect {
+                let _ = c.reconnect().await;
+            }
+        } else if auto_reconnect {
+            let _ = c.reconnect().await;
+        } else {
+            // Stays down, but its health keeps being reported.
+            let _ = c.health_check().await;
+        }
+    }))
+    .await;
 }

@@ -17,6 +17,8 @@ pub(crate) struct PoolCounters {
     pub waits: AtomicU64,
     pub wait_nanos: AtomicU64,
     pub acquire_timeouts: AtomicU64,
+    pub reconnects_ok: AtomicU64,
+    pub reconnects_failed: AtomicU64,
 }
 
 impl PoolCounters {
@@ -63,8 +65,13 @@ pub struct ConnectionStats {
     pub closed_max_idle: u64,
     /// Connections closed after idling longer than `conn_max_idle_time`.
     pub closed_max_idle_time: u64,
-    /// Connections closed because a liveness check found them broken.
+    /// Connections closed because a liveness check found them broken (or a reconnect
+    /// discarded them).
     pub closed_broken: u64,
+    /// Reconnects (manual or by the health loop) that succeeded.
+    pub reconnects_ok: u64,
+    /// Reconnects that failed.
+    pub reconnects_failed: u64,
 }
 
 fn as_str<S: serde::Serializer>(kind: &DatabaseType, s: S) -> Result<S::Ok, S::Error> {
@@ -120,6 +127,8 @@ impl ConnectionStats {
             closed_max_idle: max_idle,
             closed_max_idle_time: idle_time,
             closed_broken: broken,
+            reconnects_ok: c.reconnects_ok.load(Relaxed),
+            reconnects_failed: c.reconnects_failed.load(Relaxed),
         }
     }
 }

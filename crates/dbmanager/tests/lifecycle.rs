@@ -10,7 +10,7 @@ use dbmanager::{ErrorKind, Manager};
 async fn connect_close_cycles_work_and_leak_nothing() {
     let db = support::TestDb::create();
     let manager = Manager::new(support::fast_config().with_connection(db.config("pg"))).unwrap();
-    for cycle in 0..5 {
+    for cycle in 0..100 {
         manager.connect().await.unwrap();
         assert!(!manager.is_closed());
         let sql = manager.database("pg").unwrap();
@@ -59,7 +59,7 @@ async fn close_racing_with_queries_never_panics_or_hangs() {
     let db = support::TestDb::create();
     let manager = Manager::new(support::fast_config().with_connection(db.config("pg"))).unwrap();
     manager.connect().await.unwrap();
-    let workers: Vec<_> = (0..32)
+    let workers: Vec<_> = (0..64)
         .map(|_| {
             let manager = manager.clone();
             tokio::spawn(async move {

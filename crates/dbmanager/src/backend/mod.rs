@@ -129,6 +129,22 @@ impl Backend {
         }
     }
 
+    /// Closes the idle pooled connections, which a server restart leaves dead; the pool opens
+    /// fresh ones on demand.
+    pub(crate) async fn discard_idle(&self, counters: &PoolCounters) {
+        match self {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => discard_idle_sqlx(&p.pool, counters).await,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => discard_idle_sqlx(&s.sql.pool, counters).await,
+            #[cfg(feature = "mssql")]
+            Backend::Mssql(p) => p.discard_idle().await,
+            // The driver's monitor re-discovers servers and clears its pool by itself.
+            #[cfg(feature = "mongodb")]
+            Backend::Mongo(_) => {}
+        }
+    }
+
     /// Closes the pool, waiting up to `deadline` for checked-out connections to come back.
     /// Returns how many were still checked out when the deadline passed.
     pub(crate) async fn close(&self, deadline: Duration, counters: &PoolCounters) -> u32 {
@@ -160,6 +176,18 @@ impl Backend {
                 g.open.saturating_sub(g.idle)
             }
         }
+    }
+}
+
+async fn discard_idle_sqlx<DB: Database>(pool: &Pool<DB>, counters: &PoolCounters) {
+    for _ in 0..pool.num_idle() {
+        let Some(conn) = pool.try_acquire() else {
+            break;
+        };
+        counters
+            .closed_broken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = conn.close().await;
     }
 }
 

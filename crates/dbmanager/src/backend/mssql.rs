@@ -191,6 +191,17 @@ impl MssqlPool {
         }
     }
 
+    /// Discards the idle clients (bb8 counts them as broken).
+    pub(crate) async fn discard_idle(&self) {
+        for _ in 0..self.pool.state().idle_connections {
+            match tokio::time::timeout(std::time::Duration::from_millis(100), self.pool.get()).await
+            {
+                Ok(Ok(mut conn)) => conn.broken = true,
+                _ => break,
+            }
+        }
+    }
+
     /// Refuses new checkouts, waits for checked-out clients to come back (bounded by the
     /// caller), then closes the idle ones.
     pub(crate) async fn close(&self) {
@@ -202,13 +213,7 @@ impl MssqlPool {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        for _ in 0..self.pool.state().idle_connections {
-            match tokio::time::timeout(std::time::Duration::from_millis(100), self.pool.get()).await
-            {
-                Ok(Ok(mut conn)) => conn.broken = true,
-                _ => break,
-            }
-        }
+        self.discard_idle().await;
     }
 }
 

@@ -433,3 +433,221 @@ pub fn mongo_config(name: &str, database: &str) -> ConnectionConfig {
     c.connect_timeout = Duration::from_secs(5);
     c
 }
+
+pub mod proxy;
+
+impl PrivateCluster {
+    /// The postmaster's PID, from its pid file.
+    pub fn postmaster_pid(&self) -> i32 {
+        let text = std::fs::read_to_string(self.data().join("postmaster.pid")).expect("pid file");
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("a pid")
+    }
+
+    /// `kill -9` the postmaster, then start the server again once the old processes are gone.
+    pub fn kill9_and_restart(&self) -> Instant {
+        let pid = self.postmaster_pid();
+        let status = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.start_after_crash()
+    }
+
+    /// Starts the server, retrying while the killed server's processes still hold its resources.
+    pub fn start_after_crash(&self) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let opts = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60",
+                self.port,
+                self.dir.path().display()
+            );
+            let log = self.dir.path().join("log");
+            let out = as_postgres(
+                "pg_ctl",
+                &[
+                    "-D",
+                    self.data().to_str().unwrap(),
+                    "-l",
+                    log.to_str().unwrap(),
+                    "-o",
+                    &opts,
+                    "-w",
+                    "-t",
+                    "30",
+                    "start",
+                ],
+            )
+            .output()
+            .expect("pg_ctl runs");
+            if out.status.success() {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "restart after kill -9 failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Fast shutdown then start; returns when the server accepts connections again.
+    pub fn restart(&self) -> Instant {
+        self.stop_server("fast");
+        self.start_server();
+        Instant::now()
+    }
+
+    /// Server backends of `database` (excluding this query's own).
+    pub fn backends(&self, database: &str) -> i64 {
+        self.sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+        ))
+        .parse()
+        .unwrap_or(-1)
+    }
+}
+
+/// A server process a test owns and may stop and start again on the same port.
+pub struct OwnedServer {
+    pub port: u16,
+    args: Vec<String>,
+    program: String,
+    envs: Vec<(String, String)>,
+    child: Option<std::process::Child>,
+}
+
+impl OwnedServer {
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(
+            std::env::temp_dir().join(format!("dbm-owned-{}.log", self.port)),
+        )
+        .expect("log file");
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (run scripts/test-servers.sh start)",
+                    self.program
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not listen on {}",
+                self.program,
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A private SQL Server test server (Iridium SQL) with the given password for `sa`.
+    pub fn mssql(password: &str) -> Self {
+        let port = free_port();
+        let mut s = Self {
+            port,
+            program: env_or(
+                "DBMANAGER_TEST_MSSQL_BIN",
+                &format!(
+                    "{}/.cache/dbmanager-tools/bin/iridium-server",
+                    env_or("HOME", "/root")
+                ),
+            ),
+            args: [
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--memory",
+                "--no-tls",
+                "-u",
+                "sa",
+                "-P",
+                password,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            envs: vec![("RUST_LOG".into(), "warn".into())],
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// A private MongoDB test server (SecantusDB), in memory, without auth.
+    pub fn mongodb() -> Self {
+        let port = free_port();
+        let mut s = Self {
+            port,
+            program: env_or(
+                "DBMANAGER_TEST_MONGO_BIN",
+                &format!(
+                    "{}/.cache/dbmanager-tools/secantus/bin/secantusd-py",
+                    env_or("HOME", "/root")
+                ),
+            ),
+            args: [
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--storage-path",
+                ":memory:",
+                "--standalone",
+                "--log-level",
+                "WARNING",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            envs: vec![],
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops and starts the server on the same port; returns when it listens again.
+    pub fn restart(&mut self) -> Instant {
+        self.stop();
+        self.spawn();
+        Instant::now()
+    }
+}
+
+impl Drop for OwnedServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Chaos through a fault-injecting proxy in front of the machine's PostgreSQL: blackhole,
+//! latency, connections reset in the middle of a transaction.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use dbmanager::{ConnectPolicy, Error, ErrorKind, Manager, Status};
+use support::proxy::{Fault, FaultProxy};
+use support::{TestDb, fast_config};
+
+fn via_proxy(db: &TestDb, proxy: &FaultProxy) -> dbmanager::ConnectionConfig {
+    let mut c = db.config("pg");
+    c.host = Some("127.0.0.1".into());
+    c.port = Some(proxy.port);
+    c.sslmode = Some(dbmanager::SslMode::Disable);
+    c
+}
+
+#[tokio::test]
+async fn blackhole_marks_unhealthy_and_queries_fail_within_query_timeout() {
+    let db = TestDb::create();
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let mut c = via_proxy(&db, &proxy);
+    c.connect_timeout = Duration::from_millis(800);
+    c.query_timeout = Duration::from_millis(500);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let conn = manager.get("pg").unwrap();
+    let sql = conn.database().unwrap();
+    sql.execute("SELECT 1", &[]).await.unwrap();
+
+    proxy.set(Fault::Blackhole);
+    let started = Instant::now();
+    let err = conn.health_check().await.unwrap_err();
+    println!(
+        "blackhole: health check failed after {:?}: {err}",
+        started.elapsed()
+    );
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert_eq!(conn.status(), Status::Unhealthy);
+    assert!(conn.health().last_error.is_some());
+
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(20), sql.execute("SELECT 1", &[]))
+        .await
+        .expect("the query must not hang")
+        .unwrap_err();
+    println!(
+        "blackhole: query failed after {:?}: {err}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(err, Error::Timeout { after, .. } if after == Duration::from_millis(500)),
+        "{err}"
+    );
+    manager.close(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn latency_fires_connect_and_query_timeouts_at_their_values() {
+    let db = TestDb::create();
+    let proxy = FaultProxy::start(support::pg_port()).await;
+
+    // Connect timeout: each attempt is bounded by connect_timeout.
+    proxy.set(Fault::Latency(Duration::from_secs(1)));
+    let mut c = via_proxy(&db, &proxy);
+    c.connect_timeout = Duration::from_millis(300);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    let report = manager.connect_with(ConnectPolicy::Partial).await.unwrap();
+    let err = &report.failed[0].1;
+    assert!(
+        matches!(err, Error::Timeout { operation: dbmanager::Operation::Connect, after, .. } if *after == Duration::from_millis(300)),
+        "{err}"
+    );
+
+    // Query timeout: connected without latency, then every round trip takes a second.
+    proxy.set(Fault::Forward);
+    let mut c = via_proxy(&db, &proxy);
+    c.query_timeout = Duration::from_millis(300);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let sql = manager.database("pg").unwrap();
+    sql.execute("SELECT 1", &[]).await.unwrap();
+    proxy.set(Fault::Latency(Duration::from_secs(1)));
+    let err = sql.execute("SELECT 1", &[]).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { operation: dbmanager::Operation::Query, after, .. } if after == Duration::from_millis(300)),
+        "{err}"
+    );
+    proxy.set(Fault::Forward);
+    manager.close(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn a_reset_in_a_transaction_discards_that_connection() {
+    let db = TestDb::create();
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let mut c = via_proxy(&db, &proxy);
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let sql = manager.database("pg").unwrap();
+    sql.execute("CREATE TABLE t (v int8)", &[]).await.unwrap();
+
+    let mut tx = sql.begin().await.unwrap();
+    tx.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    proxy.cut_all();
+    let err = tx
+        .execute("INSERT INTO t VALUES (2)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    drop(tx);
+
+    // With a pool of one, the very next statement (inside the liveness window, so without a
+    // ping) would fail if the reset connection had gone back to the pool.
+    for _ in 0..5 {
+        sql.execute("INSERT INTO t VALUES (3)", &[]).await.unwrap();
+    }
+    let rows = sql
+        .fetch_all("SELECT v FROM t ORDER BY v", &[])
+        .await
+        .unwrap();
+    let values: Vec<i64> = rows.iter().map(|r| r.get::<i64>("v").unwrap()).collect();
+    assert_eq!(
+        values,
+        [3, 3, 3, 3, 3],
+        "the interrupted transaction left nothing"
+    );
+    manager.close(Duration::from_secs(2)).await;
+}

@@ -1,0 +1,161 @@
+//! Chaos against private PostgreSQL clusters: restart and `kill -9` under load, and a server
+//! that is down when the application starts. Handles obtained before keep working.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dbmanager::{ConnectPolicy, Manager, Status};
+use support::{PrivateCluster, fast_config};
+
+const POOL: u32 = 8;
+
+struct Outcome {
+    started: Instant,
+    finished: Instant,
+    ok: bool,
+}
+
+fn manager_for(cluster: &PrivateCluster) -> Manager {
+    let mut c = cluster.config("pg", "admin", &cluster.password, "postgres");
+    c.max_open_conns = Some(POOL);
+    c.max_idle_conns = Some(POOL);
+    c.connect_timeout = Duration::from_secs(10);
+    Manager::new(fast_config().with_connection(c)).unwrap()
+}
+
+/// Runs 64 workers on handles taken before `disrupt`, which returns when the server accepts
+/// connections again; then checks the outcomes.
+async fn survive(
+    cluster: &PrivateCluster,
+    what: &str,
+    disrupt: impl FnOnce() -> Instant + Send + 'static,
+) {
+    let manager = manager_for(cluster);
+    manager.connect().await.unwrap();
+    let conn = manager.get("pg").unwrap();
+    let sql = conn.database().unwrap();
+    let native = conn.postgres().unwrap();
+    let orm = conn.sea_orm().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..64)
+        .map(|_| {
+            let (sql, stop) = (sql.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let ok = sql.fetch_one("SELECT 1::int8 AS one", &[]).await.is_ok();
+                    outcomes.push(Outcome {
+                        started,
+                        finished: Instant::now(),
+                        ok,
+                    });
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                outcomes
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let up = tokio::task::spawn_blocking(disrupt).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut outcomes = Vec::new();
+    for w in workers {
+        outcomes.extend(w.await.unwrap());
+    }
+
+    let errors: Vec<&Outcome> = outcomes.iter().filter(|o| !o.ok).collect();
+    let late_errors = errors.iter().filter(|o| o.started >= up).count();
+    let recovered = outcomes
+        .iter()
+        .filter(|o| o.ok && o.finished >= up)
+        .map(|o| o.finished.duration_since(up))
+        .min()
+        .expect("queries succeed after the server is back");
+    println!(
+        "{what}: {} queries, {} failed, first success {recovered:?} after the server accepted connections",
+        outcomes.len(),
+        errors.len()
+    );
+    assert!(
+        errors.len() <= POOL as usize,
+        "{what}: {} errors for at most {POOL} connections in use at the moment of the disruption",
+        errors.len()
+    );
+    assert_eq!(
+        late_errors, 0,
+        "{what}: a checkout that began after the server came back failed"
+    );
+
+    // Every layer obtained before the disruption works.
+    let one: i32 = dbmanager::reexports::sqlx::query_scalar("SELECT 1")
+        .fetch_one(&native)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    use dbmanager::reexports::sea_orm::ConnectionTrait;
+    orm.execute_unprepared("SELECT 1").await.unwrap();
+    conn.health_check().await.unwrap();
+    let stats = conn.stats();
+    assert!(stats.open <= POOL, "{stats:?}");
+    manager.close(Duration::from_secs(5)).await;
+    assert!(
+        support::eventually(Duration::from_secs(5), || cluster.backends("postgres") == 0).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_under_load() {
+    let cluster = Arc::new(PrivateCluster::start());
+    let c = cluster.clone();
+    survive(&cluster, "fast restart", move || c.restart()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load() {
+    let cluster = Arc::new(PrivateCluster::start());
+    let c = cluster.clone();
+    survive(&cluster, "kill -9", move || c.kill9_and_restart()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_at_startup_then_connected_by_the_health_loop() {
+    let cluster = PrivateCluster::start();
+    cluster.stop_server("fast");
+    let mut c = cluster.config("pg", "admin", &cluster.password, "postgres");
+    c.connect_timeout = Duration::from_secs(2);
+    let mut config = fast_config().with_connection(c);
+    config.health_check_interval = Duration::from_millis(200);
+    let manager = Manager::new(config).unwrap();
+    let report = manager.connect_with(ConnectPolicy::Partial).await.unwrap();
+    assert_eq!(report.failed.len(), 1);
+    let conn = manager.get("pg").unwrap();
+    assert_eq!(conn.status(), Status::Unavailable);
+    assert_eq!(manager.stats().healthy, 0);
+    assert!(conn.database().is_err());
+
+    let up = Instant::now();
+    cluster.start_server();
+    assert!(
+        support::eventually(Duration::from_secs(20), || conn.is_connected()).await,
+        "the health loop connects once the server is up"
+    );
+    println!(
+        "connected by the health loop {:?} after the server started",
+        up.elapsed()
+    );
+    assert_eq!(conn.status(), Status::Healthy);
+    assert_eq!(manager.stats().healthy, 1);
+    assert!(conn.stats().reconnects_ok >= 1);
+    conn.database()
+        .unwrap()
+        .execute("SELECT 1", &[])
+        .await
+        .unwrap();
+    manager.close(Duration::from_secs(5)).await;
+}
