@@ -267,6 +267,17 @@ async fn settings_reach_the_server() {
     assert_eq!(timeout, "300ms");
     assert_eq!(app, "dbm-test-app");
     assert!(ssl, "sslmode=require must encrypt");
+    let (idle, user_timeout): (String, String) = dbmanager::reexports::sqlx::query_as(
+        "SELECT current_setting('tcp_keepalives_idle'), current_setting('tcp_user_timeout')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (idle.as_str(), user_timeout.as_str()),
+        ("5", "15s"),
+        "the server drops dead clients fast"
+    );
 
     let err = manager
         .database("primary")

@@ -43,7 +43,22 @@ async fn open_client(config: &Config) -> tiberius::Result<TiberiusClient> {
     // Resolves a named instance through the SQL Server Browser, else connects to host:port.
     let tcp = TcpStream::connect_named(config).await?;
     tcp.set_nodelay(true)?;
+    detect_dead_peers(&tcp)?;
     tiberius::Client::connect(config.clone(), tcp.compat_write()).await
+}
+
+/// Keepalive probes after 5 s of silence, every 2 s, 3 of them; and on Linux a 15 s bound on
+/// unacknowledged data: a silently dead server is noticed in about 15 s instead of hours.
+fn detect_dead_peers(tcp: &TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(5))
+        .with_interval(std::time::Duration::from_secs(2))
+        .with_retries(3);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(std::time::Duration::from_secs(15)))?;
+    Ok(())
 }
 
 async fn ping(client: &mut TiberiusClient) -> tiberius::Result<()> {

@@ -55,6 +55,14 @@ pub(crate) fn connect_options(
     if let Some(timeout) = settings.query_timeout {
         server_settings.push(("statement_timeout", timeout.as_millis().to_string()));
     }
+    // sqlx exposes no socket options, so the client side relies on the liveness ping and the
+    // query timeout; these let the server drop a silently dead client in about 15 s.
+    server_settings.extend([
+        ("tcp_keepalives_idle", "5".to_owned()),
+        ("tcp_keepalives_interval", "2".to_owned()),
+        ("tcp_keepalives_count", "3".to_owned()),
+        ("tcp_user_timeout", "15000".to_owned()),
+    ]);
     if !server_settings.is_empty() {
         options = options.options(server_settings);
     }
