@@ -58,6 +58,9 @@ async fn connect_get_default_switch_stats_close() {
         "a failed switch changes nothing"
     );
 
+    // sqlx returns a connection to the pool in a background task: let it land.
+    let primary_conn = manager.get("primary").unwrap();
+    assert!(support::eventually(Duration::from_secs(5), || primary_conn.stats().in_use == 0).await);
     let stats = manager.stats();
     assert_eq!((stats.total, stats.healthy, stats.unhealthy), (3, 3, 0));
     let p = &stats.connections["primary"];
