@@ -278,7 +278,7 @@ async fn settings_reach_the_server() {
     .unwrap();
     assert_eq!(
         (idle.as_str(), user_timeout.as_str()),
-        ("5", "15s"),
+        ("5", "15000"),
         "the server drops dead clients fast"
     );
 
