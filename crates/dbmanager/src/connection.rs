@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use tracing::Instrument as _;
 
 use crate::backend::{Backend, ConnectSpec, bounded};
 use crate::config::{ConnectionConfig, DatabaseType, PoolSettings, RetryPolicy};
@@ -27,6 +28,7 @@ struct Shared {
     backend: ArcSwapOption<Backend>,
     counters: Arc<PoolCounters>,
     health: HealthState,
+    tracer: Arc<crate::trace::Tracer>,
     /// The manager's closed flag, shared by all of its connections.
     manager_closed: Arc<AtomicBool>,
     connecting: AtomicBool,
@@ -60,6 +62,10 @@ impl Connection {
         Self {
             shared: Arc::new(Shared {
                 name: Arc::from(config.name.as_str()),
+                tracer: Arc::new(crate::trace::Tracer::new(
+                    Arc::from(config.name.as_str()),
+                    &config,
+                )),
                 config,
                 settings,
                 retry,
@@ -95,6 +101,11 @@ impl Connection {
     /// Its free-form tags.
     pub fn tags(&self) -> &std::collections::BTreeMap<String, String> {
         &self.shared.config.tags
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) fn counters(&self) -> &PoolCounters {
+        &self.shared.counters
     }
 
     /// Current health status.
@@ -260,6 +271,7 @@ impl Connection {
             executor,
             self.shared.settings.query_timeout,
             self.shared.counters.clone(),
+            self.shared.tracer.clone(),
         ))
     }
 
@@ -299,13 +311,21 @@ impl Connection {
         };
         let limit = self.shared.settings.connect_timeout;
         let started = std::time::Instant::now();
+        let span = self.shared.tracer.span("health_check");
         let outcome = bounded(
             self.name(),
             Operation::Ping,
             limit,
             backend.ping(self.name(), &self.shared.counters),
         )
+        .instrument(span.clone())
         .await;
+        crate::trace::record_outcome(&span, &outcome);
+        #[cfg(feature = "metrics")]
+        self.shared
+            .counters
+            .health_seconds
+            .observe(started.elapsed());
         let before = match &outcome {
             Ok(()) => self.shared.health.succeeded(started.elapsed() > limit / 2),
             Err(e) => self.shared.health.failed(true, e),
@@ -334,13 +354,19 @@ impl Connection {
         if self.shared.manager_closed.load(Ordering::Acquire) {
             return Err(Error::closed(self.name(), Operation::Connect));
         }
-        let outcome = match self.shared.backend.load_full() {
-            None => self.connect().await.0,
-            Some(backend) => {
-                backend.discard_idle(&self.shared.counters).await;
-                self.health_check().await
+        let span = self.shared.tracer.span("reconnect");
+        let outcome = async {
+            match self.shared.backend.load_full() {
+                None => self.connect().await.0,
+                Some(backend) => {
+                    backend.discard_idle(&self.shared.counters).await;
+                    self.health_check().await
+                }
             }
-        };
+        }
+        .instrument(span.clone())
+        .await;
+        crate::trace::record_outcome(&span, &outcome);
         let counter = if outcome.is_ok() {
             &self.shared.counters.reconnects_ok
         } else {
@@ -378,8 +404,29 @@ impl Connection {
             counters: &s.counters,
         };
         let log = s.config.enable_logging;
-        let (outcome, attempts) =
-            crate::retry::retry(&s.name, &s.retry, log, || Backend::open(&spec)).await;
+        let span = s.tracer.span("connect");
+        let attempt = std::sync::atomic::AtomicU32::new(0);
+        let (outcome, attempts) = crate::retry::retry(&s.name, &s.retry, log, || {
+            let attempt_span = s.tracer.span("connect_attempt");
+            attempt_span.record(
+                "dbmanager.attempt",
+                attempt.fetch_add(1, Ordering::Relaxed) + 1,
+            );
+            let spec = &spec;
+            let instrumented = attempt_span.clone();
+            async move {
+                let outcome = Backend::open(spec).await;
+                if let Err(e) = &outcome {
+                    s.counters.record_connect_error(e.kind());
+                }
+                crate::trace::record_outcome(&attempt_span, &outcome);
+                outcome
+            }
+            .instrument(instrumented)
+        })
+        .instrument(span.clone())
+        .await;
+        crate::trace::record_outcome(&span, &outcome);
         let outcome = match outcome {
             Ok(backend) => {
                 s.backend.store(Some(Arc::new(backend)));

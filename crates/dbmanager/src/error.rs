@@ -33,6 +33,19 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Lower-case name, as used in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::Authentication => "authentication",
+            ErrorKind::Configuration => "configuration",
+            ErrorKind::Closed => "closed",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Query => "query",
+        }
+    }
+
     /// Whether a retry may help.
     pub fn is_retryable(self) -> bool {
         matches!(self, ErrorKind::Transient)

@@ -21,10 +21,13 @@ mod dsn;
 mod error;
 mod health;
 mod manager;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod pool;
 mod retry;
 mod sql;
 mod stats;
+mod trace;
 
 #[cfg(feature = "mssql")]
 pub use backend::mssql::{MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
@@ -36,6 +39,8 @@ pub use connection::Connection;
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use health::{HealthReport, Status};
 pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager};
+#[cfg(feature = "metrics")]
+pub use metrics::ManagerCollector;
 pub use sql::{ColumnRef, Database, FromValue, Row, Transaction, Value};
 pub use stats::{ConnectionStats, ManagerStats};
 
@@ -46,6 +51,8 @@ pub mod reexports {
     pub use bb8;
     #[cfg(feature = "mongodb")]
     pub use mongodb;
+    #[cfg(feature = "metrics")]
+    pub use prometheus_client;
     #[cfg(feature = "sea-orm")]
     pub use sea_orm;
     pub use secrecy;

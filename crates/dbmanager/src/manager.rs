@@ -61,7 +61,7 @@ pub struct Manager {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: ManagerConfig,
     registry: ArcSwap<Registry>,
     default: ArcSwapOption<Connection>,
@@ -99,6 +99,16 @@ impl std::fmt::Debug for Manager {
 }
 
 impl Manager {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
     /// Validates `config` and builds the registry. Nothing connects until [`Manager::connect`].
     pub fn new(config: ManagerConfig) -> Result<Self> {
         config.validate()?;

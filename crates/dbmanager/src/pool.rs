@@ -92,9 +92,12 @@ pub(crate) async fn acquire<DB: Database>(
     let exhausted = pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections();
     let started = Instant::now();
     let result = pool.acquire().await;
+    let waited = started.elapsed();
     if exhausted {
-        counters.record_wait(started.elapsed());
+        counters.record_wait(waited);
     }
+    #[cfg(feature = "metrics")]
+    counters.acquire_wait_seconds.observe(waited);
     result.map_err(|e| {
         if matches!(e, sqlx::Error::PoolTimedOut) {
             counters.acquire_timeouts.fetch_add(1, Relaxed);

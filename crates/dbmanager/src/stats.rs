@@ -10,6 +10,12 @@ use crate::health::Status;
 /// Counters one pool updates as events happen. Atomics only: the query path takes no lock.
 #[derive(Debug, Default)]
 pub(crate) struct PoolCounters {
+    /// Failed connects by [`crate::ErrorKind`] (index from [`kind_index`]).
+    pub connect_errors: [AtomicU64; KINDS.len()],
+    #[cfg(feature = "metrics")]
+    pub health_seconds: crate::metrics::Histogram,
+    #[cfg(feature = "metrics")]
+    pub acquire_wait_seconds: crate::metrics::Histogram,
     pub opened: AtomicU64,
     pub closed_max_lifetime: AtomicU64,
     pub closed_max_idle: AtomicU64,
@@ -21,7 +27,26 @@ pub(crate) struct PoolCounters {
     pub reconnects_failed: AtomicU64,
 }
 
+/// The error kinds counted per connection, in label order.
+pub(crate) const KINDS: [crate::ErrorKind; 7] = [
+    crate::ErrorKind::Transient,
+    crate::ErrorKind::Authentication,
+    crate::ErrorKind::Configuration,
+    crate::ErrorKind::Closed,
+    crate::ErrorKind::NotFound,
+    crate::ErrorKind::Unsupported,
+    crate::ErrorKind::Query,
+];
+
+pub(crate) fn kind_index(kind: crate::ErrorKind) -> usize {
+    KINDS.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
 impl PoolCounters {
+    pub(crate) fn record_connect_error(&self, kind: crate::ErrorKind) {
+        self.connect_errors[kind_index(kind)].fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn record_wait(&self, waited: Duration) {
         self.waits.fetch_add(1, Relaxed);
         self.wait_nanos.fetch_add(

@@ -60,6 +60,7 @@ const CONNECTION_KEYS: &[&str] = &[
     "connect_timeout",
     "query_timeout",
     "enable_tracing",
+    "trace_statements",
     "enable_metrics",
     "enable_logging",
     "default_orm",
@@ -430,6 +431,7 @@ fn walk_connection(
     f.set_duration("connect_timeout", &mut c.connect_timeout);
     f.set_duration("query_timeout", &mut c.query_timeout);
     f.set_bool("enable_tracing", &mut c.enable_tracing);
+    f.set_bool("trace_statements", &mut c.trace_statements);
     f.set_bool("enable_metrics", &mut c.enable_metrics);
     f.set_bool("enable_logging", &mut c.enable_logging);
     f.set_bool("critical", &mut c.critical);

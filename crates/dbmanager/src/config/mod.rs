@@ -220,6 +220,9 @@ pub struct ConnectionConfig {
     pub query_timeout: Duration,
     /// Emit tracing spans for this connection (default false).
     pub enable_tracing: bool,
+    /// Put statement text on query spans (`db.query.text`; default false, since statements may
+    /// carry data).
+    pub trace_statements: bool,
     /// Publish metrics for this connection (default true).
     pub enable_metrics: bool,
     /// Log connection events (default true).
@@ -264,6 +267,7 @@ impl ConnectionConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             query_timeout: DEFAULT_QUERY_TIMEOUT,
             enable_tracing: false,
+            trace_statements: false,
             enable_metrics: true,
             enable_logging: true,
             default_orm: DefaultOrm::Native,
@@ -316,6 +320,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("query_timeout", &self.query_timeout)
             .field("enable_tracing", &self.enable_tracing)
+            .field("trace_statements", &self.trace_statements)
             .field("enable_metrics", &self.enable_metrics)
             .field("enable_logging", &self.enable_logging)
             .field("default_orm", &self.default_orm)

@@ -15,11 +15,34 @@ use std::time::Duration;
 
 pub use value::{ColumnRef, FromValue, Row, Value};
 
+use tracing::Instrument as _;
+
 use crate::backend::bounded;
 use crate::config::{DatabaseType, DefaultOrm};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::pool::sqlx_error;
 use crate::stats::PoolCounters;
+use crate::trace::{Tracer, record_outcome};
+
+/// Runs `work` under the query timeout (if any) inside `span`, and marks the span on failure.
+async fn timed<T>(
+    name: &str,
+    limit: Option<Duration>,
+    operation: Operation,
+    span: tracing::Span,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let outcome = async {
+        match limit {
+            Some(limit) => bounded(name, operation, limit, work).await,
+            None => work.await,
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    record_outcome(&span, &outcome);
+    outcome
+}
 
 #[derive(Clone)]
 pub(crate) enum Executor {
@@ -88,6 +111,7 @@ pub struct Database {
     executor: Executor,
     query_timeout: Option<Duration>,
     counters: Arc<PoolCounters>,
+    tracer: Arc<Tracer>,
 }
 
 impl std::fmt::Debug for Database {
@@ -107,6 +131,7 @@ impl Database {
         executor: Executor,
         query_timeout: Option<Duration>,
         counters: Arc<PoolCounters>,
+        tracer: Arc<Tracer>,
     ) -> Self {
         Self {
             name,
@@ -114,6 +139,7 @@ impl Database {
             executor,
             query_timeout,
             counters,
+            tracer,
         }
     }
 
@@ -137,21 +163,11 @@ impl Database {
         }
     }
 
-    async fn timed<T>(
-        &self,
-        operation: Operation,
-        work: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        match self.query_timeout {
-            Some(limit) => bounded(&self.name, operation, limit, work).await,
-            None => work.await,
-        }
-    }
-
     /// Runs a statement; returns the number of rows affected.
     pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
         let name = &*self.name;
-        self.timed(Operation::Query, async {
+        let span = self.tracer.query_span("execute", sql);
+        timed(name, self.query_timeout, Operation::Query, span, async {
             match &self.executor {
                 #[cfg(feature = "postgres")]
                 Executor::Postgres(pool) => {
@@ -182,7 +198,8 @@ impl Database {
     /// Runs a query; returns all rows.
     pub async fn fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         let name = &*self.name;
-        self.timed(Operation::Query, async {
+        let span = self.tracer.query_span("query", sql);
+        timed(name, self.query_timeout, Operation::Query, span, async {
             match &self.executor {
                 #[cfg(feature = "postgres")]
                 Executor::Postgres(pool) => {
@@ -230,45 +247,46 @@ impl Database {
     /// Starts a transaction; it rolls back if dropped without [`Transaction::commit`].
     pub async fn begin(&self) -> Result<Transaction> {
         let name = &*self.name;
-        let inner = self
-            .timed(Operation::Begin, async {
-                Ok(match &self.executor {
-                    #[cfg(feature = "postgres")]
-                    Executor::Postgres(pool) => TxInner::Postgres(
-                        pool.begin()
+        let span = self.tracer.span("begin");
+        let inner = timed(name, self.query_timeout, Operation::Begin, span, async {
+            Ok(match &self.executor {
+                #[cfg(feature = "postgres")]
+                Executor::Postgres(pool) => TxInner::Postgres(
+                    pool.begin()
+                        .await
+                        .map_err(|e| sqlx_error(name, Operation::Begin, e))?,
+                ),
+                #[cfg(feature = "sqlite")]
+                Executor::Sqlite(pool) => TxInner::Sqlite(
+                    pool.begin()
+                        .await
+                        .map_err(|e| sqlx_error(name, Operation::Begin, e))?,
+                ),
+                #[cfg(feature = "sea-orm")]
+                Executor::SeaOrm(db) => {
+                    use sea_orm::TransactionTrait as _;
+                    TxInner::SeaOrm(
+                        db.begin()
                             .await
-                            .map_err(|e| sqlx_error(name, Operation::Begin, e))?,
-                    ),
-                    #[cfg(feature = "sqlite")]
-                    Executor::Sqlite(pool) => TxInner::Sqlite(
-                        pool.begin()
-                            .await
-                            .map_err(|e| sqlx_error(name, Operation::Begin, e))?,
-                    ),
-                    #[cfg(feature = "sea-orm")]
-                    Executor::SeaOrm(db) => {
-                        use sea_orm::TransactionTrait as _;
-                        TxInner::SeaOrm(
-                            db.begin()
-                                .await
-                                .map_err(|e| orm::error(name, Operation::Begin, e))?,
-                        )
-                    }
-                    #[cfg(feature = "mssql")]
-                    Executor::Mssql(pool) => {
-                        let mut conn = pool.acquire().await?;
-                        on_mssql_simple(name, &mut conn, "BEGIN TRANSACTION").await?;
-                        // Unsettled while open: dropped without commit or rollback, the client
-                        // is discarded rather than returned mid-transaction.
-                        conn.begin_operation();
-                        TxInner::Mssql(Box::new(conn))
-                    }
-                })
+                            .map_err(|e| orm::error(name, Operation::Begin, e))?,
+                    )
+                }
+                #[cfg(feature = "mssql")]
+                Executor::Mssql(pool) => {
+                    let mut conn = pool.acquire().await?;
+                    on_mssql_simple(name, &mut conn, "BEGIN TRANSACTION").await?;
+                    // Unsettled while open: dropped without commit or rollback, the client
+                    // is discarded rather than returned mid-transaction.
+                    conn.begin_operation();
+                    TxInner::Mssql(Box::new(conn))
+                }
             })
-            .await?;
+        })
+        .await?;
         Ok(Transaction {
             name: self.name.clone(),
             query_timeout: self.query_timeout,
+            tracer: self.tracer.clone(),
             inner,
         })
     }
@@ -289,6 +307,7 @@ enum TxInner {
 pub struct Transaction {
     name: Arc<str>,
     query_timeout: Option<Duration>,
+    tracer: Arc<Tracer>,
     inner: TxInner,
 }
 
@@ -301,22 +320,11 @@ impl std::fmt::Debug for Transaction {
 }
 
 impl Transaction {
-    async fn timed<T>(
-        name: &str,
-        limit: Option<Duration>,
-        operation: Operation,
-        work: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        match limit {
-            Some(limit) => bounded(name, operation, limit, work).await,
-            None => work.await,
-        }
-    }
-
     /// Runs a statement inside the transaction.
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         let name = &*self.name;
-        Self::timed(name, self.query_timeout, Operation::Query, async {
+        let span = self.tracer.query_span("execute", sql);
+        timed(name, self.query_timeout, Operation::Query, span, async {
             match &mut self.inner {
                 #[cfg(feature = "postgres")]
                 TxInner::Postgres(tx) => driver::postgres::execute(&mut **tx, sql, params)
@@ -342,7 +350,8 @@ impl Transaction {
     /// Runs a query inside the transaction.
     pub async fn fetch_all(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         let name = &*self.name;
-        Self::timed(name, self.query_timeout, Operation::Query, async {
+        let span = self.tracer.query_span("query", sql);
+        timed(name, self.query_timeout, Operation::Query, span, async {
             match &mut self.inner {
                 #[cfg(feature = "postgres")]
                 TxInner::Postgres(tx) => driver::postgres::fetch_all(&mut **tx, sql, params)
@@ -368,58 +377,72 @@ impl Transaction {
     /// Commits.
     pub async fn commit(self) -> Result<()> {
         let name = &*self.name;
-        Self::timed(name, self.query_timeout, Operation::Commit, async move {
-            match self.inner {
-                #[cfg(feature = "postgres")]
-                TxInner::Postgres(tx) => tx
-                    .commit()
-                    .await
-                    .map_err(|e| sqlx_error(name, Operation::Commit, e)),
-                #[cfg(feature = "sqlite")]
-                TxInner::Sqlite(tx) => tx
-                    .commit()
-                    .await
-                    .map_err(|e| sqlx_error(name, Operation::Commit, e)),
-                #[cfg(feature = "sea-orm")]
-                TxInner::SeaOrm(tx) => tx
-                    .commit()
-                    .await
-                    .map_err(|e| orm::error(name, Operation::Commit, e)),
-                #[cfg(feature = "mssql")]
-                TxInner::Mssql(mut conn) => {
-                    on_mssql_simple(name, &mut conn, "COMMIT TRANSACTION").await
+        let span = self.tracer.span("commit");
+        timed(
+            name,
+            self.query_timeout,
+            Operation::Commit,
+            span,
+            async move {
+                match self.inner {
+                    #[cfg(feature = "postgres")]
+                    TxInner::Postgres(tx) => tx
+                        .commit()
+                        .await
+                        .map_err(|e| sqlx_error(name, Operation::Commit, e)),
+                    #[cfg(feature = "sqlite")]
+                    TxInner::Sqlite(tx) => tx
+                        .commit()
+                        .await
+                        .map_err(|e| sqlx_error(name, Operation::Commit, e)),
+                    #[cfg(feature = "sea-orm")]
+                    TxInner::SeaOrm(tx) => tx
+                        .commit()
+                        .await
+                        .map_err(|e| orm::error(name, Operation::Commit, e)),
+                    #[cfg(feature = "mssql")]
+                    TxInner::Mssql(mut conn) => {
+                        on_mssql_simple(name, &mut conn, "COMMIT TRANSACTION").await
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     }
 
     /// Rolls back.
     pub async fn rollback(self) -> Result<()> {
         let name = &*self.name;
-        Self::timed(name, self.query_timeout, Operation::Rollback, async move {
-            match self.inner {
-                #[cfg(feature = "postgres")]
-                TxInner::Postgres(tx) => tx
-                    .rollback()
-                    .await
-                    .map_err(|e| sqlx_error(name, Operation::Rollback, e)),
-                #[cfg(feature = "sqlite")]
-                TxInner::Sqlite(tx) => tx
-                    .rollback()
-                    .await
-                    .map_err(|e| sqlx_error(name, Operation::Rollback, e)),
-                #[cfg(feature = "sea-orm")]
-                TxInner::SeaOrm(tx) => tx
-                    .rollback()
-                    .await
-                    .map_err(|e| orm::error(name, Operation::Rollback, e)),
-                #[cfg(feature = "mssql")]
-                TxInner::Mssql(mut conn) => {
-                    on_mssql_simple(name, &mut conn, "ROLLBACK TRANSACTION").await
+        let span = self.tracer.span("rollback");
+        timed(
+            name,
+            self.query_timeout,
+            Operation::Rollback,
+            span,
+            async move {
+                match self.inner {
+                    #[cfg(feature = "postgres")]
+                    TxInner::Postgres(tx) => tx
+                        .rollback()
+                        .await
+                        .map_err(|e| sqlx_error(name, Operation::Rollback, e)),
+                    #[cfg(feature = "sqlite")]
+                    TxInner::Sqlite(tx) => tx
+                        .rollback()
+                        .await
+                        .map_err(|e| sqlx_error(name, Operation::Rollback, e)),
+                    #[cfg(feature = "sea-orm")]
+                    TxInner::SeaOrm(tx) => tx
+                        .rollback()
+                        .await
+                        .map_err(|e| orm::error(name, Operation::Rollback, e)),
+                    #[cfg(feature = "mssql")]
+                    TxInner::Mssql(mut conn) => {
+                        on_mssql_simple(name, &mut conn, "ROLLBACK TRANSACTION").await
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     }
 }

@@ -1,0 +1,312 @@
+//! Prometheus metrics, sampled from the live pools at scrape time.
+//!
+//! Gauges are read from the pools when scraped; counters and histograms are updated where the
+//! event happens, with atomics only. Every family is labelled by `connection` and `type`; no
+//! label carries a credential. Connections with `enable_metrics: false` are left out.
+
+use std::fmt::Write as _;
+use std::sync::Weak;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::manager::{Inner, Manager};
+use crate::stats::KINDS;
+
+/// Buckets from 0.5 ms to about 16 s.
+pub(crate) struct Histogram(prometheus_client::metrics::histogram::Histogram);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self(prometheus_client::metrics::histogram::Histogram::new(
+            exponential_buckets(0.0005, 2.0, 16),
+        ))
+    }
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Histogram")
+    }
+}
+
+impl Histogram {
+    pub(crate) fn observe(&self, d: std::time::Duration) {
+        self.0.observe(d.as_secs_f64());
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The scrape-time collector of one manager. Holds the manager weakly.
+#[derive(Debug)]
+pub struct ManagerCollector {
+    manager: Weak<Inner>,
+}
+
+impl Manager {
+    /// Registers this manager's metrics in an application's registry.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(ManagerCollector {
+            manager: self.downgrade(),
+        }));
+    }
+
+    /// The metrics in the OpenMetrics text format, as served on `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let mut registry = Registry::default();
+        self.register_metrics(&mut registry);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+            let _ = writeln!(out, "# encoding failed");
+        }
+        out
+    }
+}
+
+fn family<'a>(
+    encoder: &'a mut DescriptorEncoder,
+    name: &'a str,
+    help: &str,
+    unit: Option<&'a Unit>,
+    kind: MetricType,
+) -> Result<MetricEncoder<'a>, std::fmt::Error> {
+    encoder.encode_descriptor(name, help, unit, kind)
+}
+
+impl Collector for ManagerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(inner) = self.manager.upgrade() else {
+            return Ok(());
+        };
+        let manager = Manager::from_inner(inner);
+        let connections: Vec<_> = manager
+            .connections()
+            .into_iter()
+            .filter(|c| c.config().enable_metrics)
+            .collect();
+        let stats: Vec<_> = connections.iter().map(|c| (c, c.stats())).collect();
+        let labels = |c: &crate::Connection| -> Labels {
+            vec![
+                ("connection", c.name().to_owned()),
+                ("type", c.kind().to_string()),
+            ]
+        };
+
+        let mut by_type = std::collections::BTreeMap::<&'static str, u64>::new();
+        for c in &connections {
+            *by_type.entry(c.kind().as_str()).or_default() += 1;
+        }
+        let mut m = family(
+            &mut encoder,
+            "dbmanager_connections_total",
+            "Configured connections by type",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (kind, n) in by_type {
+            m.encode_family(&vec![("type", kind.to_owned())])?
+                .encode_gauge(&(n as i64))?;
+        }
+
+        let mut m = family(
+            &mut encoder,
+            "dbmanager_connection_status",
+            "Connection health (1 healthy or degraded, 0 not)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (c, s) in &stats {
+            m.encode_family(&labels(c))?
+                .encode_gauge(&i64::from(s.status.is_up()))?;
+        }
+
+        let mut m = family(
+            &mut encoder,
+            "dbmanager_connection_pool_size",
+            "Pool connections by state",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (c, s) in &stats {
+            for (state, v) in [
+                ("open", s.open),
+                ("in_use", s.in_use),
+                ("idle", s.idle),
+                ("max", s.max_open),
+            ] {
+                let mut l = labels(c);
+                l.push(("state", state.to_owned()));
+                m.encode_family(&l)?.encode_gauge(&i64::from(v))?;
+            }
+        }
+
+        let mut m = family(
+            &mut encoder,
+            "dbmanager_connection_wait_count",
+            "Checkouts that waited for a connection",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (c, s) in &stats {
+            m.encode_family(&labels(c))?
+                .encode_gauge(&(s.wait_count as i64))?;
+        }
+        let mut m = family(
+            &mut encoder,
+            "dbmanager_connection_wait_duration_seconds",
+            "Total time checkouts waited",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (c, s) in &stats {
+            m.encode_family(&labels(c))?
+                .encode_gauge(&s.wait_duration.as_secs_f64())?;
+        }
+
+        let mut m = family(
+            &mut encoder,
+            "dbmanager_health_check_duration_seconds",
+            "Health check duration",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in &connections {
+            c.counters()
+                .health_seconds
+                .0
+                .encode(m.encode_family(&labels(c))?)?;
+        }
+        let mut m = family(
+            &mut encoder,
+            "dbmanager_connection_acquire_wait_seconds",
+            "Time to check a connection out (through this library)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in &connections {
+            c.counters()
+                .acquire_wait_seconds
+                .0
+                .encode(m.encode_family(&labels(c))?)?;
+        }
+
+        let mut m = family(
+            &mut encoder,
+            "dbmanager_reconnect_attempts",
+            "Reconnect attempts by result",
+            None,
+            MetricType::Counter,
+        )?;
+        for (c, s) in &stats {
+            for (result, v) in [
+                ("success", s.reconnects_ok),
+                ("failure", s.reconnects_failed),
+            ] {
+                let mut l = labels(c);
+                l.push(("result", result.to_owned()));
+                m.encode_family(&l)?
+                    .encode_counter::<Labels, _, f64>(&v, None)?;
+            }
+        }
+        let counters: [(&str, &str, fn(&crate::ConnectionStats) -> u64); 3] = [
+            (
+                "dbmanager_connection_lifetime_closed",
+                "Connections closed for reaching conn_max_lifetime",
+                |s| s.closed_max_lifetime,
+            ),
+            (
+                "dbmanager_connection_idle_closed",
+                "Connections closed for idling past conn_max_idle_time or over max_idle_conns",
+                |s| s.closed_max_idle_time + s.closed_max_idle,
+            ),
+            (
+                "dbmanager_connection_acquire_timeouts",
+                "Checkouts that gave up after the acquire timeout",
+                |s| s.acquire_timeouts,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let mut m = family(&mut encoder, name, help, None, MetricType::Counter)?;
+            for (c, s) in &stats {
+                m.encode_family(&labels(c))?
+                    .encode_counter::<Labels, _, f64>(&get(s), None)?;
+            }
+        }
+        let mut m = family(
+            &mut encoder,
+            "dbmanager_connect_errors",
+            "Failed connect attempts by error kind",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in &connections {
+            for (i, kind) in KINDS.iter().enumerate() {
+                let v = c.counters().connect_errors[i].load(std::sync::atomic::Ordering::Relaxed);
+                let mut l = labels(c);
+                l.push(("kind", kind.as_str().to_owned()));
+                m.encode_family(&l)?
+                    .encode_counter::<Labels, _, f64>(&v, None)?;
+            }
+        }
+
+        // OpenTelemetry database-client semantic-convention names, for dashboards built on them.
+        let pool = |c: &crate::Connection| -> Labels {
+            vec![("db_client_connection_pool_name", c.name().to_owned())]
+        };
+        let mut m = family(
+            &mut encoder,
+            "db_client_connection_count",
+            "Connections by state (OTel semconv)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (c, s) in &stats {
+            for (state, v) in [("idle", s.idle), ("used", s.in_use)] {
+                let mut l = pool(c);
+                l.push(("db_client_connection_state", state.to_owned()));
+                m.encode_family(&l)?.encode_gauge(&i64::from(v))?;
+            }
+        }
+        let mut m = family(
+            &mut encoder,
+            "db_client_connection_max",
+            "Maximum connections (OTel semconv)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (c, s) in &stats {
+            m.encode_family(&pool(c))?
+                .encode_gauge(&i64::from(s.max_open))?;
+        }
+        let mut m = family(
+            &mut encoder,
+            "db_client_connection_timeouts",
+            "Checkout timeouts (OTel semconv)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (c, s) in &stats {
+            m.encode_family(&pool(c))?
+                .encode_counter::<Labels, _, f64>(&s.acquire_timeouts, None)?;
+        }
+        let mut m = family(
+            &mut encoder,
+            "db_client_connection_wait_time_seconds",
+            "Checkout wait time (OTel semconv)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in &connections {
+            c.counters()
+                .acquire_wait_seconds
+                .0
+                .encode(m.encode_family(&pool(c))?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Spans with the OpenTelemetry database-client attributes, for connections with
+//! `enable_tracing: true`. Applications export them with `tracing-opentelemetry`; with tracing
+//! off a span is `Span::none()`, which costs next to nothing.
+
+use std::sync::Arc;
+
+use tracing::Span;
+
+use crate::config::{ConnectionConfig, DatabaseType};
+
+/// What every span of one connection carries.
+#[derive(Debug)]
+pub(crate) struct Tracer {
+    enabled: bool,
+    statements: bool,
+    connection: Arc<str>,
+    system: &'static str,
+    namespace: String,
+    address: String,
+    port: u16,
+}
+
+impl Tracer {
+    pub(crate) fn new(name: Arc<str>, c: &ConnectionConfig) -> Self {
+        let (system, default_port) = match c.kind {
+            DatabaseType::Postgres => ("postgresql", 5432),
+            DatabaseType::Sqlite => ("sqlite", 0),
+            DatabaseType::Mssql => ("microsoft.sql_server", 1433),
+            DatabaseType::Mongodb => ("mongodb", 27017),
+        };
+        let namespace = match c.kind {
+            DatabaseType::Sqlite => c.filepath.as_ref().map(|p| p.display().to_string()),
+            _ => c.database.clone(),
+        };
+        Self {
+            enabled: c.enable_tracing,
+            statements: c.trace_statements,
+            connection: name,
+            system,
+            namespace: namespace.unwrap_or_default(),
+            // From the fields only: a dsn may carry a password, so it is never parsed for spans.
+            address: c.host.clone().unwrap_or_default(),
+            port: c.port.unwrap_or(default_port),
+        }
+    }
+
+    /// A span for `operation` (`connect`, `connect_attempt`, `health_check`, `reconnect`,
+    /// `acquire`, `query`, ...), named `<operation> <connection>`.
+    pub(crate) fn span(&self, operation: &'static str) -> Span {
+        if !self.enabled {
+            return Span::none();
+        }
+        tracing::info_span!(
+            "dbmanager",
+            otel.name = format!("{operation} {}", self.connection),
+            otel.status_code = tracing::field::Empty,
+            "db.system" = self.system,
+            "db.namespace" = self.namespace.as_str(),
+            "server.address" = self.address.as_str(),
+            "server.port" = self.port,
+            "db.operation.name" = operation,
+            "db.query.text" = tracing::field::Empty,
+            "dbmanager.connection" = &*self.connection,
+            "dbmanager.attempt" = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+        )
+    }
+
+    /// A query span; the statement text only when `trace_statements` is on.
+    pub(crate) fn query_span(&self, operation: &'static str, sql: &str) -> Span {
+        let span = self.span(operation);
+        if self.statements {
+            span.record("db.query.text", sql);
+        }
+        span
+    }
+}
+
+/// Marks a span as failed with the error's kind (never its message, which is already redacted
+/// but may be long).
+pub(crate) fn record_outcome<T>(span: &Span, outcome: &crate::Result<T>) {
+    if let Err(e) = outcome {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", e.kind().as_str());
+    }
+}
