@@ -41,6 +41,9 @@ impl Histogram {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Reads one cumulative count out of a stats snapshot.
+type StatField = fn(&crate::ConnectionStats) -> u64;
+
 /// The scrape-time collector of one manager. Holds the manager weakly.
 #[derive(Debug)]
 pub struct ManagerCollector {
@@ -213,7 +216,7 @@ impl Collector for ManagerCollector {
                     .encode_counter::<Labels, _, f64>(&v, None)?;
             }
         }
-        let counters: [(&str, &str, fn(&crate::ConnectionStats) -> u64); 3] = [
+        let counters: [(&str, &str, StatField); 3] = [
             (
                 "dbmanager_connection_lifetime_closed",
                 "Connections closed for reaching conn_max_lifetime",
