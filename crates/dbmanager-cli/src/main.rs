@@ -1,7 +1,9 @@
-//! `dbmanager`: check a config (validate, connect, health table, exit code).
+//! `dbmanager`: check a config (validate, connect, health table, exit code), or serve health,
+//! readiness, metrics and stats for it.
 
 mod check;
 mod load;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Connect, run the health loop, and serve `/healthz`, `/readyz`, `/metrics`, `/stats`.
+    ///
+    /// Stops gracefully on SIGINT or SIGTERM.
+    Serve {
+        /// YAML config; without it, the embedded quick-start config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Address to listen on (port 0 picks a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:9187")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -72,6 +85,9 @@ fn main() -> ExitCode {
             config.as_deref(),
             matches!(format, Format::Json),
         )),
+        Command::Serve { config, listen } => {
+            runtime.block_on(serve::run(config.as_deref(), listen))
+        }
     };
     ExitCode::from(code)
 }

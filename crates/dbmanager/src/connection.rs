@@ -384,6 +384,23 @@ impl Connection {
         outcome
     }
 
+    /// Whether the health loop should try to connect again: failures back off exponentially
+    /// (from `retry_delay` to `retry_max_delay`), so a connection that cannot come up (a wrong
+    /// password, a missing directory) is not retried, and logged, on every tick.
+    pub(crate) fn reconnect_due(&self) -> bool {
+        let health = self.shared.health.report();
+        let Some(last) = health.last_check else {
+            return true;
+        };
+        let failures = health.consecutive_failures.clamp(1, 20);
+        let retry = &self.shared.retry;
+        let backoff = retry
+            .delay
+            .saturating_mul(1 << (failures - 1))
+            .min(retry.max_delay);
+        last.elapsed().map_or(true, |elapsed| elapsed >= backoff)
+    }
+
     /// Opens the pool with the retry policy, unless it is open or being opened already.
     /// Returns the number of attempts made (0 when nothing was to do).
     pub(crate) async fn connect(&self) -> (Result<()>, u32) {

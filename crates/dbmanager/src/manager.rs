@@ -376,7 +376,9 @@ async fn health_round(connections: Vec<Connection>, auto_reconnect: bool) {
                 let _ = c.reconnect().await;
             }
         } else if auto_reconnect {
-            let _ = c.reconnect().await;
+            if c.reconnect_due() {
+                let _ = c.reconnect().await;
+            }
         } else {
             // Stays down, but its health keeps being reported.
             let _ = c.health_check().await;

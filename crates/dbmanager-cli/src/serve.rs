@@ -1,0 +1,168 @@
+//! `dbmanager serve`: `/healthz`, `/readyz`, `/metrics`, `/stats` for a config.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use dbmanager::{ConnectPolicy, Error, Manager};
+use serde::Serialize;
+
+use crate::{EXIT_CONFIG, EXIT_DOWN, EXIT_OK, load};
+
+/// How long shutdown waits for checked-out connections.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+pub async fn run(config: Option<&Path>, listen: SocketAddr) -> u8 {
+    let manager = match load::manager(config) {
+        Ok(m) => m,
+        Err(e @ Error::Config(_)) => {
+            eprintln!("{e}");
+            return EXIT_CONFIG;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    // Start with what is reachable: readiness reports the rest, the health loop connects it.
+    match manager.connect_with(ConnectPolicy::Partial).await {
+        Ok(report) => {
+            for (name, e) in &report.failed {
+                eprintln!("warning: connection `{name}` is not up yet: {e}");
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_DOWN;
+        }
+    }
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            manager.close(SHUTDOWN_DEADLINE).await;
+            return EXIT_DOWN;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("listening on http://{addr}"),
+        Err(e) => eprintln!("warning: {e}"),
+    }
+    let app = router(manager.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    let report = manager.close(SHUTDOWN_DEADLINE).await;
+    for (name, n) in report.still_in_use {
+        eprintln!("warning: connection `{name}` still had {n} connection(s) in use at shutdown");
+    }
+    match served {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_DOWN
+        }
+    }
+}
+
+pub fn router(manager: Manager) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/stats", get(stats))
+        .with_state(manager)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// Liveness: the process answers. Never touches a database, so a database blip never
+/// restarts the pod.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    connections: std::collections::BTreeMap<String, ConnectionReadiness>,
+}
+
+#[derive(Serialize)]
+struct ConnectionReadiness {
+    #[serde(rename = "type")]
+    kind: String,
+    status: dbmanager::Status,
+    critical: bool,
+    last_error: Option<String>,
+}
+
+/// Readiness: every critical connection is up (healthy or degraded).
+async fn readyz(State(manager): State<Manager>) -> Response {
+    let connections: std::collections::BTreeMap<_, _> = manager
+        .connections()
+        .into_iter()
+        .map(|c| {
+            let health = c.health();
+            (
+                c.name().to_owned(),
+                ConnectionReadiness {
+                    kind: c.kind().to_string(),
+                    status: health.status,
+                    critical: c.config().critical,
+                    last_error: (!health.status.is_up())
+                        .then_some(health.last_error)
+                        .flatten(),
+                },
+            )
+        })
+        .collect();
+    let ready = connections
+        .values()
+        .all(|c| !c.critical || c.status.is_up());
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(Readiness { ready, connections })).into_response()
+}
+
+async fn metrics(State(manager): State<Manager>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        manager.metrics_text(),
+    )
+        .into_response()
+}
+
+async fn stats(State(manager): State<Manager>) -> Response {
+    axum::Json(manager.stats()).into_response()
+}
