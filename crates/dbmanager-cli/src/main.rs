@@ -4,6 +4,7 @@
 mod check;
 mod load;
 mod serve;
+mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,13 +63,7 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DBMANAGER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry = telemetry::init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -89,5 +84,7 @@ fn main() -> ExitCode {
             runtime.block_on(serve::run(config.as_deref(), listen))
         }
     };
+    drop(runtime);
+    drop(telemetry);
     ExitCode::from(code)
 }

@@ -214,3 +214,87 @@ fn check_shows_all_four_backends_up() {
     assert!(!stdout.contains(&ms_password) && !stderr.contains(&ms_password));
     assert!(!stdout.contains(&mongo_password) && !stderr.contains(&mongo_password));
 }
+
+/// A stand-in OTLP/HTTP collector: accepts POSTs, answers 200, hands back (path, body).
+fn fake_collector() -> (u16, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let mut length = 0usize;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = header.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .unwrap();
+            let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+            let _ = tx.send((path, body));
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn spans_are_exported_over_otlp_when_the_environment_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("traced.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbmanager:\n  connections:\n    lite:\n      type: sqlite\n      filepath: '{}'\n      enable_tracing: true\n",
+            dir.path().join("t.db").display()
+        ),
+    )
+    .unwrap();
+    let (port, received) = fake_collector();
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmanager"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("OTEL_SERVICE_NAME", "dbm-cli-test")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (path, body) = received
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("an OTLP export");
+    assert_eq!(path, "/v1/traces");
+    let body = String::from_utf8_lossy(&body);
+    for expected in [
+        "connect lite",
+        "health_check lite",
+        "db.system",
+        "sqlite",
+        "dbm-cli-test",
+    ] {
+        assert!(
+            body.contains(expected),
+            "{expected:?} not in the exported spans"
+        );
+    }
+}
