@@ -1,5 +1,5 @@
 //! Spans with the OpenTelemetry database-client attributes, for connections with
-//! `enable_tracing: true`. Applications export them with `tracing-opentelemetry`; with tracing
+//! `enable_tracing: true` in builds with the `otel` feature. Applications export them with `tracing-opentelemetry`; with tracing
 //! off a span is `Span::none()`, which costs next to nothing.
 
 use std::sync::Arc;
@@ -33,7 +33,8 @@ impl Tracer {
             _ => c.database.clone(),
         };
         Self {
-            enabled: c.enable_tracing,
+            // Without the `otel` feature spans compile away to `Span::none()`.
+            enabled: cfg!(feature = "otel") && c.enable_tracing,
             statements: c.trace_statements,
             connection: name,
             system,
