@@ -14,6 +14,8 @@ use crate::health::{HealthReport, HealthState, Status};
 use crate::sql::{Database, Executor};
 use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
 
+type BackendGuard = arc_swap::Guard<Option<Arc<Backend>>>;
+
 /// A handle on one named connection. Cheap to clone; every clone sees the same pool.
 #[derive(Clone)]
 pub struct Connection {
@@ -123,21 +125,32 @@ impl Connection {
         self.shared.backend.load().is_some()
     }
 
-    fn backend(&self, operation: Operation) -> Result<Arc<Backend>> {
+    /// The open backend, loaded without touching its reference count (the lookup path).
+    fn backend(&self, operation: Operation) -> Result<BackendGuard> {
         if self.shared.manager_closed.load(Ordering::Acquire) {
             return Err(Error::closed(self.name(), operation));
         }
-        self.shared
-            .backend
-            .load_full()
-            .ok_or_else(|| Error::Unavailable {
+        let guard = self.shared.backend.load();
+        if guard.is_none() {
+            return Err(Error::Unavailable {
                 connection: self.name().to_owned(),
                 operation,
                 last_error: self.shared.health.last_error(),
-            })
+            });
+        }
+        Ok(guard)
     }
 
-    fn sql_backend(&self) -> Result<Arc<Backend>> {
+    /// The open backend as an owned `Arc`, for holding across an `.await`.
+    fn backend_owned(&self, operation: Operation) -> Result<Arc<Backend>> {
+        arc_swap::Guard::into_inner(self.backend(operation)?).ok_or_else(|| Error::Unavailable {
+            connection: self.name().to_owned(),
+            operation,
+            last_error: self.shared.health.last_error(),
+        })
+    }
+
+    fn sql_backend(&self) -> Result<BackendGuard> {
         if !self.kind().is_sql() {
             return Err(Error::NotSql {
                 connection: self.name().to_owned(),
@@ -159,8 +172,8 @@ impl Connection {
     /// The native PostgreSQL pool (sqlx). Clones share the one pool.
     #[cfg(feature = "postgres")]
     pub fn postgres(&self) -> Result<sqlx::PgPool> {
-        match &*self.sql_backend()? {
-            Backend::Postgres(p) => Ok(p.pool.clone()),
+        match self.sql_backend()?.as_deref() {
+            Some(Backend::Postgres(p)) => Ok(p.pool.clone()),
             #[allow(unreachable_patterns)]
             _ => Err(self.wrong_layer("the PostgreSQL pool")),
         }
@@ -169,8 +182,8 @@ impl Connection {
     /// The native SQLite pool (sqlx). Clones share the one pool.
     #[cfg(feature = "sqlite")]
     pub fn sqlite(&self) -> Result<sqlx::SqlitePool> {
-        match &*self.sql_backend()? {
-            Backend::Sqlite(s) => Ok(s.sql.pool.clone()),
+        match self.sql_backend()?.as_deref() {
+            Some(Backend::Sqlite(s)) => Ok(s.sql.pool.clone()),
             #[allow(unreachable_patterns)]
             _ => Err(self.wrong_layer("the SQLite pool")),
         }
@@ -179,8 +192,8 @@ impl Connection {
     /// The native SQL Server pool (tiberius clients in bb8). Clones share the one pool.
     #[cfg(feature = "mssql")]
     pub fn mssql(&self) -> Result<crate::MssqlPool> {
-        match &*self.sql_backend()? {
-            Backend::Mssql(p) => Ok(p.clone()),
+        match self.sql_backend()?.as_deref() {
+            Some(Backend::Mssql(p)) => Ok(p.clone()),
             #[allow(unreachable_patterns)]
             _ => Err(self.wrong_layer("the SQL Server pool")),
         }
@@ -212,8 +225,8 @@ impl Connection {
                 backend: self.kind(),
             });
         }
-        match &*self.backend(Operation::Access)? {
-            Backend::Mongo(m) => Ok(f(m)),
+        match self.backend(Operation::Access)?.as_deref() {
+            Some(Backend::Mongo(m)) => Ok(f(m)),
             #[allow(unreachable_patterns)]
             _ => Err(self.wrong_layer("MongoDB")),
         }
@@ -222,13 +235,13 @@ impl Connection {
     /// A SeaORM connection on the same pool as the native layer.
     #[cfg(feature = "sea-orm")]
     pub fn sea_orm(&self) -> Result<sea_orm::DatabaseConnection> {
-        match &*self.sql_backend()? {
+        match self.sql_backend()?.as_deref() {
             #[cfg(feature = "postgres")]
-            Backend::Postgres(p) => Ok(p.orm.clone()),
+            Some(Backend::Postgres(p)) => Ok(p.orm.clone()),
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(s) => Ok(s.sql.orm.clone()),
+            Some(Backend::Sqlite(s)) => Ok(s.sql.orm.clone()),
             #[cfg(feature = "mssql")]
-            Backend::Mssql(_) => Err(Error::Unsupported {
+            Some(Backend::Mssql(_)) => Err(Error::Unsupported {
                 connection: self.name().to_owned(),
                 layer: "SeaORM",
                 backend: self.kind(),
@@ -242,11 +255,11 @@ impl Connection {
     /// The backend-neutral handle, on the layer chosen by `default_orm`.
     pub fn database(&self) -> Result<Database> {
         let backend = self.sql_backend()?;
-        let executor = match (&*backend, self.shared.config.default_orm) {
+        let executor = match (backend.as_deref(), self.shared.config.default_orm) {
             #[cfg(all(feature = "sea-orm", feature = "postgres"))]
-            (Backend::Postgres(p), crate::DefaultOrm::SeaOrm) => Executor::SeaOrm(p.orm.clone()),
+            (Some(Backend::Postgres(p)), crate::DefaultOrm::SeaOrm) => Executor::SeaOrm(p.orm.clone()),
             #[cfg(all(feature = "sea-orm", feature = "sqlite"))]
-            (Backend::Sqlite(s), crate::DefaultOrm::SeaOrm) => Executor::SeaOrm(s.sql.orm.clone()),
+            (Some(Backend::Sqlite(s)), crate::DefaultOrm::SeaOrm) => Executor::SeaOrm(s.sql.orm.clone()),
             #[cfg(not(feature = "sea-orm"))]
             (_, crate::DefaultOrm::SeaOrm) => {
                 return Err(Error::Unsupported {
@@ -257,11 +270,11 @@ impl Connection {
                 });
             }
             #[cfg(feature = "postgres")]
-            (Backend::Postgres(p), _) => Executor::Postgres(p.pool.clone()),
+            (Some(Backend::Postgres(p)), _) => Executor::Postgres(p.pool.clone()),
             #[cfg(feature = "sqlite")]
-            (Backend::Sqlite(s), _) => Executor::Sqlite(s.sql.pool.clone()),
+            (Some(Backend::Sqlite(s)), _) => Executor::Sqlite(s.sql.pool.clone()),
             #[cfg(feature = "mssql")]
-            (Backend::Mssql(p), _) => Executor::Mssql(p.clone()),
+            (Some(Backend::Mssql(p)), _) => Executor::Mssql(p.clone()),
             #[allow(unreachable_patterns)]
             _ => return Err(self.wrong_layer("SQL")),
         };
@@ -299,7 +312,7 @@ impl Connection {
     /// Checks the connection with a ping through its pool, bounded by `connect_timeout`, and
     /// records the outcome in its health. A success slower than half the bound is `Degraded`.
     pub async fn health_check(&self) -> Result<()> {
-        let backend = match self.backend(Operation::Ping) {
+        let backend = match self.backend_owned(Operation::Ping) {
             Ok(b) => b,
             Err(e) => {
                 if !matches!(e, Error::Closed { .. }) {

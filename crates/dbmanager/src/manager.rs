@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
+use rustc_hash::FxHashMap;
 
 use crate::config::{EnvSource, ManagerConfig};
 use crate::connection::Connection;
@@ -47,9 +48,10 @@ pub struct CloseReport {
     pub still_in_use: Vec<(String, u32)>,
 }
 
-/// Name lookup table; replaced whole (copy on write) so readers never lock.
+/// Name lookup table.
 struct Registry {
-    by_name: HashMap<Box<str>, Connection>,
+    /// Names are configuration, not attacker input: a fast non-DoS-resistant hash is fine.
+    by_name: FxHashMap<Box<str>, Connection>,
     names: Vec<String>,
 }
 
@@ -63,7 +65,10 @@ pub struct Manager {
 
 pub(crate) struct Inner {
     config: ManagerConfig,
-    registry: ArcSwap<Registry>,
+    /// Immutable once built, so a lookup is a plain hash-map read: no lock, no reference
+    /// count, no allocation. Adding and removing connections at runtime will put it behind an
+    /// `ArcSwap` (readers then pay one more atomic swap) without changing the API.
+    registry: Registry,
     default: ArcSwapOption<Connection>,
     closed: Arc<AtomicBool>,
     /// The background health loop, while one runs. Locked only to swap the handle.
@@ -114,7 +119,7 @@ impl Manager {
         config.validate()?;
         let closed = Arc::new(AtomicBool::new(false));
         let retry = config.retry_policy();
-        let by_name: HashMap<Box<str>, Connection> = config
+        let by_name: FxHashMap<Box<str>, Connection> = config
             .connections
             .values()
             .map(|c| {
@@ -131,7 +136,7 @@ impl Manager {
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                registry: ArcSwap::from_pointee(Registry { by_name, names }),
+                registry: Registry { by_name, names },
                 default: ArcSwapOption::from_pointee(default),
                 closed,
                 health_task: std::sync::Mutex::new(None),
@@ -210,23 +215,45 @@ impl Manager {
         Ok(())
     }
 
-    /// The connection named `name`. Lock-free; allocates only on error.
-    pub fn get(&self, name: &str) -> Result<Connection> {
+    /// Runs `f` on the connection named `name` without cloning its handle.
+    fn lookup<T>(&self, name: &str, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.check_open(name, Operation::Access)?;
-        let registry = self.inner.registry.load();
-        registry
-            .by_name
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NotFound {
+        let registry = &self.inner.registry;
+        match registry.by_name.get(name) {
+            Some(conn) => f(conn),
+            None => Err(Error::NotFound {
                 name: name.to_owned(),
                 known: registry.names.clone(),
-            })
+            }),
+        }
     }
 
-    /// Like [`Manager::get`], then the backend-neutral handle of that connection.
+    /// The connection named `name`. Lock-free; allocates only on error.
+    pub fn get(&self, name: &str) -> Result<Connection> {
+        self.lookup(name, |c| Ok(c.clone()))
+    }
+
+    /// The backend-neutral handle of the connection named `name`.
     pub fn database(&self, name: &str) -> Result<Database> {
-        self.get(name)?.database()
+        self.lookup(name, Connection::database)
+    }
+
+    /// The PostgreSQL pool of the connection named `name` (the shortest path to it).
+    #[cfg(feature = "postgres")]
+    pub fn postgres(&self, name: &str) -> Result<sqlx::PgPool> {
+        self.lookup(name, Connection::postgres)
+    }
+
+    /// The SQLite pool of the connection named `name`.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(&self, name: &str) -> Result<sqlx::SqlitePool> {
+        self.lookup(name, Connection::sqlite)
+    }
+
+    /// The SeaORM connection of the connection named `name`.
+    #[cfg(feature = "sea-orm")]
+    pub fn sea_orm(&self, name: &str) -> Result<sea_orm::DatabaseConnection> {
+        self.lookup(name, Connection::sea_orm)
     }
 
     /// The default connection.
@@ -237,7 +264,7 @@ impl Manager {
             .load_full()
             .map(|c| (*c).clone())
             .ok_or_else(|| Error::NoDefault {
-                known: self.inner.registry.load().names.clone(),
+                known: self.inner.registry.names.clone(),
             })
     }
 
@@ -255,7 +282,7 @@ impl Manager {
 
     /// All connections, sorted by name.
     pub fn connections(&self) -> Vec<Connection> {
-        let registry = self.inner.registry.load();
+        let registry = &self.inner.registry;
         registry
             .names
             .iter()
@@ -265,7 +292,7 @@ impl Manager {
 
     /// The connection names, sorted.
     pub fn names(&self) -> Vec<String> {
-        self.inner.registry.load().names.clone()
+        self.inner.registry.names.clone()
     }
 
     /// Statistics of the manager and each connection.

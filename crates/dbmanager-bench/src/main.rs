@@ -1,0 +1,55 @@
+//! Benchmarks of dbmanager against the baselines a user would otherwise write, side by side in
+//! one run. `cargo run --release -p dbmanager-bench -- [all|lookup|query|acquire|connect|recovery|pgbench]`
+//! prints Markdown tables; `BENCHMARKS.md` records a run and what it means.
+
+#[path = "../../dbmanager/tests/support/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod support;
+
+mod connect;
+mod harness;
+mod lookup;
+mod query;
+mod recovery;
+
+use std::time::Duration;
+
+/// Seconds each throughput cell is measured (after a short warm-up); `BENCH_SECONDS` overrides.
+fn cell_duration() -> Duration {
+    let secs = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    Duration::from_secs_f64(secs)
+}
+
+fn main() {
+    let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    println!("# dbmanager benchmarks\n");
+    println!(
+        "{} cores; PostgreSQL on 127.0.0.1:{}; {} s per cell, median of 3 rounds\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        support::pg_port(),
+        cell_duration().as_secs_f64()
+    );
+    let all = what == "all";
+    if all || what == "lookup" {
+        runtime.block_on(lookup::run());
+    }
+    if all || what == "query" {
+        runtime.block_on(query::run(query::Mode::Query));
+    }
+    if all || what == "acquire" {
+        runtime.block_on(query::run(query::Mode::Acquire));
+    }
+    if all || what == "pgbench" {
+        runtime.block_on(query::pgbench());
+    }
+    if all || what == "connect" {
+        runtime.block_on(connect::run());
+    }
+    if all || what == "recovery" {
+        runtime.block_on(recovery::run());
+    }
+}

@@ -1,0 +1,244 @@
+//! 2. Query path and 3. acquire only, on the machine's PostgreSQL, against raw sqlx pools and
+//! deadpool-postgres; 6. pgbench on the same server.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use dbmanager::reexports::sea_orm::{ConnectionTrait, DbBackend, Statement};
+use dbmanager::reexports::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use dbmanager::reexports::sqlx::{self, PgPool};
+use dbmanager::{Manager, SslMode};
+
+use crate::harness::{Op, fmt_rate, median, op, throughput};
+use crate::support::{self, TestDb};
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Mode {
+    Query,
+    Acquire,
+}
+
+const MATRIX: [(usize, u32); 4] = [(4, 4), (16, 8), (64, 8), (64, 16)];
+
+fn url(db: &TestDb) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}?sslmode=disable",
+        support::pg_user(),
+        support::pg_host(),
+        support::pg_port(),
+        db.name
+    )
+}
+
+async fn sqlx_pool(db: &TestDb, size: u32, same_settings: bool) -> PgPool {
+    let options = PgConnectOptions::from_str(&url(db)).expect("url");
+    let mut pool = PgPoolOptions::new().max_connections(size);
+    if same_settings {
+        pool = pool
+            .test_before_acquire(false)
+            .max_lifetime(Duration::from_secs(1800))
+            .idle_timeout(Duration::from_secs(300))
+            .acquire_timeout(Duration::from_secs(30));
+    }
+    pool.connect_with(options).await.expect("sqlx pool")
+}
+
+async fn manager(db: &TestDb, size: u32) -> Manager {
+    let mut c = db.config("pg");
+    c.max_open_conns = Some(size);
+    c.max_idle_conns = Some(size);
+    c.sslmode = Some(SslMode::Disable);
+    c.connect_timeout = Duration::from_secs(30);
+    // Metrics on (the default) and spans enabled with no subscriber installed.
+    c.enable_tracing = true;
+    let manager = Manager::new(dbmanager::ManagerConfig::default().with_connection(c)).expect("config");
+    manager.connect().await.expect("connect");
+    manager
+}
+
+fn deadpool(db: &TestDb, size: usize) -> deadpool_postgres::Pool {
+    let mut cfg = deadpool_postgres::Config::new();
+    cfg.host = Some(support::pg_host());
+    cfg.port = Some(support::pg_port());
+    cfg.user = Some(support::pg_user());
+    cfg.dbname = Some(db.name.clone());
+    cfg.pool = Some(deadpool_postgres::PoolConfig::new(size));
+    cfg.manager = Some(deadpool_postgres::ManagerConfig {
+        recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+    });
+    cfg.create_pool(Some(deadpool_postgres::Runtime::Tokio1), tokio_postgres::NoTls)
+        .expect("deadpool")
+}
+
+fn variants(mode: Mode, raw_default: PgPool, raw_same: PgPool, m: Manager, dp: deadpool_postgres::Pool) -> Vec<(&'static str, Op)> {
+    let sqlx_query = |pool: PgPool| {
+        op(move || {
+            let pool = pool.clone();
+            async move {
+                let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.expect("query");
+            }
+        })
+    };
+    let sqlx_acquire = |pool: PgPool| {
+        op(move || {
+            let pool = pool.clone();
+            async move {
+                drop(pool.acquire().await.expect("acquire"));
+            }
+        })
+    };
+    let mut out: Vec<(&'static str, Op)> = Vec::new();
+    match mode {
+        Mode::Query => {
+            out.push(("sqlx, defaults (ping on acquire)", sqlx_query(raw_default)));
+            out.push(("sqlx, same settings (baseline)", sqlx_query(raw_same)));
+            let mm = m.clone();
+            out.push((
+                "dbmanager native (`get` + `postgres()`)",
+                op(move || {
+                    let mm = mm.clone();
+                    async move {
+                        let pool = mm.get("pg").and_then(|c| c.postgres()).expect("pool");
+                        let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.expect("query");
+                    }
+                }),
+            ));
+            let mm = m.clone();
+            out.push((
+                "dbmanager neutral (`database()`)",
+                op(move || {
+                    let mm = mm.clone();
+                    async move {
+                        mm.database("pg").expect("db").fetch_one("SELECT 1", &[]).await.expect("query");
+                    }
+                }),
+            ));
+            let mm = m.clone();
+            out.push((
+                "dbmanager SeaORM (`sea_orm()`)",
+                op(move || {
+                    let mm = mm.clone();
+                    async move {
+                        let orm = mm.get("pg").and_then(|c| c.sea_orm()).expect("orm");
+                        orm.query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"))
+                            .await
+                            .expect("query");
+                    }
+                }),
+            ));
+            out.push((
+                "deadpool-postgres (prepared, cached)",
+                op(move || {
+                    let dp = dp.clone();
+                    async move {
+                        let client = dp.get().await.expect("client");
+                        let stmt = client.prepare_cached("SELECT 1").await.expect("prepare");
+                        let _ = client.query_one(&stmt, &[]).await.expect("query");
+                    }
+                }),
+            ));
+        }
+        Mode::Acquire => {
+            out.push(("sqlx, defaults (ping on acquire)", sqlx_acquire(raw_default)));
+            out.push(("sqlx, same settings (baseline)", sqlx_acquire(raw_same)));
+            let mm = m.clone();
+            out.push((
+                "dbmanager native (`get` + `postgres()` + acquire)",
+                op(move || {
+                    let mm = mm.clone();
+                    async move {
+                        let pool = mm.get("pg").and_then(|c| c.postgres()).expect("pool");
+                        drop(pool.acquire().await.expect("acquire"));
+                    }
+                }),
+            ));
+            out.push((
+                "deadpool-postgres",
+                op(move || {
+                    let dp = dp.clone();
+                    async move {
+                        drop(dp.get().await.expect("client"));
+                    }
+                }),
+            ));
+        }
+    }
+    out
+}
+
+pub async fn run(mode: Mode) {
+    let (title, what) = match mode {
+        Mode::Query => ("## 2. Query path: `SELECT 1`", "queries"),
+        Mode::Acquire => ("## 3. Acquire only: checkout + return", "checkouts"),
+    };
+    println!("{title}\n");
+    println!("Throughput ({what} per second, median of 3 interleaved rounds); ratio against `sqlx, same settings`.\n");
+    let db = TestDb::create();
+    for (workers, size) in MATRIX {
+        let raw_default = sqlx_pool(&db, size, false).await;
+        let raw_same = sqlx_pool(&db, size, true).await;
+        let m = manager(&db, size).await;
+        let dp = deadpool(&db, size as usize);
+        let variants = variants(mode, raw_default.clone(), raw_same.clone(), m.clone(), dp.clone());
+        let mut results: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+        for _ in 0..3 {
+            for (i, (_, op)) in variants.iter().enumerate() {
+                results[i].push(throughput(workers, crate::cell_duration(), op.clone()).await);
+            }
+        }
+        let medians: Vec<f64> = results.into_iter().map(median).collect();
+        let baseline = medians[1];
+        println!("**{workers} workers × pool {size}**\n");
+        println!("| variant | throughput | ratio |");
+        println!("|---|---:|---:|");
+        for ((name, _), v) in variants.iter().zip(&medians) {
+            println!("| {name} | {} | {:.3} |", fmt_rate(*v), v / baseline);
+        }
+        println!();
+        raw_default.close().await;
+        raw_same.close().await;
+        m.close(Duration::from_secs(5)).await;
+        dp.close();
+    }
+}
+
+/// 6. PostgreSQL's own C client (`pgbench -f` with `SELECT 1`, prepared) with the same client
+/// count as our 8 × 8 cell, next to sqlx and dbmanager.
+pub async fn pgbench() {
+    println!("## 6. Physical limit: pgbench\n");
+    let db = TestDb::create();
+    let script = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(script.path(), "SELECT 1;\n").expect("script");
+    let secs = crate::cell_duration().as_secs().max(3);
+    let out = tokio::process::Command::new("pgbench")
+        .args(["-n", "-h", &support::pg_host(), "-p", &support::pg_port().to_string(), "-U", &support::pg_user()])
+        .args(["-M", "prepared", "-c", "8", "-j", "2", "-T", &secs.to_string(), "-f"])
+        .arg(script.path())
+        .arg(&db.name)
+        .output()
+        .await
+        .expect("pgbench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps: f64 = text
+        .lines()
+        .find(|l| l.starts_with("tps ="))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let raw_same = sqlx_pool(&db, 8, true).await;
+    let m = manager(&db, 8).await;
+    let dp = deadpool(&db, 8);
+    let variants = variants(Mode::Query, raw_same.clone(), raw_same.clone(), m.clone(), dp.clone());
+    println!("8 clients / 8 connections, `SELECT 1`.\n");
+    println!("| client | throughput | ratio to pgbench |");
+    println!("|---|---:|---:|");
+    println!("| pgbench -M prepared -c 8 -j 2 | {} | 1.000 |", fmt_rate(tps));
+    for (name, op) in variants.into_iter().skip(1) {
+        let v = throughput(8, Duration::from_secs(secs), op).await;
+        println!("| {name} | {} | {:.3} |", fmt_rate(v), v / tps);
+    }
+    println!();
+    m.close(Duration::from_secs(5)).await;
+    raw_same.close().await;
+    dp.close();
+}
