@@ -10,7 +10,9 @@ use crate::support::TestDb;
 fn config(connections: Vec<ConnectionConfig>) -> ManagerConfig {
     let mut config = ManagerConfig::default();
     config.health_check_interval = Duration::ZERO;
-    connections.into_iter().fold(config, ManagerConfig::with_connection)
+    connections
+        .into_iter()
+        .fold(config, ManagerConfig::with_connection)
 }
 
 async fn connect_time(connections: Vec<ConnectionConfig>) -> Duration {
@@ -24,8 +26,12 @@ async fn connect_time(connections: Vec<ConnectionConfig>) -> Duration {
 
 pub async fn run() {
     println!("## 4. Connect-all\n");
-    println!("Time for `connect()` of N connections (parallel) against connecting each alone one after another (sum) and the slowest single one.\n");
-    println!("| backend | N | parallel | sum of singles | slowest single | parallel / slowest | parallel / sum |");
+    println!(
+        "Time for `connect()` of N connections (parallel) against connecting each alone one after another (sum) and the slowest single one.\n"
+    );
+    println!(
+        "| backend | N | parallel | sum of singles | slowest single | parallel / slowest | parallel / sum |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let dir = tempfile::tempdir().expect("temp dir");
     let db = TestDb::create();
@@ -33,7 +39,10 @@ pub async fn run() {
         for n in [1usize, 10, 50] {
             let make = |i: usize| -> ConnectionConfig {
                 if backend == "sqlite" {
-                    ConnectionConfig::sqlite(format!("c{i}"), dir.path().join(format!("{n}-{i}.db")))
+                    ConnectionConfig::sqlite(
+                        format!("c{i}"),
+                        dir.path().join(format!("{n}-{i}.db")),
+                    )
                 } else {
                     let mut c = db.config(&format!("c{i}"));
                     c.sslmode = Some(SslMode::Disable);

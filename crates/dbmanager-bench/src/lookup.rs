@@ -31,15 +31,22 @@ fn ns_per_op(threads: usize, f: impl Fn() + Sync) -> f64 {
 
 pub async fn run() {
     println!("## 1. Lookup\n");
-    println!("Reaching a pool by name vs `Arc::clone` of a pool held directly: wall-clock ns per operation (operations of all threads together; 8 threads share 2 cores), median of 5 runs of {ITERATIONS} operations per thread. `manager.sqlite(name)` is the shortest path; `get(name)?.sqlite()?` also clones the connection handle.\n");
-    println!("| connections | threads | baseline `Arc::clone` | `manager.sqlite(name)` | ratio | `get(name)?.sqlite()?` | ratio |");
+    println!(
+        "Reaching a pool by name vs `Arc::clone` of a pool held directly: wall-clock ns per operation (operations of all threads together; 8 threads share 2 cores), median of 5 runs of {ITERATIONS} operations per thread. `manager.sqlite(name)` is the shortest path; `get(name)?.sqlite()?` also clones the connection handle.\n"
+    );
+    println!(
+        "| connections | threads | baseline `Arc::clone` | `manager.sqlite(name)` | ratio | `get(name)?.sqlite()?` | ratio |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let dir = tempfile::tempdir().expect("temp dir");
     for n in [1usize, 100, 10_000] {
         let mut config = ManagerConfig::default();
         config.health_check_interval = std::time::Duration::ZERO;
         for i in 0..n {
-            config = config.with_connection(ConnectionConfig::sqlite(format!("c{i}"), dir.path().join(format!("c{i}.db"))));
+            config = config.with_connection(ConnectionConfig::sqlite(
+                format!("c{i}"),
+                dir.path().join(format!("c{i}.db")),
+            ));
         }
         let manager = Manager::new(config).expect("valid config");
         let target = format!("c{}", n / 2);

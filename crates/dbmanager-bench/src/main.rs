@@ -16,7 +16,10 @@ use std::time::Duration;
 
 /// Seconds each throughput cell is measured (after a short warm-up); `BENCH_SECONDS` overrides.
 fn cell_duration() -> Duration {
-    let secs = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let secs = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     Duration::from_secs_f64(secs)
 }
 
@@ -29,7 +32,9 @@ fn main() {
     println!("# dbmanager benchmarks\n");
     println!(
         "{} cores; PostgreSQL on 127.0.0.1:{}; {} s per cell, median of 3 rounds\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         support::pg_port(),
         cell_duration().as_secs_f64()
     );

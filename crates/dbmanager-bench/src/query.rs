@@ -51,7 +51,8 @@ async fn manager(db: &TestDb, size: u32) -> Manager {
     c.connect_timeout = Duration::from_secs(30);
     // Metrics on (the default) and spans enabled with no subscriber installed.
     c.enable_tracing = true;
-    let manager = Manager::new(dbmanager::ManagerConfig::default().with_connection(c)).expect("config");
+    let manager =
+        Manager::new(dbmanager::ManagerConfig::default().with_connection(c)).expect("config");
     manager.connect().await.expect("connect");
     manager
 }
@@ -66,16 +67,28 @@ fn deadpool(db: &TestDb, size: usize) -> deadpool_postgres::Pool {
     cfg.manager = Some(deadpool_postgres::ManagerConfig {
         recycling_method: deadpool_postgres::RecyclingMethod::Fast,
     });
-    cfg.create_pool(Some(deadpool_postgres::Runtime::Tokio1), tokio_postgres::NoTls)
-        .expect("deadpool")
+    cfg.create_pool(
+        Some(deadpool_postgres::Runtime::Tokio1),
+        tokio_postgres::NoTls,
+    )
+    .expect("deadpool")
 }
 
-fn variants(mode: Mode, raw_default: PgPool, raw_same: PgPool, m: Manager, dp: deadpool_postgres::Pool) -> Vec<(&'static str, Op)> {
+fn variants(
+    mode: Mode,
+    raw_default: PgPool,
+    raw_same: PgPool,
+    m: Manager,
+    dp: deadpool_postgres::Pool,
+) -> Vec<(&'static str, Op)> {
     let sqlx_query = |pool: PgPool| {
         op(move || {
             let pool = pool.clone();
             async move {
-                let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.expect("query");
+                let _: i32 = sqlx::query_scalar("SELECT 1")
+                    .fetch_one(&pool)
+                    .await
+                    .expect("query");
             }
         })
     };
@@ -99,7 +112,10 @@ fn variants(mode: Mode, raw_default: PgPool, raw_same: PgPool, m: Manager, dp: d
                     let mm = mm.clone();
                     async move {
                         let pool = mm.get("pg").and_then(|c| c.postgres()).expect("pool");
-                        let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.expect("query");
+                        let _: i32 = sqlx::query_scalar("SELECT 1")
+                            .fetch_one(&pool)
+                            .await
+                            .expect("query");
                     }
                 }),
             ));
@@ -109,7 +125,11 @@ fn variants(mode: Mode, raw_default: PgPool, raw_same: PgPool, m: Manager, dp: d
                 op(move || {
                     let mm = mm.clone();
                     async move {
-                        mm.database("pg").expect("db").fetch_one("SELECT 1", &[]).await.expect("query");
+                        mm.database("pg")
+                            .expect("db")
+                            .fetch_one("SELECT 1", &[])
+                            .await
+                            .expect("query");
                     }
                 }),
             ));
@@ -139,7 +159,10 @@ fn variants(mode: Mode, raw_default: PgPool, raw_same: PgPool, m: Manager, dp: d
             ));
         }
         Mode::Acquire => {
-            out.push(("sqlx, defaults (ping on acquire)", sqlx_acquire(raw_default)));
+            out.push((
+                "sqlx, defaults (ping on acquire)",
+                sqlx_acquire(raw_default),
+            ));
             out.push(("sqlx, same settings (baseline)", sqlx_acquire(raw_same)));
             let mm = m.clone();
             out.push((
@@ -172,14 +195,22 @@ pub async fn run(mode: Mode) {
         Mode::Acquire => ("## 3. Acquire only: checkout + return", "checkouts"),
     };
     println!("{title}\n");
-    println!("Throughput ({what} per second, median of 3 interleaved rounds); ratio against `sqlx, same settings`.\n");
+    println!(
+        "Throughput ({what} per second, median of 3 interleaved rounds); ratio against `sqlx, same settings`.\n"
+    );
     let db = TestDb::create();
     for (workers, size) in MATRIX {
         let raw_default = sqlx_pool(&db, size, false).await;
         let raw_same = sqlx_pool(&db, size, true).await;
         let m = manager(&db, size).await;
         let dp = deadpool(&db, size as usize);
-        let variants = variants(mode, raw_default.clone(), raw_same.clone(), m.clone(), dp.clone());
+        let variants = variants(
+            mode,
+            raw_default.clone(),
+            raw_same.clone(),
+            m.clone(),
+            dp.clone(),
+        );
         let mut results: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
         for _ in 0..3 {
             for (i, (_, op)) in variants.iter().enumerate() {
@@ -211,8 +242,26 @@ pub async fn pgbench() {
     std::fs::write(script.path(), "SELECT 1;\n").expect("script");
     let secs = crate::cell_duration().as_secs().max(3);
     let out = tokio::process::Command::new("pgbench")
-        .args(["-n", "-h", &support::pg_host(), "-p", &support::pg_port().to_string(), "-U", &support::pg_user()])
-        .args(["-M", "prepared", "-c", "8", "-j", "2", "-T", &secs.to_string(), "-f"])
+        .args([
+            "-n",
+            "-h",
+            &support::pg_host(),
+            "-p",
+            &support::pg_port().to_string(),
+            "-U",
+            &support::pg_user(),
+        ])
+        .args([
+            "-M",
+            "prepared",
+            "-c",
+            "8",
+            "-j",
+            "2",
+            "-T",
+            &secs.to_string(),
+            "-f",
+        ])
         .arg(script.path())
         .arg(&db.name)
         .output()
@@ -228,11 +277,20 @@ pub async fn pgbench() {
     let raw_same = sqlx_pool(&db, 8, true).await;
     let m = manager(&db, 8).await;
     let dp = deadpool(&db, 8);
-    let variants = variants(Mode::Query, raw_same.clone(), raw_same.clone(), m.clone(), dp.clone());
+    let variants = variants(
+        Mode::Query,
+        raw_same.clone(),
+        raw_same.clone(),
+        m.clone(),
+        dp.clone(),
+    );
     println!("8 clients / 8 connections, `SELECT 1`.\n");
     println!("| client | throughput | ratio to pgbench |");
     println!("|---|---:|---:|");
-    println!("| pgbench -M prepared -c 8 -j 2 | {} | 1.000 |", fmt_rate(tps));
+    println!(
+        "| pgbench -M prepared -c 8 -j 2 | {} | 1.000 |",
+        fmt_rate(tps)
+    );
     for (name, op) in variants.into_iter().skip(1) {
         let v = throughput(8, Duration::from_secs(secs), op).await;
         println!("| {name} | {} | {:.3} |", fmt_rate(v), v / tps);

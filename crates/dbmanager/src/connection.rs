@@ -257,9 +257,13 @@ impl Connection {
         let backend = self.sql_backend()?;
         let executor = match (backend.as_deref(), self.shared.config.default_orm) {
             #[cfg(all(feature = "sea-orm", feature = "postgres"))]
-            (Some(Backend::Postgres(p)), crate::DefaultOrm::SeaOrm) => Executor::SeaOrm(p.orm.clone()),
+            (Some(Backend::Postgres(p)), crate::DefaultOrm::SeaOrm) => {
+                Executor::SeaOrm(p.orm.clone())
+            }
             #[cfg(all(feature = "sea-orm", feature = "sqlite"))]
-            (Some(Backend::Sqlite(s)), crate::DefaultOrm::SeaOrm) => Executor::SeaOrm(s.sql.orm.clone()),
+            (Some(Backend::Sqlite(s)), crate::DefaultOrm::SeaOrm) => {
+                Executor::SeaOrm(s.sql.orm.clone())
+            }
             #[cfg(not(feature = "sea-orm"))]
             (_, crate::DefaultOrm::SeaOrm) => {
                 return Err(Error::Unsupported {

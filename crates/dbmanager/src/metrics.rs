@@ -8,34 +8,56 @@ use std::fmt::Write as _;
 use std::sync::Weak;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::manager::{Inner, Manager};
 use crate::stats::KINDS;
 
-/// Buckets from 0.5 ms to about 16 s.
-pub(crate) struct Histogram(prometheus_client::metrics::histogram::Histogram);
+/// Upper bounds of the buckets: 0.5 ms doubling to about 16 s.
+const BUCKETS: usize = 16;
 
-impl Default for Histogram {
-    fn default() -> Self {
-        Self(prometheus_client::metrics::histogram::Histogram::new(
-            exponential_buckets(0.0005, 2.0, 16),
-        ))
-    }
+fn bucket_bound(i: usize) -> f64 {
+    0.0005 * f64::from(1u32 << i)
 }
 
-impl std::fmt::Debug for Histogram {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Histogram")
-    }
+/// A histogram of durations kept with atomics only, so observing on the query path takes no
+/// lock (prometheus-client's own histogram takes a mutex).
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    /// Observations per bucket (not cumulative); the last slot is `+Inf`.
+    counts: [AtomicU64; BUCKETS + 1],
+    sum_nanos: AtomicU64,
 }
 
 impl Histogram {
     pub(crate) fn observe(&self, d: std::time::Duration) {
-        self.0.observe(d.as_secs_f64());
+        let secs = d.as_secs_f64();
+        let bucket = (0..BUCKETS)
+            .find(|&i| secs <= bucket_bound(i))
+            .unwrap_or(BUCKETS);
+        self.counts[bucket].fetch_add(1, Relaxed);
+        self.sum_nanos
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(BUCKETS + 1);
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Relaxed);
+            let bound = if i < BUCKETS {
+                bucket_bound(i)
+            } else {
+                f64::INFINITY
+            };
+            buckets.push((bound, cumulative));
+        }
+        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, cumulative, &buckets, None)
     }
 }
 
@@ -181,7 +203,6 @@ impl Collector for ManagerCollector {
         for c in &connections {
             c.counters()
                 .health_seconds
-                .0
                 .encode(m.encode_family(&labels(c))?)?;
         }
         let mut m = family(
@@ -194,7 +215,6 @@ impl Collector for ManagerCollector {
         for c in &connections {
             c.counters()
                 .acquire_wait_seconds
-                .0
                 .encode(m.encode_family(&labels(c))?)?;
         }
 
@@ -249,7 +269,7 @@ impl Collector for ManagerCollector {
         )?;
         for c in &connections {
             for (i, kind) in KINDS.iter().enumerate() {
-                let v = c.counters().connect_errors[i].load(std::sync::atomic::Ordering::Relaxed);
+                let v = c.counters().connect_errors[i].load(Relaxed);
                 let mut l = labels(c);
                 l.push(("kind", kind.as_str().to_owned()));
                 m.encode_family(&l)?
@@ -307,7 +327,6 @@ impl Collector for ManagerCollector {
         for c in &connections {
             c.counters()
                 .acquire_wait_seconds
-                .0
                 .encode(m.encode_family(&pool(c))?)?;
         }
         Ok(())
