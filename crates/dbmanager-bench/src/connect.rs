@@ -35,7 +35,13 @@ pub async fn run() {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let dir = tempfile::tempdir().expect("temp dir");
     let db = TestDb::create();
-    for backend in ["sqlite", "postgres"] {
+    // A server 10 ms away (each packet delayed), as a remote database would be: connecting is
+    // then waiting, not CPU, and parallel connects overlap.
+    let proxy = crate::support::proxy::FaultProxy::start(crate::support::pg_port()).await;
+    proxy.set(crate::support::proxy::Fault::Latency(
+        Duration::from_millis(10),
+    ));
+    for backend in ["sqlite", "postgres", "postgres, 10 ms away"] {
         for n in [1usize, 10, 50] {
             let make = |i: usize| -> ConnectionConfig {
                 if backend == "sqlite" {
@@ -45,6 +51,10 @@ pub async fn run() {
                     )
                 } else {
                     let mut c = db.config(&format!("c{i}"));
+                    if backend != "postgres" {
+                        c.host = Some("127.0.0.1".into());
+                        c.port = Some(proxy.port);
+                    }
                     c.sslmode = Some(SslMode::Disable);
                     c.max_open_conns = Some(2);
                     c.max_idle_conns = Some(2);

@@ -24,11 +24,18 @@ fn cell_duration() -> Duration {
 }
 
 fn main() {
-    let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    let args: Vec<String> = std::env::args().collect();
+    let what = args.get(1).cloned().unwrap_or_else(|| "all".into());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    if what == "spin" {
+        let index = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+        let secs = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5.0);
+        runtime.block_on(query::spin(index, secs));
+        return;
+    }
     println!("# dbmanager benchmarks\n");
     println!(
         "{} cores; PostgreSQL on 127.0.0.1:{}; {} s per cell, median of 3 rounds\n",

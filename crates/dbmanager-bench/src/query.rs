@@ -50,7 +50,11 @@ async fn manager(db: &TestDb, size: u32) -> Manager {
     c.sslmode = Some(SslMode::Disable);
     c.connect_timeout = Duration::from_secs(30);
     // Metrics on (the default) and spans enabled with no subscriber installed.
-    c.enable_tracing = true;
+    c.enable_tracing = std::env::var("BENCH_TRACING").map_or(true, |v| v != "0");
+    // For profiling: BENCH_QUERY_TIMEOUT=0 drops the client-side query timer.
+    if std::env::var("BENCH_QUERY_TIMEOUT").is_ok_and(|v| v == "0") {
+        c.query_timeout = Duration::ZERO;
+    }
     let manager =
         Manager::new(dbmanager::ManagerConfig::default().with_connection(c)).expect("config");
     manager.connect().await.expect("connect");
@@ -299,4 +303,19 @@ pub async fn pgbench() {
     m.close(Duration::from_secs(5)).await;
     raw_same.close().await;
     dp.close();
+}
+
+/// Runs one query variant alone for profiling: `dbmanager-bench spin <index> <seconds>`
+/// (indices as in the query table, from 0).
+pub async fn spin(index: usize, secs: f64) {
+    let db = TestDb::create();
+    let raw_default = sqlx_pool(&db, 8, false).await;
+    let raw_same = sqlx_pool(&db, 8, true).await;
+    let m = manager(&db, 8).await;
+    let dp = deadpool(&db, 8);
+    let variants = variants(Mode::Query, raw_default, raw_same, m.clone(), dp);
+    let (name, op) = variants.into_iter().nth(index).expect("a variant index");
+    let v = throughput(16, Duration::from_secs_f64(secs), op).await;
+    println!("{name}: {}", fmt_rate(v));
+    m.close(Duration::from_secs(5)).await;
 }
