@@ -4,10 +4,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use dbmanager::{ConnectPolicy, Error};
+use dbmanager::ConnectPolicy;
 use serde::Serialize;
 
-use crate::{EXIT_CONFIG, EXIT_DOWN, EXIT_OK, load};
+use crate::{EXIT_DOWN, EXIT_OK, load};
 
 /// One row of the report.
 #[derive(Serialize)]
@@ -22,16 +22,9 @@ struct Row {
 }
 
 pub async fn run(config: Option<&Path>, json: bool) -> u8 {
-    let manager = match load::manager(config) {
+    let manager = match load::manager_or_exit(config) {
         Ok(m) => m,
-        Err(e @ Error::Config(_)) => {
-            eprintln!("{e}");
-            return EXIT_CONFIG;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(code) => return code,
     };
     let report = match manager.connect_with(ConnectPolicy::Partial).await {
         Ok(report) => report,

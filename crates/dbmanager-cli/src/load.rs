@@ -27,3 +27,14 @@ pub fn manager(path: Option<&Path>) -> Result<Manager, Error> {
     };
     Manager::new(config)
 }
+
+/// Like [`manager`], printing the problems and returning the CLI's exit code on failure.
+pub fn manager_or_exit(path: Option<&Path>) -> Result<Manager, u8> {
+    manager(path).map_err(|e| {
+        match &e {
+            Error::Config(_) => eprintln!("{e}"),
+            _ => eprintln!("error: {e}"),
+        }
+        crate::EXIT_CONFIG
+    })
+}

@@ -9,25 +9,18 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use dbmanager::{ConnectPolicy, Error, Manager};
+use dbmanager::{ConnectPolicy, Manager};
 use serde::Serialize;
 
-use crate::{EXIT_CONFIG, EXIT_DOWN, EXIT_OK, load};
+use crate::{EXIT_DOWN, EXIT_OK, load};
 
 /// How long shutdown waits for checked-out connections.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 pub async fn run(config: Option<&Path>, listen: SocketAddr) -> u8 {
-    let manager = match load::manager(config) {
+    let manager = match load::manager_or_exit(config) {
         Ok(m) => m,
-        Err(e @ Error::Config(_)) => {
-            eprintln!("{e}");
-            return EXIT_CONFIG;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_CONFIG;
-        }
+        Err(code) => return code,
     };
     // Start with what is reachable: readiness reports the rest, the health loop connects it.
     match manager.connect_with(ConnectPolicy::Partial).await {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 use crate::manager::{Inner, Manager};
 use crate::stats::KINDS;
@@ -63,9 +63,6 @@ impl Histogram {
 
 type Labels = Vec<(&'static str, String)>;
 
-/// Reads one cumulative count out of a stats snapshot.
-type StatField = fn(&crate::ConnectionStats) -> u64;
-
 /// The scrape-time collector of one manager. Holds the manager weakly.
 #[derive(Debug)]
 pub struct ManagerCollector {
@@ -93,14 +90,58 @@ impl Manager {
     }
 }
 
-fn family<'a>(
-    encoder: &'a mut DescriptorEncoder,
-    name: &'a str,
-    help: &str,
-    unit: Option<&'a Unit>,
+/// One sample's value.
+enum Value<'a> {
+    Gauge(f64),
+    Counter(u64),
+    Histogram(&'a Histogram),
+}
+
+/// A metric family: its descriptor and its samples.
+struct Family<'a> {
+    name: &'static str,
+    help: &'static str,
     kind: MetricType,
-) -> Result<MetricEncoder<'a>, std::fmt::Error> {
-    encoder.encode_descriptor(name, help, unit, kind)
+    samples: Vec<(Labels, Value<'a>)>,
+}
+
+impl<'a> Family<'a> {
+    fn new(name: &'static str, help: &'static str, kind: MetricType) -> Self {
+        Self {
+            name,
+            help,
+            kind,
+            samples: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, labels: Labels, value: Value<'a>) {
+        self.samples.push((labels, value));
+    }
+
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut m = encoder.encode_descriptor(self.name, self.help, None, self.kind)?;
+        for (labels, value) in &self.samples {
+            let sample = m.encode_family(labels)?;
+            match value {
+                Value::Gauge(v) => {
+                    let mut sample = sample;
+                    sample.encode_gauge(v)?;
+                }
+                Value::Counter(v) => {
+                    let mut sample = sample;
+                    sample.encode_counter::<NoLabelSet, _, f64>(v, None)?;
+                }
+                Value::Histogram(h) => h.encode(sample)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn with(mut labels: Labels, key: &'static str, value: &str) -> Labels {
+    labels.push((key, value.to_owned()));
+    labels
 }
 
 impl Collector for ManagerCollector {
@@ -121,213 +162,172 @@ impl Collector for ManagerCollector {
                 ("type", c.kind().to_string()),
             ]
         };
+        let pool = |c: &crate::Connection| -> Labels {
+            vec![("db_client_connection_pool_name", c.name().to_owned())]
+        };
+        use MetricType::{Counter, Gauge, Histogram as Hist};
 
         let mut by_type = std::collections::BTreeMap::<&'static str, u64>::new();
         for c in &connections {
             *by_type.entry(c.kind().as_str()).or_default() += 1;
         }
-        let mut m = family(
-            &mut encoder,
+        let mut total = Family::new(
             "dbmanager_connections_total",
             "Configured connections by type",
-            None,
-            MetricType::Gauge,
-        )?;
+            Gauge,
+        );
         for (kind, n) in by_type {
-            m.encode_family(&vec![("type", kind.to_owned())])?
-                .encode_gauge(&(n as i64))?;
+            total.add(vec![("type", kind.to_owned())], Value::Gauge(n as f64));
         }
 
-        let mut m = family(
-            &mut encoder,
+        let mut status = Family::new(
             "dbmanager_connection_status",
             "Connection health (1 healthy or degraded, 0 not)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (c, s) in &stats {
-            m.encode_family(&labels(c))?
-                .encode_gauge(&i64::from(s.status.is_up()))?;
-        }
-
-        let mut m = family(
-            &mut encoder,
+            Gauge,
+        );
+        let mut sizes = Family::new(
             "dbmanager_connection_pool_size",
             "Pool connections by state",
-            None,
-            MetricType::Gauge,
-        )?;
+            Gauge,
+        );
+        let mut waits = Family::new(
+            "dbmanager_connection_wait_count",
+            "Checkouts that waited for a connection",
+            Gauge,
+        );
+        let mut wait_time = Family::new(
+            "dbmanager_connection_wait_duration_seconds",
+            "Total time checkouts waited",
+            Gauge,
+        );
+        let mut health = Family::new(
+            "dbmanager_health_check_duration_seconds",
+            "Health check duration",
+            Hist,
+        );
+        let mut acquire = Family::new(
+            "dbmanager_connection_acquire_wait_seconds",
+            "Time to check a connection out (through this library)",
+            Hist,
+        );
+        let mut reconnects = Family::new(
+            "dbmanager_reconnect_attempts",
+            "Reconnect attempts by result",
+            Counter,
+        );
+        let mut lifetime = Family::new(
+            "dbmanager_connection_lifetime_closed",
+            "Connections closed for reaching conn_max_lifetime",
+            Counter,
+        );
+        let mut idle = Family::new(
+            "dbmanager_connection_idle_closed",
+            "Connections closed for idling past conn_max_idle_time or over max_idle_conns",
+            Counter,
+        );
+        let mut timeouts = Family::new(
+            "dbmanager_connection_acquire_timeouts",
+            "Checkouts that gave up after the acquire timeout",
+            Counter,
+        );
+        let mut errors = Family::new(
+            "dbmanager_connect_errors",
+            "Failed connect attempts by error kind",
+            Counter,
+        );
+        // OpenTelemetry database-client semantic-convention names, for dashboards built on them.
+        let mut otel_count = Family::new(
+            "db_client_connection_count",
+            "Connections by state (OTel semconv)",
+            Gauge,
+        );
+        let mut otel_max = Family::new(
+            "db_client_connection_max",
+            "Maximum connections (OTel semconv)",
+            Gauge,
+        );
+        let mut otel_timeouts = Family::new(
+            "db_client_connection_timeouts",
+            "Checkout timeouts (OTel semconv)",
+            Counter,
+        );
+        let mut otel_wait = Family::new(
+            "db_client_connection_wait_time_seconds",
+            "Checkout wait time (OTel semconv)",
+            Hist,
+        );
+
         for (c, s) in &stats {
+            let l = labels(c);
+            status.add(
+                l.clone(),
+                Value::Gauge(f64::from(u8::from(s.status.is_up()))),
+            );
             for (state, v) in [
                 ("open", s.open),
                 ("in_use", s.in_use),
                 ("idle", s.idle),
                 ("max", s.max_open),
             ] {
-                let mut l = labels(c);
-                l.push(("state", state.to_owned()));
-                m.encode_family(&l)?.encode_gauge(&i64::from(v))?;
+                sizes.add(with(l.clone(), "state", state), Value::Gauge(f64::from(v)));
             }
-        }
-
-        let mut m = family(
-            &mut encoder,
-            "dbmanager_connection_wait_count",
-            "Checkouts that waited for a connection",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (c, s) in &stats {
-            m.encode_family(&labels(c))?
-                .encode_gauge(&(s.wait_count as i64))?;
-        }
-        let mut m = family(
-            &mut encoder,
-            "dbmanager_connection_wait_duration_seconds",
-            "Total time checkouts waited",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (c, s) in &stats {
-            m.encode_family(&labels(c))?
-                .encode_gauge(&s.wait_duration.as_secs_f64())?;
-        }
-
-        let mut m = family(
-            &mut encoder,
-            "dbmanager_health_check_duration_seconds",
-            "Health check duration",
-            None,
-            MetricType::Histogram,
-        )?;
-        for c in &connections {
-            c.counters()
-                .health_seconds
-                .encode(m.encode_family(&labels(c))?)?;
-        }
-        let mut m = family(
-            &mut encoder,
-            "dbmanager_connection_acquire_wait_seconds",
-            "Time to check a connection out (through this library)",
-            None,
-            MetricType::Histogram,
-        )?;
-        for c in &connections {
-            c.counters()
-                .acquire_wait_seconds
-                .encode(m.encode_family(&labels(c))?)?;
-        }
-
-        let mut m = family(
-            &mut encoder,
-            "dbmanager_reconnect_attempts",
-            "Reconnect attempts by result",
-            None,
-            MetricType::Counter,
-        )?;
-        for (c, s) in &stats {
-            for (result, v) in [
-                ("success", s.reconnects_ok),
-                ("failure", s.reconnects_failed),
-            ] {
-                let mut l = labels(c);
-                l.push(("result", result.to_owned()));
-                m.encode_family(&l)?
-                    .encode_counter::<Labels, _, f64>(&v, None)?;
-            }
-        }
-        let counters: [(&str, &str, StatField); 3] = [
-            (
-                "dbmanager_connection_lifetime_closed",
-                "Connections closed for reaching conn_max_lifetime",
-                |s| s.closed_max_lifetime,
-            ),
-            (
-                "dbmanager_connection_idle_closed",
-                "Connections closed for idling past conn_max_idle_time or over max_idle_conns",
-                |s| s.closed_max_idle_time + s.closed_max_idle,
-            ),
-            (
-                "dbmanager_connection_acquire_timeouts",
-                "Checkouts that gave up after the acquire timeout",
-                |s| s.acquire_timeouts,
-            ),
-        ];
-        for (name, help, get) in counters {
-            let mut m = family(&mut encoder, name, help, None, MetricType::Counter)?;
-            for (c, s) in &stats {
-                m.encode_family(&labels(c))?
-                    .encode_counter::<Labels, _, f64>(&get(s), None)?;
-            }
-        }
-        let mut m = family(
-            &mut encoder,
-            "dbmanager_connect_errors",
-            "Failed connect attempts by error kind",
-            None,
-            MetricType::Counter,
-        )?;
-        for c in &connections {
+            waits.add(l.clone(), Value::Gauge(s.wait_count as f64));
+            wait_time.add(l.clone(), Value::Gauge(s.wait_duration.as_secs_f64()));
+            health.add(l.clone(), Value::Histogram(&c.counters().health_seconds));
+            acquire.add(
+                l.clone(),
+                Value::Histogram(&c.counters().acquire_wait_seconds),
+            );
+            reconnects.add(
+                with(l.clone(), "result", "success"),
+                Value::Counter(s.reconnects_ok),
+            );
+            reconnects.add(
+                with(l.clone(), "result", "failure"),
+                Value::Counter(s.reconnects_failed),
+            );
+            lifetime.add(l.clone(), Value::Counter(s.closed_max_lifetime));
+            idle.add(
+                l.clone(),
+                Value::Counter(s.closed_max_idle_time + s.closed_max_idle),
+            );
+            timeouts.add(l.clone(), Value::Counter(s.acquire_timeouts));
             for (i, kind) in KINDS.iter().enumerate() {
-                let v = c.counters().connect_errors[i].load(Relaxed);
-                let mut l = labels(c);
-                l.push(("kind", kind.as_str().to_owned()));
-                m.encode_family(&l)?
-                    .encode_counter::<Labels, _, f64>(&v, None)?;
+                let n = c.counters().connect_errors[i].load(Relaxed);
+                errors.add(with(l.clone(), "kind", kind.as_str()), Value::Counter(n));
             }
+            let p = pool(c);
+            otel_count.add(
+                with(p.clone(), "db_client_connection_state", "idle"),
+                Value::Gauge(f64::from(s.idle)),
+            );
+            otel_count.add(
+                with(p.clone(), "db_client_connection_state", "used"),
+                Value::Gauge(f64::from(s.in_use)),
+            );
+            otel_max.add(p.clone(), Value::Gauge(f64::from(s.max_open)));
+            otel_timeouts.add(p.clone(), Value::Counter(s.acquire_timeouts));
+            otel_wait.add(p, Value::Histogram(&c.counters().acquire_wait_seconds));
         }
-
-        // OpenTelemetry database-client semantic-convention names, for dashboards built on them.
-        let pool = |c: &crate::Connection| -> Labels {
-            vec![("db_client_connection_pool_name", c.name().to_owned())]
-        };
-        let mut m = family(
-            &mut encoder,
-            "db_client_connection_count",
-            "Connections by state (OTel semconv)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (c, s) in &stats {
-            for (state, v) in [("idle", s.idle), ("used", s.in_use)] {
-                let mut l = pool(c);
-                l.push(("db_client_connection_state", state.to_owned()));
-                m.encode_family(&l)?.encode_gauge(&i64::from(v))?;
-            }
-        }
-        let mut m = family(
-            &mut encoder,
-            "db_client_connection_max",
-            "Maximum connections (OTel semconv)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (c, s) in &stats {
-            m.encode_family(&pool(c))?
-                .encode_gauge(&i64::from(s.max_open))?;
-        }
-        let mut m = family(
-            &mut encoder,
-            "db_client_connection_timeouts",
-            "Checkout timeouts (OTel semconv)",
-            None,
-            MetricType::Counter,
-        )?;
-        for (c, s) in &stats {
-            m.encode_family(&pool(c))?
-                .encode_counter::<Labels, _, f64>(&s.acquire_timeouts, None)?;
-        }
-        let mut m = family(
-            &mut encoder,
-            "db_client_connection_wait_time_seconds",
-            "Checkout wait time (OTel semconv)",
-            None,
-            MetricType::Histogram,
-        )?;
-        for c in &connections {
-            c.counters()
-                .acquire_wait_seconds
-                .encode(m.encode_family(&pool(c))?)?;
+        for family in [
+            total,
+            status,
+            sizes,
+            waits,
+            wait_time,
+            health,
+            acquire,
+            reconnects,
+            lifetime,
+            idle,
+            timeouts,
+            errors,
+            otel_count,
+            otel_max,
+            otel_timeouts,
+            otel_wait,
+        ] {
+            family.encode(&mut encoder)?;
         }
         Ok(())
     }

@@ -259,7 +259,7 @@ impl PrivateCluster {
         self.dir.path().join("data")
     }
 
-    pub fn start_server(&self) {
+    fn try_start(&self) -> Result<(), String> {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60",
             self.port,
@@ -283,12 +283,20 @@ impl PrivateCluster {
         )
         .output()
         .expect("pg_ctl runs");
-        assert!(
-            out.status.success(),
-            "pg_ctl start failed: {} {}",
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(format!(
+            "{} {}",
             String::from_utf8_lossy(&out.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        ))
+    }
+
+    pub fn start_server(&self) {
+        if let Err(e) = self.try_start() {
+            panic!("pg_ctl start failed: {e}");
+        }
     }
 
     /// Stops the server: `fast` or `immediate`.
@@ -461,37 +469,13 @@ impl PrivateCluster {
     pub fn start_after_crash(&self) -> Instant {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let opts = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60",
-                self.port,
-                self.dir.path().display()
-            );
-            let log = self.dir.path().join("log");
-            let out = as_postgres(
-                "pg_ctl",
-                &[
-                    "-D",
-                    self.data().to_str().unwrap(),
-                    "-l",
-                    log.to_str().unwrap(),
-                    "-o",
-                    &opts,
-                    "-w",
-                    "-t",
-                    "30",
-                    "start",
-                ],
-            )
-            .output()
-            .expect("pg_ctl runs");
-            if out.status.success() {
-                return Instant::now();
+            match self.try_start() {
+                Ok(()) => return Instant::now(),
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "restart after kill -9 failed: {e}"
+                ),
             }
-            assert!(
-                Instant::now() < deadline,
-                "restart after kill -9 failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
