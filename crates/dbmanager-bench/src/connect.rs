@@ -1,4 +1,4 @@
-//! 4. Connect-all: N connections connected in parallel, against the sum and the slowest of
+//! Measurement 4: Connect-all: N connections connected in parallel, against the sum and the slowest of
 //! connecting each alone.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! 1. Lookup: `get(name)` plus reaching the pool, against cloning an `Arc` held directly.
+//! Measurement 1: Lookup: `get(name)` plus reaching the pool, against cloning an `Arc` held directly.
 
 use std::hint::black_box;
 use std::sync::Arc;

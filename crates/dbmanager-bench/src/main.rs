@@ -3,7 +3,7 @@
 //! prints Markdown tables; `BENCHMARKS.md` records a run and what it means.
 
 #[path = "../../dbmanager/tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 mod connect;

@@ -1,5 +1,5 @@
-//! 2. Query path and 3. acquire only, on the machine's PostgreSQL, against raw sqlx pools and
-//! deadpool-postgres; 6. pgbench on the same server.
+//! Measurements 2 (query path) and 3 (acquire only), on the machine's PostgreSQL, against raw sqlx pools and
+//! deadpool-postgres; and measurement 6, pgbench on the same server.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -237,7 +237,7 @@ pub async fn run(mode: Mode) {
     }
 }
 
-/// 6. PostgreSQL's own C client (`pgbench -f` with `SELECT 1`, prepared) with the same client
+/// Measurement 6: PostgreSQL's own C client (`pgbench -f` with `SELECT 1`, prepared) with the same client
 /// count as our 8 × 8 cell, next to sqlx and dbmanager.
 pub async fn pgbench() {
     println!("## 6. Physical limit: pgbench\n");

@@ -1,4 +1,4 @@
-//! 5. Recovery: after a PostgreSQL restart, how long until a handle obtained before the restart
+//! Measurement 5: Recovery: after a PostgreSQL restart, how long until a handle obtained before the restart
 //! answers again, and how many queries failed, with 64 workers.
 
 use std::sync::Arc;
