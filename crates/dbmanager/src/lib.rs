@@ -8,7 +8,7 @@
 // A build with only some backends leaves helpers of the others unused.
 #![cfg_attr(
     not(all(feature = "postgres", feature = "sqlite", feature = "sea-orm")),
-    allow(dead_code, unused_imports, unused_macros)
+    allow(dead_code, unused_imports, unused_macros, unused_variables)
 )]
 
 #[cfg(not(any(feature = "postgres", feature = "sqlite", feature = "mssql")))]

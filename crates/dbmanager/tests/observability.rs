@@ -177,6 +177,13 @@ async fn spans_carry_the_semantic_convention_attributes() {
     sql.fetch_all("SELECT 42 AS answer", &[]).await.unwrap();
     let _ = sql.execute("SELEC broken", &[]).await.unwrap_err();
     manager.get("traced").unwrap().health_check().await.unwrap();
+    {
+        use dbmanager::reexports::sea_orm::{ConnectionTrait, DbBackend, Statement};
+        let orm = manager.get("traced").unwrap().sea_orm().unwrap();
+        orm.query_all_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"))
+            .await
+            .unwrap();
+    }
     manager.get("traced").unwrap().reconnect().await.unwrap();
     manager
         .database("untraced")
