@@ -16,6 +16,15 @@ use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
 
 type BackendGuard = arc_swap::Guard<Option<Arc<Backend>>>;
 
+/// Stores `false` in the flag when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// A handle on one named connection. Cheap to clone; every clone sees the same pool.
 #[derive(Clone)]
 pub struct Connection {
@@ -430,6 +439,9 @@ impl Connection {
         {
             return (Ok(()), 0);
         }
+        // Cleared however this future ends: a connect cancelled mid-way (a caller's timeout, the
+        // health loop aborted by close) must not block every later connect.
+        let _connecting = ClearOnDrop(&self.shared.connecting);
         let s = &*self.shared;
         let spec = ConnectSpec {
             name: &s.name,
@@ -480,7 +492,7 @@ impl Connection {
                 Err(e)
             }
         };
-        s.connecting.store(false, Ordering::Release);
+        drop(_connecting);
         // A close that ran while this connect was in flight must not leave a pool open.
         if outcome.is_ok() && s.manager_closed.load(Ordering::Acquire) {
             self.close(Duration::ZERO).await;

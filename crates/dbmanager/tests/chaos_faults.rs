@@ -131,3 +131,32 @@ async fn a_reset_in_a_transaction_discards_that_connection() {
     );
     manager.close(Duration::from_secs(2)).await;
 }
+
+/// Regression: a connect cancelled mid-way (here by the caller's timeout) left the connection
+/// marked as connecting, so every later connect silently did nothing.
+#[tokio::test]
+async fn a_cancelled_connect_does_not_block_the_next_one() {
+    let db = TestDb::create();
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    proxy.set(Fault::Blackhole);
+    let mut c = via_proxy(&db, &proxy);
+    c.connect_timeout = Duration::from_secs(30);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    let cancelled = tokio::time::timeout(Duration::from_millis(200), manager.connect()).await;
+    assert!(
+        cancelled.is_err(),
+        "the blackholed connect is still pending when cancelled"
+    );
+
+    proxy.cut_all();
+    proxy.set(Fault::Forward);
+    manager.connect().await.unwrap();
+    let conn = manager.get("pg").unwrap();
+    assert!(conn.is_connected());
+    conn.database()
+        .unwrap()
+        .execute("SELECT 1", &[])
+        .await
+        .unwrap();
+    manager.close(Duration::from_secs(2)).await;
+}
