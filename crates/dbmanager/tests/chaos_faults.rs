@@ -160,3 +160,37 @@ async fn a_cancelled_connect_does_not_block_the_next_one() {
         .unwrap();
     manager.close(Duration::from_secs(2)).await;
 }
+
+#[tokio::test]
+async fn a_slow_server_is_degraded_not_unhealthy() {
+    let db = TestDb::create();
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let mut c = via_proxy(&db, &proxy);
+    c.connect_timeout = Duration::from_secs(2);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let conn = manager.get("pg").unwrap();
+    conn.database()
+        .unwrap()
+        .execute("SELECT 1", &[])
+        .await
+        .unwrap();
+    // The pooled connection is back and fresh (so no liveness ping precedes the check).
+    assert!(support::eventually(Duration::from_secs(5), || conn.stats().idle == 1).await);
+
+    // Each direction delayed 650 ms: the ping takes ~1.3 s, over half of its 2 s bound.
+    proxy.set(Fault::Latency(Duration::from_millis(650)));
+    conn.health_check().await.unwrap();
+    assert_eq!(conn.status(), Status::Degraded);
+    assert!(conn.status().is_up());
+    assert_eq!(
+        manager.stats().healthy,
+        0,
+        "healthy counts only healthy connections"
+    );
+
+    proxy.set(Fault::Forward);
+    conn.health_check().await.unwrap();
+    assert_eq!(conn.status(), Status::Healthy);
+    manager.close(Duration::from_secs(2)).await;
+}

@@ -179,6 +179,27 @@ impl Backend {
     }
 }
 
+/// Opens `min_open` connections up front: a lazily built sqlx pool only tops up to its minimum
+/// after its reaper closed something, so without this `min_open_conns` would start at zero.
+pub(crate) async fn warm_up<DB: Database>(
+    name: &str,
+    pool: &Pool<DB>,
+    min_open: u32,
+    limit: Duration,
+) -> Result<()> {
+    if min_open == 0 {
+        return Ok(());
+    }
+    bounded(name, Operation::Connect, limit, async {
+        let held = futures_util::future::join_all((0..min_open).map(|_| pool.acquire())).await;
+        for conn in held {
+            conn.map_err(|e| crate::pool::sqlx_error(name, Operation::Connect, e))?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 async fn discard_idle_sqlx<DB: Database>(pool: &Pool<DB>, counters: &PoolCounters) {
     for _ in 0..pool.num_idle() {
         let Some(conn) = pool.try_acquire() else {

@@ -103,6 +103,13 @@ pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<SqlPool<sqlx::Postgre
 
     let slot = Arc::new(ArcSwapOption::empty());
     let pool = pool_options(spec.settings, spec.counters, &slot).connect_lazy_with(options);
+    super::warm_up(
+        spec.name,
+        &pool,
+        spec.settings.min_open,
+        spec.settings.connect_timeout,
+    )
+    .await?;
     #[cfg(feature = "sea-orm")]
     let orm = sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
     Ok(SqlPool::new(

@@ -103,6 +103,13 @@ pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<SqliteBackend> {
     };
     let slot = Arc::new(ArcSwapOption::empty());
     let pool = pool_options(spec.settings, spec.counters, &slot).connect_lazy_with(options);
+    super::warm_up(
+        spec.name,
+        &pool,
+        spec.settings.min_open,
+        spec.settings.connect_timeout,
+    )
+    .await?;
     #[cfg(feature = "sea-orm")]
     let orm = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone());
     Ok(SqliteBackend {
