@@ -335,6 +335,9 @@ impl Connection {
                 return Err(e);
             }
         };
+        backend
+            .trim_idle(self.shared.settings.max_idle, &self.shared.counters)
+            .await;
         let limit = self.shared.settings.connect_timeout;
         let started = std::time::Instant::now();
         let span = self.shared.tracer.span("health_check");

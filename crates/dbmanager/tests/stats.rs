@@ -71,13 +71,16 @@ async fn min_open_conns_are_kept_and_max_idle_conns_caps_the_idle() {
         .collect();
     assert_eq!(conn.stats().in_use, 4);
     drop(held);
+    assert!(support::eventually(Duration::from_secs(5), || conn.stats().in_use == 0).await);
+    // Releases racing each other may each keep theirs; the health check trims the excess.
+    conn.health_check().await.unwrap();
     assert!(
         support::eventually(Duration::from_secs(5), || {
             let s = conn.stats();
             s.in_use == 0 && s.idle == 3 && s.closed_max_idle == 1
         })
         .await,
-        "the fourth released connection is closed: {:?}",
+        "{:?}",
         conn.stats()
     );
     manager.close(Duration::from_secs(5)).await;

@@ -145,6 +145,19 @@ impl Backend {
         }
     }
 
+    /// Closes idle connections beyond `max_idle`. The release hook enforces the cap, but
+    /// releases racing each other can each see room for one more; this restores the bound.
+    pub(crate) async fn trim_idle(&self, max_idle: u32, counters: &PoolCounters) {
+        match self {
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(p) => trim_idle_sqlx(&p.pool, max_idle, counters).await,
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(s) => trim_idle_sqlx(&s.sql.pool, max_idle, counters).await,
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+
     /// Closes the pool, waiting up to `deadline` for checked-out connections to come back.
     /// Returns how many were still checked out when the deadline passed.
     pub(crate) async fn close(&self, deadline: Duration, counters: &PoolCounters) -> u32 {
@@ -198,6 +211,18 @@ pub(crate) async fn warm_up<DB: Database>(
         Ok(())
     })
     .await
+}
+
+async fn trim_idle_sqlx<DB: Database>(pool: &Pool<DB>, max_idle: u32, counters: &PoolCounters) {
+    while pool.num_idle() > max_idle as usize {
+        let Some(conn) = pool.try_acquire() else {
+            break;
+        };
+        counters
+            .closed_max_idle
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = conn.close().await;
+    }
 }
 
 async fn discard_idle_sqlx<DB: Database>(pool: &Pool<DB>, counters: &PoolCounters) {
