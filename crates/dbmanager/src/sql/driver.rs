@@ -85,6 +85,18 @@ macro_rules! sqlx_backend {
                 let rows = bind(sql, params).fetch_all(executor).await?;
                 super::decode_rows(&rows, $decode)
             }
+
+            pub(crate) async fn fetch_optional<'e, E>(
+                executor: E,
+                sql: &str,
+                params: &[Value],
+            ) -> Result<Option<Row>, sqlx::Error>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                let row = bind(sql, params).fetch_optional(executor).await?;
+                Ok(super::decode_rows(row.as_ref(), $decode)?.pop())
+            }
         }
     };
 }

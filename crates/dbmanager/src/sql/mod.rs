@@ -203,6 +203,46 @@ impl Database {
 
     /// Runs a query; returns all rows.
     pub async fn fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let span = self.tracer.query_span("query", sql);
+        timed(
+            &self.name,
+            self.query_timeout,
+            Operation::Query,
+            span,
+            self.fetch_all_inner(sql, params),
+        )
+        .await
+    }
+
+    async fn fetch_all_inner(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let name = &*self.name;
+        match &self.executor {
+            #[cfg(feature = "postgres")]
+            Executor::Postgres(pool) => {
+                let mut conn = crate::pool::acquire(name, pool, &self.counters).await?;
+                driver::postgres::fetch_all(&mut *conn, sql, params)
+                    .await
+                    .map_err(|e| sqlx_error(name, Operation::Query, e))
+            }
+            #[cfg(feature = "sqlite")]
+            Executor::Sqlite(pool) => {
+                let mut conn = crate::pool::acquire(name, pool, &self.counters).await?;
+                driver::sqlite::fetch_all(&mut *conn, sql, params)
+                    .await
+                    .map_err(|e| sqlx_error(name, Operation::Query, e))
+            }
+            #[cfg(feature = "sea-orm")]
+            Executor::SeaOrm(db) => orm::fetch_all(name, db, sql, params).await,
+            #[cfg(feature = "mssql")]
+            Executor::Mssql(pool) => {
+                let mut conn = pool.acquire().await?;
+                on_mssql_fetch(name, &mut conn, sql, params).await
+            }
+        }
+    }
+
+    /// Runs a query; returns the first row, if any.
+    pub async fn fetch_optional(&self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
         let name = &*self.name;
         let span = self.tracer.query_span("query", sql);
         timed(name, self.query_timeout, Operation::Query, span, async {
@@ -210,32 +250,23 @@ impl Database {
                 #[cfg(feature = "postgres")]
                 Executor::Postgres(pool) => {
                     let mut conn = crate::pool::acquire(name, pool, &self.counters).await?;
-                    driver::postgres::fetch_all(&mut *conn, sql, params)
+                    driver::postgres::fetch_optional(&mut *conn, sql, params)
                         .await
                         .map_err(|e| sqlx_error(name, Operation::Query, e))
                 }
                 #[cfg(feature = "sqlite")]
                 Executor::Sqlite(pool) => {
                     let mut conn = crate::pool::acquire(name, pool, &self.counters).await?;
-                    driver::sqlite::fetch_all(&mut *conn, sql, params)
+                    driver::sqlite::fetch_optional(&mut *conn, sql, params)
                         .await
                         .map_err(|e| sqlx_error(name, Operation::Query, e))
                 }
-                #[cfg(feature = "sea-orm")]
-                Executor::SeaOrm(db) => orm::fetch_all(name, db, sql, params).await,
-                #[cfg(feature = "mssql")]
-                Executor::Mssql(pool) => {
-                    let mut conn = pool.acquire().await?;
-                    on_mssql_fetch(name, &mut conn, sql, params).await
-                }
+                // SeaORM and SQL Server read the whole result; the first row is kept.
+                #[allow(unreachable_patterns)]
+                _ => Ok(self.fetch_all_inner(sql, params).await?.into_iter().next()),
             }
         })
         .await
-    }
-
-    /// Runs a query; returns the first row, if any.
-    pub async fn fetch_optional(&self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
-        Ok(self.fetch_all(sql, params).await?.into_iter().next())
     }
 
     /// Runs a query that must return a row.
