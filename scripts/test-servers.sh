@@ -64,6 +64,11 @@ install_secantus() {
 stop_pid() { # pidfile
     [ -f "$1" ] || return 0
     local pid; pid=$(cat "$1")
+    # A pid file left by an earlier machine session may name a pid reused by another process.
+    if ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qE 'iridium-server|secantusd-py'; then
+        rm -f "$1"
+        return 0
+    fi
     if kill -0 "$pid" 2>/dev/null; then
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
