@@ -65,7 +65,7 @@ stop_pid() { # pidfile
     [ -f "$1" ] || return 0
     local pid; pid=$(cat "$1")
     # A pid file left by an earlier machine session may name a pid reused by another process.
-    if ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qE 'iridium-server|secantusd-py'; then
+    if ! tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | grep -qE 'iridium-server|secantusd-py'; then
         rm -f "$1"
         return 0
     fi
