@@ -70,13 +70,11 @@ impl Connection {
         retry: RetryPolicy,
         manager_closed: Arc<AtomicBool>,
     ) -> Self {
+        let name: Arc<str> = Arc::from(config.name.as_str());
         Self {
             shared: Arc::new(Shared {
-                name: Arc::from(config.name.as_str()),
-                tracer: Arc::new(crate::trace::Tracer::new(
-                    Arc::from(config.name.as_str()),
-                    &config,
-                )),
+                tracer: Arc::new(crate::trace::Tracer::new(name.clone(), &config)),
+                name,
                 config,
                 settings,
                 retry,
@@ -509,6 +507,12 @@ impl Connection {
         let Some(backend) = self.shared.backend.swap(None) else {
             return CloseOutcome { still_in_use: 0 };
         };
+        // Connections closed by shutdown are not idle-time closes.
+        let open = backend.gauges(&self.shared.counters).open;
+        self.shared
+            .counters
+            .closed_on_close
+            .fetch_add(u64::from(open), Ordering::Relaxed);
         let still_in_use = backend.close(deadline, &self.shared.counters).await;
         self.shared.health.closed();
         if self.shared.config.enable_logging {

@@ -20,6 +20,7 @@ pub(crate) struct PoolCounters {
     pub closed_max_lifetime: AtomicU64,
     pub closed_max_idle: AtomicU64,
     pub closed_broken: AtomicU64,
+    pub closed_on_close: AtomicU64,
     pub waits: AtomicU64,
     pub wait_nanos: AtomicU64,
     pub acquire_timeouts: AtomicU64,
@@ -132,10 +133,11 @@ impl ConnectionStats {
         let lifetime = c.closed_max_lifetime.load(Relaxed);
         let max_idle = c.closed_max_idle.load(Relaxed);
         let broken = c.closed_broken.load(Relaxed);
+        let on_close = c.closed_on_close.load(Relaxed);
         // The driver's reaper closes idle-timed-out connections without a hook, so that count is
         // what remains of all closes once the others are taken out.
         let closed = opened.saturating_sub(u64::from(gauges.open));
-        let idle_time = closed.saturating_sub(lifetime + max_idle + broken);
+        let idle_time = closed.saturating_sub(lifetime + max_idle + broken + on_close);
         ConnectionStats {
             name: name.to_owned(),
             kind,

@@ -10,6 +10,7 @@ use dbmanager::{ErrorKind, Manager};
 async fn connect_close_cycles_work_and_leak_nothing() {
     let db = support::TestDb::create();
     let manager = Manager::new(support::fast_config().with_connection(db.config("pg"))).unwrap();
+    let conn = manager.get("pg").unwrap();
     for cycle in 0..100 {
         manager.connect().await.unwrap();
         assert!(!manager.is_closed());
@@ -32,6 +33,18 @@ async fn connect_close_cycles_work_and_leak_nothing() {
     assert!(
         support::eventually(Duration::from_secs(5), || db.backends() == 0).await,
         "no server session is left"
+    );
+    let metrics = tokio::runtime::Handle::current().metrics();
+    assert!(
+        support::eventually(Duration::from_secs(5), || metrics.num_alive_tasks() == 0).await,
+        "no task is left behind: {} alive",
+        metrics.num_alive_tasks()
+    );
+    let stats = conn.stats();
+    assert_eq!(stats.open, 0);
+    assert_eq!(
+        stats.closed_max_idle_time, 0,
+        "closes by shutdown are not idle-time closes: {stats:?}"
     );
 }
 
