@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dbmanager::{ConnectPolicy, EnvSource, Manager, ManagerConfig};
@@ -12,19 +10,6 @@ use dbmanager::{ConnectPolicy, EnvSource, Manager, ManagerConfig};
 const SECRET: &str = "Zq9-S3cr3t-Pa55";
 const DSN_SECRET: &str = "Dsn-Hidden-77x";
 const FILE_SECRET: &str = "File-Hidden-31y";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn assert_clean(what: &str, text: &str) {
     for secret in [SECRET, DSN_SECRET, FILE_SECRET] {
@@ -34,7 +19,7 @@ fn assert_clean(what: &str, text: &str) {
 
 #[tokio::test]
 async fn no_secret_in_debug_display_errors_or_logs() {
-    let capture = Capture::default();
+    let capture = support::LogCapture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -150,7 +135,7 @@ async fn no_secret_in_debug_display_errors_or_logs() {
         assert_clean("config error", &text);
     }
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.contains("connected"), "logs were captured: {logs}");
     assert!(logs.contains("retrying"), "retries were logged: {logs}");
     assert_clean("tracing output", &logs);

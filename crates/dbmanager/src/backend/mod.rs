@@ -192,6 +192,44 @@ impl Backend {
     }
 }
 
+/// A direct connection, bounded by `connect_timeout`: a pool would report a refused port as a
+/// bare pool timeout, while the connection says "connection refused".
+pub(crate) async fn probe<DB: Database>(
+    spec: &ConnectSpec<'_>,
+    options: &<DB::Connection as sqlx::Connection>::Options,
+) -> Result<DB::Connection> {
+    use sqlx::Connection as _;
+    bounded(
+        spec.name,
+        Operation::Connect,
+        spec.settings.connect_timeout,
+        async {
+            DB::Connection::connect_with(options)
+                .await
+                .map_err(|e| crate::pool::sqlx_error(spec.name, Operation::Connect, e))
+        },
+    )
+    .await
+}
+
+/// The pool, built lazily with the counting hooks and warmed to `min_open`.
+pub(crate) async fn lazy_pool<DB: Database>(
+    spec: &ConnectSpec<'_>,
+    options: <DB::Connection as sqlx::Connection>::Options,
+) -> Result<(Pool<DB>, PoolSlot<DB>)> {
+    let slot: PoolSlot<DB> = Arc::new(arc_swap::ArcSwapOption::empty());
+    let pool =
+        crate::pool::pool_options(spec.settings, spec.counters, &slot).connect_lazy_with(options);
+    warm_up(
+        spec.name,
+        &pool,
+        spec.settings.min_open,
+        spec.settings.connect_timeout,
+    )
+    .await?;
+    Ok((pool, slot))
+}
+
 /// Opens `min_open` connections up front: a lazily built sqlx pool only tops up to its minimum
 /// after its reaper closed something, so without this `min_open_conns` would start at zero.
 pub(crate) async fn warm_up<DB: Database>(

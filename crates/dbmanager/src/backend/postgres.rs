@@ -1,18 +1,16 @@
 //! PostgreSQL: connect options from the config, one sqlx pool, SeaORM on the same pool.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use secrecy::ExposeSecret;
 use sqlx::Connection as _;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use super::{ConnectSpec, SqlPool, bounded, config_error};
+use super::{ConnectSpec, SqlPool, config_error};
 use crate::config::{ConnectionConfig, PoolSettings, SslMode};
 use crate::dsn;
 use crate::error::{Operation, Result};
-use crate::pool::{pool_options, sqlx_error};
+use crate::pool::sqlx_error;
 
 pub(crate) const DEFAULT_PORT: u16 = 5432;
 
@@ -87,29 +85,11 @@ fn quote_identifier(schema: &str) -> String {
 
 pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<SqlPool<sqlx::Postgres>> {
     let options = connect_options(spec.name, spec.config, spec.settings)?;
-    // A direct connection first: a pool would report a refused port as a bare pool timeout.
-    let probe = bounded(
-        spec.name,
-        Operation::Connect,
-        spec.settings.connect_timeout,
-        async {
-            PgConnection::connect_with(&options)
-                .await
-                .map_err(|e| sqlx_error(spec.name, Operation::Connect, e))
-        },
-    )
-    .await?;
-    let _ = probe.close().await;
-
-    let slot = Arc::new(ArcSwapOption::empty());
-    let pool = pool_options(spec.settings, spec.counters, &slot).connect_lazy_with(options);
-    super::warm_up(
-        spec.name,
-        &pool,
-        spec.settings.min_open,
-        spec.settings.connect_timeout,
-    )
-    .await?;
+    let _ = super::probe::<sqlx::Postgres>(spec, &options)
+        .await?
+        .close()
+        .await;
+    let (pool, slot) = super::lazy_pool(spec, options).await?;
     #[cfg(feature = "sea-orm")]
     let orm = sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
     Ok(SqlPool::new(

@@ -2,19 +2,17 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use secrecy::ExposeSecret;
 use sqlx::Connection as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::Mutex;
 
-use super::{ConnectSpec, SqlPool, bounded, config_error};
+use super::{ConnectSpec, SqlPool, config_error};
 use crate::config::ConnectionConfig;
 use crate::error::{Operation, Result};
-use crate::pool::{pool_options, sqlx_error};
+use crate::pool::sqlx_error;
 
 /// How long a statement waits on a locked database before failing with SQLITE_BUSY.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,32 +82,14 @@ pub(crate) fn connect_options(
 
 pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<SqliteBackend> {
     let (options, in_memory) = connect_options(spec.name, spec.config)?;
-    let probe = bounded(
-        spec.name,
-        Operation::Connect,
-        spec.settings.connect_timeout,
-        async {
-            SqliteConnection::connect_with(&options)
-                .await
-                .map_err(|e| sqlx_error(spec.name, Operation::Connect, e))
-        },
-    )
-    .await?;
+    let probe = super::probe::<sqlx::Sqlite>(spec, &options).await?;
     let keeper = if in_memory {
         Some(probe)
     } else {
         let _ = probe.close().await;
         None
     };
-    let slot = Arc::new(ArcSwapOption::empty());
-    let pool = pool_options(spec.settings, spec.counters, &slot).connect_lazy_with(options);
-    super::warm_up(
-        spec.name,
-        &pool,
-        spec.settings.min_open,
-        spec.settings.connect_timeout,
-    )
-    .await?;
+    let (pool, slot) = super::lazy_pool(spec, options).await?;
     #[cfg(feature = "sea-orm")]
     let orm = sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool.clone());
     Ok(SqliteBackend {
