@@ -295,19 +295,21 @@ async fn settings_reach_the_server() {
     );
     manager.close(Duration::from_secs(5)).await;
 
-    // sslmode=disable: plain connection.
-    let mut c = db.config("plain");
-    c.sslmode = Some(SslMode::Disable);
-    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
-    manager.connect().await.unwrap();
-    let ssl: bool = dbmanager::reexports::sqlx::query_scalar(
-        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-    )
-    .fetch_one(&manager.get("plain").unwrap().postgres().unwrap())
-    .await
-    .unwrap();
-    assert!(!ssl);
-    manager.close(Duration::from_secs(5)).await;
+    // disable: plain; absent: `prefer`, as libpq, so TLS with a server that offers it.
+    for (mode, expect_tls) in [(Some(SslMode::Disable), false), (None, true)] {
+        let mut c = db.config("other");
+        c.sslmode = mode;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let ssl: bool = dbmanager::reexports::sqlx::query_scalar(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .fetch_one(&manager.get("other").unwrap().postgres().unwrap())
+        .await
+        .unwrap();
+        assert_eq!(ssl, expect_tls, "sslmode {mode:?}");
+        manager.close(Duration::from_secs(5)).await;
+    }
 }
 
 #[tokio::test]

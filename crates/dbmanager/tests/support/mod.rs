@@ -93,6 +93,9 @@ impl TestDb {
         c.port = Some(pg_port());
         c.user = Some(pg_user());
         c.database = Some(self.name.clone());
+        // Plain TCP: sqlx's TLS connect stalls ~90 ms on delayed ACKs (see README), which adds
+        // up over hundreds of connects. TLS itself is covered by the tests that set sslmode.
+        c.sslmode = Some(dbmanager::SslMode::Disable);
         c.max_open_conns = Some(4);
         c.max_idle_conns = Some(4);
         c.connect_timeout = Duration::from_secs(5);
