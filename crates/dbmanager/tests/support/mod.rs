@@ -26,19 +26,31 @@ pub fn pg_user() -> String {
     std::env::var("DBMANAGER_TEST_PG_USER").unwrap_or_else(|_| "postgres".into())
 }
 
-fn psql(port: u16, user: &str, db: &str, sql: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            user,
-            "-d",
-            db,
-        ])
-        .args(["-v", "ON_ERROR_STOP=1", "-Atqc", sql])
+/// `psql` arguments for one statement, failing on the first error, unaligned tuples only.
+fn psql_args(host: &str, port: u16, user: &str, db: &str, sql: &str) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "-h",
+        host,
+        "-p",
+        &port,
+        "-U",
+        user,
+        "-d",
+        db,
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-Atqc",
+        sql,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Runs a prepared `psql` command and returns its trimmed output; panics on failure.
+fn run_psql(mut command: Command) -> String {
+    let out = command
         .env("PGCONNECT_TIMEOUT", "5")
         .output()
         .expect("psql runs");
@@ -48,6 +60,12 @@ fn psql(port: u16, user: &str, db: &str, sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn psql(port: u16, user: &str, db: &str, sql: &str) -> String {
+    let mut command = Command::new("psql");
+    command.args(psql_args("127.0.0.1", port, user, db, sql));
+    run_psql(command)
 }
 
 /// Runs SQL on the machine's PostgreSQL as the admin user.
@@ -118,21 +136,15 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        let drop_sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
         let _ = Command::new("psql")
-            .args([
-                "-h",
+            .args(psql_args(
                 "127.0.0.1",
-                "-p",
-                &pg_port().to_string(),
-                "-U",
+                pg_port(),
                 &pg_user(),
-                "-d",
                 "postgres",
-            ])
-            .args([
-                "-Atqc",
-                &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
-            ])
+                &drop_sql,
+            ))
             .output();
     }
 }
@@ -322,31 +334,15 @@ impl PrivateCluster {
 
     /// SQL as the superuser over the cluster's unix socket (trust).
     pub fn sql(&self, sql: &str) -> String {
-        let out = as_postgres(
-            "psql",
-            &[
-                "-h",
-                self.dir.path().to_str().unwrap(),
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "admin",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-Atqc",
-                sql,
-            ],
-        )
-        .output()
-        .expect("psql runs");
-        assert!(
-            out.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let args = psql_args(
+            self.dir.path().to_str().unwrap(),
+            self.port,
+            "admin",
+            "postgres",
+            sql,
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_psql(as_postgres("psql", &args))
     }
 
     pub fn config(
