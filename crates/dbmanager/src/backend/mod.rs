@@ -112,18 +112,7 @@ impl Backend {
             #[cfg(feature = "sqlite")]
             Backend::Sqlite(s) => ping_pool(name, &s.sql.pool, counters).await,
             #[cfg(feature = "mssql")]
-            Backend::Mssql(p) => {
-                let mut conn = p.acquire().await?;
-                conn.begin_operation();
-                conn.simple_query("SELECT 1")
-                    .await
-                    .map_err(|e| mssql::tiberius_error(name, Operation::Ping, e))?
-                    .into_results()
-                    .await
-                    .map_err(|e| mssql::tiberius_error(name, Operation::Ping, e))?;
-                conn.settle();
-                Ok(())
-            }
+            Backend::Mssql(p) => p.ping(name).await,
             #[cfg(feature = "mongodb")]
             Backend::Mongo(m) => m.ping(name).await,
         }

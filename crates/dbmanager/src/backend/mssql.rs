@@ -174,6 +174,17 @@ impl MssqlPool {
         }
     }
 
+    /// Pings through a pooled client; a client whose ping fails is discarded.
+    pub(crate) async fn ping(&self, name: &str) -> Result<()> {
+        let mut conn = self.acquire().await?;
+        conn.begin_operation();
+        ping(&mut conn.inner.client)
+            .await
+            .map_err(|e| tiberius_error(name, Operation::Ping, e))?;
+        conn.settle();
+        Ok(())
+    }
+
     /// The underlying bb8 pool.
     pub fn bb8(&self) -> &bb8::Pool<MssqlManager> {
         &self.pool

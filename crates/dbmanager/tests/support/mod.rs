@@ -556,71 +556,54 @@ impl OwnedServer {
         }
     }
 
-    /// A private SQL Server test server (Iridium SQL) with the given password for `sa`.
-    pub fn mssql(password: &str) -> Self {
+    /// Starts the program named by `env_key` (else `~/.cache/dbmanager-tools/<default>`) with
+    /// `--host 127.0.0.1 --port <a free port>` followed by `args`.
+    fn start(env_key: &str, default: &str, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let port = free_port();
+        let home = env_or("HOME", "/root");
+        let port_text = port.to_string();
         let mut s = Self {
             port,
-            program: env_or(
-                "DBMANAGER_TEST_MSSQL_BIN",
-                &format!(
-                    "{}/.cache/dbmanager-tools/bin/iridium-server",
-                    env_or("HOME", "/root")
-                ),
-            ),
-            args: [
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--memory",
-                "--no-tls",
-                "-u",
-                "sa",
-                "-P",
-                password,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-            envs: vec![("RUST_LOG".into(), "warn".into())],
+            program: env_or(env_key, &format!("{home}/.cache/dbmanager-tools/{default}")),
+            args: ["--host", "127.0.0.1", "--port", &port_text]
+                .iter()
+                .chain(args)
+                .map(|s| s.to_string())
+                .collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         s.spawn();
         s
     }
 
+    /// A private SQL Server test server (Iridium SQL) with the given password for `sa`.
+    pub fn mssql(password: &str) -> Self {
+        Self::start(
+            "DBMANAGER_TEST_MSSQL_BIN",
+            "bin/iridium-server",
+            &["--memory", "--no-tls", "-u", "sa", "-P", password],
+            &[("RUST_LOG", "warn")],
+        )
+    }
+
     /// A private MongoDB test server (SecantusDB), in memory, without auth.
     pub fn mongodb() -> Self {
-        let port = free_port();
-        let mut s = Self {
-            port,
-            program: env_or(
-                "DBMANAGER_TEST_MONGO_BIN",
-                &format!(
-                    "{}/.cache/dbmanager-tools/secantus/bin/secantusd-py",
-                    env_or("HOME", "/root")
-                ),
-            ),
-            args: [
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
+        Self::start(
+            "DBMANAGER_TEST_MONGO_BIN",
+            "secantus/bin/secantusd-py",
+            &[
                 "--storage-path",
                 ":memory:",
                 "--standalone",
                 "--log-level",
                 "WARNING",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-            envs: vec![],
-            child: None,
-        };
-        s.spawn();
-        s
+            ],
+            &[],
+        )
     }
 
     pub fn stop(&mut self) {
