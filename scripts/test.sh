@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite, starting what it needs: PostgreSQL (if installed but down), the
-# SQL Server and MongoDB test servers (installed once into ~/.cache/dbmanager-tools), then lint,
-# then every test (unit, integration, doctests) of the workspace.
+# Runs the whole test suite, starting what it needs: PostgreSQL and MariaDB (if installed but
+# down), the SQL Server and MongoDB test servers (installed once into ~/.cache/dbmanager-tools),
+# then lint, then every test (unit, integration, doctests) of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,40 @@ log "PostgreSQL"
 ensure_postgres
 pg_isready -h "$PG_HOST" -p "$PG_PORT"
 
+MYSQL_HOST=${DBMANAGER_TEST_MYSQL_HOST:-127.0.0.1}
+MYSQL_PORT=${DBMANAGER_TEST_MYSQL_PORT:-3306}
+
+mariadb_ping() {
+    mysqladmin --no-defaults -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot --connect-timeout=2 ping \
+        >/dev/null 2>&1
+}
+
+ensure_mariadb() {
+    if mariadb_ping; then
+        return 0
+    fi
+    if [ -x /usr/sbin/mariadbd ] && command -v start-stop-daemon >/dev/null 2>&1; then
+        log "MariaDB is down; starting it"
+        # The server aborts without its socket directory (/run is often fresh at CI start), and
+        # start-stop-daemon --background reports success even when the server then aborts.
+        install -d -o mysql -g mysql -m 755 /run/mysqld || true
+        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql \
+            || true
+        local deadline=$((SECONDS + 30))
+        while [ "$SECONDS" -lt "$deadline" ]; do
+            mariadb_ping && return 0
+            sleep 0.5
+        done
+        tail -n 20 /var/log/mysql/error.log >&2 2>/dev/null || true
+    fi
+    echo "error: MariaDB is not reachable on $MYSQL_HOST:$MYSQL_PORT (root, no password) and could not be started" >&2
+    exit 1
+}
+
+log "MariaDB"
+ensure_mariadb
+mysqladmin --no-defaults -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot version | grep -E '^(Server version|TCP port)'
+
 log "SQL Server and MongoDB test servers"
 scripts/test-servers.sh start
 trap 'scripts/test-servers.sh stop' EXIT
@@ -44,7 +78,7 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 log "lean builds: one backend at a time compiles without warnings"
-for features in sqlite postgres "mssql,mongodb"; do
+for features in sqlite postgres mysql "mssql,mongodb"; do
     cargo clippy -q -p dbmanager --no-default-features --features "$features" -- -D warnings
 done
 

@@ -1,5 +1,6 @@
 //! A named connection: its config, its pool (once connected) and the access layers on that pool.
 
+use std::any::{Any, TypeId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -7,12 +8,16 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use tracing::Instrument as _;
 
-use crate::backend::{Backend, ConnectSpec, bounded};
 use crate::config::{ConnectionConfig, DatabaseType, PoolSettings, RetryPolicy};
+use crate::deadline::bounded;
+use crate::driver::{BackendPool, Driver, OpenSpec, close_within};
 use crate::error::{Error, Operation, Result};
 use crate::health::{HealthReport, HealthState, Status};
-use crate::sql::{Database, Executor};
+use crate::sql::Database;
 use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
+
+/// The open pool of a connection, whatever its backend.
+struct Backend(Box<dyn BackendPool>);
 
 type BackendGuard = arc_swap::Guard<Option<Arc<Backend>>>;
 
@@ -33,6 +38,7 @@ pub struct Connection {
 
 struct Shared {
     name: Arc<str>,
+    driver: &'static Driver,
     config: ConnectionConfig,
     settings: PoolSettings,
     retry: RetryPolicy,
@@ -40,6 +46,8 @@ struct Shared {
     counters: Arc<PoolCounters>,
     health: HealthState,
     tracer: Arc<crate::trace::Tracer>,
+    /// Shared by every neutral handle of this connection.
+    sql_context: Arc<crate::sql::Context>,
     /// The manager's closed flag, shared by all of its connections.
     manager_closed: Arc<AtomicBool>,
     connecting: AtomicBool,
@@ -65,16 +73,25 @@ pub(crate) struct CloseOutcome {
 
 impl Connection {
     pub(crate) fn new(
+        driver: &'static Driver,
         config: ConnectionConfig,
         settings: PoolSettings,
         retry: RetryPolicy,
         manager_closed: Arc<AtomicBool>,
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
+        let tracer = Arc::new(crate::trace::Tracer::new(name.clone(), &config, driver));
         Self {
             shared: Arc::new(Shared {
-                tracer: Arc::new(crate::trace::Tracer::new(name.clone(), &config)),
+                sql_context: Arc::new(crate::sql::Context {
+                    name: name.clone(),
+                    kind: config.kind,
+                    query_timeout: settings.query_timeout,
+                    tracer: tracer.clone(),
+                }),
+                tracer,
                 name,
+                driver,
                 config,
                 settings,
                 retry,
@@ -110,11 +127,6 @@ impl Connection {
     /// Its free-form tags.
     pub fn tags(&self) -> &std::collections::BTreeMap<String, String> {
         &self.shared.config.tags
-    }
-
-    #[cfg(feature = "metrics")]
-    pub(crate) fn counters(&self) -> &PoolCounters {
-        &self.shared.counters
     }
 
     /// Current health status.
@@ -167,136 +179,126 @@ impl Connection {
         self.backend(Operation::Access)
     }
 
-    fn wrong_layer(&self, layer: &'static str) -> Error {
+    fn unsupported(&self, layer: &'static str, reason: &'static str) -> Error {
         Error::Unsupported {
             connection: self.name().to_owned(),
             layer,
             backend: self.kind(),
-            reason: "the connection is of another backend",
+            reason,
         }
+    }
+
+    /// A typed access layer of the open backend, cloned out of it.
+    fn layer_of<T: Any + Clone>(&self, backend: &BackendGuard, layer: &'static str) -> Result<T> {
+        backend
+            .as_deref()
+            .and_then(|b| b.0.layer(TypeId::of::<T>()))
+            .and_then(|l| l.downcast_ref::<T>())
+            .cloned()
+            .ok_or_else(|| self.unsupported(layer, "the connection is of another backend"))
+    }
+
+    /// The backend's native pool or client of type `T` (`sqlx::PgPool`, `sqlx::MySqlPool`,
+    /// `sea_orm::DatabaseConnection`, [`crate::MssqlPool`], `mongodb::Client`, ...): the typed
+    /// accessor every per-backend shortcut below goes through.
+    pub fn native<T: Any + Clone>(&self) -> Result<T> {
+        let backend = self.backend(Operation::Access)?;
+        self.layer_of(&backend, std::any::type_name::<T>())
     }
 
     /// The native PostgreSQL pool (sqlx). Clones share the one pool.
     #[cfg(feature = "postgres")]
     pub fn postgres(&self) -> Result<sqlx::PgPool> {
-        match self.sql_backend()?.as_deref() {
-            Some(Backend::Postgres(p)) => Ok(p.pool.clone()),
-            #[allow(unreachable_patterns)]
-            _ => Err(self.wrong_layer("the PostgreSQL pool")),
-        }
+        self.layer_of(&self.sql_backend()?, "the PostgreSQL pool")
     }
 
     /// The native SQLite pool (sqlx). Clones share the one pool.
     #[cfg(feature = "sqlite")]
     pub fn sqlite(&self) -> Result<sqlx::SqlitePool> {
-        match self.sql_backend()?.as_deref() {
-            Some(Backend::Sqlite(s)) => Ok(s.sql.pool.clone()),
-            #[allow(unreachable_patterns)]
-            _ => Err(self.wrong_layer("the SQLite pool")),
-        }
+        self.layer_of(&self.sql_backend()?, "the SQLite pool")
+    }
+
+    /// The native MySQL / MariaDB pool (sqlx). Clones share the one pool.
+    #[cfg(feature = "mysql")]
+    pub fn mysql(&self) -> Result<sqlx::MySqlPool> {
+        self.layer_of(&self.sql_backend()?, "the MySQL pool")
     }
 
     /// The native SQL Server pool (tiberius clients in bb8). Clones share the one pool.
     #[cfg(feature = "mssql")]
     pub fn mssql(&self) -> Result<crate::MssqlPool> {
-        match self.sql_backend()?.as_deref() {
-            Some(Backend::Mssql(p)) => Ok(p.clone()),
-            #[allow(unreachable_patterns)]
-            _ => Err(self.wrong_layer("the SQL Server pool")),
-        }
+        self.layer_of(&self.sql_backend()?, "the SQL Server pool")
     }
 
     /// The MongoDB client (its clones share one pool).
     #[cfg(feature = "mongodb")]
     pub fn mongodb(&self) -> Result<mongodb::Client> {
-        self.mongo(|m| m.client.clone())
+        self.layer_of(&self.mongo_backend()?, "MongoDB")
     }
 
     /// The configured MongoDB database (`database`).
     #[cfg(feature = "mongodb")]
     pub fn mongodb_database(&self) -> Result<mongodb::Database> {
-        let db = self.mongo(|m| m.database.clone().map(|d| m.client.database(&d)))?;
-        db.ok_or_else(|| Error::Unsupported {
-            connection: self.name().to_owned(),
-            layer: "the MongoDB database",
-            backend: self.kind(),
-            reason: "no `database` is configured; use `mongodb()` and name one",
-        })
+        let backend = self.mongo_backend()?;
+        self.layer_of(&backend, "the MongoDB database")
+            .map_err(|_| {
+                self.unsupported(
+                    "the MongoDB database",
+                    "no `database` is configured; use `mongodb()` and name one",
+                )
+            })
     }
 
     #[cfg(feature = "mongodb")]
-    fn mongo<T>(&self, f: impl FnOnce(&crate::backend::mongodb::MongoBackend) -> T) -> Result<T> {
+    fn mongo_backend(&self) -> Result<BackendGuard> {
         if self.kind() != DatabaseType::Mongodb {
             return Err(Error::NotMongo {
                 connection: self.name().to_owned(),
                 backend: self.kind(),
             });
         }
-        match self.backend(Operation::Access)?.as_deref() {
-            Some(Backend::Mongo(m)) => Ok(f(m)),
-            #[allow(unreachable_patterns)]
-            _ => Err(self.wrong_layer("MongoDB")),
-        }
+        self.backend(Operation::Access)
     }
 
     /// A SeaORM connection on the same pool as the native layer.
     #[cfg(feature = "sea-orm")]
     pub fn sea_orm(&self) -> Result<sea_orm::DatabaseConnection> {
-        match self.sql_backend()?.as_deref() {
-            #[cfg(feature = "postgres")]
-            Some(Backend::Postgres(p)) => Ok(p.orm.clone()),
-            #[cfg(feature = "sqlite")]
-            Some(Backend::Sqlite(s)) => Ok(s.sql.orm.clone()),
-            #[cfg(feature = "mssql")]
-            Some(Backend::Mssql(_)) => Err(Error::Unsupported {
-                connection: self.name().to_owned(),
-                layer: "SeaORM",
-                backend: self.kind(),
-                reason: "open-source SeaORM has no SQL Server driver; use `mssql()` or `database()`",
-            }),
-            #[allow(unreachable_patterns)]
-            _ => Err(self.wrong_layer("SeaORM")),
-        }
+        let backend = self.sql_backend()?;
+        self.layer_of(&backend, "SeaORM").map_err(|e| {
+            let reason = backend
+                .as_deref()
+                .and_then(|b| b.0.sql(crate::DefaultOrm::SeaOrm).err());
+            reason.map_or(e, |reason| self.unsupported("SeaORM", reason))
+        })
     }
 
     /// The backend-neutral handle, on the layer chosen by `default_orm`.
     pub fn database(&self) -> Result<Database> {
         let backend = self.sql_backend()?;
-        let executor = match (backend.as_deref(), self.shared.config.default_orm) {
-            #[cfg(all(feature = "sea-orm", feature = "postgres"))]
-            (Some(Backend::Postgres(p)), crate::DefaultOrm::SeaOrm) => {
-                Executor::SeaOrm(p.orm.clone())
-            }
-            #[cfg(all(feature = "sea-orm", feature = "sqlite"))]
-            (Some(Backend::Sqlite(s)), crate::DefaultOrm::SeaOrm) => {
-                Executor::SeaOrm(s.sql.orm.clone())
-            }
-            #[cfg(not(feature = "sea-orm"))]
-            (_, crate::DefaultOrm::SeaOrm) => {
-                return Err(Error::Unsupported {
-                    connection: self.name().to_owned(),
-                    layer: "SeaORM",
-                    backend: self.kind(),
-                    reason: "the `sea-orm` cargo feature is off",
-                });
-            }
-            #[cfg(feature = "postgres")]
-            (Some(Backend::Postgres(p)), _) => Executor::Postgres(p.pool.clone()),
-            #[cfg(feature = "sqlite")]
-            (Some(Backend::Sqlite(s)), _) => Executor::Sqlite(s.sql.pool.clone()),
-            #[cfg(feature = "mssql")]
-            (Some(Backend::Mssql(p)), _) => Executor::Mssql(p.clone()),
-            #[allow(unreachable_patterns)]
-            _ => return Err(self.wrong_layer("SQL")),
+        let layer = self.shared.config.default_orm;
+        let executor = match backend.as_deref() {
+            Some(b) => b.0.sql(layer).map_err(|reason| {
+                let name = match layer {
+                    crate::DefaultOrm::SeaOrm => "SeaORM",
+                    _ => "SQL",
+                };
+                self.unsupported(name, reason)
+            })?,
+            None => return Err(self.unsupported("SQL", "the connection is not open")),
         };
-        Ok(Database::new(
-            self.shared.name.clone(),
-            self.kind(),
-            executor,
-            self.shared.settings.query_timeout,
-            self.shared.counters.clone(),
-            self.shared.tracer.clone(),
-        ))
+        Ok(Database::new(self.shared.sql_context.clone(), executor))
+    }
+
+    /// Classifies an error of this connection's driver the way the manager does (sqlx's,
+    /// tiberius's or the MongoDB driver's, anywhere in the source chain): what an application
+    /// using the native layer asks before retrying. Errors the driver does not recognise are
+    /// [`crate::ErrorKind::Query`].
+    pub fn error_kind(&self, error: &(dyn std::error::Error + 'static)) -> crate::ErrorKind {
+        if let Some(e) = error.downcast_ref::<Error>() {
+            return e.kind();
+        }
+        crate::driver::classify_chain(error, self.shared.driver.classify)
+            .unwrap_or(crate::ErrorKind::Query)
     }
 
     /// Pool statistics now.
@@ -306,7 +308,7 @@ impl Connection {
             .backend
             .load()
             .as_ref()
-            .map_or(PoolGauges::default(), |b| b.gauges(&self.shared.counters));
+            .map_or(PoolGauges::default(), |b| b.0.gauges());
         let gauges = PoolGauges {
             max_open: self.shared.settings.max_open,
             ..gauges
@@ -333,22 +335,14 @@ impl Connection {
                 return Err(e);
             }
         };
-        backend
-            .trim_idle(self.shared.settings.max_idle, &self.shared.counters)
-            .await;
+        backend.0.trim_idle(self.shared.settings.max_idle).await;
         let limit = self.shared.settings.connect_timeout;
         let started = std::time::Instant::now();
         let span = self.shared.tracer.span("health_check");
-        let outcome = bounded(
-            self.name(),
-            Operation::Ping,
-            limit,
-            backend.ping(self.name(), &self.shared.counters),
-        )
-        .instrument(span.clone())
-        .await;
+        let outcome = bounded(self.name(), Operation::Ping, limit, backend.0.ping())
+            .instrument(span.clone())
+            .await;
         crate::trace::record_outcome(&span, &outcome);
-        #[cfg(feature = "metrics")]
         self.shared
             .counters
             .health_seconds
@@ -386,7 +380,7 @@ impl Connection {
             match self.shared.backend.load_full() {
                 None => self.connect().await.0,
                 Some(backend) => {
-                    backend.discard_idle(&self.shared.counters).await;
+                    backend.0.discard_idle().await;
                     self.health_check().await
                 }
             }
@@ -444,7 +438,7 @@ impl Connection {
         // health loop aborted by close) must not block every later connect.
         let _connecting = ClearOnDrop(&self.shared.connecting);
         let s = &*self.shared;
-        let spec = ConnectSpec {
+        let spec = OpenSpec {
             name: &s.name,
             config: &s.config,
             settings: &s.settings,
@@ -462,7 +456,7 @@ impl Connection {
             let spec = &spec;
             let instrumented = attempt_span.clone();
             async move {
-                let outcome = Backend::open(spec).await;
+                let outcome = (s.driver.open)(spec).await.map(Backend);
                 if let Err(e) = &outcome {
                     s.counters.record_connect_error(e.kind());
                 }
@@ -508,12 +502,12 @@ impl Connection {
             return CloseOutcome { still_in_use: 0 };
         };
         // Connections closed by shutdown are not idle-time closes.
-        let open = backend.gauges(&self.shared.counters).open;
+        let open = backend.0.gauges().open;
         self.shared
             .counters
             .closed_on_close
             .fetch_add(u64::from(open), Ordering::Relaxed);
-        let still_in_use = backend.close(deadline, &self.shared.counters).await;
+        let still_in_use = close_within(backend.0.as_ref(), deadline).await;
         self.shared.health.closed();
         if self.shared.config.enable_logging {
             tracing::info!(connection = %self.shared.name, still_in_use, "closed");

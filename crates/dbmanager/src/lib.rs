@@ -11,26 +11,36 @@
     allow(dead_code, unused_imports, unused_macros, unused_variables)
 )]
 
-#[cfg(not(any(feature = "postgres", feature = "sqlite", feature = "mssql")))]
-compile_error!("dbmanager needs at least one SQL backend feature: `postgres`, `sqlite` or `mssql`");
+#[cfg(not(any(
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mssql",
+    feature = "mysql"
+)))]
+compile_error!(
+    "dbmanager needs at least one SQL backend feature: `postgres`, `sqlite`, `mssql` or `mysql`"
+);
 
-mod backend;
+mod backends;
 pub mod config;
 mod connection;
+mod deadline;
+mod driver;
 mod dsn;
 mod error;
 mod health;
 mod manager;
 #[cfg(feature = "metrics")]
 mod metrics;
-mod pool;
+mod registry;
 mod retry;
 mod sql;
 mod stats;
 mod trace;
+mod validate;
 
 #[cfg(feature = "mssql")]
-pub use backend::mssql::{MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
+pub use backends::mssql::{MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
 pub use config::{
     ConfigProblem, ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, EnvSource,
     ManagerConfig, PoolSettings, ReadPreference, RetryPolicy, SslMode,
@@ -42,7 +52,7 @@ pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager};
 #[cfg(feature = "metrics")]
 pub use metrics::ManagerCollector;
 pub use sql::{ColumnRef, Database, FromValue, Row, Transaction, Value};
-pub use stats::{ConnectionStats, ManagerStats};
+pub use stats::{ConnectionStats, HistogramSnapshot, ManagerStats};
 
 /// The driver and ORM crates this crate's API exposes, re-exported so applications use the very
 /// same versions.

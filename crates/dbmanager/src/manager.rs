@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use rustc_hash::FxHashMap;
 
-use crate::config::{EnvSource, ManagerConfig};
+use crate::config::{ConfigProblems, EnvSource, ManagerConfig};
 use crate::connection::Connection;
 use crate::error::{Error, Operation, Result};
 use crate::health::Status;
@@ -53,6 +53,16 @@ struct Registry {
     /// Names are configuration, not attacker input: a fast non-DoS-resistant hash is fine.
     by_name: FxHashMap<Box<str>, Connection>,
     names: Vec<String>,
+}
+
+/// A manager held without keeping it alive (the metrics collector holds one).
+#[derive(Debug, Clone)]
+pub(crate) struct WeakManager(std::sync::Weak<Inner>);
+
+impl WeakManager {
+    pub(crate) fn upgrade(&self) -> Option<Manager> {
+        self.0.upgrade().map(|inner| Manager { inner })
+    }
 }
 
 /// Owns every named connection of an application.
@@ -105,29 +115,38 @@ impl std::fmt::Debug for Manager {
 
 impl Manager {
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
-        Arc::downgrade(&self.inner)
-    }
-
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
-        Self { inner }
+    pub(crate) fn downgrade(&self) -> WeakManager {
+        WeakManager(Arc::downgrade(&self.inner))
     }
 
     /// Validates `config` and builds the registry. Nothing connects until [`Manager::connect`].
     pub fn new(config: ManagerConfig) -> Result<Self> {
         config.validate()?;
+        Self::from_valid(config)
+    }
+
+    /// Builds the registry from a config validated already.
+    fn from_valid(config: ManagerConfig) -> Result<Self> {
         let closed = Arc::new(AtomicBool::new(false));
         let retry = config.retry_policy();
-        let by_name: FxHashMap<Box<str>, Connection> = config
-            .connections
-            .values()
-            .map(|c| {
-                let settings = config.pool_settings(c);
-                let conn = Connection::new(c.clone(), settings, retry, closed.clone());
-                (Box::from(c.name.as_str()), conn)
-            })
-            .collect();
+        let mut by_name: FxHashMap<Box<str>, Connection> = FxHashMap::default();
+        for c in config.connections.values() {
+            // Validation reports a backend missing from this build; this is its backstop.
+            let driver = crate::registry::driver(c.kind).ok_or_else(|| {
+                let mut problems = ConfigProblems::default();
+                problems.push(
+                    format!("connections.{}.type", c.name),
+                    format!(
+                        "this build of dbmanager does not include the `{}` cargo feature",
+                        c.kind
+                    ),
+                );
+                Error::Config(problems)
+            })?;
+            let settings = config.pool_settings(c);
+            let conn = Connection::new(driver, c.clone(), settings, retry, closed.clone());
+            by_name.insert(Box::from(c.name.as_str()), conn);
+        }
         let names = config.connections.keys().cloned().collect();
         let default = config
             .default_connection
@@ -146,17 +165,17 @@ impl Manager {
 
     /// Parses YAML (root key `dbmanager:`) with the process environment's overrides.
     pub fn from_yaml_str(yaml: &str) -> Result<Self> {
-        Self::new(ManagerConfig::from_yaml_str(yaml)?)
+        Self::from_valid(ManagerConfig::from_yaml_str(yaml)?)
     }
 
     /// Parses YAML with overrides and `${VAR}` values from `env`.
     pub fn from_yaml_str_with_env(yaml: &str, env: &EnvSource) -> Result<Self> {
-        Self::new(ManagerConfig::from_yaml_str_with_env(yaml, env)?)
+        Self::from_valid(ManagerConfig::from_yaml_str_with_env(yaml, env)?)
     }
 
     /// Reads a YAML file with the process environment's overrides.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        Self::new(ManagerConfig::from_file(path)?)
+        Self::from_valid(ManagerConfig::from_file(path)?)
     }
 
     /// The configuration the manager was built from.

@@ -5,60 +5,17 @@
 //! label carries a credential. Connections with `enable_metrics: false` are left out.
 
 use std::fmt::Write as _;
-use std::sync::Weak;
 
 use prometheus_client::collector::Collector;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
 use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::manager::{Inner, Manager};
-use crate::stats::KINDS;
+use crate::manager::{Manager, WeakManager};
+use crate::stats::HistogramSnapshot;
 
-/// Upper bounds of the buckets: 0.5 ms doubling to about 16 s.
-const BUCKETS: usize = 16;
-
-fn bucket_bound(i: usize) -> f64 {
-    0.0005 * f64::from(1u32 << i)
-}
-
-/// A histogram of durations kept with atomics only, so observing on the query path takes no
-/// lock (prometheus-client's own histogram takes a mutex).
-#[derive(Debug, Default)]
-pub(crate) struct Histogram {
-    /// Observations per bucket (not cumulative); the last slot is `+Inf`.
-    counts: [AtomicU64; BUCKETS + 1],
-    sum_nanos: AtomicU64,
-}
-
-impl Histogram {
-    pub(crate) fn observe(&self, d: std::time::Duration) {
-        let secs = d.as_secs_f64();
-        let bucket = (0..BUCKETS)
-            .find(|&i| secs <= bucket_bound(i))
-            .unwrap_or(BUCKETS);
-        self.counts[bucket].fetch_add(1, Relaxed);
-        self.sum_nanos
-            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
-    }
-
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let mut cumulative = 0;
-        let mut buckets = Vec::with_capacity(BUCKETS + 1);
-        for (i, count) in self.counts.iter().enumerate() {
-            cumulative += count.load(Relaxed);
-            let bound = if i < BUCKETS {
-                bucket_bound(i)
-            } else {
-                f64::INFINITY
-            };
-            buckets.push((bound, cumulative));
-        }
-        let sum = self.sum_nanos.load(Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, cumulative, &buckets, None)
-    }
+fn encode_histogram(h: &HistogramSnapshot, mut encoder: MetricEncoder) -> std::fmt::Result {
+    encoder.encode_histogram::<NoLabelSet>(h.sum.as_secs_f64(), h.count, &h.buckets, None)
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -66,7 +23,7 @@ type Labels = Vec<(&'static str, String)>;
 /// The scrape-time collector of one manager. Holds the manager weakly.
 #[derive(Debug)]
 pub struct ManagerCollector {
-    manager: Weak<Inner>,
+    manager: WeakManager,
 }
 
 impl Manager {
@@ -94,7 +51,7 @@ impl Manager {
 enum Value<'a> {
     Gauge(f64),
     Counter(u64),
-    Histogram(&'a Histogram),
+    Histogram(&'a HistogramSnapshot),
 }
 
 /// A metric family: its descriptor and its samples.
@@ -132,7 +89,7 @@ impl<'a> Family<'a> {
                     let mut sample = sample;
                     sample.encode_counter::<NoLabelSet, _, f64>(v, None)?;
                 }
-                Value::Histogram(h) => h.encode(sample)?,
+                Value::Histogram(h) => encode_histogram(h, sample)?,
             }
         }
         Ok(())
@@ -146,10 +103,9 @@ fn with(mut labels: Labels, key: &'static str, value: &str) -> Labels {
 
 impl Collector for ManagerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(inner) = self.manager.upgrade() else {
+        let Some(manager) = self.manager.upgrade() else {
             return Ok(());
         };
-        let manager = Manager::from_inner(inner);
         let connections: Vec<_> = manager
             .connections()
             .into_iter()
@@ -273,11 +229,8 @@ impl Collector for ManagerCollector {
             }
             waits.add(l.clone(), Value::Gauge(s.wait_count as f64));
             wait_time.add(l.clone(), Value::Gauge(s.wait_duration.as_secs_f64()));
-            health.add(l.clone(), Value::Histogram(&c.counters().health_seconds));
-            acquire.add(
-                l.clone(),
-                Value::Histogram(&c.counters().acquire_wait_seconds),
-            );
+            health.add(l.clone(), Value::Histogram(&s.health_check_seconds));
+            acquire.add(l.clone(), Value::Histogram(&s.acquire_wait_seconds));
             reconnects.add(
                 with(l.clone(), "result", "success"),
                 Value::Counter(s.reconnects_ok),
@@ -292,9 +245,8 @@ impl Collector for ManagerCollector {
                 Value::Counter(s.closed_max_idle_time + s.closed_max_idle),
             );
             timeouts.add(l.clone(), Value::Counter(s.acquire_timeouts));
-            for (i, kind) in KINDS.iter().enumerate() {
-                let n = c.counters().connect_errors[i].load(Relaxed);
-                errors.add(with(l.clone(), "kind", kind.as_str()), Value::Counter(n));
+            for (kind, n) in &s.connect_errors {
+                errors.add(with(l.clone(), "kind", kind.as_str()), Value::Counter(*n));
             }
             let p = pool(c);
             otel_count.add(
@@ -307,7 +259,7 @@ impl Collector for ManagerCollector {
             );
             otel_max.add(p.clone(), Value::Gauge(f64::from(s.max_open)));
             otel_timeouts.add(p.clone(), Value::Counter(s.acquire_timeouts));
-            otel_wait.add(p, Value::Histogram(&c.counters().acquire_wait_seconds));
+            otel_wait.add(p, Value::Histogram(&s.acquire_wait_seconds));
         }
         for family in [
             total,

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use tracing::Span;
 
-use crate::config::{ConnectionConfig, DatabaseType};
+use crate::config::ConnectionConfig;
+use crate::driver::Driver;
 
 /// What every span of one connection carries.
 #[derive(Debug)]
@@ -21,27 +22,22 @@ pub(crate) struct Tracer {
 }
 
 impl Tracer {
-    pub(crate) fn new(name: Arc<str>, c: &ConnectionConfig) -> Self {
-        let (system, default_port) = match c.kind {
-            DatabaseType::Postgres => ("postgresql", 5432),
-            DatabaseType::Sqlite => ("sqlite", 0),
-            DatabaseType::Mssql => ("microsoft.sql_server", 1433),
-            DatabaseType::Mongodb => ("mongodb", 27017),
-        };
-        let namespace = match c.kind {
-            DatabaseType::Sqlite => c.filepath.as_ref().map(|p| p.display().to_string()),
-            _ => c.database.clone(),
-        };
+    pub(crate) fn new(name: Arc<str>, c: &ConnectionConfig, driver: &Driver) -> Self {
+        // The database name, or for an embedded database its file.
+        let namespace = c
+            .database
+            .clone()
+            .or_else(|| c.filepath.as_ref().map(|p| p.display().to_string()));
         Self {
             // Without the `otel` feature spans compile away to `Span::none()`.
             enabled: cfg!(feature = "otel") && c.enable_tracing,
             statements: c.trace_statements,
             connection: name,
-            system,
+            system: driver.system_name,
             namespace: namespace.unwrap_or_default(),
             // From the fields only: a dsn may carry a password, so it is never parsed for spans.
             address: c.host.clone().unwrap_or_default(),
-            port: c.port.unwrap_or(default_port),
+            port: c.port.or(driver.default_port).unwrap_or(0),
         }
     }
 

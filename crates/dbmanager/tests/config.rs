@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use dbmanager::{DatabaseType, DefaultOrm, EnvSource, Error, ErrorKind, ManagerConfig, SslMode};
+use dbmanager::{
+    ConfigProblems, DatabaseType, DefaultOrm, EnvSource, ErrorKind, ManagerConfig, SslMode,
+};
 use proptest::prelude::*;
 
 const SEED_EXAMPLE: &str = r#"
@@ -51,7 +53,7 @@ dbmanager:
       enable_metrics: true
 "#;
 
-fn load(yaml: &str) -> Result<ManagerConfig, Error> {
+fn load(yaml: &str) -> Result<ManagerConfig, ConfigProblems> {
     ManagerConfig::from_yaml_str_with_env(yaml, &EnvSource::empty())
 }
 
@@ -62,8 +64,7 @@ fn problems(yaml: &str) -> Vec<String> {
 fn problems_env(yaml: &str, env: &EnvSource) -> Vec<String> {
     match ManagerConfig::from_yaml_str_with_env(yaml, env) {
         Ok(_) => panic!("expected problems"),
-        Err(Error::Config(p)) => p.iter().map(|p| p.to_string()).collect(),
-        Err(other) => panic!("unexpected error {other}"),
+        Err(p) => p.iter().map(|p| p.to_string()).collect(),
     }
 }
 
@@ -199,7 +200,7 @@ fn every_problem_is_reported_at_once_with_paths_in_stable_order() {
     let expected_prefixes = [
         "connections.analytics.port: 70000 is not a valid port",
         "connections.analytics.sslmode: `sometimes` is not valid",
-        "connections.bad.type: `postgress` is not valid; expected one of postgres, sqlite, mssql, mongodb (did you mean `postgres`?)",
+        "connections.bad.type: `postgress` is not valid; expected one of postgres, sqlite, mssql, mongodb, mysql (did you mean `postgres`?)",
         "connections.both.password: set either password or password_file, not both",
         "connections.both.password_file: cannot read `/nonexistent/pw`",
         "connections.cache.filepath: required for sqlite when no dsn is given",
@@ -409,7 +410,7 @@ fn invalid_yaml_is_one_clear_problem() {
     let p = problems("dbmanager:\n  connections: [\n");
     assert_eq!(p.len(), 1);
     assert!(p[0].starts_with("the document is not valid YAML"), "{p:?}");
-    let err = load("dbmanager:\n  connections: 5\n").unwrap_err();
+    let err = dbmanager::Error::from(load("dbmanager:\n  connections: 5\n").unwrap_err());
     assert_eq!(err.kind(), ErrorKind::Configuration);
     assert!(
         err.to_string().contains("connections: must be a mapping"),
@@ -492,7 +493,7 @@ proptest! {
         }
         match load(&yaml) {
             Ok(_) => {}
-            Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Configuration),
+            Err(e) => prop_assert_eq!(dbmanager::Error::from(e).kind(), ErrorKind::Configuration),
         }
     }
 }

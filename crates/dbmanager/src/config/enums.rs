@@ -44,10 +44,20 @@ config_enum! {
         Mssql => "mssql",
         /// MongoDB through the official driver.
         Mongodb => "mongodb",
+        /// MySQL or MariaDB through sqlx (`mariadb` is accepted as an alias).
+        Mysql => "mysql",
     }
 }
 
 impl DatabaseType {
+    /// Parses a `type` value, aliases included.
+    pub fn from_name(text: &str) -> Option<Self> {
+        match text {
+            "mariadb" => Some(DatabaseType::Mysql),
+            other => Self::parse(other),
+        }
+    }
+
     /// Whether the backend speaks SQL.
     pub fn is_sql(self) -> bool {
         !matches!(self, DatabaseType::Mongodb)

@@ -4,7 +4,7 @@
 //! document is collected, with its path, instead of stopping at the first one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
@@ -15,7 +15,6 @@ use super::{
     ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, ReadPreference,
     SslMode,
 };
-use crate::error::Error;
 
 /// Prefix of environment overrides: `DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD=...`.
 pub const ENV_PREFIX: &str = "DBMANAGER__";
@@ -110,46 +109,23 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for EnvSource {
     }
 }
 
-impl ManagerConfig {
-    /// Parses YAML (root key `dbmanager:`) with the process environment's overrides.
-    pub fn from_yaml_str(yaml: &str) -> Result<Self, Error> {
-        Self::from_yaml_str_with_env(yaml, &EnvSource::process())
+/// Parses YAML with overrides and `${VAR}` values taken from `env`, without the semantic
+/// checks. Returns the config, the connections too broken to be typed, and the problems found.
+pub(crate) fn parse(
+    yaml: &str,
+    env: &EnvSource,
+) -> (ManagerConfig, HashSet<String>, ConfigProblems) {
+    let mut problems = ConfigProblems::default();
+    let mut root = parse_root(yaml, &mut problems);
+    if let Some(root) = root.as_mut() {
+        overlay_env(root, env, &mut problems);
+        interpolate(root, env, "", &mut problems);
     }
-
-    /// Reads and parses a YAML file with the process environment's overrides.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let mut problems = ConfigProblems::default();
-            problems.push("", format!("cannot read `{}`: {e}", path.display()));
-            Error::Config(problems)
-        })?;
-        Self::from_yaml_str(&text)
-    }
-
-    /// Builds the config from the environment overrides alone (no file).
-    pub fn from_env(env: &EnvSource) -> Result<Self, Error> {
-        Self::from_yaml_str_with_env("dbmanager: {}", env)
-    }
-
-    /// Parses YAML with overrides and `${VAR}` values taken from `env`, then validates.
-    ///
-    /// Every problem found is reported at once, sorted by path.
-    pub fn from_yaml_str_with_env(yaml: &str, env: &EnvSource) -> Result<Self, Error> {
-        let mut problems = ConfigProblems::default();
-        let mut root = parse_root(yaml, &mut problems);
-        if let Some(root) = root.as_mut() {
-            overlay_env(root, env, &mut problems);
-            interpolate(root, env, "", &mut problems);
-        }
-        let (config, broken) = match root {
-            Some(Value::Object(map)) => walk_manager(&map, &mut problems),
-            _ => (ManagerConfig::default(), HashSet::new()),
-        };
-        problems.extend(config.problems_with(&broken));
-        problems.into_result().map_err(Error::Config)?;
-        Ok(config)
-    }
+    let (config, broken) = match root {
+        Some(Value::Object(map)) => walk_manager(&map, &mut problems),
+        _ => (ManagerConfig::default(), HashSet::new()),
+    };
+    (config, broken, problems)
 }
 
 fn parse_root(yaml: &str, problems: &mut ConfigProblems) -> Option<Value> {
@@ -400,7 +376,7 @@ fn walk_connection(
             f.problem("type", msg);
             None
         }
-        Some(_) => f.parse_enum("type", DatabaseType::parse, DatabaseType::NAMES),
+        Some(_) => f.parse_enum("type", DatabaseType::from_name, DatabaseType::NAMES),
     };
     let mut c = ConnectionConfig::new(key, kind.unwrap_or(DatabaseType::Sqlite));
     if let Some(name) = f.string("name") {

@@ -6,7 +6,6 @@
 mod enums;
 mod load;
 mod problems;
-mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,7 +15,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use enums::{DatabaseType, DefaultOrm, ReadPreference, SslMode};
+pub(crate) use load::parse as parse_yaml;
 pub use load::{ENV_PREFIX, EnvSource};
+pub(crate) use problems::ConnectionProblems;
 pub use problems::{ConfigProblem, ConfigProblems};
 
 /// Global pool defaults (`max_open_conns: 25`).

@@ -80,6 +80,29 @@ impl fmt::Display for ConfigProblems {
 
 impl std::error::Error for ConfigProblems {}
 
+/// The problems of one connection, each recorded under `connections.<name>.<field>`.
+pub(crate) struct ConnectionProblems<'a> {
+    key: &'a str,
+    problems: &'a mut ConfigProblems,
+}
+
+impl<'a> ConnectionProblems<'a> {
+    pub(crate) fn new(key: &'a str, problems: &'a mut ConfigProblems) -> Self {
+        Self { key, problems }
+    }
+
+    /// The connection's key.
+    pub(crate) fn key(&self) -> &str {
+        self.key
+    }
+
+    /// Records a problem with `field` of this connection.
+    pub(crate) fn push(&mut self, field: &str, message: impl Into<String>) {
+        let path = format!("connections.{}.{field}", self.key);
+        self.problems.push(path, message);
+    }
+}
+
 /// A "did you mean" suffix when a known word is close to the unknown one.
 pub(crate) fn did_you_mean<'a>(
     word: &str,

@@ -461,6 +461,7 @@ pub fn mongo_config(name: &str, database: &str) -> ConnectionConfig {
     c
 }
 
+pub mod mysql;
 pub mod proxy;
 
 impl PrivateCluster {

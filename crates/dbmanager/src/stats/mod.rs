@@ -1,10 +1,16 @@
 //! Pool statistics: live counters kept with atomics, and the snapshots handed to callers.
 
+mod histogram;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+pub(crate) use histogram::Histogram;
+pub use histogram::HistogramSnapshot;
+
 use crate::config::DatabaseType;
+use crate::error::ErrorKind;
 use crate::health::Status;
 
 /// Counters one pool updates as events happen. Atomics only: the query path takes no lock.
@@ -12,10 +18,8 @@ use crate::health::Status;
 pub(crate) struct PoolCounters {
     /// Failed connects by [`crate::ErrorKind`] (index from [`kind_index`]).
     pub connect_errors: [AtomicU64; KINDS.len()],
-    #[cfg(feature = "metrics")]
-    pub health_seconds: crate::metrics::Histogram,
-    #[cfg(feature = "metrics")]
-    pub acquire_wait_seconds: crate::metrics::Histogram,
+    pub health_seconds: Histogram,
+    pub acquire_wait_seconds: Histogram,
     pub opened: AtomicU64,
     pub closed_max_lifetime: AtomicU64,
     pub closed_max_idle: AtomicU64,
@@ -29,22 +33,22 @@ pub(crate) struct PoolCounters {
 }
 
 /// The error kinds counted per connection, in label order.
-pub(crate) const KINDS: [crate::ErrorKind; 7] = [
-    crate::ErrorKind::Transient,
-    crate::ErrorKind::Authentication,
-    crate::ErrorKind::Configuration,
-    crate::ErrorKind::Closed,
-    crate::ErrorKind::NotFound,
-    crate::ErrorKind::Unsupported,
-    crate::ErrorKind::Query,
+pub(crate) const KINDS: [ErrorKind; 7] = [
+    ErrorKind::Transient,
+    ErrorKind::Authentication,
+    ErrorKind::Configuration,
+    ErrorKind::Closed,
+    ErrorKind::NotFound,
+    ErrorKind::Unsupported,
+    ErrorKind::Query,
 ];
 
-pub(crate) fn kind_index(kind: crate::ErrorKind) -> usize {
+pub(crate) fn kind_index(kind: ErrorKind) -> usize {
     KINDS.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
 impl PoolCounters {
-    pub(crate) fn record_connect_error(&self, kind: crate::ErrorKind) {
+    pub(crate) fn record_connect_error(&self, kind: ErrorKind) {
         self.connect_errors[kind_index(kind)].fetch_add(1, Relaxed);
     }
 
@@ -58,7 +62,7 @@ impl PoolCounters {
 }
 
 /// A snapshot of one connection's pool, in the spirit of Go's `sql.DBStats`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct ConnectionStats {
     /// Connection name.
@@ -98,6 +102,15 @@ pub struct ConnectionStats {
     pub reconnects_ok: u64,
     /// Reconnects that failed.
     pub reconnects_failed: u64,
+    /// Failed connect attempts by error kind (every kind listed, zeros included).
+    #[serde(skip)]
+    pub connect_errors: Vec<(ErrorKind, u64)>,
+    /// Health check durations.
+    #[serde(skip)]
+    pub health_check_seconds: HistogramSnapshot,
+    /// Time to check a connection out through this library.
+    #[serde(skip)]
+    pub acquire_wait_seconds: HistogramSnapshot,
 }
 
 fn as_str<S: serde::Serializer>(kind: &DatabaseType, s: S) -> Result<S::Ok, S::Error> {
@@ -119,6 +132,21 @@ pub(crate) struct PoolGauges {
     pub open: u32,
     pub idle: u32,
     pub max_open: u32,
+    /// Counts the driver keeps itself (bb8's statistics, MongoDB's pool events); they replace
+    /// the hook-maintained counters of the same names.
+    pub driver_counts: Option<DriverCounts>,
+}
+
+/// Lifetime counts a driver keeps on its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct DriverCounts {
+    pub opened: u64,
+    pub closed_max_lifetime: u64,
+    pub closed_max_idle: u64,
+    pub closed_broken: u64,
+    pub waits: u64,
+    pub wait_nanos: u64,
+    pub acquire_timeouts: u64,
 }
 
 impl ConnectionStats {
@@ -129,10 +157,19 @@ impl ConnectionStats {
         gauges: PoolGauges,
         c: &PoolCounters,
     ) -> Self {
-        let opened = c.opened.load(Relaxed);
-        let lifetime = c.closed_max_lifetime.load(Relaxed);
-        let max_idle = c.closed_max_idle.load(Relaxed);
-        let broken = c.closed_broken.load(Relaxed);
+        let counts = gauges.driver_counts.unwrap_or_else(|| DriverCounts {
+            opened: c.opened.load(Relaxed),
+            closed_max_lifetime: c.closed_max_lifetime.load(Relaxed),
+            closed_max_idle: c.closed_max_idle.load(Relaxed),
+            closed_broken: c.closed_broken.load(Relaxed),
+            waits: c.waits.load(Relaxed),
+            wait_nanos: c.wait_nanos.load(Relaxed),
+            acquire_timeouts: c.acquire_timeouts.load(Relaxed),
+        });
+        let opened = counts.opened;
+        let lifetime = counts.closed_max_lifetime;
+        let max_idle = counts.closed_max_idle;
+        let broken = counts.closed_broken;
         let on_close = c.closed_on_close.load(Relaxed);
         // The driver's reaper closes idle-timed-out connections without a hook, so that count is
         // what remains of all closes once the others are taken out.
@@ -146,9 +183,9 @@ impl ConnectionStats {
             in_use: gauges.open.saturating_sub(gauges.idle),
             idle: gauges.idle,
             max_open: gauges.max_open,
-            wait_count: c.waits.load(Relaxed),
-            wait_duration: Duration::from_nanos(c.wait_nanos.load(Relaxed)),
-            acquire_timeouts: c.acquire_timeouts.load(Relaxed),
+            wait_count: counts.waits,
+            wait_duration: Duration::from_nanos(counts.wait_nanos),
+            acquire_timeouts: counts.acquire_timeouts,
             opened_total: opened,
             closed_max_lifetime: lifetime,
             closed_max_idle: max_idle,
@@ -156,6 +193,13 @@ impl ConnectionStats {
             closed_broken: broken,
             reconnects_ok: c.reconnects_ok.load(Relaxed),
             reconnects_failed: c.reconnects_failed.load(Relaxed),
+            connect_errors: KINDS
+                .iter()
+                .zip(&c.connect_errors)
+                .map(|(kind, n)| (*kind, n.load(Relaxed)))
+                .collect(),
+            health_check_seconds: c.health_seconds.snapshot(),
+            acquire_wait_seconds: c.acquire_wait_seconds.snapshot(),
         }
     }
 }

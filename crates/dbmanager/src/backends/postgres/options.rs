@@ -1,18 +1,17 @@
-//! PostgreSQL: connect options from the config, one sqlx pool, SeaORM on the same pool.
+//! PostgreSQL connect options: the given `dsn` or one built from the fields, then the
+//! structured settings on top.
 
 use std::str::FromStr;
 
 use secrecy::ExposeSecret;
-use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-use super::{ConnectSpec, SqlPool, config_error};
+use super::{DEFAULT_PORT, Pg};
+use crate::backends::config_error;
+use crate::backends::sqlx::sqlx_error;
 use crate::config::{ConnectionConfig, PoolSettings, SslMode};
 use crate::dsn;
 use crate::error::{Operation, Result};
-use crate::pool::sqlx_error;
-
-pub(crate) const DEFAULT_PORT: u16 = 5432;
 
 /// The driver options for a connection: the given `dsn` or one built from the fields, parsed by
 /// sqlx's own parser, then the structured settings applied on top.
@@ -28,7 +27,7 @@ pub(crate) fn connect_options(
         None => dsn::url("postgres", c, password.as_ref(), DEFAULT_PORT),
     };
     let mut options = PgConnectOptions::from_str(url.expose_secret())
-        .map_err(|e| sqlx_error(name, Operation::Connect, e))?;
+        .map_err(|e| sqlx_error::<Pg>(name, Operation::Connect, e))?;
     if c.dsn.is_some()
         && let Some(pw) = &password
     {
@@ -81,23 +80,6 @@ fn ssl_mode(mode: SslMode) -> PgSslMode {
 /// `search_path` takes identifiers: quote so that mixed case and spaces survive.
 fn quote_identifier(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
-}
-
-pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<SqlPool<sqlx::Postgres>> {
-    let options = connect_options(spec.name, spec.config, spec.settings)?;
-    let _ = super::probe::<sqlx::Postgres>(spec, &options)
-        .await?
-        .close()
-        .await;
-    let (pool, slot) = super::lazy_pool(spec, options).await?;
-    #[cfg(feature = "sea-orm")]
-    let orm = sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
-    Ok(SqlPool::new(
-        pool,
-        slot,
-        #[cfg(feature = "sea-orm")]
-        orm,
-    ))
 }
 
 #[cfg(test)]

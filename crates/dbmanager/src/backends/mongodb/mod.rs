@@ -14,14 +14,56 @@ use mongodb::options::{
 };
 use secrecy::ExposeSecret;
 
-use super::{ConnectSpec, bounded, config_error};
-use crate::config::{ConnectionConfig, PoolSettings, ReadPreference, SslMode};
+use std::any::{Any, TypeId};
+
+use futures_util::future::BoxFuture;
+
+use crate::backends::{bounded, config_error};
+use crate::config::ConnectionProblems;
+use crate::config::{
+    ConnectionConfig, DatabaseType, DefaultOrm, PoolSettings, ReadPreference, SslMode,
+};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec, SqlExecutor};
 use crate::dsn;
 use crate::error::{Error, ErrorKind, Operation, Result};
-use crate::stats::{PoolCounters, PoolGauges};
+use crate::stats::{DriverCounts, PoolGauges};
 
 /// MongoDB's default port.
 pub const DEFAULT_PORT: u16 = 27017;
+
+pub(crate) static DRIVER: Driver = Driver {
+    kind: DatabaseType::Mongodb,
+    system_name: "mongodb",
+    default_port: Some(DEFAULT_PORT),
+    dsn_schemes: &["mongodb://", "mongodb+srv://"],
+    fields: &[
+        Field::Host,
+        Field::Port,
+        Field::User,
+        Field::Password,
+        Field::PasswordFile,
+        Field::Database,
+        Field::Sslmode,
+        Field::AuthSource,
+        Field::ReplicaSet,
+        Field::ReadPreference,
+        Field::TrustServerCertificate,
+    ],
+    required: &[Field::Host],
+    no_sea_orm: Some("sea-orm is a SQL layer; mongodb has none"),
+    check,
+    classify: |e| e.downcast_ref::<mongodb::error::Error>().map(classify),
+    open,
+};
+
+fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+    if c.user.is_some() && c.password.is_none() && c.password_file.is_none() {
+        p.push(
+            "password",
+            "a user is set without a password; MongoDB would drop the credential",
+        );
+    }
+}
 
 /// Pool activity seen through CMAP events.
 #[derive(Debug, Default)]
@@ -108,8 +150,11 @@ impl PoolEvents {
 
 /// The open MongoDB client of one connection.
 pub(crate) struct MongoBackend {
-    pub client: mongodb::Client,
-    pub database: Option<String>,
+    name: Arc<str>,
+    client: mongodb::Client,
+    /// The configured database, if any.
+    database: Option<mongodb::Database>,
+    database_name: Option<String>,
     criteria: Option<SelectionCriteria>,
     events: Arc<PoolEvents>,
     max_pool: u32,
@@ -117,52 +162,78 @@ pub(crate) struct MongoBackend {
 }
 
 impl MongoBackend {
-    pub(crate) fn gauges(&self, counters: &PoolCounters) -> PoolGauges {
+    /// Sizes and counts from the pool events; reads only.
+    pub(crate) fn gauges(&self) -> PoolGauges {
         let e = &self.events;
-        counters.opened.store(e.created.load(Relaxed), Relaxed);
-        counters
-            .closed_broken
-            .store(e.closed_broken.load(Relaxed), Relaxed);
-        counters.waits.store(e.waits.load(Relaxed), Relaxed);
-        counters
-            .wait_nanos
-            .store(e.wait_nanos.load(Relaxed), Relaxed);
-        counters
-            .acquire_timeouts
-            .store(e.timeouts.load(Relaxed), Relaxed);
         let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         PoolGauges {
             open: clamp(e.open()),
             idle: clamp(e.idle()),
             max_open: self.max_pool,
+            driver_counts: Some(DriverCounts {
+                opened: e.created.load(Relaxed),
+                closed_broken: e.closed_broken.load(Relaxed),
+                waits: e.waits.load(Relaxed),
+                wait_nanos: e.wait_nanos.load(Relaxed),
+                acquire_timeouts: e.timeouts.load(Relaxed),
+                ..DriverCounts::default()
+            }),
         }
     }
 
     /// Pings the configured database with the configured read preference.
-    pub(crate) async fn ping(&self, name: &str) -> Result<()> {
+    async fn ping(&self) -> Result<()> {
         ping(
-            name,
+            &self.name,
             &self.client,
-            self.database.as_deref(),
+            self.database_name.as_deref(),
             self.criteria.clone(),
             self.ping_timeout,
         )
         .await
     }
+}
 
-    /// Graceful shutdown (waits for sessions and cursors in use) bounded by `deadline`, then an
-    /// immediate one.
-    pub(crate) async fn close(&self, deadline: Duration) -> bool {
-        let graceful = tokio::time::timeout(deadline, self.client.clone().shutdown()).await;
-        if graceful.is_err() {
-            self.client.clone().shutdown().immediate(true).await;
-            return false;
-        }
-        true
+impl BackendPool for MongoBackend {
+    fn gauges(&self) -> PoolGauges {
+        MongoBackend::gauges(self)
     }
 
-    pub(crate) fn in_use(&self) -> u32 {
-        u32::try_from(self.events.in_use()).unwrap_or(u32::MAX)
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(MongoBackend::ping(self))
+    }
+
+    /// The driver's monitor re-discovers servers and clears its pool by itself.
+    fn discard_idle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// The driver has no idle cap; `conn_max_idle_time` (maxIdleTimeMS) bounds idle connections.
+    fn trim_idle(&self, _max_idle: u32) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// Graceful shutdown: waits for sessions and cursors in use.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.client.clone().shutdown().into_future())
+    }
+
+    fn close_now(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.client.clone().shutdown().immediate(true).into_future())
+    }
+
+    fn layer(&self, type_id: TypeId) -> Option<&(dyn Any + Send + Sync)> {
+        if type_id == TypeId::of::<mongodb::Client>() {
+            return Some(&self.client);
+        }
+        if type_id == TypeId::of::<mongodb::Database>() {
+            return self.database.as_ref().map(|d| d as _);
+        }
+        None
+    }
+
+    fn sql(&self, _layer: DefaultOrm) -> std::result::Result<Arc<dyn SqlExecutor>, &'static str> {
+        Err("MongoDB is not a SQL database")
     }
 }
 
@@ -301,7 +372,11 @@ fn tls(mode: SslMode, trust: bool) -> Tls {
     Tls::Enabled(options)
 }
 
-pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<MongoBackend> {
+fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
+    Box::pin(async move { Ok(Box::new(open_client(spec).await?) as Box<dyn BackendPool>) })
+}
+
+async fn open_client(spec: &OpenSpec<'_>) -> Result<MongoBackend> {
     let mut options = client_options(spec.name, spec.config, spec.settings).await?;
     let events = Arc::new(PoolEvents::default());
     let max_pool = spec.settings.max_open;
@@ -327,7 +402,7 @@ pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<MongoBackend> {
         client.shutdown().immediate(true).await;
         return Err(match e {
             Error::Database { source, kind, .. } => Error::Database {
-                connection: spec.name.to_owned(),
+                connection: spec.name.to_string(),
                 operation: Operation::Connect,
                 kind,
                 source,
@@ -336,8 +411,10 @@ pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<MongoBackend> {
         });
     }
     Ok(MongoBackend {
+        name: spec.name.clone(),
+        database: database.as_deref().map(|d| client.database(d)),
+        database_name: database,
         client,
-        database,
         criteria,
         events,
         max_pool,
@@ -346,8 +423,13 @@ pub(crate) async fn open(spec: &ConnectSpec<'_>) -> Result<MongoBackend> {
 }
 
 pub(crate) fn mongo_error(name: &str, operation: Operation, e: mongodb::error::Error) -> Error {
+    let kind = classify(&e);
+    Error::database(name, operation, kind, e)
+}
+
+fn classify(e: &mongodb::error::Error) -> ErrorKind {
     use mongodb::error::ErrorKind as K;
-    let kind = match e.kind.as_ref() {
+    match e.kind.as_ref() {
         K::Authentication { .. } => ErrorKind::Authentication,
         K::InvalidArgument { .. } | K::InvalidTlsConfig { .. } => ErrorKind::Configuration,
         K::ServerSelection { .. }
@@ -362,8 +444,7 @@ pub(crate) fn mongo_error(name: &str, operation: Operation, e: mongodb::error::E
             ErrorKind::Transient
         }
         _ => ErrorKind::Query,
-    };
-    Error::database(name, operation, kind, e)
+    }
 }
 
 #[cfg(test)]

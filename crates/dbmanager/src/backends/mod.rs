@@ -1,0 +1,34 @@
+//! The backends, one folder each, behind the seam of [`crate::driver`]. Each folder's `DRIVER`
+//! is listed in [`crate::registry`]; nothing outside this folder knows one backend from another.
+
+#[cfg(feature = "mongodb")]
+pub(crate) mod mongodb;
+#[cfg(feature = "mssql")]
+pub(crate) mod mssql;
+#[cfg(feature = "mysql")]
+pub(crate) mod mysql;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
+pub(crate) mod sqlx;
+
+use std::time::Duration;
+
+pub(crate) use crate::deadline::bounded;
+use crate::error::{Error, ErrorKind, Operation};
+
+/// A pooled connection used within this window is handed out without a ping (HikariCP's
+/// 500 ms); one idle longer is pinged first, and a failed ping discards it.
+pub(crate) const LIVENESS_WINDOW: Duration = Duration::from_millis(500);
+
+/// A connect-time configuration error.
+pub(crate) fn config_error(name: &str, message: impl Into<String>) -> Error {
+    Error::database(
+        name,
+        Operation::Connect,
+        ErrorKind::Configuration,
+        message.into(),
+    )
+}

@@ -1,0 +1,155 @@
+//! tiberius options from the connection's config.
+
+use secrecy::ExposeSecret;
+use tiberius::{AuthMethod, Config, EncryptionLevel};
+
+use super::DEFAULT_PORT;
+use crate::backends::config_error;
+use crate::config::{ConnectionConfig, PoolSettings, SslMode};
+use crate::dsn;
+use crate::error::Result;
+
+/// Splits `host\instance`.
+fn host_and_instance(host: &str) -> (&str, Option<&str>) {
+    match host.split_once('\\') {
+        Some((h, i)) if !i.is_empty() => (h, Some(i)),
+        _ => (host, None),
+    }
+}
+
+/// tiberius options: the ADO.NET `dsn` through tiberius's own parser, or the structured fields
+/// set directly (no string escaping involved); then the settings that apply either way.
+pub(crate) fn connect_config(
+    name: &str,
+    c: &ConnectionConfig,
+    settings: &PoolSettings,
+) -> Result<Config> {
+    let password = dsn::resolve_password(c)
+        .map_err(|e| config_error(name, format!("cannot read password_file: {e}")))?;
+    let mut config = match &c.dsn {
+        Some(ado) => Config::from_ado_string(ado.expose_secret())
+            .map_err(|e| config_error(name, format!("invalid dsn: {e}")))?,
+        None => {
+            let mut config = Config::new();
+            let (host, instance) = host_and_instance(c.host.as_deref().unwrap_or("localhost"));
+            config.host(host);
+            if let Some(instance) = instance {
+                config.instance_name(instance);
+            }
+            if c.port.is_some() || instance.is_none() {
+                config.port(c.port.unwrap_or(DEFAULT_PORT));
+            }
+            if let Some(db) = &c.database {
+                config.database(db);
+            }
+            config
+        }
+    };
+    if let Some(user) = &c.user {
+        let password = password.as_ref().map(|p| p.expose_secret()).unwrap_or("");
+        config.authentication(AuthMethod::sql_server(user, password));
+    }
+    let mode = match (&c.dsn, c.sslmode) {
+        (_, Some(mode)) => Some(mode),
+        (None, None) => Some(SslMode::Prefer),
+        (Some(_), None) => None,
+    };
+    if let Some(mode) = mode {
+        let (level, verify) = encryption(mode);
+        config.encryption(level);
+        if !verify || c.trust_server_certificate {
+            config.trust_cert();
+        }
+    }
+    if let Some(app) = &c.application_name {
+        config.application_name(app);
+    }
+    config.command_timeout(settings.query_timeout);
+    config.handshake_timeout(Some(settings.connect_timeout));
+    Ok(config)
+}
+
+/// `sslmode` → TDS encryption level, and whether the certificate is verified by default.
+fn encryption(mode: SslMode) -> (EncryptionLevel, bool) {
+    match mode {
+        SslMode::Disable => (EncryptionLevel::NotSupported, false),
+        // TDS "off" still encrypts the login packet; nothing to verify against.
+        SslMode::Allow => (EncryptionLevel::Off, false),
+        SslMode::Prefer => (EncryptionLevel::On, true),
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            (EncryptionLevel::Required, true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DatabaseType, ManagerConfig};
+    use crate::error::ErrorKind;
+
+    fn base() -> ConnectionConfig {
+        let mut c = ConnectionConfig::new("ms", DatabaseType::Mssql);
+        c.host = Some("db.example".into());
+        c
+    }
+
+    #[test]
+    fn named_instances_are_split_from_the_host() {
+        assert_eq!(
+            host_and_instance("srv\\SQLEXPRESS"),
+            ("srv", Some("SQLEXPRESS"))
+        );
+        assert_eq!(host_and_instance("srv"), ("srv", None));
+        let mut c = base();
+        c.host = Some("srv\\SQLEXPRESS".into());
+        let settings = ManagerConfig::default().pool_settings(&c);
+        let config = connect_config("ms", &c, &settings).unwrap();
+        // No port: the SQL Server Browser (UDP 1434) resolves the instance.
+        assert_eq!(config.get_addr(), "srv:1434");
+    }
+
+    #[test]
+    fn host_and_port_reach_the_config() {
+        let mut c = base();
+        c.port = Some(14330);
+        let settings = ManagerConfig::default().pool_settings(&c);
+        assert_eq!(
+            connect_config("ms", &c, &settings).unwrap().get_addr(),
+            "db.example:14330"
+        );
+    }
+
+    #[test]
+    fn a_given_ado_string_is_parsed_by_tiberius() {
+        let c = ConnectionConfig::from_dsn(
+            "ms",
+            DatabaseType::Mssql,
+            "server=tcp:ado.example,1500;database=app;user id=sa;password='p;w'",
+        );
+        let settings = ManagerConfig::default().pool_settings(&c);
+        assert_eq!(
+            connect_config("ms", &c, &settings).unwrap().get_addr(),
+            "ado.example:1500"
+        );
+        let bad = ConnectionConfig::from_dsn("ms", DatabaseType::Mssql, "server=tcp:x,notaport");
+        let err = connect_config("ms", &bad, &settings).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+    }
+
+    #[test]
+    fn sslmode_maps_to_encryption() {
+        assert!(matches!(
+            encryption(SslMode::Disable),
+            (EncryptionLevel::NotSupported, false)
+        ));
+        assert!(matches!(
+            encryption(SslMode::Require),
+            (EncryptionLevel::Required, true)
+        ));
+        assert!(matches!(
+            encryption(SslMode::VerifyFull),
+            (EncryptionLevel::Required, true)
+        ));
+    }
+}

@@ -1,0 +1,188 @@
+//! SQL Server through tiberius clients in a bb8 pool, with the cheap/expensive check split, the
+//! idle cap enforced on release, and bb8's statistics mapped onto the crate's stats.
+
+mod config;
+mod pool;
+mod sql;
+
+use std::any::{Any, TypeId};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+
+pub use pool::{MssqlClient, MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
+
+use crate::backends::bounded;
+use crate::config::{DatabaseType, DefaultOrm};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec, SqlExecutor, no_check};
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::stats::PoolGauges;
+use pool::{ErrorSink, LastError, open_client};
+
+/// SQL Server's default port.
+pub const DEFAULT_PORT: u16 = 1433;
+
+pub(crate) static DRIVER: Driver = Driver {
+    kind: DatabaseType::Mssql,
+    system_name: "microsoft.sql_server",
+    default_port: Some(DEFAULT_PORT),
+    // ADO.NET strings have no scheme.
+    dsn_schemes: &[],
+    fields: &[
+        Field::Host,
+        Field::Port,
+        Field::User,
+        Field::Password,
+        Field::PasswordFile,
+        Field::Database,
+        Field::Sslmode,
+        Field::Schema,
+        Field::TrustServerCertificate,
+    ],
+    required: &[Field::Host],
+    no_sea_orm: Some("sea-orm has no SQL Server driver; use `native`"),
+    check: no_check,
+    classify: |e| e.downcast_ref::<tiberius::error::Error>().map(classify),
+    open,
+};
+
+/// The open SQL Server backend: the public pool and the neutral handle's executor on it.
+struct MssqlBackend {
+    pool: MssqlPool,
+    native: Arc<dyn SqlExecutor>,
+}
+
+impl BackendPool for MssqlBackend {
+    fn gauges(&self) -> PoolGauges {
+        self.pool.gauges()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.pool.ping())
+    }
+
+    fn discard_idle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.pool.discard_idle())
+    }
+
+    /// The cap is enforced when a client is released (`MssqlConnection::drop`), where bb8 lets
+    /// the pool decide; no racing releases can overshoot it.
+    fn trim_idle(&self, _max_idle: u32) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.pool.close())
+    }
+
+    fn close_now(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.pool.discard_idle())
+    }
+
+    fn layer(&self, type_id: TypeId) -> Option<&(dyn Any + Send + Sync)> {
+        (type_id == TypeId::of::<MssqlPool>()).then_some(&self.pool as _)
+    }
+
+    fn sql(&self, layer: DefaultOrm) -> std::result::Result<Arc<dyn SqlExecutor>, &'static str> {
+        match layer {
+            DefaultOrm::Native => Ok(self.native.clone()),
+            _ => Err("open-source SeaORM has no SQL Server driver; use `mssql()` or `database()`"),
+        }
+    }
+}
+
+fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
+    Box::pin(async move {
+        let pool = open_pool(spec).await?;
+        let native = Arc::new(sql::MssqlExecutor {
+            name: spec.name.clone(),
+            pool: pool.clone(),
+        });
+        Ok(Box::new(MssqlBackend { pool, native }) as Box<dyn BackendPool>)
+    })
+}
+
+async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
+    let config = config::connect_config(spec.name, spec.config, spec.settings)?;
+    let probe = bounded(
+        spec.name,
+        Operation::Connect,
+        spec.settings.connect_timeout,
+        async {
+            open_client(&config)
+                .await
+                .map_err(|e| login_error(spec.name, e))
+        },
+    )
+    .await?;
+    let last_error = Arc::new(LastError::default());
+    let s = spec.settings;
+    let pool = bb8::Pool::builder()
+        .max_size(s.max_open)
+        .min_idle((s.min_open > 0).then_some(s.min_open))
+        .max_lifetime(s.max_lifetime)
+        .idle_timeout(s.max_idle_time)
+        .connection_timeout(s.connect_timeout)
+        // Validation happens in `acquire`, only for clients idle past the liveness window.
+        .test_on_check_out(false)
+        .error_sink(Box::new(ErrorSink(last_error.clone())))
+        .build_unchecked(MssqlManager { config });
+    let pool = MssqlPool {
+        name: spec.name.clone(),
+        pool,
+        max_idle: s.max_idle,
+        idle_closes: Arc::default(),
+        last_error,
+        closed: Arc::default(),
+    };
+    // Keep the probe instead of opening a second connection.
+    if s.max_idle > 0 {
+        let _ = pool.pool.add(MssqlClient {
+            client: probe,
+            last_used: Instant::now(),
+            broken: false,
+        });
+    } else {
+        let _ = probe.close().await;
+    }
+    Ok(pool)
+}
+
+/// Errors while logging in: a server error token here means the login was refused.
+fn login_error(name: &str, e: tiberius::error::Error) -> Error {
+    let kind = match &e {
+        tiberius::error::Error::Server(token) => match token.code() {
+            // Azure SQL's documented transient login errors.
+            40613 | 40197 | 40501 | 49918 | 49919 | 49920 | 4221 | 10928 | 10929 => {
+                ErrorKind::Transient
+            }
+            // Cannot open the database requested by the login.
+            4060 => ErrorKind::Configuration,
+            _ => ErrorKind::Authentication,
+        },
+        _ => classify(&e),
+    };
+    Error::database(name, Operation::Connect, kind, e)
+}
+
+pub(crate) fn tiberius_error(name: &str, operation: Operation, e: tiberius::error::Error) -> Error {
+    let kind = classify(&e);
+    Error::database(name, operation, kind, e)
+}
+
+fn classify(e: &tiberius::error::Error) -> ErrorKind {
+    use tiberius::error::Error as E;
+    match e {
+        E::Io { .. } | E::Protocol(_) | E::Routing { .. } => ErrorKind::Transient,
+        E::Tls(_) => ErrorKind::Configuration,
+        E::Server(token) => match token.code() {
+            18456 | 18452 | 18486 | 18487 | 18488 => ErrorKind::Authentication,
+            4060 => ErrorKind::Configuration,
+            // Deadlock victim, lock timeout, Azure throttling.
+            1205 | 1222 | 40613 | 40197 | 40501 => ErrorKind::Transient,
+            _ => ErrorKind::Query,
+        },
+        _ => ErrorKind::Query,
+    }
+}

@@ -1,0 +1,275 @@
+//! SQL Server: tiberius clients in a bb8 pool, with the cheap/expensive check split, the idle
+//! cap enforced on release, and bb8's statistics mapped onto the crate's stats.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tiberius::{Config, SqlBrowser as _};
+use tokio::net::TcpStream;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt as _};
+
+use super::tiberius_error;
+use crate::backends::LIVENESS_WINDOW;
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::stats::{DriverCounts, PoolGauges};
+
+/// The tiberius client type the pool holds.
+pub type TiberiusClient = tiberius::Client<Compat<TcpStream>>;
+
+/// A pooled client plus what the pool needs to know about it.
+pub struct MssqlClient {
+    pub(super) client: TiberiusClient,
+    pub(super) last_used: Instant,
+    /// Set while an operation is in flight (a cancelled one leaves the stream mid-response)
+    /// and when the release must close the connection; bb8 then discards it.
+    pub(super) broken: bool,
+}
+
+/// bb8 manager for tiberius 0.13.
+#[derive(Debug)]
+pub struct MssqlManager {
+    pub(super) config: Config,
+}
+
+pub(super) async fn open_client(config: &Config) -> tiberius::Result<TiberiusClient> {
+    // Resolves a named instance through the SQL Server Browser, else connects to host:port.
+    let tcp = TcpStream::connect_named(config).await?;
+    tcp.set_nodelay(true)?;
+    detect_dead_peers(&tcp)?;
+    tiberius::Client::connect(config.clone(), tcp.compat_write()).await
+}
+
+/// Keepalive probes after 5 s of silence, every 2 s, 3 of them; and on Linux a 15 s bound on
+/// unacknowledged data: a silently dead server is noticed in about 15 s instead of hours.
+fn detect_dead_peers(tcp: &TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(5))
+        .with_interval(std::time::Duration::from_secs(2))
+        .with_retries(3);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(std::time::Duration::from_secs(15)))?;
+    Ok(())
+}
+
+async fn ping(client: &mut TiberiusClient) -> tiberius::Result<()> {
+    client
+        .simple_query("SELECT 1")
+        .await?
+        .into_results()
+        .await?;
+    Ok(())
+}
+
+impl bb8::ManageConnection for MssqlManager {
+    type Connection = MssqlClient;
+    type Error = tiberius::error::Error;
+
+    async fn connect(&self) -> Result<MssqlClient, Self::Error> {
+        open_client(&self.config).await.map(|client| MssqlClient {
+            client,
+            last_used: Instant::now(),
+            broken: false,
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut MssqlClient) -> Result<(), Self::Error> {
+        ping(&mut conn.client).await
+    }
+
+    fn has_broken(&self, conn: &mut MssqlClient) -> bool {
+        conn.broken
+    }
+}
+
+/// Keeps the last connect error bb8 saw: its `get` only reports a timeout.
+#[derive(Debug, Default)]
+pub(super) struct LastError(Mutex<Option<String>>);
+
+#[derive(Debug, Clone)]
+pub(super) struct ErrorSink(pub(super) Arc<LastError>);
+
+impl bb8::ErrorSink<tiberius::error::Error> for ErrorSink {
+    fn sink(&self, error: tiberius::error::Error) {
+        if let Ok(mut slot) = self.0.0.lock() {
+            *slot = Some(error.to_string());
+        }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<tiberius::error::Error>> {
+        Box::new(self.clone())
+    }
+}
+
+/// The SQL Server pool of one connection. Cheap to clone.
+#[derive(Clone)]
+pub struct MssqlPool {
+    pub(super) name: Arc<str>,
+    pub(super) pool: bb8::Pool<MssqlManager>,
+    pub(super) max_idle: u32,
+    pub(super) idle_closes: Arc<AtomicU64>,
+    pub(super) last_error: Arc<LastError>,
+    pub(super) closed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for MssqlPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MssqlPool")
+            .field("name", &self.name)
+            .field("state", &self.pool.state())
+            .finish()
+    }
+}
+
+impl MssqlPool {
+    /// Checks a client out. One idle longer than 500 ms is validated first.
+    pub async fn acquire(&self) -> Result<MssqlConnection> {
+        if self.closed.load(Relaxed) {
+            return Err(Error::closed(&self.name, Operation::Acquire));
+        }
+        let max = self.pool.state().connections.max(1) + 1;
+        for _ in 0..=max {
+            let mut conn = self.pool.get_owned().await.map_err(|e| self.run_error(e))?;
+            if conn.last_used.elapsed() >= LIVENESS_WINDOW && ping(&mut conn.client).await.is_err()
+            {
+                conn.broken = true;
+                continue;
+            }
+            return Ok(MssqlConnection {
+                inner: conn,
+                pool: self.clone(),
+            });
+        }
+        Err(Error::database(
+            &self.name,
+            Operation::Acquire,
+            ErrorKind::Transient,
+            "every pooled connection failed its liveness check",
+        ))
+    }
+
+    fn run_error(&self, e: bb8::RunError<tiberius::error::Error>) -> Error {
+        match e {
+            bb8::RunError::User(e) => tiberius_error(&self.name, Operation::Acquire, e),
+            bb8::RunError::TimedOut => {
+                let cause = self
+                    .last_error
+                    .0
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.clone())
+                    .map(|e| format!("timed out waiting for a connection (last error: {e})"))
+                    .unwrap_or_else(|| "timed out waiting for a connection".to_owned());
+                Error::database(&self.name, Operation::Acquire, ErrorKind::Transient, cause)
+            }
+        }
+    }
+
+    /// Pings through a pooled client; a client whose ping fails is discarded.
+    pub(crate) async fn ping(&self) -> Result<()> {
+        let mut conn = self.acquire().await?;
+        conn.begin_operation();
+        ping(&mut conn.inner.client)
+            .await
+            .map_err(|e| tiberius_error(&self.name, Operation::Ping, e))?;
+        conn.settle();
+        Ok(())
+    }
+
+    /// The underlying bb8 pool.
+    pub fn bb8(&self) -> &bb8::Pool<MssqlManager> {
+        &self.pool
+    }
+
+    /// Sizes and bb8's own counts; reads only.
+    pub(crate) fn gauges(&self) -> PoolGauges {
+        let state = self.pool.state();
+        let s = state.statistics;
+        let idle_closes = self.idle_closes.load(Relaxed);
+        PoolGauges {
+            open: state.connections,
+            idle: state.idle_connections,
+            max_open: self.pool.config().max_size,
+            driver_counts: Some(DriverCounts {
+                opened: s.connections_created,
+                closed_max_lifetime: s.connections_closed_max_lifetime,
+                closed_max_idle: idle_closes,
+                closed_broken: (s.connections_closed_broken + s.connections_closed_invalid)
+                    .saturating_sub(idle_closes),
+                waits: s.get_waited,
+                wait_nanos: u64::try_from(s.get_wait_time.as_nanos()).unwrap_or(u64::MAX),
+                acquire_timeouts: s.get_timed_out,
+            }),
+        }
+    }
+
+    /// Discards the idle clients (bb8 counts them as broken).
+    pub(crate) async fn discard_idle(&self) {
+        for _ in 0..self.pool.state().idle_connections {
+            match tokio::time::timeout(std::time::Duration::from_millis(100), self.pool.get()).await
+            {
+                Ok(Ok(mut conn)) => conn.broken = true,
+                _ => break,
+            }
+        }
+    }
+
+    /// Refuses new checkouts, waits for checked-out clients to come back (bounded by the
+    /// caller), then closes the idle ones.
+    pub(crate) async fn close(&self) {
+        self.closed.store(true, Relaxed);
+        loop {
+            let state = self.pool.state();
+            if state.connections <= state.idle_connections {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.discard_idle().await;
+    }
+}
+
+/// A checked-out client; returns to the pool when dropped.
+pub struct MssqlConnection {
+    inner: bb8::PooledConnection<'static, MssqlManager>,
+    pool: MssqlPool,
+}
+
+impl MssqlConnection {
+    /// Marks the connection as possibly out of sync until [`Self::settle`]: if the operation is
+    /// cancelled, the pool discards the connection.
+    pub(crate) fn begin_operation(&mut self) {
+        self.inner.broken = true;
+    }
+
+    /// The operation finished with the stream in sync.
+    pub(crate) fn settle(&mut self) {
+        self.inner.broken = false;
+    }
+}
+
+impl Deref for MssqlConnection {
+    type Target = TiberiusClient;
+    fn deref(&self) -> &TiberiusClient {
+        &self.inner.client
+    }
+}
+
+impl DerefMut for MssqlConnection {
+    fn deref_mut(&mut self) -> &mut TiberiusClient {
+        &mut self.inner.client
+    }
+}
+
+impl Drop for MssqlConnection {
+    fn drop(&mut self) {
+        self.inner.last_used = Instant::now();
+        if !self.inner.broken && self.pool.pool.state().idle_connections >= self.pool.max_idle {
+            self.inner.broken = true;
+            self.pool.idle_closes.fetch_add(1, Relaxed);
+        }
+    }
+}

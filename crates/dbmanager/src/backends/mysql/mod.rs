@@ -1,0 +1,122 @@
+//! MySQL and MariaDB through sqlx: one pool, SeaORM on the same pool, the neutral handle with
+//! `$n` placeholders rewritten to `?`.
+
+mod options;
+mod rows;
+
+use futures_util::future::BoxFuture;
+use sqlx::MySql;
+use sqlx::mysql::{MySqlConnection, MySqlDatabaseError};
+
+use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statements};
+use crate::config::{DatabaseType, PoolSettings};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
+use crate::error::{ErrorKind, Result};
+use crate::sql::placeholders::{MYSQL, Rewritten, rewrite};
+
+pub(crate) const DEFAULT_PORT: u16 = 3306;
+
+pub(crate) static DRIVER: Driver = Driver {
+    kind: DatabaseType::Mysql,
+    system_name: "mysql",
+    default_port: Some(DEFAULT_PORT),
+    dsn_schemes: &["mysql://", "mariadb://"],
+    fields: &[
+        Field::Host,
+        Field::Port,
+        Field::User,
+        Field::Password,
+        Field::PasswordFile,
+        Field::Database,
+        Field::Sslmode,
+    ],
+    required: &[Field::Host],
+    no_sea_orm: None,
+    check: no_check,
+    classify: shared::classify_any::<My>,
+    open,
+};
+
+/// The MySQL / MariaDB flavor of the shared sqlx backend.
+pub(crate) struct My;
+
+impl SqlxFlavor for My {
+    type DB = MySql;
+
+    fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
+        e.try_downcast_ref::<MySqlDatabaseError>()
+            .map_or(ErrorKind::Query, |e| classify_number(e.number()))
+    }
+
+    sqlx_statements!(MySql, rows::bind, rows::decode);
+
+    fn rewrite(sql: &str) -> Option<Rewritten<'_>> {
+        Some(rewrite(sql, &MYSQL, |out, _| out.push('?')))
+    }
+
+    async fn session_init(
+        probe: &mut MySqlConnection,
+        settings: &PoolSettings,
+    ) -> std::result::Result<Vec<String>, sqlx::Error> {
+        let Some(limit) = settings.query_timeout else {
+            return Ok(Vec::new());
+        };
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&mut *probe)
+            .await?;
+        Ok(vec![options::statement_timeout(&version, limit)])
+    }
+
+    #[cfg(feature = "sea-orm")]
+    fn sea_orm(pool: sqlx::MySqlPool) -> sea_orm::DatabaseConnection {
+        pool.into()
+    }
+
+    #[cfg(feature = "sea-orm")]
+    fn decode_orm_row(
+        result: &sea_orm::QueryResult,
+    ) -> Option<std::result::Result<Vec<crate::sql::Value>, sqlx::Error>> {
+        result.try_as_mysql_row().map(rows::decode)
+    }
+}
+
+/// Server error numbers (the client-side 2006/2013 "gone away" and "lost connection" reach
+/// sqlx as I/O errors, which are transient already).
+fn classify_number(number: u16) -> ErrorKind {
+    match number {
+        // access denied (password, unix socket plugin), password expired
+        1045 | 1698 | 1862 | 1820 => ErrorKind::Authentication,
+        // unknown database, no access to the database
+        1049 | 1044 => ErrorKind::Configuration,
+        // too many connections, user's connection limit, server shutting down, lock wait
+        // timeout, deadlock, connection killed, lost connection / gone away
+        1040 | 1203 | 1053 | 1205 | 1213 | 1927 | 2006 | 2013 => ErrorKind::Transient,
+        _ => ErrorKind::Query,
+    }
+}
+
+fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
+    Box::pin(async move {
+        let options = options::connect_options(spec.name, spec.config)?;
+        let plan = OpenPlan {
+            options,
+            keep_probe: false,
+            init: Vec::new(),
+        };
+        shared::open::<My>(spec, plan).await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_numbers_classify() {
+        assert_eq!(classify_number(1045), ErrorKind::Authentication);
+        assert_eq!(classify_number(1049), ErrorKind::Configuration);
+        assert_eq!(classify_number(1040), ErrorKind::Transient);
+        assert_eq!(classify_number(2013), ErrorKind::Transient);
+        assert_eq!(classify_number(1064), ErrorKind::Query);
+    }
+}

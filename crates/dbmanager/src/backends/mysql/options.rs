@@ -1,0 +1,116 @@
+//! MySQL connect options: the given `dsn` through sqlx's parser, or the structured fields set on
+//! the options directly (nothing to escape); then the settings that apply either way.
+//!
+//! `sslmode` maps onto sqlx's `MySqlSslMode`: `disable` → `Disabled`; `allow` and `prefer` →
+//! `Preferred` (TLS when the server offers it; sqlx has no plain-first mode); `require` →
+//! `Required`; `verify-ca` → `VerifyCa`; `verify-full` → `VerifyIdentity`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+
+use super::{DEFAULT_PORT, My};
+use crate::backends::config_error;
+use crate::backends::sqlx::sqlx_error;
+use crate::config::{ConnectionConfig, SslMode};
+use crate::dsn;
+use crate::error::{Operation, Result};
+
+pub(super) fn connect_options(name: &str, c: &ConnectionConfig) -> Result<MySqlConnectOptions> {
+    let password = dsn::resolve_password(c)
+        .map_err(|e| config_error(name, format!("cannot read password_file: {e}")))?;
+    let mut options = match &c.dsn {
+        Some(url) => MySqlConnectOptions::from_str(url.expose_secret())
+            .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))?,
+        None => {
+            let mut options = MySqlConnectOptions::new()
+                .host(c.host.as_deref().unwrap_or("localhost"))
+                .port(c.port.unwrap_or(DEFAULT_PORT));
+            if let Some(user) = &c.user {
+                options = options.username(user);
+            }
+            if let Some(db) = &c.database {
+                options = options.database(db);
+            }
+            options
+        }
+    };
+    if let Some(pw) = &password {
+        options = options.password(pw.expose_secret());
+    }
+    if let Some(mode) = c.sslmode {
+        options = options.ssl_mode(ssl_mode(mode));
+    }
+    Ok(options)
+}
+
+fn ssl_mode(mode: SslMode) -> MySqlSslMode {
+    match mode {
+        SslMode::Disable => MySqlSslMode::Disabled,
+        SslMode::Allow | SslMode::Prefer => MySqlSslMode::Preferred,
+        SslMode::Require => MySqlSslMode::Required,
+        SslMode::VerifyCa => MySqlSslMode::VerifyCa,
+        SslMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+    }
+}
+
+/// The session's statement bound: MariaDB's `max_statement_time` (seconds, every statement),
+/// MySQL's `max_execution_time` (milliseconds, `SELECT` only), each clamped to the server's
+/// maximum so that a huge `query_timeout` means "no practical bound" instead of an error.
+pub(super) fn statement_timeout(version: &str, limit: Duration) -> String {
+    if version.to_ascii_lowercase().contains("mariadb") {
+        const MAX_SECONDS: f64 = 31_536_000.0;
+        let seconds = limit.as_secs_f64().min(MAX_SECONDS);
+        format!("SET SESSION max_statement_time = {seconds:.6}")
+    } else {
+        let ms = u64::try_from(limit.as_millis())
+            .unwrap_or(u64::MAX)
+            .clamp(1, u64::from(u32::MAX));
+        format!("SET SESSION max_execution_time = {ms}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseType;
+
+    #[test]
+    fn structured_fields_reach_the_options_unescaped() {
+        let mut c = ConnectionConfig::new("m", DatabaseType::Mysql);
+        c.host = Some("db.example".into());
+        c.port = Some(3307);
+        c.user = Some("u@x".into());
+        c.database = Some("a/b?c".into());
+        c.password = Some("p@ss:w/rd?#%&= '\"é".to_owned().into());
+        c.sslmode = Some(SslMode::VerifyFull);
+        let o = connect_options("m", &c).unwrap();
+        assert_eq!(o.get_host(), "db.example");
+        assert_eq!(o.get_port(), 3307);
+        assert_eq!(o.get_username(), "u@x");
+        assert_eq!(o.get_database(), Some("a/b?c"));
+        assert!(matches!(o.get_ssl_mode(), MySqlSslMode::VerifyIdentity));
+    }
+
+    #[test]
+    fn statement_timeouts_follow_the_server_flavor_and_clamp() {
+        assert_eq!(
+            statement_timeout("10.11.6-MariaDB-0+deb12u1", Duration::from_millis(1500)),
+            "SET SESSION max_statement_time = 1.500000"
+        );
+        assert_eq!(
+            statement_timeout("8.0.36", Duration::from_millis(1500)),
+            "SET SESSION max_execution_time = 1500"
+        );
+        assert_eq!(
+            statement_timeout("8.0.36", Duration::MAX),
+            "SET SESSION max_execution_time = 4294967295"
+        );
+        assert_eq!(
+            statement_timeout("11.4.2-MariaDB", Duration::MAX),
+            "SET SESSION max_statement_time = 31536000.000000"
+        );
+    }
+}

@@ -1,0 +1,105 @@
+//! PostgreSQL through sqlx: one pool, SeaORM on the same pool, the neutral handle.
+
+mod options;
+mod rows;
+
+use futures_util::future::BoxFuture;
+use sqlx::Postgres;
+
+use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statements};
+use crate::config::DatabaseType;
+use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
+use crate::error::{ErrorKind, Result};
+
+pub(crate) use options::connect_options;
+
+pub(crate) const DEFAULT_PORT: u16 = 5432;
+
+pub(crate) static DRIVER: Driver = Driver {
+    kind: DatabaseType::Postgres,
+    system_name: "postgresql",
+    default_port: Some(DEFAULT_PORT),
+    dsn_schemes: &["postgres://", "postgresql://"],
+    fields: &[
+        Field::Host,
+        Field::Port,
+        Field::User,
+        Field::Password,
+        Field::PasswordFile,
+        Field::Database,
+        Field::Sslmode,
+        Field::Schema,
+    ],
+    required: &[Field::Host, Field::Database],
+    no_sea_orm: None,
+    check: no_check,
+    classify: shared::classify_any::<Pg>,
+    open,
+};
+
+/// The PostgreSQL flavor of the shared sqlx backend.
+pub(crate) struct Pg;
+
+impl SqlxFlavor for Pg {
+    type DB = Postgres;
+
+    fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
+        classify_sqlstate(e.code().as_deref())
+    }
+
+    sqlx_statements!(Postgres, rows::bind, rows::decode);
+
+    #[cfg(feature = "sea-orm")]
+    fn sea_orm(pool: sqlx::PgPool) -> sea_orm::DatabaseConnection {
+        pool.into()
+    }
+
+    #[cfg(feature = "sea-orm")]
+    fn decode_orm_row(
+        result: &sea_orm::QueryResult,
+    ) -> Option<std::result::Result<Vec<crate::sql::Value>, sqlx::Error>> {
+        result.try_as_pg_row().map(rows::decode)
+    }
+}
+
+/// SQLSTATE classes.
+fn classify_sqlstate(code: Option<&str>) -> ErrorKind {
+    match code.unwrap_or_default() {
+        // invalid_authorization_specification, invalid_password
+        "28000" | "28P01" => ErrorKind::Authentication,
+        // invalid_catalog_name (unknown database), insufficient_privilege on connect
+        "3D000" | "42501" => ErrorKind::Configuration,
+        // too_many_connections, admin/crash shutdown, cannot_connect_now, serialization
+        // failure, deadlock
+        "53300" | "57P01" | "57P02" | "57P03" | "40001" | "40P01" => ErrorKind::Transient,
+        c if c.starts_with("08") => ErrorKind::Transient,
+        _ => ErrorKind::Query,
+    }
+}
+
+fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
+    Box::pin(async move {
+        let options = connect_options(spec.name, spec.config, spec.settings)?;
+        let plan = OpenPlan {
+            options,
+            keep_probe: false,
+            init: Vec::new(),
+        };
+        shared::open::<Pg>(spec, plan).await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_classify() {
+        assert_eq!(classify_sqlstate(Some("28P01")), ErrorKind::Authentication);
+        assert_eq!(classify_sqlstate(Some("3D000")), ErrorKind::Configuration);
+        assert_eq!(classify_sqlstate(Some("57P01")), ErrorKind::Transient);
+        assert_eq!(classify_sqlstate(Some("08006")), ErrorKind::Transient);
+        assert_eq!(classify_sqlstate(Some("42601")), ErrorKind::Query);
+        assert_eq!(classify_sqlstate(None), ErrorKind::Query);
+    }
+}

@@ -1,0 +1,92 @@
+//! SQLite through sqlx: files in WAL mode or a shared in-memory database, SeaORM on the same
+//! pool, the neutral handle.
+
+mod options;
+mod rows;
+
+use futures_util::future::BoxFuture;
+use sqlx::Sqlite;
+
+use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statements};
+use crate::config::DatabaseType;
+use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
+use crate::error::{ErrorKind, Result};
+
+pub(crate) static DRIVER: Driver = Driver {
+    kind: DatabaseType::Sqlite,
+    system_name: "sqlite",
+    default_port: None,
+    dsn_schemes: &["sqlite:"],
+    fields: &[Field::Filepath],
+    required: &[Field::Filepath],
+    no_sea_orm: None,
+    check: no_check,
+    classify: shared::classify_any::<Lite>,
+    open,
+};
+
+/// The SQLite flavor of the shared sqlx backend.
+pub(crate) struct Lite;
+
+impl SqlxFlavor for Lite {
+    type DB = Sqlite;
+
+    fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
+        classify_result_code(e.code().as_deref())
+    }
+
+    sqlx_statements!(Sqlite, rows::bind, rows::decode);
+
+    #[cfg(feature = "sea-orm")]
+    fn sea_orm(pool: sqlx::SqlitePool) -> sea_orm::DatabaseConnection {
+        pool.into()
+    }
+
+    #[cfg(feature = "sea-orm")]
+    fn decode_orm_row(
+        result: &sea_orm::QueryResult,
+    ) -> Option<std::result::Result<Vec<crate::sql::Value>, sqlx::Error>> {
+        result.try_as_sqlite_row().map(rows::decode)
+    }
+}
+
+/// Primary result codes (extended codes carry the primary one in their low byte).
+fn classify_result_code(code: Option<&str>) -> ErrorKind {
+    match code.and_then(|c| c.parse::<i32>().ok()).map(|n| n & 0xff) {
+        // BUSY, LOCKED
+        Some(5 | 6) => ErrorKind::Transient,
+        // CANTOPEN
+        Some(14) => ErrorKind::Configuration,
+        // AUTH
+        Some(23) => ErrorKind::Authentication,
+        _ => ErrorKind::Query,
+    }
+}
+
+fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
+    Box::pin(async move {
+        let (options, in_memory) = options::connect_options(spec.name, spec.config)?;
+        // The probe of an in-memory database is kept: SQLite drops the database when its last
+        // connection closes, which the pool's idle and lifetime limits would otherwise do.
+        let plan = OpenPlan {
+            options,
+            keep_probe: in_memory,
+            init: Vec::new(),
+        };
+        shared::open::<Lite>(spec, plan).await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_codes_classify() {
+        assert_eq!(classify_result_code(Some("517")), ErrorKind::Transient); // BUSY_SNAPSHOT
+        assert_eq!(classify_result_code(Some("5")), ErrorKind::Transient);
+        assert_eq!(classify_result_code(Some("14")), ErrorKind::Configuration);
+        assert_eq!(classify_result_code(Some("1")), ErrorKind::Query);
+        assert_eq!(classify_result_code(None), ErrorKind::Query);
+    }
+}

@@ -1,0 +1,163 @@
+//! The neutral handle's executor on a sqlx pool, and its transactions.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use sqlx::Pool;
+
+use super::{SqlxFlavor, hooks, sqlx_error};
+use crate::config::DefaultOrm;
+use crate::driver::{SqlExecutor, SqlTransaction};
+use crate::error::{Operation, Result};
+use crate::sql::{Row, Value};
+use crate::stats::PoolCounters;
+
+/// Writes a flavor's `execute`, `fetch_all` and `fetch_optional` from its `bind` function
+/// (`fn(&str, &[Value]) -> Result<sqlx::query::Query<..>, sqlx::Error>`) and its row decoder.
+macro_rules! sqlx_statements {
+    ($db:ty, $bind:path, $decode:path) => {
+        fn execute<'c>(
+            conn: &'c mut <$db as sqlx::Database>::Connection,
+            sql: &'c str,
+            params: &'c [$crate::sql::Value],
+        ) -> impl std::future::Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
+            async move { Ok($bind(sql, params)?.execute(conn).await?.rows_affected()) }
+        }
+
+        fn fetch_all<'c>(
+            conn: &'c mut <$db as sqlx::Database>::Connection,
+            sql: &'c str,
+            params: &'c [$crate::sql::Value],
+        ) -> impl std::future::Future<Output = Result<Vec<$crate::sql::Row>, sqlx::Error>> + Send + 'c
+        {
+            async move {
+                let rows = $bind(sql, params)?.fetch_all(conn).await?;
+                $crate::backends::sqlx::rows::decode_rows(&rows, $decode)
+            }
+        }
+
+        fn fetch_optional<'c>(
+            conn: &'c mut <$db as sqlx::Database>::Connection,
+            sql: &'c str,
+            params: &'c [$crate::sql::Value],
+        ) -> impl std::future::Future<Output = Result<Option<$crate::sql::Row>, sqlx::Error>>
+        + Send
+        + 'c {
+            async move {
+                let row = $bind(sql, params)?.fetch_optional(conn).await?;
+                Ok($crate::backends::sqlx::rows::decode_rows(row.as_ref(), $decode)?.pop())
+            }
+        }
+    };
+}
+pub(crate) use sqlx_statements;
+
+/// Statements on the pool itself: one checkout per call.
+pub(super) struct SqlxExecutor<F: SqlxFlavor> {
+    pub name: Arc<str>,
+    pub pool: Pool<F::DB>,
+    pub counters: Arc<PoolCounters>,
+}
+
+impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
+    fn layer(&self) -> DefaultOrm {
+        DefaultOrm::Native
+    }
+
+    fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let mut conn = hooks::acquire::<F>(&self.name, &self.pool, &self.counters).await?;
+            F::execute(&mut conn, sql, params)
+                .await
+                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+        })
+    }
+
+    fn fetch_all<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>>> {
+        Box::pin(async move {
+            let mut conn = hooks::acquire::<F>(&self.name, &self.pool, &self.counters).await?;
+            F::fetch_all(&mut conn, sql, params)
+                .await
+                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+        })
+    }
+
+    fn fetch_optional<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Option<Row>>> {
+        Box::pin(async move {
+            let mut conn = hooks::acquire::<F>(&self.name, &self.pool, &self.counters).await?;
+            F::fetch_optional(&mut conn, sql, params)
+                .await
+                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+        })
+    }
+
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn SqlTransaction>>> {
+        Box::pin(async move {
+            let tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Begin, e))?;
+            Ok(Box::new(SqlxTransaction::<F> {
+                name: self.name.clone(),
+                tx,
+            }) as Box<dyn SqlTransaction>)
+        })
+    }
+}
+
+/// A sqlx transaction; sqlx rolls it back when dropped open.
+struct SqlxTransaction<F: SqlxFlavor> {
+    name: Arc<str>,
+    tx: sqlx::Transaction<'static, F::DB>,
+}
+
+impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
+    fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            F::execute(&mut self.tx, sql, params)
+                .await
+                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+        })
+    }
+
+    fn fetch_all<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>>> {
+        Box::pin(async move {
+            F::fetch_all(&mut self.tx, sql, params)
+                .await
+                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+        })
+    }
+
+    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            let name = self.name;
+            self.tx
+                .commit()
+                .await
+                .map_err(|e| sqlx_error::<F>(&name, Operation::Commit, e))
+        })
+    }
+
+    fn rollback(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        Box::pin(async move {
+            let name = self.name;
+            self.tx
+                .rollback()
+                .await
+                .map_err(|e| sqlx_error::<F>(&name, Operation::Rollback, e))
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! sqlx pool construction with the hooks that enforce and count what sqlx does not expose:
+//! `max_idle_conns`, lifetime closes, and a liveness ping only for connections idle a while.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use sqlx::pool::{PoolConnection, PoolOptions};
+use sqlx::{Connection as _, Pool};
+
+use super::{SqlxFlavor, sqlx_error};
+use crate::backends::LIVENESS_WINDOW;
+use crate::config::PoolSettings;
+use crate::error::{Error, Operation};
+use crate::stats::PoolCounters;
+
+/// Lets the release hook read the idle count of the pool it belongs to. Cleared when the owning
+/// backend is dropped, which breaks the pool → hook → pool cycle.
+pub(crate) type PoolSlot<DB> = Arc<ArcSwapOption<Pool<DB>>>;
+
+pub(crate) fn pool_options<F: SqlxFlavor>(
+    settings: &PoolSettings,
+    counters: &Arc<PoolCounters>,
+    slot: &PoolSlot<F::DB>,
+    init: Arc<[String]>,
+) -> PoolOptions<F::DB> {
+    let lifetime = settings.max_lifetime;
+    let max_idle = settings.max_idle as usize;
+    let (on_connect, on_acquire, on_release) =
+        (counters.clone(), counters.clone(), counters.clone());
+    let slot = slot.clone();
+    PoolOptions::<F::DB>::new()
+        .max_connections(settings.max_open)
+        .min_connections(settings.min_open)
+        .acquire_timeout(settings.connect_timeout)
+        .idle_timeout(settings.max_idle_time)
+        // Lifetime is enforced (and counted) by the hooks below instead.
+        .max_lifetime(None)
+        .test_before_acquire(false)
+        .after_connect(move |conn, _meta| {
+            on_connect.opened.fetch_add(1, Relaxed);
+            let init = init.clone();
+            Box::pin(async move {
+                for statement in init.iter() {
+                    F::execute(conn, statement, &[]).await?;
+                }
+                Ok(())
+            })
+        })
+        .before_acquire(move |conn, meta| {
+            let counters = on_acquire.clone();
+            Box::pin(async move {
+                if lifetime.is_some_and(|max| meta.age >= max) {
+                    counters.closed_max_lifetime.fetch_add(1, Relaxed);
+                    return Ok(false);
+                }
+                if meta.idle_for >= LIVENESS_WINDOW && conn.ping().await.is_err() {
+                    counters.closed_broken.fetch_add(1, Relaxed);
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+        })
+        .after_release(move |_conn, meta| {
+            let keep = if lifetime.is_some_and(|max| meta.age >= max) {
+                on_release.closed_max_lifetime.fetch_add(1, Relaxed);
+                false
+            } else if slot
+                .load()
+                .as_ref()
+                .is_some_and(|pool| pool.num_idle() >= max_idle)
+            {
+                on_release.closed_max_idle.fetch_add(1, Relaxed);
+                false
+            } else {
+                true
+            };
+            Box::pin(async move { Ok(keep) })
+        })
+}
+
+/// Checks a connection out, counting waits when the pool was exhausted at the time of asking.
+pub(crate) async fn acquire<F: SqlxFlavor>(
+    name: &str,
+    pool: &Pool<F::DB>,
+    counters: &PoolCounters,
+) -> Result<PoolConnection<F::DB>, Error> {
+    let exhausted = pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections();
+    let started = Instant::now();
+    let result = pool.acquire().await;
+    let waited = started.elapsed();
+    if exhausted {
+        counters.record_wait(waited);
+    }
+    counters.acquire_wait_seconds.observe(waited);
+    result.map_err(|e| {
+        if matches!(e, sqlx::Error::PoolTimedOut) {
+            counters.acquire_timeouts.fetch_add(1, Relaxed);
+        }
+        sqlx_error::<F>(name, Operation::Acquire, e)
+    })
+}

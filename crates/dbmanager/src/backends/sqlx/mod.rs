@@ -1,0 +1,340 @@
+//! What the sqlx backends (PostgreSQL, SQLite, MySQL) share: one generic pool with the counting
+//! hooks, the probe, error classification, and the neutral-handle executor. A backend supplies
+//! an [`SqlxFlavor`]: its database type, how to bind and decode [`Value`]s, and its error codes.
+
+mod executor;
+mod hooks;
+#[cfg(feature = "sea-orm")]
+mod orm;
+pub(crate) mod rows;
+
+use std::any::{Any, TypeId};
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use sqlx::{Connection as _, Database, Pool};
+use tokio::sync::Mutex;
+
+pub(crate) use executor::sqlx_statements;
+
+use super::bounded;
+use crate::config::{DefaultOrm, PoolSettings};
+use crate::driver::{BackendPool, OpenSpec, SqlExecutor};
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::sql::placeholders::Rewritten;
+use crate::sql::{Row, Value};
+use crate::stats::{PoolCounters, PoolGauges};
+
+/// One sqlx database as a backend.
+pub(crate) trait SqlxFlavor: Send + Sync + 'static {
+    /// The sqlx database.
+    type DB: Database;
+
+    /// Classifies the server's error (SQLSTATE, error number, result code).
+    fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind;
+
+    /// Runs a statement on one connection (written with [`sqlx_statements!`]).
+    fn execute<'c>(
+        conn: &'c mut <Self::DB as Database>::Connection,
+        sql: &'c str,
+        params: &'c [Value],
+    ) -> impl Future<Output = std::result::Result<u64, sqlx::Error>> + Send + 'c;
+
+    /// Runs a query on one connection; every row.
+    fn fetch_all<'c>(
+        conn: &'c mut <Self::DB as Database>::Connection,
+        sql: &'c str,
+        params: &'c [Value],
+    ) -> impl Future<Output = std::result::Result<Vec<Row>, sqlx::Error>> + Send + 'c;
+
+    /// Runs a query on one connection; the first row.
+    fn fetch_optional<'c>(
+        conn: &'c mut <Self::DB as Database>::Connection,
+        sql: &'c str,
+        params: &'c [Value],
+    ) -> impl Future<Output = std::result::Result<Option<Row>, sqlx::Error>> + Send + 'c;
+
+    /// `sql` with the neutral `$n` placeholders in the driver's own syntax, for drivers that do
+    /// not read `$n` themselves.
+    fn rewrite(sql: &str) -> Option<Rewritten<'_>> {
+        let _ = sql;
+        None
+    }
+
+    /// Statements to run on every new connection, decided once per pool from the probe
+    /// connection (which can tell the server's flavor and version).
+    fn session_init<'c>(
+        probe: &'c mut <Self::DB as Database>::Connection,
+        settings: &'c PoolSettings,
+    ) -> impl Future<Output = std::result::Result<Vec<String>, sqlx::Error>> + Send + 'c {
+        let _ = (probe, settings);
+        async { Ok(Vec::new()) }
+    }
+
+    /// SeaORM on the same pool.
+    #[cfg(feature = "sea-orm")]
+    fn sea_orm(pool: Pool<Self::DB>) -> sea_orm::DatabaseConnection;
+
+    /// The driver row inside a SeaORM result, decoded.
+    #[cfg(feature = "sea-orm")]
+    fn decode_orm_row(
+        result: &sea_orm::QueryResult,
+    ) -> Option<std::result::Result<Vec<Value>, sqlx::Error>>;
+}
+
+/// The parameters in the order of the rewritten placeholders (`$2, $1` binds the second first).
+pub(crate) fn in_order<'p>(
+    order: &[u32],
+    params: &'p [Value],
+) -> std::result::Result<Vec<&'p Value>, sqlx::Error> {
+    order
+        .iter()
+        .map(|&n| {
+            usize::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| params.get(i))
+                .ok_or_else(|| {
+                    sqlx::Error::Encode(
+                        format!("placeholder ${n} has no parameter ({} given)", params.len())
+                            .into(),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Wraps a sqlx error with the flavor's classification.
+pub(crate) fn sqlx_error<F: SqlxFlavor>(name: &str, operation: Operation, e: sqlx::Error) -> Error {
+    if matches!(e, sqlx::Error::PoolClosed) {
+        return Error::closed(name, operation);
+    }
+    let kind = classify::<F>(&e);
+    Error::database(name, operation, kind, e)
+}
+
+/// The retry-relevant classification of a sqlx error.
+pub(crate) fn classify<F: SqlxFlavor>(e: &sqlx::Error) -> ErrorKind {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => ErrorKind::Transient,
+        sqlx::Error::PoolClosed => ErrorKind::Closed,
+        sqlx::Error::Configuration(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::InvalidArgument(_)
+        | sqlx::Error::ConfigFile(_) => ErrorKind::Configuration,
+        sqlx::Error::Database(db) => F::classify_database(db.as_ref()),
+        _ => ErrorKind::Query,
+    }
+}
+
+/// The descriptor's `classify` for a sqlx flavor: finds a sqlx error in the chain.
+pub(crate) fn classify_any<F: SqlxFlavor>(
+    e: &(dyn std::error::Error + 'static),
+) -> Option<ErrorKind> {
+    e.downcast_ref::<sqlx::Error>().map(classify::<F>)
+}
+
+/// A sqlx pool plus the SeaORM connection that shares it.
+pub(crate) struct SqlxPool<F: SqlxFlavor> {
+    name: Arc<str>,
+    pool: Pool<F::DB>,
+    counters: Arc<PoolCounters>,
+    slot: hooks::PoolSlot<F::DB>,
+    /// A connection held outside the pool for the pool's whole life (SQLite keeps a shared
+    /// in-memory database alive with it); closed after the pool.
+    keeper: Mutex<Option<<F::DB as Database>::Connection>>,
+    native: Arc<dyn SqlExecutor>,
+    #[cfg(feature = "sea-orm")]
+    orm: sea_orm::DatabaseConnection,
+    #[cfg(feature = "sea-orm")]
+    orm_executor: Arc<dyn SqlExecutor>,
+}
+
+impl<F: SqlxFlavor> Drop for SqlxPool<F> {
+    fn drop(&mut self) {
+        self.slot.store(None);
+    }
+}
+
+/// How a flavor's pool is opened: the connect options, what to run on each new connection,
+/// and whether the probe connection is kept as the pool's keeper.
+pub(crate) struct OpenPlan<'s, DB: Database> {
+    pub options: <DB::Connection as sqlx::Connection>::Options,
+    pub keep_probe: bool,
+    /// Statements run on each new connection (session settings the URL cannot carry).
+    pub init: Vec<Cow<'s, str>>,
+}
+
+/// Opens a flavor's pool: a direct probe connection first (a pool would report a refused port
+/// as a bare timeout), then the lazily built pool warmed to `min_open`.
+pub(crate) async fn open<F: SqlxFlavor>(
+    spec: &OpenSpec<'_>,
+    plan: OpenPlan<'_, F::DB>,
+) -> Result<Box<dyn BackendPool>> {
+    let name = spec.name;
+    let (probe, session) = bounded(
+        name,
+        Operation::Connect,
+        spec.settings.connect_timeout,
+        async {
+            let mut probe = <F::DB as Database>::Connection::connect_with(&plan.options)
+                .await
+                .map_err(|e| sqlx_error::<F>(name, Operation::Connect, e))?;
+            let session = F::session_init(&mut probe, spec.settings)
+                .await
+                .map_err(|e| sqlx_error::<F>(name, Operation::Connect, e))?;
+            Ok((probe, session))
+        },
+    )
+    .await?;
+    let keeper = if plan.keep_probe {
+        Some(probe)
+    } else {
+        let _ = probe.close().await;
+        None
+    };
+    let init: Arc<[String]> = plan
+        .init
+        .iter()
+        .map(|s| s.to_string())
+        .chain(session)
+        .collect();
+    let slot: hooks::PoolSlot<F::DB> = Arc::new(arc_swap::ArcSwapOption::empty());
+    let pool = hooks::pool_options::<F>(spec.settings, spec.counters, &slot, init)
+        .connect_lazy_with(plan.options);
+    slot.store(Some(Arc::new(pool.clone())));
+    warm_up::<F>(
+        name,
+        &pool,
+        spec.settings.min_open,
+        spec.settings.connect_timeout,
+    )
+    .await?;
+    let native: Arc<dyn SqlExecutor> = Arc::new(executor::SqlxExecutor::<F> {
+        name: name.clone(),
+        pool: pool.clone(),
+        counters: spec.counters.clone(),
+    });
+    #[cfg(feature = "sea-orm")]
+    let orm = F::sea_orm(pool.clone());
+    Ok(Box::new(SqlxPool::<F> {
+        name: name.clone(),
+        counters: spec.counters.clone(),
+        slot,
+        keeper: Mutex::new(keeper),
+        native,
+        #[cfg(feature = "sea-orm")]
+        orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(name.clone(), orm.clone())),
+        #[cfg(feature = "sea-orm")]
+        orm,
+        pool,
+    }))
+}
+
+/// Opens `min_open` connections up front: a lazily built sqlx pool only tops up to its minimum
+/// after its reaper closed something, so without this `min_open_conns` would start at zero.
+async fn warm_up<F: SqlxFlavor>(
+    name: &str,
+    pool: &Pool<F::DB>,
+    min_open: u32,
+    limit: Duration,
+) -> Result<()> {
+    if min_open == 0 {
+        return Ok(());
+    }
+    bounded(name, Operation::Connect, limit, async {
+        let held = futures_util::future::join_all((0..min_open).map(|_| pool.acquire())).await;
+        for conn in held {
+            conn.map_err(|e| sqlx_error::<F>(name, Operation::Connect, e))?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+impl<F: SqlxFlavor> BackendPool for SqlxPool<F> {
+    fn gauges(&self) -> PoolGauges {
+        PoolGauges {
+            open: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max_open: self.pool.options().get_max_connections(),
+            driver_counts: None,
+        }
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let mut conn = hooks::acquire::<F>(&self.name, &self.pool, &self.counters).await?;
+            conn.ping()
+                .await
+                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Ping, e))
+        })
+    }
+
+    fn discard_idle(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            for _ in 0..self.pool.num_idle() {
+                let Some(conn) = self.pool.try_acquire() else {
+                    break;
+                };
+                self.counters
+                    .closed_broken
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = conn.close().await;
+            }
+        })
+    }
+
+    /// The release hook enforces the cap, but releases racing each other can each see room for
+    /// one more; this restores the bound.
+    fn trim_idle(&self, max_idle: u32) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            while self.pool.num_idle() > max_idle as usize {
+                let Some(conn) = self.pool.try_acquire() else {
+                    break;
+                };
+                self.counters
+                    .closed_max_idle
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = conn.close().await;
+            }
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.pool.close().await;
+            if let Some(conn) = self.keeper.lock().await.take() {
+                let _ = conn.close().await;
+            }
+        })
+    }
+
+    fn layer(&self, type_id: TypeId) -> Option<&(dyn Any + Send + Sync)> {
+        if type_id == TypeId::of::<Pool<F::DB>>() {
+            return Some(&self.pool);
+        }
+        #[cfg(feature = "sea-orm")]
+        if type_id == TypeId::of::<sea_orm::DatabaseConnection>() {
+            return Some(&self.orm);
+        }
+        None
+    }
+
+    fn sql(&self, layer: DefaultOrm) -> std::result::Result<Arc<dyn SqlExecutor>, &'static str> {
+        match layer {
+            DefaultOrm::Native => Ok(self.native.clone()),
+            #[cfg(feature = "sea-orm")]
+            DefaultOrm::SeaOrm => Ok(self.orm_executor.clone()),
+            #[allow(unreachable_patterns)]
+            _ => Err("the `sea-orm` cargo feature is off"),
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Decoding sqlx rows into [`Row`]s: what every sqlx flavor shares.
+
+use std::sync::Arc;
+
+use sqlx::Column as _;
+
+use crate::sql::{Row, Value};
+
+/// A problem decoding a column, reported as a query error.
+pub(crate) fn unsupported_column(column: &str, type_name: &str) -> sqlx::Error {
+    sqlx::Error::Decode(
+        format!(
+            "column `{column}` has type {type_name}, which the neutral handle does not decode; cast it in SQL (e.g. `::text`) or use the native pool"
+        )
+        .into(),
+    )
+}
+
+fn column_names<R: sqlx::Row>(row: &R) -> Arc<[String]> {
+    row.columns().iter().map(|c| c.name().to_owned()).collect()
+}
+
+/// Decodes a whole result, sharing one column-name list across its rows.
+pub(crate) fn decode_rows<'a, R, F>(
+    rows: impl IntoIterator<Item = &'a R>,
+    decode: F,
+) -> Result<Vec<Row>, sqlx::Error>
+where
+    R: sqlx::Row + 'a,
+    F: Fn(&R) -> Result<Vec<Value>, sqlx::Error>,
+{
+    let mut columns: Option<Arc<[String]>> = None;
+    rows.into_iter()
+        .map(|r| {
+            let names = columns.get_or_insert_with(|| column_names(r)).clone();
+            decode(r).map(|values| Row::new(names, values))
+        })
+        .collect()
+}

@@ -1,0 +1,240 @@
+//! The seam between the manager and a backend: everything the core knows about any database.
+//!
+//! A backend is a [`Driver`] descriptor (static facts plus `open`), the [`BackendPool`] that
+//! `open` returns, and, for SQL backends, a [`SqlExecutor`] with its [`SqlTransaction`]. The
+//! registry (`crate::registry`) lists the drivers compiled in; nothing above this module names a
+//! backend. The shapes follow deadpool's `managed::Manager`, bb8's `ManageConnection` and sqlx's
+//! `AnyDriver` table.
+
+use std::any::{Any, TypeId};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm, PoolSettings};
+use crate::error::{ErrorKind, Result};
+use crate::sql::{Row, Value};
+use crate::stats::{PoolCounters, PoolGauges};
+
+/// The optional connection fields a backend may read; validation rejects the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Field {
+    Host,
+    Port,
+    User,
+    Password,
+    PasswordFile,
+    Database,
+    Sslmode,
+    Schema,
+    Filepath,
+    AuthSource,
+    ReplicaSet,
+    ReadPreference,
+    TrustServerCertificate,
+}
+
+impl Field {
+    pub(crate) const ALL: [Field; 13] = [
+        Field::Host,
+        Field::Port,
+        Field::User,
+        Field::Password,
+        Field::PasswordFile,
+        Field::Database,
+        Field::Sslmode,
+        Field::Schema,
+        Field::Filepath,
+        Field::AuthSource,
+        Field::ReplicaSet,
+        Field::ReadPreference,
+        Field::TrustServerCertificate,
+    ];
+
+    /// The YAML key.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Field::Host => "host",
+            Field::Port => "port",
+            Field::User => "user",
+            Field::Password => "password",
+            Field::PasswordFile => "password_file",
+            Field::Database => "database",
+            Field::Sslmode => "sslmode",
+            Field::Schema => "schema",
+            Field::Filepath => "filepath",
+            Field::AuthSource => "auth_source",
+            Field::ReplicaSet => "replica_set",
+            Field::ReadPreference => "read_preference",
+            Field::TrustServerCertificate => "trust_server_certificate",
+        }
+    }
+
+    /// Whether the connection sets it.
+    pub(crate) fn is_set(self, c: &ConnectionConfig) -> bool {
+        match self {
+            Field::Host => c.host.is_some(),
+            Field::Port => c.port.is_some(),
+            Field::User => c.user.is_some(),
+            Field::Password => c.password.is_some(),
+            Field::PasswordFile => c.password_file.is_some(),
+            Field::Database => c.database.is_some(),
+            Field::Sslmode => c.sslmode.is_some(),
+            Field::Schema => c.schema.is_some(),
+            Field::Filepath => c.filepath.is_some(),
+            Field::AuthSource => c.auth_source.is_some(),
+            Field::ReplicaSet => c.replica_set.is_some(),
+            Field::ReadPreference => c.read_preference.is_some(),
+            Field::TrustServerCertificate => c.trust_server_certificate,
+        }
+    }
+}
+
+/// Everything a driver needs to open a connection's pool.
+pub(crate) struct OpenSpec<'a> {
+    pub name: &'a Arc<str>,
+    pub config: &'a ConnectionConfig,
+    pub settings: &'a PoolSettings,
+    pub counters: &'a Arc<PoolCounters>,
+}
+
+/// Opens a pool: one connect attempt (the manager retries).
+pub(crate) type OpenFn =
+    for<'a> fn(&'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>>;
+
+/// A backend's descriptor: its static facts and how to open it.
+pub(crate) struct Driver {
+    /// The `type` it serves.
+    pub kind: DatabaseType,
+    /// OpenTelemetry `db.system.name`.
+    pub system_name: &'static str,
+    /// The server's default port (`None` for embedded databases).
+    pub default_port: Option<u16>,
+    /// Prefixes a `dsn` must start with (empty: any string, e.g. ADO.NET).
+    pub dsn_schemes: &'static [&'static str],
+    /// Optional fields it reads; setting another is a configuration problem.
+    pub fields: &'static [Field],
+    /// Fields required when no `dsn` is given.
+    pub required: &'static [Field],
+    /// Why `default_orm: sea-orm` cannot be used, if it cannot.
+    pub no_sea_orm: Option<&'static str>,
+    /// Backend-specific configuration checks beyond the above.
+    pub check: fn(&ConnectionConfig, &mut ConnectionProblems<'_>),
+    /// Classifies one of its driver's errors (found anywhere in the source chain).
+    pub classify: fn(&(dyn std::error::Error + 'static)) -> Option<ErrorKind>,
+    /// Opens the pool.
+    pub open: OpenFn,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").field("kind", &self.kind).finish()
+    }
+}
+
+/// No extra checks.
+pub(crate) fn no_check(_: &ConnectionConfig, _: &mut ConnectionProblems<'_>) {}
+
+/// What the manager does with any open pool.
+///
+/// Every method is required: a backend that has nothing to do says so in its own code, where a
+/// reader of that backend sees it.
+pub(crate) trait BackendPool: Send + Sync + 'static {
+    /// Pool sizes now; no side effect on the pool.
+    fn gauges(&self) -> PoolGauges;
+
+    /// Checks one pooled connection out and pings the server through it.
+    fn ping(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Closes the idle pooled connections (presumed dead after a server restart).
+    fn discard_idle(&self) -> BoxFuture<'_, ()>;
+
+    /// Closes idle connections beyond `max_idle`.
+    fn trim_idle(&self, max_idle: u32) -> BoxFuture<'_, ()>;
+
+    /// Closes the pool, waiting for checked-out connections until the caller's deadline
+    /// (the future is dropped then); returns when every connection is closed.
+    fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// Closes without waiting, after the deadline passed.
+    fn close_now(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// A typed access layer (`sqlx::PgPool`, `sea_orm::DatabaseConnection`, ...), if offered.
+    fn layer(&self, type_id: TypeId) -> Option<&(dyn Any + Send + Sync)>;
+
+    /// The executor behind the neutral handle on `layer`, or why there is none.
+    fn sql(&self, layer: DefaultOrm) -> std::result::Result<Arc<dyn SqlExecutor>, &'static str>;
+}
+
+/// Closes `pool` within `deadline`; returns how many connections were still checked out.
+pub(crate) async fn close_within(pool: &dyn BackendPool, deadline: Duration) -> u32 {
+    match tokio::time::timeout(deadline, pool.close()).await {
+        Ok(()) => 0,
+        Err(_) => {
+            let g = pool.gauges();
+            let in_use = g.open.saturating_sub(g.idle).max(1);
+            pool.close_now().await;
+            in_use
+        }
+    }
+}
+
+/// Runs statements for the neutral handle: one checkout per call.
+pub(crate) trait SqlExecutor: Send + Sync + 'static {
+    /// The layer it runs on.
+    fn layer(&self) -> DefaultOrm;
+
+    /// Runs a statement; the rows affected.
+    fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>>;
+
+    /// Runs a query; every row.
+    fn fetch_all<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>>>;
+
+    /// Runs a query; the first row, reading no more than needed.
+    fn fetch_optional<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Option<Row>>>;
+
+    /// Starts a transaction on one checked-out connection.
+    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn SqlTransaction>>>;
+}
+
+/// An open transaction; dropped without commit or rollback, it rolls back (or its connection is
+/// discarded).
+pub(crate) trait SqlTransaction: Send + 'static {
+    fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>>;
+
+    fn fetch_all<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Vec<Row>>>;
+
+    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+
+    fn rollback(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+}
+
+/// Finds the first error in `e`'s source chain that `classify` recognises.
+pub(crate) fn classify_chain(
+    e: &(dyn std::error::Error + 'static),
+    classify: impl Fn(&(dyn std::error::Error + 'static)) -> Option<ErrorKind>,
+) -> Option<ErrorKind> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(kind) = classify(e) {
+            return Some(kind);
+        }
+        next = e.source();
+    }
+    None
+}
