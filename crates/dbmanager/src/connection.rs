@@ -337,7 +337,7 @@ impl Connection {
         };
         backend.0.trim_idle(self.shared.settings.max_idle).await;
         let limit = self.shared.settings.connect_timeout;
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let span = self.shared.tracer.span("health_check");
         let outcome = bounded(self.name(), Operation::Ping, limit, backend.0.ping())
             .instrument(span.clone())
@@ -409,17 +409,17 @@ impl Connection {
     /// (from `retry_delay` to `retry_max_delay`), so a connection that cannot come up (a wrong
     /// password, a missing directory) is not retried, and logged, on every tick.
     pub(crate) fn reconnect_due(&self) -> bool {
-        let health = self.shared.health.report();
-        let Some(last) = health.last_check else {
+        let health = &self.shared.health;
+        let Some(elapsed) = health.since_last_check() else {
             return true;
         };
-        let failures = health.consecutive_failures.clamp(1, 20);
+        let failures = health.report().consecutive_failures.clamp(1, 20);
         let retry = &self.shared.retry;
         let backoff = retry
             .delay
             .saturating_mul(1 << (failures - 1))
             .min(retry.max_delay);
-        last.elapsed().map_or(true, |elapsed| elapsed >= backoff)
+        elapsed >= backoff
     }
 
     /// Opens the pool with the retry policy, unless it is open or being opened already.

@@ -84,6 +84,8 @@ pub(crate) struct HealthState {
     last_error: ArcSwapOption<String>,
     last_success: ArcSwapOption<SystemTime>,
     last_check: ArcSwapOption<SystemTime>,
+    /// When the last check finished on the monotonic (tokio) clock: what backoff measures.
+    last_check_at: ArcSwapOption<tokio::time::Instant>,
 }
 
 impl Default for HealthState {
@@ -94,6 +96,7 @@ impl Default for HealthState {
             last_error: ArcSwapOption::empty(),
             last_success: ArcSwapOption::empty(),
             last_check: ArcSwapOption::empty(),
+            last_check_at: ArcSwapOption::empty(),
         }
     }
 }
@@ -114,6 +117,7 @@ impl HealthState {
         self.consecutive_failures.store(0, Relaxed);
         self.last_success.store(Some(now.clone()));
         self.last_check.store(Some(now));
+        self.checked_now();
         Status::from_u8(self.status.swap(status.as_u8(), Relaxed))
     }
 
@@ -130,7 +134,18 @@ impl HealthState {
             .store(Some(std::sync::Arc::new(error.to_string())));
         self.last_check
             .store(Some(std::sync::Arc::new(SystemTime::now())));
+        self.checked_now();
         Status::from_u8(self.status.swap(status.as_u8(), Relaxed))
+    }
+
+    fn checked_now(&self) {
+        self.last_check_at
+            .store(Some(std::sync::Arc::new(tokio::time::Instant::now())));
+    }
+
+    /// Time since the last check finished, if there was one.
+    pub(crate) fn since_last_check(&self) -> Option<std::time::Duration> {
+        self.last_check_at.load().as_deref().map(|t| t.elapsed())
     }
 
     pub(crate) fn closed(&self) {

@@ -30,6 +30,8 @@ mod dsn;
 mod error;
 mod health;
 mod manager;
+#[cfg(test)]
+mod manager_logic_tests;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod registry;

@@ -127,12 +127,21 @@ impl Manager {
 
     /// Builds the registry from a config validated already.
     fn from_valid(config: ManagerConfig) -> Result<Self> {
+        Self::with_drivers(config, crate::registry::driver)
+    }
+
+    /// Builds the registry with `resolve` choosing each connection's driver (tests put the fake
+    /// driver behind real backend types this way).
+    pub(crate) fn with_drivers(
+        config: ManagerConfig,
+        resolve: fn(crate::DatabaseType) -> Option<&'static crate::driver::Driver>,
+    ) -> Result<Self> {
         let closed = Arc::new(AtomicBool::new(false));
         let retry = config.retry_policy();
         let mut by_name: FxHashMap<Box<str>, Connection> = FxHashMap::default();
         for c in config.connections.values() {
             // Validation reports a backend missing from this build; this is its backstop.
-            let driver = crate::registry::driver(c.kind).ok_or_else(|| {
+            let driver = resolve(c.kind).ok_or_else(|| {
                 let mut problems = ConfigProblems::default();
                 problems.push(
                     format!("connections.{}.type", c.name),

@@ -1,6 +1,8 @@
 //! The backends, one folder each, behind the seam of [`crate::driver`]. Each folder's `DRIVER`
 //! is listed in [`crate::registry`]; nothing outside this folder knows one backend from another.
 
+#[cfg(test)]
+pub(crate) mod fake;
 #[cfg(feature = "mongodb")]
 pub(crate) mod mongodb;
 #[cfg(feature = "mssql")]

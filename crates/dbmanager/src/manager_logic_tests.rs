@@ -1,0 +1,199 @@
+//! The manager's own logic on the fake driver: retry, the health state machine, reconnects,
+//! the close deadline and default switching, with no server and tokio's paused clock.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use crate::backends::fake::{FakeServer, resolve};
+use crate::config::{ConnectionConfig, DatabaseType, ManagerConfig};
+use crate::{ConnectPolicy, ErrorKind, Manager, Status};
+
+fn connection(name: &str, host: &str) -> ConnectionConfig {
+    let mut c = ConnectionConfig::new(name, DatabaseType::Postgres);
+    c.host = Some(host.to_owned());
+    c.database = Some("d".to_owned());
+    c.connect_timeout = Duration::from_secs(2);
+    c
+}
+
+fn config(connections: &[(&str, &str)]) -> ManagerConfig {
+    let mut config = ManagerConfig {
+        retry_attempts: 4,
+        retry_delay: Duration::from_millis(100),
+        retry_max_delay: Duration::from_secs(1),
+        health_check_interval: Duration::ZERO,
+        ..ManagerConfig::default()
+    };
+    for (name, host) in connections {
+        config = config.with_connection(connection(name, host));
+    }
+    config
+}
+
+fn manager(config: ManagerConfig) -> Manager {
+    config.validate().unwrap();
+    Manager::with_drivers(config, resolve).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_connect_failures_are_retried_until_success() {
+    let server = FakeServer::start("retry-ok");
+    server.connect_failures.store(2, SeqCst);
+    let m = manager(config(&[("a", "retry-ok")]));
+    let report = m.connect_with(ConnectPolicy::FailFast).await.unwrap();
+    assert_eq!(report.attempts["a"], 3);
+    assert_eq!(server.connects.load(SeqCst), 3);
+    assert_eq!(m.get("a").unwrap().status(), Status::Healthy);
+    let stats = m.stats().connections["a"].clone();
+    let transient = stats
+        .connect_errors
+        .iter()
+        .find(|(k, _)| *k == ErrorKind::Transient)
+        .map(|(_, n)| *n);
+    assert_eq!(transient, Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_transient_failures_are_not_retried_and_attempts_are_bounded() {
+    let auth = FakeServer::start("auth-fail");
+    auth.connect_failures.store(10, SeqCst);
+    *auth.connect_error.lock().unwrap() = Some(ErrorKind::Authentication);
+    let flaky = FakeServer::start("always-down");
+    flaky.connect_failures.store(100, SeqCst);
+    let m = manager(config(&[("auth", "auth-fail"), ("down", "always-down")]));
+    let report = m.connect_with(ConnectPolicy::Partial).await.unwrap();
+    assert_eq!(
+        report.attempts["auth"], 1,
+        "authentication is never retried"
+    );
+    assert_eq!(
+        report.attempts["down"], 4,
+        "retry_attempts counts every attempt"
+    );
+    let kinds: Vec<_> = report
+        .failed
+        .iter()
+        .map(|(n, e)| (n.as_str(), e.kind()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("auth", ErrorKind::Authentication),
+            ("down", ErrorKind::Transient)
+        ]
+    );
+    assert_eq!(m.get("down").unwrap().status(), Status::Unavailable);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_fast_closes_what_it_opened() {
+    let ok = FakeServer::start("ff-ok");
+    let bad = FakeServer::start("ff-bad");
+    bad.connect_failures.store(100, SeqCst);
+    let m = manager(config(&[("ok", "ff-ok"), ("bad", "ff-bad")]));
+    let err = m.connect().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert!(!m.get("ok").unwrap().is_connected());
+    assert_eq!(ok.closes.load(SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_moves_between_healthy_degraded_unhealthy_and_back() {
+    let server = FakeServer::start("health");
+    let m = manager(config(&[("a", "health")]));
+    m.connect().await.unwrap();
+    let c = m.get("a").unwrap();
+    assert_eq!(c.status(), Status::Healthy);
+
+    // Slower than half the 2 s connect timeout: degraded, still up.
+    server.ping_delay_ms.store(1_500, SeqCst);
+    c.health_check().await.unwrap();
+    assert_eq!(c.status(), Status::Degraded);
+    assert!(c.status().is_up());
+
+    // Slower than the whole bound: a timeout, unhealthy.
+    server.ping_delay_ms.store(5_000, SeqCst);
+    let err = c.health_check().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient);
+    assert_eq!(c.status(), Status::Unhealthy);
+
+    server.ping_delay_ms.store(0, SeqCst);
+    server.down.store(true, SeqCst);
+    c.health_check().await.unwrap_err();
+    let report = c.health();
+    assert_eq!(report.consecutive_failures, 2);
+    assert!(report.last_error.unwrap().contains("fake server down"));
+
+    server.down.store(false, SeqCst);
+    c.reconnect().await.unwrap();
+    assert_eq!(c.status(), Status::Healthy);
+    assert_eq!(c.health().consecutive_failures, 0);
+    assert_eq!(
+        server.discards.load(SeqCst),
+        1,
+        "a reconnect discards idle connections"
+    );
+    assert_eq!(c.stats().reconnects_ok, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_health_loop_brings_a_failed_connection_up() {
+    let server = FakeServer::start("loop");
+    server.connect_failures.store(6, SeqCst);
+    let mut config = config(&[("a", "loop")]);
+    config.health_check_interval = Duration::from_secs(1);
+    config.retry_attempts = 1;
+    let m = manager(config);
+    let report = m.connect_with(ConnectPolicy::Partial).await.unwrap();
+    assert_eq!(report.failed.len(), 1);
+    let c = m.get("a").unwrap();
+    for _ in 0..600 {
+        if c.status() == Status::Healthy {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.status(), Status::Healthy);
+    assert_eq!(server.connects.load(SeqCst), 7);
+    assert!(c.stats().reconnects_failed >= 5);
+    m.close(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_waits_for_checkouts_up_to_the_deadline_and_is_idempotent() {
+    let server = FakeServer::start("close");
+    server.stuck_in_use.store(2, SeqCst);
+    let m = manager(config(&[("a", "close")]));
+    m.connect().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let report = m.close(Duration::from_secs(3)).await;
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    assert_eq!(report.still_in_use, [("a".to_owned(), 2)]);
+    assert!(m.is_closed());
+    assert_eq!(m.get("a").unwrap_err().kind(), ErrorKind::Closed);
+
+    // Closing again does nothing and returns at once.
+    let again = m.close(Duration::from_secs(3)).await;
+    assert!(again.still_in_use.is_empty());
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    assert_eq!(server.closes.load(SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn defaults_switch_only_to_known_connections() {
+    let _a = FakeServer::start("def-a");
+    let _b = FakeServer::start("def-b");
+    let m = manager(config(&[("a", "def-a"), ("b", "def-b")]));
+    assert_eq!(
+        m.default_connection().unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    m.set_default("b").unwrap();
+    assert_eq!(m.default_connection().unwrap().name(), "b");
+    assert_eq!(m.set_default("zz").unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(m.default_connection().unwrap().name(), "b");
+    m.connect().await.unwrap();
+    let server: Arc<FakeServer> = m.default_connection().unwrap().native().unwrap();
+    assert_eq!(server.connects.load(SeqCst), 1);
+}
