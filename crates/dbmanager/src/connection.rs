@@ -80,7 +80,12 @@ impl Connection {
         manager_closed: Arc<AtomicBool>,
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
-        let tracer = Arc::new(crate::trace::Tracer::new(name.clone(), &config, driver));
+        let tracer = Arc::new(crate::trace::Tracer::new(
+            name.clone(),
+            &config,
+            driver.system_name,
+            driver.default_port,
+        ));
         Self {
             shared: Arc::new(Shared {
                 sql_context: Arc::new(crate::sql::Context {

@@ -1,9 +1,8 @@
 //! The seam between the manager and a backend: everything the core knows about any database.
 //!
 //! A backend is a [`Driver`] descriptor (static facts plus `open`), the [`BackendPool`] that
-//! `open` returns, and, for SQL backends, a [`SqlExecutor`] with its [`SqlTransaction`]. The
-//! registry (`crate::registry`) lists the drivers compiled in; nothing above this module names a
-//! backend. The shapes follow deadpool's `managed::Manager`, bb8's `ManageConnection` and sqlx's
+//! `open` returns, and, for SQL backends, the neutral handle's `SqlExecutor` (in `sql`). The
+//! registry lists the drivers compiled in; nothing above this module names a backend. The shapes follow deadpool's `managed::Manager`, bb8's `ManageConnection` and sqlx's
 //! `AnyDriver` table.
 
 use std::any::{Any, TypeId};
@@ -14,7 +13,7 @@ use futures_util::future::BoxFuture;
 
 use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm, PoolSettings};
 use crate::error::{ErrorKind, Result};
-use crate::sql::{Row, Value};
+use crate::sql::SqlExecutor;
 use crate::stats::{PoolCounters, PoolGauges};
 
 /// The optional connection fields a backend may read; validation rejects the others.
@@ -180,48 +179,6 @@ pub(crate) async fn close_within(pool: &dyn BackendPool, deadline: Duration) -> 
             in_use
         }
     }
-}
-
-/// Runs statements for the neutral handle: one checkout per call.
-pub(crate) trait SqlExecutor: Send + Sync + 'static {
-    /// The layer it runs on.
-    fn layer(&self) -> DefaultOrm;
-
-    /// Runs a statement; the rows affected.
-    fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>>;
-
-    /// Runs a query; every row.
-    fn fetch_all<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<Vec<Row>>>;
-
-    /// Runs a query; the first row, reading no more than needed.
-    fn fetch_optional<'a>(
-        &'a self,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<Option<Row>>>;
-
-    /// Starts a transaction on one checked-out connection.
-    fn begin(&self) -> BoxFuture<'_, Result<Box<dyn SqlTransaction>>>;
-}
-
-/// An open transaction; dropped without commit or rollback, it rolls back (or its connection is
-/// discarded).
-pub(crate) trait SqlTransaction: Send + 'static {
-    fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>>;
-
-    fn fetch_all<'a>(
-        &'a mut self,
-        sql: &'a str,
-        params: &'a [Value],
-    ) -> BoxFuture<'a, Result<Vec<Row>>>;
-
-    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
-
-    fn rollback(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
 }
 
 /// Finds the first error in `e`'s source chain that `classify` recognises.

@@ -53,7 +53,7 @@ pub use health::{HealthReport, Status};
 pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager};
 #[cfg(feature = "metrics")]
 pub use metrics::ManagerCollector;
-pub use sql::{ColumnRef, Database, FromValue, Row, Transaction, Value};
+pub use sql::{ColumnRef, Database, FromValue, Interval, Row, Transaction, Value};
 pub use stats::{ConnectionStats, HistogramSnapshot, ManagerStats};
 
 /// The driver and ORM crates this crate's API exposes, re-exported so applications use the very
@@ -61,6 +61,8 @@ pub use stats::{ConnectionStats, HistogramSnapshot, ManagerStats};
 pub mod reexports {
     #[cfg(feature = "mssql")]
     pub use bb8;
+    pub use bigdecimal;
+    pub use chrono;
     #[cfg(feature = "mongodb")]
     pub use mongodb;
     #[cfg(feature = "metrics")]
@@ -68,7 +70,9 @@ pub mod reexports {
     #[cfg(feature = "sea-orm")]
     pub use sea_orm;
     pub use secrecy;
+    pub use serde_json;
     pub use sqlx;
     #[cfg(feature = "mssql")]
     pub use tiberius;
+    pub use uuid;
 }

@@ -57,9 +57,11 @@ struct Registry {
 
 /// A manager held without keeping it alive (the metrics collector holds one).
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) struct WeakManager(std::sync::Weak<Inner>);
 
 impl WeakManager {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn upgrade(&self) -> Option<Manager> {
         self.0.upgrade().map(|inner| Manager { inner })
     }

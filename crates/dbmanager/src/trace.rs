@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tracing::Span;
 
 use crate::config::ConnectionConfig;
-use crate::driver::Driver;
 
 /// What every span of one connection carries.
 #[derive(Debug)]
@@ -22,7 +21,13 @@ pub(crate) struct Tracer {
 }
 
 impl Tracer {
-    pub(crate) fn new(name: Arc<str>, c: &ConnectionConfig, driver: &Driver) -> Self {
+    /// `system`: OpenTelemetry's `db.system.name`; `default_port`: the backend's.
+    pub(crate) fn new(
+        name: Arc<str>,
+        c: &ConnectionConfig,
+        system: &'static str,
+        default_port: Option<u16>,
+    ) -> Self {
         // The database name, or for an embedded database its file.
         let namespace = c
             .database
@@ -33,11 +38,11 @@ impl Tracer {
             enabled: cfg!(feature = "otel") && c.enable_tracing,
             statements: c.trace_statements,
             connection: name,
-            system: driver.system_name,
+            system,
             namespace: namespace.unwrap_or_default(),
             // From the fields only: a dsn may carry a password, so it is never parsed for spans.
             address: c.host.clone().unwrap_or_default(),
-            port: c.port.or(driver.default_port).unwrap_or(0),
+            port: c.port.or(default_port).unwrap_or(0),
         }
     }
 

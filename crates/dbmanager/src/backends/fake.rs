@@ -13,8 +13,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::config::{DatabaseType, DefaultOrm};
-use crate::driver::{BackendPool, Driver, Field, OpenSpec, SqlExecutor, no_check};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::sql::SqlExecutor;
 use crate::stats::PoolGauges;
 
 /// The knobs of one fake server.

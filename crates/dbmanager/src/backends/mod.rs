@@ -1,5 +1,5 @@
 //! The backends, one folder each, behind the seam of [`crate::driver`]. Each folder's `DRIVER`
-//! is listed in [`crate::registry`]; nothing outside this folder knows one backend from another.
+//! is listed in the registry; nothing outside this folder knows one backend from another.
 
 #[cfg(test)]
 pub(crate) mod fake;

@@ -4,6 +4,9 @@
 //! syntax rewrites them (see [`placeholders`]). The layer underneath is the connection's
 //! `default_orm`, chosen by the backend behind the [`SqlExecutor`] seam.
 
+// Only the backends whose drivers use another placeholder syntax need it.
+mod executor;
+#[cfg(any(feature = "mysql", feature = "mssql"))]
 pub(crate) mod placeholders;
 mod value;
 
@@ -11,13 +14,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use value::{ColumnRef, FromValue, Row, Value};
+pub(crate) use executor::{SqlExecutor, SqlTransaction};
+pub use value::{ColumnRef, FromValue, Interval, Row, Value};
+pub(crate) use value::{parse_timestamp, parse_timestamptz};
 
 use tracing::Instrument as _;
 
 use crate::config::{DatabaseType, DefaultOrm};
 use crate::deadline::bounded;
-use crate::driver::{SqlExecutor, SqlTransaction};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::trace::{Tracer, record_outcome};
 

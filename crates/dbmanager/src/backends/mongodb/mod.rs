@@ -23,9 +23,10 @@ use crate::config::ConnectionProblems;
 use crate::config::{
     ConnectionConfig, DatabaseType, DefaultOrm, PoolSettings, ReadPreference, SslMode,
 };
-use crate::driver::{BackendPool, Driver, Field, OpenSpec, SqlExecutor};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::dsn;
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::sql::SqlExecutor;
 use crate::stats::{DriverCounts, PoolGauges};
 
 /// MongoDB's default port.

@@ -15,8 +15,9 @@ pub use pool::{MssqlClient, MssqlConnection, MssqlManager, MssqlPool, TiberiusCl
 
 use crate::backends::bounded;
 use crate::config::{DatabaseType, DefaultOrm};
-use crate::driver::{BackendPool, Driver, Field, OpenSpec, SqlExecutor, no_check};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::sql::SqlExecutor;
 use crate::stats::PoolGauges;
 use pool::{ErrorSink, LastError, open_client};
 

@@ -5,15 +5,27 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use bigdecimal::BigDecimal;
+use bigdecimal::num_bigint::BigInt;
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
 use futures_util::future::BoxFuture;
-use tiberius::{ColumnData, ToSql};
+use tiberius::numeric::Numeric;
+use tiberius::{ColumnData, FromSql, ToSql};
 
 use super::{MssqlConnection, MssqlPool, TiberiusClient, tiberius_error};
 use crate::config::DefaultOrm;
-use crate::driver::{SqlExecutor, SqlTransaction};
 use crate::error::{Operation, Result};
-use crate::sql::placeholders::{TRANSACT_SQL, rewrite};
+use crate::sql::placeholders::{Dialect, rewrite};
 use crate::sql::{Row, Value};
+use crate::sql::{SqlExecutor, SqlTransaction};
+
+/// SQL Server: `'...'`, `"..."` and `[...]`.
+const TRANSACT_SQL: Dialect = Dialect {
+    quotes: &[('\'', '\''), ('"', '"'), ('[', ']')],
+    backslash_escapes: false,
+    hash_comments: false,
+    dash_comment_needs_space: false,
+};
 
 fn rewrite_placeholders(sql: &str) -> Cow<'_, str> {
     rewrite(sql, &TRANSACT_SQL, |out, n| {
@@ -23,15 +35,67 @@ fn rewrite_placeholders(sql: &str) -> Cow<'_, str> {
     .sql
 }
 
-fn to_sql(value: &Value) -> Box<dyn ToSql + '_> {
-    match value {
+/// A parameter as tiberius binds it; values SQL Server has no type for are an error.
+fn to_sql(value: &Value, at: usize) -> tiberius::Result<Box<dyn ToSql + '_>> {
+    Ok(match value {
         Value::Null => Box::new(Option::<&str>::None),
         Value::Bool(v) => Box::new(*v),
         Value::Int(v) => Box::new(*v),
         Value::Float(v) => Box::new(*v),
         Value::Text(v) => Box::new(v.as_str()),
         Value::Bytes(v) => Box::new(v.as_slice()),
+        Value::Decimal(v) => Box::new(numeric(v, at)?),
+        Value::Uuid(v) => Box::new(*v),
+        Value::Json(v) => Box::new(v.to_string()),
+        Value::TimestampTz(v) => Box::new(*v),
+        Value::Timestamp(v) => Box::new(*v),
+        Value::Date(v) => Box::new(*v),
+        Value::Time(v) => Box::new(*v),
+        other @ (Value::Interval(_) | Value::Array(_)) => {
+            return Err(conversion(format!(
+                "parameter ${at}: SQL Server has no type for a {} value",
+                other.type_name()
+            )));
+        }
+    })
+}
+
+fn conversion(message: String) -> tiberius::error::Error {
+    tiberius::error::Error::Conversion(message.into())
+}
+
+/// A decimal as SQL Server's `decimal(38, s)`: checked here, since tiberius panics on a value
+/// beyond 38 digits.
+fn numeric(v: &BigDecimal, at: usize) -> tiberius::Result<Numeric> {
+    let (digits, scale) = v.normalized().as_bigint_and_exponent();
+    let (digits, scale) = if scale < 0 {
+        let factor = BigInt::from(10u8).pow(u32::try_from(-scale).unwrap_or(u32::MAX).min(39));
+        (digits * factor, 0)
+    } else {
+        (digits, scale)
+    };
+    let too_big = || {
+        conversion(format!(
+            "parameter ${at}: {v} does not fit SQL Server's decimal (38 digits)"
+        ))
+    };
+    let scale = u8::try_from(scale)
+        .ok()
+        .filter(|s| *s <= 38)
+        .ok_or_else(too_big)?;
+    let value = i128::try_from(digits).map_err(|_| too_big())?;
+    if value.unsigned_abs() >= 10u128.pow(38) {
+        return Err(too_big());
     }
+    Ok(Numeric::new_with_scale(value, scale))
+}
+
+fn bound<'a>(params: &'a [Value]) -> tiberius::Result<Vec<Box<dyn ToSql + 'a>>> {
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, v)| to_sql(v, i + 1))
+        .collect()
 }
 
 async fn execute(
@@ -40,7 +104,7 @@ async fn execute(
     params: &[Value],
 ) -> tiberius::Result<u64> {
     let sql = rewrite_placeholders(sql);
-    let boxed: Vec<_> = params.iter().map(to_sql).collect();
+    let boxed = bound(params)?;
     let refs: Vec<&dyn ToSql> = boxed.iter().map(|b| b.as_ref()).collect();
     Ok(client.execute(sql.as_ref(), &refs).await?.total())
 }
@@ -51,7 +115,7 @@ async fn fetch_all(
     params: &[Value],
 ) -> tiberius::Result<Vec<Row>> {
     let sql = rewrite_placeholders(sql);
-    let boxed: Vec<_> = params.iter().map(to_sql).collect();
+    let boxed = bound(params)?;
     let refs: Vec<&dyn ToSql> = boxed.iter().map(|b| b.as_ref()).collect();
     let rows = client
         .query(sql.as_ref(), &refs)
@@ -74,6 +138,14 @@ async fn fetch_all(
         .collect()
 }
 
+/// Reads a value through tiberius's own conversion for `T`.
+fn via<'a, T: FromSql<'a>>(
+    data: &'a ColumnData<'static>,
+    wrap: fn(T) -> Value,
+) -> tiberius::Result<Value> {
+    Ok(T::from_sql(data)?.map_or(Value::Null, wrap))
+}
+
 fn decode(data: ColumnData<'static>, column: &str) -> tiberius::Result<Value> {
     let value = match data {
         ColumnData::U8(v) => v.map(|v| Value::Int(v.into())),
@@ -81,19 +153,32 @@ fn decode(data: ColumnData<'static>, column: &str) -> tiberius::Result<Value> {
         ColumnData::I32(v) => v.map(|v| Value::Int(v.into())),
         ColumnData::I64(v) => v.map(Value::Int),
         ColumnData::F32(v) => v.map(|v| Value::Float(v.into())),
+        // MONEY arrives as a float from tiberius, so its exactness ends at 15 digits.
         ColumnData::F64(v) => v.map(Value::Float),
         ColumnData::Bit(v) => v.map(Value::Bool),
         ColumnData::String(v) => v.map(|v| Value::Text(v.into_owned())),
-        ColumnData::Guid(v) => v.map(|v| Value::Text(v.to_string())),
+        ColumnData::Guid(v) => v.map(Value::Uuid),
         ColumnData::Binary(v) => v.map(|v| Value::Bytes(v.into_owned())),
-        ColumnData::Numeric(v) => v.map(|v| Value::Text(v.to_string())),
+        ColumnData::Numeric(v) => v.map(|v| {
+            Value::Decimal(BigDecimal::new(
+                BigInt::from(v.value()),
+                i64::from(v.scale()),
+            ))
+        }),
+        ColumnData::Xml(v) => v.map(|v| Value::Text(v.into_owned().into_string())),
+        ref data @ (ColumnData::DateTime(_)
+        | ColumnData::SmallDateTime(_)
+        | ColumnData::DateTime2(_)) => return via::<NaiveDateTime>(data, Value::Timestamp),
+        ref data @ ColumnData::DateTimeOffset(_) => {
+            return via::<DateTime<FixedOffset>>(data, Value::TimestampTz);
+        }
+        ref data @ ColumnData::Date(_) => return via::<NaiveDate>(data, Value::Date),
+        ref data @ ColumnData::Time(_) => return via::<NaiveTime>(data, Value::Time),
+        #[allow(unreachable_patterns)]
         _ => {
-            return Err(tiberius::error::Error::Conversion(
-                format!(
-                    "column `{column}` has a type the neutral handle does not decode; cast it in SQL (e.g. CAST(... AS NVARCHAR(50))) or use the native pool"
-                )
-                .into(),
-            ));
+            return Err(conversion(format!(
+                "column `{column}` has a type the neutral handle does not decode; cast it in SQL (e.g. CAST(... AS NVARCHAR(50))) or use the native pool"
+            )));
         }
     };
     Ok(value.unwrap_or(Value::Null))
@@ -226,5 +311,52 @@ impl SqlTransaction for MssqlTransaction {
         Box::pin(
             async move { run_simple(&self.name, &mut self.conn, "ROLLBACK TRANSACTION").await },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[test]
+    fn decimals_map_to_numeric_within_38_digits_and_are_refused_beyond() {
+        let ok = |s: &str| numeric(&BigDecimal::from_str(s).unwrap(), 1).unwrap();
+        let n = ok("12345678901234567890.123456789012345678");
+        assert_eq!(
+            (n.value(), n.scale()),
+            (12345678901234567890123456789012345678, 18)
+        );
+        let n = ok("-1.50");
+        assert_eq!((n.value(), n.scale()), (-15, 1));
+        let n = ok("1E+5");
+        assert_eq!((n.value(), n.scale()), (100000, 0));
+        for bad in ["123456789012345678901234567890123456789", "1E+40", "1E-39"] {
+            let err = numeric(&BigDecimal::from_str(bad).unwrap(), 3).unwrap_err();
+            assert!(err.to_string().contains("parameter $3"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn placeholders_are_rewritten_outside_literals_and_comments() {
+        assert_eq!(rewrite_placeholders("SELECT 1"), "SELECT 1");
+        assert_eq!(
+            rewrite_placeholders("SELECT * FROM t WHERE a = $1 AND b = $12"),
+            "SELECT * FROM t WHERE a = @P1 AND b = @P12"
+        );
+        assert_eq!(
+            rewrite_placeholders("SELECT '$1', \"$2\", [$3], $4 -- $5\n, $6 /* $7 */"),
+            "SELECT '$1', \"$2\", [$3], @P4 -- $5\n, @P6 /* $7 */"
+        );
+        assert_eq!(rewrite_placeholders("SELECT $x, $"), "SELECT $x, $");
+        assert_eq!(
+            rewrite_placeholders("SELECT a$1 FROM t"),
+            "SELECT a$1 FROM t"
+        );
+        assert_eq!(
+            rewrite_placeholders("SELECT 'it''s $1', $1"),
+            "SELECT 'it''s $1', @P1"
+        );
     }
 }

@@ -12,9 +12,18 @@ use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statement
 use crate::config::{DatabaseType, PoolSettings};
 use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
 use crate::error::{ErrorKind, Result};
-use crate::sql::placeholders::{MYSQL, Rewritten, rewrite};
+use crate::sql::placeholders::{Dialect, Rewritten, rewrite};
 
 pub(crate) const DEFAULT_PORT: u16 = 3306;
+
+/// MySQL and MariaDB lexing: `'...'`, `"..."` and `` `...` ``, backslash escapes inside
+/// quotes (the default `sql_mode`), `#` comments, and `--` comments only before whitespace.
+const MYSQL: Dialect = Dialect {
+    quotes: &[('\'', '\''), ('"', '"'), ('`', '`')],
+    backslash_escapes: true,
+    hash_comments: true,
+    dash_comment_needs_space: true,
+};
 
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Mysql,
@@ -42,6 +51,8 @@ pub(crate) struct My;
 
 impl SqlxFlavor for My {
     type DB = MySql;
+
+    const TEXT_UUIDS: bool = true;
 
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
         e.try_downcast_ref::<MySqlDatabaseError>()
@@ -110,6 +121,42 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mysql(sql: &str) -> (String, Vec<u32>) {
+        let r = My::rewrite(sql).unwrap();
+        (r.sql.into_owned(), r.order)
+    }
+
+    #[test]
+    fn placeholders_follow_mysql_lexing_and_keep_their_order() {
+        assert_eq!(
+            mysql("SELECT $2, $1, $2"),
+            ("SELECT ?, ?, ?".to_owned(), vec![2, 1, 2])
+        );
+        assert_eq!(
+            mysql("SELECT `$1`, '\\'$1', \"$1\", $1 # $2\n, $3"),
+            (
+                "SELECT `$1`, '\\'$1', \"$1\", ? # $2\n, ?".to_owned(),
+                vec![1, 3]
+            )
+        );
+        // `--` is a comment only before whitespace; `1--$1` is 1 minus minus $1.
+        assert_eq!(
+            mysql("SELECT 1--$1\n-- $2\n"),
+            ("SELECT 1--?\n-- $2\n".to_owned(), vec![1])
+        );
+        assert_eq!(
+            mysql("SELECT /* $1 */ $1"),
+            ("SELECT /* $1 */ ?".to_owned(), vec![1])
+        );
+        assert_eq!(
+            mysql("SELECT 'a\\\\', $1"),
+            ("SELECT 'a\\\\', ?".to_owned(), vec![1])
+        );
+        assert_eq!(mysql("SELECT a$1 FROM t").1, Vec::<u32>::new());
+        // A huge number saturates rather than wrapping onto a real parameter.
+        assert_eq!(mysql("SELECT $99999999999").1, vec![u32::MAX]);
+    }
 
     #[test]
     fn error_numbers_classify() {

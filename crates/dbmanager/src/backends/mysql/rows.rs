@@ -1,14 +1,16 @@
 //! Binding [`Value`]s into MySQL queries (placeholders rewritten to `?`, parameters reordered to
 //! match) and decoding MySQL rows.
 
+use chrono::{DateTime, NaiveTime, Utc};
+use sqlx::mysql::types::{MySqlTime, MySqlTimeSign};
 use sqlx::mysql::{MySql, MySqlArguments, MySqlRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 
 use super::My;
-use crate::backends::sqlx::rows::unsupported_column;
+use crate::backends::sqlx::rows::{bind_error, unsupported_column};
 use crate::backends::sqlx::{SqlxFlavor, in_order};
-use crate::sql::Value;
+use crate::sql::{Interval, Value};
 
 pub(super) fn bind<'q>(
     sql: &'q str,
@@ -19,7 +21,8 @@ pub(super) fn bind<'q>(
     };
     let ordered = in_order(&rewritten.order, params)?;
     let mut query = sqlx::query(AssertSqlSafe(rewritten.sql.into_owned()));
-    for param in ordered {
+    for (param, n) in ordered.into_iter().zip(&rewritten.order) {
+        let at = usize::try_from(*n).unwrap_or(usize::MAX);
         query = match param {
             Value::Null => query.bind(Option::<&str>::None),
             Value::Bool(v) => query.bind(*v),
@@ -27,9 +30,63 @@ pub(super) fn bind<'q>(
             Value::Float(v) => query.bind(*v),
             Value::Text(v) => query.bind(v.as_str()),
             Value::Bytes(v) => query.bind(v.as_slice()),
+            Value::Decimal(v) => query.bind(v),
+            // No UUID type on MySQL (MariaDB's UUID type takes text): the hyphenated text.
+            Value::Uuid(v) => query.bind(v.hyphenated().to_string()),
+            Value::Json(v) => query.bind(sqlx::types::Json(v)),
+            // The session runs at UTC (sqlx sets time_zone '+00:00'), so this is the instant.
+            Value::TimestampTz(v) => query.bind(v.with_timezone(&Utc)),
+            Value::Timestamp(v) => query.bind(*v),
+            Value::Date(v) => query.bind(*v),
+            Value::Time(v) => query.bind(*v),
+            Value::Interval(v) => query.bind(mysql_time(v).ok_or_else(|| {
+                sqlx::Error::Encode(
+                    format!(
+                        "parameter ${at}: MySQL TIME holds at most ±838:59:59.999999 and no months"
+                    )
+                    .into(),
+                )
+            })?),
+            other @ Value::Array(_) => return Err(bind_error(at, other, "MySQL")),
         };
     }
     Ok(query)
+}
+
+/// An interval as MySQL's signed TIME (days folded into hours).
+fn mysql_time(v: &Interval) -> Option<MySqlTime> {
+    if v.months != 0 {
+        return None;
+    }
+    let micros = i128::from(v.days) * 86_400_000_000 + i128::from(v.microseconds);
+    let sign = if micros < 0 {
+        MySqlTimeSign::Negative
+    } else {
+        MySqlTimeSign::Positive
+    };
+    let abs = micros.unsigned_abs();
+    let hours = u32::try_from(abs / 3_600_000_000).ok()?;
+    let minutes = u8::try_from(abs / 60_000_000 % 60).ok()?;
+    let seconds = u8::try_from(abs / 1_000_000 % 60).ok()?;
+    let microseconds = u32::try_from(abs % 1_000_000).ok()?;
+    MySqlTime::new(sign, hours, minutes, seconds, microseconds).ok()
+}
+
+/// A TIME column: a time of day when it is one, else the signed span it is.
+fn time_value(t: MySqlTime) -> Value {
+    if let Ok(time) = NaiveTime::try_from(t) {
+        return Value::Time(time);
+    }
+    let micros = ((i64::from(t.hours()) * 60 + i64::from(t.minutes())) * 60
+        + i64::from(t.seconds()))
+        * 1_000_000
+        + i64::from(t.microseconds());
+    let signed = if matches!(t.sign(), MySqlTimeSign::Negative) {
+        -micros
+    } else {
+        micros
+    };
+    Value::Interval(Interval::from_microseconds(signed))
 }
 
 pub(super) fn decode(row: &MySqlRow) -> Result<Vec<Value>, sqlx::Error> {
@@ -65,6 +122,12 @@ pub(super) fn decode(row: &MySqlRow) -> Result<Vec<Value>, sqlx::Error> {
                     Err(_) => Value::Bytes(row.try_get(i)?),
                 }
             }
+            "DECIMAL" => Value::Decimal(row.try_get(i)?),
+            "JSON" => Value::Json(row.try_get(i)?),
+            "DATETIME" => Value::Timestamp(row.try_get(i)?),
+            "TIMESTAMP" => Value::TimestampTz(row.try_get::<DateTime<Utc>, _>(i)?.fixed_offset()),
+            "DATE" => Value::Date(row.try_get(i)?),
+            "TIME" => time_value(row.try_get(i)?),
             other => return Err(unsupported_column(column.name(), other)),
         };
         values.push(value);

@@ -43,6 +43,8 @@ pub(crate) struct Pg;
 impl SqlxFlavor for Pg {
     type DB = Postgres;
 
+    const ARRAYS: bool = true;
+
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
         classify_sqlstate(e.code().as_deref())
     }

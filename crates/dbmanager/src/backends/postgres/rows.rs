@@ -1,11 +1,15 @@
 //! Binding [`Value`]s into PostgreSQL queries and decoding PostgreSQL rows.
 
+use bigdecimal::BigDecimal;
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use sqlx::postgres::types::{PgInterval, PgMoney, PgTimeTz};
 use sqlx::postgres::{PgArguments, PgRow, Postgres};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
+use uuid::Uuid;
 
 use crate::backends::sqlx::rows::unsupported_column;
-use crate::sql::Value;
+use crate::sql::{Interval, Value};
 
 /// The query with its parameters bound; `$n` placeholders are PostgreSQL's own.
 pub(super) fn bind<'q>(
@@ -13,7 +17,7 @@ pub(super) fn bind<'q>(
     params: &[Value],
 ) -> Result<Query<'q, Postgres, PgArguments>, sqlx::Error> {
     let mut query = sqlx::query(AssertSqlSafe(sql));
-    for param in params {
+    for (i, param) in params.iter().enumerate() {
         query = match param {
             Value::Null => query.bind(pg_null::UntypedNull),
             Value::Bool(v) => query.bind(*v),
@@ -21,9 +25,91 @@ pub(super) fn bind<'q>(
             Value::Float(v) => query.bind(*v),
             Value::Text(v) => query.bind(v.as_str()),
             Value::Bytes(v) => query.bind(v.as_slice()),
+            Value::Decimal(v) => query.bind(v),
+            Value::Uuid(v) => query.bind(*v),
+            Value::Json(v) => query.bind(sqlx::types::Json(v)),
+            Value::TimestampTz(v) => query.bind(*v),
+            Value::Timestamp(v) => query.bind(*v),
+            Value::Date(v) => query.bind(*v),
+            Value::Time(v) => query.bind(*v),
+            Value::Interval(v) => query.bind(PgInterval {
+                months: v.months,
+                days: v.days,
+                microseconds: v.microseconds,
+            }),
+            Value::Array(items) => bind_array(query, items, i + 1)?,
         };
     }
     Ok(query)
+}
+
+/// Collects the elements of one variant (NULLs allowed) into a typed vector.
+macro_rules! elements {
+    ($items:expr, $at:expr, $variant:ident, $convert:expr) => {
+        $items
+            .iter()
+            .map(|v| match v {
+                Value::Null => Ok(None),
+                Value::$variant(x) => Ok(Some($convert(x))),
+                other => Err(mixed_array($at, other)),
+            })
+            .collect::<Result<Vec<Option<_>>, sqlx::Error>>()?
+    };
+}
+
+fn mixed_array(at: usize, element: &Value) -> sqlx::Error {
+    sqlx::Error::Encode(
+        format!(
+            "parameter ${at}: an array's elements must all be of one type (found a {})",
+            element.type_name()
+        )
+        .into(),
+    )
+}
+
+/// An array binds as the PostgreSQL array of its elements' type; one of only NULLs (or an empty
+/// one) as `text[]`.
+fn bind_array<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    items: &[Value],
+    at: usize,
+) -> Result<Query<'q, Postgres, PgArguments>, sqlx::Error> {
+    let first = items.iter().find(|v| !matches!(v, Value::Null));
+    Ok(match first {
+        None => query.bind(vec![Option::<String>::None; items.len()]),
+        Some(Value::Bool(_)) => query.bind(elements!(items, at, Bool, |x: &bool| *x)),
+        Some(Value::Int(_)) => query.bind(elements!(items, at, Int, |x: &i64| *x)),
+        Some(Value::Float(_)) => query.bind(elements!(items, at, Float, |x: &f64| *x)),
+        Some(Value::Text(_)) => query.bind(elements!(items, at, Text, |x: &String| x.clone())),
+        Some(Value::Bytes(_)) => query.bind(elements!(items, at, Bytes, |x: &Vec<u8>| x.clone())),
+        Some(Value::Decimal(_)) => {
+            query.bind(elements!(items, at, Decimal, |x: &BigDecimal| x.clone()))
+        }
+        Some(Value::Uuid(_)) => query.bind(elements!(items, at, Uuid, |x: &Uuid| *x)),
+        Some(Value::Json(_)) => query.bind(elements!(items, at, Json, |x: &serde_json::Value| {
+            x.clone()
+        })),
+        Some(Value::TimestampTz(_)) => {
+            query.bind(elements!(items, at, TimestampTz, |x: &DateTime<
+                FixedOffset,
+            >| x
+                .with_timezone(&Utc)))
+        }
+        Some(Value::Timestamp(_)) => {
+            query.bind(elements!(items, at, Timestamp, |x: &NaiveDateTime| *x))
+        }
+        Some(Value::Date(_)) => query.bind(elements!(items, at, Date, |x: &NaiveDate| *x)),
+        Some(Value::Time(_)) => query.bind(elements!(items, at, Time, |x: &NaiveTime| *x)),
+        Some(other) => {
+            return Err(sqlx::Error::Encode(
+                format!(
+                    "parameter ${at}: arrays of {} are not supported",
+                    other.type_name()
+                )
+                .into(),
+            ));
+        }
+    })
 }
 
 mod pg_null {
@@ -49,6 +135,32 @@ mod pg_null {
     }
 }
 
+/// Reads an array column of `T` into [`Value::Array`].
+fn array<T>(row: &PgRow, i: usize, convert: impl Fn(T) -> Value) -> Result<Value, sqlx::Error>
+where
+    T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + sqlx::postgres::PgHasArrayType,
+{
+    let items: Vec<Option<T>> = row.try_get(i)?;
+    Ok(Value::Array(
+        items
+            .into_iter()
+            .map(|v| v.map_or(Value::Null, &convert))
+            .collect(),
+    ))
+}
+
+fn interval(v: PgInterval) -> Value {
+    Value::Interval(Interval {
+        months: v.months,
+        days: v.days,
+        microseconds: v.microseconds,
+    })
+}
+
+fn timestamptz(v: DateTime<Utc>) -> Value {
+    Value::TimestampTz(v.fixed_offset())
+}
+
 pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
     let mut values = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
@@ -68,6 +180,37 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "UNKNOWN" | "CITEXT" => {
                 Value::Text(row.try_get(i)?)
             }
+            "NUMERIC" => Value::Decimal(row.try_get(i)?),
+            // Money has the locale's fraction digits; 2 is every common one.
+            "MONEY" => Value::Decimal(row.try_get::<PgMoney, _>(i)?.to_bigdecimal(2)),
+            "UUID" => Value::Uuid(row.try_get(i)?),
+            "JSON" | "JSONB" => Value::Json(row.try_get(i)?),
+            "TIMESTAMPTZ" => timestamptz(row.try_get(i)?),
+            "TIMESTAMP" => Value::Timestamp(row.try_get(i)?),
+            "DATE" => Value::Date(row.try_get(i)?),
+            "TIME" => Value::Time(row.try_get(i)?),
+            // No variant carries a time of day with an offset; its text keeps both exactly.
+            "TIMETZ" => {
+                let t: PgTimeTz<NaiveTime, FixedOffset> = row.try_get(i)?;
+                Value::Text(format!("{}{}", t.time.format("%H:%M:%S%.f"), t.offset))
+            }
+            "INTERVAL" => interval(row.try_get(i)?),
+            "BOOL[]" => array(row, i, Value::Bool)?,
+            "INT2[]" => array(row, i, |v: i16| Value::Int(v.into()))?,
+            "INT4[]" => array(row, i, |v: i32| Value::Int(v.into()))?,
+            "INT8[]" => array(row, i, Value::Int)?,
+            "FLOAT4[]" => array(row, i, |v: f32| Value::Float(v.into()))?,
+            "FLOAT8[]" => array(row, i, Value::Float)?,
+            "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "NAME[]" => array(row, i, Value::Text)?,
+            "BYTEA[]" => array(row, i, Value::Bytes)?,
+            "NUMERIC[]" => array(row, i, Value::Decimal)?,
+            "UUID[]" => array(row, i, Value::Uuid)?,
+            "JSON[]" | "JSONB[]" => array(row, i, Value::Json)?,
+            "TIMESTAMPTZ[]" => array(row, i, timestamptz)?,
+            "TIMESTAMP[]" => array(row, i, Value::Timestamp)?,
+            "DATE[]" => array(row, i, Value::Date)?,
+            "TIME[]" => array(row, i, Value::Time)?,
+            "INTERVAL[]" => array(row, i, interval)?,
             other => {
                 return Err(unsupported_column(column.name(), other));
             }

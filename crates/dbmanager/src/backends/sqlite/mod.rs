@@ -31,6 +31,9 @@ pub(crate) struct Lite;
 impl SqlxFlavor for Lite {
     type DB = Sqlite;
 
+    const TEXT_UUIDS: bool = true;
+    const TEXT_DECIMALS: bool = true;
+
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
         classify_result_code(e.code().as_deref())
     }

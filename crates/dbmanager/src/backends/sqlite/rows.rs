@@ -1,11 +1,18 @@
 //! Binding [`Value`]s into SQLite queries and decoding SQLite rows.
+//!
+//! SQLite stores what it has no type for as text: decimals exactly (`1.50` stays `1.50`),
+//! UUIDs hyphenated, JSON as its text, timestamps with an offset as RFC 3339, timestamps without
+//! one as `YYYY-MM-DD HH:MM:SS[.f]`, dates and times in ISO 8601. A column declared `DATETIME`,
+//! `TIMESTAMP`, `DATE`, `TIME` or `BOOLEAN` reads back typed; other text reads back as
+//! [`Value::Text`], which `Row::get` parses into the typed value.
 
+use chrono::{NaiveDate, NaiveTime};
 use sqlx::query::Query;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteRow};
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 
-use crate::backends::sqlx::rows::unsupported_column;
-use crate::sql::Value;
+use crate::backends::sqlx::rows::{bind_error, unsupported_column};
+use crate::sql::{Value, parse_timestamp, parse_timestamptz};
 
 /// The query with its parameters bound; SQLite reads `$n` as numbered parameters.
 pub(super) fn bind<'q>(
@@ -13,7 +20,7 @@ pub(super) fn bind<'q>(
     params: &[Value],
 ) -> Result<Query<'q, Sqlite, SqliteArguments>, sqlx::Error> {
     let mut query = sqlx::query(AssertSqlSafe(sql));
-    for param in params {
+    for (i, param) in params.iter().enumerate() {
         query = match param {
             Value::Null => query.bind(Option::<i64>::None),
             Value::Bool(v) => query.bind(*v),
@@ -21,9 +28,32 @@ pub(super) fn bind<'q>(
             Value::Float(v) => query.bind(*v),
             Value::Text(v) => query.bind(v.as_str()),
             Value::Bytes(v) => query.bind(v.as_slice()),
+            Value::Decimal(v) => query.bind(v.to_string()),
+            Value::Uuid(v) => query.bind(v.hyphenated().to_string()),
+            Value::Json(v) => query.bind(v.to_string()),
+            Value::TimestampTz(v) => query.bind(*v),
+            Value::Timestamp(v) => query.bind(*v),
+            Value::Date(v) => query.bind(*v),
+            Value::Time(v) => query.bind(*v),
+            other @ (Value::Interval(_) | Value::Array(_)) => {
+                return Err(bind_error(i + 1, other, "SQLite"));
+            }
         };
     }
     Ok(query)
+}
+
+/// Text under a date/time declared type, parsed; text that does not parse stays text.
+fn declared_text(declared: &str, text: String) -> Value {
+    let parsed = match declared {
+        "DATETIME" => parse_timestamptz(&text)
+            .map(Value::TimestampTz)
+            .or_else(|| parse_timestamp(&text).map(Value::Timestamp)),
+        "DATE" => text.trim().parse::<NaiveDate>().ok().map(Value::Date),
+        "TIME" => text.trim().parse::<NaiveTime>().ok().map(Value::Time),
+        _ => None,
+    };
+    parsed.unwrap_or(Value::Text(text))
 }
 
 pub(super) fn decode(row: &SqliteRow) -> Result<Vec<Value>, sqlx::Error> {
@@ -34,12 +64,17 @@ pub(super) fn decode(row: &SqliteRow) -> Result<Vec<Value>, sqlx::Error> {
             values.push(Value::Null);
             continue;
         }
-        // SQLite is dynamically typed: decode by the value's storage class, not the column's.
+        // SQLite is dynamically typed: decode by the value's storage class, refined by the
+        // column's declared type where that names one.
         let storage = raw.type_info().name().to_owned();
+        let declared = column.type_info().name();
         let value = match storage.as_str() {
+            "INTEGER" | "BOOLEAN" | "INT8" if declared == "BOOLEAN" => {
+                Value::Bool(row.try_get::<i64, _>(i)? != 0)
+            }
             "INTEGER" | "BOOLEAN" | "INT8" => Value::Int(row.try_get(i)?),
             "REAL" => Value::Float(row.try_get(i)?),
-            "TEXT" | "DATETIME" | "DATE" | "TIME" => Value::Text(row.try_get(i)?),
+            "TEXT" | "DATETIME" | "DATE" | "TIME" => declared_text(declared, row.try_get(i)?),
             "BLOB" => Value::Bytes(row.try_get(i)?),
             other => return Err(unsupported_column(column.name(), other)),
         };

@@ -7,9 +7,9 @@ use sqlx::Pool;
 
 use super::{SqlxFlavor, hooks, sqlx_error};
 use crate::config::DefaultOrm;
-use crate::driver::{SqlExecutor, SqlTransaction};
 use crate::error::{Operation, Result};
 use crate::sql::{Row, Value};
+use crate::sql::{SqlExecutor, SqlTransaction};
 use crate::stats::PoolCounters;
 
 /// Writes a flavor's `execute`, `fetch_all` and `fetch_optional` from its `bind` function

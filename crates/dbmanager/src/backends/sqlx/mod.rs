@@ -22,8 +22,9 @@ pub(crate) use executor::sqlx_statements;
 
 use super::bounded;
 use crate::config::{DefaultOrm, PoolSettings};
-use crate::driver::{BackendPool, OpenSpec, SqlExecutor};
+use crate::driver::{BackendPool, OpenSpec};
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::sql::SqlExecutor;
 use crate::sql::placeholders::Rewritten;
 use crate::sql::{Row, Value};
 use crate::stats::{PoolCounters, PoolGauges};
@@ -56,6 +57,13 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         sql: &'c str,
         params: &'c [Value],
     ) -> impl Future<Output = std::result::Result<Option<Row>, sqlx::Error>> + Send + 'c;
+
+    /// UUIDs are stored as hyphenated text (no native UUID type).
+    const TEXT_UUIDS: bool = false;
+    /// Decimals are stored as exact text (no native decimal type).
+    const TEXT_DECIMALS: bool = false;
+    /// The backend has array types.
+    const ARRAYS: bool = false;
 
     /// `sql` with the neutral `$n` placeholders in the driver's own syntax, for drivers that do
     /// not read `$n` themselves.

@@ -4,13 +4,15 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use sea_orm::{ConnectionTrait, DbErr, RuntimeErr, Statement, TransactionTrait as _};
+use sea_orm::{
+    ConnectionTrait, DbErr, RuntimeErr, Statement, TransactionTrait as _, Value as OrmValue,
+};
 
 use super::{SqlxFlavor, classify, in_order};
 use crate::config::DefaultOrm;
-use crate::driver::{SqlExecutor, SqlTransaction};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::sql::{Row, Value};
+use crate::sql::{SqlExecutor, SqlTransaction};
 
 pub(super) struct SeaOrmExecutor<F> {
     name: Arc<str>,
@@ -44,15 +46,97 @@ fn error<F: SqlxFlavor>(name: &str, operation: Operation, e: DbErr) -> Error {
     Error::database(name, operation, kind, e)
 }
 
-fn to_orm(value: &Value) -> sea_orm::Value {
-    match value {
-        Value::Null => sea_orm::Value::String(None),
-        Value::Bool(v) => sea_orm::Value::Bool(Some(*v)),
-        Value::Int(v) => sea_orm::Value::BigInt(Some(*v)),
-        Value::Float(v) => sea_orm::Value::Double(Some(*v)),
-        Value::Text(v) => sea_orm::Value::String(Some(v.clone())),
-        Value::Bytes(v) => sea_orm::Value::Bytes(Some(v.clone())),
-    }
+/// A parameter as SeaORM binds it: the same mapping as the native layer of each flavor
+/// (UUIDs as text where the flavor stores them so; arrays only where the flavor has them).
+fn to_orm<F: SqlxFlavor>(value: &Value, at: usize) -> std::result::Result<OrmValue, sqlx::Error> {
+    Ok(match value {
+        Value::Null => OrmValue::String(None),
+        Value::Bool(v) => OrmValue::Bool(Some(*v)),
+        Value::Int(v) => OrmValue::BigInt(Some(*v)),
+        Value::Float(v) => OrmValue::Double(Some(*v)),
+        Value::Text(v) => OrmValue::String(Some(v.clone())),
+        Value::Bytes(v) => OrmValue::Bytes(Some(v.clone())),
+        Value::Decimal(v) if F::TEXT_DECIMALS => OrmValue::String(Some(v.to_string())),
+        Value::Decimal(v) => OrmValue::BigDecimal(Some(Box::new(v.clone()))),
+        Value::Uuid(v) if F::TEXT_UUIDS => OrmValue::String(Some(v.hyphenated().to_string())),
+        Value::Uuid(v) => OrmValue::Uuid(Some(*v)),
+        Value::Json(v) => OrmValue::Json(Some(Box::new(v.clone()))),
+        Value::TimestampTz(v) => OrmValue::ChronoDateTimeWithTimeZone(Some(*v)),
+        Value::Timestamp(v) => OrmValue::ChronoDateTime(Some(*v)),
+        Value::Date(v) => OrmValue::ChronoDate(Some(*v)),
+        Value::Time(v) => OrmValue::ChronoTime(Some(*v)),
+        Value::Array(items) if F::ARRAYS => array::<F>(items, at)?,
+        other @ (Value::Interval(_) | Value::Array(_)) => {
+            return Err(sqlx::Error::Encode(
+                format!(
+                    "parameter ${at}: SeaORM cannot bind a {} value here; use the native layer",
+                    other.type_name()
+                )
+                .into(),
+            ));
+        }
+    })
+}
+
+/// A homogeneous array; NULL elements become typed NULLs of the element type.
+fn array<F: SqlxFlavor>(items: &[Value], at: usize) -> std::result::Result<OrmValue, sqlx::Error> {
+    use sea_orm::sea_query::ArrayType as T;
+    let first = items.iter().find(|v| !matches!(v, Value::Null));
+    let (kind, null) = match first.map(|v| to_orm::<F>(v, at)).transpose()? {
+        None | Some(OrmValue::String(_)) => (T::String, OrmValue::String(None)),
+        Some(OrmValue::Bool(_)) => (T::Bool, OrmValue::Bool(None)),
+        Some(OrmValue::BigInt(_)) => (T::BigInt, OrmValue::BigInt(None)),
+        Some(OrmValue::Double(_)) => (T::Double, OrmValue::Double(None)),
+        Some(OrmValue::Bytes(_)) => (T::Bytes, OrmValue::Bytes(None)),
+        Some(OrmValue::BigDecimal(_)) => (T::BigDecimal, OrmValue::BigDecimal(None)),
+        Some(OrmValue::Uuid(_)) => (T::Uuid, OrmValue::Uuid(None)),
+        Some(OrmValue::Json(_)) => (T::Json, OrmValue::Json(None)),
+        Some(OrmValue::ChronoDateTimeWithTimeZone(_)) => (
+            T::ChronoDateTimeWithTimeZone,
+            OrmValue::ChronoDateTimeWithTimeZone(None),
+        ),
+        Some(OrmValue::ChronoDateTime(_)) => (T::ChronoDateTime, OrmValue::ChronoDateTime(None)),
+        Some(OrmValue::ChronoDate(_)) => (T::ChronoDate, OrmValue::ChronoDate(None)),
+        Some(OrmValue::ChronoTime(_)) => (T::ChronoTime, OrmValue::ChronoTime(None)),
+        Some(_) => {
+            return Err(sqlx::Error::Encode(
+                format!("parameter ${at}: arrays of arrays are not supported").into(),
+            ));
+        }
+    };
+    let elements = items
+        .iter()
+        .map(|v| match v {
+            Value::Null => Ok(null.clone()),
+            v => {
+                let element = to_orm::<F>(v, at)?;
+                if std::mem::discriminant(&element) == std::mem::discriminant(&null) {
+                    Ok(element)
+                } else {
+                    Err(sqlx::Error::Encode(
+                        format!(
+                            "parameter ${at}: an array's elements must all be of one type (found a {})",
+                            v.type_name()
+                        )
+                        .into(),
+                    ))
+                }
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(OrmValue::Array(kind, Some(Box::new(elements))))
+}
+
+fn orm_values<'v, F: SqlxFlavor>(
+    name: &str,
+    params: impl IntoIterator<Item = &'v Value>,
+) -> Result<Vec<OrmValue>> {
+    params
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| to_orm::<F>(v, i + 1))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::database(name, Operation::Query, ErrorKind::Query, e))
 }
 
 /// The statement in the driver's placeholder syntax; SeaORM passes SQL to sqlx as it is.
@@ -64,11 +148,11 @@ fn statement<F: SqlxFlavor>(
 ) -> Result<Statement> {
     let backend = db.get_database_backend();
     Ok(match F::rewrite(sql) {
-        None => Statement::from_sql_and_values(backend, sql, params.iter().map(to_orm)),
+        None => Statement::from_sql_and_values(backend, sql, orm_values::<F>(name, params)?),
         Some(rewritten) => {
             let ordered = in_order(&rewritten.order, params)
                 .map_err(|e| Error::database(name, Operation::Query, ErrorKind::Query, e))?;
-            Statement::from_sql_and_values(backend, rewritten.sql, ordered.into_iter().map(to_orm))
+            Statement::from_sql_and_values(backend, rewritten.sql, orm_values::<F>(name, ordered)?)
         }
     })
 }

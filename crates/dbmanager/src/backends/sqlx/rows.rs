@@ -16,6 +16,17 @@ pub(crate) fn unsupported_column(column: &str, type_name: &str) -> sqlx::Error {
     )
 }
 
+/// A parameter of a type the backend cannot bind.
+pub(crate) fn bind_error(at: usize, value: &Value, backend: &str) -> sqlx::Error {
+    sqlx::Error::Encode(
+        format!(
+            "parameter ${at}: {backend} has no type for a {} value",
+            value.type_name()
+        )
+        .into(),
+    )
+}
+
 fn column_names<R: sqlx::Row>(row: &R) -> Arc<[String]> {
     row.columns().iter().map(|c| c.name().to_owned()).collect()
 }
