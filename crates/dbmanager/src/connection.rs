@@ -21,12 +21,13 @@ struct Backend(Box<dyn BackendPool>);
 
 type BackendGuard = arc_swap::Guard<Option<Arc<Backend>>>;
 
-/// Stores `false` in the flag when dropped.
-struct ClearOnDrop<'a>(&'a AtomicBool);
+/// Ends a connect attempt when dropped: clears the flag and wakes the callers waiting on it.
+struct ClearOnDrop<'a>(&'a AtomicBool, &'a tokio::sync::Notify);
 
 impl Drop for ClearOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
+        self.1.notify_waiters();
     }
 }
 
@@ -51,6 +52,8 @@ struct Shared {
     /// The manager's closed flag, shared by all of its connections.
     manager_closed: Arc<AtomicBool>,
     connecting: AtomicBool,
+    /// Woken when an in-flight connect ends.
+    connect_done: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Connection {
@@ -105,6 +108,7 @@ impl Connection {
                 health: HealthState::default(),
                 manager_closed,
                 connecting: AtomicBool::new(false),
+                connect_done: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -427,21 +431,24 @@ impl Connection {
         elapsed >= backoff
     }
 
-    /// Opens the pool with the retry policy, unless it is open or being opened already.
-    /// Returns the number of attempts made (0 when nothing was to do).
+    /// Opens the pool with the retry policy, unless it is open already. A call while another
+    /// connect is in flight waits for that one and reports its outcome (never `Ok` for a
+    /// connection that is not connected). Returns the number of attempts this call made.
     pub(crate) async fn connect(&self) -> (Result<()>, u32) {
-        if self.is_connected()
-            || self
-                .shared
-                .connecting
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
+        if self.is_connected() {
             return (Ok(()), 0);
+        }
+        if self
+            .shared
+            .connecting
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return (self.wait_for_connect().await, 0);
         }
         // Cleared however this future ends: a connect cancelled mid-way (a caller's timeout, the
         // health loop aborted by close) must not block every later connect.
-        let _connecting = ClearOnDrop(&self.shared.connecting);
+        let _connecting = ClearOnDrop(&self.shared.connecting, &self.shared.connect_done);
         let s = &*self.shared;
         let spec = OpenSpec {
             name: &s.name,
@@ -499,6 +506,31 @@ impl Connection {
             return (Err(Error::closed(&s.name, Operation::Connect)), attempts);
         }
         (outcome, attempts)
+    }
+
+    /// Waits for the connect in flight to end; its outcome is whether the pool is open now.
+    async fn wait_for_connect(&self) -> Result<()> {
+        loop {
+            let done = self.shared.connect_done.notified();
+            tokio::pin!(done);
+            // Registered before the flag is read, so a wake-up between the two is not lost.
+            done.as_mut().enable();
+            if !self.shared.connecting.load(Ordering::Acquire) {
+                break;
+            }
+            done.await;
+        }
+        if self.is_connected() {
+            return Ok(());
+        }
+        if self.shared.manager_closed.load(Ordering::Acquire) {
+            return Err(Error::closed(self.name(), Operation::Connect));
+        }
+        Err(Error::Unavailable {
+            connection: self.name().to_owned(),
+            operation: Operation::Connect,
+            last_error: self.shared.health.last_error(),
+        })
     }
 
     /// Closes the pool (if open), waiting up to `deadline` for checked-out connections.

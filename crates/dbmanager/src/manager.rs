@@ -83,6 +83,9 @@ pub(crate) struct Inner {
     registry: Registry,
     default: ArcSwapOption<Connection>,
     closed: Arc<AtomicBool>,
+    /// Closes in flight: a connect meanwhile is refused rather than reopening a closing
+    /// manager.
+    closing: std::sync::atomic::AtomicU32,
     /// The background health loop, while one runs. Locked only to swap the handle.
     health_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -169,6 +172,7 @@ impl Manager {
                 registry: Registry { by_name, names },
                 default: ArcSwapOption::from_pointee(default),
                 closed,
+                closing: std::sync::atomic::AtomicU32::new(0),
                 health_task: std::sync::Mutex::new(None),
             }),
         })
@@ -202,10 +206,21 @@ impl Manager {
 
     /// Connects every connection not yet connected, in parallel, under `policy`.
     ///
-    /// A closed manager is reopened. With [`ConnectPolicy::Partial`] this returns `Ok` with the
-    /// failures in the report.
+    /// A closed manager is reopened; while a [`Manager::close`] is in flight, connecting fails
+    /// with [`Error::Closed`] instead. A connection another call is connecting already is
+    /// waited for, and reported as that call's outcome. With [`ConnectPolicy::Partial`] this
+    /// returns `Ok` with the failures in the report.
     pub async fn connect_with(&self, policy: ConnectPolicy) -> Result<ConnectReport> {
+        let closing = || self.inner.closing.load(Ordering::Acquire) > 0;
+        if closing() {
+            return Err(Error::closed("*", Operation::Connect));
+        }
         self.inner.closed.store(false, Ordering::Release);
+        // A close that started between the check and the store wins.
+        if closing() {
+            self.inner.closed.store(true, Ordering::Release);
+            return Err(Error::closed("*", Operation::Connect));
+        }
         let connections = self.connections();
         let outcomes = futures_util::future::join_all(connections.iter().map(|c| async move {
             let was_connected = c.is_connected();
@@ -408,6 +423,9 @@ impl Manager {
     /// checked-out connections get until `deadline` to come back, then are closed anyway and
     /// reported. Idempotent.
     pub async fn close(&self, deadline: Duration) -> CloseReport {
+        self.inner.closing.fetch_add(1, Ordering::AcqRel);
+        // Decremented however this future ends (a caller may drop it at its own deadline).
+        let _closing = Decrement(&self.inner.closing);
         self.inner.closed.store(true, Ordering::Release);
         self.stop_health_loop();
         let connections = self.connections();
@@ -421,6 +439,15 @@ impl Manager {
                 .map(|(c, o)| (c.name().to_owned(), o.still_in_use))
                 .collect(),
         }
+    }
+}
+
+/// Decrements the counter when dropped.
+struct Decrement<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl Drop for Decrement<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -197,3 +197,68 @@ async fn defaults_switch_only_to_known_connections() {
     let server: Arc<FakeServer> = m.default_connection().unwrap().native().unwrap();
     assert_eq!(server.connects.load(SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_while_another_is_in_flight_reports_its_outcome() {
+    let server = FakeServer::start("concurrent");
+    server.connect_delay_ms.store(1_000, SeqCst);
+    server.connect_failures.store(100, SeqCst);
+    let mut config = config(&[("a", "concurrent")]);
+    config.retry_attempts = 1;
+    let m = manager(config);
+    let (first, second) = tokio::join!(
+        m.connect_with(ConnectPolicy::Partial),
+        m.connect_with(ConnectPolicy::Partial)
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.failed.len(), 1, "{first:?}");
+    assert_eq!(
+        second.failed.len(),
+        1,
+        "the second call must not report success for a connection that is down: {second:?}"
+    );
+    assert_eq!(server.connects.load(SeqCst), 1, "one attempt, not two");
+    assert!(m.connect().await.is_err());
+
+    // And when the in-flight connect succeeds, the waiter sees the open pool.
+    let ok = FakeServer::start("concurrent-ok");
+    ok.connect_delay_ms.store(1_000, SeqCst);
+    let m = manager(config_one("concurrent-ok"));
+    let (a, b) = tokio::join!(m.connect(), m.connect());
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(ok.connects.load(SeqCst), 1);
+}
+
+fn config_one(host: &str) -> ManagerConfig {
+    config(&[("a", host)])
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_during_close_does_not_reopen_the_closing_manager() {
+    let server = FakeServer::start("closing");
+    server.stuck_in_use.store(1, SeqCst);
+    let mut config = config_one("closing");
+    config.health_check_interval = Duration::from_secs(1);
+    let m = manager(config);
+    m.connect().await.unwrap();
+    let closing = tokio::spawn({
+        let m = m.clone();
+        async move { m.close(Duration::from_secs(5)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let err = m.connect().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed);
+    let report = closing.await.unwrap();
+    assert_eq!(report.still_in_use.len(), 1);
+    assert!(m.is_closed(), "the close finished with the manager closed");
+    assert!(!m.connections()[0].is_connected());
+    // No health loop came back to life: nothing reconnects in the background.
+    server.stuck_in_use.store(0, SeqCst);
+    let connects = server.connects.load(SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(server.connects.load(SeqCst), connects);
+    // Once closed, connect reopens as documented.
+    m.connect().await.unwrap();
+    assert!(!m.is_closed());
+}

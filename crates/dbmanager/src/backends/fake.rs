@@ -27,6 +27,8 @@ pub(crate) struct FakeServer {
     pub connect_error: Mutex<Option<ErrorKind>>,
     /// Connect attempts made.
     pub connects: AtomicU32,
+    /// Each connect attempt takes this long (ms).
+    pub connect_delay_ms: AtomicU64,
     /// Pings fail while set.
     pub down: AtomicBool,
     /// Each ping takes this long (ms).
@@ -90,6 +92,10 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             ));
         };
         server.connects.fetch_add(1, SeqCst);
+        let delay = server.connect_delay_ms.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let failing = server
             .connect_failures
             .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
