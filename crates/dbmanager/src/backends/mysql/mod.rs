@@ -99,9 +99,10 @@ fn classify_number(number: u16) -> ErrorKind {
         1045 | 1698 | 1862 | 1820 => ErrorKind::Authentication,
         // unknown database, no access to the database
         1049 | 1044 => ErrorKind::Configuration,
-        // too many connections, user's connection limit, server shutting down, lock wait
-        // timeout, deadlock, connection killed, lost connection / gone away
-        1040 | 1203 | 1053 | 1205 | 1213 | 1927 | 2006 | 2013 => ErrorKind::Transient,
+        // too many connections, the server-wide and the per-account user connection limits,
+        // server shutting down, lock wait timeout, deadlock, connection killed, lost
+        // connection / gone away
+        1040 | 1203 | 1226 | 1053 | 1205 | 1213 | 1927 | 2006 | 2013 => ErrorKind::Transient,
         _ => ErrorKind::Query,
     }
 }
@@ -163,6 +164,7 @@ mod tests {
         assert_eq!(classify_number(1045), ErrorKind::Authentication);
         assert_eq!(classify_number(1049), ErrorKind::Configuration);
         assert_eq!(classify_number(1040), ErrorKind::Transient);
+        assert_eq!(classify_number(1226), ErrorKind::Transient);
         assert_eq!(classify_number(2013), ErrorKind::Transient);
         assert_eq!(classify_number(1064), ErrorKind::Query);
     }
