@@ -2,12 +2,14 @@
 //! readiness, metrics and stats for it.
 
 mod check;
+mod http;
 mod load;
 mod serve;
 mod telemetry;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -53,6 +55,15 @@ enum Command {
         /// Address to listen on (port 0 picks a free one; the address is printed).
         #[arg(long, default_value = "127.0.0.1:9187")]
         listen: std::net::SocketAddr,
+        /// A client must send a request's headers within this many seconds.
+        #[arg(long, default_value_t = 10.0)]
+        header_read_timeout: f64,
+        /// Connections served at once.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+        max_connections: u32,
+        /// Seconds shutdown waits for open HTTP connections to finish.
+        #[arg(long, default_value_t = 5.0)]
+        drain: f64,
     },
 }
 
@@ -80,8 +91,36 @@ fn main() -> ExitCode {
             config.as_deref(),
             matches!(format, Format::Json),
         )),
-        Command::Serve { config, listen } => {
-            runtime.block_on(serve::run(config.as_deref(), listen))
+        Command::Serve {
+            config,
+            listen,
+            header_read_timeout,
+            max_connections,
+            drain,
+        } => {
+            let seconds = |s: f64, flag: &str| {
+                Duration::try_from_secs_f64(s)
+                    .ok()
+                    .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
+                    .ok_or_else(|| format!("error: --{flag} must be between 0 and 3600 seconds"))
+            };
+            match (
+                seconds(header_read_timeout, "header-read-timeout"),
+                seconds(drain, "drain"),
+            ) {
+                (Ok(header_read_timeout), Ok(drain)) => {
+                    let limits = http::Limits {
+                        header_read_timeout,
+                        max_connections: max_connections as usize,
+                        drain,
+                    };
+                    runtime.block_on(serve::run(config.as_deref(), listen, limits))
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("{e}");
+                    EXIT_CONFIG
+                }
+            }
         }
     };
     drop(runtime);

@@ -12,28 +12,17 @@ use axum::routing::get;
 use dbmanager::{ConnectPolicy, Manager};
 use serde::Serialize;
 
+use crate::http::{self, Limits};
 use crate::{EXIT_DOWN, EXIT_OK, load};
 
 /// How long shutdown waits for checked-out connections.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
-pub async fn run(config: Option<&Path>, listen: SocketAddr) -> u8 {
+pub async fn run(config: Option<&Path>, listen: SocketAddr, limits: Limits) -> u8 {
     let manager = match load::manager_or_exit(config) {
         Ok(m) => m,
         Err(code) => return code,
     };
-    // Start with what is reachable: readiness reports the rest, the health loop connects it.
-    match manager.connect_with(ConnectPolicy::Partial).await {
-        Ok(report) => {
-            for (name, e) in &report.failed {
-                eprintln!("warning: connection `{name}` is not up yet: {e}");
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_DOWN;
-        }
-    }
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -46,21 +35,28 @@ pub async fn run(config: Option<&Path>, listen: SocketAddr) -> u8 {
         Ok(addr) => println!("listening on http://{addr}"),
         Err(e) => eprintln!("warning: {e}"),
     }
-    let app = router(manager.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    // Connecting happens behind the server: `/healthz` answers from the first moment and
+    // `/readyz` says what is still connecting. The health loop connects what is not up yet.
+    let connecting = tokio::spawn({
+        let manager = manager.clone();
+        async move {
+            match manager.connect_with(ConnectPolicy::Partial).await {
+                Ok(report) => {
+                    for (name, e) in &report.failed {
+                        eprintln!("warning: connection `{name}` is not up yet: {e}");
+                    }
+                }
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
+    });
+    http::serve(listener, router(manager.clone()), limits, shutdown_signal()).await;
+    connecting.abort();
     let report = manager.close(SHUTDOWN_DEADLINE).await;
     for (name, n) in report.still_in_use {
         eprintln!("warning: connection `{name}` still had {n} connection(s) in use at shutdown");
     }
-    match served {
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            eprintln!("error: {e}");
-            EXIT_DOWN
-        }
-    }
+    EXIT_OK
 }
 
 pub fn router(manager: Manager) -> Router {
@@ -111,6 +107,8 @@ struct ConnectionReadiness {
     kind: String,
     status: dbmanager::Status,
     critical: bool,
+    /// Why it is not up: the last error, or that it has not connected yet.
+    reason: Option<String>,
     last_error: Option<String>,
 }
 
@@ -121,15 +119,21 @@ async fn readyz(State(manager): State<Manager>) -> Response {
         .into_iter()
         .map(|c| {
             let health = c.health();
+            let down = !health.status.is_up();
+            let last_error = down.then_some(health.last_error).flatten();
+            let reason = down.then(|| match (&last_error, health.last_check) {
+                (Some(e), _) => e.clone(),
+                (None, None) => "connecting: no attempt has finished yet".to_owned(),
+                (None, Some(_)) => "not connected".to_owned(),
+            });
             (
                 c.name().to_owned(),
                 ConnectionReadiness {
                     kind: c.kind().to_string(),
                     status: health.status,
                     critical: c.config().critical,
-                    last_error: (!health.status.is_up())
-                        .then_some(health.last_error)
-                        .flatten(),
+                    reason,
+                    last_error,
                 },
             )
         })

@@ -110,6 +110,11 @@ fn serve_on_the_embedded_default_answers_every_endpoint() {
     let served = Served::start(&[], dir.path());
     let (code, body) = served.get("/healthz");
     assert_eq!((code, body.trim()), (200, "ok"));
+    // Connecting happens behind the server: ready once the SQLite file is open.
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/readyz")
+        .0
+        == 200));
     let (code, body) = served.get("/readyz");
     assert_eq!(code, 200, "{body}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -164,6 +169,10 @@ fn readiness_and_metrics_follow_a_stopped_server() {
     )
     .unwrap();
     let served = Served::start(&["--config", config.to_str().unwrap()], dir.path());
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/readyz")
+        .0
+        == 200));
     let (code, body) = served.get("/readyz");
     assert_eq!(
         code, 200,
@@ -216,4 +225,150 @@ fn readiness_and_metrics_follow_a_stopped_server() {
         Some(1.0)
     );
     assert_eq!(served.stop(), Some(0));
+}
+
+/// A server that accepts TCP connections and never says a word, holding them open.
+struct Blackhole {
+    port: u16,
+    _held: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Blackhole {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = held.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                keep.lock().unwrap().push(stream);
+            }
+        });
+        Self { port, _held: held }
+    }
+}
+
+fn config_file(dir: &std::path::Path, body: &str) -> String {
+    let path = dir.join("c.yaml");
+    std::fs::write(&path, body).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn healthz_answers_from_the_first_moment_while_a_connection_hangs() {
+    let hole = Blackhole::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        &format!(
+            "dbmanager:
+  retry_attempts: 3
+  retry_delay: 1s
+  connections:
+    stuck:
+      type: postgres
+      host: 127.0.0.1
+      port: {}
+      database: app
+      sslmode: disable
+      connect_timeout: 10s
+",
+            hole.port
+        ),
+    );
+    let started = Instant::now();
+    let served = Served::start(&["--config", &config], dir.path());
+    let (code, body) = served.get("/healthz");
+    assert_eq!((code, body.trim()), (200, "ok"));
+    let (code, body) = served.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["ready"], false);
+    assert_eq!(ready["connections"]["stuck"]["status"], "unavailable");
+    let reason = ready["connections"]["stuck"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("connecting"), "{reason}");
+    // Everything above happened while the first connect attempt (10 s) was still hanging.
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "answered only after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        served.stop(),
+        Some(0),
+        "shutdown does not wait for the hung connect"
+    );
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(&["--header-read-timeout", "1"], dir.path());
+    let mut slow = TcpStream::connect(&served.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    // The server closes the connection (possibly after a 408): the read ends instead of
+    // waiting out the client's 20 s.
+    let outcome = slow.read_to_end(&mut rest);
+    assert!(
+        outcome.is_ok(),
+        "the server did not close the connection: {outcome:?}"
+    );
+    assert_eq!(served.get("/healthz").0, 200, "others are still served");
+}
+
+#[test]
+fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(&["--max-connections", "1"], dir.path());
+    // Holds the only slot with a request that is not finished yet.
+    let mut holder = TcpStream::connect(&served.addr).unwrap();
+    holder.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut waiting = TcpStream::connect(&served.addr).unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let early = waiting.read(&mut buf);
+    assert!(
+        early.is_err(),
+        "a second connection was served while the limit was 1: {early:?}"
+    );
+
+    drop(holder);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut response = String::new();
+    waiting.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+#[test]
+fn shutdown_drains_open_connections_within_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(
+        &["--drain", "1", "--header-read-timeout", "120"],
+        dir.path(),
+    );
+    // A connection in the middle of a request would hold a graceful shutdown until the
+    // 120 s header timeout without the drain deadline.
+    let mut open = TcpStream::connect(&served.addr).unwrap();
+    open.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    assert_eq!(served.stop(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
 }
