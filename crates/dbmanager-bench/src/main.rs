@@ -1,5 +1,5 @@
 //! Benchmarks of dbmanager against the baselines a user would otherwise write, side by side in
-//! one run. `cargo run --release -p dbmanager-bench -- [all|lookup|query|acquire|connect|recovery|pgbench]`
+//! one run. `cargo run --release -p dbmanager-bench -- [all|lookup|query|acquire|connect|recovery|pgbench|soak]`
 //! prints Markdown tables; `BENCHMARKS.md` records a run and what it means.
 
 #[path = "../../dbmanager/tests/support/mod.rs"]
@@ -11,6 +11,7 @@ mod harness;
 mod lookup;
 mod query;
 mod recovery;
+mod soak;
 
 use std::time::Duration;
 
@@ -30,6 +31,12 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    if what == "soak" {
+        let minutes = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10.0);
+        let every = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(30.0);
+        runtime.block_on(soak::run(minutes, Duration::from_secs_f64(every)));
+        return;
+    }
     if what == "spin" {
         let index = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
         let secs = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5.0);

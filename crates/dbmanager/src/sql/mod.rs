@@ -4,9 +4,9 @@
 //! syntax rewrites them (see [`placeholders`]). The layer underneath is the connection's
 //! `default_orm`, chosen by the backend behind the [`SqlExecutor`] seam.
 
-// Only the backends whose drivers use another placeholder syntax need it.
 mod executor;
-#[cfg(any(feature = "mysql", feature = "mssql"))]
+// Only the backends whose drivers use another placeholder syntax call it.
+#[cfg_attr(not(any(feature = "mysql", feature = "mssql")), allow(dead_code))]
 pub(crate) mod placeholders;
 mod value;
 
