@@ -41,6 +41,9 @@ fn sessions(cluster: &PrivateCluster) -> i64 {
         .unwrap_or(-1)
 }
 
+/// Reads one measure off a sample.
+type Measure = dyn Fn(&Sample) -> f64;
+
 struct Sample {
     at: Duration,
     rss: u64,
@@ -163,7 +166,7 @@ pub async fn run(minutes: f64, restart_every: Duration) {
     // Flatness: the second half against the first (the start includes warm-up growth).
     let half = samples.len() / 2;
     if half > 0 {
-        let range = |f: &dyn Fn(&Sample) -> f64, part: &[Sample]| {
+        let range = |f: &Measure, part: &[Sample]| {
             let v: Vec<f64> = part.iter().map(f).collect();
             (
                 v.iter().cloned().fold(f64::INFINITY, f64::min),
@@ -172,7 +175,7 @@ pub async fn run(minutes: f64, restart_every: Duration) {
         };
         println!("\n| measure | first half min..max | second half min..max |");
         println!("|---|---|---|");
-        let rows: [(&str, &dyn Fn(&Sample) -> f64); 4] = [
+        let rows: [(&str, &Measure); 4] = [
             ("RSS (KiB)", &|s| s.rss as f64),
             ("open fds", &|s| s.fds as f64),
             ("tokio tasks", &|s| s.tasks as f64),
