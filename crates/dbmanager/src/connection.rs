@@ -83,6 +83,7 @@ impl Connection {
         manager_closed: Arc<AtomicBool>,
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
+        let counters: Arc<PoolCounters> = Arc::default();
         let tracer = Arc::new(crate::trace::Tracer::new(
             name.clone(),
             &config,
@@ -96,6 +97,8 @@ impl Connection {
                     kind: config.kind,
                     query_timeout: settings.query_timeout,
                     tracer: tracer.clone(),
+                    counters: counters.clone(),
+                    record_queries: config.enable_metrics,
                 }),
                 tracer,
                 name,
@@ -104,7 +107,7 @@ impl Connection {
                 settings,
                 retry,
                 backend: ArcSwapOption::empty(),
-                counters: Arc::default(),
+                counters,
                 health: HealthState::default(),
                 manager_closed,
                 connecting: AtomicBool::new(false),

@@ -213,6 +213,24 @@ impl Collector for ManagerCollector {
             Hist,
         );
 
+        // Per-query figures of the neutral handle: OpenTelemetry's `db.client.operation.duration`
+        // and the reference's names, side by side.
+        let mut op_duration = Family::new(
+            "db_client_operation_duration_seconds",
+            "Duration of statements through the neutral handle (OTel semconv)",
+            Hist,
+        );
+        let mut query_duration = Family::new(
+            "db_query_duration_seconds",
+            "Duration of statements through the neutral handle",
+            Hist,
+        );
+        let mut queries = Family::new(
+            "db_queries",
+            "Statements through the neutral handle by operation and outcome",
+            Counter,
+        );
+
         for (c, s) in &stats {
             let l = labels(c);
             status.add(
@@ -259,7 +277,25 @@ impl Collector for ManagerCollector {
             );
             otel_max.add(p.clone(), Value::Gauge(f64::from(s.max_open)));
             otel_timeouts.add(p.clone(), Value::Counter(s.acquire_timeouts));
-            otel_wait.add(p, Value::Histogram(&s.acquire_wait_seconds));
+            otel_wait.add(p.clone(), Value::Histogram(&s.acquire_wait_seconds));
+            for q in &s.queries {
+                op_duration.add(
+                    with(p.clone(), "db_operation_name", q.operation),
+                    Value::Histogram(&q.duration),
+                );
+                query_duration.add(
+                    with(l.clone(), "operation", q.operation),
+                    Value::Histogram(&q.duration),
+                );
+                let by_op = with(l.clone(), "operation", q.operation);
+                queries.add(with(by_op.clone(), "status", "ok"), Value::Counter(q.ok));
+                for (kind, n) in &q.errors {
+                    queries.add(
+                        with(by_op.clone(), "status", kind.as_str()),
+                        Value::Counter(*n),
+                    );
+                }
+            }
         }
         for family in [
             total,
@@ -278,6 +314,9 @@ impl Collector for ManagerCollector {
             otel_max,
             otel_timeouts,
             otel_wait,
+            op_duration,
+            query_duration,
+            queries,
         ] {
             family.encode(&mut encoder)?;
         }

@@ -249,3 +249,97 @@ async fn spans_carry_the_semantic_convention_attributes() {
         .unwrap();
     assert_eq!(attr(attempt, "dbmanager.attempt").as_deref(), Some("1"));
 }
+
+#[tokio::test]
+async fn per_query_metrics_count_operations_and_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let counted = ConnectionConfig::sqlite("counted", dir.path().join("c.db"));
+    let mut quiet = ConnectionConfig::sqlite("quiet", dir.path().join("q.db"));
+    quiet.enable_metrics = false;
+    let manager = Manager::new(
+        support::fast_config()
+            .with_connection(counted)
+            .with_connection(quiet),
+    )
+    .unwrap();
+    manager.connect().await.unwrap();
+    for name in ["counted", "quiet"] {
+        let db = manager.database(name).unwrap();
+        db.execute("CREATE TABLE t (v INTEGER)", &[]).await.unwrap();
+        db.execute("insert into t values ($1)", &[1.into()])
+            .await
+            .unwrap();
+        db.fetch_all("SELECT v FROM t", &[]).await.unwrap();
+        db.fetch_one("/* hint */ select v from t", &[])
+            .await
+            .unwrap();
+        db.fetch_all("SELECT nope FROM t", &[]).await.unwrap_err();
+        let mut tx = db.begin().await.unwrap();
+        tx.execute("UPDATE t SET v = 2", &[]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    let text = manager.metrics_text();
+    let ok = |op: &str| {
+        sample(
+            &text,
+            "db_queries_total",
+            &[
+                "connection=\"counted\"",
+                &format!("operation=\"{op}\""),
+                "status=\"ok\"",
+            ],
+        )
+    };
+    assert_eq!(ok("SELECT"), Some(2.0), "{text}");
+    assert_eq!(ok("INSERT"), Some(1.0));
+    assert_eq!(ok("CREATE"), Some(1.0));
+    assert_eq!(ok("UPDATE"), Some(1.0));
+    assert_eq!(ok("BEGIN"), Some(1.0));
+    assert_eq!(ok("COMMIT"), Some(1.0));
+    assert_eq!(
+        sample(
+            &text,
+            "db_queries_total",
+            &[
+                "connection=\"counted\"",
+                "operation=\"SELECT\"",
+                "status=\"query\""
+            ],
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "db_query_duration_seconds_count",
+            &["connection=\"counted\"", "operation=\"SELECT\""],
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "db_client_operation_duration_seconds_count",
+            &[
+                "db_client_connection_pool_name=\"counted\"",
+                "db_operation_name=\"SELECT\""
+            ],
+        ),
+        Some(3.0)
+    );
+    assert!(!text.contains("quiet"), "{text}");
+    assert!(
+        manager.get("quiet").unwrap().stats().queries.is_empty(),
+        "enable_metrics: false keeps no per-query figures"
+    );
+    let stats = manager.get("counted").unwrap().stats();
+    let select = stats
+        .queries
+        .iter()
+        .find(|q| q.operation == "SELECT")
+        .unwrap();
+    assert_eq!((select.ok, select.duration.count), (2, 3));
+    manager.close(Duration::from_secs(1)).await;
+}

@@ -23,31 +23,48 @@ use tracing::Instrument as _;
 use crate::config::{DatabaseType, DefaultOrm};
 use crate::deadline::bounded;
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::stats::{OPERATIONS, PoolCounters, operation_of};
 use crate::trace::{Tracer, record_outcome};
 
-/// Runs `work` under the query timeout (if any) inside `span`, and marks the span on failure.
+/// Runs `work` under the query timeout (if any) inside `span`, marks the span on failure, and
+/// records the statement's duration and outcome under `statement` (an index into the
+/// operations of [`crate::stats::OPERATIONS`]).
 ///
 /// `work` is the executor's boxed future: the timeout and span wrappers only hold its pointer.
 async fn timed<T>(
-    name: &str,
-    limit: Option<Duration>,
+    c: &Context,
     operation: Operation,
+    statement: usize,
     span: tracing::Span,
     work: impl Future<Output = Result<T>>,
 ) -> Result<T> {
+    let started = c.record_queries.then(tokio::time::Instant::now);
     let bounded_work = async {
-        match limit {
-            Some(limit) => bounded(name, operation, limit, work).await,
+        match c.query_timeout {
+            Some(limit) => bounded(&c.name, operation, limit, work).await,
             None => work.await,
         }
     };
     // A disabled span would still be entered and exited on every poll.
-    if span.is_disabled() {
-        return bounded_work.await;
+    let outcome = if span.is_disabled() {
+        bounded_work.await
+    } else {
+        let outcome = bounded_work.instrument(span.clone()).await;
+        record_outcome(&span, &outcome);
+        outcome
+    };
+    if let Some(started) = started {
+        let kind = outcome.as_ref().err().map(Error::kind);
+        c.counters
+            .queries
+            .record(statement, started.elapsed(), kind);
     }
-    let outcome = bounded_work.instrument(span.clone()).await;
-    record_outcome(&span, &outcome);
     outcome
+}
+
+/// Operation indexes of the transaction verbs.
+fn verb(name: &str) -> usize {
+    OPERATIONS.iter().position(|o| *o == name).unwrap_or(0)
 }
 
 /// What every statement of one connection shares; built once per connection.
@@ -56,6 +73,9 @@ pub(crate) struct Context {
     pub kind: DatabaseType,
     pub query_timeout: Option<Duration>,
     pub tracer: Arc<Tracer>,
+    pub counters: Arc<PoolCounters>,
+    /// Per-query metrics are kept (`enable_metrics`).
+    pub record_queries: bool,
 }
 
 /// A cheap, cloneable handle for running SQL on one connection's pool.
@@ -100,7 +120,7 @@ impl Database {
         let c = &*self.context;
         let span = c.tracer.query_span("execute", sql);
         let work = self.executor.execute(sql, params);
-        timed(&c.name, c.query_timeout, Operation::Query, span, work).await
+        timed(c, Operation::Query, operation_of(sql), span, work).await
     }
 
     /// Runs a query; returns all rows.
@@ -108,7 +128,7 @@ impl Database {
         let c = &*self.context;
         let span = c.tracer.query_span("query", sql);
         let work = self.executor.fetch_all(sql, params);
-        timed(&c.name, c.query_timeout, Operation::Query, span, work).await
+        timed(c, Operation::Query, operation_of(sql), span, work).await
     }
 
     /// Runs a query; returns the first row, if any.
@@ -116,7 +136,7 @@ impl Database {
         let c = &*self.context;
         let span = c.tracer.query_span("query", sql);
         let work = self.executor.fetch_optional(sql, params);
-        timed(&c.name, c.query_timeout, Operation::Query, span, work).await
+        timed(c, Operation::Query, operation_of(sql), span, work).await
     }
 
     /// Runs a query that must return a row.
@@ -131,7 +151,7 @@ impl Database {
         let c = &*self.context;
         let span = c.tracer.span("begin");
         let work = self.executor.begin();
-        let inner = timed(&c.name, c.query_timeout, Operation::Begin, span, work).await?;
+        let inner = timed(c, Operation::Begin, verb("BEGIN"), span, work).await?;
         Ok(Transaction {
             context: self.context.clone(),
             inner,
@@ -168,7 +188,7 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.query_span("execute", sql);
         let work = self.inner.execute(sql, params);
-        timed(&c.name, c.query_timeout, Operation::Query, span, work).await
+        timed(c, Operation::Query, operation_of(sql), span, work).await
     }
 
     /// Runs a query inside the transaction.
@@ -176,7 +196,7 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.query_span("query", sql);
         let work = self.inner.fetch_all(sql, params);
-        timed(&c.name, c.query_timeout, Operation::Query, span, work).await
+        timed(c, Operation::Query, operation_of(sql), span, work).await
     }
 
     /// Commits.
@@ -184,7 +204,7 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.span("commit");
         let work = self.inner.commit();
-        timed(&c.name, c.query_timeout, Operation::Commit, span, work).await
+        timed(c, Operation::Commit, verb("COMMIT"), span, work).await
     }
 
     /// Rolls back.
@@ -192,6 +212,6 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.span("rollback");
         let work = self.inner.rollback();
-        timed(&c.name, c.query_timeout, Operation::Rollback, span, work).await
+        timed(c, Operation::Rollback, verb("ROLLBACK"), span, work).await
     }
 }

@@ -1,6 +1,7 @@
 //! Pool statistics: live counters kept with atomics, and the snapshots handed to callers.
 
 mod histogram;
+mod queries;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 pub(crate) use histogram::Histogram;
 pub use histogram::HistogramSnapshot;
+pub use queries::QuerySnapshot;
+pub(crate) use queries::{OPERATIONS, QueryStats, operation_of};
 
 use crate::config::DatabaseType;
 use crate::error::ErrorKind;
@@ -20,6 +23,8 @@ pub(crate) struct PoolCounters {
     pub connect_errors: [AtomicU64; KINDS.len()],
     pub health_seconds: Histogram,
     pub acquire_wait_seconds: Histogram,
+    /// The neutral handle's statements by operation.
+    pub queries: QueryStats,
     pub opened: AtomicU64,
     pub closed_max_lifetime: AtomicU64,
     pub closed_max_idle: AtomicU64,
@@ -111,6 +116,9 @@ pub struct ConnectionStats {
     /// Time to check a connection out through this library.
     #[serde(skip)]
     pub acquire_wait_seconds: HistogramSnapshot,
+    /// Statements through the neutral handle, by operation (those that ran).
+    #[serde(skip)]
+    pub queries: Vec<QuerySnapshot>,
 }
 
 fn as_str<S: serde::Serializer>(kind: &DatabaseType, s: S) -> Result<S::Ok, S::Error> {
@@ -200,6 +208,7 @@ impl ConnectionStats {
                 .collect(),
             health_check_seconds: c.health_seconds.snapshot(),
             acquire_wait_seconds: c.acquire_wait_seconds.snapshot(),
+            queries: c.queries.snapshot(),
         }
     }
 }
