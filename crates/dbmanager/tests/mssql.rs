@@ -1,12 +1,14 @@
-//! SQL Server through tiberius and bb8, against the test server that `scripts/test-servers.sh`
-//! starts: YAML config, CRUD through both layers, transactions, the pool limit, auth and retry
-//! classification, stats and health, misuse errors.
+//! SQL Server-specific behaviour through tiberius and bb8, against the test server that
+//! `scripts/test-servers.sh` starts: a YAML config with an ADO.NET-hostile password, the native
+//! tiberius layer next to the neutral handle, the pool limit shared by both, login and retry
+//! classification. What every SQL backend shares is in the conformance suite
+//! (`tests/conformance.rs`).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use dbmanager::{ConnectPolicy, ErrorKind, Manager, Value};
+use dbmanager::{ConnectPolicy, ErrorKind, Manager};
 use support::{fast_config, free_port, mssql_config, unique};
 
 fn yaml() -> String {
@@ -35,61 +37,23 @@ fn yaml() -> String {
 }
 
 #[tokio::test]
-async fn crud_and_transactions_through_both_layers() {
+async fn a_yaml_config_connects_and_both_layers_see_the_same_data() {
     let manager = Manager::from_yaml_str_with_env(&yaml(), &dbmanager::EnvSource::empty()).unwrap();
     manager.connect().await.unwrap();
     let table = unique("item");
     let sql = manager.default_database().unwrap();
     sql.execute(
-        &format!(
-            "CREATE TABLE {table} (id INT PRIMARY KEY, name NVARCHAR(50), flag BIT, big BIGINT)"
-        ),
+        &format!("CREATE TABLE {table} (id INT PRIMARY KEY, name NVARCHAR(50))"),
         &[],
     )
     .await
     .unwrap();
     sql.execute(
-        &format!("INSERT INTO {table} (id, name, flag, big) VALUES ($1, $2, $3, $4)"),
-        &[
-            1.into(),
-            "first".into(),
-            true.into(),
-            9_000_000_000i64.into(),
-        ],
-    )
-    .await
-    .unwrap();
-
-    let mut tx = sql.begin().await.unwrap();
-    tx.execute(
-        &format!("INSERT INTO {table} (id, name) VALUES ($1, $2)"),
-        &[2.into(), "rolled back".into()],
-    )
-    .await
-    .unwrap();
-    tx.rollback().await.unwrap();
-    let mut tx = sql.begin().await.unwrap();
-    tx.execute(
         &format!("INSERT INTO {table} (id, name) VALUES ($1, $2)"),
         &[3.into(), "committed".into()],
     )
     .await
     .unwrap();
-    tx.commit().await.unwrap();
-
-    let rows = sql
-        .fetch_all(
-            &format!("SELECT id, name, flag, big FROM {table} ORDER BY id"),
-            &[],
-        )
-        .await
-        .unwrap();
-    let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64>("id").unwrap()).collect();
-    assert_eq!(ids, [1, 3], "the rolled back row is gone");
-    assert_eq!(rows[0].get::<String>("name").as_deref(), Some("first"));
-    assert_eq!(rows[0].get::<bool>("flag"), Some(true));
-    assert_eq!(rows[0].get::<i64>("big"), Some(9_000_000_000));
-    assert_eq!(rows[1].value("flag"), Some(&Value::Null));
 
     // The native layer: a tiberius client from the same pool.
     let pool = manager.get("ms").unwrap().mssql().unwrap();
@@ -107,16 +71,6 @@ async fn crud_and_transactions_through_both_layers() {
         .unwrap();
     assert_eq!(row.get::<&str, _>(0), Some("committed"));
     drop(client);
-
-    let err = sql.execute("SELEC 1", &[]).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Query, "{err}");
-    let err = sql
-        .execute(&format!("CREATE TABLE {table} (id INT)"), &[])
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Query, "{err}");
-    // The connection that carried the failed statements is still usable.
-    sql.fetch_one("SELECT 1 AS one", &[]).await.unwrap();
     sql.execute(&format!("DROP TABLE {table}"), &[])
         .await
         .unwrap();
@@ -187,20 +141,4 @@ async fn an_unreachable_port_retries_with_backoff() {
         started.elapsed() >= Duration::from_millis(50 + 100),
         "backoff was slept"
     );
-}
-
-#[tokio::test]
-async fn misuse_in_both_directions_is_a_typed_error() {
-    let manager = Manager::new(fast_config().with_connection(mssql_config("ms"))).unwrap();
-    manager.connect().await.unwrap();
-    let conn = manager.get("ms").unwrap();
-    let err = conn.sea_orm().unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
-    assert!(
-        err.to_string().contains("SeaORM has no SQL Server driver"),
-        "{err}"
-    );
-    assert_eq!(conn.postgres().unwrap_err().kind(), ErrorKind::Unsupported);
-    manager.close(Duration::from_secs(5)).await;
-    assert_eq!(conn.mssql().unwrap_err().kind(), ErrorKind::Closed);
 }

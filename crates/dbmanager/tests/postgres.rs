@@ -1,101 +1,16 @@
-//! PostgreSQL on the machine's real server: connect, lookups, default switching, stats, close,
-//! the three layers on one pool, and the settings that reach the server.
+//! PostgreSQL-specific behaviour on the machine's real server: the three layers on one pool,
+//! the settings that reach the server (search_path, statement_timeout, application_name, TLS,
+//! keepalives), a given DSN, an unknown database. What every SQL backend shares (lookups,
+//! default switching, stats, close, transactions, NULLs, text, blobs, placeholders, errors) is
+//! in the conformance suite (`tests/conformance.rs`).
 
 mod support;
 
 use std::time::Duration;
 
-use dbmanager::reexports::sea_orm::{self, TransactionTrait};
-use dbmanager::{ConnectPolicy, DefaultOrm, Error, ErrorKind, Manager, SslMode, Value};
+use dbmanager::reexports::sea_orm::TransactionTrait;
+use dbmanager::{ConnectPolicy, Error, ErrorKind, Manager, SslMode};
 use support::{TestDb, fast_config};
-
-#[tokio::test]
-async fn connect_get_default_switch_stats_close() {
-    let db = TestDb::create();
-    let config = fast_config()
-        .with_connection(db.config("primary"))
-        .with_connection(db.config("analytics"))
-        .with_connection(dbmanager::ConnectionConfig::sqlite("cache", ":memory:"))
-        .with_default("primary");
-    let manager = Manager::new(config).unwrap();
-    manager.connect().await.unwrap();
-
-    let primary = manager.get("primary").unwrap();
-    let one: i32 = dbmanager::reexports::sqlx::query_scalar("SELECT 1")
-        .fetch_one(&primary.postgres().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(one, 1);
-
-    assert_eq!(manager.default_connection().unwrap().name(), "primary");
-    let row = manager
-        .default_database()
-        .unwrap()
-        .fetch_one("SELECT current_database() AS db", &[])
-        .await
-        .unwrap();
-    assert_eq!(row.get::<String>("db").unwrap(), db.name);
-
-    manager.set_default("cache").unwrap();
-    assert_eq!(manager.default_connection().unwrap().name(), "cache");
-    let row = manager
-        .default_database()
-        .unwrap()
-        .fetch_one("SELECT sqlite_version() AS v", &[])
-        .await
-        .unwrap();
-    assert!(row.get::<String>("v").unwrap().starts_with('3'));
-
-    let err = manager.set_default("nope").unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert_eq!(
-        err.to_string(),
-        "connection `nope` not found; known connections: analytics, cache, primary"
-    );
-    assert_eq!(
-        manager.default_connection().unwrap().name(),
-        "cache",
-        "a failed switch changes nothing"
-    );
-
-    // sqlx returns a connection to the pool in a background task: let it land.
-    let primary_conn = manager.get("primary").unwrap();
-    assert!(support::eventually(Duration::from_secs(5), || primary_conn.stats().in_use == 0).await);
-    let stats = manager.stats();
-    assert_eq!((stats.total, stats.healthy, stats.unhealthy), (3, 3, 0));
-    let p = &stats.connections["primary"];
-    assert_eq!(p.max_open, 4);
-    assert!(p.open >= 1 && p.open <= 4, "{p:?}");
-    assert_eq!(p.in_use, 0);
-    assert_eq!(p.idle, p.open);
-    assert!(p.opened_total >= 1);
-
-    let names: Vec<String> = manager
-        .connections()
-        .iter()
-        .map(|c| c.name().to_owned())
-        .collect();
-    assert_eq!(names, ["analytics", "cache", "primary"]);
-
-    let report = manager.close(Duration::from_secs(5)).await;
-    assert!(report.still_in_use.is_empty());
-    for name in ["primary", "cache"] {
-        let err = manager.get(name).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
-    }
-    assert_eq!(
-        manager.default_database().unwrap_err().kind(),
-        ErrorKind::Closed
-    );
-    // A handle taken before close reports Closed too.
-    assert_eq!(primary.postgres().unwrap_err().kind(), ErrorKind::Closed);
-    // Idempotent.
-    manager.close(Duration::from_secs(1)).await;
-    assert!(
-        support::eventually(Duration::from_secs(5), || db.backends() == 0).await,
-        "server sessions remain"
-    );
-}
 
 #[tokio::test]
 async fn the_three_layers_share_one_pool() {
@@ -147,104 +62,6 @@ async fn the_three_layers_share_one_pool() {
     assert!(stats.wait_duration > Duration::ZERO);
     assert!(db.backends() <= 2);
     manager.close(Duration::from_secs(5)).await;
-}
-
-async fn crud_through(layer: DefaultOrm) {
-    let db = TestDb::create();
-    let mut c = db.config("primary");
-    c.default_orm = layer;
-    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
-    manager.connect().await.unwrap();
-    let sql = manager.database("primary").unwrap();
-    assert_eq!(sql.layer(), layer);
-
-    sql.execute(
-        "CREATE TABLE item (id int8 PRIMARY KEY, name text, price float8, ok bool, data bytea, note text)",
-        &[],
-    )
-    .await
-    .unwrap();
-    let n = sql
-        .execute(
-            "INSERT INTO item VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                1i64.into(),
-                "first".into(),
-                1.5f64.into(),
-                true.into(),
-                vec![1u8, 2].into(),
-                Value::Null,
-            ],
-        )
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
-
-    let mut tx = sql.begin().await.unwrap();
-    tx.execute(
-        "INSERT INTO item (id, name) VALUES ($1, $2)",
-        &[2i64.into(), "rolled back".into()],
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        tx.fetch_all("SELECT id FROM item", &[])
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
-    tx.rollback().await.unwrap();
-
-    let mut tx = sql.begin().await.unwrap();
-    tx.execute(
-        "INSERT INTO item (id, name) VALUES ($1, $2)",
-        &[3i64.into(), "committed".into()],
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
-
-    let rows = sql
-        .fetch_all(
-            "SELECT id, name, price, ok, data, note FROM item ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), 2);
-    assert_eq!(
-        rows[0].columns(),
-        ["id", "name", "price", "ok", "data", "note"]
-    );
-    assert_eq!(rows[0].get::<i64>("id"), Some(1));
-    assert_eq!(rows[0].get::<String>(1), Some("first".into()));
-    assert_eq!(rows[0].get::<f64>("price"), Some(1.5));
-    assert_eq!(rows[0].get::<bool>("ok"), Some(true));
-    assert_eq!(rows[0].get::<Vec<u8>>("data"), Some(vec![1, 2]));
-    assert_eq!(rows[0].value("note"), Some(&Value::Null));
-    assert_eq!(rows[1].get::<String>("name"), Some("committed".into()));
-
-    let err = sql.execute("SELEC 1", &[]).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Query, "{err}");
-    assert!(
-        err.to_string()
-            .starts_with("connection `primary`: query failed:"),
-        "{err}"
-    );
-    let err = sql.fetch_all("SELECT now()", &[]).await.unwrap_err();
-    assert!(err.to_string().contains("cast it in SQL"), "{err}");
-    manager.close(Duration::from_secs(5)).await;
-}
-
-#[tokio::test]
-async fn neutral_handle_crud_and_transactions_native() {
-    crud_through(DefaultOrm::Native).await;
-}
-
-#[tokio::test]
-async fn neutral_handle_crud_and_transactions_sea_orm() {
-    crud_through(DefaultOrm::SeaOrm).await;
 }
 
 #[tokio::test]
@@ -357,20 +174,4 @@ async fn unknown_database_is_a_configuration_error_tried_once() {
     let err = manager.get("ghost").unwrap().postgres().unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err}");
     assert!(err.to_string().contains("does not exist"), "{err}");
-}
-
-#[tokio::test]
-async fn wrong_layer_requests_are_typed_errors() {
-    let db = TestDb::create();
-    let manager = Manager::new(fast_config().with_connection(db.config("pg"))).unwrap();
-    manager.connect().await.unwrap();
-    let err = manager.get("pg").unwrap().sqlite().unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported);
-    assert_eq!(
-        err.to_string(),
-        "connection `pg`: the SQLite pool is not available for postgres: the connection is of another backend"
-    );
-    let orm = manager.get("pg").unwrap().sea_orm().unwrap();
-    assert_eq!(orm.get_database_backend(), sea_orm::DbBackend::Postgres);
-    manager.close(Duration::from_secs(5)).await;
 }

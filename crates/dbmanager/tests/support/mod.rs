@@ -461,6 +461,7 @@ pub fn mongo_config(name: &str, database: &str) -> ConnectionConfig {
     c
 }
 
+pub mod conformance;
 pub mod mysql;
 pub mod proxy;
 
