@@ -1,8 +1,9 @@
 //! `dbmanager serve`: every endpoint scraped with a real HTTP client, metrics that move, and
 //! readiness that follows a stopped and restarted test server.
 
+// The shared test support names the library's backend features, which this crate lacks.
 #[path = "../../dbmanager/tests/support/mod.rs"]
-#[allow(unused_imports)]
+#[allow(unused_imports, unused_variables, unexpected_cfgs)]
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};

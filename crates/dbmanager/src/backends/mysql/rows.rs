@@ -8,7 +8,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 
 use super::My;
-use crate::backends::sqlx::rows::{bind_error, unsupported_column};
+use crate::backends::sqlx::rows::{bind_error, check_parameter_count, unsupported_column};
 use crate::backends::sqlx::{SqlxFlavor, in_order};
 use crate::sql::{Interval, Value};
 
@@ -20,6 +20,8 @@ pub(super) fn bind<'q>(
         return Ok(sqlx::query(AssertSqlSafe(sql)));
     };
     let ordered = in_order(&rewritten.order, params)?;
+    // A prepared statement takes at most 65535 placeholders.
+    check_parameter_count(ordered.len(), u16::MAX as usize)?;
     let mut query = sqlx::query(AssertSqlSafe(rewritten.sql.into_owned()));
     for (param, n) in ordered.into_iter().zip(&rewritten.order) {
         let at = usize::try_from(*n).unwrap_or(usize::MAX);

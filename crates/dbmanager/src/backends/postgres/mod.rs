@@ -6,10 +6,12 @@ mod rows;
 use futures_util::future::BoxFuture;
 use sqlx::Postgres;
 
+use crate::backends::sqlx::rows::check_parameter_count;
 use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statements};
 use crate::config::DatabaseType;
 use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
 use crate::error::{ErrorKind, Result};
+use crate::sql::Value;
 
 pub(crate) use options::connect_options;
 
@@ -51,6 +53,11 @@ impl SqlxFlavor for Pg {
 
     sqlx_statements!(Postgres, rows::bind, rows::decode);
 
+    /// The wire protocol counts parameters in 16 bits.
+    fn check_statement(_sql: &str, params: &[Value]) -> std::result::Result<(), sqlx::Error> {
+        check_parameter_count(params.len(), u16::MAX as usize)
+    }
+
     #[cfg(feature = "sea-orm")]
     fn sea_orm(pool: sqlx::PgPool) -> sea_orm::DatabaseConnection {
         pool.into()
@@ -74,6 +81,8 @@ fn classify_sqlstate(code: Option<&str>) -> ErrorKind {
         // too_many_connections, admin/crash shutdown, cannot_connect_now, serialization
         // failure, deadlock
         "53300" | "57P01" | "57P02" | "57P03" | "40001" | "40P01" => ErrorKind::Transient,
+        // protocol_violation: the statement itself is wrong (e.g. a missing parameter).
+        "08P01" => ErrorKind::Query,
         c if c.starts_with("08") => ErrorKind::Transient,
         _ => ErrorKind::Query,
     }
@@ -101,6 +110,7 @@ mod tests {
         assert_eq!(classify_sqlstate(Some("3D000")), ErrorKind::Configuration);
         assert_eq!(classify_sqlstate(Some("57P01")), ErrorKind::Transient);
         assert_eq!(classify_sqlstate(Some("08006")), ErrorKind::Transient);
+        assert_eq!(classify_sqlstate(Some("08P01")), ErrorKind::Query);
         assert_eq!(classify_sqlstate(Some("42601")), ErrorKind::Query);
         assert_eq!(classify_sqlstate(None), ErrorKind::Query);
     }

@@ -8,6 +8,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use uuid::Uuid;
 
+use crate::backends::sqlx::SqlxFlavor as _;
 use crate::backends::sqlx::rows::unsupported_column;
 use crate::sql::{Interval, Value};
 
@@ -16,6 +17,7 @@ pub(super) fn bind<'q>(
     sql: &'q str,
     params: &[Value],
 ) -> Result<Query<'q, Postgres, PgArguments>, sqlx::Error> {
+    super::Pg::check_statement(sql, params)?;
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for (i, param) in params.iter().enumerate() {
         query = match param {

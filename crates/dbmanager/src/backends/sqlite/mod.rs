@@ -40,6 +40,13 @@ impl SqlxFlavor for Lite {
 
     sqlx_statements!(Sqlite, rows::bind, rows::decode);
 
+    fn check_statement(
+        sql: &str,
+        params: &[crate::sql::Value],
+    ) -> std::result::Result<(), sqlx::Error> {
+        rows::check_placeholders(sql, params)
+    }
+
     #[cfg(feature = "sea-orm")]
     fn sea_orm(pool: sqlx::SqlitePool) -> sea_orm::DatabaseConnection {
         pool.into()

@@ -11,7 +11,9 @@ use sqlx::query::Query;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteRow};
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 
-use crate::backends::sqlx::rows::{bind_error, unsupported_column};
+use crate::backends::sqlx::SqlxFlavor as _;
+use crate::backends::sqlx::rows::{bind_error, check_parameter_count, unsupported_column};
+use crate::sql::placeholders::{Dialect, rewrite};
 use crate::sql::{Value, parse_timestamp, parse_timestamptz};
 
 /// The query with its parameters bound; SQLite reads `$n` as numbered parameters.
@@ -19,6 +21,7 @@ pub(super) fn bind<'q>(
     sql: &'q str,
     params: &[Value],
 ) -> Result<Query<'q, Sqlite, SqliteArguments>, sqlx::Error> {
+    super::Lite::check_statement(sql, params)?;
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for (i, param) in params.iter().enumerate() {
         query = match param {
@@ -41,6 +44,40 @@ pub(super) fn bind<'q>(
         };
     }
     Ok(query)
+}
+
+/// SQLite's lexing: `'...'` strings, `"..."`, `` `...` `` and `[...]` identifiers.
+const SQLITE: Dialect = Dialect {
+    quotes: &[('\'', '\''), ('"', '"'), ('`', '`'), ('[', ']')],
+    backslash_escapes: false,
+    hash_comments: false,
+    dash_comment_needs_space: false,
+};
+
+/// The largest parameter number the bundled SQLite accepts (`SQLITE_MAX_VARIABLE_NUMBER`).
+const MAX_PARAMETERS: usize = 32_766;
+
+/// SQLite binds a missing parameter as NULL without a word, and sqlx's worker panics on `$0`:
+/// both are refused here, before the statement is sent.
+pub(super) fn check_placeholders(sql: &str, params: &[Value]) -> Result<(), sqlx::Error> {
+    check_parameter_count(params.len(), MAX_PARAMETERS)?;
+    if !sql.contains('$') {
+        return Ok(());
+    }
+    let found = rewrite(sql, &SQLITE, |out, n| {
+        out.push('$');
+        out.push_str(&n.to_string());
+    })
+    .order;
+    for n in found {
+        let bound = usize::try_from(n).is_ok_and(|n| n >= 1 && n <= params.len());
+        if !bound {
+            return Err(sqlx::Error::Encode(
+                format!("placeholder ${n} has no parameter ({} given)", params.len()).into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Text under a date/time declared type, parsed; text that does not parse stays text.

@@ -72,6 +72,13 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         None
     }
 
+    /// Refuses, before sending, a statement the driver would mishandle (too many parameters,
+    /// a placeholder with no parameter): on every layer, SeaORM's included.
+    fn check_statement(sql: &str, params: &[Value]) -> std::result::Result<(), sqlx::Error> {
+        let _ = (sql, params);
+        Ok(())
+    }
+
     /// Statements to run on every new connection, decided once per pool from the probe
     /// connection (which can tell the server's flavor and version).
     fn session_init<'c>(

@@ -146,6 +146,8 @@ fn statement<F: SqlxFlavor>(
     sql: &str,
     params: &[Value],
 ) -> Result<Statement> {
+    F::check_statement(sql, params)
+        .map_err(|e| Error::database(name, Operation::Query, ErrorKind::Query, e))?;
     let backend = db.get_database_backend();
     Ok(match F::rewrite(sql) {
         None => Statement::from_sql_and_values(backend, sql, orm_values::<F>(name, params)?),

@@ -27,6 +27,17 @@ pub(crate) fn bind_error(at: usize, value: &Value, backend: &str) -> sqlx::Error
     )
 }
 
+/// More parameters than the protocol can carry: a statement error, found before sending (sqlx
+/// reports it as a protocol error, which reads as transient).
+pub(crate) fn check_parameter_count(count: usize, limit: usize) -> Result<(), sqlx::Error> {
+    if count > limit {
+        return Err(sqlx::Error::Encode(
+            format!("{count} parameters are more than the {limit} one statement can carry").into(),
+        ));
+    }
+    Ok(())
+}
+
 fn column_names<R: sqlx::Row>(row: &R) -> Arc<[String]> {
     row.columns().iter().map(|c| c.name().to_owned()).collect()
 }
