@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,6 +14,7 @@ use dbmanager::{ConnectPolicy, Manager};
 use serde::Serialize;
 
 use crate::http::{self, Limits};
+use crate::reload::{self, Reloads};
 use crate::{EXIT_DOWN, EXIT_OK, load};
 
 /// How long shutdown waits for checked-out connections.
@@ -50,8 +52,18 @@ pub async fn run(config: Option<&Path>, listen: SocketAddr, limits: Limits) -> u
             }
         }
     });
-    http::serve(listener, router(manager.clone()), limits, shutdown_signal()).await;
+    let reloads = Arc::new(Reloads::default());
+    let watching =
+        config.map(|path| reload::spawn(manager.clone(), path.to_path_buf(), reloads.clone()));
+    let state = AppState {
+        manager: manager.clone(),
+        reloads,
+    };
+    http::serve(listener, router_with(state), limits, shutdown_signal()).await;
     connecting.abort();
+    if let Some(watching) = watching {
+        watching.abort();
+    }
     let report = manager.close(SHUTDOWN_DEADLINE).await;
     for (name, n) in report.still_in_use {
         eprintln!("warning: connection `{name}` still had {n} connection(s) in use at shutdown");
@@ -59,13 +71,26 @@ pub async fn run(config: Option<&Path>, listen: SocketAddr, limits: Limits) -> u
     EXIT_OK
 }
 
-pub fn router(manager: Manager) -> Router {
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    manager: Manager,
+    reloads: Arc<Reloads>,
+}
+
+impl axum::extract::FromRef<AppState> for Manager {
+    fn from_ref(state: &AppState) -> Manager {
+        state.manager.clone()
+    }
+}
+
+fn router_with(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/stats", get(stats))
-        .with_state(manager)
+        .with_state(state)
 }
 
 async fn shutdown_signal() {
@@ -160,6 +185,18 @@ async fn metrics(State(manager): State<Manager>) -> Response {
         .into_response()
 }
 
-async fn stats(State(manager): State<Manager>) -> Response {
-    axum::Json(manager.stats()).into_response()
+#[derive(Serialize)]
+struct StatsBody {
+    #[serde(flatten)]
+    stats: dbmanager::ManagerStats,
+    /// The outcome of the last config reload, if there was one.
+    last_reload: Option<reload::LastReload>,
+}
+
+async fn stats(State(state): State<AppState>) -> Response {
+    axum::Json(StatsBody {
+        stats: state.manager.stats(),
+        last_reload: state.reloads.last(),
+    })
+    .into_response()
 }

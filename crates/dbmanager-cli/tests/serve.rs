@@ -373,3 +373,86 @@ fn shutdown_drains_open_connections_within_its_deadline() {
         started.elapsed()
     );
 }
+
+fn stats_of(served: &Served) -> serde_json::Value {
+    serde_json::from_str(&served.get("/stats").1).unwrap()
+}
+
+#[test]
+fn serve_reloads_its_config_on_file_change_and_sighup_and_keeps_it_when_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let lite = |name: &str| {
+        format!(
+            "    {name}:\n      type: sqlite\n      filepath: '{}'\n",
+            dir.path().join(format!("{name}.db")).display()
+        )
+    };
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, format!("dbmanager:\n  connections:\n{}", lite("a"))).unwrap();
+    let served = Served::start(&["--config", path.to_str().unwrap()], dir.path());
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/readyz")
+        .0
+        == 200));
+
+    // Saved the way editors do: a new file renamed over the old one.
+    let tmp = dir.path().join(".c.yaml.swp");
+    std::fs::write(
+        &tmp,
+        format!("dbmanager:\n  connections:\n{}{}", lite("a"), lite("b")),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || stats_of(&served)["connections"]
+            ["b"]
+            .is_object()),
+        "the file change was picked up: {}",
+        served.get("/stats").1
+    );
+    let stats = stats_of(&served);
+    assert_eq!(stats["last_reload"]["ok"], true, "{stats}");
+    assert_eq!(stats["last_reload"]["trigger"], "file");
+    assert_eq!(stats["last_reload"]["added"], serde_json::json!(["b"]));
+    assert_eq!(stats["last_reload"]["unchanged"], serde_json::json!(["a"]));
+
+    // A broken file keeps the running config and says why, without quoting secrets.
+    std::fs::write(
+        &path,
+        "dbmanager:\n  connections:\n    a: {type: postgres, host: h, database: d, password: Reload-Secret-1, max_open_conns: 0}\n",
+    )
+    .unwrap();
+    assert!(wait_for(
+        Duration::from_secs(10),
+        || stats_of(&served)["last_reload"]["ok"] == false
+    ));
+    let body = served.get("/stats").1;
+    assert!(!body.contains("Reload-Secret-1"), "{body}");
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        stats["last_reload"]["problems"]
+            .as_str()
+            .unwrap()
+            .contains("max_open_conns"),
+        "{stats}"
+    );
+    assert!(stats["connections"]["a"].is_object() && stats["connections"]["b"].is_object());
+
+    // Fixed, then SIGHUP (not a file event: the watcher may be slower than the signal, so the
+    // outcome is waited for either way).
+    std::fs::write(&path, format!("dbmanager:\n  connections:\n{}", lite("b"))).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let s = stats_of(&served);
+            s["last_reload"]["ok"] == true && s["connections"]["a"].is_null()
+        }),
+        "{}",
+        served.get("/stats").1
+    );
+    assert_eq!(served.get("/healthz").0, 200);
+    assert_eq!(served.stop(), Some(0));
+}

@@ -2,10 +2,10 @@
 
 use std::any::{Any, TypeId};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tracing::Instrument as _;
 
 use crate::config::{ConnectionConfig, DatabaseType, PoolSettings, RetryPolicy};
@@ -19,7 +19,17 @@ use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
 /// The open pool of a connection, whatever its backend.
 struct Backend(Box<dyn BackendPool>);
 
-type BackendGuard = arc_swap::Guard<Option<Arc<Backend>>>;
+/// The open backend, with the generation it belongs to held alive.
+struct BackendGuard {
+    generation: Arc<Generation>,
+    backend: Option<Arc<Backend>>,
+}
+
+impl BackendGuard {
+    fn as_deref(&self) -> Option<&Backend> {
+        self.backend.as_deref()
+    }
+}
 
 /// Ends a connect attempt when dropped: clears the flag and wakes the callers waiting on it.
 struct ClearOnDrop<'a>(&'a AtomicBool, &'a tokio::sync::Notify);
@@ -39,30 +49,88 @@ pub struct Connection {
 
 struct Shared {
     name: Arc<str>,
-    driver: &'static Driver,
-    config: ConnectionConfig,
-    settings: PoolSettings,
-    retry: RetryPolicy,
-    backend: ArcSwapOption<Backend>,
+    /// What the connection is now: replaced whole by [`Connection::replace`], so a handle
+    /// follows the swap.
+    current: ArcSwap<Generation>,
+    /// Bumped whenever the open backend changes (connect, replace, close, removal): neutral
+    /// handles compare it to re-bind their executor.
+    epoch: AtomicU64,
     counters: Arc<PoolCounters>,
     health: HealthState,
-    tracer: Arc<crate::trace::Tracer>,
-    /// Shared by every neutral handle of this connection.
-    sql_context: Arc<crate::sql::Context>,
     /// The manager's closed flag, shared by all of its connections.
     manager_closed: Arc<AtomicBool>,
+    /// Removed from its manager: every use is `Closed`.
+    retired: AtomicBool,
     connecting: AtomicBool,
     /// Woken when an in-flight connect ends.
     connect_done: tokio::sync::Notify,
 }
 
+/// One configuration of a connection and the pool opened from it.
+pub(crate) struct Generation {
+    driver: &'static Driver,
+    config: ConnectionConfig,
+    settings: PoolSettings,
+    retry: RetryPolicy,
+    tracer: Arc<crate::trace::Tracer>,
+    /// Shared by every neutral handle of this generation.
+    sql_context: Arc<crate::sql::Context>,
+    backend: ArcSwapOption<Backend>,
+}
+
+impl Generation {
+    pub(crate) fn new(
+        driver: &'static Driver,
+        config: ConnectionConfig,
+        settings: PoolSettings,
+        retry: RetryPolicy,
+        counters: &Arc<PoolCounters>,
+    ) -> Self {
+        let name: Arc<str> = Arc::from(config.name.as_str());
+        let tracer = Arc::new(crate::trace::Tracer::new(
+            name.clone(),
+            &config,
+            driver.system_name,
+            driver.default_port,
+        ));
+        Self {
+            sql_context: Arc::new(crate::sql::Context {
+                name,
+                kind: config.kind,
+                query_timeout: settings.query_timeout,
+                tracer: tracer.clone(),
+                counters: counters.clone(),
+                record_queries: config.enable_metrics,
+            }),
+            tracer,
+            driver,
+            config,
+            settings,
+            retry,
+            backend: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Whether `config` (with its derived settings) is the very configuration of this one: a
+    /// reload leaves such a connection alone.
+    pub(crate) fn same_settings(
+        &self,
+        config: &ConnectionConfig,
+        settings: &PoolSettings,
+        retry: &RetryPolicy,
+    ) -> bool {
+        self.settings == *settings && self.retry == *retry && self.config.same_as(config)
+    }
+}
+
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let generation = self.generation();
         f.debug_struct("Connection")
             .field("name", &self.shared.name)
-            .field("kind", &self.shared.config.kind)
+            .field("kind", &generation.config.kind)
             .field("status", &self.status())
-            .field("config", &self.shared.config)
+            .field("config", &generation.config)
             .finish()
     }
 }
@@ -84,36 +152,39 @@ impl Connection {
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let counters: Arc<PoolCounters> = Arc::default();
-        let tracer = Arc::new(crate::trace::Tracer::new(
-            name.clone(),
-            &config,
-            driver.system_name,
-            driver.default_port,
-        ));
+        let generation = Generation::new(driver, config, settings, retry, &counters);
         Self {
             shared: Arc::new(Shared {
-                sql_context: Arc::new(crate::sql::Context {
-                    name: name.clone(),
-                    kind: config.kind,
-                    query_timeout: settings.query_timeout,
-                    tracer: tracer.clone(),
-                    counters: counters.clone(),
-                    record_queries: config.enable_metrics,
-                }),
-                tracer,
                 name,
-                driver,
-                config,
-                settings,
-                retry,
-                backend: ArcSwapOption::empty(),
+                current: ArcSwap::from_pointee(generation),
+                epoch: AtomicU64::new(0),
                 counters,
                 health: HealthState::default(),
                 manager_closed,
+                retired: AtomicBool::new(false),
                 connecting: AtomicBool::new(false),
                 connect_done: tokio::sync::Notify::new(),
             }),
         }
+    }
+
+    fn generation(&self) -> arc_swap::Guard<Arc<Generation>> {
+        self.shared.current.load()
+    }
+
+    /// Whether `config` (with its derived settings) is what this connection runs with now.
+    pub(crate) fn has_settings(
+        &self,
+        config: &ConnectionConfig,
+        settings: &PoolSettings,
+        retry: &RetryPolicy,
+    ) -> bool {
+        self.generation().same_settings(config, settings, retry)
+    }
+
+    /// The counters that survive a replace (stats keep counting under the same name).
+    pub(crate) fn counters(&self) -> &Arc<PoolCounters> {
+        &self.shared.counters
     }
 
     /// The connection's name.
@@ -123,22 +194,27 @@ impl Connection {
 
     /// Its backend.
     pub fn kind(&self) -> DatabaseType {
-        self.shared.config.kind
+        self.generation().config.kind
     }
 
-    /// Its configuration (secrets redacted in `Debug`).
-    pub fn config(&self) -> &ConnectionConfig {
-        &self.shared.config
+    /// Its configuration now (secrets redacted in `Debug`); a replace swaps it.
+    pub fn config(&self) -> ConnectionConfig {
+        self.generation().config.clone()
     }
 
     /// Its pool settings after overrides.
-    pub fn pool_settings(&self) -> &PoolSettings {
-        &self.shared.settings
+    pub fn pool_settings(&self) -> PoolSettings {
+        self.generation().settings
     }
 
     /// Its free-form tags.
-    pub fn tags(&self) -> &std::collections::BTreeMap<String, String> {
-        &self.shared.config.tags
+    pub fn tags(&self) -> std::collections::BTreeMap<String, String> {
+        self.generation().config.tags.clone()
+    }
+
+    /// Whether readiness depends on it (`critical`).
+    pub fn is_critical(&self) -> bool {
+        self.generation().config.critical
     }
 
     /// Current health status.
@@ -153,31 +229,33 @@ impl Connection {
 
     /// Whether a pool is open.
     pub fn is_connected(&self) -> bool {
-        self.shared.backend.load().is_some()
+        self.generation().backend.load().is_some()
     }
 
-    /// The open backend, loaded without touching its reference count (the lookup path).
-    fn backend(&self, operation: Operation) -> Result<BackendGuard> {
-        if self.shared.manager_closed.load(Ordering::Acquire) {
+    fn check_usable(&self, operation: Operation) -> Result<()> {
+        if self.shared.manager_closed.load(Ordering::Acquire)
+            || self.shared.retired.load(Ordering::Acquire)
+        {
             return Err(Error::closed(self.name(), operation));
         }
-        let guard = self.shared.backend.load();
-        if guard.is_none() {
+        Ok(())
+    }
+
+    /// The open backend (the lookup path: two lock-free loads).
+    fn backend(&self, operation: Operation) -> Result<BackendGuard> {
+        self.check_usable(operation)?;
+        let generation = self.shared.current.load_full();
+        let backend = generation.backend.load_full();
+        if backend.is_none() {
             return Err(Error::Unavailable {
                 connection: self.name().to_owned(),
                 operation,
                 last_error: self.shared.health.last_error(),
             });
         }
-        Ok(guard)
-    }
-
-    /// The open backend as an owned `Arc`, for holding across an `.await`.
-    fn backend_owned(&self, operation: Operation) -> Result<Arc<Backend>> {
-        arc_swap::Guard::into_inner(self.backend(operation)?).ok_or_else(|| Error::Unavailable {
-            connection: self.name().to_owned(),
-            operation,
-            last_error: self.shared.health.last_error(),
+        Ok(BackendGuard {
+            generation,
+            backend,
         })
     }
 
@@ -287,7 +365,15 @@ impl Connection {
     /// The backend-neutral handle, on the layer chosen by `default_orm`.
     pub fn database(&self) -> Result<Database> {
         let backend = self.sql_backend()?;
-        let layer = self.shared.config.default_orm;
+        let bound = self.bind_sql(&backend)?;
+        Ok(Database::new(Arc::new(self.clone()), bound))
+    }
+
+    /// The neutral handle's executor on `backend`, with the epoch it belongs to.
+    fn bind_sql(&self, backend: &BackendGuard) -> Result<crate::sql::Bound> {
+        // Read before the backend: a change in between makes the handle re-bind once more.
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        let layer = backend.generation.config.default_orm;
         let executor = match backend.as_deref() {
             Some(b) => b.0.sql(layer).map_err(|reason| {
                 let name = match layer {
@@ -298,7 +384,11 @@ impl Connection {
             })?,
             None => return Err(self.unsupported("SQL", "the connection is not open")),
         };
-        Ok(Database::new(self.shared.sql_context.clone(), executor))
+        Ok(crate::sql::Bound {
+            epoch,
+            context: backend.generation.sql_context.clone(),
+            executor,
+        })
     }
 
     /// Classifies an error of this connection's driver the way the manager does (sqlx's,
@@ -309,20 +399,20 @@ impl Connection {
         if let Some(e) = error.downcast_ref::<Error>() {
             return e.kind();
         }
-        crate::driver::classify_chain(error, self.shared.driver.classify)
+        crate::driver::classify_chain(error, self.generation().driver.classify)
             .unwrap_or(crate::ErrorKind::Query)
     }
 
     /// Pool statistics now.
     pub fn stats(&self) -> ConnectionStats {
-        let gauges = self
-            .shared
+        let generation = self.generation();
+        let gauges = generation
             .backend
             .load()
             .as_ref()
             .map_or(PoolGauges::default(), |b| b.0.gauges());
         let gauges = PoolGauges {
-            max_open: self.shared.settings.max_open,
+            max_open: generation.settings.max_open,
             ..gauges
         };
         ConnectionStats::from_parts(
@@ -337,7 +427,7 @@ impl Connection {
     /// Checks the connection with a ping through its pool, bounded by `connect_timeout`, and
     /// records the outcome in its health. A success slower than half the bound is `Degraded`.
     pub async fn health_check(&self) -> Result<()> {
-        let backend = match self.backend_owned(Operation::Ping) {
+        let guard = match self.backend(Operation::Ping) {
             Ok(b) => b,
             Err(e) => {
                 if !matches!(e, Error::Closed { .. }) {
@@ -347,10 +437,17 @@ impl Connection {
                 return Err(e);
             }
         };
-        backend.0.trim_idle(self.shared.settings.max_idle).await;
-        let limit = self.shared.settings.connect_timeout;
+        let (generation, backend) = match guard {
+            BackendGuard {
+                generation,
+                backend: Some(backend),
+            } => (generation, backend),
+            BackendGuard { backend: None, .. } => return Ok(()),
+        };
+        backend.0.trim_idle(generation.settings.max_idle).await;
+        let limit = generation.settings.connect_timeout;
         let started = tokio::time::Instant::now();
-        let span = self.shared.tracer.span("health_check");
+        let span = generation.tracer.span("health_check");
         let outcome = bounded(self.name(), Operation::Ping, limit, backend.0.ping())
             .instrument(span.clone())
             .await;
@@ -369,7 +466,7 @@ impl Connection {
 
     fn log_transition(&self, before: Status) {
         let now = self.status();
-        if before == now || !self.shared.config.enable_logging {
+        if before == now || !self.generation().config.enable_logging {
             return;
         }
         let error = self.shared.health.last_error().unwrap_or_default();
@@ -384,12 +481,11 @@ impl Connection {
     /// otherwise discards the idle pooled connections (presumed dead after a server restart)
     /// and checks a fresh one. Handles obtained earlier keep working: the pool object stays.
     pub async fn reconnect(&self) -> Result<()> {
-        if self.shared.manager_closed.load(Ordering::Acquire) {
-            return Err(Error::closed(self.name(), Operation::Connect));
-        }
-        let span = self.shared.tracer.span("reconnect");
+        self.check_usable(Operation::Connect)?;
+        let generation = self.shared.current.load_full();
+        let span = generation.tracer.span("reconnect");
         let outcome = async {
-            match self.shared.backend.load_full() {
+            match generation.backend.load_full() {
                 None => self.connect().await.0,
                 Some(backend) => {
                     backend.0.discard_idle().await;
@@ -406,7 +502,7 @@ impl Connection {
             &self.shared.counters.reconnects_failed
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if self.shared.config.enable_logging {
+        if generation.config.enable_logging {
             match &outcome {
                 Ok(()) => tracing::info!(connection = %self.shared.name, "reconnected"),
                 Err(e) => {
@@ -426,7 +522,7 @@ impl Connection {
             return true;
         };
         let failures = health.report().consecutive_failures.clamp(1, 20);
-        let retry = &self.shared.retry;
+        let retry = self.generation().retry;
         let backoff = retry
             .delay
             .saturating_mul(1 << (failures - 1))
@@ -451,19 +547,42 @@ impl Connection {
         }
         // Cleared however this future ends: a connect cancelled mid-way (a caller's timeout, the
         // health loop aborted by close) must not block every later connect.
-        let _connecting = ClearOnDrop(&self.shared.connecting, &self.shared.connect_done);
+        let connecting = ClearOnDrop(&self.shared.connecting, &self.shared.connect_done);
+        let generation = self.shared.current.load_full();
+        let (outcome, attempts) = self.open(&generation).await;
+        let outcome = outcome.map(|backend| {
+            generation.backend.store(Some(Arc::new(backend)));
+            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        });
+        drop(connecting);
+        // A close (or a removal) that ran while this connect was in flight must not leave a
+        // pool open.
+        if outcome.is_ok() && self.check_usable(Operation::Connect).is_err() {
+            self.close(Duration::ZERO).await;
+            return (
+                Err(Error::closed(&self.shared.name, Operation::Connect)),
+                attempts,
+            );
+        }
+        (outcome, attempts)
+    }
+
+    /// Opens a pool for `generation` with its retry policy, recording the outcome in the
+    /// connection's health, counters, spans and log. Returns it and the attempts made.
+    async fn open(&self, generation: &Generation) -> (Result<Backend>, u32) {
         let s = &*self.shared;
+        let g = generation;
         let spec = OpenSpec {
             name: &s.name,
-            config: &s.config,
-            settings: &s.settings,
+            config: &g.config,
+            settings: &g.settings,
             counters: &s.counters,
         };
-        let log = s.config.enable_logging;
-        let span = s.tracer.span("connect");
+        let log = g.config.enable_logging;
+        let span = g.tracer.span("connect");
         let attempt = std::sync::atomic::AtomicU32::new(0);
-        let (outcome, attempts) = crate::retry::retry(&s.name, &s.retry, log, || {
-            let attempt_span = s.tracer.span("connect_attempt");
+        let (outcome, attempts) = crate::retry::retry(&s.name, &g.retry, log, || {
+            let attempt_span = g.tracer.span("connect_attempt");
             attempt_span.record(
                 "dbmanager.attempt",
                 attempt.fetch_add(1, Ordering::Relaxed) + 1,
@@ -471,7 +590,7 @@ impl Connection {
             let spec = &spec;
             let instrumented = attempt_span.clone();
             async move {
-                let outcome = (s.driver.open)(spec).await.map(Backend);
+                let outcome = (g.driver.open)(spec).await.map(Backend);
                 if let Err(e) = &outcome {
                     s.counters.record_connect_error(e.kind());
                 }
@@ -483,32 +602,47 @@ impl Connection {
         .instrument(span.clone())
         .await;
         crate::trace::record_outcome(&span, &outcome);
-        let outcome = match outcome {
-            Ok(backend) => {
-                s.backend.store(Some(Arc::new(backend)));
+        match &outcome {
+            Ok(_) => {
                 let before = s.health.succeeded(false);
                 if log {
-                    tracing::info!(connection = %s.name, kind = %s.config.kind, attempts, "connected");
+                    tracing::info!(connection = %s.name, kind = %g.config.kind, attempts, "connected");
                 }
                 self.log_transition(before);
-                Ok(())
             }
             Err(e) => {
-                let before = s.health.failed(false, &e);
+                let before = s.health.failed(false, e);
                 if log {
-                    tracing::error!(connection = %s.name, kind = %s.config.kind, attempts, error = %e, "connect failed");
+                    tracing::error!(connection = %s.name, kind = %g.config.kind, attempts, error = %e, "connect failed");
                 }
                 self.log_transition(before);
-                Err(e)
             }
-        };
-        drop(_connecting);
-        // A close that ran while this connect was in flight must not leave a pool open.
-        if outcome.is_ok() && s.manager_closed.load(Ordering::Acquire) {
-            self.close(Duration::ZERO).await;
-            return (Err(Error::closed(&s.name, Operation::Connect)), attempts);
         }
         (outcome, attempts)
+    }
+
+    /// Swaps in `generation` with a freshly opened pool, then drains the old pool up to
+    /// `deadline`: checkouts in flight finish on the old pool, new ones go to the new pool, and
+    /// handles obtained before follow the swap. When the new pool cannot be opened, nothing
+    /// changes and the error is returned.
+    pub(crate) async fn replace(
+        &self,
+        generation: Generation,
+        deadline: Duration,
+    ) -> Result<CloseOutcome> {
+        self.check_usable(Operation::Connect)?;
+        let backend = self.open(&generation).await.0?;
+        generation.backend.store(Some(Arc::new(backend)));
+        let old = self.shared.current.swap(Arc::new(generation));
+        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        Ok(self.close_generation(&old, deadline, "replaced").await)
+    }
+
+    /// Takes the connection out of service for good (its manager removed it): every later use
+    /// is `Closed`; checkouts in flight get until `deadline`.
+    pub(crate) async fn retire(&self, deadline: Duration) -> CloseOutcome {
+        self.shared.retired.store(true, Ordering::Release);
+        self.close(deadline).await
     }
 
     /// Waits for the connect in flight to end; its outcome is whether the pool is open now.
@@ -538,9 +672,22 @@ impl Connection {
 
     /// Closes the pool (if open), waiting up to `deadline` for checked-out connections.
     pub(crate) async fn close(&self, deadline: Duration) -> CloseOutcome {
-        let Some(backend) = self.shared.backend.swap(None) else {
+        let generation = self.shared.current.load_full();
+        let outcome = self.close_generation(&generation, deadline, "closed").await;
+        self.shared.health.closed();
+        outcome
+    }
+
+    async fn close_generation(
+        &self,
+        generation: &Generation,
+        deadline: Duration,
+        what: &str,
+    ) -> CloseOutcome {
+        let Some(backend) = generation.backend.swap(None) else {
             return CloseOutcome { still_in_use: 0 };
         };
+        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
         // Connections closed by shutdown are not idle-time closes.
         let open = backend.0.gauges().open;
         self.shared
@@ -548,10 +695,20 @@ impl Connection {
             .closed_on_close
             .fetch_add(u64::from(open), Ordering::Relaxed);
         let still_in_use = close_within(backend.0.as_ref(), deadline).await;
-        self.shared.health.closed();
-        if self.shared.config.enable_logging {
-            tracing::info!(connection = %self.shared.name, still_in_use, "closed");
+        if generation.config.enable_logging {
+            tracing::info!(connection = %self.shared.name, still_in_use, "{what}");
         }
         CloseOutcome { still_in_use }
+    }
+}
+
+impl crate::sql::ExecutorSource for Connection {
+    fn epoch(&self) -> u64 {
+        self.shared.epoch.load(Ordering::Acquire)
+    }
+
+    fn bind(&self) -> Result<crate::sql::Bound> {
+        let backend = self.sql_backend()?;
+        self.bind_sql(&backend)
     }
 }

@@ -50,7 +50,7 @@ pub use config::{
 pub use connection::Connection;
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use health::{HealthReport, Status};
-pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager};
+pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager, ReloadReport};
 #[cfg(feature = "metrics")]
 pub use metrics::ManagerCollector;
 pub use sql::{ColumnRef, Database, FromValue, Interval, Row, Transaction, Value};

@@ -50,6 +50,16 @@ impl ManagerConfig {
         self.problems_with(&HashSet::new()).into_result()
     }
 
+    /// Checks one connection as a part of this config: for adding or replacing it at runtime.
+    pub(crate) fn validate_connection(&self, c: &ConnectionConfig) -> Result<(), ConfigProblems> {
+        let mut p = ConfigProblems::default();
+        if c.name.is_empty() {
+            p.push("connections", "a connection name must not be empty");
+        }
+        self.check_connection(c, &mut ConnectionProblems::new(&c.name, &mut p));
+        p.into_result()
+    }
+
     /// `also_named`: connections present in the source but too broken to be typed.
     fn problems_with(&self, also_named: &HashSet<String>) -> ConfigProblems {
         let mut p = ConfigProblems::default();

@@ -82,9 +82,12 @@ async fn survive(
         outcomes.len(),
         errors.len()
     );
+    // At the moment of the disruption each pool slot holds at most one statement in flight, or
+    // one connect in progress that the dying server resets (sqlx's pool retries a refused
+    // connect, not one reset half-way): at most one failure per slot for each.
     assert!(
-        errors.len() <= POOL as usize,
-        "{what}: {} errors for at most {POOL} connections in use at the moment of the disruption",
+        errors.len() <= 2 * POOL as usize,
+        "{what}: {} errors for at most {POOL} connections in use or opening at the moment of the disruption",
         errors.len()
     );
     assert_eq!(

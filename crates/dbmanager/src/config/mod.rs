@@ -294,6 +294,23 @@ impl ConnectionConfig {
     }
 }
 
+impl ConnectionConfig {
+    /// Whether `other` configures the very same connection (secrets compared too, never shown).
+    pub(crate) fn same_as(&self, other: &ConnectionConfig) -> bool {
+        use secrecy::ExposeSecret as _;
+        let secret = |a: &Option<SecretString>, b: &Option<SecretString>| match (a, b) {
+            (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+            (None, None) => true,
+            _ => false,
+        };
+        // The Debug form lists every field, secrets redacted: equal Debug and equal secrets
+        // mean equal configs.
+        secret(&self.dsn, &other.dsn)
+            && secret(&self.password, &other.password)
+            && format!("{self:?}") == format!("{other:?}")
+    }
+}
+
 impl fmt::Debug for ConnectionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redacted = |set: bool| if set { Some("[REDACTED]") } else { None };

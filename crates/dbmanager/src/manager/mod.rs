@@ -1,4 +1,7 @@
 //! The manager: the registry of named connections, the default connection, connect and close.
+//! Changing the set of connections at runtime is in [`topology`].
+
+mod topology;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -6,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rustc_hash::FxHashMap;
 
 use crate::config::{ConfigProblems, EnvSource, ManagerConfig};
@@ -48,7 +51,10 @@ pub struct CloseReport {
     pub still_in_use: Vec<(String, u32)>,
 }
 
-/// Name lookup table.
+pub use topology::ReloadReport;
+
+/// Name lookup table; replaced whole (copy on write) when connections are added or removed.
+#[derive(Clone, Default)]
 struct Registry {
     /// Names are configuration, not attacker input: a fast non-DoS-resistant hash is fine.
     by_name: FxHashMap<Box<str>, Connection>,
@@ -76,11 +82,14 @@ pub struct Manager {
 }
 
 pub(crate) struct Inner {
-    config: ManagerConfig,
-    /// Immutable once built, so a lookup is a plain hash-map read: no lock, no reference
-    /// count, no allocation. Adding and removing connections at runtime will put it behind an
-    /// `ArcSwap` (readers then pay one more atomic swap) without changing the API.
-    registry: Registry,
+    /// The configuration now: what the manager was built from, changed by add, remove,
+    /// replace and reload.
+    config: ArcSwap<ManagerConfig>,
+    /// Read lock-free on every lookup (an `arc_swap` load, no reference count, no allocation);
+    /// writers swap in a new table.
+    registry: ArcSwap<Registry>,
+    /// Chooses each connection's driver (the registry of drivers; tests substitute the fake).
+    resolve: fn(crate::DatabaseType) -> Option<&'static crate::driver::Driver>,
     default: ArcSwapOption<Connection>,
     closed: Arc<AtomicBool>,
     /// Closes in flight: a connect meanwhile is refused rather than reopening a closing
@@ -142,23 +151,9 @@ impl Manager {
         resolve: fn(crate::DatabaseType) -> Option<&'static crate::driver::Driver>,
     ) -> Result<Self> {
         let closed = Arc::new(AtomicBool::new(false));
-        let retry = config.retry_policy();
         let mut by_name: FxHashMap<Box<str>, Connection> = FxHashMap::default();
         for c in config.connections.values() {
-            // Validation reports a backend missing from this build; this is its backstop.
-            let driver = resolve(c.kind).ok_or_else(|| {
-                let mut problems = ConfigProblems::default();
-                problems.push(
-                    format!("connections.{}.type", c.name),
-                    format!(
-                        "this build of dbmanager does not include the `{}` cargo feature",
-                        c.kind
-                    ),
-                );
-                Error::Config(problems)
-            })?;
-            let settings = config.pool_settings(c);
-            let conn = Connection::new(driver, c.clone(), settings, retry, closed.clone());
+            let conn = build_connection(&config, c, resolve, &closed)?;
             by_name.insert(Box::from(c.name.as_str()), conn);
         }
         let names = config.connections.keys().cloned().collect();
@@ -168,8 +163,9 @@ impl Manager {
             .and_then(|name| by_name.get(name).cloned());
         Ok(Self {
             inner: Arc::new(Inner {
-                config,
-                registry: Registry { by_name, names },
+                config: ArcSwap::from_pointee(config),
+                registry: ArcSwap::from_pointee(Registry { by_name, names }),
+                resolve,
                 default: ArcSwapOption::from_pointee(default),
                 closed,
                 closing: std::sync::atomic::AtomicU32::new(0),
@@ -193,9 +189,10 @@ impl Manager {
         Self::from_valid(ManagerConfig::from_file(path)?)
     }
 
-    /// The configuration the manager was built from.
-    pub fn config(&self) -> &ManagerConfig {
-        &self.inner.config
+    /// The configuration now: the one the manager was built from, with every add, remove,
+    /// replace and reload applied.
+    pub fn config(&self) -> Arc<ManagerConfig> {
+        self.inner.config.load_full()
     }
 
     /// Connects every connection in parallel, fail-fast: on any failure the pools this call
@@ -263,7 +260,7 @@ impl Manager {
     /// Runs `f` on the connection named `name` without cloning its handle.
     fn lookup<T>(&self, name: &str, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         self.check_open(name, Operation::Access)?;
-        let registry = &self.inner.registry;
+        let registry = self.inner.registry.load();
         match registry.by_name.get(name) {
             Some(conn) => f(conn),
             None => Err(Error::NotFound {
@@ -309,7 +306,7 @@ impl Manager {
             .load_full()
             .map(|c| (*c).clone())
             .ok_or_else(|| Error::NoDefault {
-                known: self.inner.registry.names.clone(),
+                known: self.inner.registry.load().names.clone(),
             })
     }
 
@@ -327,7 +324,7 @@ impl Manager {
 
     /// All connections, sorted by name.
     pub fn connections(&self) -> Vec<Connection> {
-        let registry = &self.inner.registry;
+        let registry = self.inner.registry.load();
         registry
             .names
             .iter()
@@ -337,7 +334,7 @@ impl Manager {
 
     /// The connection names, sorted.
     pub fn names(&self) -> Vec<String> {
-        self.inner.registry.names.clone()
+        self.inner.registry.load().names.clone()
     }
 
     /// Statistics of the manager and each connection.
@@ -378,7 +375,8 @@ impl Manager {
 
     /// Starts the background health loop unless it runs already or the interval is `0s`.
     fn start_health_loop(&self) {
-        let interval = self.inner.config.health_check_interval;
+        let config = self.inner.config.load();
+        let interval = config.health_check_interval;
         if interval.is_zero() {
             return;
         }
@@ -389,7 +387,7 @@ impl Manager {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
-        let auto_reconnect = self.inner.config.enable_auto_reconnect;
+        let auto_reconnect = config.enable_auto_reconnect;
         *slot = Some(tokio::spawn(async move {
             loop {
                 // Up to 10% jitter so that many instances do not ping in step.
@@ -440,6 +438,42 @@ impl Manager {
                 .collect(),
         }
     }
+}
+
+/// A connection of `config`, its driver chosen by `resolve`.
+fn build_connection(
+    config: &ManagerConfig,
+    c: &crate::ConnectionConfig,
+    resolve: fn(crate::DatabaseType) -> Option<&'static crate::driver::Driver>,
+    closed: &Arc<AtomicBool>,
+) -> Result<Connection> {
+    let driver = driver_for(c, resolve)?;
+    let settings = config.pool_settings(c);
+    Ok(Connection::new(
+        driver,
+        c.clone(),
+        settings,
+        config.retry_policy(),
+        closed.clone(),
+    ))
+}
+
+/// Validation reports a backend missing from this build; this is its backstop.
+fn driver_for(
+    c: &crate::ConnectionConfig,
+    resolve: fn(crate::DatabaseType) -> Option<&'static crate::driver::Driver>,
+) -> Result<&'static crate::driver::Driver> {
+    resolve(c.kind).ok_or_else(|| {
+        let mut problems = ConfigProblems::default();
+        problems.push(
+            format!("connections.{}.type", c.name),
+            format!(
+                "this build of dbmanager does not include the `{}` cargo feature",
+                c.kind
+            ),
+        );
+        Error::Config(problems)
+    })
 }
 
 /// Decrements the counter when dropped.

@@ -18,6 +18,7 @@ pub(crate) use executor::{SqlExecutor, SqlTransaction};
 pub use value::{ColumnRef, FromValue, Interval, Row, Value};
 pub(crate) use value::{parse_timestamp, parse_timestamptz};
 
+use arc_swap::ArcSwap;
 use tracing::Instrument as _;
 
 use crate::config::{DatabaseType, DefaultOrm};
@@ -78,84 +79,173 @@ pub(crate) struct Context {
     pub record_queries: bool,
 }
 
+/// Where a neutral handle gets its executor: the connection, whose pool may be replaced.
+pub(crate) trait ExecutorSource: Send + Sync + 'static {
+    /// Changes whenever the connection's open pool changes.
+    fn epoch(&self) -> u64;
+    /// The executor of the pool open now.
+    fn bind(&self) -> Result<Bound>;
+}
+
+/// An executor with the connection state it was taken from.
+pub(crate) struct Bound {
+    pub epoch: u64,
+    pub context: Arc<Context>,
+    pub executor: Arc<dyn SqlExecutor>,
+}
+
 /// A cheap, cloneable handle for running SQL on one connection's pool.
-#[derive(Clone)]
+///
+/// It follows its connection: after a reconnect, a `replace` or a config reload, the next
+/// statement runs on the pool open then. A statement that lost the race with such a swap (its
+/// checkout found the old pool closing) runs once more on the new pool; nothing fails because
+/// of the swap.
 pub struct Database {
-    context: Arc<Context>,
-    executor: Arc<dyn SqlExecutor>,
+    name: Arc<str>,
+    source: Arc<dyn ExecutorSource>,
+    bound: ArcSwap<Bound>,
+}
+
+impl Clone for Database {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            source: self.source.clone(),
+            bound: ArcSwap::new(self.bound.load_full()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bound = self.bound.load();
         f.debug_struct("Database")
-            .field("name", &self.context.name)
-            .field("kind", &self.context.kind)
-            .field("layer", &self.layer())
+            .field("name", &bound.context.name)
+            .field("kind", &bound.context.kind)
+            .field("layer", &bound.executor.layer())
             .finish_non_exhaustive()
     }
 }
 
 impl Database {
-    pub(crate) fn new(context: Arc<Context>, executor: Arc<dyn SqlExecutor>) -> Self {
-        Self { context, executor }
+    pub(crate) fn new(source: Arc<dyn ExecutorSource>, bound: Bound) -> Self {
+        Self {
+            name: bound.context.name.clone(),
+            source,
+            bound: ArcSwap::from_pointee(bound),
+        }
+    }
+
+    /// The executor of the connection's pool now, re-bound if the pool changed.
+    fn current(&self) -> Result<Arc<Bound>> {
+        let bound = self.bound.load_full();
+        if bound.epoch == self.source.epoch() {
+            return Ok(bound);
+        }
+        let fresh = Arc::new(self.source.bind()?);
+        self.bound.store(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Whether `outcome` failed only because the pool was swapped under the statement: it found
+    /// the old pool closed at checkout, so it never reached a server and may run again.
+    fn lost_swap<T>(&self, outcome: &Result<T>, bound: &Bound) -> bool {
+        matches!(outcome, Err(Error::Closed { .. })) && self.source.epoch() != bound.epoch
     }
 
     /// The connection's name.
     pub fn name(&self) -> &str {
-        &self.context.name
+        &self.name
     }
 
     /// The backend.
     pub fn kind(&self) -> DatabaseType {
-        self.context.kind
+        self.bound.load().context.kind
     }
 
     /// Which layer runs the statements.
     pub fn layer(&self) -> DefaultOrm {
-        self.executor.layer()
+        self.bound.load().executor.layer()
     }
 
     /// Runs a statement; returns the number of rows affected.
     pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        let bound = self.current()?;
+        let outcome = bound.execute_now(sql, params).await;
+        if self.lost_swap(&outcome, &bound) {
+            return self.current()?.execute_now(sql, params).await;
+        }
+        outcome
+    }
+
+    /// Runs a query; returns all rows.
+    pub async fn fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let bound = self.current()?;
+        let outcome = bound.fetch_all_now(sql, params).await;
+        if self.lost_swap(&outcome, &bound) {
+            return self.current()?.fetch_all_now(sql, params).await;
+        }
+        outcome
+    }
+
+    /// Runs a query; returns the first row, if any.
+    pub async fn fetch_optional(&self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
+        let bound = self.current()?;
+        let outcome = bound.fetch_optional_now(sql, params).await;
+        if self.lost_swap(&outcome, &bound) {
+            return self.current()?.fetch_optional_now(sql, params).await;
+        }
+        outcome
+    }
+
+    /// Runs a query that must return a row.
+    pub async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Row> {
+        let row = self.fetch_optional(sql, params).await?;
+        row.ok_or_else(|| no_rows(&self.name))
+    }
+
+    /// Starts a transaction; it rolls back if dropped without [`Transaction::commit`].
+    pub async fn begin(&self) -> Result<Transaction> {
+        let mut bound = self.current()?;
+        let mut outcome = bound.begin_now().await;
+        if self.lost_swap(&outcome, &bound) {
+            bound = self.current()?;
+            outcome = bound.begin_now().await;
+        }
+        Ok(Transaction {
+            context: bound.context.clone(),
+            inner: outcome?,
+        })
+    }
+}
+
+impl Bound {
+    async fn execute_now(&self, sql: &str, params: &[Value]) -> Result<u64> {
         let c = &*self.context;
         let span = c.tracer.query_span("execute", sql);
         let work = self.executor.execute(sql, params);
         timed(c, Operation::Query, operation_of(sql), span, work).await
     }
 
-    /// Runs a query; returns all rows.
-    pub async fn fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+    async fn fetch_all_now(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         let c = &*self.context;
         let span = c.tracer.query_span("query", sql);
         let work = self.executor.fetch_all(sql, params);
         timed(c, Operation::Query, operation_of(sql), span, work).await
     }
 
-    /// Runs a query; returns the first row, if any.
-    pub async fn fetch_optional(&self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
+    async fn fetch_optional_now(&self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
         let c = &*self.context;
         let span = c.tracer.query_span("query", sql);
         let work = self.executor.fetch_optional(sql, params);
         timed(c, Operation::Query, operation_of(sql), span, work).await
     }
 
-    /// Runs a query that must return a row.
-    pub async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Row> {
-        self.fetch_optional(sql, params)
-            .await?
-            .ok_or_else(|| no_rows(&self.context.name))
-    }
-
-    /// Starts a transaction; it rolls back if dropped without [`Transaction::commit`].
-    pub async fn begin(&self) -> Result<Transaction> {
+    async fn begin_now(&self) -> Result<Box<dyn SqlTransaction>> {
         let c = &*self.context;
         let span = c.tracer.span("begin");
         let work = self.executor.begin();
-        let inner = timed(c, Operation::Begin, verb("BEGIN"), span, work).await?;
-        Ok(Transaction {
-            context: self.context.clone(),
-            inner,
-        })
+        timed(c, Operation::Begin, verb("BEGIN"), span, work).await
     }
 }
 

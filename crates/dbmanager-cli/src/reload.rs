@@ -1,0 +1,181 @@
+//! `serve`'s config reloads: on SIGHUP and when the config file changes, debounced. The file is
+//! watched through its directory, so editors that save by writing a new file and renaming it
+//! over the old one are seen too. A file that does not load keeps the running config and says
+//! why; the outcome of the last reload is on `/stats`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dbmanager::reexports::chrono;
+use dbmanager::{Manager, ManagerConfig};
+use notify::{RecursiveMode, Watcher as _};
+use serde::Serialize;
+
+/// Changes closer together than this are one reload.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+/// Old pools get this long to finish their checkouts after a replace or removal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// What the last reload did.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastReload {
+    /// When it finished (RFC 3339, UTC).
+    pub at: String,
+    /// `signal` (SIGHUP) or `file` (the file changed).
+    pub trigger: &'static str,
+    /// Whether the new config was loaded and every change applied.
+    pub ok: bool,
+    /// Why the file was not loaded: its problems (never a secret value).
+    pub problems: Option<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub replaced: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Connections whose change failed, with why.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Shared with the HTTP handlers. Locked only to copy or store one value, never across an
+/// `.await`.
+#[derive(Debug, Default)]
+pub struct Reloads {
+    last: Mutex<Option<LastReload>>,
+}
+
+impl Reloads {
+    pub fn last(&self) -> Option<LastReload> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+
+    fn store(&self, reload: LastReload) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(reload);
+        }
+    }
+}
+
+/// Reloads `path` into `manager` and records (and logs) the outcome.
+pub async fn reload(manager: &Manager, path: &Path, trigger: &'static str, reloads: &Reloads) {
+    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let outcome = match ManagerConfig::from_file(path) {
+        Err(problems) => {
+            eprintln!("reload ({trigger}): kept the running config: {problems}");
+            LastReload {
+                at: now(),
+                trigger,
+                ok: false,
+                problems: Some(problems.to_string()),
+                added: Vec::new(),
+                removed: Vec::new(),
+                replaced: Vec::new(),
+                unchanged: Vec::new(),
+                failed: Vec::new(),
+            }
+        }
+        Ok(config) => match manager.reload(config, DRAIN).await {
+            Err(e) => {
+                eprintln!("reload ({trigger}): kept the running config: {e}");
+                LastReload {
+                    at: now(),
+                    trigger,
+                    ok: false,
+                    problems: Some(e.to_string()),
+                    added: Vec::new(),
+                    removed: Vec::new(),
+                    replaced: Vec::new(),
+                    unchanged: Vec::new(),
+                    failed: Vec::new(),
+                }
+            }
+            Ok(report) => {
+                let failed: Vec<(String, String)> = report
+                    .failed
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.to_string()))
+                    .collect();
+                eprintln!(
+                    "reload ({trigger}): added {:?}, removed {:?}, replaced {:?}, unchanged {:?}, failed {:?}",
+                    report.added, report.removed, report.replaced, report.unchanged, failed
+                );
+                LastReload {
+                    at: now(),
+                    trigger,
+                    ok: report.is_complete(),
+                    problems: None,
+                    added: report.added,
+                    removed: report.removed,
+                    replaced: report.replaced,
+                    unchanged: report.unchanged,
+                    failed,
+                }
+            }
+        },
+    };
+    reloads.store(outcome);
+}
+
+/// Reloads on SIGHUP and on changes to `path` until the task is aborted.
+pub fn spawn(
+    manager: Manager,
+    path: PathBuf,
+    reloads: Arc<Reloads>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let name = path.file_name().map(|n| n.to_owned());
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && event.paths.iter().any(|p| p.file_name() == name.as_deref())
+            {
+                let _ = tx.send(());
+            }
+        });
+        // Without a watcher (no inotify here, say) SIGHUP still reloads.
+        let _watcher = match watcher {
+            Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    eprintln!(
+                        "warning: not watching {}: {e}; reload with SIGHUP",
+                        dir.display()
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                eprintln!("warning: no file watcher: {e}; reload with SIGHUP");
+                None
+            }
+        };
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("warning: no SIGHUP handler: {e}");
+                None
+            }
+        };
+        loop {
+            let trigger = tokio::select! {
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => "signal",
+                Some(()) = changed.recv() => {
+                    // Editors write in several steps: wait for the writes to settle.
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, changed.recv()).await {}
+                    "file"
+                }
+                else => return,
+            };
+            reload(&manager, &path, trigger, &reloads).await;
+        }
+    })
+}

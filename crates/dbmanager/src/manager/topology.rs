@@ -1,0 +1,288 @@
+//! Changing the connections of a running manager: add, remove, replace, and reload a whole
+//! config. Lookups never wait for any of it: the registry is swapped whole (copy on write), and
+//! a replaced connection keeps its handles, which follow the swap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Manager, Registry, build_connection, driver_for};
+use crate::config::{ConfigProblems, ConnectionConfig, ManagerConfig};
+use crate::connection::{Connection, Generation};
+use crate::error::{Error, Operation, Result};
+
+/// What [`Manager::reload`] did, per connection, sorted by name.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ReloadReport {
+    /// New connections, connected.
+    pub added: Vec<String>,
+    /// Connections no longer configured, drained and closed.
+    pub removed: Vec<String>,
+    /// Connections whose settings changed, replaced by a new pool under the same name.
+    pub replaced: Vec<String>,
+    /// Connections left exactly as they were (not even reconnected).
+    pub unchanged: Vec<String>,
+    /// Connections whose change failed, with why: an addition that could not connect is not
+    /// added; a replacement that could not open its new pool keeps the old one.
+    pub failed: Vec<(String, Error)>,
+}
+
+impl ReloadReport {
+    /// Whether every change was applied.
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+fn exists(name: &str) -> Error {
+    let mut problems = ConfigProblems::default();
+    problems.push(
+        format!("connections.{name}"),
+        "a connection of that name exists already; replace it instead",
+    );
+    Error::Config(problems)
+}
+
+impl Manager {
+    fn check_usable(&self, name: &str, operation: Operation) -> Result<()> {
+        if self.is_closed()
+            || self
+                .inner
+                .closing
+                .load(std::sync::atomic::Ordering::Acquire)
+                > 0
+        {
+            return Err(Error::closed(name, operation));
+        }
+        Ok(())
+    }
+
+    /// Adds a connection and connects it (with the retry policy), validated exactly like one
+    /// loaded from a file (every problem at once). If it cannot connect, it is not added and
+    /// the error is returned. A name that exists already is a configuration error.
+    pub async fn add(&self, connection: ConnectionConfig) -> Result<()> {
+        let name = connection.name.clone();
+        self.check_usable(&name, Operation::Connect)?;
+        let config = self.config();
+        config.validate_connection(&connection)?;
+        if self
+            .inner
+            .registry
+            .load()
+            .by_name
+            .contains_key(name.as_str())
+        {
+            return Err(exists(&name));
+        }
+        let conn = build_connection(&config, &connection, self.inner.resolve, &self.inner.closed)?;
+        conn.connect().await.0?;
+        let mut inserted = false;
+        self.inner.registry.rcu(|registry| {
+            let mut next = Registry::clone(registry);
+            inserted = !next.by_name.contains_key(name.as_str());
+            if inserted {
+                next.by_name.insert(Box::from(name.as_str()), conn.clone());
+                next.names.push(name.clone());
+                next.names.sort();
+            }
+            next
+        });
+        if !inserted {
+            // Another add of the same name won the race.
+            conn.retire(Duration::ZERO).await;
+            return Err(exists(&name));
+        }
+        self.inner.config.rcu(|c| {
+            let mut next = ManagerConfig::clone(c);
+            next.connections.insert(name.clone(), connection.clone());
+            next
+        });
+        Ok(())
+    }
+
+    /// Removes a connection: lookups by its name fail with `NotFound` at once; checkouts in
+    /// flight get until `deadline` to finish, then its pool is closed; every handle on it then
+    /// fails with `Closed`. Removing the default connection leaves no default
+    /// ([`Manager::default_connection`] is `NoDefault` until [`Manager::set_default`]).
+    /// Returns how many pooled connections were still checked out at the deadline.
+    pub async fn remove(&self, name: &str, deadline: Duration) -> Result<u32> {
+        let mut removed: Option<Connection> = None;
+        self.inner.registry.rcu(|registry| {
+            let mut next = Registry::clone(registry);
+            removed = next.by_name.remove(name);
+            next.names.retain(|n| n != name);
+            next
+        });
+        let Some(conn) = removed else {
+            return Err(Error::NotFound {
+                name: name.to_owned(),
+                known: self.names(),
+            });
+        };
+        self.inner.default.rcu(|default| {
+            default
+                .as_ref()
+                .filter(|d| d.name() != name)
+                .map(|d| Arc::new(Connection::clone(d)))
+        });
+        self.inner.config.rcu(|c| {
+            let mut next = ManagerConfig::clone(c);
+            next.connections.remove(name);
+            if next.default_connection.as_deref() == Some(name) {
+                next.default_connection = None;
+            }
+            next
+        });
+        Ok(conn.retire(deadline).await.still_in_use)
+    }
+
+    /// Replaces a connection's configuration under the same name: the new pool is opened
+    /// first (with the retry policy), swapped in atomically, then the old one is drained up to
+    /// `deadline`. Checkouts in flight finish on the old pool; new ones go to the new pool;
+    /// handles obtained before ([`Connection`], [`crate::Database`]) follow the swap, and a
+    /// statement that raced it runs on the new pool. If the new pool cannot be opened, nothing
+    /// changes. Stats and metrics keep the name and keep counting.
+    pub async fn replace(&self, connection: ConnectionConfig, deadline: Duration) -> Result<()> {
+        let name = connection.name.clone();
+        self.check_usable(&name, Operation::Connect)?;
+        let config = self.config();
+        config.validate_connection(&connection)?;
+        let conn = self.get(&name)?;
+        let generation = self.generation_for(&config, &conn, &connection)?;
+        conn.replace(generation, deadline).await?;
+        self.inner.config.rcu(|c| {
+            let mut next = ManagerConfig::clone(c);
+            next.connections.insert(name.clone(), connection.clone());
+            next
+        });
+        Ok(())
+    }
+
+    fn generation_for(
+        &self,
+        config: &ManagerConfig,
+        conn: &Connection,
+        connection: &ConnectionConfig,
+    ) -> Result<Generation> {
+        let driver = driver_for(connection, self.inner.resolve)?;
+        Ok(Generation::new(
+            driver,
+            connection.clone(),
+            config.pool_settings(connection),
+            config.retry_policy(),
+            conn.counters(),
+        ))
+    }
+
+    /// Applies a whole new configuration: connections are matched by name; new ones are added,
+    /// missing ones removed (drained up to `deadline`), changed ones (any setting that shapes
+    /// the pool, the global defaults they inherit included) replaced, and the others left
+    /// untouched, not even reconnected. An invalid config changes nothing and returns every
+    /// problem. The manager-wide settings (retry, health loop, default connection) take the
+    /// new values.
+    pub async fn reload(&self, new: ManagerConfig, deadline: Duration) -> Result<ReloadReport> {
+        self.check_usable("*", Operation::Configure)?;
+        new.validate()?;
+        let old = self.config();
+        let mut report = ReloadReport::default();
+        let mut to_replace = Vec::new();
+        for (name, c) in &new.connections {
+            match self.get(name) {
+                Err(_) => {}
+                Ok(conn) => {
+                    if conn.has_settings(c, &new.pool_settings(c), &new.retry_policy()) {
+                        report.unchanged.push(name.clone());
+                    } else {
+                        to_replace.push((conn, c.clone()));
+                    }
+                }
+            }
+        }
+        let to_add: Vec<&ConnectionConfig> = new
+            .connections
+            .values()
+            .filter(|c| !old.connections.contains_key(&c.name) && self.get(&c.name).is_err())
+            .collect();
+        let to_remove: Vec<String> = self
+            .names()
+            .into_iter()
+            .filter(|n| !new.connections.contains_key(n))
+            .collect();
+
+        // The manager-wide values first: additions and replacements are built from them.
+        self.inner.config.rcu(|c| {
+            let mut next = new.clone();
+            // Connections keep their current entries until their change lands.
+            next.connections = c.connections.clone();
+            next
+        });
+
+        let added =
+            futures_util::future::join_all(to_add.iter().map(|c| async move {
+                (c.name.clone(), self.add(ConnectionConfig::clone(c)).await)
+            }));
+        let replaced = futures_util::future::join_all(to_replace.iter().map(|(conn, c)| {
+            let config = &new;
+            async move {
+                let outcome = match self.generation_for(config, conn, c) {
+                    Ok(generation) => conn.replace(generation, deadline).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if outcome.is_ok() {
+                    self.inner.config.rcu(|cur| {
+                        let mut next = ManagerConfig::clone(cur);
+                        next.connections.insert(c.name.clone(), c.clone());
+                        next
+                    });
+                }
+                (c.name.clone(), outcome)
+            }
+        }));
+        let removed = futures_util::future::join_all(
+            to_remove
+                .iter()
+                .map(|n| async move { (n.clone(), self.remove(n, deadline).await) }),
+        );
+        let (added, replaced, removed) =
+            futures_util::future::join3(added, replaced, removed).await;
+        for (name, outcome) in added {
+            match outcome {
+                Ok(()) => report.added.push(name),
+                Err(e) => report.failed.push((name, e)),
+            }
+        }
+        for (name, outcome) in replaced {
+            match outcome {
+                Ok(()) => report.replaced.push(name),
+                Err(e) => report.failed.push((name, e)),
+            }
+        }
+        for (name, outcome) in removed {
+            match outcome {
+                Ok(_) => report.removed.push(name),
+                Err(e) => report.failed.push((name, e)),
+            }
+        }
+        let default = new
+            .default_connection
+            .as_deref()
+            .and_then(|d| self.get(d).ok());
+        self.inner.default.store(default.map(Arc::new));
+        if old.health_check_interval != new.health_check_interval
+            || old.enable_auto_reconnect != new.enable_auto_reconnect
+        {
+            self.stop_health_loop();
+            self.start_health_loop();
+        }
+        for list in [
+            &mut report.added,
+            &mut report.removed,
+            &mut report.replaced,
+            &mut report.unchanged,
+        ] {
+            list.sort();
+        }
+        report.failed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(report)
+    }
+}

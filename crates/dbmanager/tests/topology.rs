@@ -1,0 +1,260 @@
+//! Changing a running manager's connections on the machine's PostgreSQL and SQLite: add,
+//! remove, replace under load with handles that follow the swap, and reloading a whole config.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use dbmanager::{ConnectionConfig, ErrorKind, Manager};
+use support::{TestDb, fast_config};
+
+const DEADLINE: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn add_and_remove_at_runtime_with_defined_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create();
+    let manager = Manager::new(
+        fast_config()
+            .with_connection(ConnectionConfig::sqlite("cache", dir.path().join("c.db")))
+            .with_default("cache"),
+    )
+    .unwrap();
+    manager.connect().await.unwrap();
+
+    manager.add(db.config("pg")).await.unwrap();
+    assert_eq!(manager.names(), ["cache", "pg"]);
+    assert_eq!(manager.config().connections.len(), 2);
+    let pg = manager.database("pg").unwrap();
+    let row = pg.fetch_one("SELECT 1 AS one", &[]).await.unwrap();
+    assert_eq!(row.get::<i64>("one"), Some(1));
+    assert!(manager.metrics_text().contains("connection=\"pg\""));
+
+    // A second add under the same name, and an invalid one, change nothing.
+    let err = manager.add(db.config("pg")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration);
+    let mut bad = ConnectionConfig::sqlite("bad", dir.path().join("b.db"));
+    bad.max_open_conns = Some(0);
+    bad.host = Some("h".into());
+    let err = manager.add(bad).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("connections.bad.max_open_conns") && text.contains("connections.bad.host"),
+        "every problem at once: {text}"
+    );
+    // One that cannot connect is not added.
+    let mut down = db.config("down");
+    down.port = Some(support::free_port());
+    assert_eq!(
+        manager.add(down).await.unwrap_err().kind(),
+        ErrorKind::Transient
+    );
+    assert_eq!(manager.names(), ["cache", "pg"]);
+
+    // Removing a connection in use: the checkout in flight finishes, then handles are Closed.
+    let pool = manager.postgres("pg").unwrap();
+    let held = pool.acquire().await.unwrap();
+    let remover = tokio::spawn({
+        let m = manager.clone();
+        async move { m.remove("pg", Duration::from_millis(500)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        manager.get("pg").unwrap_err().kind(),
+        ErrorKind::NotFound,
+        "lookups fail at once"
+    );
+    drop(held);
+    remover.await.unwrap().unwrap();
+    let err = pg.fetch_one("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(!manager.metrics_text().contains("connection=\"pg\""));
+    assert!(!manager.stats().connections.contains_key("pg"));
+    assert!(
+        support::eventually(Duration::from_secs(5), || db.backends() == 0).await,
+        "the removed pool's server sessions are gone"
+    );
+
+    // Removing the default leaves none.
+    manager.remove("cache", DEADLINE).await.unwrap();
+    assert_eq!(
+        manager.default_connection().unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        manager.remove("cache", DEADLINE).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    manager.close(DEADLINE).await;
+}
+
+/// 64 tasks query through handles taken before the swap while the connection is replaced
+/// several times: no query fails, and the handles run on the new pool afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_under_load_fails_nothing_and_handles_follow() {
+    let db = TestDb::create();
+    let mut first = db.config("pg");
+    first.application_name = Some("gen-0".into());
+    let manager = Manager::new(fast_config().with_connection(first)).unwrap();
+    manager.connect().await.unwrap();
+    let handle = manager.database("pg").unwrap();
+    let conn = manager.get("pg").unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..64)
+        .map(|i| {
+            let (handle, manager) = (handle.clone(), manager.clone());
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            tokio::spawn(async move {
+                while !stop.load(Relaxed) {
+                    // Half hold the handle taken before; half look it up each time.
+                    let outcome = if i % 2 == 0 {
+                        handle.fetch_one("SELECT 1", &[]).await
+                    } else {
+                        match manager.database("pg") {
+                            Ok(db) => db.fetch_one("SELECT 1", &[]).await,
+                            Err(e) => Err(e),
+                        }
+                    };
+                    match outcome {
+                        Ok(_) => {
+                            ok.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for generation in 1..=3 {
+        let mut next = db.config("pg");
+        next.application_name = Some(format!("gen-{generation}"));
+        next.max_open_conns = Some(4 + generation);
+        manager.replace(next, DEADLINE).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    stop.store(true, Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok.load(Relaxed) > 100);
+
+    let row = handle
+        .fetch_one("SELECT current_setting('application_name') AS app", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String>("app").as_deref(), Some("gen-3"));
+    assert_eq!(
+        conn.pool_settings().max_open,
+        7,
+        "the old Connection handle follows"
+    );
+    let stats = manager.stats();
+    assert_eq!(stats.connections["pg"].max_open, 7);
+    assert!(
+        stats.connections["pg"].opened_total >= 4,
+        "stats keep counting"
+    );
+    assert!(
+        support::eventually(Duration::from_secs(5), || db.backends() <= 7).await,
+        "old pools were drained and closed"
+    );
+
+    // A replacement that cannot connect changes nothing.
+    let mut broken = db.config("pg");
+    broken.port = Some(support::free_port());
+    assert_eq!(
+        manager.replace(broken, DEADLINE).await.unwrap_err().kind(),
+        ErrorKind::Transient
+    );
+    handle.fetch_one("SELECT 1", &[]).await.unwrap();
+    assert_eq!(
+        manager.config().connections["pg"].port,
+        db.config("pg").port
+    );
+    manager.close(DEADLINE).await;
+}
+
+#[tokio::test]
+async fn reload_diffs_by_name_and_leaves_the_unchanged_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::create();
+    let lite = |name: &str| ConnectionConfig::sqlite(name, dir.path().join(format!("{name}.db")));
+    let manager = Manager::new(
+        fast_config()
+            .with_connection(db.config("keep"))
+            .with_connection(lite("change"))
+            .with_connection(lite("drop"))
+            .with_default("drop"),
+    )
+    .unwrap();
+    manager.connect().await.unwrap();
+    let keep_pool = manager.postgres("keep").unwrap();
+    let pid: i32 = dbmanager::reexports::sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&keep_pool)
+        .await
+        .unwrap();
+    let opened_before = manager.get("keep").unwrap().stats().opened_total;
+
+    // An invalid config changes nothing and lists every problem.
+    let mut invalid = fast_config().with_connection(db.config("keep"));
+    let mut bad = lite("new");
+    bad.max_open_conns = Some(0);
+    invalid = invalid.with_connection(bad).with_default("nope");
+    let err = manager.reload(invalid, DEADLINE).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("default_connection") && text.contains("connections.new.max_open_conns"),
+        "{text}"
+    );
+    assert_eq!(manager.names(), ["change", "drop", "keep"]);
+
+    let mut changed = lite("change");
+    changed.max_open_conns = Some(2);
+    let next = fast_config()
+        .with_connection(db.config("keep"))
+        .with_connection(changed)
+        .with_connection(lite("added"))
+        .with_default("keep");
+    let report = manager.reload(next, DEADLINE).await.unwrap();
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(report.added, ["added"]);
+    assert_eq!(report.removed, ["drop"]);
+    assert_eq!(report.replaced, ["change"]);
+    assert_eq!(report.unchanged, ["keep"]);
+    assert_eq!(manager.names(), ["added", "change", "keep"]);
+    assert_eq!(manager.default_connection().unwrap().name(), "keep");
+    assert_eq!(manager.get("change").unwrap().pool_settings().max_open, 2);
+
+    // The unchanged connection was not touched: same pool, same server session, no connect.
+    let same: i32 = dbmanager::reexports::sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&manager.postgres("keep").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(same, pid);
+    assert_eq!(
+        manager.get("keep").unwrap().stats().opened_total,
+        opened_before
+    );
+
+    // Reloading the same config again changes nothing.
+    let again = manager
+        .reload((*manager.config()).clone(), DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(again.unchanged, ["added", "change", "keep"]);
+    assert!(again.added.is_empty() && again.replaced.is_empty() && again.removed.is_empty());
+    manager.close(DEADLINE).await;
+}
