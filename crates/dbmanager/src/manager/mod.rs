@@ -12,7 +12,6 @@ use rustc_hash::FxHashMap;
 use crate::config::{ConfigProblems, EnvSource, ManagerConfig};
 use crate::connection::Connection;
 use crate::error::{Error, Operation, Result};
-use crate::health::Status;
 use crate::sql::Database;
 use crate::stats::ManagerStats;
 
@@ -347,9 +346,11 @@ impl Manager {
             .iter()
             .map(|c| (c.name().to_owned(), c.stats()))
             .collect();
+        // Up is healthy or degraded, the same rule as the `dbmanager_connection_status` gauge
+        // and readiness: a degraded connection serves.
         let healthy = connections
             .values()
-            .filter(|s| s.status == Status::Healthy)
+            .filter(|s| s.status.is_up())
             .count();
         ManagerStats {
             total: connections.len(),
