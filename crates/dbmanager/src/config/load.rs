@@ -72,10 +72,27 @@ const CONNECTION_KEYS: &[&str] = &[
 /// The environment a config is loaded against: overrides and `${VAR}` values come from here.
 ///
 /// [`EnvSource::process`] reads the process environment; tests build one from pairs so they
-/// never mutate global state.
-#[derive(Debug, Clone, Default)]
+/// never mutate global state. `Debug` prints how many variables there are and the names of the
+/// `DBMANAGER__` overrides, never a value (the environment holds passwords).
+#[derive(Clone, Default)]
 pub struct EnvSource {
     vars: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for EnvSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut overrides: Vec<&str> = self
+            .vars
+            .keys()
+            .map(String::as_str)
+            .filter(|k| k.starts_with(ENV_PREFIX))
+            .collect();
+        overrides.sort_unstable();
+        f.debug_struct("EnvSource")
+            .field("variables", &self.vars.len())
+            .field("overrides", &overrides)
+            .finish()
+    }
 }
 
 impl EnvSource {
