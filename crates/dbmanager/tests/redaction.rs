@@ -159,7 +159,10 @@ fn env_source_debug_names_no_value() {
     let debug = format!("{process:?}");
     for (_, value) in std::env::vars() {
         if value.len() >= 8 {
-            assert!(!debug.contains(&value), "EnvSource::process() Debug prints a value");
+            assert!(
+                !debug.contains(&value),
+                "EnvSource::process() Debug prints a value"
+            );
         }
     }
 }

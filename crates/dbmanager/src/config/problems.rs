@@ -1,5 +1,6 @@
 //! Configuration problems, collected so that one run reports all of them.
 
+use std::collections::HashSet;
 use std::fmt;
 
 /// One problem, located by its dotted path (`connections.analytics.port`).
@@ -84,11 +85,31 @@ impl std::error::Error for ConfigProblems {}
 pub(crate) struct ConnectionProblems<'a> {
     key: &'a str,
     problems: &'a mut ConfigProblems,
+    interpolated: &'a HashSet<String>,
 }
 
 impl<'a> ConnectionProblems<'a> {
-    pub(crate) fn new(key: &'a str, problems: &'a mut ConfigProblems) -> Self {
-        Self { key, problems }
+    /// `interpolated`: dotted paths whose values came from `${VAR}`; they are never quoted.
+    pub(crate) fn new(
+        key: &'a str,
+        problems: &'a mut ConfigProblems,
+        interpolated: &'a HashSet<String>,
+    ) -> Self {
+        Self {
+            key,
+            problems,
+            interpolated,
+        }
+    }
+
+    /// `text`, the value of `field`, as a message may show it: quoted, or, when it came from
+    /// `${VAR}` (which may hold any environment variable), a neutral description.
+    pub(crate) fn shown(&self, field: &str, text: &str) -> String {
+        shown(
+            self.interpolated,
+            &format!("connections.{}.{field}", self.key),
+            text,
+        )
     }
 
     /// The connection's key.
@@ -100,6 +121,15 @@ impl<'a> ConnectionProblems<'a> {
     pub(crate) fn push(&mut self, field: &str, message: impl Into<String>) {
         let path = format!("connections.{}.{field}", self.key);
         self.problems.push(path, message);
+    }
+}
+
+/// `text` at `path` as a message may show it (see [`ConnectionProblems::shown`]).
+pub(crate) fn shown(interpolated: &HashSet<String>, path: &str, text: &str) -> String {
+    if interpolated.contains(path) {
+        "the value (from `${...}`)".to_owned()
+    } else {
+        format!("`{text}`")
     }
 }
 

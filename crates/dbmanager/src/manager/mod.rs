@@ -348,10 +348,7 @@ impl Manager {
             .collect();
         // Up is healthy or degraded, the same rule as the `dbmanager_connection_status` gauge
         // and readiness: a degraded connection serves.
-        let healthy = connections
-            .values()
-            .filter(|s| s.status.is_up())
-            .count();
+        let healthy = connections.values().filter(|s| s.status.is_up()).count();
         ManagerStats {
             total: connections.len(),
             healthy,
