@@ -995,3 +995,290 @@ fn a_password_file_readable_by_others_is_warned_about_by_path_only() {
     assert!(logs.contains("connections.a.password_file"), "{logs}");
     assert_no_secret("warning", &logs, &[PLANTED]);
 }
+
+// ---- The config fuzz target: hostile documents, bounded time, no secret in any output. ----
+
+/// Planted directly in secret fields (`password`, `dsn`, flow keys missing their space).
+const FUZZ_PW: &str = "Fz-Pw-Secret-6b1";
+/// The value of `SECRET_VAR`, referenced from secret fields.
+const FUZZ_REF: &str = "Fz-Ref-Secret-2c7";
+/// The value of `ANY_VAR`, referenced from any field: never in a problem message.
+const FUZZ_ANY: &str = "Fz-Any-Secret-9d3";
+/// An environment override of the password.
+const FUZZ_OVR: &str = "Fz-Ovr-Secret-4e8";
+
+/// A budget per load: generous for a loaded CI machine, far below anything pathological.
+const FUZZ_TIME_BOUND: Duration = Duration::from_secs(3);
+
+fn escaped(text: &str) -> String {
+    text.chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect()
+}
+
+fn fuzz_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("18446744073709551615".to_owned()),
+        Just("18446744073709551615s".to_owned()),
+        Just("18446744073709551616".to_owned()),
+        Just("99999999999999999999999999999999ms".to_owned()),
+        Just("-1".to_owned()),
+        Just("-9223372036854775809".to_owned()),
+        Just("1e999".to_owned()),
+        Just("-1.5e300".to_owned()),
+        Just("1.50".to_owned()),
+        Just(".nan".to_owned()),
+        Just("0x1F".to_owned()),
+        Just("0o777".to_owned()),
+        Just("1_000".to_owned()),
+        Just("+7".to_owned()),
+        Just("on".to_owned()),
+        Just("True".to_owned()),
+        Just("~".to_owned()),
+        Just("null".to_owned()),
+        Just(String::new()),
+        Just("30s".to_owned()),
+        Just("4000000000".to_owned()),
+        Just("'${ANY_VAR}'".to_owned()),
+        Just("'${ANY_VAR}s'".to_owned()),
+        Just("'x${UNSET_VAR_42}'".to_owned()),
+        Just("'${bad ref}'".to_owned()),
+        Just("'${'".to_owned()),
+        Just("'$$5'".to_owned()),
+        Just("[1, [2, [3, [4]]]]".to_owned()),
+        Just("{a: {b: {c: {d: 1}}}}".to_owned()),
+        Just("*shared".to_owned()),
+        Just("*undefined".to_owned()),
+        Just("!!int 12".to_owned()),
+        Just("!!binary aGVsbG8=".to_owned()),
+        Just("!custom x".to_owned()),
+        Just(format!("'{}'", "x".repeat(70_000))),
+        Just(format!("\"{}\"", "é€😀\u{202e}".repeat(200))),
+        Just(format!("{}", "[".repeat(80))),
+        "\\PC{0,30}".prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
+        "[\\x00-\\x1f\\x7f\\u{85}\\u{2028}]{1,8}".prop_map(|s| format!("\"{}\"", escaped(&s))),
+        "[a-z0-9:/@%.-]{0,16}",
+    ]
+}
+
+fn fuzz_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("type".to_owned()),
+        Just("host".to_owned()),
+        Just("port".to_owned()),
+        Just("user".to_owned()),
+        Just("database".to_owned()),
+        Just("sslmode".to_owned()),
+        Just("schema".to_owned()),
+        Just("filepath".to_owned()),
+        Just("password_file".to_owned()),
+        Just("name".to_owned()),
+        Just("max_open_conns".to_owned()),
+        Just("max_idle_conns".to_owned()),
+        Just("min_open_conns".to_owned()),
+        Just("connect_timeout".to_owned()),
+        Just("query_timeout".to_owned()),
+        Just("conn_max_lifetime".to_owned()),
+        Just("conn_max_idle_time".to_owned()),
+        Just("tags".to_owned()),
+        Just("application_name".to_owned()),
+        Just("default_orm".to_owned()),
+        Just("critical".to_owned()),
+        Just("<<".to_owned()),
+        "[a-z_]{1,12}",
+        "\\PC{1,8}".prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
+    ]
+}
+
+/// Where the planted secrets go: every form a secret field can take.
+fn fuzz_secret_entry() -> impl Strategy<Value = (String, bool)> {
+    // (entry, whether it needs flow style)
+    prop_oneof![
+        Just((format!("password: {FUZZ_PW}"), false)),
+        Just((format!("password: '{FUZZ_PW}'"), false)),
+        Just((format!("password:{FUZZ_PW}"), true)),
+        Just((format!("password {FUZZ_PW}"), true)),
+        Just((format!("pasword: {FUZZ_PW}"), false)),
+        Just((format!("password{FUZZ_PW}: 1"), false)),
+        Just((format!("password: [{FUZZ_PW}]"), false)),
+        Just((format!("password: !!int {FUZZ_PW}"), false)),
+        Just((format!("password: 'a${{{FUZZ_PW}}}'"), false)),
+        Just((format!("password: 'a${{{FUZZ_PW} x}}'"), false)),
+        Just(("password: '${SECRET_VAR}'".to_owned(), false)),
+        Just(("password: 'pre${SECRET_VAR}post'".to_owned(), false)),
+        Just((format!("dsn: 'postgres://u:{FUZZ_PW}@h/d'"), false)),
+        Just((format!("dsn: 'mysql://u:{FUZZ_PW}@h/d'"), false)),
+        Just((format!("dsn:postgres://u:{FUZZ_PW}@h/d"), true)),
+        Just(("dsn: 'postgres://u:${SECRET_VAR}@h/d'".to_owned(), false)),
+        Just(("dsn: 'postgres://u:${SECRET_VAR@h/d'".to_owned(), false)),
+    ]
+}
+
+fn fuzz_document() -> impl Strategy<Value = (String, bool)> {
+    (
+        prop::collection::vec((fuzz_key(), fuzz_value()), 0..6),
+        prop::collection::vec((fuzz_key(), fuzz_value()), 0..10),
+        fuzz_secret_entry(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(globals, fields, (secret, needs_flow), flow, dup, env_override)| {
+                let mut yaml = String::from("shared: &shared {port: 1, host: h}\ndbmanager:\n");
+                for (k, v) in &globals {
+                    yaml.push_str(&format!("  {k}: {v}\n"));
+                }
+                yaml.push_str("  connections:\n");
+                let mut entries: Vec<String> =
+                    fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                entries.push(secret.clone());
+                if dup {
+                    entries.push(secret);
+                }
+                if flow || needs_flow {
+                    // Flow style; a value that is itself block-only breaks the document, which is
+                    // fine: it must still fail cleanly.
+                    yaml.push_str(&format!("    c: {{{}}}\n", entries.join(", ")));
+                } else {
+                    yaml.push_str("    c:\n");
+                    for e in &entries {
+                        yaml.push_str(&format!("      {e}\n"));
+                    }
+                }
+                (yaml, env_override)
+            },
+        )
+}
+
+fn fuzz_env(with_override: bool) -> EnvSource {
+    let mut pairs = vec![
+        ("SECRET_VAR".to_owned(), FUZZ_REF.to_owned()),
+        ("ANY_VAR".to_owned(), FUZZ_ANY.to_owned()),
+        (
+            "DBMANAGER__CONNECTIONS__C__APPLICATION_NAME".to_owned(),
+            "${ANY_VAR}".to_owned(),
+        ),
+    ];
+    if with_override {
+        pairs.push((
+            "DBMANAGER__CONNECTIONS__C__PASSWORD".to_owned(),
+            FUZZ_OVR.to_owned(),
+        ));
+    }
+    pairs.into_iter().collect()
+}
+
+/// Loads and validates; checks the time bound and that no output carries a secret.
+fn fuzz_check(yaml: &str, env: &EnvSource) -> Result<(), TestCaseError> {
+    let started = std::time::Instant::now();
+    let outcome = std::panic::catch_unwind(|| ManagerConfig::from_yaml_str_with_env(yaml, env));
+    let elapsed = started.elapsed();
+    let Ok(outcome) = outcome else {
+        return Err(TestCaseError::fail(format!("loading panicked on:\n{yaml}")));
+    };
+    prop_assert!(elapsed < FUZZ_TIME_BOUND, "took {elapsed:?} on:\n{yaml}");
+    match outcome {
+        Ok(config) => {
+            let text = format!("{config:?} {config:#?}");
+            for secret in [FUZZ_PW, FUZZ_REF, FUZZ_OVR] {
+                prop_assert!(
+                    !text.contains(secret),
+                    "config Debug leaks:\n{text}\n{yaml}"
+                );
+            }
+            // A config that loads also validates again, the same way.
+            prop_assert!(config.validate().is_ok());
+        }
+        Err(problems) => {
+            let text = format!(
+                "{problems}\n{problems:?}\n{}",
+                dbmanager::Error::from(problems.clone())
+            );
+            for secret in [FUZZ_PW, FUZZ_REF, FUZZ_ANY, FUZZ_OVR] {
+                prop_assert!(!text.contains(secret), "problems leak:\n{text}\n{yaml}");
+            }
+            // Pieces of a planted secret are not shown either.
+            for piece in ["Pw-Secret", "Ref-Secret", "Any-Secret", "Ovr-Secret"] {
+                prop_assert!(
+                    !text.contains(piece),
+                    "problems leak a part:\n{text}\n{yaml}"
+                );
+            }
+            prop_assert!(!problems.is_empty());
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    // Bounded so the whole target runs in seconds on two shared cores (CI runs it every time).
+    #![proptest_config(ProptestConfig {
+        cases: 192,
+        max_shrink_iters: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn fuzz_config_never_panics_stays_bounded_and_leaks_no_secret(
+        (yaml, env_override) in fuzz_document()
+    ) {
+        fuzz_check(&yaml, &fuzz_env(env_override))?;
+    }
+
+    #[test]
+    fn fuzz_raw_bytes_after_the_root_key(text in "\\PC{0,300}") {
+        fuzz_check(&format!("dbmanager:\n  connections:\n    c: {{password: {FUZZ_PW}}}\n{text}"), &fuzz_env(false))?;
+    }
+}
+
+fn billion_laughs(levels: usize) -> String {
+    let mut yaml = String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..levels {
+        let refs = vec![format!("*l{}", i - 1); 10].join(", ");
+        yaml.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
+    }
+    yaml.push_str(&format!(
+        "dbmanager:\n  connections:\n    a: {{type: sqlite, filepath: a.db, tags: *l{}}}\n",
+        levels - 1
+    ));
+    yaml
+}
+
+#[test]
+fn a_billion_laughs_alias_bomb_is_rejected_quickly() {
+    let started = std::time::Instant::now();
+    let p = problems(&billion_laughs(10));
+    let elapsed = started.elapsed();
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with(
+            "the document is not valid YAML: the document exceeds the configuration YAML budget"
+        ),
+        "{p:?}"
+    );
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    // Deep nesting and a document over the size cap are refused the same way.
+    let deep = format!(
+        "dbmanager:\n  connections: {}{}\n",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let p = problems(&deep);
+    assert!(p[0].starts_with("the document is not valid YAML"), "{p:?}");
+    let big = format!(
+        "dbmanager:\n  connections: {{}}\nfiller: '{}'\n",
+        "x".repeat(dbmanager::config::MAX_DOCUMENT_BYTES)
+    );
+    assert_eq!(
+        problems(&big),
+        vec!["the document is larger than 1024 KiB".to_owned()]
+    );
+    // Small, legitimate anchors and merge keys still work.
+    let config = load(
+        "base: &base {type: sqlite, max_open_conns: 2}\ndbmanager:\n  connections:\n    a: {<<: *base, filepath: a.db}\n    b: {<<: *base, filepath: b.db}\n",
+    )
+    .unwrap();
+    assert_eq!(config.connections["b"].max_open_conns, Some(2));
+}

@@ -255,6 +255,11 @@ fn existing_connection_key(map: &BTreeMap<String, Node>, segment: &str) -> Strin
         .unwrap_or_else(|| segment.to_owned())
 }
 
+/// Whether `key` is one of the configuration's own keys.
+pub(crate) fn is_config_key(key: &str) -> bool {
+    key == ROOT_KEY || MANAGER_KEYS.contains(&key) || CONNECTION_KEYS.contains(&key)
+}
+
 /// Keys whose values may be named in messages; everything else (`password`, `dsn`, unknown keys,
 /// tag values) is treated as possibly secret.
 fn is_public_key(key: &str) -> bool {

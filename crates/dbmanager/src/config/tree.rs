@@ -157,13 +157,13 @@ pub(crate) fn yaml_error(e: &serde_saphyr::Error) -> String {
     };
     let what = match e {
         E::AliasError { error, .. } => return yaml_error(error),
-        E::DuplicateMappingKey { key, .. } => {
-            let key = key
-                .as_deref()
-                .map(super::load::safe_key)
-                .unwrap_or_default();
-            format!("a mapping has the key `{key}` twice{at}")
-        }
+        E::DuplicateMappingKey { key, .. } => match key.as_deref() {
+            // Only a configuration key is named: any other key may hold a value.
+            Some(key) if super::load::is_config_key(key) => {
+                format!("a mapping has the key `{key}` twice{at}")
+            }
+            _ => format!("a mapping has the same key twice{at}"),
+        },
         E::Budget { .. }
         | E::AliasReplayLimitExceeded { .. }
         | E::AliasExpansionLimitExceeded { .. }
