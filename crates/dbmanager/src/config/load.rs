@@ -507,6 +507,17 @@ fn walk_manager(
                     problems.push("connections", odd_key_message(name, &[]));
                     continue;
                 }
+                if super::problems::has_unprintable(name) {
+                    // The name goes into every message, log line and metric label.
+                    problems.push(
+                        "connections",
+                        format!(
+                            "`{}` is not a usable connection name: it holds a control or bidirectional character",
+                            super::problems::printable(name)
+                        ),
+                    );
+                    continue;
+                }
                 let path = format!("connections.{name}");
                 let Node::Map(fields) = value else {
                     problems.push(path, "must be a mapping of connection settings");

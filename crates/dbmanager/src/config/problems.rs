@@ -129,8 +129,36 @@ pub(crate) fn shown(interpolated: &HashSet<String>, path: &str, text: &str) -> S
     if interpolated.contains(path) {
         "the value (from `${...}`)".to_owned()
     } else {
-        format!("`{text}`")
+        format!("`{}`", printable(text))
     }
+}
+
+/// The longest value shown in a message, in characters; longer ones are cut with `…`.
+const SHOWN_CHARS: usize = 64;
+
+/// `text` safe for a terminal or a log line: control characters and bidirectional overrides
+/// escaped (`\u{1b}`), cut after [`SHOWN_CHARS`] characters.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == SHOWN_CHARS {
+            out.push('…');
+            break;
+        }
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether `text` holds a character [`printable`] would escape.
+pub(crate) fn has_unprintable(text: &str) -> bool {
+    text.chars()
+        .any(|c| printable(&c.to_string()) != c.to_string())
 }
 
 /// A "did you mean" suffix when a known word is close to the unknown one.

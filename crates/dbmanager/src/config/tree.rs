@@ -76,7 +76,9 @@ impl Scalar {
     pub(crate) fn shown(&self) -> String {
         match self.origin {
             Origin::Interpolated => "the value (from `${...}`)".to_owned(),
-            Origin::Document | Origin::Override => format!("`{}`", self.text),
+            Origin::Document | Origin::Override => {
+                format!("`{}`", super::problems::printable(&self.text))
+            }
         }
     }
 
