@@ -1054,7 +1054,7 @@ fn fuzz_value() -> impl Strategy<Value = String> {
         Just("!custom x".to_owned()),
         Just(format!("'{}'", "x".repeat(70_000))),
         Just(format!("\"{}\"", "é€😀\u{202e}".repeat(200))),
-        Just(format!("{}", "[".repeat(80))),
+        Just("[".repeat(80)),
         "\\PC{0,30}".prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
         "[\\x00-\\x1f\\x7f\\u{85}\\u{2028}]{1,8}".prop_map(|s| format!("\"{}\"", escaped(&s))),
         "[a-z0-9:/@%.-]{0,16}",
