@@ -262,3 +262,44 @@ async fn connect_during_close_does_not_reopen_the_closing_manager() {
     m.connect().await.unwrap();
     assert!(!m.is_closed());
 }
+
+#[tokio::test(start_paused = true)]
+async fn stats_count_a_degraded_connection_as_up_like_the_metrics() {
+    let fast = FakeServer::start("stats-fast");
+    let slow = FakeServer::start("stats-slow");
+    let down = FakeServer::start("stats-down");
+    let m = manager(config(&[
+        ("fast", "stats-fast"),
+        ("slow", "stats-slow"),
+        ("down", "stats-down"),
+    ]));
+    m.connect().await.unwrap();
+    // Slower than half the 2 s connect timeout: degraded, which serves.
+    slow.ping_delay_ms.store(1_500, SeqCst);
+    m.get("slow").unwrap().health_check().await.unwrap();
+    down.down.store(true, SeqCst);
+    m.get("down").unwrap().health_check().await.unwrap_err();
+    assert_eq!(m.get("slow").unwrap().status(), Status::Degraded);
+
+    let stats = m.stats();
+    assert_eq!(stats.total, 3);
+    assert_eq!(stats.healthy, 2, "healthy and degraded are both up");
+    assert_eq!(stats.unhealthy, 1);
+    let up = stats
+        .connections
+        .values()
+        .filter(|c| c.status.is_up())
+        .count();
+    assert_eq!(stats.healthy, up, "the same rule as the status gauge");
+    #[cfg(feature = "metrics")]
+    {
+        let text = m.metrics_text();
+        let gauge_up = text
+            .lines()
+            .filter(|l| l.starts_with("dbmanager_connection_status{"))
+            .filter(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(1.0))
+            .count();
+        assert_eq!(stats.healthy, gauge_up, "{text}");
+    }
+    drop(fast);
+}

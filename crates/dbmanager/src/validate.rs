@@ -3,13 +3,16 @@
 //! descriptor in the registry, so this module sits above both `config` and the drivers.
 
 use std::collections::HashSet;
+use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
 use crate::config::{
-    ConfigProblems, ConnectionConfig, ConnectionProblems, DefaultOrm, EnvSource, ManagerConfig,
-    SslMode, parse_yaml,
+    ConfigProblems, ConnectionConfig, ConnectionProblems, DefaultOrm, EnvSource,
+    MAX_DOCUMENT_BYTES, MAX_LIFETIME, MAX_PASSWORD_FILE_BYTES, MAX_POOL_SIZE, MAX_TIMEOUT,
+    ManagerConfig, SslMode, parse_yaml, shown,
 };
 use crate::driver::{Driver, Field};
 
@@ -20,13 +23,32 @@ impl ManagerConfig {
     }
 
     /// Reads and parses a YAML file with the process environment's overrides.
+    ///
+    /// At most [`MAX_DOCUMENT_BYTES`] are read: a larger file (or `/dev/zero`) is a problem, not
+    /// an unbounded read. A pipe (`--config <(...)`) is fine.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigProblems> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let fail = |message: String| {
             let mut problems = ConfigProblems::default();
-            problems.push("", format!("cannot read `{}`: {e}", path.display()));
+            problems.push("", message);
             problems
-        })?;
+        };
+        let file = std::fs::File::open(path)
+            .map_err(|e| fail(format!("cannot read `{}`: {e}", path.display())))?;
+        let mut bytes = Vec::new();
+        let limit = u64::try_from(MAX_DOCUMENT_BYTES).unwrap_or(u64::MAX);
+        file.take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(format!("cannot read `{}`: {e}", path.display())))?;
+        if bytes.len() > MAX_DOCUMENT_BYTES {
+            return Err(fail(format!(
+                "`{}` is larger than {} KiB, the largest configuration accepted",
+                path.display(),
+                MAX_DOCUMENT_BYTES / 1024
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| fail(format!("`{}` is not UTF-8 text", path.display())))?;
         Self::from_yaml_str(&text)
     }
 
@@ -39,15 +61,18 @@ impl ManagerConfig {
     ///
     /// Every problem found is reported at once, sorted by path.
     pub fn from_yaml_str_with_env(yaml: &str, env: &EnvSource) -> Result<Self, ConfigProblems> {
-        let (config, broken, mut problems) = parse_yaml(yaml, env);
-        problems.extend(config.problems_with(&broken));
+        let parsed = parse_yaml(yaml, env);
+        let mut problems = parsed.problems;
+        let config = parsed.config;
+        problems.extend(config.problems_with(&parsed.broken, &parsed.interpolated));
         problems.into_result()?;
         Ok(config)
     }
 
     /// Checks the whole config and reports every problem at once.
     pub fn validate(&self) -> Result<(), ConfigProblems> {
-        self.problems_with(&HashSet::new()).into_result()
+        self.problems_with(&HashSet::new(), &HashSet::new())
+            .into_result()
     }
 
     /// Checks one connection as a part of this config: for adding or replacing it at runtime.
@@ -56,17 +81,38 @@ impl ManagerConfig {
         if c.name.is_empty() {
             p.push("connections", "a connection name must not be empty");
         }
-        self.check_connection(c, &mut ConnectionProblems::new(&c.name, &mut p));
+        let interpolated = HashSet::new();
+        self.check_connection(
+            c,
+            &mut ConnectionProblems::new(&c.name, &mut p, &interpolated),
+        );
         p.into_result()
     }
 
-    /// `also_named`: connections present in the source but too broken to be typed.
-    fn problems_with(&self, also_named: &HashSet<String>) -> ConfigProblems {
+    /// `also_named`: connections present in the source but too broken to be typed;
+    /// `interpolated`: paths whose values came from `${VAR}` (never quoted).
+    fn problems_with(
+        &self,
+        also_named: &HashSet<String>,
+        interpolated: &HashSet<String>,
+    ) -> ConfigProblems {
         let mut p = ConfigProblems::default();
         if self.max_open_conns == 0 {
             p.push("max_open_conns", "must be at least 1");
         }
-        if self.max_idle_conns > self.max_open_conns {
+        pool_limit(&mut p, "max_open_conns", Some(self.max_open_conns));
+        pool_limit(&mut p, "max_idle_conns", Some(self.max_idle_conns));
+        lifetime_limit(&mut p, "conn_max_lifetime", Some(self.conn_max_lifetime));
+        lifetime_limit(&mut p, "conn_max_idle_time", Some(self.conn_max_idle_time));
+        timeout_limit(&mut p, "retry_delay", self.retry_delay, "");
+        timeout_limit(&mut p, "retry_max_delay", self.retry_max_delay, "");
+        timeout_limit(
+            &mut p,
+            "health_check_interval",
+            self.health_check_interval,
+            " (0s turns the loop off)",
+        );
+        if self.max_idle_conns > self.max_open_conns && self.max_open_conns <= MAX_POOL_SIZE {
             p.push(
                 "max_idle_conns",
                 format!(
@@ -81,7 +127,7 @@ impl ManagerConfig {
                 "must be at least 1 (it counts the first attempt)",
             );
         }
-        if self.retry_delay > self.retry_max_delay {
+        if self.retry_delay > self.retry_max_delay && self.retry_max_delay <= MAX_TIMEOUT {
             p.push(
                 "retry_delay",
                 format!(
@@ -101,7 +147,8 @@ impl ManagerConfig {
             p.push(
                 "default_connection",
                 format!(
-                    "`{default}` is not a configured connection (known: {})",
+                    "{} is not a configured connection (known: {})",
+                    shown(interpolated, "default_connection", default),
                     if known.is_empty() {
                         "none".to_owned()
                     } else {
@@ -111,7 +158,10 @@ impl ManagerConfig {
             );
         }
         for (key, connection) in &self.connections {
-            self.check_connection(connection, &mut ConnectionProblems::new(key, &mut p));
+            self.check_connection(
+                connection,
+                &mut ConnectionProblems::new(key, &mut p, interpolated),
+            );
             if key.is_empty() {
                 p.push("connections", "a connection name must not be empty");
             }
@@ -122,7 +172,11 @@ impl ManagerConfig {
     fn check_connection(&self, c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
         let kind = c.kind;
         if c.name != p.key() {
-            let message = format!("`{}` contradicts the map key `{}`", c.name, p.key());
+            let message = format!(
+                "{} contradicts the map key `{}`",
+                p.shown("name", &c.name),
+                p.key()
+            );
             p.push("name", message);
         }
 
@@ -132,7 +186,13 @@ impl ManagerConfig {
         if c.max_open_conns == Some(0) {
             p.push("max_open_conns", "must be at least 1");
         }
-        if overrides && pool.max_idle > pool.max_open {
+        // Sizes beyond the limit are reported once, below, not also as relations.
+        let within = |n: u32| n <= MAX_POOL_SIZE;
+        if overrides
+            && pool.max_idle > pool.max_open
+            && within(pool.max_open)
+            && within(pool.max_idle)
+        {
             p.push(
                 "max_idle_conns",
                 format!(
@@ -141,7 +201,7 @@ impl ManagerConfig {
                 ),
             );
         }
-        if pool.min_open > pool.max_open {
+        if pool.min_open > pool.max_open && within(pool.max_open) && within(pool.min_open) {
             p.push(
                 "min_open_conns",
                 format!(
@@ -153,17 +213,24 @@ impl ManagerConfig {
         if c.connect_timeout.is_zero() {
             p.push("connect_timeout", "must be longer than 0s");
         }
+        // Only what this connection sets: the global values were checked above.
+        for (field, value) in [
+            ("max_open_conns", c.max_open_conns),
+            ("max_idle_conns", c.max_idle_conns),
+            ("min_open_conns", c.min_open_conns),
+        ] {
+            pool_limit(p, field, value);
+        }
+        lifetime_limit(p, "conn_max_lifetime", c.conn_max_lifetime);
+        lifetime_limit(p, "conn_max_idle_time", c.conn_max_idle_time);
+        timeout_limit(p, "connect_timeout", c.connect_timeout, "");
+        timeout_limit(p, "query_timeout", c.query_timeout, " (0s means no limit)");
 
         if c.password.is_some() && c.password_file.is_some() {
             p.push("password", "set either password or password_file, not both");
         }
-        if let Some(file) = &c.password_file
-            && let Err(e) = std::fs::metadata(file)
-        {
-            p.push(
-                "password_file",
-                format!("cannot read `{}`: {e}", file.display()),
-            );
+        if let Some(file) = &c.password_file {
+            check_password_file(file, p);
         }
         if c.trust_server_certificate
             && matches!(c.sslmode, Some(SslMode::VerifyCa | SslMode::VerifyFull))
@@ -185,6 +252,126 @@ impl ManagerConfig {
     }
 }
 
+/// Where a problem can be recorded: the manager's problems or one connection's.
+trait Problems {
+    fn problem(&mut self, field: &str, message: String);
+}
+
+impl Problems for ConfigProblems {
+    fn problem(&mut self, field: &str, message: String) {
+        self.push(field, message);
+    }
+}
+
+impl Problems for ConnectionProblems<'_> {
+    fn problem(&mut self, field: &str, message: String) {
+        self.push(field, message);
+    }
+}
+
+fn pool_limit(p: &mut impl Problems, field: &str, value: Option<u32>) {
+    if value.is_some_and(|v| v > MAX_POOL_SIZE) {
+        p.problem(
+            field,
+            format!("more than {MAX_POOL_SIZE}, the largest accepted pool size"),
+        );
+    }
+}
+
+fn lifetime_limit(p: &mut impl Problems, field: &str, value: Option<Duration>) {
+    if value.is_some_and(|v| v > MAX_LIFETIME) {
+        p.problem(
+            field,
+            "longer than 365days, the largest accepted (0s means no limit)".to_owned(),
+        );
+    }
+}
+
+fn timeout_limit(p: &mut impl Problems, field: &str, value: Duration, note: &str) {
+    if value > MAX_TIMEOUT {
+        p.problem(
+            field,
+            format!("longer than 24h, the largest accepted{note}"),
+        );
+    }
+}
+
+/// `password_file` must be a regular file of at most [`MAX_PASSWORD_FILE_BYTES`] (a directory,
+/// a FIFO or `/dev/zero` would block or never end at connect); one readable by group or others
+/// is logged as a warning naming the path, never the content. Nothing is read here.
+fn check_password_file(file: &Path, p: &mut ConnectionProblems<'_>) {
+    let shown = p.shown("password_file", &file.display().to_string());
+    let metadata = match std::fs::metadata(file) {
+        Ok(m) => m,
+        Err(e) => {
+            p.push("password_file", format!("cannot read {shown}: {e}"));
+            return;
+        }
+    };
+    let kind = metadata.file_type();
+    if !kind.is_file() {
+        p.push(
+            "password_file",
+            format!("{shown} is not a regular file ({})", file_kind(&kind)),
+        );
+        return;
+    }
+    if metadata.len() > MAX_PASSWORD_FILE_BYTES {
+        p.push(
+            "password_file",
+            format!(
+                "{shown} is larger than {} KiB",
+                MAX_PASSWORD_FILE_BYTES / 1024
+            ),
+        );
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if metadata.permissions().mode() & 0o044 != 0 {
+            tracing::warn!(
+                path = %file.display(),
+                key = %format!("connections.{}.password_file", p.key()),
+                "password_file is readable by group or others; `chmod 600` it"
+            );
+        }
+    }
+}
+
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    }
+}
+
+/// Keys a `dsn` replaces: set beside one, they would be ignored without a word.
+const REPLACED_BY_DSN: [Field; 5] = [
+    Field::Host,
+    Field::Port,
+    Field::User,
+    Field::Database,
+    Field::Filepath,
+];
+
 /// What the connection's driver accepts: dsn scheme, required and foreign fields, layers.
 fn check_against(driver: &Driver, c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
     let kind = c.kind;
@@ -199,6 +386,24 @@ fn check_against(driver: &Driver, c: &ConnectionConfig, p: &mut ConnectionProble
             p.push(
                 "dsn",
                 format!("must start with {} for {kind}", schemes.join(" or ")),
+            );
+        }
+    }
+    if c.dsn.is_some() {
+        // `password`/`password_file` beside a dsn are not here: supplying the password apart
+        // from the dsn is a feature (drivers that cannot apply it say so in their `check`).
+        let conflicting: Vec<&str> = REPLACED_BY_DSN
+            .iter()
+            .filter(|f| f.is_set(c) && driver.fields.contains(f))
+            .map(|f| f.key())
+            .collect();
+        if !conflicting.is_empty() {
+            p.push(
+                "dsn",
+                format!(
+                    "conflicts with {}: a dsn is used as is, so they would be ignored; put them in the dsn or remove the dsn",
+                    conflicting.join(", ")
+                ),
             );
         }
     }

@@ -371,6 +371,7 @@ fn interpolation_reads_the_environment() {
       host: ${DB_HOST}
       port: ${DB_PORT:-6543}
       database: app
+      user: app
       password: ${DB_PASSWORD}
 ",
         &env,
@@ -395,7 +396,7 @@ fn password_file_is_read_at_connect_and_must_exist() {
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "from-file\n").unwrap();
     let yaml = format!(
-        "dbmanager:\n  connections:\n    a: {{type: postgres, host: h, database: d, password_file: '{}'}}\n",
+        "dbmanager:\n  connections:\n    a: {{type: postgres, host: h, database: d, user: u, password_file: '{}'}}\n",
         pw.display()
     );
     let config = load(&yaml).unwrap();
@@ -496,4 +497,788 @@ proptest! {
             Err(e) => prop_assert_eq!(dbmanager::Error::from(e).kind(), ErrorKind::Configuration),
         }
     }
+}
+
+const PLANTED: &str = "S3cret-Planted-91";
+
+fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(
+            !text.contains(secret),
+            "{what} contains the secret {secret:?}:\n{text}"
+        );
+    }
+}
+
+fn report(yaml: &str, env: &EnvSource) -> String {
+    match ManagerConfig::from_yaml_str_with_env(yaml, env) {
+        Ok(config) => panic!("expected problems, got {config:?}"),
+        Err(p) => format!("{p}\n{p:?}\n{}", dbmanager::Error::from(p.clone())),
+    }
+}
+
+#[test]
+fn a_flow_key_missing_its_space_names_only_what_precedes_the_colon() {
+    let p = problems(&format!(
+        "dbmanager:\n  connections:\n    a: {{type: postgres, host: h, database: d, password:{PLANTED}}}\n"
+    ));
+    assert_eq!(
+        p,
+        vec![
+            "connections.a: `password:…` is not a key; a space is missing after `password:`?"
+                .to_owned()
+        ]
+    );
+    let text = report(
+        "dbmanager:\n  connections:\n    a: {type: postgres, dsn:postgres://u:pw-Hidden@h/d}\n",
+        &EnvSource::empty(),
+    );
+    assert!(
+        text.contains("`dsn:…` is not a key; a space is missing after `dsn:`?"),
+        "{text}"
+    );
+    assert_no_secret("dsn key", &text, &["pw-Hidden", "postgres://", "u:pw"]);
+    // A missing colon, a key that is not a word, a manager key and a tag key: the same rule.
+    let text = report(
+        &format!(
+            "dbmanager:\n  retry_delay:{PLANTED}: 1\n  connections:\n    a: {{type: sqlite, filepath: a.db, password {PLANTED}, tags: {{team:{PLANTED}}}}}\n"
+        ),
+        &EnvSource::empty(),
+    );
+    assert!(
+        text.contains("`password …` is not a key; a `:` is missing after `password`?"),
+        "{text}"
+    );
+    assert_no_secret("odd keys", &text, &[PLANTED, "Planted"]);
+}
+
+#[test]
+fn interpolation_errors_quote_no_part_of_a_secret_value() {
+    let env: EnvSource = [("DB_PASSWORD", PLANTED)].into_iter().collect();
+    let text = report(
+        "dbmanager:
+  connections:
+    a:
+      type: postgres
+      host: h
+      database: d
+      user: u
+      password: 'Pre${fix Hidden-Part}'
+    b:
+      type: postgres
+      host: h
+      database: d
+      user: u
+      dsn: 'postgres://u:${Hidden_Name_7}@h/d'
+    c:
+      type: postgres
+      host: h
+      database: d
+      user: u
+      password: 'Lead${Unterminated-Tail'
+    d:
+      type: postgres
+      host: h
+      database: ${NOT_SET_HOST}
+      port: ${DB_PASSWORD}
+      sslmode: ${DB_PASSWORD}
+      application_name: '${DB_PASSWORD'
+",
+        &env,
+    );
+    assert_no_secret(
+        "interpolation errors",
+        &text,
+        &[
+            "Hidden",
+            "fix",
+            "Pre",
+            "Lead",
+            "Unterminated",
+            "Tail",
+            PLANTED,
+            "DB_PASSWORD",
+        ],
+    );
+    // A non-secret field still names the missing variable.
+    assert!(
+        text.contains("connections.d.database: `${NOT_SET_HOST}` is not set"),
+        "{text}"
+    );
+    assert!(text.contains("connections.d.port: "), "{text}");
+    assert!(text.contains("connections.d.sslmode: "), "{text}");
+}
+
+#[test]
+fn yaml_errors_quote_no_key_or_value() {
+    for yaml in [
+        format!(
+            "dbmanager:\n  connections:\n    a: {{password:{PLANTED}: 1, password:{PLANTED}: 2}}\n"
+        ),
+        format!(
+            "dbmanager:\n  connections:\n    a: {{password: {PLANTED}, password: {PLANTED}}}\n"
+        ),
+        format!("dbmanager:\n  connections:\n    a: {{password: !!int {PLANTED}}}\n"),
+        format!("dbmanager:\n  connections:\n    a: {{password: !!float {PLANTED}}}\n"),
+        format!("dbmanager:\n  connections:\n    a: {{password: \"{PLANTED}\\q\"}}\n"),
+        format!(
+            "dbmanager:\n  connections:\n    a:\n      type: postgres\n      password:{PLANTED}\n"
+        ),
+        format!("{{dbmanager:{PLANTED}: 1}}\n"),
+        format!("dbmanagerx{PLANTED}: 1\n"),
+        format!(
+            "dbmanager:\n  connections:\n    a: {{type: sqlite, filepath: a.db, password{PLANTED}: 1}}\n"
+        ),
+    ] {
+        let text = report(&yaml, &EnvSource::empty());
+        assert_no_secret("YAML error", &text, &[PLANTED, "Planted"]);
+    }
+}
+
+/// Spellings a YAML 1.1/1.2 parser would read as numbers, booleans or null.
+const RETYPED: &[&str] = &[
+    "1.50",
+    "1e3",
+    "0x1F",
+    "0o17",
+    "+7",
+    "-0",
+    "99999999999999999999999999",
+    "18446744073709551616",
+    "1_000",
+    ".5",
+    "1.",
+    "on",
+    "off",
+    "yes",
+    "no",
+    "y",
+    "True",
+    "FALSE",
+    "0755",
+    ".inf",
+    "-.Inf",
+    ".NaN",
+    "2001-12-14",
+    "12:30:00",
+];
+
+#[test]
+fn string_fields_get_exactly_what_was_written() {
+    use secrecy::ExposeSecret;
+    for text in RETYPED {
+        let yaml = format!(
+            "dbmanager:
+  default_connection: {text}
+  connections:
+    '{text}':
+      type: postgres
+      host: {text}
+      user: {text}
+      password: {text}
+      database: {text}
+      schema: {text}
+      application_name: {text}
+      tags: {{team: {text}, {text}: x}}
+    m:
+      type: mongodb
+      host: h
+      user: {text}
+      password: {text}
+      auth_source: {text}
+      replica_set: {text}
+"
+        );
+        let config = load(&yaml).unwrap_or_else(|p| panic!("{text}: {p}"));
+        assert_eq!(config.default_connection.as_deref(), Some(*text));
+        let c = &config.connections[*text];
+        assert_eq!(c.host.as_deref(), Some(*text));
+        assert_eq!(c.user.as_deref(), Some(*text));
+        assert_eq!(c.password.as_ref().unwrap().expose_secret(), *text);
+        assert_eq!(c.database.as_deref(), Some(*text));
+        assert_eq!(c.schema.as_deref(), Some(*text));
+        assert_eq!(c.application_name.as_deref(), Some(*text));
+        assert_eq!(c.tags["team"], *text);
+        assert_eq!(c.tags[*text], "x");
+        let m = &config.connections["m"];
+        assert_eq!(m.auth_source.as_deref(), Some(*text));
+        assert_eq!(m.replica_set.as_deref(), Some(*text));
+        assert_eq!(m.password.as_ref().unwrap().expose_secret(), *text);
+    }
+    // Through an alias and a merge key too.
+    let config = load(
+        "base: &b {type: postgres, host: h, database: d, user: u, password: &pw 1.50}
+dbmanager:
+  connections:
+    a:
+      <<: *b
+      schema: *pw
+",
+    )
+    .unwrap();
+    let a = &config.connections["a"];
+    assert_eq!(a.password.as_ref().unwrap().expose_secret(), "1.50");
+    assert_eq!(a.schema.as_deref(), Some("1.50"));
+}
+
+#[test]
+fn a_null_in_a_string_field_is_rejected_with_a_hint_to_quote_it() {
+    for null in ["null", "~", "Null", "NULL", ""] {
+        let p = problems(&format!(
+            "dbmanager:\n  connections:\n    a:\n      type: postgres\n      host: h\n      database: d\n      user: u\n      password: {null}\n"
+        ));
+        assert_eq!(
+            p,
+            vec![
+                "connections.a.password: is null (`null`, `~` or nothing); quote the value if it is text, or remove the key"
+                    .to_owned()
+            ],
+            "{null:?}"
+        );
+    }
+    let config = load(
+        "dbmanager:\n  connections:\n    a: {type: postgres, host: h, database: d, user: u, password: 'null'}\n",
+    )
+    .unwrap();
+    use secrecy::ExposeSecret;
+    assert_eq!(
+        config.connections["a"]
+            .password
+            .as_ref()
+            .unwrap()
+            .expose_secret(),
+        "null"
+    );
+}
+
+#[test]
+fn durations_and_pool_sizes_beyond_the_limits_are_rejected_all_at_once() {
+    let max = u64::MAX;
+    let p = problems(&format!(
+        "dbmanager:
+  max_open_conns: 4000000000
+  max_idle_conns: 3000000000
+  conn_max_lifetime: 366days
+  conn_max_idle_time: {max}s
+  retry_delay: {max}s
+  retry_max_delay: {max}s
+  health_check_interval: 25h
+  connections:
+    a:
+      type: sqlite
+      filepath: a.db
+      connect_timeout: {max}s
+      query_timeout: {max}s
+      conn_max_lifetime: {max}s
+      conn_max_idle_time: 400days
+      max_open_conns: 10001
+      max_idle_conns: 4294967295
+      min_open_conns: 2000000000
+"
+    ));
+    let expected = [
+        "conn_max_idle_time: longer than 365days, the largest accepted (0s means no limit)",
+        "conn_max_lifetime: longer than 365days, the largest accepted (0s means no limit)",
+        "connections.a.conn_max_idle_time: longer than 365days, the largest accepted (0s means no limit)",
+        "connections.a.conn_max_lifetime: longer than 365days, the largest accepted (0s means no limit)",
+        "connections.a.connect_timeout: longer than 24h, the largest accepted",
+        "connections.a.max_idle_conns: more than 10000, the largest accepted pool size",
+        "connections.a.max_open_conns: more than 10000, the largest accepted pool size",
+        "connections.a.min_open_conns: more than 10000, the largest accepted pool size",
+        "connections.a.query_timeout: longer than 24h, the largest accepted (0s means no limit)",
+        "health_check_interval: longer than 24h, the largest accepted (0s turns the loop off)",
+        "max_idle_conns: more than 10000, the largest accepted pool size",
+        "max_open_conns: more than 10000, the largest accepted pool size",
+        "retry_delay: longer than 24h, the largest accepted",
+        "retry_max_delay: longer than 24h, the largest accepted",
+    ];
+    assert_eq!(p, expected, "{p:#?}");
+
+    // The limits themselves are accepted.
+    let config = load(
+        "dbmanager:
+  max_open_conns: 10000
+  conn_max_lifetime: 365days
+  health_check_interval: 24h
+  retry_max_delay: 24h
+  connections:
+    a: {type: sqlite, filepath: a.db, connect_timeout: 24h, query_timeout: 24h, min_open_conns: 10000}
+",
+    )
+    .unwrap();
+    assert_eq!(
+        config.connections["a"].connect_timeout,
+        dbmanager::config::MAX_TIMEOUT
+    );
+    assert_eq!(config.conn_max_lifetime, dbmanager::config::MAX_LIFETIME);
+    assert_eq!(config.max_open_conns, dbmanager::config::MAX_POOL_SIZE);
+
+    // A config built in code meets the same limits.
+    let mut c = dbmanager::ConnectionConfig::sqlite("a", "a.db");
+    c.connect_timeout = Duration::MAX;
+    c.min_open_conns = Some(u32::MAX);
+    let mut config = ManagerConfig::default().with_connection(c);
+    config.health_check_interval = Duration::MAX;
+    let text = config.validate().unwrap_err().to_string();
+    for path in [
+        "connections.a.connect_timeout: longer than",
+        "connections.a.min_open_conns: more than",
+        "health_check_interval: longer than",
+    ] {
+        assert!(text.contains(path), "{text}");
+    }
+}
+
+#[test]
+fn contradictory_settings_are_config_errors() {
+    let p = problems(
+        "dbmanager:
+  connections:
+    pg: {type: postgres, host: h, database: d, password: pw}
+    pgfile: {type: postgres, host: h, database: d, password_file: /etc/hostname}
+    my: {type: mysql, host: h, password: pw}
+    ms: {type: mssql, host: h, password: pw}
+    pgdsn: {type: postgres, dsn: 'postgres://u@h/d', host: h, port: 5433, user: u, database: d}
+    lite: {type: sqlite, dsn: 'sqlite::memory:', filepath: a.db}
+    msdsn: {type: mssql, dsn: 'server=tcp:h,1433;user id=sa;password=x', user: sa}
+    msdsnpw: {type: mssql, dsn: 'server=tcp:h,1433;user id=sa', password: pw}
+    mongodsnpw: {type: mongodb, dsn: 'mongodb://u@h/d', password: pw}
+    mongo: {type: mongodb, host: h, password: pw}
+",
+    );
+    let expected = [
+        "connections.lite.dsn: conflicts with filepath: a dsn is used as is, so they would be ignored; put them in the dsn or remove the dsn",
+        "connections.mongo.password: set without user; MongoDB would ignore it (set user, or remove password)",
+        "connections.mongodsnpw.password: MongoDB reads a password only with user, which a dsn excludes; put the credentials in the dsn",
+        "connections.ms.password: set without user; SQL Server would ignore it (set user, or remove password)",
+        "connections.msdsn.dsn: conflicts with user: a dsn is used as is, so they would be ignored; put them in the dsn or remove the dsn",
+        "connections.msdsn.user: with a dsn, SQL Server would replace the dsn's credentials with this user and an empty password; put `User ID=` in the dsn",
+        "connections.msdsnpw.password: SQL Server reads a password only with user, which a dsn excludes; put `Password=` in the dsn",
+        "connections.my.password: set without user; MySQL would log in as its default user `root` (set user, or remove password)",
+        "connections.pg.password: set without user; PostgreSQL would ignore it (set user, or remove password)",
+        "connections.pgdsn.dsn: conflicts with host, port, user, database: a dsn is used as is, so they would be ignored; put them in the dsn or remove the dsn",
+        "connections.pgfile.password_file: set without user; PostgreSQL would ignore it (set user, or remove password_file)",
+    ];
+    assert_eq!(p, expected, "{p:#?}");
+
+    // Supplying the password apart from the dsn stays allowed where the driver applies it.
+    load(
+        "dbmanager:
+  connections:
+    pg: {type: postgres, dsn: 'postgres://u@h/d', password: pw}
+    my: {type: mysql, dsn: 'mysql://u@h/d', password_file: /etc/hostname}
+    ms: {type: mssql, dsn: 'server=tcp:h,1433;user id=sa;password=x'}
+",
+    )
+    .unwrap();
+}
+
+fn file_problem(path: &std::path::Path) -> Vec<String> {
+    problems(&format!(
+        "dbmanager:\n  connections:\n    a: {{type: postgres, host: h, database: d, user: u, password_file: '{}'}}\n",
+        path.display()
+    ))
+}
+
+#[test]
+fn password_file_must_be_a_small_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let shown = |p: &std::path::Path| p.display().to_string();
+    assert_eq!(
+        file_problem(dir.path()),
+        vec![format!(
+            "connections.a.password_file: `{}` is not a regular file (a directory)",
+            shown(dir.path())
+        )]
+    );
+    let zero = std::path::Path::new("/dev/zero");
+    assert_eq!(
+        file_problem(zero),
+        vec![
+            "connections.a.password_file: `/dev/zero` is not a regular file (a character device)"
+                .to_owned()
+        ]
+    );
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert_eq!(
+        file_problem(&fifo),
+        vec![format!(
+            "connections.a.password_file: `{}` is not a regular file (a FIFO)",
+            shown(&fifo)
+        )]
+    );
+    let big = dir.path().join("big");
+    std::fs::write(
+        &big,
+        vec![b'x'; dbmanager::config::MAX_PASSWORD_FILE_BYTES as usize + 1],
+    )
+    .unwrap();
+    assert_eq!(
+        file_problem(&big),
+        vec![format!(
+            "connections.a.password_file: `{}` is larger than 64 KiB",
+            shown(&big)
+        )]
+    );
+    let exact = dir.path().join("exact");
+    std::fs::write(
+        &exact,
+        vec![b'x'; dbmanager::config::MAX_PASSWORD_FILE_BYTES as usize],
+    )
+    .unwrap();
+    assert!(file_problem_ok(&exact));
+    // A path that came from `${VAR}` is not quoted (the variable might hold anything).
+    let env: EnvSource = [("PW_FILE", shown(dir.path()))].into_iter().collect();
+    let p = problems_env(
+        "dbmanager:\n  connections:\n    a: {type: postgres, host: h, database: d, user: u, password_file: '${PW_FILE}'}\n",
+        &env,
+    );
+    assert_eq!(
+        p,
+        vec!["connections.a.password_file: the value (from `${...}`) is not a regular file (a directory)".to_owned()]
+    );
+}
+
+fn file_problem_ok(path: &std::path::Path) -> bool {
+    load(&format!(
+        "dbmanager:\n  connections:\n    a: {{type: postgres, host: h, database: d, user: u, password_file: '{}'}}\n",
+        path.display()
+    ))
+    .is_ok()
+}
+
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_password_file_readable_by_others_is_warned_about_by_path_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("private");
+    let shared = dir.path().join("shared");
+    for (path, mode) in [(&private, 0o600), (&shared, 0o644)] {
+        std::fs::write(path, PLANTED).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    assert!(file_problem_ok(&private));
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(!logs.contains("WARN"), "{logs}");
+    assert!(file_problem_ok(&shared));
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("WARN"), "{logs}");
+    assert!(logs.contains("readable by group or others"), "{logs}");
+    assert!(logs.contains(&shared.display().to_string()), "{logs}");
+    assert!(logs.contains("connections.a.password_file"), "{logs}");
+    assert_no_secret("warning", &logs, &[PLANTED]);
+}
+
+// ---- The config fuzz target: hostile documents, bounded time, no secret in any output. ----
+
+/// Planted directly in secret fields (`password`, `dsn`, flow keys missing their space).
+const FUZZ_PW: &str = "Fz-Pw-Secret-6b1";
+/// The value of `SECRET_VAR`, referenced from secret fields.
+const FUZZ_REF: &str = "Fz-Ref-Secret-2c7";
+/// The value of `ANY_VAR`, referenced from any field: never in a problem message.
+const FUZZ_ANY: &str = "Fz-Any-Secret-9d3";
+/// An environment override of the password.
+const FUZZ_OVR: &str = "Fz-Ovr-Secret-4e8";
+
+/// A budget per load: generous for a loaded CI machine, far below anything pathological.
+const FUZZ_TIME_BOUND: Duration = Duration::from_secs(3);
+
+fn escaped(text: &str) -> String {
+    text.chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect()
+}
+
+fn fuzz_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("18446744073709551615".to_owned()),
+        Just("18446744073709551615s".to_owned()),
+        Just("18446744073709551616".to_owned()),
+        Just("99999999999999999999999999999999ms".to_owned()),
+        Just("-1".to_owned()),
+        Just("-9223372036854775809".to_owned()),
+        Just("1e999".to_owned()),
+        Just("-1.5e300".to_owned()),
+        Just("1.50".to_owned()),
+        Just(".nan".to_owned()),
+        Just("0x1F".to_owned()),
+        Just("0o777".to_owned()),
+        Just("1_000".to_owned()),
+        Just("+7".to_owned()),
+        Just("on".to_owned()),
+        Just("True".to_owned()),
+        Just("~".to_owned()),
+        Just("null".to_owned()),
+        Just(String::new()),
+        Just("30s".to_owned()),
+        Just("4000000000".to_owned()),
+        Just("'${ANY_VAR}'".to_owned()),
+        Just("'${ANY_VAR}s'".to_owned()),
+        Just("'x${UNSET_VAR_42}'".to_owned()),
+        Just("'${bad ref}'".to_owned()),
+        Just("'${'".to_owned()),
+        Just("'$$5'".to_owned()),
+        Just("[1, [2, [3, [4]]]]".to_owned()),
+        Just("{a: {b: {c: {d: 1}}}}".to_owned()),
+        Just("*shared".to_owned()),
+        Just("*undefined".to_owned()),
+        Just("!!int 12".to_owned()),
+        Just("!!binary aGVsbG8=".to_owned()),
+        Just("!custom x".to_owned()),
+        Just(format!("'{}'", "x".repeat(70_000))),
+        Just(format!("\"{}\"", "é€😀\u{202e}".repeat(200))),
+        Just("[".repeat(80)),
+        "\\PC{0,30}".prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
+        "[\\x00-\\x1f\\x7f\\u{85}\\u{2028}]{1,8}".prop_map(|s| format!("\"{}\"", escaped(&s))),
+        "[a-z0-9:/@%.-]{0,16}",
+    ]
+}
+
+fn fuzz_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("type".to_owned()),
+        Just("host".to_owned()),
+        Just("port".to_owned()),
+        Just("user".to_owned()),
+        Just("database".to_owned()),
+        Just("sslmode".to_owned()),
+        Just("schema".to_owned()),
+        Just("filepath".to_owned()),
+        Just("password_file".to_owned()),
+        Just("name".to_owned()),
+        Just("max_open_conns".to_owned()),
+        Just("max_idle_conns".to_owned()),
+        Just("min_open_conns".to_owned()),
+        Just("connect_timeout".to_owned()),
+        Just("query_timeout".to_owned()),
+        Just("conn_max_lifetime".to_owned()),
+        Just("conn_max_idle_time".to_owned()),
+        Just("tags".to_owned()),
+        Just("application_name".to_owned()),
+        Just("default_orm".to_owned()),
+        Just("critical".to_owned()),
+        Just("<<".to_owned()),
+        "[a-z_]{1,12}",
+        "\\PC{1,8}".prop_map(|s| format!("'{}'", s.replace('\'', "''"))),
+    ]
+}
+
+/// Where the planted secrets go: every form a secret field can take.
+fn fuzz_secret_entry() -> impl Strategy<Value = (String, bool)> {
+    // (entry, whether it needs flow style)
+    prop_oneof![
+        Just((format!("password: {FUZZ_PW}"), false)),
+        Just((format!("password: '{FUZZ_PW}'"), false)),
+        Just((format!("password:{FUZZ_PW}"), true)),
+        Just((format!("password {FUZZ_PW}"), true)),
+        Just((format!("pasword: {FUZZ_PW}"), false)),
+        Just((format!("password{FUZZ_PW}: 1"), false)),
+        Just((format!("password: [{FUZZ_PW}]"), false)),
+        Just((format!("password: !!int {FUZZ_PW}"), false)),
+        Just((format!("password: 'a${{{FUZZ_PW}}}'"), false)),
+        Just((format!("password: 'a${{{FUZZ_PW} x}}'"), false)),
+        Just(("password: '${SECRET_VAR}'".to_owned(), false)),
+        Just(("password: 'pre${SECRET_VAR}post'".to_owned(), false)),
+        Just((format!("dsn: 'postgres://u:{FUZZ_PW}@h/d'"), false)),
+        Just((format!("dsn: 'mysql://u:{FUZZ_PW}@h/d'"), false)),
+        Just((format!("dsn:postgres://u:{FUZZ_PW}@h/d"), true)),
+        Just(("dsn: 'postgres://u:${SECRET_VAR}@h/d'".to_owned(), false)),
+        Just(("dsn: 'postgres://u:${SECRET_VAR@h/d'".to_owned(), false)),
+    ]
+}
+
+fn fuzz_document() -> impl Strategy<Value = (String, bool)> {
+    (
+        prop::collection::vec((fuzz_key(), fuzz_value()), 0..6),
+        prop::collection::vec((fuzz_key(), fuzz_value()), 0..10),
+        fuzz_secret_entry(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(globals, fields, (secret, needs_flow), flow, dup, env_override)| {
+                let mut yaml = String::from("shared: &shared {port: 1, host: h}\ndbmanager:\n");
+                for (k, v) in &globals {
+                    yaml.push_str(&format!("  {k}: {v}\n"));
+                }
+                yaml.push_str("  connections:\n");
+                let mut entries: Vec<String> =
+                    fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                entries.push(secret.clone());
+                if dup {
+                    entries.push(secret);
+                }
+                if flow || needs_flow {
+                    // Flow style; a value that is itself block-only breaks the document, which is
+                    // fine: it must still fail cleanly.
+                    yaml.push_str(&format!("    c: {{{}}}\n", entries.join(", ")));
+                } else {
+                    yaml.push_str("    c:\n");
+                    for e in &entries {
+                        yaml.push_str(&format!("      {e}\n"));
+                    }
+                }
+                (yaml, env_override)
+            },
+        )
+}
+
+fn fuzz_env(with_override: bool) -> EnvSource {
+    let mut pairs = vec![
+        ("SECRET_VAR".to_owned(), FUZZ_REF.to_owned()),
+        ("ANY_VAR".to_owned(), FUZZ_ANY.to_owned()),
+        (
+            "DBMANAGER__CONNECTIONS__C__APPLICATION_NAME".to_owned(),
+            "${ANY_VAR}".to_owned(),
+        ),
+    ];
+    if with_override {
+        pairs.push((
+            "DBMANAGER__CONNECTIONS__C__PASSWORD".to_owned(),
+            FUZZ_OVR.to_owned(),
+        ));
+    }
+    pairs.into_iter().collect()
+}
+
+/// Loads and validates; checks the time bound and that no output carries a secret.
+fn fuzz_check(yaml: &str, env: &EnvSource) -> Result<(), TestCaseError> {
+    let started = std::time::Instant::now();
+    let outcome = std::panic::catch_unwind(|| ManagerConfig::from_yaml_str_with_env(yaml, env));
+    let elapsed = started.elapsed();
+    let Ok(outcome) = outcome else {
+        return Err(TestCaseError::fail(format!("loading panicked on:\n{yaml}")));
+    };
+    prop_assert!(elapsed < FUZZ_TIME_BOUND, "took {elapsed:?} on:\n{yaml}");
+    match outcome {
+        Ok(config) => {
+            let text = format!("{config:?} {config:#?}");
+            for secret in [FUZZ_PW, FUZZ_REF, FUZZ_OVR] {
+                prop_assert!(
+                    !text.contains(secret),
+                    "config Debug leaks:\n{text}\n{yaml}"
+                );
+            }
+            // A config that loads also validates again, the same way.
+            prop_assert!(config.validate().is_ok());
+        }
+        Err(problems) => {
+            let text = format!(
+                "{problems}\n{problems:?}\n{}",
+                dbmanager::Error::from(problems.clone())
+            );
+            for secret in [FUZZ_PW, FUZZ_REF, FUZZ_ANY, FUZZ_OVR] {
+                prop_assert!(!text.contains(secret), "problems leak:\n{text}\n{yaml}");
+            }
+            // Pieces of a planted secret are not shown either.
+            for piece in ["Pw-Secret", "Ref-Secret", "Any-Secret", "Ovr-Secret"] {
+                prop_assert!(
+                    !text.contains(piece),
+                    "problems leak a part:\n{text}\n{yaml}"
+                );
+            }
+            prop_assert!(!problems.is_empty());
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    // Bounded so the whole target runs in seconds on two shared cores (CI runs it every time).
+    #![proptest_config(ProptestConfig {
+        cases: 192,
+        max_shrink_iters: 256,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn fuzz_config_never_panics_stays_bounded_and_leaks_no_secret(
+        (yaml, env_override) in fuzz_document()
+    ) {
+        fuzz_check(&yaml, &fuzz_env(env_override))?;
+    }
+
+    #[test]
+    fn fuzz_raw_bytes_after_the_root_key(text in "\\PC{0,300}") {
+        fuzz_check(&format!("dbmanager:\n  connections:\n    c: {{password: {FUZZ_PW}}}\n{text}"), &fuzz_env(false))?;
+    }
+}
+
+fn billion_laughs(levels: usize) -> String {
+    let mut yaml = String::from("l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..levels {
+        let refs = vec![format!("*l{}", i - 1); 10].join(", ");
+        yaml.push_str(&format!("l{i}: &l{i} [{refs}]\n"));
+    }
+    yaml.push_str(&format!(
+        "dbmanager:\n  connections:\n    a: {{type: sqlite, filepath: a.db, tags: *l{}}}\n",
+        levels - 1
+    ));
+    yaml
+}
+
+#[test]
+fn a_billion_laughs_alias_bomb_is_rejected_quickly() {
+    let started = std::time::Instant::now();
+    let p = problems(&billion_laughs(10));
+    let elapsed = started.elapsed();
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with(
+            "the document is not valid YAML: the document exceeds the configuration YAML budget"
+        ),
+        "{p:?}"
+    );
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    // Deep nesting and a document over the size cap are refused the same way.
+    let deep = format!(
+        "dbmanager:\n  connections: {}{}\n",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    let p = problems(&deep);
+    assert!(p[0].starts_with("the document is not valid YAML"), "{p:?}");
+    let big = format!(
+        "dbmanager:\n  connections: {{}}\nfiller: '{}'\n",
+        "x".repeat(dbmanager::config::MAX_DOCUMENT_BYTES)
+    );
+    assert_eq!(
+        problems(&big),
+        vec!["the document is larger than 1024 KiB".to_owned()]
+    );
+    // Small, legitimate anchors and merge keys still work.
+    let config = load(
+        "base: &base {type: sqlite, max_open_conns: 2}\ndbmanager:\n  connections:\n    a: {<<: *base, filepath: a.db}\n    b: {<<: *base, filepath: b.db}\n",
+    )
+    .unwrap();
+    assert_eq!(config.connections["b"].max_open_conns, Some(2));
 }

@@ -580,7 +580,7 @@ async fn query_timeout_is_the_servers_statement_bound() {
       user: root
       database: {}
       sslmode: disable
-      query_timeout: 100000h
+      query_timeout: 24h
 ",
         mysql_host(),
         mysql_port(),
@@ -592,7 +592,18 @@ async fn query_timeout_is_the_servers_statement_bound() {
         .fetch_one(&manager.get("huge").unwrap().mysql().unwrap())
         .await
         .unwrap();
-    assert_eq!(limit, 31_536_000.0, "clamped to MariaDB's maximum");
+    assert_eq!(
+        limit, 86_400.0,
+        "the largest accepted query_timeout reaches the server"
+    );
+    // Beyond the largest accepted value is a configuration problem, not a connect-time surprise.
+    let beyond = yaml.replace("query_timeout: 24h", "query_timeout: 100000h");
+    let err = Manager::from_yaml_str_with_env(&beyond, &EnvSource::empty()).unwrap_err();
+    assert_eq!(err.kind(), dbmanager::ErrorKind::Configuration);
+    assert!(
+        err.to_string().contains("connections.huge.query_timeout"),
+        "{err}"
+    );
     manager
         .database("huge")
         .unwrap()

@@ -140,3 +140,29 @@ async fn no_secret_in_debug_display_errors_or_logs() {
     assert!(logs.contains("retrying"), "retries were logged: {logs}");
     assert_clean("tracing output", &logs);
 }
+
+#[test]
+fn env_source_debug_names_no_value() {
+    let env: EnvSource = [
+        ("DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD", SECRET),
+        ("DBMANAGER__CONNECTIONS__PRIMARY__DSN", DSN_SECRET),
+        ("DB_PASSWORD", FILE_SECRET),
+    ]
+    .into_iter()
+    .collect();
+    for text in [format!("{env:?}"), format!("{env:#?}")] {
+        assert_clean("EnvSource Debug", &text);
+        assert!(text.contains("EnvSource"), "{text}");
+    }
+    // The process environment too (whatever it holds, no value is printed).
+    let process = EnvSource::process();
+    let debug = format!("{process:?}");
+    for (_, value) in std::env::vars() {
+        if value.len() >= 8 {
+            assert!(
+                !debug.contains(&value),
+                "EnvSource::process() Debug prints a value"
+            );
+        }
+    }
+}

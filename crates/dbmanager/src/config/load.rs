@@ -1,16 +1,21 @@
-//! Loading: YAML → value tree → environment overlay → `${VAR}` interpolation → typed config.
+//! Loading: YAML → tree of exact scalar texts → environment overlay → `${VAR}` interpolation →
+//! typed config.
 //!
 //! The tree is walked by hand rather than deserialized with serde so that every problem in the
 //! document is collected, with its path, instead of stopping at the first one.
+//!
+//! No message quotes a value that could be secret: `password` and `dsn` never, a value produced
+//! by `${VAR}` never (it may be any environment variable), and a key that is not a plain word
+//! only up to its first separator (`password:S3cret` in flow style is one key).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use serde_json::{Map, Value};
 
 use super::problems::did_you_mean;
+use super::tree::{self, Kind, Node, Origin, Scalar};
 use super::{
     ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, ReadPreference,
     SslMode,
@@ -72,10 +77,27 @@ const CONNECTION_KEYS: &[&str] = &[
 /// The environment a config is loaded against: overrides and `${VAR}` values come from here.
 ///
 /// [`EnvSource::process`] reads the process environment; tests build one from pairs so they
-/// never mutate global state.
-#[derive(Debug, Clone, Default)]
+/// never mutate global state. `Debug` prints how many variables there are and the names of the
+/// `DBMANAGER__` overrides, never a value (the environment holds passwords).
+#[derive(Clone, Default)]
 pub struct EnvSource {
     vars: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for EnvSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut overrides: Vec<&str> = self
+            .vars
+            .keys()
+            .map(String::as_str)
+            .filter(|k| k.starts_with(ENV_PREFIX))
+            .collect();
+        overrides.sort_unstable();
+        f.debug_struct("EnvSource")
+            .field("variables", &self.vars.len())
+            .field("overrides", &overrides)
+            .finish()
+    }
 }
 
 impl EnvSource {
@@ -109,40 +131,47 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for EnvSource {
     }
 }
 
+/// What parsing found: the config, the connections too broken to be typed, the dotted paths whose
+/// values came from `${VAR}` interpolation (never quoted by later checks either), and the
+/// problems.
+pub(crate) struct Parsed {
+    pub config: ManagerConfig,
+    pub broken: HashSet<String>,
+    pub interpolated: HashSet<String>,
+    pub problems: ConfigProblems,
+}
+
 /// Parses YAML with overrides and `${VAR}` values taken from `env`, without the semantic
-/// checks. Returns the config, the connections too broken to be typed, and the problems found.
-pub(crate) fn parse(
-    yaml: &str,
-    env: &EnvSource,
-) -> (ManagerConfig, HashSet<String>, ConfigProblems) {
+/// checks.
+pub(crate) fn parse(yaml: &str, env: &EnvSource) -> Parsed {
     let mut problems = ConfigProblems::default();
+    let mut interpolated = HashSet::new();
     let mut root = parse_root(yaml, &mut problems);
     if let Some(root) = root.as_mut() {
         overlay_env(root, env, &mut problems);
-        interpolate(root, env, "", &mut problems);
+        interpolate(root, env, "", &mut interpolated, &mut problems);
     }
     let (config, broken) = match root {
-        Some(Value::Object(map)) => walk_manager(&map, &mut problems),
+        Some(Node::Map(map)) => walk_manager(&map, &mut problems),
         _ => (ManagerConfig::default(), HashSet::new()),
     };
-    (config, broken, problems)
+    Parsed {
+        config,
+        broken,
+        interpolated,
+        problems,
+    }
 }
 
-fn parse_root(yaml: &str, problems: &mut ConfigProblems) -> Option<Value> {
-    // No snippets: an error excerpt could quote a password from the surrounding lines.
-    let options = serde_saphyr::options! {
-        with_snippet: false,
-        strict_booleans: true,
-        leading_zero_numbers_as_strings: true,
-    };
-    let document: Value = match serde_saphyr::from_str_with_options(yaml, options) {
-        Ok(value) => value,
-        Err(e) => {
-            problems.push("", format!("the document is not valid YAML: {e}"));
+fn parse_root(yaml: &str, problems: &mut ConfigProblems) -> Option<Node> {
+    let document = match tree::parse(yaml) {
+        Ok(node) => node,
+        Err(message) => {
+            problems.push("", message);
             return None;
         }
     };
-    let Value::Object(mut top) = document else {
+    let Node::Map(mut top) = document else {
         problems.push(
             "",
             format!("the document must be a mapping with the root key `{ROOT_KEY}:`"),
@@ -151,14 +180,20 @@ fn parse_root(yaml: &str, problems: &mut ConfigProblems) -> Option<Value> {
     };
     // Other root keys are allowed: the file may hold the rest of the application's config.
     match top.remove(ROOT_KEY) {
-        Some(Value::Null) => Some(Value::Object(Map::new())),
-        Some(value @ Value::Object(_)) => Some(value),
+        Some(node) if node.is_null() => Some(Node::Map(BTreeMap::new())),
+        Some(node @ Node::Map(_)) => Some(node),
         Some(_) => {
             problems.push(ROOT_KEY, "must be a mapping");
             None
         }
         None => {
-            let hint = did_you_mean(ROOT_KEY, top.keys().map(String::as_str));
+            // Only plain words of about the right length are offered: a longer key may hold a
+            // value (`dbmanager:{...}`, `dbmanagerS3cret`).
+            let candidates = top
+                .keys()
+                .map(String::as_str)
+                .filter(|k| is_word(k) && k.chars().count() <= ROOT_KEY.len() + 2);
+            let hint = did_you_mean(ROOT_KEY, candidates);
             problems.push("", format!("missing the root key `{ROOT_KEY}:`{hint}"));
             None
         }
@@ -167,7 +202,7 @@ fn parse_root(yaml: &str, problems: &mut ConfigProblems) -> Option<Value> {
 
 /// Folds `DBMANAGER__A__B=value` into the tree at `a.b`. A connection segment matches an existing
 /// connection whose name equals it ignoring case, `-` and `_` (environment names cannot hold `-`).
-fn overlay_env(root: &mut Value, env: &EnvSource, problems: &mut ConfigProblems) {
+fn overlay_env(root: &mut Node, env: &EnvSource, problems: &mut ConfigProblems) {
     let mut vars: Vec<(&String, &String)> = env
         .vars
         .iter()
@@ -187,7 +222,10 @@ fn overlay_env(root: &mut Value, env: &EnvSource, problems: &mut ConfigProblems)
         let mut path = Vec::with_capacity(segments.len());
         let last = segments.len() - 1;
         for (i, segment) in segments.iter().enumerate() {
-            let Value::Object(map) = node else {
+            if node.is_null() {
+                *node = Node::Map(BTreeMap::new());
+            }
+            let Node::Map(map) = node else {
                 problems.push(
                     format!("env {name}"),
                     format!("`{}` is not a mapping", path.join(".")),
@@ -201,22 +239,15 @@ fn overlay_env(root: &mut Value, env: &EnvSource, problems: &mut ConfigProblems)
             };
             path.push(key.clone());
             if i == last {
-                map.insert(key, Value::String(value.clone()));
+                map.insert(key, Node::Scalar(Scalar::overridden(value.clone())));
                 break;
             }
-            node = map
-                .entry(key)
-                .and_modify(|v| {
-                    if v.is_null() {
-                        *v = Value::Object(Map::new());
-                    }
-                })
-                .or_insert_with(|| Value::Object(Map::new()));
+            node = map.entry(key).or_insert_with(|| Node::Map(BTreeMap::new()));
         }
     }
 }
 
-fn existing_connection_key(map: &Map<String, Value>, segment: &str) -> String {
+fn existing_connection_key(map: &BTreeMap<String, Node>, segment: &str) -> String {
     let fold = |s: &str| s.to_ascii_lowercase().replace('-', "_");
     map.keys()
         .find(|k| fold(k) == *segment)
@@ -224,30 +255,76 @@ fn existing_connection_key(map: &Map<String, Value>, segment: &str) -> String {
         .unwrap_or_else(|| segment.to_owned())
 }
 
-/// Replaces `${VAR}` and `${VAR:-default}` in every string; `$$` is a literal `$`.
-fn interpolate(value: &mut Value, env: &EnvSource, path: &str, problems: &mut ConfigProblems) {
-    match value {
-        Value::String(s) if s.contains('$') => match expand(s, env) {
-            Ok(expanded) => *s = expanded,
-            Err(message) => problems.push(path, message),
-        },
-        Value::Object(map) => {
+/// Whether `key` is one of the configuration's own keys.
+pub(crate) fn is_config_key(key: &str) -> bool {
+    key == ROOT_KEY || MANAGER_KEYS.contains(&key) || CONNECTION_KEYS.contains(&key)
+}
+
+/// Keys whose values may be named in messages; everything else (`password`, `dsn`, unknown keys,
+/// tag values) is treated as possibly secret.
+fn is_public_key(key: &str) -> bool {
+    key != "password"
+        && key != "dsn"
+        && (MANAGER_KEYS.contains(&key) || CONNECTION_KEYS.contains(&key))
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string; `$$` is a literal `$`. Records the
+/// paths of values that a variable reached.
+fn interpolate(
+    node: &mut Node,
+    env: &EnvSource,
+    path: &str,
+    interpolated: &mut HashSet<String>,
+    problems: &mut ConfigProblems,
+) {
+    match node {
+        Node::Scalar(scalar) if scalar.kind != Kind::Null && scalar.text.contains('$') => {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            match expand(&scalar.text, env, is_public_key(key)) {
+                Ok((expanded, substituted)) => {
+                    scalar.text = expanded;
+                    scalar.kind = Kind::Text;
+                    if substituted {
+                        scalar.origin = Origin::Interpolated;
+                        interpolated.insert(path.to_owned());
+                    }
+                }
+                Err(message) => problems.push(path, message),
+            }
+        }
+        Node::Map(map) => {
             for (k, v) in map.iter_mut() {
-                interpolate(v, env, &join(path, k), problems);
+                interpolate(v, env, &join(path, k), interpolated, problems);
             }
         }
-        Value::Array(items) => {
+        Node::Seq(items) => {
             for (i, v) in items.iter_mut().enumerate() {
-                interpolate(v, env, &join(path, &i.to_string()), problems);
+                interpolate(v, env, &join(path, &i.to_string()), interpolated, problems);
             }
         }
-        _ => {}
+        Node::Scalar(_) => {}
     }
 }
 
-fn expand(text: &str, env: &EnvSource) -> Result<String, String> {
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// Expands `text`; returns the result and whether a variable was substituted. With `public`
+/// false (a password, a dsn) an error names the reference by position only: the text between
+/// `${` and `}` may be part of the secret.
+fn expand(text: &str, env: &EnvSource, public: bool) -> Result<(String, bool), String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
+    let mut substituted = false;
+    let mut nth = 0;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos + 1..];
@@ -255,6 +332,7 @@ fn expand(text: &str, env: &EnvSource) -> Result<String, String> {
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
+            nth += 1;
             let end = body
                 .find('}')
                 .ok_or_else(|| "unterminated `${` (write `$$` for a literal `$`)".to_owned())?;
@@ -266,17 +344,32 @@ fn expand(text: &str, env: &EnvSource) -> Result<String, String> {
             let valid =
                 !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(format!("`${{{name}}}` is not a valid variable reference"));
+                return Err(if public {
+                    format!("`${{{name}}}` is not a valid variable reference")
+                } else {
+                    format!(
+                        "the {} `${{...}}` is not a valid variable reference (letters, digits and `_`; write `$$` for a literal `$`)",
+                        ordinal(nth)
+                    )
+                });
             }
             match (env.get(name), default) {
                 (Some(v), _) => out.push_str(v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
-                    return Err(format!(
-                        "`${{{name}}}` is not set in the environment (use `${{{name}:-default}}` for a fallback)"
-                    ));
+                    return Err(if public {
+                        format!(
+                            "`${{{name}}}` is not set in the environment (use `${{{name}:-default}}` for a fallback)"
+                        )
+                    } else {
+                        format!(
+                            "the {} `${{...}}` names a variable that is not set in the environment (use `${{NAME:-default}}` for a fallback, `$$` for a literal `$`)",
+                            ordinal(nth)
+                        )
+                    });
                 }
             }
+            substituted = true;
             rest = &body[end + 1..];
         } else {
             out.push('$');
@@ -284,7 +377,7 @@ fn expand(text: &str, env: &EnvSource) -> Result<String, String> {
         }
     }
     out.push_str(rest);
-    Ok(out)
+    Ok((out, substituted))
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -295,18 +388,89 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-fn check_keys(map: &Map<String, Value>, known: &[&str], path: &str, problems: &mut ConfigProblems) {
+/// A key made of letters, digits, `_`, `-` and `.` only: safe to print whole.
+pub(crate) fn is_word(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// What may be shown of a key: the whole of a plain word, else the word it starts with and `…`.
+/// In flow style a missing space makes the value part of the key (`{password:S3cret}`), so the
+/// rest is never shown.
+pub(crate) fn safe_key(key: &str) -> String {
+    if is_word(key) {
+        return key.to_owned();
+    }
+    let (head, rest) = split_word(key);
+    match rest.chars().next() {
+        Some(':') => format!("{head}:…"),
+        Some(c) if c.is_whitespace() => format!("{head} …"),
+        _ => format!("{head}…"),
+    }
+}
+
+fn split_word(key: &str) -> (&str, &str) {
+    let end = key
+        .char_indices()
+        .find(|(_, c)| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        .map_or(key.len(), |(i, _)| i);
+    key.split_at(end)
+}
+
+/// The problem for a key that is not a plain word, reported on the mapping that holds it.
+fn odd_key_message(key: &str, known: &[&str]) -> String {
+    let (head, rest) = split_word(key);
+    let shown = safe_key(key);
+    let hint = if known.contains(&head) {
+        String::new()
+    } else {
+        did_you_mean(head, known.iter().copied())
+    };
+    match rest.chars().next() {
+        Some(':') => {
+            format!("`{shown}` is not a key; a space is missing after `{head}:`?{hint}")
+        }
+        Some(c) if c.is_whitespace() => {
+            format!("`{shown}` is not a key; a `:` is missing after `{head}`?{hint}")
+        }
+        _ => format!("`{shown}` is not a key{hint}"),
+    }
+}
+
+fn check_keys(
+    map: &BTreeMap<String, Node>,
+    known: &[&str],
+    path: &str,
+    problems: &mut ConfigProblems,
+) {
     for key in map.keys() {
-        if !known.contains(&key.as_str()) {
+        if known.contains(&key.as_str()) {
+            continue;
+        }
+        // `passwordS3cret`: a known key run together with what follows it.
+        let glued = known
+            .iter()
+            .filter(|k| is_word(key) && key.len() > k.len() && key.starts_with(**k))
+            .max_by_key(|k| k.len());
+        if let Some(head) = glued {
+            problems.push(
+                path,
+                format!("`{head}…` is not a key; `: ` is missing after `{head}`?"),
+            );
+        } else if is_word(key) {
             let hint = did_you_mean(key, known.iter().copied());
             problems.push(join(path, key), format!("unknown key{hint}"));
+        } else {
+            problems.push(path, odd_key_message(key, known));
         }
     }
 }
 
 /// Returns the config and the names of connections too broken to type (their `type` is bad).
 fn walk_manager(
-    map: &Map<String, Value>,
+    map: &BTreeMap<String, Node>,
     problems: &mut ConfigProblems,
 ) -> (ManagerConfig, HashSet<String>) {
     check_keys(map, MANAGER_KEYS, "", problems);
@@ -331,11 +495,31 @@ fn walk_manager(
 
     let mut broken = HashSet::new();
     match map.get("connections") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(connections)) => {
+        None => {}
+        Some(node) if node.is_null() => {}
+        Some(Node::Map(connections)) => {
             for (name, value) in connections {
+                if value.is_null()
+                    && !is_word(name)
+                    && name.contains(|c: char| c == ':' || c.is_whitespace())
+                {
+                    // `{primary:{...}}` or `a:b` with the space missing: not a name.
+                    problems.push("connections", odd_key_message(name, &[]));
+                    continue;
+                }
+                if super::problems::has_unprintable(name) {
+                    // The name goes into every message, log line and metric label.
+                    problems.push(
+                        "connections",
+                        format!(
+                            "`{}` is not a usable connection name: it holds a control or bidirectional character",
+                            super::problems::printable(name)
+                        ),
+                    );
+                    continue;
+                }
                 let path = format!("connections.{name}");
-                let Value::Object(fields) = value else {
+                let Node::Map(fields) = value else {
                     problems.push(path, "must be a mapping of connection settings");
                     broken.insert(name.clone());
                     continue;
@@ -357,7 +541,7 @@ fn walk_manager(
 
 fn walk_connection(
     key: &str,
-    map: &Map<String, Value>,
+    map: &BTreeMap<String, Node>,
     path: &str,
     problems: &mut ConfigProblems,
 ) -> Option<ConnectionConfig> {
@@ -368,7 +552,7 @@ fn walk_connection(
         problems,
     };
     let kind = match map.get("type") {
-        None | Some(Value::Null) => {
+        None => {
             let msg = format!(
                 "missing; expected one of {}",
                 DatabaseType::NAMES.join(", ")
@@ -420,9 +604,12 @@ fn walk_connection(
     kind.map(|_| c)
 }
 
+const NULL_STRING: &str =
+    "is null (`null`, `~` or nothing); quote the value if it is text, or remove the key";
+
 /// Typed reads of one mapping's fields; a bad value becomes a problem and reads as absent.
 struct Fields<'a> {
-    map: &'a Map<String, Value>,
+    map: &'a BTreeMap<String, Node>,
     path: String,
     problems: &'a mut ConfigProblems,
 }
@@ -432,16 +619,22 @@ impl<'a> Fields<'a> {
         self.problems.push(join(&self.path, key), message);
     }
 
-    fn present(&self, key: &str) -> Option<&'a Value> {
-        let map: &'a Map<String, Value> = self.map;
+    /// The node at `key`, absent or null reading as `None` (numbers, booleans, durations).
+    fn present(&self, key: &str) -> Option<&'a Node> {
+        let map: &'a BTreeMap<String, Node> = self.map;
         map.get(key).filter(|v| !v.is_null())
     }
 
-    fn string(&mut self, key: &str) -> Option<String> {
-        match self.present(key)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
+    /// A string field: exactly the text written. A YAML null is rejected rather than read as
+    /// absent (`password: null` would otherwise silently mean no password).
+    fn string_scalar(&mut self, key: &str) -> Option<&'a Scalar> {
+        let map: &'a BTreeMap<String, Node> = self.map;
+        match map.get(key)? {
+            Node::Scalar(s) if s.kind == Kind::Null => {
+                self.problem(key, NULL_STRING);
+                None
+            }
+            Node::Scalar(s) => Some(s),
             _ => {
                 self.problem(key, "expected a string");
                 None
@@ -449,27 +642,32 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Like [`Self::string`] but never quotes the value in a message.
+    fn string(&mut self, key: &str) -> Option<String> {
+        self.string_scalar(key).map(|s| s.text.clone())
+    }
+
+    /// Like [`Self::string`]; no message ever quotes it.
     fn secret(&mut self, key: &str) -> Option<SecretString> {
         self.string(key).map(SecretString::from)
     }
 
+    /// A whole number written in decimal digits (`0x1F`, `1e3`, `1_000` are not).
     fn u64(&mut self, key: &str) -> Option<u64> {
         let parsed = match self.present(key)? {
-            Value::Number(n) => n.as_u64().ok_or_else(|| {
-                if n.as_i64().is_some_and(|v| v < 0) {
-                    format!("{n} must not be negative")
+            Node::Scalar(s) => {
+                let text = s.text.trim();
+                if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+                    text.parse::<u64>()
+                        .map_err(|_| format!("{} is too large", s.shown()))
+                } else if text.starts_with('-') {
+                    Err(format!("{} must not be negative", s.shown()))
                 } else {
-                    format!("{n} is not a whole number")
+                    Err(format!(
+                        "{} is not a whole number (write decimal digits, e.g. `10`)",
+                        s.shown()
+                    ))
                 }
-            }),
-            Value::String(s) => s.trim().parse::<u64>().map_err(|_| {
-                if s.trim().starts_with('-') {
-                    format!("{s} must not be negative")
-                } else {
-                    format!("`{s}` is not a whole number")
-                }
-            }),
+            }
             _ => Err("expected a whole number".to_owned()),
         };
         parsed.map_err(|m| self.problem(key, m)).ok()
@@ -502,8 +700,7 @@ impl<'a> Fields<'a> {
     fn set_bool(&mut self, key: &str, slot: &mut bool) {
         let parsed = match self.present(key) {
             None => return,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            Some(Node::Scalar(s)) => match s.text.trim().to_ascii_lowercase().as_str() {
                 "true" => Some(true),
                 "false" => Some(false),
                 _ => None,
@@ -517,24 +714,37 @@ impl<'a> Fields<'a> {
     }
 
     fn duration(&mut self, key: &str) -> Option<Duration> {
-        match self.present(key)? {
-            Value::String(s) => humantime::parse_duration(s.trim())
-                .map_err(|e| {
-                    self.problem(
-                        key,
-                        format!("`{s}` is not a duration ({e}); write e.g. `500ms`, `30s`, `1m30s`, `2h`"),
-                    )
-                })
-                .ok(),
-            Value::Number(n) => {
-                self.problem(
-                    key,
-                    format!("`{n}` has no unit; write it with one, e.g. `{n}s` or `{n}ms`"),
-                );
-                None
-            }
+        let s = match self.present(key)? {
+            Node::Scalar(s) => s,
             _ => {
                 self.problem(key, "expected a duration such as `30s`");
+                return None;
+            }
+        };
+        if s.kind == Kind::Number {
+            let n = s.text.trim();
+            self.problem(
+                key,
+                format!("`{n}` has no unit; write it with one, e.g. `{n}s` or `{n}ms`"),
+            );
+            return None;
+        }
+        match humantime::parse_duration(s.text.trim()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                // humantime's message quotes the text; only for a value that may be shown.
+                let why = if s.quotable() {
+                    format!(" ({e})")
+                } else {
+                    String::new()
+                };
+                self.problem(
+                    key,
+                    format!(
+                        "{} is not a duration{why}; write e.g. `500ms`, `30s`, `1m30s`, `2h`",
+                        s.shown()
+                    ),
+                );
                 None
             }
         }
@@ -552,14 +762,19 @@ impl<'a> Fields<'a> {
         parse: fn(&str) -> Option<T>,
         names: &[&str],
     ) -> Option<T> {
-        let text = self.string(key)?;
-        let parsed = parse(&text);
+        let s = self.string_scalar(key)?;
+        let parsed = parse(&s.text);
         if parsed.is_none() {
-            let hint = did_you_mean(&text, names.iter().copied());
+            let hint = if s.quotable() {
+                did_you_mean(&s.text, names.iter().copied())
+            } else {
+                String::new()
+            };
             self.problem(
                 key,
                 format!(
-                    "`{text}` is not valid; expected one of {}{hint}",
+                    "{} is not valid; expected one of {}{hint}",
+                    s.shown(),
                     names.join(", ")
                 ),
             );
@@ -568,9 +783,12 @@ impl<'a> Fields<'a> {
     }
 
     fn default_orm(&mut self) -> Option<DefaultOrm> {
-        let text = self.string("default_orm")?;
+        let text = &self.present("default_orm").and_then(|n| match n {
+            Node::Scalar(s) => Some(s.text.as_str()),
+            _ => None,
+        });
         // The reference's Go ORMs: both are ORMs over the shared pool, which in Rust is SeaORM.
-        if matches!(text.as_str(), "bun" | "gorm") {
+        if matches!(text, Some("bun" | "gorm")) {
             return Some(DefaultOrm::SeaOrm);
         }
         self.parse_enum("default_orm", DefaultOrm::parse, DefaultOrm::NAMES)
@@ -580,16 +798,21 @@ impl<'a> Fields<'a> {
         let mut tags = BTreeMap::new();
         match self.present("tags") {
             None => {}
-            Some(Value::Object(map)) => {
+            Some(Node::Map(map)) => {
                 for (k, v) in map {
                     match v {
-                        Value::String(s) => {
-                            tags.insert(k.clone(), s.clone());
+                        Node::Scalar(s) if s.kind == Kind::Null => {
+                            if k.contains(|c: char| c == ':' || c.is_whitespace()) {
+                                // `{team:data}`: the space is missing, the whole is the key.
+                                self.problem("tags", odd_key_message(k, &[]));
+                            } else {
+                                self.problem(&format!("tags.{}", safe_key(k)), NULL_STRING);
+                            }
                         }
-                        Value::Number(_) | Value::Bool(_) => {
-                            tags.insert(k.clone(), v.to_string());
+                        Node::Scalar(s) => {
+                            tags.insert(k.clone(), s.text.clone());
                         }
-                        _ => self.problem(&format!("tags.{k}"), "expected a string"),
+                        _ => self.problem(&format!("tags.{}", safe_key(k)), "expected a string"),
                     }
                 }
             }
@@ -606,11 +829,45 @@ mod tests {
     #[test]
     fn expand_handles_defaults_escapes_and_missing() {
         let env: EnvSource = [("HOST", "db.internal")].into_iter().collect();
-        assert_eq!(expand("${HOST}:5432", &env).unwrap(), "db.internal:5432");
-        assert_eq!(expand("${PORT:-6543}", &env).unwrap(), "6543");
-        assert_eq!(expand("cost $$5 $x", &env).unwrap(), "cost $5 $x");
-        assert!(expand("${MISSING}", &env).unwrap_err().contains("MISSING"));
-        assert!(expand("${HOST", &env).unwrap_err().contains("unterminated"));
-        assert!(expand("${BAD-NAME}", &env).is_err());
+        let ok = |text: &str| expand(text, &env, true).unwrap();
+        assert_eq!(ok("${HOST}:5432"), ("db.internal:5432".to_owned(), true));
+        assert_eq!(ok("${PORT:-6543}"), ("6543".to_owned(), true));
+        assert_eq!(ok("cost $$5 $x"), ("cost $5 $x".to_owned(), false));
+        assert!(
+            expand("${MISSING}", &env, true)
+                .unwrap_err()
+                .contains("MISSING")
+        );
+        assert!(
+            expand("${HOST", &env, true)
+                .unwrap_err()
+                .contains("unterminated")
+        );
+        assert!(expand("${BAD-NAME}", &env, true).is_err());
+        // For a secret, the reference is named by position only.
+        let err = expand("a${x}b${Secret_Part}", &EnvSource::empty(), false).unwrap_err();
+        assert!(err.starts_with("the 1st `${...}`"), "{err}");
+        assert!(!err.contains("Secret_Part"), "{err}");
+        let err = expand("pw${Bad Part}", &env, false).unwrap_err();
+        assert!(!err.contains("Bad"), "{err}");
+    }
+
+    #[test]
+    fn odd_keys_show_only_their_first_word() {
+        assert_eq!(safe_key("password"), "password");
+        assert_eq!(safe_key("password:S3cret"), "password:…");
+        assert_eq!(safe_key("password S3cret"), "password …");
+        assert_eq!(safe_key("pass=word"), "pass…");
+        assert_eq!(
+            odd_key_message("password:x", CONNECTION_KEYS),
+            "`password:…` is not a key; a space is missing after `password:`?"
+        );
+        assert_eq!(
+            odd_key_message("pasword:x", CONNECTION_KEYS),
+            "`pasword:…` is not a key; a space is missing after `pasword:`? (did you mean `password`?)"
+        );
+        assert_eq!(ordinal(1), "1st");
+        assert_eq!(ordinal(12), "12th");
+        assert_eq!(ordinal(22), "22nd");
     }
 }

@@ -6,6 +6,7 @@
 mod enums;
 mod load;
 mod problems;
+mod tree;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,8 +18,12 @@ use secrecy::SecretString;
 pub use enums::{DatabaseType, DefaultOrm, ReadPreference, SslMode};
 pub(crate) use load::parse as parse_yaml;
 pub use load::{ENV_PREFIX, EnvSource};
-pub(crate) use problems::ConnectionProblems;
 pub use problems::{ConfigProblem, ConfigProblems};
+pub(crate) use problems::{ConnectionProblems, shown};
+pub use tree::{
+    MAX_DOCUMENT_BYTES, MAX_YAML_ALIAS_REPLAY, MAX_YAML_ANCHORS, MAX_YAML_DEPTH, MAX_YAML_EVENTS,
+    MAX_YAML_NODES,
+};
 
 /// Global pool defaults (`max_open_conns: 25`).
 pub const DEFAULT_MAX_OPEN_CONNS: u32 = 25;
@@ -40,6 +45,23 @@ pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `query_timeout: 30s`.
 pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest accepted `connect_timeout`, `query_timeout`, `health_check_interval`,
+/// `retry_delay` and `retry_max_delay` (24h).
+///
+/// Far beyond any sane timeout, and small enough that every driver and timer takes it:
+/// PostgreSQL's `statement_timeout` is an `int` of milliseconds (about 24.8 days), and an
+/// unbounded value overflows `Instant` arithmetic (sqlx panicked on `u64::MAX` seconds).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest accepted `conn_max_lifetime` and `conn_max_idle_time` (365 days; `0s` still
+/// means no limit).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// The largest accepted `max_open_conns`, `max_idle_conns` and `min_open_conns` (10 000): more
+/// connections than any database server accepts from one pool, and small enough that a pool
+/// never tries to reserve memory for billions of slots.
+pub const MAX_POOL_SIZE: u32 = 10_000;
+/// The largest accepted `password_file` (64 KiB): a password, or a token, fits many times over.
+pub const MAX_PASSWORD_FILE_BYTES: u64 = 64 * 1024;
 
 /// The `dbmanager:` section: global defaults plus the named connections.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! Configuration problems, collected so that one run reports all of them.
 
+use std::collections::HashSet;
 use std::fmt;
 
 /// One problem, located by its dotted path (`connections.analytics.port`).
@@ -84,11 +85,31 @@ impl std::error::Error for ConfigProblems {}
 pub(crate) struct ConnectionProblems<'a> {
     key: &'a str,
     problems: &'a mut ConfigProblems,
+    interpolated: &'a HashSet<String>,
 }
 
 impl<'a> ConnectionProblems<'a> {
-    pub(crate) fn new(key: &'a str, problems: &'a mut ConfigProblems) -> Self {
-        Self { key, problems }
+    /// `interpolated`: dotted paths whose values came from `${VAR}`; they are never quoted.
+    pub(crate) fn new(
+        key: &'a str,
+        problems: &'a mut ConfigProblems,
+        interpolated: &'a HashSet<String>,
+    ) -> Self {
+        Self {
+            key,
+            problems,
+            interpolated,
+        }
+    }
+
+    /// `text`, the value of `field`, as a message may show it: quoted, or, when it came from
+    /// `${VAR}` (which may hold any environment variable), a neutral description.
+    pub(crate) fn shown(&self, field: &str, text: &str) -> String {
+        shown(
+            self.interpolated,
+            &format!("connections.{}.{field}", self.key),
+            text,
+        )
     }
 
     /// The connection's key.
@@ -101,6 +122,43 @@ impl<'a> ConnectionProblems<'a> {
         let path = format!("connections.{}.{field}", self.key);
         self.problems.push(path, message);
     }
+}
+
+/// `text` at `path` as a message may show it (see [`ConnectionProblems::shown`]).
+pub(crate) fn shown(interpolated: &HashSet<String>, path: &str, text: &str) -> String {
+    if interpolated.contains(path) {
+        "the value (from `${...}`)".to_owned()
+    } else {
+        format!("`{}`", printable(text))
+    }
+}
+
+/// The longest value shown in a message, in characters; longer ones are cut with `…`.
+const SHOWN_CHARS: usize = 64;
+
+/// `text` safe for a terminal or a log line: control characters and bidirectional overrides
+/// escaped (`\u{1b}`), cut after [`SHOWN_CHARS`] characters.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == SHOWN_CHARS {
+            out.push('…');
+            break;
+        }
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether `text` holds a character [`printable`] would escape.
+pub(crate) fn has_unprintable(text: &str) -> bool {
+    text.chars()
+        .any(|c| printable(&c.to_string()) != c.to_string())
 }
 
 /// A "did you mean" suffix when a known word is close to the unknown one.

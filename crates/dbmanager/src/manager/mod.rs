@@ -15,7 +15,6 @@ use rustc_hash::FxHashMap;
 use crate::config::{ConfigProblems, EnvSource, ManagerConfig};
 use crate::connection::Connection;
 use crate::error::{Error, Operation, Result};
-use crate::health::Status;
 use crate::sql::Database;
 use crate::stats::ManagerStats;
 
@@ -344,10 +343,9 @@ impl Manager {
             .iter()
             .map(|c| (c.name().to_owned(), c.stats()))
             .collect();
-        let healthy = connections
-            .values()
-            .filter(|s| s.status == Status::Healthy)
-            .count();
+        // Up is healthy or degraded, the same rule as the `dbmanager_connection_status` gauge
+        // and readiness: a degraded connection serves.
+        let healthy = connections.values().filter(|s| s.status.is_up()).count();
         ManagerStats {
             total: connections.len(),
             healthy,

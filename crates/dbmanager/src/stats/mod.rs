@@ -219,9 +219,9 @@ impl ConnectionStats {
 pub struct ManagerStats {
     /// Configured connections.
     pub total: usize,
-    /// Connections whose status is healthy.
+    /// Connections that are up: status healthy or degraded (as the status gauge counts them).
     pub healthy: usize,
-    /// Connections that are not healthy (including never connected).
+    /// Connections that are not up: unhealthy or unavailable (including never connected).
     pub unhealthy: usize,
     /// Per connection, by name.
     pub connections: BTreeMap<String, ConnectionStats>,

@@ -57,12 +57,30 @@ pub(crate) static DRIVER: Driver = Driver {
     open,
 };
 
+/// Contradictions specific to MongoDB: a credential needs both a user and a password, and the
+/// driver reads a separate password only together with a user (which a dsn excludes).
 fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
     if c.user.is_some() && c.password.is_none() && c.password_file.is_none() {
         p.push(
             "password",
             "a user is set without a password; MongoDB would drop the credential",
         );
+    }
+    if c.user.is_none() {
+        for (set, key) in [
+            (c.password.is_some(), "password"),
+            (c.password_file.is_some(), "password_file"),
+        ] {
+            if !set {
+                continue;
+            }
+            let message = if c.dsn.is_some() {
+                "MongoDB reads a password only with user, which a dsn excludes; put the credentials in the dsn".to_owned()
+            } else {
+                format!("set without user; MongoDB would ignore it (set user, or remove {key})")
+            };
+            p.push(key, message);
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use futures_util::future::BoxFuture;
 pub use pool::{MssqlClient, MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
 
 use crate::backends::bounded;
-use crate::config::{DatabaseType, DefaultOrm};
-use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
+use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::sql::SqlExecutor;
 use crate::stats::PoolGauges;
@@ -43,10 +43,42 @@ pub(crate) static DRIVER: Driver = Driver {
     ],
     required: &[Field::Host],
     no_sea_orm: Some("sea-orm has no SQL Server driver; use `native`"),
-    check: no_check,
+    check,
     classify: |e| e.downcast_ref::<tiberius::error::Error>().map(classify),
     open,
 };
+
+/// Contradictions specific to SQL Server: tiberius takes a password only together with a user,
+/// and a user given beside a dsn replaces the dsn's credentials (with an empty password when
+/// none is set).
+fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+    let password_keys = [
+        (c.password.is_some(), "password"),
+        (c.password_file.is_some(), "password_file"),
+    ];
+    if c.dsn.is_some() {
+        if c.user.is_some() {
+            p.push(
+                "user",
+                "with a dsn, SQL Server would replace the dsn's credentials with this user and an empty password; put `User ID=` in the dsn",
+            );
+        } else {
+            for (_, key) in password_keys.iter().filter(|(set, _)| *set) {
+                p.push(
+                    key,
+                    "SQL Server reads a password only with user, which a dsn excludes; put `Password=` in the dsn",
+                );
+            }
+        }
+    } else if c.user.is_none() {
+        for (_, key) in password_keys.iter().filter(|(set, _)| *set) {
+            p.push(
+                key,
+                format!("set without user; SQL Server would ignore it (set user, or remove {key})"),
+            );
+        }
+    }
+}
 
 /// The open SQL Server backend: the public pool and the neutral handle's executor on it.
 struct MssqlBackend {

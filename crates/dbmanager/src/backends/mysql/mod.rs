@@ -9,8 +9,8 @@ use sqlx::MySql;
 use sqlx::mysql::{MySqlConnection, MySqlDatabaseError};
 
 use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statements};
-use crate::config::{DatabaseType, PoolSettings};
-use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
+use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, PoolSettings};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::error::{ErrorKind, Result};
 use crate::sql::placeholders::{Dialect, Rewritten, rewrite};
 
@@ -41,10 +41,30 @@ pub(crate) static DRIVER: Driver = Driver {
     ],
     required: &[Field::Host],
     no_sea_orm: None,
-    check: no_check,
+    check,
     classify: shared::classify_any::<My>,
     open,
 };
+
+/// Contradictions specific to MySQL: without a dsn, a password without a user would log in as
+/// sqlx's default user `root`.
+fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+    if c.dsn.is_none() && c.user.is_none() {
+        for (set, key) in [
+            (c.password.is_some(), "password"),
+            (c.password_file.is_some(), "password_file"),
+        ] {
+            if set {
+                p.push(
+                    key,
+                    format!(
+                        "set without user; MySQL would log in as its default user `root` (set user, or remove {key})"
+                    ),
+                );
+            }
+        }
+    }
+}
 
 /// The MySQL / MariaDB flavor of the shared sqlx backend.
 pub(crate) struct My;

@@ -8,8 +8,8 @@ use sqlx::Postgres;
 
 use crate::backends::sqlx::rows::check_parameter_count;
 use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statements};
-use crate::config::DatabaseType;
-use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
+use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::error::{ErrorKind, Result};
 use crate::sql::Value;
 
@@ -34,10 +34,30 @@ pub(crate) static DRIVER: Driver = Driver {
     ],
     required: &[Field::Host, Field::Database],
     no_sea_orm: None,
-    check: no_check,
+    check,
     classify: shared::classify_any::<Pg>,
     open,
 };
+
+/// Contradictions specific to PostgreSQL: without a dsn, the password goes into the URL only with
+/// a user, so a password (or password file) without one would be ignored without a word.
+fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+    if c.dsn.is_none() && c.user.is_none() {
+        for (set, key) in [
+            (c.password.is_some(), "password"),
+            (c.password_file.is_some(), "password_file"),
+        ] {
+            if set {
+                p.push(
+                    key,
+                    format!(
+                        "set without user; PostgreSQL would ignore it (set user, or remove {key})"
+                    ),
+                );
+            }
+        }
+    }
+}
 
 /// The PostgreSQL flavor of the shared sqlx backend.
 pub(crate) struct Pg;
