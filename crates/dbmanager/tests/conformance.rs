@@ -48,6 +48,7 @@ macro_rules! statement_scenarios {
             missing_parameter_is_a_query_error,
             placeholder_zero_is_a_query_error,
             query_errors_are_query_kind,
+            typed_values_round_trip,
         );
     };
     (@each $fixture:ty, $layer:expr; $($scenario:ident),+ $(,)?) => {

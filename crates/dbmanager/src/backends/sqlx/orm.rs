@@ -69,7 +69,7 @@ fn to_orm<F: SqlxFlavor>(value: &Value, at: usize) -> std::result::Result<OrmVal
         other @ (Value::Interval(_) | Value::Array(_)) => {
             return Err(sqlx::Error::Encode(
                 format!(
-                    "parameter ${at}: SeaORM cannot bind a {} value here; use the native layer",
+                    "parameter ${at}: SeaORM cannot bind {} values here; use the native layer",
                     other.type_name()
                 )
                 .into(),
@@ -78,9 +78,18 @@ fn to_orm<F: SqlxFlavor>(value: &Value, at: usize) -> std::result::Result<OrmVal
     })
 }
 
-/// A homogeneous array; NULL elements become typed NULLs of the element type.
+/// A homogeneous array without NULL elements: sea-query binds arrays as `Vec<T>` and panics on
+/// a NULL element, so one is refused here.
 fn array<F: SqlxFlavor>(items: &[Value], at: usize) -> std::result::Result<OrmValue, sqlx::Error> {
     use sea_orm::sea_query::ArrayType as T;
+    if items.iter().any(|v| matches!(v, Value::Null)) {
+        return Err(sqlx::Error::Encode(
+            format!(
+                "parameter ${at}: SeaORM cannot bind arrays with NULL elements; use the native layer"
+            )
+            .into(),
+        ));
+    }
     let first = items.iter().find(|v| !matches!(v, Value::Null));
     let (kind, null) = match first.map(|v| to_orm::<F>(v, at)).transpose()? {
         None | Some(OrmValue::String(_)) => (T::String, OrmValue::String(None)),
