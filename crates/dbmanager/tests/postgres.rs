@@ -218,7 +218,7 @@ async fn arrays_intervals_and_money_round_trip() {
         let (span_sql, mut params) = match layer {
             DefaultOrm::SeaOrm => {
                 let err = sql
-                    .fetch_one("SELECT $1::interval AS span", &[span.clone()])
+                    .fetch_one("SELECT $1::interval AS span", std::slice::from_ref(&span))
                     .await
                     .unwrap_err();
                 assert_eq!(err.kind(), ErrorKind::Query, "{err}");
