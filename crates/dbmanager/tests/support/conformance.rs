@@ -1685,7 +1685,7 @@ pub async fn typed_values_round_trip<F: Fixture>(layer: DefaultOrm) {
 
     let decimals = ["0", "-1.50", "0.000001", ty.decimal_max];
     let id = Uuid::from_str("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
-    let json = serde_json::json!({"a": [1, 2.5, "é🦀"], "b": null, "c": {"d": true}});
+    let json = dbmanager::reexports::serde_json::json!({"a": [1, 2.5, "é🦀"], "b": null, "c": {"d": true}});
     let instants: Vec<DateTime<FixedOffset>> = ty
         .timestamptz_samples
         .iter()
@@ -1778,7 +1778,7 @@ pub async fn typed_values_round_trip<F: Fixture>(layer: DefaultOrm) {
             row.value("ident")
         );
         assert_eq!(
-            row.get::<serde_json::Value>("doc"),
+            row.get::<dbmanager::reexports::serde_json::Value>("doc"),
             Some(json.clone()),
             "{:?}",
             row.value("doc")
