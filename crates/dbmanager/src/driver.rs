@@ -32,10 +32,11 @@ pub(crate) enum Field {
     ReplicaSet,
     ReadPreference,
     TrustServerCertificate,
+    InitSql,
 }
 
 impl Field {
-    pub(crate) const ALL: [Field; 13] = [
+    pub(crate) const ALL: [Field; 14] = [
         Field::Host,
         Field::Port,
         Field::User,
@@ -49,6 +50,7 @@ impl Field {
         Field::ReplicaSet,
         Field::ReadPreference,
         Field::TrustServerCertificate,
+        Field::InitSql,
     ];
 
     /// The YAML key.
@@ -67,6 +69,7 @@ impl Field {
             Field::ReplicaSet => "replica_set",
             Field::ReadPreference => "read_preference",
             Field::TrustServerCertificate => "trust_server_certificate",
+            Field::InitSql => "init_sql",
         }
     }
 
@@ -86,6 +89,7 @@ impl Field {
             Field::ReplicaSet => c.replica_set.is_some(),
             Field::ReadPreference => c.read_preference.is_some(),
             Field::TrustServerCertificate => c.trust_server_certificate,
+            Field::InitSql => !c.init_sql.is_empty(),
         }
     }
 }

@@ -96,6 +96,22 @@ impl<'a> Family<'a> {
     }
 }
 
+/// Label names must be `&'static str` for the encoder; the few configured tag keys are leaked
+/// once each (a set bounded by the config) and reused.
+fn intern(name: &str) -> &'static str {
+    type Names = std::sync::Mutex<std::collections::BTreeSet<&'static str>>;
+    static NAMES: std::sync::OnceLock<Names> = std::sync::OnceLock::new();
+    let Ok(mut names) = NAMES.get_or_init(Default::default).lock() else {
+        return "tag";
+    };
+    if let Some(known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
 fn with(mut labels: Labels, key: &'static str, value: &str) -> Labels {
     labels.push((key, value.to_owned()));
     labels
@@ -112,11 +128,25 @@ impl Collector for ManagerCollector {
             .filter(|c| c.config().enable_metrics)
             .collect();
         let stats: Vec<_> = connections.iter().map(|c| (c, c.stats())).collect();
+        // Tag keys the operator made labels: the tag's value, empty where a connection lacks it.
+        let tag_labels: Vec<&'static str> = manager
+            .config()
+            .metric_tag_labels
+            .iter()
+            .map(|l| intern(l))
+            .collect();
         let labels = |c: &crate::Connection| -> Labels {
-            vec![
+            let mut l = vec![
                 ("connection", c.name().to_owned()),
                 ("type", c.kind().to_string()),
-            ]
+            ];
+            if !tag_labels.is_empty() {
+                let tags = c.tags();
+                for key in &tag_labels {
+                    l.push((key, tags.get(*key).cloned().unwrap_or_default()));
+                }
+            }
+            l
         };
         let pool = |c: &crate::Connection| -> Labels {
             vec![("db_client_connection_pool_name", c.name().to_owned())]

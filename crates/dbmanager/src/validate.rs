@@ -97,6 +97,7 @@ impl ManagerConfig {
         interpolated: &HashSet<String>,
     ) -> ConfigProblems {
         let mut p = ConfigProblems::default();
+        check_metric_tag_labels(&self.metric_tag_labels, &mut p);
         if self.max_open_conns == 0 {
             p.push("max_open_conns", "must be at least 1");
         }
@@ -438,4 +439,45 @@ fn check_against(driver: &Driver, c: &ConnectionConfig, p: &mut ConnectionProble
         p.push("default_orm", reason);
     }
     (driver.check)(c, p);
+}
+
+/// The labels every series has already; a tag label must not shadow one.
+const RESERVED_LABELS: &[&str] = &[
+    "connection",
+    "type",
+    "state",
+    "result",
+    "kind",
+    "operation",
+    "status",
+    "le",
+];
+
+/// Tag keys that become metric labels must be valid Prometheus label names.
+fn check_metric_tag_labels(labels: &[String], p: &mut ConfigProblems) {
+    let mut seen = HashSet::new();
+    for (i, label) in labels.iter().enumerate() {
+        let path = format!("metric_tag_labels.{i}");
+        let mut chars = label.chars();
+        let valid = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid || label.len() > 64 {
+            p.push(
+                path,
+                "not a metric label name (letters, digits and `_`, not starting with a digit, at most 64)",
+            );
+        } else if label.starts_with("__")
+            || label.starts_with("db_")
+            || RESERVED_LABELS.contains(&label.as_str())
+        {
+            p.push(
+                path,
+                format!("`{label}` is reserved by the metrics themselves"),
+            );
+        } else if !seen.insert(label) {
+            p.push(path, format!("`{label}` is listed twice"));
+        }
+    }
 }

@@ -38,6 +38,7 @@ const MANAGER_KEYS: &[&str] = &[
     "retry_max_delay",
     "health_check_interval",
     "enable_auto_reconnect",
+    "metric_tag_labels",
 ];
 
 const CONNECTION_KEYS: &[&str] = &[
@@ -72,6 +73,7 @@ const CONNECTION_KEYS: &[&str] = &[
     "application_name",
     "critical",
     "trust_server_certificate",
+    "init_sql",
 ];
 
 /// The environment a config is loaded against: overrides and `${VAR}` values come from here.
@@ -492,6 +494,7 @@ fn walk_manager(
     f.set_duration("retry_max_delay", &mut config.retry_max_delay);
     f.set_duration("health_check_interval", &mut config.health_check_interval);
     f.set_bool("enable_auto_reconnect", &mut config.enable_auto_reconnect);
+    config.metric_tag_labels = f.strings("metric_tag_labels");
 
     let mut broken = HashSet::new();
     match map.get("connections") {
@@ -600,6 +603,7 @@ fn walk_connection(
         c.default_orm = orm;
     }
     c.tags = f.tags();
+    c.init_sql = f.strings("init_sql");
     c.application_name = f.string("application_name");
     kind.map(|_| c)
 }
@@ -792,6 +796,24 @@ impl<'a> Fields<'a> {
             return Some(DefaultOrm::SeaOrm);
         }
         self.parse_enum("default_orm", DefaultOrm::parse, DefaultOrm::NAMES)
+    }
+
+    /// A list of strings, each exactly as written.
+    fn strings(&mut self, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        match self.present(key) {
+            None => {}
+            Some(Node::Seq(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Node::Scalar(s) if s.kind != Kind::Null => out.push(s.text.clone()),
+                        _ => self.problem(&format!("{key}.{i}"), "expected a string"),
+                    }
+                }
+            }
+            Some(_) => self.problem(key, "expected a list of strings"),
+        }
+        out
     }
 
     fn tags(&mut self) -> BTreeMap<String, String> {

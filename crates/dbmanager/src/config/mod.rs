@@ -89,6 +89,9 @@ pub struct ManagerConfig {
     pub health_check_interval: Duration,
     /// Reconnect unhealthy connections in the background (`enable_auto_reconnect`, true).
     pub enable_auto_reconnect: bool,
+    /// Tag keys that become metric labels (`metric_tag_labels`, none by default: label
+    /// cardinality is the operator's choice).
+    pub metric_tag_labels: Vec<String>,
 }
 
 impl Default for ManagerConfig {
@@ -105,6 +108,7 @@ impl Default for ManagerConfig {
             retry_max_delay: DEFAULT_RETRY_MAX_DELAY,
             health_check_interval: DEFAULT_HEALTH_CHECK_INTERVAL,
             enable_auto_reconnect: true,
+            metric_tag_labels: Vec::new(),
         }
     }
 }
@@ -261,6 +265,8 @@ pub struct ConnectionConfig {
     /// Accept any server certificate with `sslmode` `prefer` or `require` (SQL Server's
     /// `TrustServerCertificate`, MongoDB's `tlsAllowInvalidCertificates`; default false).
     pub trust_server_certificate: bool,
+    /// Statements run on every new physical connection, in order (`init_sql`; SQL backends).
+    pub init_sql: Vec<String>,
 }
 
 impl ConnectionConfig {
@@ -298,6 +304,7 @@ impl ConnectionConfig {
             application_name: None,
             critical: true,
             trust_server_certificate: false,
+            init_sql: Vec::new(),
         }
     }
 
@@ -329,6 +336,7 @@ impl ConnectionConfig {
         // mean equal configs.
         secret(&self.dsn, &other.dsn)
             && secret(&self.password, &other.password)
+            && self.init_sql == other.init_sql
             && format!("{self:?}") == format!("{other:?}")
     }
 }
@@ -368,6 +376,11 @@ impl fmt::Debug for ConnectionConfig {
             .field("application_name", &self.application_name)
             .field("critical", &self.critical)
             .field("trust_server_certificate", &self.trust_server_certificate)
+            // Statements may carry literals worth hiding; their count is enough to debug.
+            .field(
+                "init_sql",
+                &format_args!("[{} statement(s)]", self.init_sql.len()),
+            )
             .finish()
     }
 }

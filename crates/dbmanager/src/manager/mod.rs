@@ -331,6 +331,14 @@ impl Manager {
             .collect()
     }
 
+    /// The connections whose tag `key` is `value`, sorted by name.
+    pub fn connections_tagged(&self, key: &str, value: &str) -> Vec<Connection> {
+        self.connections()
+            .into_iter()
+            .filter(|c| c.tags().get(key).is_some_and(|v| v == value))
+            .collect()
+    }
+
     /// The connection names, sorted.
     pub fn names(&self) -> Vec<String> {
         self.inner.registry.load().names.clone()

@@ -38,6 +38,7 @@ pub(crate) static DRIVER: Driver = Driver {
         Field::PasswordFile,
         Field::Database,
         Field::Sslmode,
+        Field::InitSql,
     ],
     required: &[Field::Host],
     no_sea_orm: None,

@@ -31,6 +31,7 @@ pub(crate) static DRIVER: Driver = Driver {
         Field::Database,
         Field::Sslmode,
         Field::Schema,
+        Field::InitSql,
     ],
     required: &[Field::Host, Field::Database],
     no_sea_orm: None,

@@ -17,7 +17,7 @@ pub(crate) static DRIVER: Driver = Driver {
     system_name: "sqlite",
     default_port: None,
     dsn_schemes: &["sqlite:"],
-    fields: &[Field::Filepath],
+    fields: &[Field::Filepath, Field::InitSql],
     required: &[Field::Filepath],
     no_sea_orm: None,
     check: no_check,

@@ -205,6 +205,19 @@ pub(crate) async fn open<F: SqlxFlavor>(
             let session = F::session_init(&mut probe, spec.settings)
                 .await
                 .map_err(|e| sqlx_error::<F>(name, Operation::Connect, e))?;
+            // `init_sql` runs on the probe too, so a statement that fails fails the connect
+            // (as a query error, not retried) instead of every later checkout.
+            for (i, statement) in spec.config.init_sql.iter().enumerate() {
+                F::execute(&mut probe, statement, &[]).await.map_err(|e| {
+                    let kind = classify::<F>(&e);
+                    Error::database(
+                        name,
+                        Operation::Connect,
+                        kind,
+                        format!("init_sql statement {} failed: {e}", i + 1),
+                    )
+                })?;
+            }
             Ok((probe, session))
         },
     )
@@ -220,6 +233,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         .iter()
         .map(|s| s.to_string())
         .chain(session)
+        .chain(spec.config.init_sql.iter().cloned())
         .collect();
     let slot: hooks::PoolSlot<F::DB> = Arc::new(arc_swap::ArcSwapOption::empty());
     let pool = hooks::pool_options::<F>(spec.settings, spec.counters, &slot, init)
