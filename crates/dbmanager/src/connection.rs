@@ -56,6 +56,7 @@ struct Shared {
     /// handles compare it to re-bind their executor.
     epoch: AtomicU64,
     counters: Arc<PoolCounters>,
+    breaker: Arc<crate::breaker::Breaker>,
     health: HealthState,
     /// The manager's closed flag, shared by all of its connections.
     manager_closed: Arc<AtomicBool>,
@@ -85,8 +86,10 @@ impl Generation {
         settings: PoolSettings,
         retry: RetryPolicy,
         counters: &Arc<PoolCounters>,
+        breaker: &Arc<crate::breaker::Breaker>,
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
+        breaker.set_threshold(config.circuit_breaker_failures);
         let tracer = Arc::new(crate::trace::Tracer::new(
             name.clone(),
             &config,
@@ -101,6 +104,9 @@ impl Generation {
                 tracer: tracer.clone(),
                 counters: counters.clone(),
                 record_queries: config.enable_metrics,
+                breaker: breaker.clone(),
+                half_open_after: retry.max_delay.max(std::time::Duration::from_millis(100)),
+                leak_threshold: config.leak_detection_threshold,
             }),
             tracer,
             driver,
@@ -152,13 +158,15 @@ impl Connection {
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let counters: Arc<PoolCounters> = Arc::default();
-        let generation = Generation::new(driver, config, settings, retry, &counters);
+        let breaker: Arc<crate::breaker::Breaker> = Arc::default();
+        let generation = Generation::new(driver, config, settings, retry, &counters, &breaker);
         Self {
             shared: Arc::new(Shared {
                 name,
                 current: ArcSwap::from_pointee(generation),
                 epoch: AtomicU64::new(0),
                 counters,
+                breaker,
                 health: HealthState::default(),
                 manager_closed,
                 retired: AtomicBool::new(false),
@@ -185,6 +193,17 @@ impl Connection {
     /// The counters that survive a replace (stats keep counting under the same name).
     pub(crate) fn counters(&self) -> &Arc<PoolCounters> {
         &self.shared.counters
+    }
+
+    /// The circuit breaker that survives a replace.
+    pub(crate) fn breaker(&self) -> &Arc<crate::breaker::Breaker> {
+        &self.shared.breaker
+    }
+
+    fn record_reach(&self, reached: bool) {
+        self.shared
+            .breaker
+            .record(&self.shared.name, reached, false, &self.shared.counters);
     }
 
     /// The connection's name.
@@ -456,6 +475,12 @@ impl Connection {
             .counters
             .health_seconds
             .observe(started.elapsed());
+        self.record_reach(
+            outcome
+                .as_ref()
+                .err()
+                .is_none_or(|e| !crate::breaker::is_unreachable(e)),
+        );
         let before = match &outcome {
             Ok(()) => self.shared.health.succeeded(started.elapsed() > limit / 2),
             Err(e) => self.shared.health.failed(true, e),
@@ -602,6 +627,12 @@ impl Connection {
         .instrument(span.clone())
         .await;
         crate::trace::record_outcome(&span, &outcome);
+        self.record_reach(
+            outcome
+                .as_ref()
+                .err()
+                .is_none_or(|e| !crate::breaker::is_unreachable(e)),
+        );
         match &outcome {
             Ok(_) => {
                 let before = s.health.succeeded(false);

@@ -22,6 +22,7 @@ compile_error!(
 );
 
 mod backends;
+mod breaker;
 pub mod config;
 mod connection;
 mod deadline;
@@ -29,6 +30,7 @@ mod driver;
 mod dsn;
 mod error;
 mod health;
+mod leak;
 mod manager;
 #[cfg(test)]
 mod manager_logic_tests;

@@ -211,6 +211,16 @@ impl Collector for ManagerCollector {
             "Connections closed for idling past conn_max_idle_time or over max_idle_conns",
             Counter,
         );
+        let mut leaks = Family::new(
+            "dbmanager_connection_leaks",
+            "Checkouts held past leak_detection_threshold",
+            Counter,
+        );
+        let mut circuit = Family::new(
+            "dbmanager_circuit_open",
+            "Circuit breaker open (1): callers fail fast until the server answers",
+            Gauge,
+        );
         let mut timeouts = Family::new(
             "dbmanager_connection_acquire_timeouts",
             "Checkouts that gave up after the acquire timeout",
@@ -293,6 +303,8 @@ impl Collector for ManagerCollector {
                 Value::Counter(s.closed_max_idle_time + s.closed_max_idle),
             );
             timeouts.add(l.clone(), Value::Counter(s.acquire_timeouts));
+            leaks.add(l.clone(), Value::Counter(s.leaks_detected));
+            circuit.add(l.clone(), Value::Gauge(f64::from(u8::from(s.circuit_open))));
             for (kind, n) in &s.connect_errors {
                 errors.add(with(l.clone(), "kind", kind.as_str()), Value::Counter(*n));
             }
@@ -339,6 +351,8 @@ impl Collector for ManagerCollector {
             lifetime,
             idle,
             timeouts,
+            leaks,
+            circuit,
             errors,
             otel_count,
             otel_max,

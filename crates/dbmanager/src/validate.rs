@@ -226,6 +226,20 @@ impl ManagerConfig {
         lifetime_limit(p, "conn_max_idle_time", c.conn_max_idle_time);
         timeout_limit(p, "connect_timeout", c.connect_timeout, "");
         timeout_limit(p, "query_timeout", c.query_timeout, " (0s means no limit)");
+        if let Some(threshold) = c.leak_detection_threshold {
+            timeout_limit(
+                p,
+                "leak_detection_threshold",
+                threshold,
+                " (0s turns it off)",
+            );
+        }
+        if c.circuit_breaker_failures.is_some_and(|n| n > 10_000) {
+            p.push(
+                "circuit_breaker.failures",
+                "more than 10000 consecutive failures; a breaker that late never opens in practice",
+            );
+        }
 
         if c.password.is_some() && c.password_file.is_some() {
             p.push("password", "set either password or password_file, not both");

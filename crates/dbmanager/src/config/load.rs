@@ -74,6 +74,8 @@ const CONNECTION_KEYS: &[&str] = &[
     "critical",
     "trust_server_certificate",
     "init_sql",
+    "leak_detection_threshold",
+    "circuit_breaker",
 ];
 
 /// The environment a config is loaded against: overrides and `${VAR}` values come from here.
@@ -604,6 +606,10 @@ fn walk_connection(
     }
     c.tags = f.tags();
     c.init_sql = f.strings("init_sql");
+    c.leak_detection_threshold = f
+        .duration("leak_detection_threshold")
+        .filter(|d| !d.is_zero());
+    c.circuit_breaker_failures = f.circuit_breaker();
     c.application_name = f.string("application_name");
     kind.map(|_| c)
 }
@@ -796,6 +802,37 @@ impl<'a> Fields<'a> {
             return Some(DefaultOrm::SeaOrm);
         }
         self.parse_enum("default_orm", DefaultOrm::parse, DefaultOrm::NAMES)
+    }
+
+    /// `circuit_breaker: {failures: N}` (N ≥ 1), or `off`.
+    fn circuit_breaker(&mut self) -> Option<u32> {
+        match self.present("circuit_breaker")? {
+            Node::Scalar(s) if matches!(s.text.trim(), "off" | "false") => None,
+            Node::Map(map) => {
+                if let Some(extra) = map.keys().find(|k| k.as_str() != "failures") {
+                    let extra = safe_key(extra);
+                    self.problem(
+                        &format!("circuit_breaker.{extra}"),
+                        "unknown key (expected `failures`)",
+                    );
+                }
+                let failures = match map.get("failures") {
+                    Some(Node::Scalar(s)) => s.text.trim().parse::<u32>().ok().filter(|n| *n >= 1),
+                    _ => None,
+                };
+                if failures.is_none() {
+                    self.problem(
+                        "circuit_breaker.failures",
+                        "expected a whole number of consecutive failures, at least 1",
+                    );
+                }
+                failures
+            }
+            _ => {
+                self.problem("circuit_breaker", "expected `{failures: N}` or `off`");
+                None
+            }
+        }
     }
 
     /// A list of strings, each exactly as written.

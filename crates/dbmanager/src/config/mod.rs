@@ -267,6 +267,11 @@ pub struct ConnectionConfig {
     pub trust_server_certificate: bool,
     /// Statements run on every new physical connection, in order (`init_sql`; SQL backends).
     pub init_sql: Vec<String>,
+    /// A checkout held longer than this is reported once (`leak_detection_threshold`; off).
+    pub leak_detection_threshold: Option<Duration>,
+    /// Consecutive failures to reach the server after which callers fail fast until it is
+    /// back (`circuit_breaker: {failures: N}`; off).
+    pub circuit_breaker_failures: Option<u32>,
 }
 
 impl ConnectionConfig {
@@ -305,6 +310,8 @@ impl ConnectionConfig {
             critical: true,
             trust_server_certificate: false,
             init_sql: Vec::new(),
+            leak_detection_threshold: None,
+            circuit_breaker_failures: None,
         }
     }
 

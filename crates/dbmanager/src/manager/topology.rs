@@ -171,6 +171,7 @@ impl Manager {
             config.pool_settings(connection),
             config.retry_policy(),
             conn.counters(),
+            conn.breaker(),
         ))
     }
 

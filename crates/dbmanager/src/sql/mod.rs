@@ -21,9 +21,11 @@ pub(crate) use value::{parse_timestamp, parse_timestamptz};
 use arc_swap::ArcSwap;
 use tracing::Instrument as _;
 
+use crate::breaker::{Admission, is_unreachable};
 use crate::config::{DatabaseType, DefaultOrm};
 use crate::deadline::bounded;
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::leak::LeakGuard;
 use crate::stats::{OPERATIONS, PoolCounters, operation_of};
 use crate::trace::{Tracer, record_outcome};
 
@@ -77,6 +79,12 @@ pub(crate) struct Context {
     pub counters: Arc<PoolCounters>,
     /// Per-query metrics are kept (`enable_metrics`).
     pub record_queries: bool,
+    /// The connection's circuit breaker (shared by its generations).
+    pub breaker: Arc<crate::breaker::Breaker>,
+    /// How long an open circuit waits before letting one statement probe.
+    pub half_open_after: Duration,
+    /// `leak_detection_threshold`.
+    pub leak_threshold: Option<Duration>,
 }
 
 /// Where a neutral handle gets its executor: the connection, whose pool may be replaced.
@@ -168,54 +176,127 @@ impl Database {
         self.bound.load().executor.layer()
     }
 
-    /// Runs a statement; returns the number of rows affected.
-    pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
+    /// Runs `statement` on the connection's pool now: refused at once while the circuit is
+    /// open, run again on a new pool if it lost the race with a swap, and its outcome fed to
+    /// the breaker.
+    async fn run<'a, T, F, Fut>(
+        &'a self,
+        at: &'static std::panic::Location<'static>,
+        statement: F,
+    ) -> Result<T>
+    where
+        F: Fn(Arc<Bound>) -> Fut,
+        Fut: Future<Output = Result<T>> + 'a,
+    {
         let bound = self.current()?;
-        let outcome = bound.execute_now(sql, params).await;
-        if self.lost_swap(&outcome, &bound) {
-            return self.current()?.execute_now(sql, params).await;
+        let c = bound.context.clone();
+        let admission = c.breaker.admit(c.half_open_after);
+        if admission == Admission::Refused {
+            return Err(Error::Unavailable {
+                connection: c.name.to_string(),
+                operation: Operation::Acquire,
+                last_error: Some(
+                    "circuit open: the server could not be reached repeatedly; failing fast until it answers again"
+                        .to_owned(),
+                ),
+            });
         }
+        let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
+        let mut outcome = statement(bound.clone()).await;
+        if self.lost_swap(&outcome, &bound) {
+            outcome = statement(self.current()?).await;
+        }
+        let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
+        c.breaker
+            .record(&c.name, reached, admission == Admission::Probe, &c.counters);
         outcome
+    }
+
+    /// Runs a statement; returns the number of rows affected.
+    #[track_caller]
+    pub fn execute<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<u64>> + Send + 'a {
+        let at = std::panic::Location::caller();
+        async move {
+            self.run(at, |b| async move { b.execute_now(sql, params).await })
+                .await
+        }
     }
 
     /// Runs a query; returns all rows.
-    pub async fn fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        let bound = self.current()?;
-        let outcome = bound.fetch_all_now(sql, params).await;
-        if self.lost_swap(&outcome, &bound) {
-            return self.current()?.fetch_all_now(sql, params).await;
+    #[track_caller]
+    pub fn fetch_all<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
+        let at = std::panic::Location::caller();
+        async move {
+            self.run(at, |b| async move { b.fetch_all_now(sql, params).await })
+                .await
         }
-        outcome
     }
 
     /// Runs a query; returns the first row, if any.
-    pub async fn fetch_optional(&self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
-        let bound = self.current()?;
-        let outcome = bound.fetch_optional_now(sql, params).await;
-        if self.lost_swap(&outcome, &bound) {
-            return self.current()?.fetch_optional_now(sql, params).await;
+    #[track_caller]
+    pub fn fetch_optional<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
+        let at = std::panic::Location::caller();
+        async move {
+            self.run(
+                at,
+                |b| async move { b.fetch_optional_now(sql, params).await },
+            )
+            .await
         }
-        outcome
     }
 
     /// Runs a query that must return a row.
-    pub async fn fetch_one(&self, sql: &str, params: &[Value]) -> Result<Row> {
-        let row = self.fetch_optional(sql, params).await?;
-        row.ok_or_else(|| no_rows(&self.name))
+    #[track_caller]
+    pub fn fetch_one<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> impl Future<Output = Result<Row>> + Send + 'a {
+        let at = std::panic::Location::caller();
+        async move {
+            let row = self
+                .run(
+                    at,
+                    |b| async move { b.fetch_optional_now(sql, params).await },
+                )
+                .await?;
+            row.ok_or_else(|| no_rows(&self.name))
+        }
     }
 
-    /// Starts a transaction; it rolls back if dropped without [`Transaction::commit`].
-    pub async fn begin(&self) -> Result<Transaction> {
-        let mut bound = self.current()?;
-        let mut outcome = bound.begin_now().await;
-        if self.lost_swap(&outcome, &bound) {
-            bound = self.current()?;
-            outcome = bound.begin_now().await;
+    /// Starts a transaction; it rolls back if dropped without [`Transaction::commit`]. With
+    /// `leak_detection_threshold` set, a transaction held longer is reported with this call's
+    /// location.
+    #[track_caller]
+    pub fn begin(&self) -> impl Future<Output = Result<Transaction>> + Send + '_ {
+        let at = std::panic::Location::caller();
+        async move {
+            let (context, inner) = self
+                .run(at, |b| async move {
+                    let inner = b.begin_now().await?;
+                    Ok((b.context.clone(), inner))
+                })
+                .await?;
+            let _leak =
+                LeakGuard::watch(&context.name, context.leak_threshold, &context.counters, at);
+            Ok(Transaction {
+                context,
+                inner,
+                _leak,
+            })
         }
-        Ok(Transaction {
-            context: bound.context.clone(),
-            inner: outcome?,
-        })
     }
 }
 
@@ -262,6 +343,8 @@ fn no_rows(name: &str) -> Error {
 pub struct Transaction {
     context: Arc<Context>,
     inner: Box<dyn SqlTransaction>,
+    /// Reports the transaction's connection if it is held past the leak threshold.
+    _leak: Option<crate::leak::LeakGuard>,
 }
 
 impl std::fmt::Debug for Transaction {

@@ -35,6 +35,12 @@ pub(crate) struct PoolCounters {
     pub acquire_timeouts: AtomicU64,
     pub reconnects_ok: AtomicU64,
     pub reconnects_failed: AtomicU64,
+    /// Checkouts held past `leak_detection_threshold`.
+    pub leaks_detected: AtomicU64,
+    /// Times the circuit breaker opened.
+    pub circuit_opened: AtomicU64,
+    /// Whether the circuit is open now.
+    pub circuit_open: std::sync::atomic::AtomicBool,
 }
 
 /// The error kinds counted per connection, in label order.
@@ -107,6 +113,12 @@ pub struct ConnectionStats {
     pub reconnects_ok: u64,
     /// Reconnects that failed.
     pub reconnects_failed: u64,
+    /// Checkouts held past `leak_detection_threshold` (through this library's handle).
+    pub leaks_detected: u64,
+    /// Whether the circuit breaker is open now (callers fail fast).
+    pub circuit_open: bool,
+    /// Times the circuit breaker opened.
+    pub circuit_opened_total: u64,
     /// Failed connect attempts by error kind (every kind listed, zeros included).
     #[serde(skip)]
     pub connect_errors: Vec<(ErrorKind, u64)>,
@@ -201,6 +213,9 @@ impl ConnectionStats {
             closed_broken: broken,
             reconnects_ok: c.reconnects_ok.load(Relaxed),
             reconnects_failed: c.reconnects_failed.load(Relaxed),
+            leaks_detected: c.leaks_detected.load(Relaxed),
+            circuit_open: c.circuit_open.load(Relaxed),
+            circuit_opened_total: c.circuit_opened.load(Relaxed),
             connect_errors: KINDS
                 .iter()
                 .zip(&c.connect_errors)

@@ -1,0 +1,140 @@
+//! Leak detection and circuit breaking, on real servers.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use dbmanager::{ConnectionConfig, ErrorKind, Manager};
+
+fn capture() -> (support::LogCapture, tracing::subscriber::DefaultGuard) {
+    let capture = support::LogCapture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    (capture, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn a_transaction_held_past_the_threshold_is_reported_once_with_where_it_was_taken() {
+    let (logs, _guard) = capture();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = ConnectionConfig::sqlite("lite", dir.path().join("l.db"));
+    c.leak_detection_threshold = Some(Duration::from_millis(200));
+    let manager = Manager::new(support::fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let db = manager.database("lite").unwrap();
+
+    // Shorter than the threshold: nothing.
+    let tx = db.begin().await.unwrap();
+    tx.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(manager.get("lite").unwrap().stats().leaks_detected, 0);
+
+    let line = line!() + 1;
+    let tx = db.begin().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stats = manager.get("lite").unwrap().stats();
+    assert_eq!(
+        stats.leaks_detected, 1,
+        "exactly one report for one held checkout"
+    );
+    tx.rollback().await.unwrap();
+    let text = logs.text();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("longer than leak_detection_threshold"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].contains("connection=\"lite\"") || warnings[0].contains("connection=lite"),
+        "{text}"
+    );
+    assert!(
+        warnings[0].contains(&format!("resilience.rs:{line}")),
+        "the caller's location is reported: {text}"
+    );
+    assert!(
+        text.contains("reported as possibly leaked was returned"),
+        "{text}"
+    );
+    assert!(
+        manager
+            .metrics_text()
+            .contains("dbmanager_connection_leaks_total{connection=\"lite\",type=\"sqlite\"} 1")
+    );
+    manager.close(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_fails_fast_and_closes_when_the_server_is_back() {
+    let cluster = support::PrivateCluster::start();
+    let mut c = cluster.config("pg", "admin", &cluster.password, "postgres");
+    c.connect_timeout = Duration::from_secs(2);
+    c.circuit_breaker_failures = Some(2);
+    let mut config = support::fast_config().with_connection(c);
+    config.health_check_interval = Duration::from_millis(300);
+    config.retry_max_delay = Duration::from_secs(60);
+    let manager = Manager::new(config).unwrap();
+    manager.connect().await.unwrap();
+    let db = manager.database("pg").unwrap();
+    db.fetch_one("SELECT 1", &[]).await.unwrap();
+
+    let c2 = std::sync::Arc::new(cluster);
+    let cluster = c2.clone();
+    tokio::task::spawn_blocking(move || cluster.stop_server("fast"))
+        .await
+        .unwrap();
+    // Until the circuit opens, each statement waits for its checkout to give up.
+    let mut failures = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !manager.get("pg").unwrap().stats().circuit_open && Instant::now() < deadline {
+        if db.fetch_one("SELECT 1", &[]).await.is_err() {
+            failures += 1;
+        }
+    }
+    assert!(
+        manager.get("pg").unwrap().stats().circuit_open,
+        "the circuit opened"
+    );
+    assert!(failures >= 1);
+    // Open: callers fail at once, well under the 2 s connect timeout.
+    let started = Instant::now();
+    for _ in 0..20 {
+        let err = db.fetch_one("SELECT 1", &[]).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        assert!(err.to_string().contains("circuit open"), "{err}");
+    }
+    // Twenty refused calls together take less than one connect timeout (without the breaker
+    // each would wait for it).
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "20 calls took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        manager
+            .metrics_text()
+            .contains("dbmanager_circuit_open{connection=\"pg\",type=\"postgres\"} 1")
+    );
+
+    let cluster = c2.clone();
+    tokio::task::spawn_blocking(move || cluster.start_server())
+        .await
+        .unwrap();
+    // The health loop's check is the probe that closes it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while manager.get("pg").unwrap().stats().circuit_open && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = manager.get("pg").unwrap().stats();
+    assert!(
+        !stats.circuit_open,
+        "the circuit closed once the server answered"
+    );
+    assert_eq!(stats.circuit_opened_total, 1);
+    db.fetch_one("SELECT 1", &[]).await.unwrap();
+    manager.close(Duration::from_secs(2)).await;
+}
