@@ -77,6 +77,8 @@ pub(crate) struct Generation {
     /// Shared by every neutral handle of this generation.
     sql_context: Arc<crate::sql::Context>,
     backend: ArcSwapOption<Backend>,
+    /// An application's own pool: never opened (or reopened) here.
+    adopted: bool,
 }
 
 impl Generation {
@@ -114,7 +116,15 @@ impl Generation {
             settings,
             retry,
             backend: ArcSwapOption::empty(),
+            adopted: false,
         }
+    }
+
+    /// A generation around a pool the application built.
+    pub(crate) fn adopted(mut self, backend: Box<dyn BackendPool>) -> Self {
+        self.backend = ArcSwapOption::from_pointee(Backend(backend));
+        self.adopted = true;
+        self
     }
 
     /// Whether `config` (with its derived settings) is the very configuration of this one: a
@@ -188,6 +198,38 @@ impl Connection {
         retry: &RetryPolicy,
     ) -> bool {
         self.generation().same_settings(config, settings, retry)
+    }
+
+    /// Whether it wraps an application's own pool.
+    pub fn is_adopted(&self) -> bool {
+        self.generation().adopted
+    }
+
+    /// A connection around `generation` (an adopted pool), marked healthy.
+    pub(crate) fn from_generation(
+        name: &str,
+        generation: impl FnOnce(&Arc<PoolCounters>, &Arc<crate::breaker::Breaker>) -> Generation,
+        manager_closed: Arc<AtomicBool>,
+    ) -> Self {
+        let counters: Arc<PoolCounters> = Arc::default();
+        let breaker: Arc<crate::breaker::Breaker> = Arc::default();
+        let generation = generation(&counters, &breaker);
+        let conn = Self {
+            shared: Arc::new(Shared {
+                name: Arc::from(name),
+                current: ArcSwap::from_pointee(generation),
+                epoch: AtomicU64::new(1),
+                counters,
+                breaker,
+                health: HealthState::default(),
+                manager_closed,
+                retired: AtomicBool::new(false),
+                connecting: AtomicBool::new(false),
+                connect_done: tokio::sync::Notify::new(),
+            }),
+        };
+        conn.shared.health.succeeded(false);
+        conn
     }
 
     /// The counters that survive a replace (stats keep counting under the same name).
@@ -574,6 +616,19 @@ impl Connection {
         // health loop aborted by close) must not block every later connect.
         let connecting = ClearOnDrop(&self.shared.connecting, &self.shared.connect_done);
         let generation = self.shared.current.load_full();
+        if generation.adopted {
+            return (
+                Err(Error::Unavailable {
+                    connection: self.name().to_owned(),
+                    operation: Operation::Connect,
+                    last_error: Some(
+                        "an adopted pool that was closed is not reopened; adopt a new one"
+                            .to_owned(),
+                    ),
+                }),
+                0,
+            );
+        }
         let (outcome, attempts) = self.open(&generation).await;
         let outcome = outcome.map(|backend| {
             generation.backend.store(Some(Arc::new(backend)));

@@ -21,6 +21,7 @@ compile_error!(
     "dbmanager needs at least one SQL backend feature: `postgres`, `sqlite`, `mssql` or `mysql`"
 );
 
+mod adopt;
 mod backends;
 mod breaker;
 pub mod config;
@@ -43,6 +44,7 @@ mod stats;
 mod trace;
 mod validate;
 
+pub use adopt::{AdoptContext, Adoptable, Adopted};
 #[cfg(feature = "mssql")]
 pub use backends::mssql::{MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
 pub use config::{

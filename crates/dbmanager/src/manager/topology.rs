@@ -100,6 +100,60 @@ impl Manager {
         Ok(())
     }
 
+    /// Registers a pool the application built already (`sqlx::PgPool`, `SqlitePool`,
+    /// `MySqlPool`, [`crate::MssqlPool`], a `mongodb::Client`) as the connection `name`: every
+    /// layer, stats, health, metrics, spans and close work on it. A reconnect discards its idle
+    /// connections and checks it, but never replaces it; once closed (by `remove` or `close`)
+    /// it is not reopened. Its settings are the pool's own; the library's hook-kept counters
+    /// (opens, lifetime and idle closes) stay at zero. A reload leaves it alone unless the new
+    /// config names it.
+    pub fn adopt(&self, name: &str, pool: impl crate::adopt::Adoptable) -> Result<()> {
+        self.check_usable(name, Operation::Connect)?;
+        if self.inner.registry.load().by_name.contains_key(name) {
+            return Err(exists(name));
+        }
+        let config = self.config();
+        let connection = ConnectionConfig::new(name, pool.kind());
+        let driver = driver_for(&connection, self.inner.resolve)?;
+        let settings = config.pool_settings(&connection);
+        let retry = config.retry_policy();
+        let conn = Connection::from_generation(
+            name,
+            |counters, breaker| {
+                let context = crate::adopt::AdoptContext {
+                    name: Arc::from(name),
+                    counters: counters.clone(),
+                };
+                let backend = pool.adopt(&context).0;
+                Generation::new(
+                    driver,
+                    connection.clone(),
+                    settings,
+                    retry,
+                    counters,
+                    breaker,
+                )
+                .adopted(backend)
+            },
+            self.inner.closed.clone(),
+        );
+        let mut inserted = false;
+        self.inner.registry.rcu(|registry| {
+            let mut next = Registry::clone(registry);
+            inserted = !next.by_name.contains_key(name);
+            if inserted {
+                next.by_name.insert(Box::from(name), conn.clone());
+                next.names.push(name.to_owned());
+                next.names.sort();
+            }
+            next
+        });
+        if !inserted {
+            return Err(exists(name));
+        }
+        Ok(())
+    }
+
     /// Removes a connection: lookups by its name fail with `NotFound` at once; checkouts in
     /// flight get until `deadline` to finish, then its pool is closed; every handle on it then
     /// fails with `Closed`. Removing the default connection leaves no default
@@ -204,10 +258,12 @@ impl Manager {
             .values()
             .filter(|c| !old.connections.contains_key(&c.name) && self.get(&c.name).is_err())
             .collect();
+        // Adopted pools are the application's: a config that does not name them leaves them.
         let to_remove: Vec<String> = self
-            .names()
+            .connections()
             .into_iter()
-            .filter(|n| !new.connections.contains_key(n))
+            .filter(|c| !c.is_adopted() && !new.connections.contains_key(c.name()))
+            .map(|c| c.name().to_owned())
             .collect();
 
         // The manager-wide values first: additions and replacements are built from them.

@@ -168,6 +168,30 @@ impl PoolEvents {
 }
 
 /// The open MongoDB client of one connection.
+impl crate::adopt::Sealed for mongodb::Client {}
+
+/// An adopted client: its default database and read preference are its own; pool figures come
+/// from events this library did not subscribe to, so the sizes read zero.
+impl crate::adopt::Adoptable for mongodb::Client {
+    fn kind(&self) -> DatabaseType {
+        DatabaseType::Mongodb
+    }
+
+    fn adopt(self, context: &crate::adopt::AdoptContext) -> crate::adopt::Adopted {
+        let database = self.default_database();
+        crate::adopt::Adopted(Box::new(MongoBackend {
+            name: context.name.clone(),
+            database_name: database.as_ref().map(|d| d.name().to_owned()),
+            database,
+            client: self,
+            criteria: None,
+            events: Arc::default(),
+            max_pool: 0,
+            ping_timeout: Duration::from_secs(10),
+        }))
+    }
+}
+
 pub(crate) struct MongoBackend {
     name: Arc<str>,
     client: mongodb::Client,

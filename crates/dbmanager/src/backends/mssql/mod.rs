@@ -125,6 +125,22 @@ impl BackendPool for MssqlBackend {
     }
 }
 
+impl crate::adopt::Sealed for MssqlPool {}
+
+impl crate::adopt::Adoptable for MssqlPool {
+    fn kind(&self) -> DatabaseType {
+        DatabaseType::Mssql
+    }
+
+    fn adopt(self, context: &crate::adopt::AdoptContext) -> crate::adopt::Adopted {
+        let native = Arc::new(sql::MssqlExecutor {
+            name: context.name.clone(),
+            pool: self.clone(),
+        });
+        crate::adopt::Adopted(Box::new(MssqlBackend { pool: self, native }))
+    }
+}
+
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
     Box::pin(async move {
         let pool = open_pool(spec).await?;

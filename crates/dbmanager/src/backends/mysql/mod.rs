@@ -140,6 +140,18 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
     })
 }
 
+impl crate::adopt::Sealed for sqlx::MySqlPool {}
+
+impl crate::adopt::Adoptable for sqlx::MySqlPool {
+    fn kind(&self) -> DatabaseType {
+        DatabaseType::Mysql
+    }
+
+    fn adopt(self, context: &crate::adopt::AdoptContext) -> crate::adopt::Adopted {
+        crate::adopt::Adopted(shared::adopt::<My>(&context.name, &context.counters, self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,6 +121,18 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
     })
 }
 
+impl crate::adopt::Sealed for sqlx::PgPool {}
+
+impl crate::adopt::Adoptable for sqlx::PgPool {
+    fn kind(&self) -> DatabaseType {
+        DatabaseType::Postgres
+    }
+
+    fn adopt(self, context: &crate::adopt::AdoptContext) -> crate::adopt::Adopted {
+        crate::adopt::Adopted(shared::adopt::<Pg>(&context.name, &context.counters, self))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,22 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
     })
 }
 
+impl crate::adopt::Sealed for sqlx::SqlitePool {}
+
+impl crate::adopt::Adoptable for sqlx::SqlitePool {
+    fn kind(&self) -> DatabaseType {
+        DatabaseType::Sqlite
+    }
+
+    fn adopt(self, context: &crate::adopt::AdoptContext) -> crate::adopt::Adopted {
+        crate::adopt::Adopted(shared::adopt::<Lite>(
+            &context.name,
+            &context.counters,
+            self,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

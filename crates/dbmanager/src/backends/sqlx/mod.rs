@@ -267,6 +267,35 @@ pub(crate) async fn open<F: SqlxFlavor>(
     }))
 }
 
+/// Wraps a pool the application built: its own hooks stay, so the counters this library keeps
+/// through its hooks (opens, lifetime and idle closes) stay at zero; sizes, waits through the
+/// neutral handle, health and close work as for a pool opened here.
+pub(crate) fn adopt<F: SqlxFlavor>(
+    name: &Arc<str>,
+    counters: &Arc<PoolCounters>,
+    pool: Pool<F::DB>,
+) -> Box<dyn BackendPool> {
+    let native: Arc<dyn SqlExecutor> = Arc::new(executor::SqlxExecutor::<F> {
+        name: name.clone(),
+        pool: pool.clone(),
+        counters: counters.clone(),
+    });
+    #[cfg(feature = "sea-orm")]
+    let orm = F::sea_orm(pool.clone());
+    Box::new(SqlxPool::<F> {
+        name: name.clone(),
+        counters: counters.clone(),
+        slot: Arc::new(arc_swap::ArcSwapOption::empty()),
+        keeper: Mutex::new(None),
+        native,
+        #[cfg(feature = "sea-orm")]
+        orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(name.clone(), orm.clone())),
+        #[cfg(feature = "sea-orm")]
+        orm,
+        pool,
+    })
+}
+
 /// Opens `min_open` connections up front: a lazily built sqlx pool only tops up to its minimum
 /// after its reaper closed something, so without this `min_open_conns` would start at zero.
 async fn warm_up<F: SqlxFlavor>(

@@ -1,0 +1,33 @@
+//! Adopting a pool the application built already as a named connection: every layer, stats,
+//! health, metrics, spans and close work on it, and a reconnect never replaces it.
+
+use std::sync::Arc;
+
+use crate::config::DatabaseType;
+use crate::driver::BackendPool;
+use crate::stats::PoolCounters;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+pub(crate) use sealed::Sealed;
+
+/// What the adopting manager hands a pool.
+pub struct AdoptContext {
+    pub(crate) name: Arc<str>,
+    pub(crate) counters: Arc<PoolCounters>,
+}
+
+/// A pool turned into the manager's backend.
+pub struct Adopted(pub(crate) Box<dyn BackendPool>);
+
+/// A pool or client the manager can adopt: `sqlx::PgPool`, `sqlx::SqlitePool`,
+/// `sqlx::MySqlPool`, [`crate::MssqlPool`], `mongodb::Client` (each with its backend's
+/// feature). Sealed: the backends implement it.
+pub trait Adoptable: Sealed + Send + 'static {
+    /// The backend it belongs to.
+    fn kind(&self) -> DatabaseType;
+    #[doc(hidden)]
+    fn adopt(self, context: &AdoptContext) -> Adopted;
+}
