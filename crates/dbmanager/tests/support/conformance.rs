@@ -1321,6 +1321,22 @@ impl Fixture for Postgres {
     }
 }
 
+/// SQLite has no such types: they are stored as text under these declared types.
+#[cfg(feature = "sqlite")]
+const SQLITE_TYPES: TypeDdl = TypeDdl {
+    decimal: "TEXT",
+    decimal_max: "-123456789012345678901234567890123456789012345678901234567890.000000000000000000000000000000000000000000000000000000000001",
+    uuid: "TEXT",
+    json: "TEXT",
+    timestamptz: Some("DATETIME"),
+    timestamptz_samples: WIDE_INSTANTS,
+    keeps_offset: true,
+    decimal_uuid_params: true,
+    timestamp: Some("DATETIME"),
+    date: Some("DATE"),
+    time: Some("TIME"),
+};
+
 /// SQLite DDL: dynamic typing, so the declared types only name the affinity.
 #[cfg(feature = "sqlite")]
 const SQLITE_DDL: Ddl = Ddl {
@@ -1368,20 +1384,7 @@ pub struct SqliteFile(tempfile::TempDir);
 
 #[cfg(feature = "sqlite")]
 impl Fixture for SqliteFile {
-    /// SQLite has no such types: they are stored as text under these declared types.
-    const TYPES: TypeDdl = TypeDdl {
-        decimal: "TEXT",
-        decimal_max: "-123456789012345678901234567890123456789012345678901234567890.000000000000000000000000000000000000000000000000000000000001",
-        uuid: "TEXT",
-        json: "TEXT",
-        timestamptz: Some("DATETIME"),
-        timestamptz_samples: WIDE_INSTANTS,
-        keeps_offset: true,
-        decimal_uuid_params: true,
-        timestamp: Some("DATETIME"),
-        date: Some("DATE"),
-        time: Some("TIME"),
-    };
+    const TYPES: TypeDdl = SQLITE_TYPES;
 
     const KIND: DatabaseType = DatabaseType::Sqlite;
     const SEA_ORM: bool = true;
@@ -1411,20 +1414,7 @@ pub struct SqliteMemory;
 
 #[cfg(feature = "sqlite")]
 impl Fixture for SqliteMemory {
-    /// SQLite has no such types: they are stored as text under these declared types.
-    const TYPES: TypeDdl = TypeDdl {
-        decimal: "TEXT",
-        decimal_max: "-123456789012345678901234567890123456789012345678901234567890.000000000000000000000000000000000000000000000000000000000001",
-        uuid: "TEXT",
-        json: "TEXT",
-        timestamptz: Some("DATETIME"),
-        timestamptz_samples: WIDE_INSTANTS,
-        keeps_offset: true,
-        decimal_uuid_params: true,
-        timestamp: Some("DATETIME"),
-        date: Some("DATE"),
-        time: Some("TIME"),
-    };
+    const TYPES: TypeDdl = SQLITE_TYPES;
 
     const KIND: DatabaseType = DatabaseType::Sqlite;
     const SEA_ORM: bool = true;
