@@ -349,8 +349,7 @@ pub(crate) async fn client_options(
     c: &ConnectionConfig,
     settings: &PoolSettings,
 ) -> Result<ClientOptions> {
-    let password = dsn::resolve_password(c)
-        .map_err(|e| config_error(name, format!("cannot read password_file: {e}")))?;
+    let password = dsn::password(name, c, settings.connect_timeout).await?;
     let mut options = match &c.dsn {
         Some(uri) => ClientOptions::parse(uri.expose_secret())
             .await

@@ -18,14 +18,14 @@ fn host_and_instance(host: &str) -> (&str, Option<&str>) {
 }
 
 /// tiberius options: the ADO.NET `dsn` through tiberius's own parser, or the structured fields
-/// set directly (no string escaping involved); then the settings that apply either way.
-pub(crate) fn connect_config(
+/// set directly (no string escaping involved); then the settings that apply either way. The
+/// password (or `password_file`, read now) is resolved within `connect_timeout`.
+pub(crate) async fn connect_config(
     name: &str,
     c: &ConnectionConfig,
     settings: &PoolSettings,
 ) -> Result<Config> {
-    let password = dsn::resolve_password(c)
-        .map_err(|e| config_error(name, format!("cannot read password_file: {e}")))?;
+    let password = dsn::password(name, c, settings.connect_timeout).await?;
     let mut config = match &c.dsn {
         Some(ado) => Config::from_ado_string(ado.expose_secret())
             .map_err(|e| config_error(name, format!("invalid dsn: {e}")))?,
@@ -94,8 +94,13 @@ mod tests {
         c
     }
 
-    #[test]
-    fn named_instances_are_split_from_the_host() {
+    async fn config_of(c: &ConnectionConfig) -> Result<Config> {
+        let settings = ManagerConfig::default().pool_settings(c);
+        connect_config("ms", c, &settings).await
+    }
+
+    #[tokio::test]
+    async fn named_instances_are_split_from_the_host() {
         assert_eq!(
             host_and_instance("srv\\SQLEXPRESS"),
             ("srv", Some("SQLEXPRESS"))
@@ -103,37 +108,27 @@ mod tests {
         assert_eq!(host_and_instance("srv"), ("srv", None));
         let mut c = base();
         c.host = Some("srv\\SQLEXPRESS".into());
-        let settings = ManagerConfig::default().pool_settings(&c);
-        let config = connect_config("ms", &c, &settings).unwrap();
         // No port: the SQL Server Browser (UDP 1434) resolves the instance.
-        assert_eq!(config.get_addr(), "srv:1434");
+        assert_eq!(config_of(&c).await.unwrap().get_addr(), "srv:1434");
     }
 
-    #[test]
-    fn host_and_port_reach_the_config() {
+    #[tokio::test]
+    async fn host_and_port_reach_the_config() {
         let mut c = base();
         c.port = Some(14330);
-        let settings = ManagerConfig::default().pool_settings(&c);
-        assert_eq!(
-            connect_config("ms", &c, &settings).unwrap().get_addr(),
-            "db.example:14330"
-        );
+        assert_eq!(config_of(&c).await.unwrap().get_addr(), "db.example:14330");
     }
 
-    #[test]
-    fn a_given_ado_string_is_parsed_by_tiberius() {
+    #[tokio::test]
+    async fn a_given_ado_string_is_parsed_by_tiberius() {
         let c = ConnectionConfig::from_dsn(
             "ms",
             DatabaseType::Mssql,
             "server=tcp:ado.example,1500;database=app;user id=sa;password='p;w'",
         );
-        let settings = ManagerConfig::default().pool_settings(&c);
-        assert_eq!(
-            connect_config("ms", &c, &settings).unwrap().get_addr(),
-            "ado.example:1500"
-        );
+        assert_eq!(config_of(&c).await.unwrap().get_addr(), "ado.example:1500");
         let bad = ConnectionConfig::from_dsn("ms", DatabaseType::Mssql, "server=tcp:x,notaport");
-        let err = connect_config("ms", &bad, &settings).unwrap_err();
+        let err = config_of(&bad).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Configuration);
     }
 

@@ -153,7 +153,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
 }
 
 async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
-    let config = config::connect_config(spec.name, spec.config, spec.settings)?;
+    let config = config::connect_config(spec.name, spec.config, spec.settings).await?;
     let probe = bounded(
         spec.name,
         Operation::Connect,

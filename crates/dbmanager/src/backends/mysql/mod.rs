@@ -130,7 +130,7 @@ fn classify_number(number: u16) -> ErrorKind {
 
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
     Box::pin(async move {
-        let options = options::connect_options(spec.name, spec.config)?;
+        let options = options::connect_options(spec.name, spec.config, spec.settings).await?;
         let plan = OpenPlan {
             options,
             keep_probe: false,

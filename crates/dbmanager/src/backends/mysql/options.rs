@@ -12,15 +12,19 @@ use secrecy::ExposeSecret;
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 
 use super::{DEFAULT_PORT, My};
-use crate::backends::config_error;
 use crate::backends::sqlx::sqlx_error;
-use crate::config::{ConnectionConfig, SslMode};
+use crate::config::{ConnectionConfig, PoolSettings, SslMode};
 use crate::dsn;
 use crate::error::{Operation, Result};
 
-pub(super) fn connect_options(name: &str, c: &ConnectionConfig) -> Result<MySqlConnectOptions> {
-    let password = dsn::resolve_password(c)
-        .map_err(|e| config_error(name, format!("cannot read password_file: {e}")))?;
+/// The driver options: the `dsn` or the structured fields; the password (or `password_file`,
+/// read now) is resolved within `connect_timeout`.
+pub(super) async fn connect_options(
+    name: &str,
+    c: &ConnectionConfig,
+    settings: &PoolSettings,
+) -> Result<MySqlConnectOptions> {
+    let password = dsn::password(name, c, settings.connect_timeout).await?;
     let mut options = match &c.dsn {
         Some(url) => MySqlConnectOptions::from_str(url.expose_secret())
             .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))?,
@@ -77,8 +81,8 @@ mod tests {
     use super::*;
     use crate::config::DatabaseType;
 
-    #[test]
-    fn structured_fields_reach_the_options_unescaped() {
+    #[tokio::test]
+    async fn structured_fields_reach_the_options_unescaped() {
         let mut c = ConnectionConfig::new("m", DatabaseType::Mysql);
         c.host = Some("db.example".into());
         c.port = Some(3307);
@@ -86,7 +90,8 @@ mod tests {
         c.database = Some("a/b?c".into());
         c.password = Some("p@ss:w/rd?#%&= '\"é".to_owned().into());
         c.sslmode = Some(SslMode::VerifyFull);
-        let o = connect_options("m", &c).unwrap();
+        let settings = crate::config::ManagerConfig::default().pool_settings(&c);
+        let o = connect_options("m", &c, &settings).await.unwrap();
         assert_eq!(o.get_host(), "db.example");
         assert_eq!(o.get_port(), 3307);
         assert_eq!(o.get_username(), "u@x");

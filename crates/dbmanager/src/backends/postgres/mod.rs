@@ -111,7 +111,7 @@ fn classify_sqlstate(code: Option<&str>) -> ErrorKind {
 
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
     Box::pin(async move {
-        let options = connect_options(spec.name, spec.config, spec.settings)?;
+        let options = connect_options(spec.name, spec.config, spec.settings).await?;
         let plan = OpenPlan {
             options,
             keep_probe: false,

@@ -7,21 +7,20 @@ use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::{DEFAULT_PORT, Pg};
-use crate::backends::config_error;
 use crate::backends::sqlx::sqlx_error;
 use crate::config::{ConnectionConfig, PoolSettings, SslMode};
 use crate::dsn;
 use crate::error::{Operation, Result};
 
 /// The driver options for a connection: the given `dsn` or one built from the fields, parsed by
-/// sqlx's own parser, then the structured settings applied on top.
-pub(crate) fn connect_options(
+/// sqlx's own parser, then the structured settings applied on top. The password (or
+/// `password_file`, read now) is resolved within `connect_timeout`.
+pub(crate) async fn connect_options(
     name: &str,
     c: &ConnectionConfig,
     settings: &PoolSettings,
 ) -> Result<PgConnectOptions> {
-    let password = dsn::resolve_password(c)
-        .map_err(|e| config_error(name, format!("cannot read password_file: {e}")))?;
+    let password = dsn::password(name, c, settings.connect_timeout).await?;
     let url = match &c.dsn {
         Some(given) => given.clone(),
         None => dsn::url("postgres", c, password.as_ref(), DEFAULT_PORT),
@@ -87,13 +86,13 @@ mod tests {
     use super::*;
     use crate::config::{DatabaseType, ManagerConfig};
 
-    #[test]
-    fn ipv6_literal_hosts_reach_the_driver_without_brackets() {
+    #[tokio::test]
+    async fn ipv6_literal_hosts_reach_the_driver_without_brackets() {
         let mut c = ConnectionConfig::new("t", DatabaseType::Postgres);
         c.host = Some("::1".into());
         c.database = Some("d".into());
         let settings = ManagerConfig::default().pool_settings(&c);
-        let options = connect_options("t", &c, &settings).unwrap();
+        let options = connect_options("t", &c, &settings).await.unwrap();
         assert_eq!(options.get_host(), "::1");
     }
 }
