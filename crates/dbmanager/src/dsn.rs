@@ -1,14 +1,12 @@
-//! Connection strings built from structured settings, with every component escaped, and the
-//! password, read from `password_file` at every connect.
-//!
-//! Strings are built and then parsed by the driver's own parser, so what the driver sees is
-//! exactly what a user could have written as `dsn`; the round-trip tests prove the escaping.
+//! What the backends share about connection settings that come as text: the `host` field (a
+//! host name or an IP address, nothing a URL could read more into), and the password, read from
+//! `password_file` at every connect.
 
+use std::net::Ipv6Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::config::ConnectionConfig;
 use crate::error::{Error, ErrorKind, Operation, Result};
@@ -22,55 +20,63 @@ fn configuration(name: &str, message: String) -> Error {
     Error::database(name, Operation::Connect, ErrorKind::Configuration, message)
 }
 
-/// RFC 3986 unreserved characters stay as they are; everything else is percent-encoded.
-const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+// ---------------------------------------------------------------------------------------------
+// Hosts
 
-pub(crate) fn encode(text: &str) -> String {
-    utf8_percent_encode(text, COMPONENT).to_string()
+/// Checks one `host` value: a host name, an IPv4 address, or an IPv6 address with or without
+/// brackets. Returns it as the driver takes it (IPv6 without brackets).
+///
+/// Rejected: URL syntax (`/ ? # @`), list and instance separators (`,` `\`), whitespace and
+/// control characters, and `host:port` (the port has its own field). The message never quotes
+/// the value: a pasted `user:password@host` must not end up in a log.
+pub(crate) fn plain_host(host: &str) -> std::result::Result<&str, String> {
+    if host.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if let Some(problem) = url_syntax(host) {
+        return Err(problem);
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        return match inner.split_once(']') {
+            Some((address, "")) if address.parse::<Ipv6Addr>().is_ok() => Ok(address),
+            Some((_, rest)) if rest.starts_with(':') => Err(HOST_PORT.to_owned()),
+            _ => Err("has brackets around something that is not an IPv6 address".to_owned()),
+        };
+    }
+    if host.contains(['[', ']']) {
+        return Err("has a bracket; only an IPv6 address may be put in `[...]`".to_owned());
+    }
+    if host.contains(':') && host.parse::<Ipv6Addr>().is_err() {
+        return Err(HOST_PORT.to_owned());
+    }
+    Ok(host)
 }
 
-/// `host` as it goes into a URL authority: IPv6 literals in brackets.
-pub(crate) fn url_host(host: &str) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
+/// What in `host` a URL or a list would read more into: whitespace, control characters,
+/// `/ ? # @`, `,` and `\`. The message names the character, never the value.
+pub(crate) fn url_syntax(host: &str) -> Option<String> {
+    if let Some(c) = host.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        let what = if c.is_whitespace() {
+            "whitespace"
+        } else {
+            "a control character"
+        };
+        return Some(format!(
+            "contains {what}; it must be a host name or an IP address"
+        ));
     }
+    host.chars().find(|c| "/?#@,\\".contains(*c)).map(|c| {
+        format!(
+            "contains `{c}`; it must be a host name or an IP address, not a URL or a list \
+             (put a complete connection string in `dsn`)"
+        )
+    })
 }
 
-/// `scheme://user:password@host:port/database` with each part escaped; an empty or absent
-/// password leaves `user@` (an empty password must not swallow what follows).
-pub(crate) fn url(
-    scheme: &str,
-    c: &ConnectionConfig,
-    password: Option<&SecretString>,
-    default_port: u16,
-) -> SecretString {
-    let mut out = format!("{scheme}://");
-    if let Some(user) = c.user.as_deref().filter(|u| !u.is_empty()) {
-        out.push_str(&encode(user));
-        if let Some(pw) = password
-            .map(|p| p.expose_secret())
-            .filter(|p| !p.is_empty())
-        {
-            out.push(':');
-            out.push_str(&encode(pw));
-        }
-        out.push('@');
-    }
-    out.push_str(&url_host(c.host.as_deref().unwrap_or("localhost")));
-    out.push(':');
-    out.push_str(&c.port.unwrap_or(default_port).to_string());
-    out.push('/');
-    if let Some(db) = &c.database {
-        out.push_str(&encode(db));
-    }
-    SecretString::from(out)
-}
+const HOST_PORT: &str = "looks like `host:port`; set the port with `port`";
+
+// ---------------------------------------------------------------------------------------------
+// Passwords
 
 /// The connection's password: `password` as given, or `password_file` read now (at every
 /// connect attempt, so a rotated file is picked up), within `limit`. The file must be a regular
@@ -196,24 +202,56 @@ fn too_large(max: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
     use crate::config::DatabaseType;
 
     #[test]
-    fn encode_keeps_unreserved_and_escapes_the_rest() {
-        assert_eq!(encode("a-b.c_d~e"), "a-b.c_d~e");
-        assert_eq!(
-            encode("p@ss:w/rd?#%&= "),
-            "p%40ss%3Aw%2Frd%3F%23%25%26%3D%20"
-        );
-        assert_eq!(encode("é"), "%C3%A9");
+    fn plain_hosts_pass_and_ipv6_loses_its_brackets() {
+        for (host, expected) in [
+            ("db.example", "db.example"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("localhost", "localhost"),
+            ("bücher.example", "bücher.example"),
+            ("::1", "::1"),
+            ("[::1]", "::1"),
+            ("fe80::1:2", "fe80::1:2"),
+            ("[2001:db8::7]", "2001:db8::7"),
+        ] {
+            assert_eq!(plain_host(host), Ok(expected), "{host}");
+        }
     }
 
     #[test]
-    fn ipv6_hosts_get_brackets() {
-        assert_eq!(url_host("::1"), "[::1]");
-        assert_eq!(url_host("[::1]"), "[::1]");
-        assert_eq!(url_host("db"), "db");
+    fn url_syntax_ports_and_lists_are_refused_without_quoting_the_host() {
+        for host in [
+            "",
+            "127.0.0.1/template1?sslmode=disable&",
+            "h?x=1",
+            "h#f",
+            "user:Pw-Hidden@h",
+            "a,b",
+            "srv\\inst",
+            "h ",
+            " h",
+            "h\tx",
+            "h\u{0}",
+            "db:5433",
+            "[::1]:5432",
+            "[db]",
+            "[::1",
+            "a]b",
+            "a:b:c",
+        ] {
+            let err = plain_host(host).unwrap_err();
+            assert!(
+                !err.contains("Pw-Hidden") && !err.contains("template1"),
+                "{err}"
+            );
+        }
+        assert!(plain_host("db:5433").unwrap_err().contains("`port`"));
+        assert!(plain_host("a/b").unwrap_err().contains("`/`"));
     }
 
     fn with_file(path: &Path) -> ConnectionConfig {
@@ -290,71 +328,5 @@ mod tests {
                 "links are followed"
             );
         }
-    }
-}
-
-#[cfg(all(test, feature = "postgres"))]
-mod postgres_round_trip {
-    use std::str::FromStr;
-
-    use sqlx::postgres::PgConnectOptions;
-
-    use super::*;
-    use crate::config::DatabaseType;
-
-    const NASTY: &[&str] = &[
-        "plain",
-        "with space",
-        "quote'\"s",
-        "at@colon:slash/q?hash#pct%amp&eq=",
-        "ünïcødé-日本",
-        "back\\slash+plus",
-    ];
-
-    fn config(user: &str, database: &str, host: &str, port: u16) -> ConnectionConfig {
-        let mut c = ConnectionConfig::new("t", DatabaseType::Postgres);
-        c.user = Some(user.into());
-        c.database = Some(database.into());
-        c.host = Some(host.into());
-        c.port = Some(port);
-        c
-    }
-
-    #[test]
-    fn the_driver_parses_back_every_field() {
-        for user in NASTY {
-            for database in NASTY {
-                for password in NASTY.iter().chain(&[""]) {
-                    let c = config(user, database, "db.example", 6543);
-                    let url = url(
-                        "postgres",
-                        &c,
-                        Some(&SecretString::from(password.to_string())),
-                        5432,
-                    );
-                    let parsed = PgConnectOptions::from_str(url.expose_secret()).unwrap();
-                    assert_eq!(parsed.get_username(), *user);
-                    assert_eq!(parsed.get_database(), Some(*database));
-                    assert_eq!(parsed.get_host(), "db.example");
-                    assert_eq!(parsed.get_port(), 6543);
-                    let debug = format!("{parsed:?}");
-                    if password.is_empty() {
-                        assert!(debug.contains("password: None"), "{debug}");
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn an_empty_password_does_not_swallow_the_database() {
-        let c = config("bob", "app", "h", 5432);
-        let url = url(
-            "postgres",
-            &c,
-            Some(&SecretString::from(String::new())),
-            5432,
-        );
-        assert_eq!(url.expose_secret(), "postgres://bob@h:5432/app");
     }
 }

@@ -313,27 +313,45 @@ fn read_preference(pref: ReadPreference) -> MongoReadPreference {
     }
 }
 
-/// Parses `host`, `host:port` or `[v6]:port`, with `default_port` when none is given.
+/// Parses one entry of the `host` list: `host`, `host:port`, an IPv6 address, or `[v6]:port`,
+/// with `default_port` when none is given. The host part is checked as every backend's (a name
+/// or an IP address, nothing a URI could read more into); errors never quote the entry, which
+/// may be a pasted `user:password@host`.
 fn server_address(text: &str, default_port: u16) -> std::result::Result<ServerAddress, String> {
     let text = text.trim();
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("`{text}` has an unclosed `[`"))?;
-        (host, after.strip_prefix(':'))
+    if let Some(problem) = dsn::url_syntax(text) {
+        return Err(problem);
+    }
+    let (host, port) = if text.starts_with('[') {
+        match text.find(']') {
+            Some(end) => {
+                let (bracketed, after) = text.split_at(end + 1);
+                let port = match after {
+                    "" => None,
+                    _ => Some(
+                        after
+                            .strip_prefix(':')
+                            .ok_or_else(|| "has text after `]` that is not `:port`".to_owned())?,
+                    ),
+                };
+                (bracketed, port)
+            }
+            None => return Err("has an unclosed `[`".to_owned()),
+        }
     } else {
-        match text.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, Some(p)),
+        match text.split_once(':') {
+            // One colon: `host:port`. More: an IPv6 address without a port (or an error).
+            Some((h, p)) if !p.contains(':') => (h, Some(p)),
             _ => (text, None),
         }
     };
-    if host.is_empty() {
-        return Err("an empty host in the host list".to_owned());
-    }
+    let host = dsn::plain_host(host)?;
     let port = match port {
         Some(p) => p
             .parse::<u16>()
-            .map_err(|_| format!("`{p}` is not a valid port"))?,
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| "has an invalid port (1-65535)".to_owned())?,
         None => default_port,
     };
     Ok(ServerAddress::Tcp {
@@ -361,9 +379,13 @@ pub(crate) async fn client_options(
                 .as_deref()
                 .unwrap_or("localhost")
                 .split(',')
-                .map(|h| server_address(h, default_port))
+                .enumerate()
+                .map(|(i, h)| {
+                    server_address(h, default_port)
+                        .map_err(|e| format!("host: entry {} of the list {e}", i + 1))
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| config_error(name, format!("host: {e}")))?;
+                .map_err(|e| config_error(name, e))?;
             let mut options = ClientOptions::default();
             options.hosts = hosts;
             options
@@ -502,8 +524,48 @@ mod tests {
             server_address("[::1]:27019", 1).unwrap(),
             ServerAddress::Tcp { host, port: Some(27019) } if host == "::1"
         ));
-        assert!(server_address("db:x", 1).is_err());
-        assert!(server_address("", 1).is_err());
+        assert!(matches!(
+            server_address("::1", 7).unwrap(),
+            ServerAddress::Tcp { host, port: Some(7) } if host == "::1"
+        ));
+        assert!(matches!(
+            server_address(" [::1] ", 7).unwrap(),
+            ServerAddress::Tcp { host, port: Some(7) } if host == "::1"
+        ));
+        for bad in [
+            "db:x",
+            "",
+            "db:0",
+            "db:",
+            "[::1]junk",
+            "[::1",
+            "[db]:1",
+            "a:b:c",
+            "db/admin?authSource=x",
+            "u:Pw-Hidden@db",
+            "d b",
+        ] {
+            let err = server_address(bad, 1).unwrap_err();
+            assert!(
+                !err.contains("Pw-Hidden") && !err.contains("admin"),
+                "{err}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_host_list_entry_is_named_by_position() {
+        let mut c = ConnectionConfig::new("m", crate::DatabaseType::Mongodb);
+        c.host = Some("a:1, b ,u:Pw-Hidden@c".into());
+        let settings = crate::ManagerConfig::default().pool_settings(&c);
+        let err = client_options("m", &c, &settings).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+        let text = err.to_string();
+        assert!(
+            text.contains("host: entry 3 of the list contains `@`"),
+            "{text}"
+        );
+        assert!(!text.contains("Pw-Hidden"), "{text}");
     }
 
     #[tokio::test]

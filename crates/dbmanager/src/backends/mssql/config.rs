@@ -9,12 +9,32 @@ use crate::config::{ConnectionConfig, PoolSettings, SslMode};
 use crate::dsn;
 use crate::error::Result;
 
-/// Splits `host\instance`.
-fn host_and_instance(host: &str) -> (&str, Option<&str>) {
-    match host.split_once('\\') {
-        Some((h, i)) if !i.is_empty() => (h, Some(i)),
-        _ => (host, None),
+/// Splits `host\instance` and checks both parts: the host as every backend's (a name or an IP
+/// address, no port), the instance a non-empty name without separators or whitespace. Messages
+/// never quote the value.
+fn host_and_instance(host: &str) -> std::result::Result<(&str, Option<&str>), String> {
+    let (host, instance) = match host.split_once('\\') {
+        Some((h, i)) => (h, Some(i)),
+        None => (host, None),
+    };
+    let host = dsn::plain_host(host)?;
+    if let Some(instance) = instance {
+        if instance.is_empty() {
+            return Err("has an empty instance name after `\\`".to_owned());
+        }
+        if let Some(c) = instance
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || "\\/?#@,:[]".contains(*c))
+        {
+            let what = if c.is_whitespace() || c.is_control() {
+                "whitespace or a control character".to_owned()
+            } else {
+                format!("`{c}`")
+            };
+            return Err(format!("has an instance name with {what}"));
+        }
     }
+    Ok((host, instance))
 }
 
 /// tiberius options: the ADO.NET `dsn` through tiberius's own parser, or the structured fields
@@ -31,7 +51,8 @@ pub(crate) async fn connect_config(
             .map_err(|e| config_error(name, format!("invalid dsn: {e}")))?,
         None => {
             let mut config = Config::new();
-            let (host, instance) = host_and_instance(c.host.as_deref().unwrap_or("localhost"));
+            let (host, instance) = host_and_instance(c.host.as_deref().unwrap_or("localhost"))
+                .map_err(|problem| config_error(name, format!("host {problem}")))?;
             config.host(host);
             if let Some(instance) = instance {
                 config.instance_name(instance);
@@ -103,13 +124,40 @@ mod tests {
     async fn named_instances_are_split_from_the_host() {
         assert_eq!(
             host_and_instance("srv\\SQLEXPRESS"),
-            ("srv", Some("SQLEXPRESS"))
+            Ok(("srv", Some("SQLEXPRESS")))
         );
-        assert_eq!(host_and_instance("srv"), ("srv", None));
+        assert_eq!(host_and_instance("srv"), Ok(("srv", None)));
+        assert_eq!(host_and_instance("[::1]\\I"), Ok(("::1", Some("I"))));
         let mut c = base();
         c.host = Some("srv\\SQLEXPRESS".into());
         // No port: the SQL Server Browser (UDP 1434) resolves the instance.
         assert_eq!(config_of(&c).await.unwrap().get_addr(), "srv:1434");
+    }
+
+    #[tokio::test]
+    async fn hosts_with_ports_url_syntax_or_broken_instances_are_refused() {
+        for host in [
+            "db:1433",
+            "db,1433",
+            "tcp:db",
+            "db/x",
+            "sa:Pw-Hidden@db",
+            "db\\",
+            "\\I",
+            "db\\a\\b",
+            "db\\in stance",
+            "db\\I:1",
+            "db:1\\I",
+            "",
+        ] {
+            let mut c = base();
+            c.host = Some(host.into());
+            let err = config_of(&c).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Configuration, "{host}");
+            let text = err.to_string();
+            assert!(text.contains("host "), "{text}");
+            assert!(!text.contains("Pw-Hidden"), "{text}");
+        }
     }
 
     #[tokio::test]

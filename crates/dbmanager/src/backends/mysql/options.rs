@@ -12,13 +12,14 @@ use secrecy::ExposeSecret;
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 
 use super::{DEFAULT_PORT, My};
+use crate::backends::config_error;
 use crate::backends::sqlx::sqlx_error;
 use crate::config::{ConnectionConfig, PoolSettings, SslMode};
 use crate::dsn;
 use crate::error::{Operation, Result};
 
-/// The driver options: the `dsn` or the structured fields; the password (or `password_file`,
-/// read now) is resolved within `connect_timeout`.
+/// The driver options: the `dsn` or the structured fields (the host checked);
+/// the password (or `password_file`, read now) is resolved within `connect_timeout`.
 pub(super) async fn connect_options(
     name: &str,
     c: &ConnectionConfig,
@@ -29,8 +30,10 @@ pub(super) async fn connect_options(
         Some(url) => MySqlConnectOptions::from_str(url.expose_secret())
             .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))?,
         None => {
+            let host = dsn::plain_host(c.host.as_deref().unwrap_or("localhost"))
+                .map_err(|problem| config_error(name, format!("host {problem}")))?;
             let mut options = MySqlConnectOptions::new()
-                .host(c.host.as_deref().unwrap_or("localhost"))
+                .host(host)
                 .port(c.port.unwrap_or(DEFAULT_PORT));
             if let Some(user) = &c.user {
                 options = options.username(user);
@@ -97,6 +100,25 @@ mod tests {
         assert_eq!(o.get_username(), "u@x");
         assert_eq!(o.get_database(), Some("a/b?c"));
         assert!(matches!(o.get_ssl_mode(), MySqlSslMode::VerifyIdentity));
+    }
+
+    #[tokio::test]
+    async fn hosts_are_plain() {
+        let settings = crate::config::ManagerConfig::default()
+            .pool_settings(&ConnectionConfig::new("m", DatabaseType::Mysql));
+        for host in ["[::1]", "::1"] {
+            let mut c = ConnectionConfig::new("m", DatabaseType::Mysql);
+            c.host = Some(host.into());
+            let o = connect_options("m", &c, &settings).await.unwrap();
+            assert_eq!(o.get_host(), "::1");
+        }
+        for host in ["db:3307", "db/x", "u:Pw-Hidden@db"] {
+            let mut c = ConnectionConfig::new("m", DatabaseType::Mysql);
+            c.host = Some(host.into());
+            let err = connect_options("m", &c, &settings).await.unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Configuration);
+            assert!(!err.to_string().contains("Pw-Hidden"), "{err}");
+        }
     }
 
     #[test]

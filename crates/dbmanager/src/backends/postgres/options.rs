@@ -1,43 +1,41 @@
-//! PostgreSQL connect options: the given `dsn` or one built from the fields, then the
-//! structured settings on top.
+//! PostgreSQL connect options: the given `dsn` through sqlx's parser, or the structured fields set on the options directly (nothing is formatted
+//! into a URL, so nothing needs escaping and no field can add to another); then the settings
+//! that apply either way.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::{DEFAULT_PORT, Pg};
+use crate::backends::config_error;
 use crate::backends::sqlx::sqlx_error;
 use crate::config::{ConnectionConfig, PoolSettings, SslMode};
 use crate::dsn;
 use crate::error::{Operation, Result};
 
-/// The driver options for a connection: the given `dsn` or one built from the fields, parsed by
-/// sqlx's own parser, then the structured settings applied on top. The password (or
-/// `password_file`, read now) is resolved within `connect_timeout`.
+/// The driver options for a connection: the given `dsn`, or the structured fields; then the
+/// structured settings on top. The password (or `password_file`, read now) is resolved within
+/// `connect_timeout`.
 pub(crate) async fn connect_options(
     name: &str,
     c: &ConnectionConfig,
     settings: &PoolSettings,
 ) -> Result<PgConnectOptions> {
     let password = dsn::password(name, c, settings.connect_timeout).await?;
-    let url = match &c.dsn {
-        Some(given) => given.clone(),
-        None => dsn::url("postgres", c, password.as_ref(), DEFAULT_PORT),
+    let mut options = match &c.dsn {
+        Some(given) => {
+            let mut options = PgConnectOptions::from_str(given.expose_secret())
+                .map_err(|e| sqlx_error::<Pg>(name, Operation::Connect, e))?;
+            if let Some(pw) = &password {
+                options = options.password(pw.expose_secret());
+            }
+            options
+        }
+        None => from_fields(name, c, password.as_ref(), settings.connect_timeout).await?,
     };
-    let mut options = PgConnectOptions::from_str(url.expose_secret())
-        .map_err(|e| sqlx_error::<Pg>(name, Operation::Connect, e))?;
-    if c.dsn.is_some()
-        && let Some(pw) = &password
-    {
-        options = options.password(pw.expose_secret());
-    }
-    // sqlx keeps the brackets of an IPv6 literal from the URL, which the socket layer rejects.
-    if c.dsn.is_none()
-        && let Some(host) = c.host.as_deref().filter(|h| h.contains(':'))
-    {
-        options = options.host(host.trim_start_matches('[').trim_end_matches(']'));
-    }
     if let Some(mode) = c.sslmode {
         options = options.ssl_mode(ssl_mode(mode));
     }
@@ -59,10 +57,135 @@ pub(crate) async fn connect_options(
         ("tcp_keepalives_count", "3".to_owned()),
         ("tcp_user_timeout", "15000".to_owned()),
     ]);
-    if !server_settings.is_empty() {
-        options = options.options(server_settings);
+    options = options.options(server_settings);
+    Ok(options)
+}
+
+/// The structured fields on sqlx's options, as its URL parser would have set them from
+/// `postgres://user:password@host:port/database`: the environment's `PG*` defaults first, then
+/// each field that is set; an empty user, password or database counts as unset; without a
+/// password, `PGPASSWORD` and then the password file (`~/.pgpass`) apply.
+async fn from_fields(
+    name: &str,
+    c: &ConnectionConfig,
+    password: Option<&SecretString>,
+    limit: Duration,
+) -> Result<PgConnectOptions> {
+    let host = dsn::plain_host(c.host.as_deref().unwrap_or("localhost"))
+        .map_err(|problem| config_error(name, format!("host {problem}")))?;
+    // `new()` would look the password file up for the environment's host and user, before ours
+    // are set, and could send that password to another server.
+    let mut options = PgConnectOptions::new_without_pgpass()
+        .host(host)
+        .port(c.port.unwrap_or(DEFAULT_PORT));
+    if let Some(user) = c.user.as_deref().filter(|u| !u.is_empty()) {
+        options = options.username(user);
+    }
+    if let Some(db) = c.database.as_deref().filter(|d| !d.is_empty()) {
+        options = options.database(db);
+    }
+    match password.map(ExposeSecret::expose_secret) {
+        Some(pw) if !pw.is_empty() => options = options.password(pw),
+        _ if std::env::var_os("PGPASSWORD").is_none() => {
+            let lookup = pgpass(
+                options.get_host(),
+                options.get_port(),
+                options.get_username(),
+                options.get_database(),
+            );
+            if let Ok(Some(pw)) = tokio::time::timeout(limit, lookup).await {
+                options = options.password(pw.expose_secret());
+            }
+        }
+        _ => {}
     }
     Ok(options)
+}
+
+/// The first matching line of libpq's password file (`PGPASSFILE`, then `~/.pgpass`), as sqlx
+/// looks it up for a URL without a password. A file others can read is ignored, as libpq does.
+/// Nothing of the file's content is ever logged.
+async fn pgpass(host: &str, port: u16, user: &str, database: Option<&str>) -> Option<SecretString> {
+    /// A password file larger than this is not read.
+    const PGPASS_MAX: u64 = 1024 * 1024;
+    let custom = std::env::var_os("PGPASSFILE").map(PathBuf::from);
+    let home = std::env::home_dir().map(|home| home.join(".pgpass"));
+    for path in custom.into_iter().chain(home) {
+        if !private(&path).await {
+            continue;
+        }
+        let text = match dsn::read_small_file(&path, PGPASS_MAX).await {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => SecretString::from(text),
+                Err(_) => continue,
+            },
+            Err(problem) => {
+                tracing::debug!(path = %path.display(), %problem, "password file not used");
+                continue;
+            }
+        };
+        let port = port.to_string();
+        let wanted = [host, port.as_str(), database.unwrap_or_default(), user];
+        if let Some(pw) = text
+            .expose_secret()
+            .lines()
+            .find_map(|line| pgpass_line(line, &wanted))
+        {
+            return Some(SecretString::from(pw));
+        }
+    }
+    None
+}
+
+/// Whether only the owner may read `path` (libpq ignores the file otherwise).
+async fn private(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        match tokio::fs::metadata(path).await {
+            Ok(meta) if meta.permissions().mode() & 0o077 == 0 => true,
+            Ok(_) => {
+                tracing::debug!(path = %path.display(), "password file ignored: others may read it");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        true
+    }
+}
+
+/// `host:port:database:user:password` with `*` matching anything and `\:` / `\\` escapes; the
+/// password if the first four fields match `wanted`.
+fn pgpass_line(line: &str, wanted: &[&str; 4]) -> Option<String> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.trim_start().is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let mut fields: Vec<String> = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    fields.last_mut()?.push(next);
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => fields.last_mut()?.push(c),
+        }
+    }
+    if fields.len() != 5 {
+        return None;
+    }
+    let matches = fields
+        .iter()
+        .zip(wanted)
+        .all(|(field, value)| field == "*" || field == value);
+    matches.then(|| fields.pop()).flatten()
 }
 
 fn ssl_mode(mode: SslMode) -> PgSslMode {
@@ -85,14 +208,110 @@ fn quote_identifier(schema: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::{DatabaseType, ManagerConfig};
+    use crate::error::ErrorKind;
+
+    const NASTY: &[&str] = &[
+        "plain",
+        "with space",
+        "quote'\"s",
+        "at@colon:slash/q?hash#pct%amp&eq=",
+        "ünïcødé-日本",
+        "back\\slash+plus",
+    ];
+
+    fn config(host: &str) -> ConnectionConfig {
+        let mut c = ConnectionConfig::new("t", DatabaseType::Postgres);
+        c.host = Some(host.into());
+        c.database = Some("d".into());
+        c
+    }
+
+    async fn options_for(c: &ConnectionConfig) -> Result<PgConnectOptions> {
+        let settings = ManagerConfig::default().pool_settings(c);
+        connect_options("t", c, &settings).await
+    }
+
+    #[tokio::test]
+    async fn every_field_reaches_the_driver_as_written() {
+        for user in NASTY {
+            for database in NASTY {
+                let mut c = config("db.example");
+                c.port = Some(6543);
+                c.user = Some((*user).into());
+                c.database = Some((*database).into());
+                c.password = Some("p@ss:w/rd?#%&= '\"é".to_owned().into());
+                let o = options_for(&c).await.unwrap();
+                assert_eq!(o.get_username(), *user);
+                assert_eq!(o.get_database(), Some(*database));
+                assert_eq!(o.get_host(), "db.example");
+                assert_eq!(o.get_port(), 6543);
+            }
+        }
+    }
 
     #[tokio::test]
     async fn ipv6_literal_hosts_reach_the_driver_without_brackets() {
-        let mut c = ConnectionConfig::new("t", DatabaseType::Postgres);
-        c.host = Some("::1".into());
-        c.database = Some("d".into());
-        let settings = ManagerConfig::default().pool_settings(&c);
-        let options = connect_options("t", &c, &settings).await.unwrap();
-        assert_eq!(options.get_host(), "::1");
+        for host in ["::1", "[::1]"] {
+            assert_eq!(options_for(&config(host)).await.unwrap().get_host(), "::1");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_host_cannot_carry_a_path_a_query_or_a_port() {
+        for host in [
+            "127.0.0.1/template1?sslmode=disable&",
+            "db:5433",
+            "u:Pw-Hidden@db",
+            "db ",
+            "",
+        ] {
+            let err = options_for(&config(host)).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Configuration);
+            let text = err.to_string();
+            assert!(text.contains("host "), "{text}");
+            assert!(
+                !text.contains("Pw-Hidden") && !text.contains("template1"),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn settings_become_startup_options() {
+        let mut c = config("db");
+        c.schema = Some("My \"Schema\"".into());
+        c.query_timeout = Duration::from_millis(1500);
+        c.application_name = Some("app".into());
+        c.sslmode = Some(SslMode::VerifyFull);
+        let o = options_for(&c).await.unwrap();
+        let startup = o.get_options().unwrap_or_default();
+        assert!(startup.contains("search_path="), "{startup}");
+        assert!(startup.contains("statement_timeout=1500"), "{startup}");
+        assert!(startup.contains("tcp_user_timeout=15000"), "{startup}");
+        assert_eq!(o.get_application_name(), Some("app"));
+        assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
+    }
+
+    #[test]
+    fn pgpass_lines_match_with_wildcards_and_escapes() {
+        let wanted = ["db", "5432", "app", "bob"];
+        assert_eq!(
+            pgpass_line("db:5432:app:bob:pw", &wanted).as_deref(),
+            Some("pw")
+        );
+        assert_eq!(
+            pgpass_line("*:*:*:*:p\\:w\\\\x", &wanted).as_deref(),
+            Some("p:w\\x")
+        );
+        assert_eq!(pgpass_line("*:*:*:*:a:b", &wanted).as_deref(), Some("a:b"));
+        assert_eq!(pgpass_line("db:5432:app:alice:pw", &wanted), None);
+        assert_eq!(pgpass_line("# db:5432:app:bob:pw", &wanted), None);
+        assert_eq!(pgpass_line("db:5432:app", &wanted), None);
+        assert_eq!(pgpass_line("", &wanted), None);
+        let escaped = ["h:1", "5432", "", "u"];
+        assert_eq!(
+            pgpass_line("h\\:1:5432::u:pw\r", &escaped).as_deref(),
+            Some("pw")
+        );
     }
 }
