@@ -1,12 +1,14 @@
 //! What the backends share about connection settings that come as text: the `host` field (a
-//! host name or an IP address, nothing a URL could read more into), and the password, read from
-//! `password_file` at every connect.
+//! host name or an IP address, nothing a URL could read more into), the query parameters of a
+//! `dsn` (checked before the driver's parser sees them, so an unknown one is an error that names
+//! it and never its value), and the password, read from `password_file` at every connect.
 
 use std::net::Ipv6Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use percent_encoding::percent_decode_str;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::ConnectionConfig;
 use crate::error::{Error, ErrorKind, Operation, Result};
@@ -74,6 +76,185 @@ pub(crate) fn url_syntax(host: &str) -> Option<String> {
 }
 
 const HOST_PORT: &str = "looks like `host:port`; set the port with `port`";
+
+// ---------------------------------------------------------------------------------------------
+// dsn query parameters
+
+/// Where a driver's parser finds a dsn's query string.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum QuerySyntax {
+    /// A URL, read as the `url` crate (sqlx's PostgreSQL and MySQL parsers) reads it: ASCII tab
+    /// and newline removed, leading and trailing spaces and controls trimmed, the query from the
+    /// first `?` to the first `#`.
+    Url,
+    /// sqlx's SQLite parser: everything after the first `?`.
+    Sqlite,
+}
+
+/// What a known parameter accepts. Values are checked here so that the driver's parser, whose
+/// errors quote them, never sees a bad one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Accept {
+    /// Anything.
+    Any,
+    /// One of these, ASCII case ignored.
+    OneOf(&'static [&'static str]),
+    /// Exactly one of these.
+    Exactly(&'static [&'static str]),
+    /// A port number (`u16`).
+    Port,
+    /// A count (`usize`).
+    Count,
+    /// An IP address.
+    IpAddr,
+}
+
+impl Accept {
+    fn accepts(self, value: &str) -> bool {
+        match self {
+            Accept::Any => true,
+            Accept::OneOf(values) => values.iter().any(|v| v.eq_ignore_ascii_case(value)),
+            Accept::Exactly(values) => values.contains(&value),
+            Accept::Port => value.parse::<u16>().is_ok(),
+            Accept::Count => value.parse::<usize>().is_ok(),
+            Accept::IpAddr => value.parse::<std::net::IpAddr>().is_ok(),
+        }
+    }
+
+    fn expected(self) -> String {
+        match self {
+            Accept::Any => "any value".to_owned(),
+            Accept::OneOf(values) | Accept::Exactly(values) => {
+                format!("one of {}", values.join(", "))
+            }
+            Accept::Port => "a port number".to_owned(),
+            Accept::Count => "a whole number".to_owned(),
+            Accept::IpAddr => "an IP address".to_owned(),
+        }
+    }
+}
+
+/// A parameter a driver's dsn parser knows. A `name` ending in `[` matches `name...]` (sqlx's
+/// PostgreSQL `options[setting]`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Known {
+    pub name: &'static str,
+    pub accept: Accept,
+}
+
+impl Known {
+    fn matches(&self, key: &str) -> bool {
+        match self.name.strip_suffix('[') {
+            Some(prefix) => key
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('['))
+                .is_some_and(|rest| rest.len() > 1 && rest.ends_with(']')),
+            None => key == self.name,
+        }
+    }
+}
+
+/// The query string of `dsn` as the driver's parser will see it.
+fn query_of(dsn: &str, syntax: QuerySyntax) -> Option<String> {
+    match syntax {
+        QuerySyntax::Url => {
+            let cleaned: String = dsn
+                .trim_matches(|c: char| c <= ' ')
+                .chars()
+                .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+                .collect();
+            let before_fragment = cleaned.split('#').next().unwrap_or_default();
+            before_fragment
+                .split_once('?')
+                .map(|(_, query)| query.to_owned())
+        }
+        QuerySyntax::Sqlite => dsn.split_once('?').map(|(_, query)| query.to_owned()),
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding, as `url::form_urlencoded::parse` does it.
+fn form_decode(text: &str) -> String {
+    percent_decode_str(&text.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// The dsn's query parameters as (key, value) pairs, decoded; `None` as the value for a pair
+/// without `=`.
+fn query_pairs(dsn: &str, syntax: QuerySyntax) -> Vec<(String, Option<String>)> {
+    let Some(query) = query_of(dsn, syntax) else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) => (form_decode(key), Some(form_decode(value))),
+            None => (form_decode(pair), None),
+        })
+        .collect()
+}
+
+/// A key that can be named in an error: a parameter name, not something pasted by mistake.
+fn nameable(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 64
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.[]".contains(c))
+}
+
+/// Checks every query parameter of `dsn` against the driver's `known` ones: an unknown
+/// parameter or a bad value is a configuration error naming the parameter, never its value
+/// (sqlx logs unknown PostgreSQL parameters with their values, and its errors quote bad ones).
+/// Returns the parameters, decoded, for the caller to read.
+pub(crate) fn check_query(
+    name: &str,
+    dsn: &SecretString,
+    syntax: QuerySyntax,
+    known: &[Known],
+) -> Result<Vec<(String, String)>> {
+    let mut checked = Vec::new();
+    for (key, value) in query_pairs(dsn.expose_secret(), syntax) {
+        let Some(value) = value else {
+            return Err(configuration(
+                name,
+                "dsn: a query parameter has no `=value` (it is not shown: it may be a secret)"
+                    .to_owned(),
+            ));
+        };
+        let Some(spec) = known.iter().find(|k| k.matches(&key)) else {
+            let accepted: Vec<String> = known
+                .iter()
+                .map(|k| match k.name.strip_suffix('[') {
+                    Some(prefix) => format!("{prefix}[...]"),
+                    None => k.name.to_owned(),
+                })
+                .collect();
+            let accepted = accepted.join(", ");
+            let which = if nameable(&key) {
+                format!("unknown parameter `{key}`")
+            } else {
+                "an unknown parameter (its name is not shown)".to_owned()
+            };
+            return Err(configuration(
+                name,
+                format!("dsn: {which}; accepted: {accepted}"),
+            ));
+        };
+        if !spec.accept.accepts(&value) {
+            return Err(configuration(
+                name,
+                format!(
+                    "dsn: parameter `{key}` has an invalid value (not shown); expected {}",
+                    spec.accept.expected()
+                ),
+            ));
+        }
+        checked.push((key, value));
+    }
+    Ok(checked)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Passwords
@@ -202,8 +383,6 @@ fn too_large(max: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret;
-
     use super::*;
     use crate::config::DatabaseType;
 
@@ -252,6 +431,105 @@ mod tests {
         }
         assert!(plain_host("db:5433").unwrap_err().contains("`port`"));
         assert!(plain_host("a/b").unwrap_err().contains("`/`"));
+    }
+
+    const PG_LIKE: &[Known] = &[
+        Known {
+            name: "sslmode",
+            accept: Accept::OneOf(&["disable", "require"]),
+        },
+        Known {
+            name: "port",
+            accept: Accept::Port,
+        },
+        Known {
+            name: "options[",
+            accept: Accept::Any,
+        },
+        Known {
+            name: "application_name",
+            accept: Accept::Any,
+        },
+    ];
+
+    fn check(dsn: &str, syntax: QuerySyntax) -> Result<Vec<(String, String)>> {
+        check_query("c", &SecretString::from(dsn.to_owned()), syntax, PG_LIKE)
+    }
+
+    #[test]
+    fn known_parameters_are_decoded_and_returned() {
+        let params = check(
+            "postgres://u:p%3Fw@h/d?sslmode=DISABLE&options[search_path]=a%20b&application_name=x+y#frag&bogus=1",
+            QuerySyntax::Url,
+        )
+        .unwrap();
+        assert_eq!(
+            params,
+            [
+                ("sslmode".to_owned(), "DISABLE".to_owned()),
+                ("options[search_path]".to_owned(), "a b".to_owned()),
+                ("application_name".to_owned(), "x y".to_owned()),
+            ]
+        );
+        assert!(
+            check("postgres://h/d", QuerySyntax::Url)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            check("postgres://h/d?", QuerySyntax::Url)
+                .unwrap()
+                .is_empty()
+        );
+        // The url crate drops tabs and newlines anywhere.
+        assert_eq!(
+            check("postgres://h/d?ssl\tmode=require", QuerySyntax::Url).unwrap(),
+            [("sslmode".to_owned(), "require".to_owned())]
+        );
+    }
+
+    #[test]
+    fn unknown_parameters_and_bad_values_name_the_key_never_the_value() {
+        for (dsn, key) in [
+            ("postgres://h/d?sslpassword=Val-Hidden", "`sslpassword`"),
+            ("postgres://h/d?pasword=Val-Hidden", "`pasword`"),
+            ("postgres://h/d?ssl%70assword=Val-Hidden", "`sslpassword`"),
+            ("postgres://h/d?sslmode=Val-Hidden", "`sslmode`"),
+            ("postgres://h/d?port=Val-Hidden", "`port`"),
+            ("postgres://h/d?options=Val-Hidden", "`options`"),
+            ("postgres://h/d?options[=Val-Hidden", "`options[`"),
+        ] {
+            let err = check(dsn, QuerySyntax::Url).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Configuration);
+            let text = format!("{err} {err:?}");
+            assert!(text.contains(key), "{text}");
+            assert!(!text.contains("Val-Hidden"), "{text}");
+        }
+        for dsn in [
+            "postgres://h/d?Val-Hidden",
+            "postgres://h/d?sslmode=disable&Val%20Hidden=1",
+            "postgres://h/d?Val-Hidden-but-far-too-long-to-be-a-parameter-name-of-any-driver-at-all=1",
+        ] {
+            let err = check(dsn, QuerySyntax::Url).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(
+                !text.contains("Val-Hidden") && !text.contains("Val Hidden"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn sqlite_queries_start_at_the_first_question_mark() {
+        assert_eq!(
+            check("sqlite:/a#b.db?port=1", QuerySyntax::Sqlite).unwrap(),
+            [("port".to_owned(), "1".to_owned())]
+        );
+        assert!(
+            check("sqlite:/a#b.db?port=1", QuerySyntax::Url)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     fn with_file(path: &Path) -> ConnectionConfig {

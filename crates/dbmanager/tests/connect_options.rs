@@ -1,12 +1,14 @@
-//! Connect options built from the structured fields: a structured field cannot smuggle URL
-//! syntax (another database, TLS off, a port, credentials) into the connection.
+//! Connect options built from the structured fields and from a `dsn`: a structured field cannot
+//! smuggle URL syntax (another database, TLS off, a port, credentials) into the connection, and
+//! a `dsn` parameter the driver does not know is a configuration error that names the parameter
+//! and never its value (sqlx logs unknown PostgreSQL parameters with their values at WARN).
 
 mod support;
 
 use std::time::Duration;
 
 use dbmanager::{ConnectPolicy, ConnectionConfig, DatabaseType, Error, ErrorKind, Manager};
-use support::{TestDb, fast_config};
+use support::{LogCapture, TestDb, fast_config};
 
 /// Connects `c` alone (three attempts allowed) and returns its error, which must be a
 /// configuration error tried once. A check at load time is accepted too.
@@ -34,6 +36,45 @@ async fn config_error_of(c: ConnectionConfig) -> Error {
     assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
     manager.close(Duration::from_secs(1)).await;
     err
+}
+
+/// Connects `c` alone and returns its error and the attempts made, or `None` if it connected
+/// (asserts nothing, so that a test can check the logs first).
+async fn outcome(c: ConnectionConfig) -> Option<(Error, u32)> {
+    let name = c.name.clone();
+    let mut config = fast_config().with_connection(c);
+    config.retry_attempts = 3;
+    let manager = match Manager::new(config) {
+        Ok(manager) => manager,
+        Err(e) => return Some((e, 0)),
+    };
+    let report = manager.connect_with(ConnectPolicy::Partial).await.unwrap();
+    manager.close(Duration::from_secs(1)).await;
+    let attempts = report.attempts[&name];
+    report.failed.into_iter().next().map(|(_, e)| (e, attempts))
+}
+
+/// Checks what [`outcome`] returned for a dsn with a bad parameter.
+fn assert_rejected(outcome: Option<(Error, u32)>, parameter: &str) {
+    let Some((err, attempts)) = outcome else {
+        panic!("a dsn with a bad `{parameter}` connected");
+    };
+    assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    assert!(attempts <= 1, "configuration errors are not retried: {err}");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains(&format!("`{parameter}`")), "{text}");
+    assert_no_secret("the error", &text);
+}
+
+fn capture_logs() -> (LogCapture, tracing::subscriber::DefaultGuard) {
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    (capture, tracing::subscriber::set_default(subscriber))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -197,4 +238,132 @@ async fn a_mongodb_host_list_entry_with_url_syntax_is_rejected_without_quoting_i
             "the entry is not quoted: {text}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item: unknown dsn parameters are rejected, naming the parameter, never the value.
+
+const PARAM_SECRET: &str = "Param-Secret-9Qx";
+
+fn assert_no_secret(what: &str, text: &str) {
+    assert!(
+        !text.contains(PARAM_SECRET),
+        "{what} contains a dsn parameter value:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_postgres_dsn_parameters_are_rejected_and_never_logged() {
+    let (logs, _guard) = capture_logs();
+    let db = TestDb::create();
+    let base = format!(
+        "postgres://{}@{}:{}/{}",
+        support::pg_user(),
+        support::pg_host(),
+        support::pg_port(),
+        db.name
+    );
+    let mut outcomes = Vec::new();
+    for (query, parameter) in [
+        (
+            format!("sslmode=disable&sslpassword={PARAM_SECRET}"),
+            "sslpassword",
+        ),
+        (format!("pasword={PARAM_SECRET}"), "pasword"),
+        (format!("ssl%70assword={PARAM_SECRET}"), "sslpassword"),
+        (format!("sslmode={PARAM_SECRET}"), "sslmode"),
+        (format!("port={PARAM_SECRET}"), "port"),
+    ] {
+        let c = ConnectionConfig::from_dsn("pg", DatabaseType::Postgres, format!("{base}?{query}"));
+        outcomes.push((outcome(c).await, parameter));
+    }
+    // A parameter without `=` is not named (it may be a pasted secret itself).
+    let c = ConnectionConfig::from_dsn(
+        "pg",
+        DatabaseType::Postgres,
+        format!("{base}?sslmode=disable&{PARAM_SECRET}"),
+    );
+    let bare = outcome(c).await;
+    // The logs first: this is where sqlx put the values.
+    assert_no_secret("the logs", &logs.text());
+    for (outcome, parameter) in outcomes {
+        assert_rejected(outcome, parameter);
+    }
+    let (err, _) = bare.expect("a dsn with a bare parameter connected");
+    assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    assert_no_secret("the error", &format!("{err} {err:?}"));
+
+    // Known parameters still work.
+    let c = ConnectionConfig::from_dsn(
+        "pg",
+        DatabaseType::Postgres,
+        format!("{base}?sslmode=disable&application_name=from-dsn&options[search_path]=public"),
+    );
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let app: String =
+        dbmanager::reexports::sqlx::query_scalar("SELECT current_setting('application_name')")
+            .fetch_one(&manager.postgres("pg").unwrap())
+            .await
+            .unwrap();
+    assert_eq!(app, "from-dsn");
+    manager.close(Duration::from_secs(5)).await;
+
+    assert_no_secret("the logs", &logs.text());
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn unknown_mysql_dsn_parameters_are_rejected_and_never_logged() {
+    let (logs, _guard) = capture_logs();
+    let base = format!(
+        "mysql://root@{}:{}/",
+        support::mysql::mysql_host(),
+        support::mysql::mysql_port()
+    );
+    for (query, parameter) in [
+        (format!("pasword={PARAM_SECRET}"), "pasword"),
+        (
+            format!("ssl-mode=DISABLED&sslpassword={PARAM_SECRET}"),
+            "sslpassword",
+        ),
+        (format!("ssl-mode={PARAM_SECRET}"), "ssl-mode"),
+    ] {
+        let c = ConnectionConfig::from_dsn("my", DatabaseType::Mysql, format!("{base}?{query}"));
+        let outcome = outcome(c).await;
+        assert_no_secret("the logs", &logs.text());
+        assert_rejected(outcome, parameter);
+    }
+    let c = ConnectionConfig::from_dsn(
+        "my",
+        DatabaseType::Mysql,
+        format!("{base}?ssl-mode=DISABLED&charset=utf8mb4"),
+    );
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    manager.close(Duration::from_secs(5)).await;
+    assert_no_secret("the logs", &logs.text());
+}
+
+#[tokio::test]
+async fn unknown_sqlite_dsn_parameters_are_rejected_and_never_logged() {
+    let (logs, _guard) = capture_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("sqlite:{}", dir.path().join("app.db").display());
+    for (query, parameter) in [
+        (format!("mode=rwc&pasword={PARAM_SECRET}"), "pasword"),
+        (format!("mode={PARAM_SECRET}"), "mode"),
+        (format!("cache={PARAM_SECRET}"), "cache"),
+        (format!("immutable={PARAM_SECRET}"), "immutable"),
+    ] {
+        let c = ConnectionConfig::from_dsn("lite", DatabaseType::Sqlite, format!("{base}?{query}"));
+        let outcome = outcome(c).await;
+        assert_no_secret("the logs", &logs.text());
+        assert_rejected(outcome, parameter);
+    }
+    let c = ConnectionConfig::from_dsn("lite", DatabaseType::Sqlite, format!("{base}?mode=rwc"));
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    manager.close(Duration::from_secs(5)).await;
+    assert_no_secret("the logs", &logs.text());
 }

@@ -15,10 +15,79 @@ use super::{DEFAULT_PORT, My};
 use crate::backends::config_error;
 use crate::backends::sqlx::sqlx_error;
 use crate::config::{ConnectionConfig, PoolSettings, SslMode};
-use crate::dsn;
+use crate::dsn::{self, Accept, Known, QuerySyntax};
 use crate::error::{Operation, Result};
 
-/// The driver options: the `dsn` or the structured fields (the host checked);
+const SSL_MODES: Accept = Accept::OneOf(&[
+    "DISABLED",
+    "PREFERRED",
+    "REQUIRED",
+    "VERIFY_CA",
+    "VERIFY_IDENTITY",
+]);
+
+/// The query parameters sqlx 0.9's MySQL parser reads (it ignores any other one silently, so a
+/// misspelt parameter would never take effect).
+const DSN_PARAMETERS: &[Known] = &[
+    Known {
+        name: "sslmode",
+        accept: SSL_MODES,
+    },
+    Known {
+        name: "ssl-mode",
+        accept: SSL_MODES,
+    },
+    Known {
+        name: "sslca",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "ssl-ca",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "sslcert",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "ssl-cert",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "sslkey",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "ssl-key",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "charset",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "collation",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "statement-cache-capacity",
+        accept: Accept::Count,
+    },
+    Known {
+        name: "socket",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "timezone",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "time-zone",
+        accept: Accept::Any,
+    },
+];
+
+/// The driver options: the `dsn` (its query parameters checked first) or the structured fields;
 /// the password (or `password_file`, read now) is resolved within `connect_timeout`.
 pub(super) async fn connect_options(
     name: &str,
@@ -27,8 +96,11 @@ pub(super) async fn connect_options(
 ) -> Result<MySqlConnectOptions> {
     let password = dsn::password(name, c, settings.connect_timeout).await?;
     let mut options = match &c.dsn {
-        Some(url) => MySqlConnectOptions::from_str(url.expose_secret())
-            .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))?,
+        Some(url) => {
+            dsn::check_query(name, url, QuerySyntax::Url, DSN_PARAMETERS)?;
+            MySqlConnectOptions::from_str(url.expose_secret())
+                .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))?
+        }
         None => {
             let host = dsn::plain_host(c.host.as_deref().unwrap_or("localhost"))
                 .map_err(|problem| config_error(name, format!("host {problem}")))?;
@@ -103,7 +175,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn hosts_are_plain() {
+    async fn hosts_are_plain_and_dsn_parameters_known() {
         let settings = crate::config::ManagerConfig::default()
             .pool_settings(&ConnectionConfig::new("m", DatabaseType::Mysql));
         for host in ["[::1]", "::1"] {
@@ -119,6 +191,21 @@ mod tests {
             assert_eq!(err.kind(), crate::error::ErrorKind::Configuration);
             assert!(!err.to_string().contains("Pw-Hidden"), "{err}");
         }
+        let c = ConnectionConfig::from_dsn(
+            "m",
+            DatabaseType::Mysql,
+            "mysql://u@h/d?ssl-mode=disabled&charset=utf8mb4",
+        );
+        let o = connect_options("m", &c, &settings).await.unwrap();
+        assert!(matches!(o.get_ssl_mode(), MySqlSslMode::Disabled));
+        let c = ConnectionConfig::from_dsn(
+            "m",
+            DatabaseType::Mysql,
+            "mysql://u@h/d?pasword=Val-Hidden",
+        );
+        let err = connect_options("m", &c, &settings).await.unwrap_err();
+        assert!(err.to_string().contains("`pasword`"), "{err}");
+        assert!(!err.to_string().contains("Val-Hidden"), "{err}");
     }
 
     #[test]

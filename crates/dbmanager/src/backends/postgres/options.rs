@@ -1,4 +1,5 @@
-//! PostgreSQL connect options: the given `dsn` through sqlx's parser, or the structured fields set on the options directly (nothing is formatted
+//! PostgreSQL connect options: the given `dsn` through sqlx's parser (its query parameters
+//! checked first), or the structured fields set on the options directly (nothing is formatted
 //! into a URL, so nothing needs escaping and no field can add to another); then the settings
 //! that apply either way.
 
@@ -13,8 +14,98 @@ use super::{DEFAULT_PORT, Pg};
 use crate::backends::config_error;
 use crate::backends::sqlx::sqlx_error;
 use crate::config::{ConnectionConfig, PoolSettings, SslMode};
-use crate::dsn;
+use crate::dsn::{self, Accept, Known, QuerySyntax};
 use crate::error::{Operation, Result};
+
+const SSL_MODES: Accept = Accept::OneOf(&[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+]);
+
+/// The query parameters sqlx 0.9's PostgreSQL parser reads; it logs any other one, value
+/// included, at WARN.
+const DSN_PARAMETERS: &[Known] = &[
+    Known {
+        name: "sslmode",
+        accept: SSL_MODES,
+    },
+    Known {
+        name: "ssl-mode",
+        accept: SSL_MODES,
+    },
+    Known {
+        name: "sslrootcert",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "ssl-root-cert",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "ssl-ca",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "sslcert",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "ssl-cert",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "sslkey",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "ssl-key",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "statement-cache-capacity",
+        accept: Accept::Count,
+    },
+    Known {
+        name: "host",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "hostaddr",
+        accept: Accept::IpAddr,
+    },
+    Known {
+        name: "port",
+        accept: Accept::Port,
+    },
+    Known {
+        name: "dbname",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "user",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "password",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "application_name",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "options",
+        accept: Accept::Any,
+    },
+    Known {
+        name: "options[",
+        accept: Accept::Any,
+    },
+];
 
 /// The driver options for a connection: the given `dsn`, or the structured fields; then the
 /// structured settings on top. The password (or `password_file`, read now) is resolved within
@@ -27,6 +118,7 @@ pub(crate) async fn connect_options(
     let password = dsn::password(name, c, settings.connect_timeout).await?;
     let mut options = match &c.dsn {
         Some(given) => {
+            dsn::check_query(name, given, QuerySyntax::Url, DSN_PARAMETERS)?;
             let mut options = PgConnectOptions::from_str(given.expose_secret())
                 .map_err(|e| sqlx_error::<Pg>(name, Operation::Connect, e))?;
             if let Some(pw) = &password {
@@ -290,6 +382,26 @@ mod tests {
         assert!(startup.contains("tcp_user_timeout=15000"), "{startup}");
         assert_eq!(o.get_application_name(), Some("app"));
         assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
+    }
+
+    #[tokio::test]
+    async fn a_dsn_is_checked_then_parsed_by_sqlx() {
+        let c = ConnectionConfig::from_dsn(
+            "t",
+            DatabaseType::Postgres,
+            "postgres://u@h:7000/d?sslmode=require&options[search_path]=x",
+        );
+        let o = options_for(&c).await.unwrap();
+        assert_eq!((o.get_host(), o.get_port()), ("h", 7000));
+        assert!(matches!(o.get_ssl_mode(), PgSslMode::Require));
+        let c = ConnectionConfig::from_dsn(
+            "t",
+            DatabaseType::Postgres,
+            "postgres://u@h/d?sslpassword=Val-Hidden",
+        );
+        let err = options_for(&c).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+        assert!(!err.to_string().contains("Val-Hidden"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::Lite;
 use crate::backends::config_error;
 use crate::backends::sqlx::sqlx_error;
 use crate::config::ConnectionConfig;
+use crate::dsn::{self, Accept, Known, QuerySyntax};
 use crate::error::{Operation, Result};
 
 /// How long a statement waits on a locked database before failing with SQLITE_BUSY.
@@ -19,14 +20,35 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const MEMORY: &str = ":memory:";
 
-/// Driver options: the `dsn`, `:memory:` (one database shared by the pool), or a file; the
-/// PRAGMAs here are sent on every new connection.
+/// The query parameters sqlx 0.9's SQLite parser reads (its errors quote bad values).
+const DSN_PARAMETERS: &[Known] = &[
+    Known {
+        name: "mode",
+        accept: Accept::Exactly(&["ro", "rw", "rwc", "memory"]),
+    },
+    Known {
+        name: "cache",
+        accept: Accept::Exactly(&["private", "shared"]),
+    },
+    Known {
+        name: "immutable",
+        accept: Accept::Exactly(&["true", "false", "1", "0"]),
+    },
+    Known {
+        name: "vfs",
+        accept: Accept::Any,
+    },
+];
+
+/// Driver options: the `dsn` (its query parameters checked first), `:memory:` (one database
+/// shared by the pool), or a file; the PRAGMAs here are sent on every new connection.
 pub(crate) fn connect_options(
     name: &str,
     c: &ConnectionConfig,
 ) -> Result<(SqliteConnectOptions, bool)> {
-    let (options, in_memory) = if let Some(dsn) = &c.dsn {
-        let text = dsn.expose_secret();
+    let (options, in_memory) = if let Some(given) = &c.dsn {
+        dsn::check_query(name, given, QuerySyntax::Sqlite, DSN_PARAMETERS)?;
+        let text = given.expose_secret();
         let in_memory = text.contains(MEMORY) || text.contains("mode=memory");
         let options = SqliteConnectOptions::from_str(text)
             .map_err(|e| sqlx_error::<Lite>(name, Operation::Connect, e))?;
