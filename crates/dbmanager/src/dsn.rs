@@ -13,8 +13,20 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::config::ConnectionConfig;
 use crate::error::{Error, ErrorKind, Operation, Result};
 
-/// The largest `password_file` read (a password, a token or a short certificate fits).
-pub(crate) const PASSWORD_FILE_MAX: u64 = 64 * 1024;
+/// The largest `password_file` read at connect: the limit load-time validation applies (64 KiB;
+/// a password, a token or a short certificate fits).
+pub(crate) const PASSWORD_FILE_MAX: u64 = crate::config::MAX_PASSWORD_FILE_BYTES;
+
+/// `path` as an error message shows it: in backticks, control and bidirectional-override
+/// characters escaped (a path must not rewrite a terminal or a log line).
+pub(crate) fn shown_path(path: &Path) -> String {
+    let debug = format!("{:?}", path.display().to_string());
+    let inner = debug
+        .strip_prefix('"')
+        .and_then(|d| d.strip_suffix('"'))
+        .unwrap_or(&debug);
+    format!("`{inner}`")
+}
 
 /// A connect-time configuration error (`backends::config_error`, which this module cannot name
 /// without a cycle).
@@ -296,7 +308,7 @@ pub(crate) async fn password(
     };
     Err(configuration(
         name,
-        format!("password_file `{}`: {problem}", path.display()),
+        format!("password_file {}: {problem}", shown_path(path)),
     ))
 }
 
@@ -536,6 +548,15 @@ mod tests {
         let mut c = ConnectionConfig::new("t", DatabaseType::Postgres);
         c.password_file = Some(path.to_owned());
         c
+    }
+
+    #[test]
+    fn shown_paths_escape_control_and_bidi_characters() {
+        assert_eq!(shown_path(Path::new("/run/pw")), "`/run/pw`");
+        assert_eq!(
+            shown_path(Path::new("/tmp/a\u{1b}[2Jb\u{202e}c")),
+            "`/tmp/a\\u{1b}[2Jb\\u{202e}c`"
+        );
     }
 
     #[tokio::test]

@@ -117,10 +117,10 @@ fn from_path(name: &str, path: &Path) -> Result<(SqliteConnectOptions, bool)> {
         return Err(config_error(
             name,
             format!(
-                "filepath `{}` starts with `file:`, which SQLite would read as a URI; filepath \
-                 is always a path: put a URI in `dsn` (`dsn: \"sqlite:file:...\"`), or write \
+                "filepath {} starts with `file:`, which SQLite would read as a URI; filepath is \
+                 always a path: put a URI in `dsn` (`dsn: \"sqlite:file:...\"`), or write \
                  `./file:...` for a file so named",
-                path.display()
+                dsn::shown_path(path)
             ),
         ));
     }
@@ -130,9 +130,9 @@ fn from_path(name: &str, path: &Path) -> Result<(SqliteConnectOptions, bool)> {
         return Err(config_error(
             name,
             format!(
-                "the directory `{}` of filepath `{}` does not exist",
-                parent.display(),
-                path.display()
+                "the directory {} of filepath {} does not exist",
+                dsn::shown_path(parent),
+                dsn::shown_path(path)
             ),
         ));
     }
