@@ -66,6 +66,21 @@ log "MariaDB"
 ensure_mariadb
 mysqladmin --no-defaults -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot version | grep -E '^(Server version|TCP port)'
 
+# Debian packages some tests drive: headless Chromium (the status page test loads the page in
+# a real browser).
+install_packages() {
+    local missing=()
+    for spec in "$@"; do
+        command -v "${spec%%:*}" >/dev/null 2>&1 || missing+=("${spec#*:}")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    log "installing ${missing[*]}"
+    apt-get install -y "${missing[@]}" || { apt-get update && apt-get install -y "${missing[@]}"; }
+}
+
+log "Test tools"
+install_packages chromium:chromium
+
 log "SQL Server and MongoDB test servers"
 scripts/test-servers.sh start
 trap 'scripts/test-servers.sh stop' EXIT
