@@ -66,20 +66,23 @@ log "MariaDB"
 ensure_mariadb
 mysqladmin --no-defaults -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot version | grep -E '^(Server version|TCP port)'
 
-# Debian packages some tests drive: headless Chromium (the status page test loads the page in
-# a real browser).
-install_packages() {
-    local missing=()
-    for spec in "$@"; do
-        command -v "${spec%%:*}" >/dev/null 2>&1 || missing+=("${spec#*:}")
-    done
-    [ "${#missing[@]}" -eq 0 ] && return 0
-    log "installing ${missing[*]}"
-    apt-get install -y "${missing[@]}" || { apt-get update && apt-get install -y "${missing[@]}"; }
+# Debian packages some tests drive, installed when their command is missing: headless Chromium
+# (the status page test loads the page in a real browser), and promtool and prometheus (the
+# dashboards test checks the alert rules and runs a Prometheus against `serve`; without its
+# recommends, and in containers policy-rc.d keeps its service from starting).
+install_package() {
+    local command=$1 package=$2
+    shift 2
+    command -v "$command" >/dev/null 2>&1 && return 0
+    log "installing $package"
+    apt-get install -y "$@" "$package" || { apt-get update && apt-get install -y "$@" "$package"; }
 }
 
 log "Test tools"
-install_packages chromium:chromium
+install_package chromium chromium
+install_package promtool prometheus --no-install-recommends
+chromium --version 2>/dev/null
+promtool --version | head -n 1
 
 log "SQL Server and MongoDB test servers"
 scripts/test-servers.sh start
