@@ -82,7 +82,7 @@ log "Test tools"
 install_package chromium chromium
 install_package promtool prometheus --no-install-recommends
 chromium --version 2>/dev/null
-promtool --version | head -n 1
+promtool --version 2>&1 | sed -n 1p
 
 log "SQL Server and MongoDB test servers"
 scripts/test-servers.sh start
