@@ -4,6 +4,7 @@
 mod check;
 mod http;
 mod load;
+mod progress;
 mod reload;
 mod serve;
 mod status;

@@ -104,9 +104,12 @@ fn is_ident(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == ':'
 }
 
+/// A `{label="value"}` or `{label=~"a|b"}` matcher: (metric, label, values).
+type Matcher = (String, String, Vec<String>);
+
 /// Metric names (identifiers that are not functions, keywords or labels) in a PromQL expression,
-/// and every `{label="value"}` / `{label=~"a|b"}` selector as (metric, label, values).
-fn promql(expr: &str) -> (BTreeSet<String>, Vec<(String, String, Vec<String>)>) {
+/// and its exact (or plain alternation) label matchers.
+fn promql(expr: &str) -> (BTreeSet<String>, Vec<Matcher>) {
     let chars: Vec<char> = expr.chars().collect();
     let mut names = BTreeSet::new();
     let mut matchers = Vec::new();
