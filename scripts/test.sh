@@ -103,3 +103,9 @@ done
 
 log "cargo test"
 cargo test --workspace --all-features --no-fail-fast
+
+log "cargo publish --dry-run: the library and the CLI, packaged and built as crates.io would"
+# --workspace packages both and verifies the CLI against the packaged library through a local
+# registry overlay (the library is not on crates.io, so `cargo package -p dbmanager-cli` alone
+# cannot resolve it); the bench has publish = false. --allow-dirty: local runs with edits.
+cargo publish --workspace --dry-run --allow-dirty
