@@ -26,6 +26,7 @@ pub static ACTIVE: AtomicBool = AtomicBool::new(false);
 static RETRIES: Mutex<BTreeMap<String, Retry>> = Mutex::new(BTreeMap::new());
 
 const REDRAW: Duration = Duration::from_millis(100);
+const FIRST_DRAW: Duration = Duration::from_millis(150);
 const SPINNER: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 #[derive(Debug, Clone)]
@@ -141,6 +142,11 @@ impl Progress {
                 let mut connected_in = BTreeMap::new();
                 let mut drawn = 0;
                 let mut tick = 0usize;
+                // A check that is over at once draws nothing (no flicker before the table).
+                tokio::select! {
+                    () = tokio::time::sleep(FIRST_DRAW) => {}
+                    _ = stopped.changed() => return,
+                }
                 loop {
                     let lines = frame(&manager, &checks, started, tick, &mut connected_in);
                     drawn = draw(&lines, drawn);

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use dbmanager::{HistogramSnapshot, Manager};
+use dbmanager::Manager;
 use serde::Serialize;
 
 /// How far back the sparklines reach.
@@ -77,9 +77,11 @@ impl History {
         let Ok(mut rings) = self.rings.lock() else {
             return;
         };
+        // Connections removed at runtime (a config reload) take their history with them.
+        rings.retain(|name, _| stats.iter().any(|s| s.name == *name));
         for s in stats {
             let ring = rings.entry(s.name.clone()).or_default();
-            let health = health_totals(&s.health_check_seconds);
+            let health = (s.health_check_seconds.count, s.health_check_seconds.sum);
             let health_ms = ring.health_seen.and_then(|(count, sum)| {
                 let checks = health.0.checked_sub(count).filter(|n| *n > 0)?;
                 let spent = health.1.checked_sub(sum)?;
@@ -112,10 +114,6 @@ impl History {
         }
         series
     }
-}
-
-fn health_totals(h: &HistogramSnapshot) -> (u64, Duration) {
-    (h.count, h.sum)
 }
 
 /// Samples `manager` into `history` every interval until aborted.
