@@ -304,4 +304,20 @@ mod tests {
         assert!(series.health_ms.iter().all(Option::is_none));
         assert!(history.series("other").t.is_empty());
     }
+
+    #[tokio::test]
+    async fn a_removed_connection_takes_its_history_with_it() {
+        let manager = Manager::from_yaml_str(
+            "dbmanager:\n  connections:\n    a: {type: sqlite, filepath: ':memory:'}\n    b: {type: sqlite, filepath: ':memory:'}\n",
+        )
+        .unwrap();
+        let history = History::new(Duration::from_secs(5));
+        history.sample(&manager);
+        assert_eq!(history.rings.lock().unwrap().len(), 2);
+        manager.remove("b", Duration::from_secs(1)).await.unwrap();
+        history.sample(&manager);
+        let rings = history.rings.lock().unwrap();
+        assert_eq!(rings.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(rings["a"].samples.len(), 2);
+    }
 }
