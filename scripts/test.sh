@@ -108,4 +108,15 @@ log "cargo publish --dry-run: the library and the CLI, packaged and built as cra
 # --workspace packages both and verifies the CLI against the packaged library through a local
 # registry overlay (the library is not on crates.io, so `cargo package -p dbmanager-cli` alone
 # cannot resolve it); the bench has publish = false. --allow-dirty: local runs with edits.
-cargo publish --workspace --dry-run --allow-dirty
+# Cargo treats registry crates as immutable: a later run would verify the CLI against the library
+# as an earlier run packaged, unpacked (a `-<hash>` directory in the registry sources) and
+# compiled it, since name and version are the same. So the dry run builds in a target directory
+# of its own, cleared of our two crates first (dependencies stay cached there).
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+publish_dir="${target_dir:?}/publish-dry-run"
+rm -rf "$publish_dir/package" "$publish_dir"/debug/.fingerprint/dbmanager-* \
+    "$publish_dir"/debug/deps/*dbmanager*
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/dbmanager-[0-9]* \
+    "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/dbmanager-cli-[0-9]*
+cargo publish --workspace --dry-run --allow-dirty --target-dir "$publish_dir"

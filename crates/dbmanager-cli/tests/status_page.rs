@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -282,7 +283,10 @@ fn the_status_page_renders_every_connection_in_a_real_browser() {
     let phone = shots.join("phone.png");
     assert_eq!(screenshot(&url, (1280, 900), &desktop), (1280, 900));
     assert_eq!(screenshot(&url, (390, 844), &phone), (390, 844));
-    println!(
+    // Written to the stderr handle itself, which the test harness does not capture: the path
+    // shows in the output of a passing run too.
+    let _ = writeln!(
+        std::io::stderr(),
         "status page screenshots: {} {}",
         desktop.display(),
         phone.display()
