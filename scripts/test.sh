@@ -66,6 +66,24 @@ log "MariaDB"
 ensure_mariadb
 mysqladmin --no-defaults -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot version | grep -E '^(Server version|TCP port)'
 
+# Debian packages some tests drive, installed when their command is missing: headless Chromium
+# (the status page test loads the page in a real browser), and promtool and prometheus (the
+# dashboards test checks the alert rules and runs a Prometheus against `serve`; without its
+# recommends, and in containers policy-rc.d keeps its service from starting).
+install_package() {
+    local command=$1 package=$2
+    shift 2
+    command -v "$command" >/dev/null 2>&1 && return 0
+    log "installing $package"
+    apt-get install -y "$@" "$package" || { apt-get update && apt-get install -y "$@" "$package"; }
+}
+
+log "Test tools"
+install_package chromium chromium
+install_package promtool prometheus --no-install-recommends
+chromium --version 2>/dev/null
+promtool --version 2>&1 | sed -n 1p
+
 log "SQL Server and MongoDB test servers"
 scripts/test-servers.sh start
 trap 'scripts/test-servers.sh stop' EXIT
@@ -85,3 +103,20 @@ done
 
 log "cargo test"
 cargo test --workspace --all-features --no-fail-fast
+
+log "cargo publish --dry-run: the library and the CLI, packaged and built as crates.io would"
+# --workspace packages both and verifies the CLI against the packaged library through a local
+# registry overlay (the library is not on crates.io, so `cargo package -p dbmanager-cli` alone
+# cannot resolve it); the bench has publish = false. --allow-dirty: local runs with edits.
+# Cargo treats registry crates as immutable: a later run would verify the CLI against the library
+# as an earlier run packaged, unpacked (a `-<hash>` directory in the registry sources) and
+# compiled it, since name and version are the same. So the dry run builds in a target directory
+# of its own, cleared of our two crates first (dependencies stay cached there).
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+publish_dir="${target_dir:?}/publish-dry-run"
+rm -rf "$publish_dir/package" "$publish_dir"/debug/.fingerprint/dbmanager-* \
+    "$publish_dir"/debug/deps/*dbmanager*
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/dbmanager-[0-9]* \
+    "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/dbmanager-cli-[0-9]*
+cargo publish --workspace --dry-run --allow-dirty --target-dir "$publish_dir"

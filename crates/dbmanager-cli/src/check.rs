@@ -7,6 +7,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use dbmanager::ConnectPolicy;
 use serde::Serialize;
 
+use crate::progress::{self, Progress};
 use crate::{EXIT_DOWN, EXIT_OK, load};
 
 /// One row of the report.
@@ -26,9 +27,15 @@ pub async fn run(config: Option<&Path>, json: bool) -> u8 {
         Ok(m) => m,
         Err(code) => return code,
     };
+    // On a terminal, what is still connecting (and retrying, and why) is drawn live; piped
+    // output is only the table below.
+    let progress = progress::wanted(json).then(|| Progress::start(&manager));
     let report = match manager.connect_with(ConnectPolicy::Partial).await {
         Ok(report) => report,
         Err(e) => {
+            if let Some(progress) = progress {
+                progress.finish().await;
+            }
             eprintln!("error: {e}");
             return EXIT_DOWN;
         }
@@ -43,10 +50,20 @@ pub async fn run(config: Option<&Path>, json: bool) -> u8 {
         let (ping_ms, error) = match connect_error {
             Some(e) => (None, Some(e)),
             None => {
+                if let Some(progress) = &progress {
+                    progress.checking(conn.name());
+                }
                 let started = Instant::now();
-                match conn.health_check().await {
-                    Ok(()) => (Some(started.elapsed().as_secs_f64() * 1000.0), None),
-                    Err(e) => (None, Some(e.to_string())),
+                let outcome = match conn.health_check().await {
+                    Ok(()) => Ok(started.elapsed().as_secs_f64() * 1000.0),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Some(progress) = &progress {
+                    progress.checked(conn.name(), outcome.clone());
+                }
+                match outcome {
+                    Ok(ms) => (Some(ms), None),
+                    Err(e) => (None, Some(e)),
                 }
             }
         };
@@ -58,6 +75,9 @@ pub async fn run(config: Option<&Path>, json: bool) -> u8 {
             pool_max: conn.pool_settings().max_open,
             error,
         });
+    }
+    if let Some(progress) = progress {
+        progress.finish().await;
     }
     manager.close(Duration::from_secs(5)).await;
 

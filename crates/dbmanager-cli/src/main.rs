@@ -1,11 +1,13 @@
-//! `dbmanager`: check a config (validate, connect, health table, exit code), or serve health,
-//! readiness, metrics and stats for it.
+//! `dbmanager`: check a config (validate, connect, health table, exit code), or serve a status
+//! page, health, readiness, metrics and stats for it.
 
 mod check;
 mod http;
 mod load;
+mod progress;
 mod reload;
 mod serve;
+mod status;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -46,7 +48,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Connect, run the health loop, and serve `/healthz`, `/readyz`, `/metrics`, `/stats`.
+    /// Connect, run the health loop, and serve a status page (`/`), `/healthz`, `/readyz`,
+    /// `/metrics`, `/stats`.
     ///
     /// Stops gracefully on SIGINT or SIGTERM.
     Serve {
@@ -65,6 +68,10 @@ enum Command {
         /// Seconds shutdown waits for open HTTP connections to finish.
         #[arg(long, default_value_t = 5.0)]
         drain: f64,
+        /// Seconds between the status page's samples (pool in use, health-check latency); it
+        /// keeps the last 10 minutes, at most 600 samples per connection.
+        #[arg(long, default_value_t = 5.0)]
+        sample_interval: f64,
     },
 }
 
@@ -98,6 +105,7 @@ fn main() -> ExitCode {
             header_read_timeout,
             max_connections,
             drain,
+            sample_interval,
         } => {
             let seconds = |s: f64, flag: &str| {
                 Duration::try_from_secs_f64(s)
@@ -105,19 +113,30 @@ fn main() -> ExitCode {
                     .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
                     .ok_or_else(|| format!("error: --{flag} must be between 0 and 3600 seconds"))
             };
+            let sample_interval = seconds(sample_interval, "sample-interval").and_then(|d| {
+                (d >= Duration::from_millis(100))
+                    .then_some(d)
+                    .ok_or_else(|| "error: --sample-interval must be at least 0.1 seconds".into())
+            });
             match (
                 seconds(header_read_timeout, "header-read-timeout"),
                 seconds(drain, "drain"),
+                sample_interval,
             ) {
-                (Ok(header_read_timeout), Ok(drain)) => {
+                (Ok(header_read_timeout), Ok(drain), Ok(sample_interval)) => {
                     let limits = http::Limits {
                         header_read_timeout,
                         max_connections: max_connections as usize,
                         drain,
                     };
-                    runtime.block_on(serve::run(config.as_deref(), listen, limits))
+                    runtime.block_on(serve::run(
+                        config.as_deref(),
+                        listen,
+                        limits,
+                        sample_interval,
+                    ))
                 }
-                (Err(e), _) | (_, Err(e)) => {
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     eprintln!("{e}");
                     EXIT_CONFIG
                 }

@@ -1,4 +1,5 @@
-//! `dbmanager serve`: `/healthz`, `/readyz`, `/metrics`, `/stats` for a config.
+//! `dbmanager serve`: the status page (`/`), `/healthz`, `/readyz`, `/metrics`, `/stats` for a
+//! config.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,17 +11,27 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use dbmanager::{ConnectPolicy, Manager};
+use dbmanager::reexports::prometheus_client;
+use dbmanager::{ConnectPolicy, HealthReport, Manager};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
 use serde::Serialize;
 
 use crate::http::{self, Limits};
 use crate::reload::{self, Reloads};
+use crate::status::{self, History, StatusState};
 use crate::{EXIT_DOWN, EXIT_OK, load};
 
 /// How long shutdown waits for checked-out connections.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
-pub async fn run(config: Option<&Path>, listen: SocketAddr, limits: Limits) -> u8 {
+pub async fn run(
+    config: Option<&Path>,
+    listen: SocketAddr,
+    limits: Limits,
+    sample_interval: Duration,
+) -> u8 {
     let manager = match load::manager_or_exit(config) {
         Ok(m) => m,
         Err(code) => return code,
@@ -55,11 +66,15 @@ pub async fn run(config: Option<&Path>, listen: SocketAddr, limits: Limits) -> u
     let reloads = Arc::new(Reloads::default());
     let watching =
         config.map(|path| reload::spawn(manager.clone(), path.to_path_buf(), reloads.clone()));
+    let history = Arc::new(History::new(sample_interval));
+    let sampler = status::spawn_sampler(manager.clone(), history.clone());
     let state = AppState {
         manager: manager.clone(),
         reloads,
+        history,
     };
     http::serve(listener, router_with(state), limits, shutdown_signal()).await;
+    sampler.abort();
     connecting.abort();
     if let Some(watching) = watching {
         watching.abort();
@@ -76,11 +91,21 @@ pub async fn run(config: Option<&Path>, listen: SocketAddr, limits: Limits) -> u
 pub struct AppState {
     manager: Manager,
     reloads: Arc<Reloads>,
+    history: Arc<History>,
 }
 
 impl axum::extract::FromRef<AppState> for Manager {
     fn from_ref(state: &AppState) -> Manager {
         state.manager.clone()
+    }
+}
+
+impl axum::extract::FromRef<AppState> for StatusState {
+    fn from_ref(state: &AppState) -> StatusState {
+        StatusState {
+            manager: state.manager.clone(),
+            history: state.history.clone(),
+        }
     }
 }
 
@@ -90,6 +115,10 @@ fn router_with(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/stats", get(stats))
+        .route("/", get(status::index))
+        .route("/status.css", get(status::stylesheet))
+        .route("/status.js", get(status::script))
+        .route("/status.json", get(status::json))
         .with_state(state)
 }
 
@@ -137,6 +166,27 @@ struct ConnectionReadiness {
     last_error: Option<String>,
 }
 
+/// Why a connection is not up (its last error, or that it is still connecting), or `None` when
+/// it is up.
+pub fn down_reason(health: &HealthReport) -> Option<String> {
+    if health.status.is_up() {
+        return None;
+    }
+    Some(match (&health.last_error, health.last_check) {
+        (Some(e), _) => e.clone(),
+        (None, None) => "connecting: no attempt has finished yet".to_owned(),
+        (None, Some(_)) => "not connected".to_owned(),
+    })
+}
+
+/// Every critical connection is up (healthy or degraded).
+pub fn is_ready(manager: &Manager) -> bool {
+    manager
+        .connections()
+        .iter()
+        .all(|c| !c.config().critical || c.status().is_up())
+}
+
 /// Readiness: every critical connection is up (healthy or degraded).
 async fn readyz(State(manager): State<Manager>) -> Response {
     let connections: std::collections::BTreeMap<_, _> = manager
@@ -145,12 +195,8 @@ async fn readyz(State(manager): State<Manager>) -> Response {
         .map(|c| {
             let health = c.health();
             let down = !health.status.is_up();
+            let reason = down_reason(&health);
             let last_error = down.then_some(health.last_error).flatten();
-            let reason = down.then(|| match (&last_error, health.last_check) {
-                (Some(e), _) => e.clone(),
-                (None, None) => "connecting: no attempt has finished yet".to_owned(),
-                (None, Some(_)) => "not connected".to_owned(),
-            });
             (
                 c.name().to_owned(),
                 ConnectionReadiness {
@@ -174,13 +220,56 @@ async fn readyz(State(manager): State<Manager>) -> Response {
     (code, axum::Json(Readiness { ready, connections })).into_response()
 }
 
+/// What `serve` adds to the library's metrics: which connections readiness depends on, so that
+/// an alert can tell a critical connection that is down from an optional one.
+#[derive(Debug)]
+struct ServeCollector(Manager);
+
+impl Collector for ServeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "dbmanager_connection_critical",
+            "Whether readiness depends on this connection (1) or not (0)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in self.0.connections() {
+            if !c.config().enable_metrics {
+                continue;
+            }
+            let labels = [
+                ("connection", c.name().to_owned()),
+                ("type", c.kind().to_string()),
+            ];
+            family
+                .encode_family(&labels)?
+                .encode_gauge(&i64::from(c.config().critical))?;
+        }
+        Ok(())
+    }
+}
+
+/// The library's metrics plus [`ServeCollector`], in one exposition.
+fn metrics_text(manager: &Manager) -> String {
+    let mut registry = prometheus_client::registry::Registry::default();
+    manager.register_metrics(&mut registry);
+    registry.register_collector(Box::new(ServeCollector(manager.clone())));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        // Never half an exposition: the scrape fails visibly instead.
+        out.clear();
+        out.push_str("# encoding failed\n");
+    }
+    out
+}
+
 async fn metrics(State(manager): State<Manager>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        manager.metrics_text(),
+        metrics_text(&manager),
     )
         .into_response()
 }

@@ -2,11 +2,16 @@
 //! variables ask for it (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`;
 //! `OTEL_TRACES_EXPORTER=none` turns it off; `OTEL_SERVICE_NAME` names the service).
 
+use std::io::IsTerminal as _;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::{FilterExt as _, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
+
+use crate::progress;
 
 /// Flushes pending spans when dropped.
 pub struct Telemetry(Option<SdkTracerProvider>);
@@ -52,20 +57,30 @@ fn provider() -> Option<SdkTracerProvider> {
 }
 
 /// Installs the subscriber: `DBMANAGER_LOG` filters the stderr log (default `warn`); spans go to
-/// OTLP when configured.
+/// OTLP when configured; the library's retry events also feed `check`'s progress display.
 pub fn init() -> Telemetry {
     let filter =
         EnvFilter::try_from_env("DBMANAGER_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    // While `check` draws its progress on the terminal, the library's connection events are
+    // shown there instead of running through it.
+    let not_shown = filter_fn(|meta| {
+        !(progress::ACTIVE.load(std::sync::atomic::Ordering::Relaxed)
+            && meta.target().starts_with("dbmanager"))
+    });
     // A per-layer filter: the log stays quiet while the OTLP layer still sees every span.
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_filter(filter);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(filter.and(not_shown));
+    let retries = progress::RetryCapture
+        .with_filter(Targets::new().with_target("dbmanager", tracing::Level::WARN));
     let provider = provider();
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("dbmanager")));
     let _ = tracing_subscriber::registry()
         .with(fmt)
+        .with(retries)
         .with(otel)
         .try_init();
     Telemetry(provider)

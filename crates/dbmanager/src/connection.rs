@@ -359,36 +359,42 @@ impl Connection {
 
     /// The native PostgreSQL pool (sqlx). Clones share the one pool.
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub fn postgres(&self) -> Result<sqlx::PgPool> {
         self.layer_of(&self.sql_backend()?, "the PostgreSQL pool")
     }
 
     /// The native SQLite pool (sqlx). Clones share the one pool.
     #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn sqlite(&self) -> Result<sqlx::SqlitePool> {
         self.layer_of(&self.sql_backend()?, "the SQLite pool")
     }
 
     /// The native MySQL / MariaDB pool (sqlx). Clones share the one pool.
     #[cfg(feature = "mysql")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
     pub fn mysql(&self) -> Result<sqlx::MySqlPool> {
         self.layer_of(&self.sql_backend()?, "the MySQL pool")
     }
 
     /// The native SQL Server pool (tiberius clients in bb8). Clones share the one pool.
     #[cfg(feature = "mssql")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mssql")))]
     pub fn mssql(&self) -> Result<crate::MssqlPool> {
         self.layer_of(&self.sql_backend()?, "the SQL Server pool")
     }
 
     /// The MongoDB client (its clones share one pool).
     #[cfg(feature = "mongodb")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mongodb")))]
     pub fn mongodb(&self) -> Result<mongodb::Client> {
         self.layer_of(&self.mongo_backend()?, "MongoDB")
     }
 
     /// The configured MongoDB database (`database`).
     #[cfg(feature = "mongodb")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mongodb")))]
     pub fn mongodb_database(&self) -> Result<mongodb::Database> {
         let backend = self.mongo_backend()?;
         self.layer_of(&backend, "the MongoDB database")
@@ -413,6 +419,7 @@ impl Connection {
 
     /// A SeaORM connection on the same pool as the native layer.
     #[cfg(feature = "sea-orm")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sea-orm")))]
     pub fn sea_orm(&self) -> Result<sea_orm::DatabaseConnection> {
         let backend = self.sql_backend()?;
         self.layer_of(&backend, "SeaORM").map_err(|e| {

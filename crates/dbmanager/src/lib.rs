@@ -1,4 +1,5 @@
-#![doc = include_str!("../../../README.md")]
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(
@@ -46,6 +47,7 @@ mod validate;
 
 pub use adopt::{AdoptContext, Adoptable, Adopted};
 #[cfg(feature = "mssql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mssql")))]
 pub use backends::mssql::{MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
 pub use config::{
     ConfigProblem, ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, EnvSource,
@@ -56,6 +58,7 @@ pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use health::{HealthReport, Status};
 pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager, ReloadReport};
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use metrics::ManagerCollector;
 pub use sql::{ColumnRef, Database, FromValue, Interval, Row, Transaction, Value};
 pub use stats::{ConnectionStats, HistogramSnapshot, ManagerStats};
@@ -64,19 +67,24 @@ pub use stats::{ConnectionStats, HistogramSnapshot, ManagerStats};
 /// same versions.
 pub mod reexports {
     #[cfg(feature = "mssql")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mssql")))]
     pub use bb8;
     pub use bigdecimal;
     pub use chrono;
     #[cfg(feature = "mongodb")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mongodb")))]
     pub use mongodb;
     #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub use prometheus_client;
     #[cfg(feature = "sea-orm")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sea-orm")))]
     pub use sea_orm;
     pub use secrecy;
     pub use serde_json;
     pub use sqlx;
     #[cfg(feature = "mssql")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mssql")))]
     pub use tiberius;
     pub use uuid;
 }

@@ -281,18 +281,21 @@ impl Manager {
 
     /// The PostgreSQL pool of the connection named `name` (the shortest path to it).
     #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub fn postgres(&self, name: &str) -> Result<sqlx::PgPool> {
         self.lookup(name, Connection::postgres)
     }
 
     /// The SQLite pool of the connection named `name`.
     #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub fn sqlite(&self, name: &str) -> Result<sqlx::SqlitePool> {
         self.lookup(name, Connection::sqlite)
     }
 
     /// The SeaORM connection of the connection named `name`.
     #[cfg(feature = "sea-orm")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sea-orm")))]
     pub fn sea_orm(&self, name: &str) -> Result<sea_orm::DatabaseConnection> {
         self.lookup(name, Connection::sea_orm)
     }
