@@ -338,6 +338,81 @@ mod tests {
         }
     }
 
+    use crate::sql::placeholders::generate::{Lang, PARAMS, expected, input, statement};
+    use proptest::prelude::*;
+
+    /// The statement text SQL Server receives for `sql` with `params`, or why none is sent.
+    fn sent(sql: &str, params: &[Value]) -> std::result::Result<String, String> {
+        let _ = params;
+        Ok(rewrite_placeholders(sql).into_owned())
+    }
+
+    fn ints(n: u32) -> Vec<Value> {
+        (1..=n).map(|i| Value::Int(i.into())).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Literals, quoted and bracketed identifiers (with `''`, `""`, `]]`), line comments,
+        /// nested block comments (with `/*/` and `**/`), words with `$` inside, numbers and
+        /// placeholders: every placeholder in code becomes `@Pn`, nothing else changes.
+        #[test]
+        fn transact_sql_rewrites_exactly_the_placeholders_sql_server_reads_as_code(
+            frags in statement(Lang::TransactSql, 10)
+        ) {
+            let (want, _) = expected(&frags, |n| format!("@P{n}"));
+            prop_assert_eq!(sent(&input(&frags), &ints(PARAMS)), Ok(want));
+        }
+    }
+
+    #[test]
+    fn transact_sql_lexing_cases_from_the_issue() {
+        let p = ints(2);
+        let ok = |sql: &str| sent(sql, &p).unwrap();
+        // `/*/` opens a comment; it does not close one.
+        assert_eq!(
+            ok("DELETE FROM t /*/ $1 */ WHERE id = $1"),
+            "DELETE FROM t /*/ $1 */ WHERE id = @P1"
+        );
+        // Block comments nest.
+        assert_eq!(
+            ok("DELETE FROM t /* a /* b */ ' */ WHERE id = $1 -- '"),
+            "DELETE FROM t /* a /* b */ ' */ WHERE id = @P1 -- '"
+        );
+        // `]]` is an escaped `]` inside a bracketed identifier.
+        assert_eq!(
+            ok("SELECT [a]]'b] FROM t WHERE id = $1 --'"),
+            "SELECT [a]]'b] FROM t WHERE id = @P1 --'"
+        );
+        assert_eq!(
+            ok("SELECT 'it''s $1', \"a\"\"$2\" WHERE id = $1"),
+            "SELECT 'it''s $1', \"a\"\"$2\" WHERE id = @P1"
+        );
+        // `$` continues identifiers and variables; a number does not swallow it.
+        assert_eq!(
+            ok("SELECT a$1, @v$2, #t$1, 1$2, $2"),
+            "SELECT a$1, @v$2, #t$1, 1@P2, @P2"
+        );
+        assert_eq!(ok("SELECT 1 --$1\r$1"), "SELECT 1 --$1\r@P1");
+    }
+
+    #[test]
+    fn transact_sql_refuses_placeholders_it_cannot_bind() {
+        let p = ints(2);
+        for sql in [
+            "DELETE FROM t WHERE id = $3",
+            "DELETE FROM t WHERE id = $0",
+            "DELETE FROM t WHERE id = $99999999999",
+            // SQL Server would read the money literal `$1` aliased `abc`.
+            "SELECT $1abc",
+            "SELECT $1$2",
+        ] {
+            let err = sent(sql, &p).unwrap_err();
+            assert!(err.contains("placeholder"), "{sql}: {err}");
+        }
+    }
+
     #[test]
     fn placeholders_are_rewritten_outside_literals_and_comments() {
         assert_eq!(rewrite_placeholders("SELECT 1"), "SELECT 1");

@@ -192,6 +192,84 @@ mod tests {
         assert_eq!(mysql("SELECT $99999999999").1, vec![u32::MAX]);
     }
 
+    use crate::sql::Value;
+    use crate::sql::placeholders::generate::{Lang, PARAMS, expected, input, statement};
+    use proptest::prelude::*;
+
+    /// The statement MySQL receives and the parameter numbers bound in order, or why none is
+    /// sent.
+    fn sent(sql: &str, params: &[Value]) -> std::result::Result<(String, Vec<u32>), String> {
+        let _ = params;
+        let r = My::rewrite(sql).unwrap();
+        Ok((r.sql.into_owned(), r.order))
+    }
+
+    fn ints(n: u32) -> Vec<Value> {
+        (1..=n).map(|i| Value::Int(i.into())).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Strings with backslash escapes and `''`, backtick identifiers, `#` and `-- `
+        /// comments, block comments that do not nest, executable comments `/*! ... */` (code:
+        /// rewritten) and conditional ones without placeholders, words with `$` inside
+        /// (`1$1` included), and placeholders.
+        #[test]
+        fn mysql_rewrites_exactly_the_placeholders_mysql_reads_as_code(
+            frags in statement(Lang::MySql, 10)
+        ) {
+            let want = expected(&frags, |_| "?".to_owned());
+            prop_assert_eq!(sent(&input(&frags), &ints(PARAMS)), Ok(want));
+        }
+    }
+
+    #[test]
+    fn mysql_lexing_cases() {
+        let p = ints(2);
+        let ok = |sql: &str| sent(sql, &p).unwrap();
+        // Block comments do not nest: the first `*/` ends the comment.
+        assert_eq!(
+            ok("SELECT /* /* */ $1"),
+            ("SELECT /* /* */ ?".into(), vec![1])
+        );
+        // An executable comment is code on every MySQL and MariaDB.
+        assert_eq!(
+            ok("SELECT 1 /*! + $2 */, $1"),
+            ("SELECT 1 /*! + ? */, ?".into(), vec![2, 1])
+        );
+        assert_eq!(
+            ok("SELECT /*! '*/' */ $1"),
+            ("SELECT /*! '*/' */ ?".into(), vec![1])
+        );
+        assert_eq!(
+            ok("SELECT 'a\\'$1', 'b''$2', \"c\\\"$1\", $2"),
+            ("SELECT 'a\\'$1', 'b''$2', \"c\\\"$1\", ?".into(), vec![2])
+        );
+        assert_eq!(
+            ok("SELECT 1--\u{1}$1"),
+            ("SELECT 1--\u{1}$1".into(), vec![])
+        );
+    }
+
+    #[test]
+    fn mysql_refuses_what_it_cannot_bind() {
+        let p = ints(2);
+        for sql in [
+            "SELECT $3",
+            "SELECT $0",
+            // MySQL's own marker would add a parameter nobody numbered.
+            "SELECT ?, $1",
+            // Whether a conditional comment runs depends on the server's version.
+            "SELECT 1 /*!50001 + $1 */",
+            "SELECT 1 /*M! + $1 */",
+            "SELECT $1abc",
+        ] {
+            let err = sent(sql, &p).unwrap_err();
+            assert!(!err.is_empty(), "{sql}");
+        }
+    }
+
     #[test]
     fn error_numbers_classify() {
         assert_eq!(classify_number(1045), ErrorKind::Authentication);
