@@ -2,7 +2,6 @@
 //! tiberius parameters, rows decoded from tiberius's column data; the executor and its
 //! transactions.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use bigdecimal::BigDecimal;
@@ -15,24 +14,50 @@ use tiberius::{ColumnData, FromSql, ToSql};
 use super::{MssqlConnection, MssqlPool, TiberiusClient, tiberius_error};
 use crate::config::DefaultOrm;
 use crate::error::{Operation, Result};
-use crate::sql::placeholders::{Dialect, rewrite};
+use crate::sql::placeholders::{Dialect, PlaceholderError, Prepared, Quote, Target, prepare};
 use crate::sql::{Row, Value};
 use crate::sql::{SqlExecutor, SqlTransaction};
 
-/// SQL Server: `'...'`, `"..."` and `[...]`.
+const fn doubled(open: char, close: char) -> Quote {
+    Quote {
+        open,
+        close,
+        doubling: true,
+        backslash: false,
+    }
+}
+
+/// T-SQL lexing: `'...'` and `"..."` with `''`/`""` doubling (no backslash escapes), `[...]`
+/// with `]]` for a `]`; `--` comments to the end of the line (`\n` or `\r`); block comments
+/// that nest (`/* /* */ */` is one comment, `/*/` opens one without closing it). Identifiers
+/// and variables start with a letter, `_`, `@` or `#` and continue with `$` too (`a$1`, `@v$1`
+/// and `#t$1` are names); a number (digits, fraction, exponent) does not, so in `1$1` the `$1`
+/// is a placeholder. Placeholders become `@Pn`; whatever would still read as the money literal
+/// `$n` is an error (see `sql::placeholders`).
 const TRANSACT_SQL: Dialect = Dialect {
-    quotes: &[('\'', '\''), ('"', '"'), ('[', ']')],
-    backslash_escapes: false,
-    hash_comments: false,
+    name: "SQL Server",
+    target: Target::AtP,
+    quotes: &[doubled('\'', '\''), doubled('"', '"'), doubled('[', ']')],
+    escape_strings: false,
+    dollar_quotes: false,
     dash_comment_needs_space: false,
+    cr_ends_line_comment: true,
+    hash_comments: false,
+    nested_block_comments: true,
+    executable_comments: false,
+    word_start: |c| c.is_alphabetic() || matches!(c, '_' | '@' | '#'),
+    word_continue: |c| c.is_alphanumeric() || matches!(c, '_' | '@' | '#' | '$'),
+    digit_words: false,
+    foreign_markers: &[],
+    dollar_name_suffixes: false,
 };
 
-fn rewrite_placeholders(sql: &str) -> Cow<'_, str> {
-    rewrite(sql, &TRANSACT_SQL, |out, n| {
-        out.push_str("@P");
-        out.push_str(&n.to_string());
-    })
-    .sql
+/// The statement SQL Server receives: placeholders as `@Pn`, checked against `params`.
+fn rewrite_placeholders<'a>(
+    sql: &'a str,
+    params: &[Value],
+) -> std::result::Result<Prepared<'a>, PlaceholderError> {
+    prepare(sql, &TRANSACT_SQL, params, false)
 }
 
 /// A parameter as tiberius binds it; values SQL Server has no type for are an error.
@@ -103,10 +128,10 @@ async fn execute(
     sql: &str,
     params: &[Value],
 ) -> tiberius::Result<u64> {
-    let sql = rewrite_placeholders(sql);
+    let sql = rewrite_placeholders(sql, params).map_err(|e| conversion(e.to_string()))?;
     let boxed = bound(params)?;
     let refs: Vec<&dyn ToSql> = boxed.iter().map(|b| b.as_ref()).collect();
-    Ok(client.execute(sql.as_ref(), &refs).await?.total())
+    Ok(client.execute(sql.sql.as_ref(), &refs).await?.total())
 }
 
 async fn fetch_all(
@@ -114,11 +139,11 @@ async fn fetch_all(
     sql: &str,
     params: &[Value],
 ) -> tiberius::Result<Vec<Row>> {
-    let sql = rewrite_placeholders(sql);
+    let sql = rewrite_placeholders(sql, params).map_err(|e| conversion(e.to_string()))?;
     let boxed = bound(params)?;
     let refs: Vec<&dyn ToSql> = boxed.iter().map(|b| b.as_ref()).collect();
     let rows = client
-        .query(sql.as_ref(), &refs)
+        .query(sql.sql.as_ref(), &refs)
         .await?
         .into_first_result()
         .await?;
@@ -343,8 +368,9 @@ mod tests {
 
     /// The statement text SQL Server receives for `sql` with `params`, or why none is sent.
     fn sent(sql: &str, params: &[Value]) -> std::result::Result<String, String> {
-        let _ = params;
-        Ok(rewrite_placeholders(sql).into_owned())
+        rewrite_placeholders(sql, params)
+            .map(|p| p.sql.into_owned())
+            .map_err(|e| e.to_string())
     }
 
     fn ints(n: u32) -> Vec<Value> {
@@ -415,22 +441,26 @@ mod tests {
 
     #[test]
     fn placeholders_are_rewritten_outside_literals_and_comments() {
-        assert_eq!(rewrite_placeholders("SELECT 1"), "SELECT 1");
+        assert_eq!(sent("SELECT 1", &ints(12)).unwrap(), "SELECT 1");
         assert_eq!(
-            rewrite_placeholders("SELECT * FROM t WHERE a = $1 AND b = $12"),
+            sent("SELECT * FROM t WHERE a = $1 AND b = $12", &ints(12)).unwrap(),
             "SELECT * FROM t WHERE a = @P1 AND b = @P12"
         );
         assert_eq!(
-            rewrite_placeholders("SELECT '$1', \"$2\", [$3], $4 -- $5\n, $6 /* $7 */"),
+            sent(
+                "SELECT '$1', \"$2\", [$3], $4 -- $5\n, $6 /* $7 */",
+                &ints(12)
+            )
+            .unwrap(),
             "SELECT '$1', \"$2\", [$3], @P4 -- $5\n, @P6 /* $7 */"
         );
-        assert_eq!(rewrite_placeholders("SELECT $x, $"), "SELECT $x, $");
+        assert_eq!(sent("SELECT $x, $", &ints(12)).unwrap(), "SELECT $x, $");
         assert_eq!(
-            rewrite_placeholders("SELECT a$1 FROM t"),
+            sent("SELECT a$1 FROM t", &ints(12)).unwrap(),
             "SELECT a$1 FROM t"
         );
         assert_eq!(
-            rewrite_placeholders("SELECT 'it''s $1', $1"),
+            sent("SELECT 'it''s $1', $1", &ints(12)).unwrap(),
             "SELECT 'it''s $1', @P1"
         );
     }

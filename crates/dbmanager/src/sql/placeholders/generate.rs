@@ -160,8 +160,16 @@ fn line_comment(lang: Lang) -> BoxedStrategy<Vec<Frag>> {
 /// Comment text that can neither open nor close a comment, whatever stands next to it.
 fn comment_text(flat: bool) -> BoxedStrategy<String> {
     if flat {
-        // In a comment that does not nest, `/*` is only text.
+        // In a comment that does not nest, `/*` is only text; pieces side by side must not
+        // make a `*/` (`/*` + `/*` holds one).
         text(|s| s.contains("*/") || s == "*" || s == "/", 6)
+            .prop_map(|mut t| {
+                while t.contains("*/") {
+                    t = t.replace("*/", "* /");
+                }
+                t
+            })
+            .boxed()
     } else {
         text(|s| s.contains('*') || s.contains('/'), 6)
     }
