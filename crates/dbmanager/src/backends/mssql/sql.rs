@@ -423,6 +423,21 @@ mod tests {
         assert_eq!(ok("SELECT 1 --$1\r$1"), "SELECT 1 --$1\r@P1");
     }
 
+    /// tiberius can only bind a typed NULL (NVARCHAR, which SQL Server will not convert to
+    /// `varbinary`); the statement carries the keyword, which the server types by context.
+    #[test]
+    fn null_parameters_are_written_as_null_literals() {
+        let params = [Value::Int(1), Value::Null];
+        assert_eq!(
+            sent("INSERT INTO t (id, b) VALUES ($1, $2) -- $2", &params).unwrap(),
+            "INSERT INTO t (id, b) VALUES (@P1, NULL) -- $2"
+        );
+        assert_eq!(
+            sent("SELECT COALESCE($2, '$2', 0x01) WHERE x = $2", &params).unwrap(),
+            "SELECT COALESCE(NULL, '$2', 0x01) WHERE x = NULL"
+        );
+    }
+
     #[test]
     fn transact_sql_refuses_placeholders_it_cannot_bind() {
         let p = ints(2);
