@@ -52,12 +52,15 @@ const TRANSACT_SQL: Dialect = Dialect {
     dollar_name_suffixes: false,
 };
 
-/// The statement SQL Server receives: placeholders as `@Pn`, checked against `params`.
+/// The statement SQL Server receives: placeholders as `@Pn`, checked against `params`; a NULL
+/// parameter as the keyword `NULL`, which the server types by its context (tiberius can only
+/// bind a typed NULL, and SQL Server will not convert an NVARCHAR one to `varbinary`). The
+/// NULL is still bound as `@Pn`, unused.
 fn rewrite_placeholders<'a>(
     sql: &'a str,
     params: &[Value],
 ) -> std::result::Result<Prepared<'a>, PlaceholderError> {
-    prepare(sql, &TRANSACT_SQL, params, false)
+    prepare(sql, &TRANSACT_SQL, params, true)
 }
 
 /// A parameter as tiberius binds it; values SQL Server has no type for are an error.

@@ -19,7 +19,9 @@ pub(super) fn bind<'q>(
     sql: &'q str,
     params: &[Value],
 ) -> Result<Query<'q, MySql, MySqlArguments>, sqlx::Error> {
-    let prepared = prepare(sql, &MYSQL, params, false).map_err(placeholder_error)?;
+    // A NULL goes into the text as the keyword, typed by its context (bound, it would be a
+    // string: `COALESCE(?, 5)` would be text).
+    let prepared = prepare(sql, &MYSQL, params, true).map_err(placeholder_error)?;
     let ordered = in_order(&prepared.order, params)?;
     // A prepared statement takes at most 65535 placeholders.
     check_parameter_count(ordered.len(), u16::MAX as usize)?;
@@ -27,6 +29,7 @@ pub(super) fn bind<'q>(
     for (param, n) in ordered.into_iter().zip(&prepared.order) {
         let at = usize::try_from(*n).unwrap_or(usize::MAX);
         query = match param {
+            // Written into the statement as `NULL` by `prepare`, so never bound.
             Value::Null => query.bind(Option::<&str>::None),
             Value::Bool(v) => query.bind(*v),
             Value::Int(v) => query.bind(*v),

@@ -151,6 +151,11 @@ fn orm_values<'v, F: SqlxFlavor>(
 
 /// The statement in the driver's placeholder syntax, its placeholders checked against the
 /// parameters; SeaORM passes SQL to sqlx as it is.
+///
+/// Every SeaORM value is typed, a NULL one too (`String(None)` is text, which PostgreSQL
+/// refuses for an `int` column), so a NULL parameter is written into the statement as the
+/// keyword `NULL`, which the server types by its context. Where the driver reads `$n`, the
+/// NULL is still bound in its place, unused, so the other numbers stay.
 fn statement<F: SqlxFlavor>(
     name: &str,
     db: &impl ConnectionTrait,
@@ -160,7 +165,7 @@ fn statement<F: SqlxFlavor>(
     F::check_statement(sql, params)
         .map_err(|e| Error::database(name, Operation::Query, ErrorKind::Query, e))?;
     let backend = db.get_database_backend();
-    let prepared = prepare(sql, F::PLACEHOLDERS, params, false)
+    let prepared = prepare(sql, F::PLACEHOLDERS, params, true)
         .map_err(|e| Error::database(name, Operation::Query, ErrorKind::Query, e))?;
     let values = if F::PLACEHOLDERS.target == Target::Question {
         let ordered = in_order(&prepared.order, params)
