@@ -191,6 +191,7 @@ async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
             client: probe,
             last_used: Instant::now(),
             broken: false,
+            lent: false,
         });
     } else {
         let _ = probe.close().await;
