@@ -62,6 +62,13 @@ async fn null_goes_anywhere(manager: &Manager, name: &str, columns: &[(&str, &st
         .unwrap();
     assert_eq!(row.value("v"), Some(&Value::Int(7)), "{name} {layer:?}");
     assert_eq!(row.get::<i64>("w"), Some(8), "{name} {layer:?}");
+    // A NULL that no placeholder names has no context at all (PostgreSQL's native layer
+    // answered "could not determine data type of parameter $2").
+    let row = db
+        .fetch_one("SELECT $1 AS v", &[Value::Int(3), Value::Null])
+        .await
+        .unwrap_or_else(|e| panic!("{name} {layer:?}: an unnamed NULL: {e}"));
+    assert_eq!(row.get::<i64>("v"), Some(3), "{name} {layer:?}");
     db.execute(&format!("DROP TABLE {table}"), &[])
         .await
         .unwrap();
