@@ -92,6 +92,9 @@ pub(crate) struct Prepared<'a> {
     /// (`$2 ... $1 ... $2` gives `[2, 1, 2]`). Empty for the other targets, which bind the
     /// parameters as given.
     pub order: Vec<u32>,
+    /// Per parameter, whether a placeholder in code names it (a parameter nothing names gives
+    /// the server no context to type a NULL by).
+    pub used: Vec<bool>,
 }
 
 /// A statement whose placeholders cannot be bound as written; a query error.
@@ -127,11 +130,13 @@ pub(crate) fn prepare<'a>(
         return Ok(Prepared {
             sql: Cow::Borrowed(sql),
             order: Vec::new(),
+            used: vec![false; params.len()],
         });
     }
     let mut out: Option<String> = None;
     let mut copied = 0;
     let mut order = Vec::new();
+    let mut used = vec![false; params.len()];
     scan(sql, dialect, |start, end, n, place| {
         let at = placeholder_at(sql, start, end);
         if place == Place::ConditionalCode {
@@ -151,6 +156,7 @@ pub(crate) fn prepare<'a>(
                     format!("{at} has no parameter ({} given)", params.len())
                 })
             })?;
+        used[index] = true;
         let null = inline_nulls && matches!(params[index], Value::Null);
         if !null && dialect.target == Target::Keep {
             return Ok(());
@@ -192,7 +198,7 @@ pub(crate) fn prepare<'a>(
             )))
         })?;
     }
-    Ok(Prepared { sql, order })
+    Ok(Prepared { sql, order, used })
 }
 
 /// The words of a statement that stand in code (not in literals, quoted identifiers or

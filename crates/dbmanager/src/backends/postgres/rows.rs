@@ -50,17 +50,21 @@ pub(crate) const POSTGRES: Dialect = Dialect {
 };
 
 /// The query with its parameters bound; `$n` placeholders are PostgreSQL's own, checked
-/// against the parameters first. A NULL binds untyped, so the server types it by its context.
+/// against the parameters first. A NULL binds untyped, so the server types it by its context;
+/// one that no placeholder names has no context, and binds as text.
 pub(super) fn bind<'q>(
     sql: &'q str,
     params: &[Value],
 ) -> Result<Query<'q, Postgres, PgArguments>, sqlx::Error> {
     super::Pg::check_statement(sql, params)?;
-    prepare(sql, &POSTGRES, params, false).map_err(placeholder_error)?;
+    let used = prepare(sql, &POSTGRES, params, false)
+        .map_err(placeholder_error)?
+        .used;
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for (i, param) in params.iter().enumerate() {
         query = match param {
-            Value::Null => query.bind(pg_null::UntypedNull),
+            Value::Null if used.get(i) == Some(&true) => query.bind(pg_null::UntypedNull),
+            Value::Null => query.bind(Option::<&str>::None),
             Value::Bool(v) => query.bind(*v),
             Value::Int(v) => query.bind(*v),
             Value::Float(v) => query.bind(*v),
