@@ -8,8 +8,7 @@ mod support;
 use std::time::Duration;
 
 use dbmanager::{DefaultOrm, Manager, Value};
-use support::mysql::MysqlTestDb;
-use support::{TestDb, fast_config, mssql_config, unique};
+use support::{TestDb, fast_config, unique};
 
 const LAYERS: [DefaultOrm; 2] = [DefaultOrm::Native, DefaultOrm::SeaOrm];
 
@@ -122,9 +121,10 @@ async fn sqlite_null_parameters_are_untyped_on_both_layers() {
     }
 }
 
+#[cfg(feature = "mysql")]
 #[tokio::test]
 async fn mysql_null_parameters_are_typed_by_context_on_both_layers() {
-    let db = MysqlTestDb::create();
+    let db = support::mysql::MysqlTestDb::create();
     for layer in LAYERS {
         let mut c = db.config("my");
         c.default_orm = layer;
@@ -149,9 +149,10 @@ async fn mysql_null_parameters_are_typed_by_context_on_both_layers() {
 /// The substitute accepts an NVARCHAR NULL into VARBINARY (real SQL Server refuses the
 /// implicit conversion), so this only shows NULLs go everywhere; the unit tests in
 /// `backends/mssql/sql.rs` show the statement carries `NULL`, not a typed parameter.
+#[cfg(feature = "mssql")]
 #[tokio::test]
 async fn mssql_null_parameters_are_typed_by_context() {
-    let manager = Manager::new(fast_config().with_connection(mssql_config("ms"))).unwrap();
+    let manager = Manager::new(fast_config().with_connection(support::mssql_config("ms"))).unwrap();
     manager.connect().await.unwrap();
     null_goes_anywhere(
         &manager,
