@@ -12,7 +12,7 @@ use dbmanager::Manager;
 use support::{fast_config, mssql_config};
 
 /// Seconds of the substitute's time (a `WHILE` loop: it has no `WAITFOR DELAY`).
-const SLOW: &str = "DECLARE @i INT = 0; WHILE @i < 6000000 SET @i = @i + 1; SELECT @i AS i";
+const SLOW: &str = "DECLARE @i INT = 0; WHILE @i < 12000000 SET @i = @i + 1; SELECT @i AS i";
 
 /// A native-layer statement abandoned mid-way (its future dropped by a timeout) leaves its
 /// response on the wire; the next checkout of that pool slot must not inherit that client.

@@ -70,6 +70,34 @@ async fn sqlite_refuses_placeholders_without_a_parameter_on_both_layers() {
     }
 }
 
+#[cfg(feature = "mysql")]
+#[tokio::test]
+async fn mariadb_refuses_placeholders_without_a_parameter_on_both_layers() {
+    let db = support::mysql::MysqlTestDb::create();
+    for layer in LAYERS {
+        let mut c = db.config("my");
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        refuses_unbindable(&manager, "my").await;
+        let db = manager.database("my").unwrap();
+        for sql in ["SELECT ? AS x", "SELECT 1 /*!50001 + $1 */ AS x"] {
+            let err = db.fetch_all(sql, &[Value::Int(1)]).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Query, "{sql}: {err}");
+        }
+        manager.close(Duration::from_secs(5)).await;
+    }
+}
+
+#[cfg(feature = "mssql")]
+#[tokio::test]
+async fn sql_server_refuses_placeholders_without_a_parameter() {
+    let manager = Manager::new(fast_config().with_connection(support::mssql_config("ms"))).unwrap();
+    manager.connect().await.unwrap();
+    refuses_unbindable(&manager, "ms").await;
+    manager.close(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn postgres_refuses_placeholders_without_a_parameter_on_both_layers() {
     let db = TestDb::create();

@@ -151,16 +151,20 @@ impl MssqlPool {
         let max = self.pool.state().connections.max(1) + 1;
         for _ in 0..=max {
             let mut conn = self.pool.get_owned().await.map_err(|e| self.run_error(e))?;
-            let usable = if conn.lent {
+            if conn.lent || conn.last_used.elapsed() >= LIVENESS_WINDOW {
+                // Broken until the check answers: an acquire cancelled during it discards the
+                // client rather than returning it mid-response.
                 conn.broken = true;
-                let checked = tokio::time::timeout(LENT_CHECK_BOUND, ping(&mut conn.client)).await;
-                matches!(checked, Ok(Ok(())))
-            } else {
-                conn.last_used.elapsed() < LIVENESS_WINDOW || ping(&mut conn.client).await.is_ok()
-            };
-            if !usable {
-                conn.broken = true;
-                continue;
+                let usable = if conn.lent {
+                    let checked =
+                        tokio::time::timeout(LENT_CHECK_BOUND, ping(&mut conn.client)).await;
+                    matches!(checked, Ok(Ok(())))
+                } else {
+                    ping(&mut conn.client).await.is_ok()
+                };
+                if !usable {
+                    continue;
+                }
             }
             conn.broken = false;
             conn.lent = false;
