@@ -128,6 +128,9 @@ pub struct MssqlPool {
     pub(super) pool: bb8::Pool<MssqlManager>,
     pub(super) max_idle: u32,
     pub(super) idle_closes: Arc<AtomicU64>,
+    /// Connections opened outside bb8 and handed to it (the connect probe), which bb8's
+    /// `connections_created` does not count.
+    pub(super) adopted: Arc<AtomicU64>,
     pub(super) last_error: Arc<LastError>,
     pub(super) closed: Arc<AtomicBool>,
 }
@@ -224,7 +227,7 @@ impl MssqlPool {
             idle: state.idle_connections,
             max_open: self.pool.config().max_size,
             driver_counts: Some(DriverCounts {
-                opened: s.connections_created,
+                opened: s.connections_created + self.adopted.load(Relaxed),
                 closed_max_lifetime: s.connections_closed_max_lifetime,
                 closed_max_idle: idle_closes,
                 closed_broken: (s.connections_closed_broken + s.connections_closed_invalid)
