@@ -5,8 +5,6 @@
 //! `default_orm`, chosen by the backend behind the [`SqlExecutor`] seam.
 
 mod executor;
-// Only the backends whose drivers use another placeholder syntax call it.
-#[cfg_attr(not(any(feature = "mysql", feature = "mssql")), allow(dead_code))]
 pub(crate) mod placeholders;
 mod value;
 

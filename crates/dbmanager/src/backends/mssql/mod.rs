@@ -182,16 +182,22 @@ async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
         pool,
         max_idle: s.max_idle,
         idle_closes: Arc::default(),
+        adopted: Arc::default(),
         last_error,
         closed: Arc::default(),
     };
-    // Keep the probe instead of opening a second connection.
+    // Keep the probe instead of opening a second connection; it counts as opened.
     if s.max_idle > 0 {
-        let _ = pool.pool.add(MssqlClient {
+        let kept = pool.pool.add(MssqlClient {
             client: probe,
             last_used: Instant::now(),
             broken: false,
+            lent: false,
         });
+        if kept.is_ok() {
+            pool.adopted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     } else {
         let _ = probe.close().await;
     }

@@ -25,6 +25,10 @@ pub struct MssqlClient {
     /// Set while an operation is in flight (a cancelled one leaves the stream mid-response)
     /// and when the release must close the connection; bb8 then discards it.
     pub(super) broken: bool,
+    /// The client was lent to the caller through [`MssqlConnection`]'s `DerefMut` (the native
+    /// layer) since it was last checked: an operation there may have been abandoned mid-way or
+    /// left a transaction open, which the library cannot see, so the next checkout checks it.
+    pub(super) lent: bool,
 }
 
 /// bb8 manager for tiberius 0.13.
@@ -55,14 +59,26 @@ fn detect_dead_peers(tcp: &TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A round trip that also proves the session is not inside a transaction (a client returned
+/// mid-transaction would run the next caller's statements inside it).
 async fn ping(client: &mut TiberiusClient) -> tiberius::Result<()> {
-    client
-        .simple_query("SELECT 1")
+    let row = client
+        .simple_query("SELECT @@TRANCOUNT AS n")
         .await?
-        .into_results()
+        .into_row()
         .await?;
-    Ok(())
+    match row.and_then(|r| r.get::<i32, _>(0)) {
+        Some(0) => Ok(()),
+        n => Err(tiberius::error::Error::Conversion(
+            format!("the session is inside a transaction (@@TRANCOUNT {n:?})").into(),
+        )),
+    }
 }
+
+/// How long the check of a client lent to the native layer may take. A healthy one answers in
+/// a round trip; one that is still receiving the response of an abandoned statement would make
+/// its next user wait for that statement, so it is discarded instead.
+const LENT_CHECK_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl bb8::ManageConnection for MssqlManager {
     type Connection = MssqlClient;
@@ -73,6 +89,7 @@ impl bb8::ManageConnection for MssqlManager {
             client,
             last_used: Instant::now(),
             broken: false,
+            lent: false,
         })
     }
 
@@ -111,6 +128,9 @@ pub struct MssqlPool {
     pub(super) pool: bb8::Pool<MssqlManager>,
     pub(super) max_idle: u32,
     pub(super) idle_closes: Arc<AtomicU64>,
+    /// Connections opened outside bb8 and handed to it (the connect probe), which bb8's
+    /// `connections_created` does not count.
+    pub(super) adopted: Arc<AtomicU64>,
     pub(super) last_error: Arc<LastError>,
     pub(super) closed: Arc<AtomicBool>,
 }
@@ -125,7 +145,8 @@ impl std::fmt::Debug for MssqlPool {
 }
 
 impl MssqlPool {
-    /// Checks a client out. One idle longer than 500 ms is validated first.
+    /// Checks a client out. One idle longer than 500 ms is validated first, and so is one that
+    /// was lent to the native layer (within a bound; see [`MssqlConnection`]).
     pub async fn acquire(&self) -> Result<MssqlConnection> {
         if self.closed.load(Relaxed) {
             return Err(Error::closed(&self.name, Operation::Acquire));
@@ -133,11 +154,23 @@ impl MssqlPool {
         let max = self.pool.state().connections.max(1) + 1;
         for _ in 0..=max {
             let mut conn = self.pool.get_owned().await.map_err(|e| self.run_error(e))?;
-            if conn.last_used.elapsed() >= LIVENESS_WINDOW && ping(&mut conn.client).await.is_err()
-            {
+            if conn.lent || conn.last_used.elapsed() >= LIVENESS_WINDOW {
+                // Broken until the check answers: an acquire cancelled during it discards the
+                // client rather than returning it mid-response.
                 conn.broken = true;
-                continue;
+                let usable = if conn.lent {
+                    let checked =
+                        tokio::time::timeout(LENT_CHECK_BOUND, ping(&mut conn.client)).await;
+                    matches!(checked, Ok(Ok(())))
+                } else {
+                    ping(&mut conn.client).await.is_ok()
+                };
+                if !usable {
+                    continue;
+                }
             }
+            conn.broken = false;
+            conn.lent = false;
             return Ok(MssqlConnection {
                 inner: conn,
                 pool: self.clone(),
@@ -172,7 +205,7 @@ impl MssqlPool {
     pub(crate) async fn ping(&self) -> Result<()> {
         let mut conn = self.acquire().await?;
         conn.begin_operation();
-        ping(&mut conn.inner.client)
+        ping(conn.client())
             .await
             .map_err(|e| tiberius_error(&self.name, Operation::Ping, e))?;
         conn.settle();
@@ -194,7 +227,7 @@ impl MssqlPool {
             idle: state.idle_connections,
             max_open: self.pool.config().max_size,
             driver_counts: Some(DriverCounts {
-                opened: s.connections_created,
+                opened: s.connections_created + self.adopted.load(Relaxed),
                 closed_max_lifetime: s.connections_closed_max_lifetime,
                 closed_max_idle: idle_closes,
                 closed_broken: (s.connections_closed_broken + s.connections_closed_invalid)
@@ -233,6 +266,12 @@ impl MssqlPool {
 }
 
 /// A checked-out client; returns to the pool when dropped.
+///
+/// It dereferences to the tiberius client (the native layer). The library cannot see when an
+/// operation made through it ends, so a client used that way is checked before its next
+/// checkout: it must answer within a second and not be inside a transaction, else it is
+/// discarded (a statement abandoned mid-way, say by a timeout, would otherwise make the next
+/// caller wait for its response, and a transaction left open would take in their statements).
 pub struct MssqlConnection {
     inner: bb8::PooledConnection<'static, MssqlManager>,
     pool: MssqlPool,
@@ -249,6 +288,11 @@ impl MssqlConnection {
     pub(crate) fn settle(&mut self) {
         self.inner.broken = false;
     }
+
+    /// The client for the library's own operations, which track their state themselves.
+    pub(crate) fn client(&mut self) -> &mut TiberiusClient {
+        &mut self.inner.client
+    }
 }
 
 impl Deref for MssqlConnection {
@@ -259,7 +303,9 @@ impl Deref for MssqlConnection {
 }
 
 impl DerefMut for MssqlConnection {
+    /// Lends the client to the caller; it is checked before its next checkout.
     fn deref_mut(&mut self) -> &mut TiberiusClient {
+        self.inner.lent = true;
         &mut self.inner.client
     }
 }

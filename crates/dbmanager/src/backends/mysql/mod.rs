@@ -12,18 +12,66 @@ use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statement
 use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, PoolSettings};
 use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::error::{ErrorKind, Result};
-use crate::sql::placeholders::{Dialect, Rewritten, rewrite};
+use crate::sql::placeholders::{Dialect, Quote, Target};
 
 pub(crate) const DEFAULT_PORT: u16 = 3306;
 
-/// MySQL and MariaDB lexing: `'...'`, `"..."` and `` `...` ``, backslash escapes inside
-/// quotes (the default `sql_mode`), `#` comments, and `--` comments only before whitespace.
-const MYSQL: Dialect = Dialect {
-    quotes: &[('\'', '\''), ('"', '"'), ('`', '`')],
-    backslash_escapes: true,
-    hash_comments: true,
+/// MySQL and MariaDB lexing (their lexers' rules, `sql_lex.cc`), for the default `sql_mode`:
+///
+/// - `'...'` and `"..."` are strings with backslash escapes and `''`/`""` doubling
+///   (`NO_BACKSLASH_ESCAPES` and `ANSI_QUOTES` are not assumed); `` `...` `` is an identifier
+///   with ```` `` ```` doubling;
+/// - `#` comments, and `--` comments only before whitespace or a control character (`1--$1` is
+///   1 minus minus the parameter); both end at `\n`;
+/// - block comments do not nest: the first `*/` ends one;
+/// - identifiers are ASCII letters and digits, `_`, `$` and any non-ASCII character, and may
+///   start with a digit: `a$1`, `1$1` and `@$1` are names, not placeholders;
+/// - executable comments hold code. In `/*! ... */`, which every MySQL and MariaDB runs,
+///   placeholders are rewritten like any others. A conditional one, `/*!50001 ... */` (runs
+///   from a version on) or MariaDB's `/*M! ... */`, runs on some servers and is skipped by
+///   others, so a placeholder inside it could be counted or not: that is refused. Its content
+///   is lexed as code, as a server that runs it does;
+/// - a `?` in code is refused: it would be a parameter the caller did not number.
+pub(crate) const MYSQL: Dialect = Dialect {
+    name: "MySQL",
+    target: Target::Question,
+    quotes: &[
+        Quote {
+            open: '\'',
+            close: '\'',
+            doubling: true,
+            backslash: true,
+        },
+        Quote {
+            open: '"',
+            close: '"',
+            doubling: true,
+            backslash: true,
+        },
+        Quote {
+            open: '`',
+            close: '`',
+            doubling: true,
+            backslash: false,
+        },
+    ],
+    escape_strings: false,
+    dollar_quotes: false,
     dash_comment_needs_space: true,
+    cr_ends_line_comment: false,
+    hash_comments: true,
+    nested_block_comments: false,
+    executable_comments: true,
+    word_start: |c| mysql_word(c) || c == '@',
+    word_continue: mysql_word,
+    digit_words: true,
+    foreign_markers: &[('?', false)],
+    dollar_name_suffixes: false,
 };
+
+fn mysql_word(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()
+}
 
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Mysql,
@@ -82,9 +130,7 @@ impl SqlxFlavor for My {
 
     sqlx_statements!(MySql, rows::bind, rows::decode);
 
-    fn rewrite(sql: &str) -> Option<Rewritten<'_>> {
-        Some(rewrite(sql, &MYSQL, |out, _| out.push('?')))
-    }
+    const PLACEHOLDERS: &'static Dialect = &MYSQL;
 
     async fn session_init(
         probe: &mut MySqlConnection,
@@ -157,7 +203,8 @@ mod tests {
     use super::*;
 
     fn mysql(sql: &str) -> (String, Vec<u32>) {
-        let r = My::rewrite(sql).unwrap();
+        let params = vec![crate::sql::Value::Int(0); 3];
+        let r = crate::sql::placeholders::prepare(sql, &MYSQL, &params, true).unwrap();
         (r.sql.into_owned(), r.order)
     }
 
@@ -188,8 +235,84 @@ mod tests {
             ("SELECT 'a\\\\', ?".to_owned(), vec![1])
         );
         assert_eq!(mysql("SELECT a$1 FROM t").1, Vec::<u32>::new());
-        // A huge number saturates rather than wrapping onto a real parameter.
-        assert_eq!(mysql("SELECT $99999999999").1, vec![u32::MAX]);
+    }
+
+    use crate::sql::Value;
+    use crate::sql::placeholders::generate::{Lang, PARAMS, expected, input, statement};
+    use proptest::prelude::*;
+
+    /// The statement MySQL receives and the parameter numbers bound in order, or why none is
+    /// sent.
+    fn sent(sql: &str, params: &[Value]) -> std::result::Result<(String, Vec<u32>), String> {
+        crate::sql::placeholders::prepare(sql, My::PLACEHOLDERS, params, true)
+            .map(|r| (r.sql.into_owned(), r.order))
+            .map_err(|e| e.to_string())
+    }
+
+    fn ints(n: u32) -> Vec<Value> {
+        (1..=n).map(|i| Value::Int(i.into())).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Strings with backslash escapes and `''`, backtick identifiers, `#` and `-- `
+        /// comments, block comments that do not nest, executable comments `/*! ... */` (code:
+        /// rewritten) and conditional ones without placeholders, words with `$` inside
+        /// (`1$1` included), and placeholders.
+        #[test]
+        fn mysql_rewrites_exactly_the_placeholders_mysql_reads_as_code(
+            frags in statement(Lang::MySql, 10)
+        ) {
+            let want = expected(&frags, |_| "?".to_owned());
+            prop_assert_eq!(sent(&input(&frags), &ints(PARAMS)), Ok(want));
+        }
+    }
+
+    #[test]
+    fn mysql_lexing_cases() {
+        let p = ints(2);
+        let ok = |sql: &str| sent(sql, &p).unwrap();
+        // Block comments do not nest: the first `*/` ends the comment.
+        assert_eq!(
+            ok("SELECT /* /* */ $1"),
+            ("SELECT /* /* */ ?".into(), vec![1])
+        );
+        // An executable comment is code on every MySQL and MariaDB.
+        assert_eq!(
+            ok("SELECT 1 /*! + $2 */, $1"),
+            ("SELECT 1 /*! + ? */, ?".into(), vec![2, 1])
+        );
+        assert_eq!(
+            ok("SELECT /*! '*/' */ $1"),
+            ("SELECT /*! '*/' */ ?".into(), vec![1])
+        );
+        assert_eq!(
+            ok("SELECT 'a\\'$1', 'b''$2', \"c\\\"$1\", $2"),
+            ("SELECT 'a\\'$1', 'b''$2', \"c\\\"$1\", ?".into(), vec![2])
+        );
+        assert_eq!(
+            ok("SELECT 1--\u{1}$1"),
+            ("SELECT 1--\u{1}$1".into(), vec![])
+        );
+    }
+
+    #[test]
+    fn mysql_refuses_what_it_cannot_bind() {
+        let p = ints(2);
+        for sql in [
+            "SELECT $3",
+            "SELECT $0",
+            // MySQL's own marker would add a parameter nobody numbered.
+            "SELECT ?, $1",
+            // Whether a conditional comment runs depends on the server's version.
+            "SELECT 1 /*!50001 + $1 */",
+            "SELECT 1 /*M! + $1 */",
+            "SELECT $1abc",
+        ] {
+            let err = sent(sql, &p).unwrap_err();
+            assert!(!err.is_empty(), "{sql}");
+        }
     }
 
     #[test]

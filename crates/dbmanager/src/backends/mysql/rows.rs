@@ -7,25 +7,29 @@ use sqlx::mysql::{MySql, MySqlArguments, MySqlRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 
-use super::My;
-use crate::backends::sqlx::rows::{bind_error, check_parameter_count, unsupported_column};
-use crate::backends::sqlx::{SqlxFlavor, in_order};
+use super::MYSQL;
+use crate::backends::sqlx::in_order;
+use crate::backends::sqlx::rows::{
+    bind_error, check_parameter_count, placeholder_error, unsupported_column,
+};
+use crate::sql::placeholders::prepare;
 use crate::sql::{Interval, Value};
 
 pub(super) fn bind<'q>(
     sql: &'q str,
     params: &[Value],
 ) -> Result<Query<'q, MySql, MySqlArguments>, sqlx::Error> {
-    let Some(rewritten) = My::rewrite(sql) else {
-        return Ok(sqlx::query(AssertSqlSafe(sql)));
-    };
-    let ordered = in_order(&rewritten.order, params)?;
+    // A NULL goes into the text as the keyword, typed by its context (bound, it would be a
+    // string: `COALESCE(?, 5)` would be text).
+    let prepared = prepare(sql, &MYSQL, params, true).map_err(placeholder_error)?;
+    let ordered = in_order(&prepared.order, params)?;
     // A prepared statement takes at most 65535 placeholders.
     check_parameter_count(ordered.len(), u16::MAX as usize)?;
-    let mut query = sqlx::query(AssertSqlSafe(rewritten.sql.into_owned()));
-    for (param, n) in ordered.into_iter().zip(&rewritten.order) {
+    let mut query = sqlx::query(AssertSqlSafe(prepared.sql.into_owned()));
+    for (param, n) in ordered.into_iter().zip(&prepared.order) {
         let at = usize::try_from(*n).unwrap_or(usize::MAX);
         query = match param {
+            // Written into the statement as `NULL` by `prepare`, so never bound.
             Value::Null => query.bind(Option::<&str>::None),
             Value::Bool(v) => query.bind(*v),
             Value::Int(v) => query.bind(*v),

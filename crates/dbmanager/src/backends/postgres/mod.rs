@@ -67,6 +67,7 @@ impl SqlxFlavor for Pg {
     type DB = Postgres;
 
     const ARRAYS: bool = true;
+    const PLACEHOLDERS: &'static crate::sql::placeholders::Dialect = &rows::POSTGRES;
 
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
         classify_sqlstate(e.code().as_deref())

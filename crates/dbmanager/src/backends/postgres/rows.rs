@@ -9,19 +9,62 @@ use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use uuid::Uuid;
 
 use crate::backends::sqlx::SqlxFlavor as _;
-use crate::backends::sqlx::rows::unsupported_column;
+use crate::backends::sqlx::rows::{placeholder_error, unsupported_column};
+use crate::sql::placeholders::{Dialect, Quote, Target, prepare};
 use crate::sql::{Interval, Value};
 
-/// The query with its parameters bound; `$n` placeholders are PostgreSQL's own.
+/// PostgreSQL lexing (`scan.l`), with `standard_conforming_strings` on (the default since 9.1):
+/// `'...'` with `''` doubling and no backslash escapes; `E'...'` with both; `"..."`
+/// identifiers; dollar-quoted strings `$$...$$` and `$tag$...$tag$`; `--` comments to the end
+/// of the line (`\n` or `\r`); block comments that nest. `$` continues an identifier (`a$1`).
+/// The driver reads `$n` itself: the statement is only checked, and reaches it unchanged.
+pub(crate) const POSTGRES: Dialect = Dialect {
+    name: "PostgreSQL",
+    target: Target::Keep,
+    quotes: &[
+        Quote {
+            open: '\'',
+            close: '\'',
+            doubling: true,
+            backslash: false,
+        },
+        Quote {
+            open: '"',
+            close: '"',
+            doubling: true,
+            backslash: false,
+        },
+    ],
+    escape_strings: true,
+    dollar_quotes: true,
+    dash_comment_needs_space: false,
+    cr_ends_line_comment: true,
+    hash_comments: false,
+    nested_block_comments: true,
+    executable_comments: false,
+    word_start: |c| c.is_alphabetic() || c == '_' || !c.is_ascii(),
+    word_continue: |c| c.is_alphanumeric() || c == '_' || c == '$' || !c.is_ascii(),
+    digit_words: false,
+    foreign_markers: &[],
+    dollar_name_suffixes: false,
+};
+
+/// The query with its parameters bound; `$n` placeholders are PostgreSQL's own, checked
+/// against the parameters first. A NULL binds untyped, so the server types it by its context;
+/// one that no placeholder names has no context, and binds as text.
 pub(super) fn bind<'q>(
     sql: &'q str,
     params: &[Value],
 ) -> Result<Query<'q, Postgres, PgArguments>, sqlx::Error> {
     super::Pg::check_statement(sql, params)?;
+    let used = prepare(sql, &POSTGRES, params, false)
+        .map_err(placeholder_error)?
+        .used;
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for (i, param) in params.iter().enumerate() {
         query = match param {
-            Value::Null => query.bind(pg_null::UntypedNull),
+            Value::Null if used.get(i) == Some(&true) => query.bind(pg_null::UntypedNull),
+            Value::Null => query.bind(Option::<&str>::None),
             Value::Bool(v) => query.bind(*v),
             Value::Int(v) => query.bind(*v),
             Value::Float(v) => query.bind(*v),
@@ -220,4 +263,73 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
         values.push(value);
     }
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::sql::placeholders::generate::{Lang, PARAMS, expected, input, statement};
+
+    fn ints(n: u32) -> Vec<Value> {
+        (1..=n).map(|i| Value::Int(i.into())).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Every generated statement is accepted and reaches the driver unchanged (borrowed,
+        /// not copied); with NULL parameters written as `NULL`, exactly the placeholders in
+        /// code change.
+        #[test]
+        fn statements_reach_the_driver_unchanged(frags in statement(Lang::Postgres, 10)) {
+            let sql = input(&frags);
+            let prepared = prepare(&sql, &POSTGRES, &ints(PARAMS), false).map_err(|e| e.to_string());
+            prop_assert!(matches!(prepared.as_ref().map(|p| &p.sql), Ok(Cow::Borrowed(s)) if *s == sql), "{prepared:?}");
+            prop_assert_eq!(prepared.map(|p| p.order), Ok(Vec::new()));
+            let (want, _) = expected(&frags, |n| format!("${n}"));
+            prop_assert_eq!(want, sql);
+        }
+
+        /// The same rules with `?` written for each placeholder found: exactly the ones in
+        /// code, in order (literals, identifiers and comments hold `$1`s too).
+        #[test]
+        fn placeholders_are_found_exactly_where_the_server_reads_code(frags in statement(Lang::Postgres, 10)) {
+            const FINDING: Dialect = Dialect { target: Target::Question, ..POSTGRES };
+            let found = prepare(&input(&frags), &FINDING, &ints(PARAMS), false)
+                .map(|p| (p.sql.into_owned(), p.order))
+                .map_err(|e| e.to_string());
+            prop_assert_eq!(found, Ok(expected(&frags, |_| "?".to_owned())));
+        }
+    }
+
+    #[test]
+    fn postgres_lexing_cases() {
+        let p = ints(2);
+        let check = |sql: &str| {
+            prepare(sql, &POSTGRES, &p, false)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        // Inside dollar quotes, E-strings, nested comments and identifiers nothing is a
+        // placeholder, so nothing there needs a parameter.
+        for sql in [
+            "SELECT $$ $3 $$, $q$ $3 $$ $q$, E'\\' $3 ', $1",
+            "SELECT /* /* */ $3 */ $1, \"a$3\", a$3, 'x''$3'",
+            "SELECT 1 --$3\r, $2",
+        ] {
+            assert_eq!(check(sql), Ok(()), "{sql}");
+        }
+        for sql in [
+            "SELECT $3",
+            "SELECT E'\\'' $3 '",
+            "SELECT $1abc",
+            "SELECT $$x$$$3",
+        ] {
+            assert!(check(sql).is_err(), "{sql}");
+        }
+    }
 }

@@ -33,6 +33,7 @@ impl SqlxFlavor for Lite {
 
     const TEXT_UUIDS: bool = true;
     const TEXT_DECIMALS: bool = true;
+    const PLACEHOLDERS: &'static crate::sql::placeholders::Dialect = &rows::SQLITE;
 
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
         classify_result_code(e.code().as_deref())

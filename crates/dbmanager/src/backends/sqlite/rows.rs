@@ -12,16 +12,70 @@ use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteRow};
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 
 use crate::backends::sqlx::SqlxFlavor as _;
-use crate::backends::sqlx::rows::{bind_error, check_parameter_count, unsupported_column};
-use crate::sql::placeholders::{Dialect, rewrite};
+use crate::backends::sqlx::rows::{
+    bind_error, check_parameter_count, placeholder_error, unsupported_column,
+};
+use crate::sql::placeholders::{Dialect, Quote, Target, prepare};
 use crate::sql::{Value, parse_timestamp, parse_timestamptz};
 
-/// The query with its parameters bound; SQLite reads `$n` as numbered parameters.
+const fn doubled(open: char, close: char) -> Quote {
+    Quote {
+        open,
+        close,
+        doubling: true,
+        backslash: false,
+    }
+}
+
+/// SQLite lexing (`tokenize.c`): `'...'`, `"..."` and `` `...` `` with doubling, `[...]` without
+/// any escape; `--` comments to `\n`; block comments that do not nest. Identifier characters
+/// are ASCII letters and digits, `_`, `$` and non-ASCII; a token that starts with a digit and
+/// runs into them is illegal. SQLite's own markers (`?`, `?N`, `:a`, `@a`, `#a`, `$a`) are
+/// refused (sqlx binds `?` by position and refuses names as a protocol error), and so is `$1::`
+/// or `$1(`, which SQLite reads as one Tcl-style name. The statement reaches the driver
+/// unchanged: SQLite reads `$n` itself.
+pub(crate) const SQLITE: Dialect = Dialect {
+    name: "SQLite",
+    target: Target::Keep,
+    quotes: &[
+        doubled('\'', '\''),
+        doubled('"', '"'),
+        doubled('`', '`'),
+        Quote {
+            open: '[',
+            close: ']',
+            doubling: false,
+            backslash: false,
+        },
+    ],
+    escape_strings: false,
+    dollar_quotes: false,
+    dash_comment_needs_space: false,
+    cr_ends_line_comment: false,
+    hash_comments: false,
+    nested_block_comments: false,
+    executable_comments: false,
+    word_start: |c| c.is_ascii_alphabetic() || c == '_' || !c.is_ascii(),
+    word_continue: |c| c.is_ascii_alphanumeric() || c == '_' || c == '$' || !c.is_ascii(),
+    digit_words: true,
+    foreign_markers: &[
+        ('?', false),
+        (':', true),
+        ('@', true),
+        ('#', true),
+        ('$', true),
+    ],
+    dollar_name_suffixes: true,
+};
+
+/// The query with its parameters bound; SQLite reads `$n` as numbered parameters, checked
+/// against the parameters first (SQLite would bind NULL to a missing one).
 pub(super) fn bind<'q>(
     sql: &'q str,
     params: &[Value],
 ) -> Result<Query<'q, Sqlite, SqliteArguments>, sqlx::Error> {
     super::Lite::check_statement(sql, params)?;
+    prepare(sql, &SQLITE, params, false).map_err(placeholder_error)?;
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for (i, param) in params.iter().enumerate() {
         query = match param {
@@ -46,38 +100,15 @@ pub(super) fn bind<'q>(
     Ok(query)
 }
 
-/// SQLite's lexing: `'...'` strings, `"..."`, `` `...` `` and `[...]` identifiers.
-const SQLITE: Dialect = Dialect {
-    quotes: &[('\'', '\''), ('"', '"'), ('`', '`'), ('[', ']')],
-    backslash_escapes: false,
-    hash_comments: false,
-    dash_comment_needs_space: false,
-};
-
 /// The largest parameter number the bundled SQLite accepts (`SQLITE_MAX_VARIABLE_NUMBER`).
 const MAX_PARAMETERS: usize = 32_766;
 
-/// SQLite binds a missing parameter as NULL without a word, and sqlx's worker panics on `$0`:
-/// both are refused here, before the statement is sent.
+/// More parameters than SQLite accepts: refused before the statement is sent. (A placeholder
+/// with no parameter, which SQLite would bind as NULL, and `$0`, which panicked sqlx's worker,
+/// are refused by the placeholder check in [`bind`] and in the SeaORM statement.)
 pub(super) fn check_placeholders(sql: &str, params: &[Value]) -> Result<(), sqlx::Error> {
-    check_parameter_count(params.len(), MAX_PARAMETERS)?;
-    if !sql.contains('$') {
-        return Ok(());
-    }
-    let found = rewrite(sql, &SQLITE, |out, n| {
-        out.push('$');
-        out.push_str(&n.to_string());
-    })
-    .order;
-    for n in found {
-        let bound = usize::try_from(n).is_ok_and(|n| n >= 1 && n <= params.len());
-        if !bound {
-            return Err(sqlx::Error::Encode(
-                format!("placeholder ${n} has no parameter ({} given)", params.len()).into(),
-            ));
-        }
-    }
-    Ok(())
+    let _ = sql;
+    check_parameter_count(params.len(), MAX_PARAMETERS)
 }
 
 /// Text under a date/time declared type, parsed; text that does not parse stays text.
@@ -118,4 +149,46 @@ pub(super) fn decode(row: &SqliteRow) -> Result<Vec<Value>, sqlx::Error> {
         values.push(value);
     }
     Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::sql::placeholders::generate::{Lang, PARAMS, expected, input, statement};
+
+    fn ints(n: u32) -> Vec<Value> {
+        (1..=n).map(|i| Value::Int(i.into())).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Every generated statement is accepted and reaches the driver unchanged (borrowed,
+        /// not copied); with NULL parameters written as `NULL`, exactly the placeholders in
+        /// code change.
+        #[test]
+        fn statements_reach_the_driver_unchanged(frags in statement(Lang::Sqlite, 10)) {
+            let sql = input(&frags);
+            let prepared = prepare(&sql, &SQLITE, &ints(PARAMS), false).map_err(|e| e.to_string());
+            prop_assert!(matches!(prepared.as_ref().map(|p| &p.sql), Ok(Cow::Borrowed(s)) if *s == sql), "{prepared:?}");
+            prop_assert_eq!(prepared.map(|p| p.order), Ok(Vec::new()));
+            let (want, _) = expected(&frags, |n| format!("${n}"));
+            prop_assert_eq!(want, sql);
+        }
+
+        /// The same rules with `?` written for each placeholder found: exactly the ones in
+        /// code, in order (literals, identifiers and comments hold `$1`s too).
+        #[test]
+        fn placeholders_are_found_exactly_where_the_server_reads_code(frags in statement(Lang::Sqlite, 10)) {
+            const FINDING: Dialect = Dialect { target: Target::Question, ..SQLITE };
+            let found = prepare(&input(&frags), &FINDING, &ints(PARAMS), false)
+                .map(|p| (p.sql.into_owned(), p.order))
+                .map_err(|e| e.to_string());
+            prop_assert_eq!(found, Ok(expected(&frags, |_| "?".to_owned())));
+        }
+    }
 }

@@ -25,7 +25,7 @@ use crate::config::{DefaultOrm, PoolSettings};
 use crate::driver::{BackendPool, OpenSpec};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::sql::SqlExecutor;
-use crate::sql::placeholders::Rewritten;
+use crate::sql::placeholders::Dialect;
 use crate::sql::{Row, Value};
 use crate::stats::{PoolCounters, PoolGauges};
 
@@ -65,12 +65,10 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
     /// The backend has array types.
     const ARRAYS: bool = false;
 
-    /// `sql` with the neutral `$n` placeholders in the driver's own syntax, for drivers that do
-    /// not read `$n` themselves.
-    fn rewrite(sql: &str) -> Option<Rewritten<'_>> {
-        let _ = sql;
-        None
-    }
+    /// The server's lexical rules, under which every statement's `$n` placeholders are found,
+    /// checked against the parameters and, for a driver that does not read `$n`, rewritten
+    /// (see `sql::placeholders`).
+    const PLACEHOLDERS: &'static Dialect;
 
     /// Refuses, before sending, a statement the driver would mishandle (too many parameters,
     /// a placeholder with no parameter): on every layer, SeaORM's included.

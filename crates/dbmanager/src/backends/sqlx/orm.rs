@@ -11,6 +11,7 @@ use sea_orm::{
 use super::{SqlxFlavor, classify, in_order};
 use crate::config::DefaultOrm;
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::sql::placeholders::{Target, prepare};
 use crate::sql::{Row, Value};
 use crate::sql::{SqlExecutor, SqlTransaction};
 
@@ -148,7 +149,13 @@ fn orm_values<'v, F: SqlxFlavor>(
         .map_err(|e| Error::database(name, Operation::Query, ErrorKind::Query, e))
 }
 
-/// The statement in the driver's placeholder syntax; SeaORM passes SQL to sqlx as it is.
+/// The statement in the driver's placeholder syntax, its placeholders checked against the
+/// parameters; SeaORM passes SQL to sqlx as it is.
+///
+/// Every SeaORM value is typed, a NULL one too (`String(None)` is text, which PostgreSQL
+/// refuses for an `int` column), so a NULL parameter is written into the statement as the
+/// keyword `NULL`, which the server types by its context. Where the driver reads `$n`, the
+/// NULL is still bound in its place, unused, so the other numbers stay.
 fn statement<F: SqlxFlavor>(
     name: &str,
     db: &impl ConnectionTrait,
@@ -158,14 +165,20 @@ fn statement<F: SqlxFlavor>(
     F::check_statement(sql, params)
         .map_err(|e| Error::database(name, Operation::Query, ErrorKind::Query, e))?;
     let backend = db.get_database_backend();
-    Ok(match F::rewrite(sql) {
-        None => Statement::from_sql_and_values(backend, sql, orm_values::<F>(name, params)?),
-        Some(rewritten) => {
-            let ordered = in_order(&rewritten.order, params)
-                .map_err(|e| Error::database(name, Operation::Query, ErrorKind::Query, e))?;
-            Statement::from_sql_and_values(backend, rewritten.sql, orm_values::<F>(name, ordered)?)
-        }
-    })
+    let prepared = prepare(sql, F::PLACEHOLDERS, params, true)
+        .map_err(|e| Error::database(name, Operation::Query, ErrorKind::Query, e))?;
+    let values = if F::PLACEHOLDERS.target == Target::Question {
+        let ordered = in_order(&prepared.order, params)
+            .map_err(|e| Error::database(name, Operation::Query, ErrorKind::Query, e))?;
+        orm_values::<F>(name, ordered)?
+    } else {
+        orm_values::<F>(name, params)?
+    };
+    Ok(Statement::from_sql_and_values(
+        backend,
+        prepared.sql.into_owned(),
+        values,
+    ))
 }
 
 async fn execute<F: SqlxFlavor>(

@@ -38,6 +38,11 @@ pub(crate) fn check_parameter_count(count: usize, limit: usize) -> Result<(), sq
     Ok(())
 }
 
+/// A statement whose placeholders cannot be bound: a query error, before the driver sees it.
+pub(crate) fn placeholder_error(e: crate::sql::placeholders::PlaceholderError) -> sqlx::Error {
+    sqlx::Error::Encode(Box::new(e))
+}
+
 fn column_names<R: sqlx::Row>(row: &R) -> Arc<[String]> {
     row.columns().iter().map(|c| c.name().to_owned()).collect()
 }
