@@ -1,7 +1,7 @@
-//! A SQL Server statement abandoned mid-way, against the substitute server. In a test binary of
-//! its own: the substitute runs one statement at a time server-wide, so while the slow statement
-//! runs no other session (not even a login) gets an answer, and tests running beside it would
-//! time out.
+//! A SQL Server statement abandoned mid-way, against a private substitute server: the
+//! substitute runs one statement at a time server-wide, so while the slow statement runs no
+//! other session (not even a login) gets an answer; on the shared server, suites running beside
+//! it would time out.
 #![cfg(feature = "mssql")]
 
 mod support;
@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use dbmanager::Manager;
-use support::{fast_config, mssql_config};
+use support::{OwnedServer, fast_config, mssql_config};
 
 /// Seconds of the substitute's time (a `WHILE` loop: it has no `WAITFOR DELAY`).
 const SLOW: &str = "DECLARE @i INT = 0; WHILE @i < 12000000 SET @i = @i + 1; SELECT @i AS i";
@@ -22,7 +22,11 @@ const SLOW: &str = "DECLARE @i INT = 0; WHILE @i < 12000000 SET @i = @i + 1; SEL
 /// the abandoned client is discarded and replaced, not handed out again.
 #[tokio::test]
 async fn a_cancelled_native_query_does_not_desynchronise_the_next_checkout() {
+    // A private server: the slow statement holds the substitute's only executor.
+    let server = OwnedServer::mssql("Cancel-Test-Pw1");
     let mut c = mssql_config("ms");
+    c.port = Some(server.port);
+    c.password = Some("Cancel-Test-Pw1".to_owned().into());
     c.max_open_conns = Some(1);
     c.max_idle_conns = Some(1);
     c.connect_timeout = Duration::from_secs(30);

@@ -1,9 +1,14 @@
 //! SQL Server transactions the server ends, and clients that must not go back to the pool out
 //! of step, against the substitute server `scripts/test-servers.sh` starts.
 //!
-//! The substitute cannot deadlock (error 1205) or doom a transaction (`XACT_STATE() = -1`); a
-//! server-side rollback is forced with a `ROLLBACK` inside a statement and with a runtime error
-//! under `XACT_ABORT ON`. The cancelled statement is in `tests/mssql_cancel.rs`.
+//! The substitute cannot deadlock (error 1205: its write locks are table-level and no-wait, a
+//! conflict fails at once) or doom a transaction (`XACT_STATE() = -1`); a server-side rollback
+//! is forced with a `ROLLBACK` inside a statement and with a runtime error under
+//! `XACT_ABORT ON`. The cancelled statement is in `tests/mssql_cancel.rs`.
+//!
+//! Each test runs on a private substitute server: on the shared one, with other suites running
+//! transactions and DDL beside these, the substitute lost tables ("table ... not found in
+//! storage", "Invalid object name" for a table just created).
 #![cfg(feature = "mssql")]
 
 mod support;
@@ -11,15 +16,22 @@ mod support;
 use std::time::Duration;
 
 use dbmanager::{Database, ErrorKind, Manager, Value};
-use support::{fast_config, mssql_config, unique};
+use support::{OwnedServer, fast_config, mssql_config, unique};
 
-async fn manager(max_open: u32) -> Manager {
+const PASSWORD: &str = "Tx-Test-Pw1";
+
+/// A private substitute server and a manager with one connection `ms` of `max_open` clients on
+/// it; the server stops when the returned guard is dropped.
+async fn manager(max_open: u32) -> (OwnedServer, Manager) {
+    let server = OwnedServer::mssql(PASSWORD);
     let mut c = mssql_config("ms");
+    c.port = Some(server.port);
+    c.password = Some(PASSWORD.to_owned().into());
     c.max_open_conns = Some(max_open);
     c.max_idle_conns = Some(max_open);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     manager.connect().await.unwrap();
-    manager
+    (server, manager)
 }
 
 async fn table(db: &Database) -> String {
@@ -51,7 +63,7 @@ async fn trancount(db: &Database) -> i64 {
 /// autocommit and persist, and only `commit()` would fail.
 #[tokio::test]
 async fn statements_after_a_server_side_rollback_fail_and_nothing_persists() {
-    let manager = manager(1).await;
+    let (_server, manager) = manager(1).await;
     let db = manager.database("ms").unwrap();
     let table = table(&db).await;
     let insert = format!("INSERT INTO {table} (id) VALUES ($1)");
@@ -88,7 +100,7 @@ async fn statements_after_a_server_side_rollback_fail_and_nothing_persists() {
 /// succeeds and the client is reused.
 #[tokio::test]
 async fn a_runtime_error_aborts_the_transaction_and_the_handle() {
-    let manager = manager(1).await;
+    let (_server, manager) = manager(1).await;
     let db = manager.database("ms").unwrap();
     let table = table(&db).await;
     let insert = format!("INSERT INTO {table} (id) VALUES ($1)");
@@ -130,7 +142,7 @@ async fn a_runtime_error_aborts_the_transaction_and_the_handle() {
 /// inner level and return the client mid-transaction.
 #[tokio::test]
 async fn a_statement_that_opens_a_nested_transaction_poisons_the_handle() {
-    let manager = manager(1).await;
+    let (_server, manager) = manager(1).await;
     let db = manager.database("ms").unwrap();
     let table = table(&db).await;
     let mut tx = db.begin().await.unwrap();
@@ -148,7 +160,7 @@ async fn a_statement_that_opens_a_nested_transaction_poisons_the_handle() {
 /// caller, who would run inside it.
 #[tokio::test]
 async fn a_native_client_returned_mid_transaction_is_not_reused() {
-    let manager = manager(1).await;
+    let (_server, manager) = manager(1).await;
     let conn = manager.get("ms").unwrap();
     let db = conn.database().unwrap();
     let table = table(&db).await;
