@@ -257,8 +257,11 @@ fn the_status_page_renders_every_connection_in_a_real_browser() {
     // An error quoting markup is shown as text, never parsed.
     let archive = card(&dom, "archive");
     assert!(archive.contains("data-status=\"unavailable\""), "{archive}");
+    // (The library's message escapes the quotes in the path; the markup stays text either way.)
     assert!(
-        archive.contains("&lt;b id=\"xss\"&gt;a&lt;/b&gt;.db"),
+        archive.contains("&lt;b id=")
+            && archive.contains("xss")
+            && archive.contains("a&lt;/b&gt;.db"),
         "{archive}"
     );
     assert!(

@@ -200,9 +200,16 @@ impl Database {
             });
         }
         let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
+        let mut bound = bound;
         let mut outcome = statement(bound.clone()).await;
-        if self.lost_swap(&outcome, &bound) {
-            outcome = statement(self.current()?).await;
+        // Swaps close together (a reload under load) can close the next pool too before the
+        // retry reaches it: follow a few, then report.
+        for _ in 0..3 {
+            if !self.lost_swap(&outcome, &bound) {
+                break;
+            }
+            bound = self.current()?;
+            outcome = statement(bound.clone()).await;
         }
         let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
         c.breaker
