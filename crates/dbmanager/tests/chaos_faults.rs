@@ -1,11 +1,11 @@
 //! Chaos through a fault-injecting proxy in front of the machine's PostgreSQL: blackhole,
-//! latency, connections reset in the middle of a transaction.
+//! latency, connections reset in the middle of a transaction, a listener's session gone silent.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use dbmanager::{ConnectPolicy, Error, ErrorKind, Manager, Status};
+use dbmanager::{ConnectPolicy, Error, ErrorKind, ListenerEvent, Manager, Status};
 use support::proxy::{Fault, FaultProxy};
 use support::{TestDb, fast_config};
 
@@ -192,5 +192,71 @@ async fn a_slow_server_is_degraded_not_unhealthy() {
     proxy.set(Fault::Forward);
     conn.health_check().await.unwrap();
     assert_eq!(conn.status(), Status::Healthy);
+    manager.close(Duration::from_secs(2)).await;
+}
+
+/// A listener whose session goes silent (bytes vanish, nothing resets it) finds out with its
+/// idle ping, keeps reconnecting while nothing answers, and once the network is back yields
+/// `Reconnected` before the notifications sent after it, which all arrive.
+#[tokio::test]
+async fn a_blackholed_listener_session_is_found_by_its_ping_and_replaced() {
+    let db = TestDb::create();
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let mut c = via_proxy(&db, &proxy);
+    c.connect_timeout = Duration::from_secs(1);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let mut listener = manager.listener("pg").await.unwrap();
+    listener.listen("silent").await.unwrap();
+    let patience = Duration::from_secs(60);
+    let mut next = async || {
+        tokio::time::timeout(patience, listener.recv())
+            .await
+            .expect("the listener yields an item")
+            .expect("the stream is open")
+    };
+
+    proxy.set(Fault::Blackhole);
+    let started = Instant::now();
+    let event = next().await;
+    println!(
+        "blackholed listener: {event:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(event, ListenerEvent::Disconnected { .. }),
+        "{event:?}"
+    );
+    // Reconnect attempts into the blackhole time out; the old, desynchronised sessions go.
+    let conn = manager.get("pg").unwrap();
+    assert!(
+        support::eventually(patience, || {
+            conn.stats().listeners.unwrap().reconnect_failures > 0
+        })
+        .await
+    );
+    proxy.cut_all();
+    proxy.set(Fault::Forward);
+    assert_eq!(next().await, ListenerEvent::Reconnected);
+    println!(
+        "blackholed listener: reconnected after {:?}",
+        started.elapsed()
+    );
+
+    for i in 0..20 {
+        let payload = i.to_string();
+        let mut tries = 0;
+        while let Err(e) = listener.notify("silent", &payload).await {
+            assert!(e.is_retryable() && tries < 20, "{e}");
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for i in 0..20 {
+        match tokio::time::timeout(patience, listener.recv()).await {
+            Ok(Some(ListenerEvent::Notification(n))) => assert_eq!(n.payload, i.to_string()),
+            other => panic!("expected notification {i}, got {other:?}"),
+        }
+    }
     manager.close(Duration::from_secs(2)).await;
 }
