@@ -260,3 +260,46 @@ async fn a_blackholed_listener_session_is_found_by_its_ping_and_replaced() {
     }
     manager.close(Duration::from_secs(2)).await;
 }
+
+/// A manager close while the listener's session hangs in a statement (its LISTEN went into a
+/// blackhole, bounded only by a long `connect_timeout`) still ends the stream within the close
+/// deadline, and the caller of that `listen` learns the listener closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_ends_a_listener_stuck_in_a_blackholed_statement() {
+    let db = TestDb::create();
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let mut c = via_proxy(&db, &proxy);
+    c.connect_timeout = Duration::from_secs(60);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let mut listener = manager.listener("pg").await.unwrap();
+    let handle = listener.handle();
+    let reader = tokio::spawn(async move { listener.recv().await });
+
+    proxy.set(Fault::Blackhole);
+    let stuck = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.listen("never").await }
+    });
+    // The LISTEN is on its way into the blackhole.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stuck.is_finished());
+
+    let deadline = Duration::from_secs(1);
+    let report = tokio::time::timeout(Duration::from_secs(10), manager.close(deadline))
+        .await
+        .expect("close returns");
+    println!("close with a stuck listener: {report:?}");
+    // Well before the 60 s the statement itself could take.
+    let ended = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert_eq!(ended, None);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), stuck)
+        .await
+        .expect("the listen call returns")
+        .unwrap();
+    assert_eq!(outcome.unwrap_err().kind(), ErrorKind::Closed);
+    proxy.cut_all();
+}

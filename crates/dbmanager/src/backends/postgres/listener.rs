@@ -281,8 +281,8 @@ async fn serve(task: &mut ListenerTask, session: &mut Session) -> Served {
                 Signal::Wake(Wake::Stop) => return Served::Stop,
                 Signal::Wake(Wake::Replaced) => return Served::Replaced,
                 Signal::Command(command) => {
-                    if let Err(lost) = run_command(task, session, command).await {
-                        return Served::Lost(lost);
+                    if let Some(served) = run_command(task, session, command).await {
+                        return served;
                     }
                 }
             },
@@ -307,9 +307,10 @@ async fn serve(task: &mut ListenerTask, session: &mut Session) -> Served {
                 }
             }
             () = tokio::time::sleep_until(ping_at) => {
-                let ping = format!("{MARK} SELECT 1");
-                if let Err(lost) = execute(task, session, ping).await {
-                    return Served::Lost(lost);
+                match execute(task, session, format!("{MARK} SELECT 1")).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(lost)) => return Served::Lost(lost),
+                    Err(wake) => return served_by(wake),
                 }
             }
         }
@@ -339,20 +340,29 @@ fn check_channel(name: &str, channel: &str) -> Result<()> {
     ))
 }
 
-/// Runs one statement on the session, bounded by `connect_timeout`.
-async fn execute(task: &ListenerTask, session: &mut Session, sql: String) -> Result<()> {
+/// Runs one statement on the session, bounded by `connect_timeout`; a close or a replace
+/// meanwhile interrupts it (the session is dropped then).
+async fn execute(
+    task: &mut ListenerTask,
+    session: &mut Session,
+    sql: String,
+) -> std::result::Result<Result<()>, Wake> {
     let limit = task.source.current().settings.connect_timeout;
-    let name = &task.name;
-    let outcome = bounded(name, Operation::Listen, limit, async {
+    let name = task.name.clone();
+    let statement = bounded(&name, Operation::Listen, limit, async {
         sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&mut session.listener)
             .await
             .map(|_| ())
-            .map_err(|e| sqlx_error::<Pg>(name, Operation::Listen, e))
-    })
-    .await;
+            .map_err(|e| sqlx_error::<Pg>(&name, Operation::Listen, e))
+    });
+    let outcome = tokio::select! {
+        biased;
+        wake = task.woken() => return Err(wake),
+        outcome = statement => outcome,
+    };
     session.last_activity = Instant::now();
-    outcome
+    Ok(outcome)
 }
 
 /// Whether a statement's error means the session is gone (rather than the statement failed).
@@ -360,24 +370,32 @@ fn session_lost(error: &Error) -> bool {
     error.is_retryable() || error.kind() == ErrorKind::Closed
 }
 
+fn served_by(wake: Wake) -> Served {
+    match wake {
+        Wake::Stop => Served::Stop,
+        Wake::Replaced => Served::Replaced,
+    }
+}
+
 /// Runs a command on a live session. The acknowledgement is `Ok` once the server listens (or
-/// stopped listening); when the session turns out to be lost, the channel set is what the
-/// reconnect will listen to, the caller gets `Ok`, and the loss is returned.
+/// stopped listening); when the session turns out to be lost or is replaced meanwhile, the
+/// channel set is what the reconnect will listen to, the caller gets `Ok`, and how serving the
+/// session ended is returned.
 async fn run_command(
     task: &mut ListenerTask,
     session: &mut Session,
     command: Command,
-) -> std::result::Result<(), Error> {
+) -> Option<Served> {
     let (sql, ack, undo) = match command {
         Command::Listen(channel, ack) => {
             if let Err(e) = check_channel(&task.name, &channel) {
                 let _ = ack.send(Err(e));
-                return Ok(());
+                return None;
             }
             let mut channels = (*task.channels()).clone();
             if !channels.insert(channel.clone()) {
                 let _ = ack.send(Ok(()));
-                return Ok(());
+                return None;
             }
             // Recorded first: a notification that follows the LISTEN at once is kept.
             task.set_channels(channels);
@@ -387,7 +405,7 @@ async fn run_command(
             let mut channels = (*task.channels()).clone();
             if !channels.remove(&channel) {
                 let _ = ack.send(Ok(()));
-                return Ok(());
+                return None;
             }
             task.set_channels(channels);
             (listen_sql("UNLISTEN", &channel), ack, None)
@@ -398,15 +416,23 @@ async fn run_command(
         }
     };
     match execute(task, session, sql).await {
-        Ok(()) => {
+        Ok(Ok(())) => {
             let _ = ack.send(Ok(()));
-            Ok(())
+            None
         }
-        Err(lost) if session_lost(&lost) => {
+        Ok(Err(lost)) if session_lost(&lost) => {
             let _ = ack.send(Ok(()));
-            Err(lost)
+            Some(Served::Lost(lost))
         }
-        Err(e) => {
+        Err(Wake::Replaced) => {
+            let _ = ack.send(Ok(()));
+            Some(Served::Replaced)
+        }
+        Err(Wake::Stop) => {
+            let _ = ack.send(Err(Error::closed(&task.name, Operation::Listen)));
+            Some(Served::Stop)
+        }
+        Ok(Err(e)) => {
             // The server refused the statement; the session is fine.
             if let Some(channel) = undo {
                 let mut channels = (*task.channels()).clone();
@@ -414,7 +440,7 @@ async fn run_command(
                 task.set_channels(channels);
             }
             let _ = ack.send(Err(e));
-            Ok(())
+            None
         }
     }
 }
