@@ -127,6 +127,9 @@ fn notification(n: &PgNotification) -> Notification {
 }
 
 /// Closes a session: the listener's connection goes back to its own pool, which closes it.
+/// `PgListener`'s drop sends `UNLISTEN *` from a task of its own before returning the
+/// connection; on a session whose network went silent that task waits until the socket fails,
+/// so the wait here is bounded and nothing else depends on it.
 async fn close_session(session: Session, limit: Duration) {
     drop(session.listener);
     let _ = tokio::time::timeout(limit, session.pool.close()).await;
