@@ -131,7 +131,10 @@ fn planted_env<'a>() -> Vec<(&'a str, &'a str)> {
     vec![
         ("PG_HOST", "db.internal"),
         ("REPORTING_PASSWORD", EXPANDED_PASSWORD),
-        ("DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD", OVERRIDE_PASSWORD),
+        (
+            "DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD",
+            OVERRIDE_PASSWORD,
+        ),
         ("DBMANAGER__MAX_IDLE_CONNS", "3"),
         ("DBMANAGER__CONNECTIONS__REPORTING__CONNECT_TIMEOUT", "4s"),
     ]
@@ -190,19 +193,38 @@ fn show_gives_each_values_origin_and_redacts_every_secret() {
     let expect = |connection: Option<&str>, key: &str, parts: &[&str]| {
         let line = line(&stdout, connection, key);
         for part in parts {
-            assert!(line.contains(part), "{connection:?}.{key}: {part:?} not in {line:?}");
+            assert!(
+                line.contains(part),
+                "{connection:?}.{key}: {part:?} not in {line:?}"
+            );
         }
     };
     // Defaults, the file (with lines), overrides, inheritance, `${VAR}`.
     expect(None, "max_open_conns", &["25", "# default"]);
     expect(None, "retry_attempts", &["5", "# file line 4"]);
-    expect(None, "max_idle_conns", &["3", "# env DBMANAGER__MAX_IDLE_CONNS"]);
+    expect(
+        None,
+        "max_idle_conns",
+        &["3", "# env DBMANAGER__MAX_IDLE_CONNS"],
+    );
     expect(None, "default_connection", &["primary", "# file line 3"]);
-    expect(Some("primary"), "host", &["db.internal", "# file line 8, ${PG_HOST}"]);
+    expect(
+        Some("primary"),
+        "host",
+        &["db.internal", "# file line 8, ${PG_HOST}"],
+    );
     expect(Some("primary"), "max_open_conns", &["7", "# file line 12"]);
-    expect(Some("primary"), "max_idle_conns", &["3", "# from max_idle_conns"]);
+    expect(
+        Some("primary"),
+        "max_idle_conns",
+        &["3", "# from max_idle_conns"],
+    );
     expect(Some("primary"), "connect_timeout", &["10s", "# default"]);
-    expect(Some("primary"), "tags", &["{\"team\":\"data\"}", "# file line 14"]);
+    expect(
+        Some("primary"),
+        "tags",
+        &["{\"team\":\"data\"}", "# file line 14"],
+    );
     expect(
         Some("primary"),
         "password",
@@ -211,7 +233,11 @@ fn show_gives_each_values_origin_and_redacts_every_secret() {
             "# env DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD",
         ],
     );
-    expect(Some("primary"), "init_sql", &["[\"[REDACTED]\"]", "# file line 13"]);
+    expect(
+        Some("primary"),
+        "init_sql",
+        &["[\"[REDACTED]\"]", "# file line 13"],
+    );
     expect(
         Some("analytics"),
         "dsn",
@@ -220,7 +246,11 @@ fn show_gives_each_values_origin_and_redacts_every_secret() {
             "# file line 17",
         ],
     );
-    expect(Some("analytics"), "max_open_conns", &["25", "# from max_open_conns"]);
+    expect(
+        Some("analytics"),
+        "max_open_conns",
+        &["25", "# from max_open_conns"],
+    );
     expect(
         Some("reporting"),
         "password",
@@ -229,14 +259,23 @@ fn show_gives_each_values_origin_and_redacts_every_secret() {
     expect(
         Some("reporting"),
         "connect_timeout",
-        &["4s", "# env DBMANAGER__CONNECTIONS__REPORTING__CONNECT_TIMEOUT"],
+        &[
+            "4s",
+            "# env DBMANAGER__CONNECTIONS__REPORTING__CONNECT_TIMEOUT",
+        ],
     );
     assert!(stdout.contains(&config.display().to_string()), "{stdout}");
     // The output is YAML (origins are comments) with the effective values.
     let reread = yaml_as_json(&stdout);
     assert_eq!(reread["dbmanager"]["max_idle_conns"], 3);
-    assert_eq!(reread["dbmanager"]["connections"]["primary"]["host"], "db.internal");
-    assert_eq!(reread["dbmanager"]["connections"]["reporting"]["connect_timeout"], "4s");
+    assert_eq!(
+        reread["dbmanager"]["connections"]["primary"]["host"],
+        "db.internal"
+    );
+    assert_eq!(
+        reread["dbmanager"]["connections"]["reporting"]["connect_timeout"],
+        "4s"
+    );
 }
 
 #[test]
@@ -244,7 +283,13 @@ fn show_json_lists_settings_with_origins_and_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let config = planted(dir.path());
     let out = dbmanager(
-        &["config", "show", "--json", "--config", config.to_str().unwrap()],
+        &[
+            "config",
+            "show",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+        ],
         &planted_env(),
     );
     let (stdout, stderr) = text(&out);
@@ -253,8 +298,14 @@ fn show_json_lists_settings_with_origins_and_no_secret() {
     let doc: Value = serde_json::from_str(&stdout).unwrap();
     let effective = &doc["effective"]["dbmanager"];
     assert_eq!(effective["retry_attempts"], 5);
-    assert_eq!(effective["connections"]["primary"]["password"], "[REDACTED]");
-    assert_eq!(effective["connections"]["reporting"]["password"], "[REDACTED]");
+    assert_eq!(
+        effective["connections"]["primary"]["password"],
+        "[REDACTED]"
+    );
+    assert_eq!(
+        effective["connections"]["reporting"]["password"],
+        "[REDACTED]"
+    );
     let settings = doc["settings"].as_array().unwrap();
     let find = |path: &str| {
         settings
@@ -274,7 +325,10 @@ fn show_json_lists_settings_with_origins_and_no_secret() {
         "DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD"
     );
     let expanded = find("connections.reporting.password");
-    assert_eq!(expanded["expanded_from"], serde_json::json!(["REPORTING_PASSWORD"]));
+    assert_eq!(
+        expanded["expanded_from"],
+        serde_json::json!(["REPORTING_PASSWORD"])
+    );
     let inherited = find("connections.analytics.max_idle_conns");
     assert_eq!(inherited["origins"][0]["kind"], "inherited");
     assert_eq!(inherited["origins"][0]["key"], "max_idle_conns");
@@ -288,10 +342,14 @@ fn show_without_config_explains_the_embedded_quickstart() {
     let out = dbmanager(&["config", "show"], &[("DBMANAGER_DATA_DIR", &data)]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.contains("the embedded quick-start config"), "{stdout}");
+    assert!(
+        stdout.contains("the embedded quick-start config"),
+        "{stdout}"
+    );
     let filepath = line(&stdout, Some("main"), "filepath");
     assert!(
-        filepath.contains(&format!("{data}/quickstart.sqlite")) && filepath.contains("${DBMANAGER_DATA_DIR}"),
+        filepath.contains(&format!("{data}/quickstart.sqlite"))
+            && filepath.contains("${DBMANAGER_DATA_DIR}"),
         "{filepath}"
     );
     // A connection only in the environment shows up, with its variables as origins.
@@ -306,7 +364,10 @@ fn show_without_config_explains_the_embedded_quickstart() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let kind = line(&stdout, Some("extra"), "type");
-    assert!(kind.contains("# env DBMANAGER__CONNECTIONS__EXTRA__TYPE"), "{kind}");
+    assert!(
+        kind.contains("# env DBMANAGER__CONNECTIONS__EXTRA__TYPE"),
+        "{kind}"
+    );
 }
 
 #[test]
@@ -337,13 +398,19 @@ fn an_invalid_config_lists_every_problem_exits_2_and_echoes_no_secret() {
             "connections.b.type: `sqlit` is not valid",
             "connections.c.port: the value (from `${...}`) is not a whole number",
         ] {
-            assert!(stderr.contains(expected), "missing {expected:?} in {stderr}");
+            assert!(
+                stderr.contains(expected),
+                "missing {expected:?} in {stderr}"
+            );
         }
         assert_no_secret(&stdout, &stderr);
     }
     // A missing file: exit 2, named.
     let missing = dir.path().join("missing.yaml");
-    let out = dbmanager(&["config", "show", "--config", missing.to_str().unwrap()], &[]);
+    let out = dbmanager(
+        &["config", "show", "--config", missing.to_str().unwrap()],
+        &[],
+    );
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("missing.yaml"), "{stderr}");

@@ -286,6 +286,7 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str, bool)> {
         (p, "circuit_breaker", "off", true),
         (p, "circuit_breaker", "false", true),
         (p, "circuit_breaker", "{failures: 0}", false),
+        (p, "circuit_breaker", "{failures: 10001}", false),
         (p, "circuit_breaker", "{failures: 5, window: 1s}", false),
         (p, "circuit_breaker", "{}", false),
         (p, "circuit_breaker", "on", false),
