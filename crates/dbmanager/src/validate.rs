@@ -11,8 +11,8 @@ use secrecy::ExposeSecret;
 
 use crate::config::{
     ConfigProblems, ConnectionConfig, ConnectionProblems, DefaultOrm, EffectiveConfig, EnvSource,
-    MAX_DOCUMENT_BYTES, MAX_LIFETIME, MAX_PASSWORD_FILE_BYTES, MAX_POOL_SIZE, MAX_TIMEOUT,
-    ManagerConfig, SslMode, effective_settings, parse_yaml, shown,
+    MAX_CIRCUIT_BREAKER_FAILURES, MAX_DOCUMENT_BYTES, MAX_LIFETIME, MAX_PASSWORD_FILE_BYTES,
+    MAX_POOL_SIZE, MAX_TIMEOUT, ManagerConfig, SslMode, effective_settings, parse_yaml, shown,
 };
 use crate::driver::{Driver, Field};
 
@@ -257,7 +257,9 @@ impl ManagerConfig {
                 " (0s turns it off)",
             );
         }
-        if c.circuit_breaker_failures.is_some_and(|n| n > 10_000) {
+        if c.circuit_breaker_failures
+            .is_some_and(|n| n > MAX_CIRCUIT_BREAKER_FAILURES)
+        {
             p.push(
                 "circuit_breaker.failures",
                 "more than 10000 consecutive failures; a breaker that late never opens in practice",

@@ -39,6 +39,8 @@ pub(crate) enum Shape {
 pub(crate) struct Key {
     pub name: &'static str,
     pub shape: Shape,
+    /// The schema's description.
+    #[cfg_attr(not(feature = "schema"), allow(dead_code))]
     pub doc: &'static str,
 }
 

@@ -22,6 +22,7 @@ use secrecy::SecretString;
 pub(crate) use effective::settings as effective_settings;
 pub use effective::{EffectiveConfig, Origin, REDACTED, Setting};
 pub use enums::{DatabaseType, DefaultOrm, ReadPreference, SslMode};
+pub(crate) use keys::MAX_CIRCUIT_BREAKER_FAILURES;
 pub(crate) use load::parse as parse_yaml;
 pub use load::{ENV_PREFIX, EnvSource};
 pub use problems::{ConfigProblem, ConfigProblems};
