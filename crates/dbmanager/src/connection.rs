@@ -20,9 +20,13 @@ use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
 struct Backend(Box<dyn BackendPool>);
 
 /// The open backend, with the generation it belongs to held alive.
+///
+/// Holds `arc_swap` guards rather than cloned `Arc`s: on the lookup path a clone is an atomic
+/// read-modify-write on a count that every thread shares, which is what made lookups from many
+/// threads contend; a guard borrows a per-thread debt slot instead.
 struct BackendGuard {
-    generation: Arc<Generation>,
-    backend: Option<Arc<Backend>>,
+    generation: arc_swap::Guard<Arc<Generation>>,
+    backend: arc_swap::Guard<Option<Arc<Backend>>>,
 }
 
 impl BackendGuard {
@@ -362,8 +366,16 @@ impl Connection {
     /// The open backend (the lookup path: two lock-free loads).
     fn backend(&self, operation: Operation) -> Result<BackendGuard> {
         self.check_usable(operation)?;
-        let generation = self.shared.current.load_full();
-        let backend = generation.backend.load_full();
+        let generation = self.shared.current.load();
+        self.backend_of(generation, operation)
+    }
+
+    fn backend_of(
+        &self,
+        generation: arc_swap::Guard<Arc<Generation>>,
+        operation: Operation,
+    ) -> Result<BackendGuard> {
+        let backend = generation.backend.load();
         if backend.is_none() {
             return Err(Error::Unavailable {
                 connection: self.name().to_owned(),
@@ -378,13 +390,16 @@ impl Connection {
     }
 
     fn sql_backend(&self) -> Result<BackendGuard> {
-        if !self.kind().is_sql() {
+        self.check_usable(Operation::Access)?;
+        let generation = self.shared.current.load();
+        let kind = generation.config.kind;
+        if !kind.is_sql() {
             return Err(Error::NotSql {
                 connection: self.name().to_owned(),
-                backend: self.kind(),
+                backend: kind,
             });
         }
-        self.backend(Operation::Access)
+        self.backend_of(generation, Operation::Access)
     }
 
     fn unsupported(&self, layer: &'static str, reason: &'static str) -> Error {
@@ -563,12 +578,10 @@ impl Connection {
                 return Err(e);
             }
         };
-        let (generation, backend) = match guard {
-            BackendGuard {
-                generation,
-                backend: Some(backend),
-            } => (generation, backend),
-            BackendGuard { backend: None, .. } => return Ok(()),
+        // Owned from here on: the check awaits, and a guard is for short borrows.
+        let generation = arc_swap::Guard::into_inner(guard.generation);
+        let Some(backend) = arc_swap::Guard::into_inner(guard.backend) else {
+            return Ok(());
         };
         backend.0.trim_idle(generation.settings.max_idle).await;
         let limit = generation.settings.connect_timeout;
