@@ -19,19 +19,27 @@ use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
 /// The open pool of a connection, whatever its backend.
 struct Backend(Box<dyn BackendPool>);
 
-/// The open backend, with the generation it belongs to held alive.
-///
-/// Holds `arc_swap` guards rather than cloned `Arc`s: on the lookup path a clone is an atomic
-/// read-modify-write on a count that every thread shares, which is what made lookups from many
-/// threads contend; a guard borrows a per-thread debt slot instead.
-struct BackendGuard {
-    generation: arc_swap::Guard<Arc<Generation>>,
-    backend: arc_swap::Guard<Option<Arc<Backend>>>,
+/// The open backend with the generation it belongs to: what the lookup path reads, published
+/// in one place ([`Shared::open`]) so that reaching a pool is one lock-free load.
+struct Open {
+    generation: Arc<Generation>,
+    backend: Arc<Backend>,
 }
+
+/// The open backend, held alive while a caller uses it.
+///
+/// An `arc_swap` guard rather than a cloned `Arc`: on the lookup path a clone is an atomic
+/// read-modify-write on a count that every thread shares; a guard borrows a per-thread debt
+/// slot instead.
+struct BackendGuard(arc_swap::Guard<Option<Arc<Open>>>);
 
 impl BackendGuard {
     fn as_deref(&self) -> Option<&Backend> {
-        self.backend.as_deref()
+        self.0.as_deref().map(|open| &*open.backend)
+    }
+
+    fn generation(&self) -> Option<&Generation> {
+        self.0.as_deref().map(|open| &*open.generation)
     }
 }
 
@@ -72,6 +80,12 @@ struct Shared {
     /// Tells the LISTEN/NOTIFY listeners of a close (they end) or a replace (they move to the
     /// new configuration); each listener's task holds a receiver until it ends.
     listeners: tokio::sync::watch::Sender<crate::listen::ConnectionSignal>,
+    /// The current generation and its open backend, republished (under `publishing`) after
+    /// every change of either; `None` while not open. The lookup path reads only this.
+    open: ArcSwapOption<Open>,
+    /// Serialises republishing: each publish reads the current state, so the last one wins
+    /// with the newest state whatever order writers finish in.
+    publishing: std::sync::Mutex<()>,
 }
 
 /// One configuration of a connection and the pool opened from it.
@@ -190,12 +204,33 @@ impl Connection {
                 connecting: AtomicBool::new(false),
                 connect_done: tokio::sync::Notify::new(),
                 listeners: tokio::sync::watch::Sender::new(Default::default()),
+                open: ArcSwapOption::empty(),
+                publishing: std::sync::Mutex::new(()),
             }),
         }
     }
 
     fn generation(&self) -> arc_swap::Guard<Arc<Generation>> {
         self.shared.current.load()
+    }
+
+    /// Republishes the current generation and its backend for the lookup path. Called after
+    /// every change of either, and before the epoch moves, so a handle that sees the new epoch
+    /// also finds the new backend.
+    fn publish(&self) {
+        let _serial = self
+            .shared
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = self.shared.current.load_full();
+        let open = generation.backend.load_full().map(|backend| {
+            Arc::new(Open {
+                generation,
+                backend,
+            })
+        });
+        self.shared.open.store(open);
     }
 
     /// Whether `config` (with its derived settings) is what this connection runs with now.
@@ -235,8 +270,11 @@ impl Connection {
                 connecting: AtomicBool::new(false),
                 connect_done: tokio::sync::Notify::new(),
                 listeners: tokio::sync::watch::Sender::new(Default::default()),
+                open: ArcSwapOption::empty(),
+                publishing: std::sync::Mutex::new(()),
             }),
         };
+        conn.publish();
         conn.shared.health.succeeded(false);
         conn
     }
@@ -366,40 +404,31 @@ impl Connection {
     /// The open backend (the lookup path: two lock-free loads).
     fn backend(&self, operation: Operation) -> Result<BackendGuard> {
         self.check_usable(operation)?;
-        let generation = self.shared.current.load();
-        self.backend_of(generation, operation)
-    }
-
-    fn backend_of(
-        &self,
-        generation: arc_swap::Guard<Arc<Generation>>,
-        operation: Operation,
-    ) -> Result<BackendGuard> {
-        let backend = generation.backend.load();
-        if backend.is_none() {
+        let open = self.shared.open.load();
+        if open.is_none() {
             return Err(Error::Unavailable {
                 connection: self.name().to_owned(),
                 operation,
                 last_error: self.shared.health.last_error(),
             });
         }
-        Ok(BackendGuard {
-            generation,
-            backend,
-        })
+        Ok(BackendGuard(open))
     }
 
     fn sql_backend(&self) -> Result<BackendGuard> {
-        self.check_usable(Operation::Access)?;
-        let generation = self.shared.current.load();
-        let kind = generation.config.kind;
+        let open = self.backend(Operation::Access);
+        let kind = match &open {
+            Ok(open) => open.generation().map(|g| g.config.kind),
+            Err(_) => None,
+        }
+        .unwrap_or_else(|| self.kind());
         if !kind.is_sql() {
             return Err(Error::NotSql {
                 connection: self.name().to_owned(),
                 backend: kind,
             });
         }
-        self.backend_of(generation, Operation::Access)
+        open
     }
 
     fn unsupported(&self, layer: &'static str, reason: &'static str) -> Error {
@@ -513,7 +542,10 @@ impl Connection {
     fn bind_sql(&self, backend: &BackendGuard) -> Result<crate::sql::Bound> {
         // Read before the backend: a change in between makes the handle re-bind once more.
         let epoch = self.shared.epoch.load(Ordering::Acquire);
-        let layer = backend.generation.config.default_orm;
+        let Some(generation) = backend.generation() else {
+            return Err(self.unsupported("SQL", "the connection is not open"));
+        };
+        let layer = generation.config.default_orm;
         let executor = match backend.as_deref() {
             Some(b) => b.0.sql(layer).map_err(|reason| {
                 let name = match layer {
@@ -526,7 +558,7 @@ impl Connection {
         };
         Ok(crate::sql::Bound {
             epoch,
-            context: backend.generation.sql_context.clone(),
+            context: generation.sql_context.clone(),
             executor,
         })
     }
@@ -579,10 +611,10 @@ impl Connection {
             }
         };
         // Owned from here on: the check awaits, and a guard is for short borrows.
-        let generation = arc_swap::Guard::into_inner(guard.generation);
-        let Some(backend) = arc_swap::Guard::into_inner(guard.backend) else {
+        let Some(open) = arc_swap::Guard::into_inner(guard.0) else {
             return Ok(());
         };
+        let (generation, backend) = (open.generation.clone(), open.backend.clone());
         backend.0.trim_idle(generation.settings.max_idle).await;
         let limit = generation.settings.connect_timeout;
         let started = tokio::time::Instant::now();
@@ -710,6 +742,7 @@ impl Connection {
         let (outcome, attempts) = self.open(&generation).await;
         let outcome = outcome.map(|backend| {
             generation.backend.store(Some(Arc::new(backend)));
+            self.publish();
             self.shared.epoch.fetch_add(1, Ordering::AcqRel);
         });
         drop(connecting);
@@ -798,6 +831,7 @@ impl Connection {
         let backend = self.open(&generation).await.0?;
         generation.backend.store(Some(Arc::new(backend)));
         let old = self.shared.current.swap(Arc::new(generation));
+        self.publish();
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
         self.shared.listeners.send_modify(|s| s.replaces += 1);
         Ok(self.close_generation(&old, deadline, "replaced").await)
@@ -855,6 +889,7 @@ impl Connection {
         let Some(backend) = generation.backend.swap(None) else {
             return CloseOutcome { still_in_use: 0 };
         };
+        self.publish();
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
         // Connections closed by shutdown are not idle-time closes.
         let open = backend.0.gauges().open;
