@@ -27,6 +27,7 @@ mod backends;
 mod breaker;
 pub mod config;
 mod connection;
+mod credentials;
 mod deadline;
 mod driver;
 mod dsn;
@@ -54,6 +55,7 @@ pub use config::{
     ManagerConfig, PoolSettings, ReadPreference, RetryPolicy, SslMode,
 };
 pub use connection::Connection;
+pub use credentials::{CredentialProvider, CredentialRequest, Credentials};
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use health::{HealthReport, Status};
 pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager, ReloadReport};

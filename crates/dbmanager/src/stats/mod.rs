@@ -44,7 +44,7 @@ pub(crate) struct PoolCounters {
 }
 
 /// The error kinds counted per connection, in label order.
-pub(crate) const KINDS: [ErrorKind; 7] = [
+pub(crate) const KINDS: [ErrorKind; 8] = [
     ErrorKind::Transient,
     ErrorKind::Authentication,
     ErrorKind::Configuration,
@@ -52,6 +52,7 @@ pub(crate) const KINDS: [ErrorKind; 7] = [
     ErrorKind::NotFound,
     ErrorKind::Unsupported,
     ErrorKind::Query,
+    ErrorKind::Credentials,
 ];
 
 pub(crate) fn kind_index(kind: ErrorKind) -> usize {

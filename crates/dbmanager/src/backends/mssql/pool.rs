@@ -12,6 +12,7 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt as _};
 
 use super::tiberius_error;
 use crate::backends::LIVENESS_WINDOW;
+use crate::credentials::CredentialSource;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::stats::{DriverCounts, PoolGauges};
 
@@ -35,6 +36,23 @@ pub struct MssqlClient {
 #[derive(Debug)]
 pub struct MssqlManager {
     pub(super) config: Config,
+    /// Where each new connection's login comes from, when it can change (`password_file`, a
+    /// credential provider): read in `connect`, the file only when it changed.
+    pub(super) credentials: Option<Arc<CredentialSource>>,
+}
+
+impl MssqlManager {
+    /// The config with the current credentials. A source that fails (an unreadable file, a
+    /// failing provider) fails this connect; bb8 keeps the message as the last error.
+    async fn current_config(&self, source: &CredentialSource) -> tiberius::Result<Config> {
+        let (credentials, _) = source
+            .current()
+            .await
+            .map_err(|e| tiberius::error::Error::Protocol(e.to_string().into()))?;
+        let mut config = self.config.clone();
+        super::config::authenticate(&mut config, &credentials);
+        Ok(config)
+    }
 }
 
 pub(super) async fn open_client(config: &Config) -> tiberius::Result<TiberiusClient> {
@@ -85,7 +103,18 @@ impl bb8::ManageConnection for MssqlManager {
     type Error = tiberius::error::Error;
 
     async fn connect(&self) -> Result<MssqlClient, Self::Error> {
-        open_client(&self.config).await.map(|client| MssqlClient {
+        let opened = match &self.credentials {
+            Some(source) => {
+                let outcome = open_client(&self.current_config(source).await?).await;
+                // A refused login (a server error while logging in): resolve again next time.
+                if matches!(outcome, Err(tiberius::error::Error::Server(_))) {
+                    source.invalidate();
+                }
+                outcome
+            }
+            None => open_client(&self.config).await,
+        };
+        opened.map(|client| MssqlClient {
             client,
             last_used: Instant::now(),
             broken: false,
