@@ -8,10 +8,12 @@
 //!    password file, or the provider answer's refresh time) and installs new options when what
 //!    it resolves changed: this covers every layer (the raw pool, SeaORM, sqlx's own
 //!    background connects);
-//! 2. a checkout through the library that may open a connection (no idle one) checks the same
-//!    way first, so a new connection right after a rotation already uses the new password;
+//! 2. a checkout through the library that may open a connection (none idle, room for one
+//!    more) checks the same way first, so a new connection right after a rotation already uses
+//!    the new password;
 //! 3. a checkout refused by the server (an authentication error) forgets the cached
-//!    credentials, resolves them again and, if they changed, checks out once more.
+//!    credentials, resolves them again and, if the pool's options changed since the checkout
+//!    began, checks out once more.
 //!
 //! Connections already open are left alone (the server keeps their sessions).
 
@@ -66,9 +68,19 @@ impl<F: SqlxFlavor> Refresher<F> {
         Ok(true)
     }
 
-    /// Trigger 2: before a checkout that may open a connection.
+    /// The source version the pool's options hold now.
+    fn applied(&self) -> u64 {
+        *self
+            .applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Trigger 2: before a checkout that may open a connection (none idle, room for one more;
+    /// a saturated pool waits for a release instead, and pays nothing here).
     pub(crate) async fn before_checkout(&self, pool: &Pool<F::DB>) {
-        if pool.num_idle() == 0 && self.source.may_have_changed().await {
+        let may_open = pool.num_idle() == 0 && pool.size() < pool.options().get_max_connections();
+        if may_open && self.source.may_have_changed().await {
             // A failure here (the file is being replaced) leaves the options as they are; the
             // watcher reports it.
             let _ = self.refresh(pool).await;
@@ -88,12 +100,17 @@ pub(crate) async fn acquire<F: SqlxFlavor>(
         return hooks::acquire::<F>(name, pool, counters).await;
     };
     refresher.before_checkout(pool).await;
+    let tried = refresher.applied();
     match hooks::acquire::<F>(name, pool, counters).await {
         Err(e) if e.kind() == ErrorKind::Authentication => {
             refresher.source.invalidate();
             match refresher.refresh(pool).await {
-                Ok(true) => hooks::acquire::<F>(name, pool, counters).await,
-                Ok(false) => Err(e),
+                // New options since this checkout began (installed here, or by the watcher
+                // while the refused login was under way): one more try with them.
+                Ok(_) if refresher.applied() != tried => {
+                    hooks::acquire::<F>(name, pool, counters).await
+                }
+                Ok(_) => Err(e),
                 // The provider failing is the better explanation.
                 Err(credentials) => Err(credentials),
             }
