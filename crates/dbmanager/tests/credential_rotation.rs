@@ -470,3 +470,377 @@ async fn provider_tokens_are_refreshed_before_they_expire() {
     manager.close(Duration::from_secs(5)).await;
     failing.close(Duration::from_secs(1)).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The SQL Server and MongoDB stand-ins (see /work/shared/test-servers.md)
+
+/// A stand-in server run by this file: started on a port of its own, stopped (and started
+/// again, with other arguments) by the test; killed when dropped.
+struct StandIn {
+    program: String,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl StandIn {
+    /// `env_key`'s program, else the one `scripts/test-servers.sh` installs under the cache.
+    fn new(env_key: &str, installed: &str) -> Self {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        let program = std::env::var(env_key)
+            .unwrap_or_else(|_| format!("{home}/.cache/dbmanager-tools/{installed}"));
+        Self {
+            program,
+            port: support::free_port(),
+            child: None,
+        }
+    }
+
+    fn start(&mut self, args: &[&str]) {
+        let log = std::env::temp_dir().join(format!("dbm-rotation-{}.log", self.port));
+        let log = std::fs::File::create(log).unwrap();
+        let child = std::process::Command::new(&self.program)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (run scripts/test-servers.sh start)",
+                    self.program
+                )
+            });
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} did not listen",
+                self.program
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after five seconds; returns when the process is gone.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg(child.id().to_string())
+                .status();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The failures allowed while a stand-in restarts: transient ones, and only between `down`
+/// and `up` plus the time a pool needs to notice.
+fn only_restart_failures(errors: &[(Instant, Error)], down: Instant, up: Instant) {
+    for (at, e) in errors {
+        assert!(
+            *at >= down && *at <= up + Duration::from_secs(15),
+            "a failure outside the restart: {e}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    }
+}
+
+/// SQL Server (Iridium SQL): the stand-in has no `ALTER LOGIN`, but its `sa` password is a
+/// start-up argument, so a restart with another password is the server-side change (and ends
+/// every session). Under 32 querying tasks: the file is rewritten, the server restarted with the
+/// new password, and the pool's new connections log in with it (the bb8 manager reads the file
+/// in `connect`); no reconnect is asked for. Then the file is made stale: a new connection is
+/// refused, which shows it was read again rather than remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sql_server_password_file_is_read_by_each_new_connection() {
+    let mut server = StandIn::new("DBMANAGER_TEST_MSSQL_BIN", "bin/iridium-server");
+    server.start(&["--memory", "--no-tls", "-u", "sa", "-P", "Old-Ms-Pw-1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    replace_by_rename(&file, "Old-Ms-Pw-1\n");
+    let mut c = support::mssql_config("ms");
+    c.port = Some(server.port);
+    c.password = None;
+    c.password_file = Some(file.clone());
+    c.max_open_conns = Some(POOL);
+    c.max_idle_conns = Some(POOL);
+    c.connect_timeout = Duration::from_secs(10);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let conn = manager.get("ms").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (db, stop, ok, errors) = (
+                manager.database("ms").unwrap(),
+                stop.clone(),
+                ok.clone(),
+                errors.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match db.fetch_all("SELECT 1 AS one", &[]).await {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => errors.lock().unwrap().push((Instant::now(), e)),
+                    }
+                }
+            })
+        })
+        .collect();
+    let wait_ok = |more: u64| {
+        let ok = ok.clone();
+        async move {
+            let target = ok.load(Ordering::Relaxed) + more;
+            let started = Instant::now();
+            while ok.load(Ordering::Relaxed) < target {
+                assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_ok(200).await;
+    let opened_before = conn.stats().opened_total;
+
+    replace_by_rename(&file, "New-Ms-Pw-2\n");
+    wait_ok(200).await;
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "existing sessions keep working"
+    );
+    let down = Instant::now();
+    server.stop();
+    server.start(&["--memory", "--no-tls", "-u", "sa", "-P", "New-Ms-Pw-2"]);
+    let up = Instant::now();
+    wait_ok(500).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    only_restart_failures(&errors.lock().unwrap(), down, up);
+    let stats = conn.stats();
+    assert!(stats.opened_total > opened_before, "{stats:?}");
+    assert_eq!((stats.reconnects_ok, stats.reconnects_failed), (0, 0));
+
+    // A stale file: the next new connection reads it and is refused.
+    replace_by_rename(&file, "Stale-Ms-Pw\n");
+    let pool = conn.mssql().unwrap();
+    let held: Vec<_> = futures_util::future::join_all((0..POOL).map(|_| pool.acquire())).await;
+    drop(held);
+    manager.reconnect("ms").await.ok();
+    let err = manager
+        .database("ms")
+        .unwrap()
+        .fetch_all("SELECT 1 AS one", &[])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Login failed"), "{err}");
+    assert!(!err.to_string().contains("Ms-Pw"), "{err}");
+    replace_by_rename(&file, "New-Ms-Pw-2\n");
+    manager.reconnect("ms").await.unwrap();
+    manager
+        .database("ms")
+        .unwrap()
+        .fetch_all("SELECT 1 AS one", &[])
+        .await
+        .unwrap();
+    manager.close(Duration::from_secs(5)).await;
+}
+
+/// MongoDB (SecantusDB with `--auth`): the driver keeps the credential inside its `Client`, so
+/// the connection reopens when the password file changes. Under 32 tasks running commands
+/// through `Connection::mongodb_database()` (fetched per command, so they follow the reopen):
+/// the user's password is changed (`updateUser`) and the file rewritten; commands keep working;
+/// the connection is reopened on the new password without being asked; then a server restart
+/// ends every session, and the new ones log in with the new password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mongodb_reopens_on_a_new_password_file() {
+    use dbmanager::reexports::mongodb::{self, bson::doc};
+
+    let storage = tempfile::tempdir().unwrap();
+    let path = storage.path().to_str().unwrap().to_owned();
+    let mut server = StandIn::new("DBMANAGER_TEST_MONGO_BIN", "secantus/bin/secantusd-py");
+    let args = |auth: bool| {
+        let mut a = vec![
+            "--storage-path".to_owned(),
+            path.clone(),
+            "--standalone".to_owned(),
+            "--log-level".to_owned(),
+            "WARNING".to_owned(),
+        ];
+        if auth {
+            a.push("--auth".to_owned());
+        }
+        a
+    };
+    let start = |server: &mut StandIn, auth: bool| {
+        let a = args(auth);
+        server.start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    };
+    // No localhost exception: create the user before turning authentication on.
+    start(&mut server, false);
+    let open = mongodb::Client::with_uri_str(format!(
+        "mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=5000",
+        server.port
+    ))
+    .await
+    .unwrap();
+    open.database("admin")
+        .run_command(doc! { "createUser": "rot", "pwd": "Old-Mo-Pw-1", "roles": ["root"] })
+        .await
+        .unwrap();
+    open.shutdown().await;
+    server.stop();
+    start(&mut server, true);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    replace_by_rename(&file, "Old-Mo-Pw-1\n");
+    let mut c = support::mongo_config("mo", "app");
+    c.port = Some(server.port);
+    c.user = Some("rot".into());
+    c.password = None;
+    c.password_file = Some(file.clone());
+    c.auth_source = Some("admin".into());
+    c.max_open_conns = Some(POOL);
+    c.connect_timeout = Duration::from_secs(10);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let conn = manager.get("mo").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (conn, stop, ok, errors) = (conn.clone(), stop.clone(), ok.clone(), errors.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let outcome = match conn.mongodb_database() {
+                        Ok(db) => db
+                            .run_command(doc! { "ping": 1 })
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| conn.error_kind(&e)),
+                        Err(e) => Err(e.kind()),
+                    };
+                    match outcome {
+                        Ok(()) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(kind) => errors.lock().unwrap().push((Instant::now(), kind)),
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    let wait_ok = |more: u64| {
+        let ok = ok.clone();
+        async move {
+            let target = ok.load(Ordering::Relaxed) + more;
+            let started = Instant::now();
+            while ok.load(Ordering::Relaxed) < target {
+                assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_ok(200).await;
+    let before = conn.mongodb().unwrap();
+
+    let admin = mongodb::Client::with_uri_str(format!(
+        "mongodb://rot:Old-Mo-Pw-1@127.0.0.1:{}/?authSource=admin&serverSelectionTimeoutMS=5000",
+        server.port
+    ))
+    .await
+    .unwrap();
+    admin
+        .database("admin")
+        .run_command(doc! { "updateUser": "rot", "pwd": "New-Mo-Pw-2" })
+        .await
+        .unwrap();
+    admin.shutdown().await;
+    replace_by_rename(&file, "New-Mo-Pw-2\n");
+    // The connection reopens by itself on the new password: the client it handed out before
+    // drains and is shut down.
+    let started = Instant::now();
+    loop {
+        let ping = before
+            .database("admin")
+            .run_command(doc! { "ping": 1 })
+            .await;
+        if let Err(e) = ping
+            && matches!(*e.kind, mongodb::error::ErrorKind::Shutdown)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the connection did not reopen on the new password"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_ok(200).await;
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "commands kept working through the reopen: {:?}",
+        errors.lock().unwrap()
+    );
+
+    // Every session ends; the new ones must log in with the new password.
+    let down = Instant::now();
+    server.stop();
+    start(&mut server, true);
+    let up = Instant::now();
+    wait_ok(500).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for (at, kind) in errors.lock().unwrap().iter() {
+        assert!(
+            *at >= down && *at <= up + Duration::from_secs(15),
+            "a failure outside the restart: {kind:?}"
+        );
+        assert_eq!(*kind, ErrorKind::Transient);
+    }
+    let stale = mongodb::Client::with_uri_str(format!(
+        "mongodb://rot:Old-Mo-Pw-1@127.0.0.1:{}/?authSource=admin&serverSelectionTimeoutMS=3000",
+        server.port
+    ))
+    .await
+    .unwrap();
+    assert!(
+        stale
+            .database("admin")
+            .run_command(doc! { "ping": 1 })
+            .await
+            .is_err(),
+        "the old password no longer logs in"
+    );
+    stale.shutdown().await;
+    let shown = format!("{manager:?} {conn:?}");
+    assert!(!shown.contains("Mo-Pw"), "{shown}");
+    manager.close(Duration::from_secs(5)).await;
+}
