@@ -172,6 +172,8 @@ pub(crate) struct Resolved {
     pub user: Option<String>,
     /// `user` is the provider's (it then replaces a user given in a `dsn`).
     pub provided_user: bool,
+    /// The secret comes from a provider.
+    pub provided: bool,
     secret: Option<String>,
     /// The secret is a token (SQL Server's AAD login).
     pub token: bool,
@@ -189,6 +191,7 @@ impl Resolved {
         Self {
             user: c.user.clone(),
             provided_user: false,
+            provided: false,
             secret: c.password.as_ref().map(|p| p.expose_secret().to_owned()),
             token: false,
         }
@@ -373,6 +376,7 @@ impl CredentialSource {
             Resolved {
                 user: credentials.user.clone().or_else(|| self.user.clone()),
                 provided_user: credentials.user.is_some(),
+                provided: true,
                 secret: Some(credentials.secret.expose_secret().to_owned()),
                 token: credentials.token,
             }
@@ -380,6 +384,7 @@ impl CredentialSource {
             Resolved {
                 user: self.user.clone(),
                 provided_user: false,
+                provided: false,
                 secret: Some(self.read_file(file).await?.expose_secret().to_owned()),
                 token: false,
             }
@@ -387,6 +392,7 @@ impl CredentialSource {
             Resolved {
                 user: self.user.clone(),
                 provided_user: false,
+                provided: false,
                 secret: self.fixed.as_ref().map(|p| p.expose_secret().to_owned()),
                 token: false,
             }

@@ -120,6 +120,15 @@ pub(super) async fn connect_options(
     if let Some(mode) = c.sslmode {
         options = options.ssl_mode(ssl_mode(mode));
     }
+    // A provider's token (AWS RDS IAM) goes through `mysql_clear_password`, which is allowed
+    // only where TLS is required, so the token never crosses the network in the clear.
+    let tls_required = matches!(
+        c.sslmode,
+        Some(SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
+    );
+    if credentials.provided && tls_required {
+        options = options.enable_cleartext_plugin(true);
+    }
     Ok(with_credentials(options, credentials))
 }
 
