@@ -81,13 +81,12 @@ impl Credentials {
         self
     }
 
-    /// [`Credentials::expires_at`] `lifetime` from now.
+    /// [`Credentials::expires_at`] `lifetime` from now (beyond what the clock can represent:
+    /// never).
     #[must_use]
-    pub fn expires_in(self, lifetime: Duration) -> Self {
-        let when = SystemTime::now()
-            .checked_add(lifetime)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        self.expires_at(when)
+    pub fn expires_in(mut self, lifetime: Duration) -> Self {
+        self.expires_at = SystemTime::now().checked_add(lifetime);
+        self
     }
 
     /// The user, if the provider named one.
@@ -166,7 +165,7 @@ where
 // Crate: the source a backend reads
 
 /// The credentials a new physical connection logs in with.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) struct Resolved {
     /// The provider's user, else the configured one.
     pub user: Option<String>,
@@ -174,15 +173,25 @@ pub(crate) struct Resolved {
     pub provided_user: bool,
     /// The secret comes from a provider.
     pub provided: bool,
-    secret: Option<String>,
+    secret: Option<SecretString>,
     /// The secret is a token (SQL Server's AAD login).
     pub token: bool,
+}
+
+impl PartialEq for Resolved {
+    fn eq(&self, other: &Self) -> bool {
+        self.user == other.user
+            && self.provided_user == other.provided_user
+            && self.provided == other.provided
+            && self.token == other.token
+            && self.secret() == other.secret()
+    }
 }
 
 impl Resolved {
     /// The password or token, if any.
     pub(crate) fn secret(&self) -> Option<&str> {
-        self.secret.as_deref()
+        self.secret.as_ref().map(ExposeSecret::expose_secret)
     }
 
     /// Only the configured `user` and `password` (tests of option builders).
@@ -192,7 +201,7 @@ impl Resolved {
             user: c.user.clone(),
             provided_user: false,
             provided: false,
-            secret: c.password.as_ref().map(|p| p.expose_secret().to_owned()),
+            secret: c.password.clone(),
             token: false,
         }
     }
@@ -377,7 +386,7 @@ impl CredentialSource {
                 user: credentials.user.clone().or_else(|| self.user.clone()),
                 provided_user: credentials.user.is_some(),
                 provided: true,
-                secret: Some(credentials.secret.expose_secret().to_owned()),
+                secret: Some(credentials.secret.clone()),
                 token: credentials.token,
             }
         } else if let Some(file) = &self.file {
@@ -385,7 +394,7 @@ impl CredentialSource {
                 user: self.user.clone(),
                 provided_user: false,
                 provided: false,
-                secret: Some(self.read_file(file).await?.expose_secret().to_owned()),
+                secret: Some(self.read_file(file).await?),
                 token: false,
             }
         } else {
@@ -393,7 +402,7 @@ impl CredentialSource {
                 user: self.user.clone(),
                 provided_user: false,
                 provided: false,
-                secret: self.fixed.as_ref().map(|p| p.expose_secret().to_owned()),
+                secret: self.fixed.clone(),
                 token: false,
             }
         };

@@ -33,6 +33,8 @@ type Options<F> =
 /// Installs a pool's current credentials into its connect options.
 pub(crate) struct Refresher<F: SqlxFlavor> {
     name: Arc<str>,
+    /// The connection's `enable_logging`.
+    log: bool,
     source: Arc<CredentialSource>,
     /// The options the pool was opened with; credentials are set on a copy.
     base: Options<F>,
@@ -42,9 +44,15 @@ pub(crate) struct Refresher<F: SqlxFlavor> {
 
 impl<F: SqlxFlavor> Refresher<F> {
     /// A refresher for a pool opened with `base`, which holds the source's current version.
-    pub(crate) fn new(name: &Arc<str>, source: &Arc<CredentialSource>, base: Options<F>) -> Self {
+    pub(crate) fn new(
+        name: &Arc<str>,
+        log: bool,
+        source: &Arc<CredentialSource>,
+        base: Options<F>,
+    ) -> Self {
         Self {
             name: name.clone(),
+            log,
             applied: Mutex::new(source.version()),
             source: source.clone(),
             base,
@@ -140,14 +148,14 @@ pub(crate) fn watch<F: SqlxFlavor>(
             }
             match refresher.refresh(&pool).await {
                 Ok(changed) => {
-                    if changed {
+                    if changed && refresher.log {
                         tracing::info!(connection = %refresher.name, "new credentials for new connections");
                     }
                     failing = false;
                 }
                 Err(e) => {
                     // Once per failing stretch, not every second.
-                    if !failing {
+                    if !failing && refresher.log {
                         tracing::warn!(connection = %refresher.name, error = %e, "credentials not refreshed; new connections keep the previous ones");
                     }
                     failing = true;

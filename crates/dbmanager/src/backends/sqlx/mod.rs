@@ -259,6 +259,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
     let refresher = spec.credentials.is_dynamic().then(|| {
         Arc::new(credentials::Refresher::<F>::new(
             name,
+            spec.config.enable_logging,
             spec.credentials,
             pool.connect_options().as_ref().clone(),
         ))
