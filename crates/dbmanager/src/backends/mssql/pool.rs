@@ -42,16 +42,27 @@ pub struct MssqlManager {
 }
 
 impl MssqlManager {
-    /// The config with the current credentials. A source that fails (an unreadable file, a
-    /// failing provider) fails this connect; bb8 keeps the message as the last error.
-    async fn current_config(&self, source: &CredentialSource) -> tiberius::Result<Config> {
+    /// Opens a client logging in with the current credentials: read from the source (the file
+    /// only when it changed, the provider's cached answer) when they can change, else the
+    /// config's. A source that fails (an unreadable file, a failing provider) fails this
+    /// connect; bb8 keeps the message as the last error. A refused login makes the source
+    /// resolve again next time.
+    pub(super) async fn open_with_credentials(&self) -> tiberius::Result<TiberiusClient> {
+        let Some(source) = &self.credentials else {
+            return open_client(&self.config).await;
+        };
         let (credentials, _) = source
             .current()
             .await
             .map_err(|e| tiberius::error::Error::Protocol(e.to_string().into()))?;
         let mut config = self.config.clone();
         super::config::authenticate(&mut config, &credentials);
-        Ok(config)
+        let outcome = open_client(&config).await;
+        // A server error while logging in is a refused login.
+        if matches!(outcome, Err(tiberius::error::Error::Server(_))) {
+            source.invalidate();
+        }
+        outcome
     }
 }
 
@@ -103,23 +114,14 @@ impl bb8::ManageConnection for MssqlManager {
     type Error = tiberius::error::Error;
 
     async fn connect(&self) -> Result<MssqlClient, Self::Error> {
-        let opened = match &self.credentials {
-            Some(source) => {
-                let outcome = open_client(&self.current_config(source).await?).await;
-                // A refused login (a server error while logging in): resolve again next time.
-                if matches!(outcome, Err(tiberius::error::Error::Server(_))) {
-                    source.invalidate();
-                }
-                outcome
-            }
-            None => open_client(&self.config).await,
-        };
-        opened.map(|client| MssqlClient {
-            client,
-            last_used: Instant::now(),
-            broken: false,
-            lent: false,
-        })
+        self.open_with_credentials()
+            .await
+            .map(|client| MssqlClient {
+                client,
+                last_used: Instant::now(),
+                broken: false,
+                lent: false,
+            })
     }
 
     async fn is_valid(&self, conn: &mut MssqlClient) -> Result<(), Self::Error> {
