@@ -207,6 +207,20 @@ impl Resolved {
     }
 }
 
+#[cfg(test)]
+impl Resolved {
+    /// A provider's token for `user` (tests of option builders).
+    pub(crate) fn token(user: &str, token: &str) -> Self {
+        Self {
+            user: Some(user.to_owned()),
+            provided_user: true,
+            provided: true,
+            secret: Some(SecretString::from(token.to_owned())),
+            token: true,
+        }
+    }
+}
+
 impl fmt::Debug for Resolved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Resolved")

@@ -568,6 +568,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_provider_token_is_refused_without_showing_it() {
+        let mut c = ConnectionConfig::new("m", crate::DatabaseType::Mongodb);
+        c.host = Some("h".into());
+        let settings = crate::ManagerConfig::default().pool_settings(&c);
+        let err = client_options("m", &c, &settings, &Resolved::token("u", "Tok-Hidden"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+        assert!(!format!("{err} {err:?}").contains("Tok-Hidden"), "{err}");
+    }
+
+    #[tokio::test]
     async fn a_bad_host_list_entry_is_named_by_position() {
         let mut c = ConnectionConfig::new("m", crate::DatabaseType::Mongodb);
         c.host = Some("a:1, b ,u:Pw-Hidden@c".into());

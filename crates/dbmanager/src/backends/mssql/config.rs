@@ -191,6 +191,18 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Configuration);
     }
 
+    #[tokio::test]
+    async fn a_provider_token_is_an_azure_ad_login() {
+        let c = base();
+        let settings = ManagerConfig::default().pool_settings(&c);
+        let config = connect_config("ms", &c, &settings, &Resolved::token("u", "Tok-Hidden"))
+            .await
+            .unwrap();
+        let shown = format!("{config:?}");
+        assert!(shown.contains("AADToken"), "{shown}");
+        assert!(!shown.contains("Tok-Hidden"), "{shown}");
+    }
+
     #[test]
     fn sslmode_maps_to_encryption() {
         assert!(matches!(
