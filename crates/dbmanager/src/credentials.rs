@@ -377,6 +377,8 @@ impl CredentialSource {
 
     /// Asks the connection to reopen the pool when the credentials change (for a driver that
     /// keeps them inside its client).
+    // Only the MongoDB backend calls it: a build without that backend does not.
+    #[allow(dead_code)]
     pub(crate) fn reopen_when_changed(&self) {
         self.reopen.store(true, Ordering::Release);
     }
