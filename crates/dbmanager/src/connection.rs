@@ -814,18 +814,11 @@ impl Connection {
                         continue;
                     }
                 }
-                let next = Generation::new(
-                    generation.driver,
-                    generation.config.clone(),
-                    generation.settings,
-                    generation.retry,
-                    &conn.shared.counters,
-                    &conn.shared.breaker,
-                );
-                match conn.replace(next, REOPEN_DRAIN).await {
-                    // The new backend has its own watcher.
-                    Ok(_) => {
-                        if generation.config.enable_logging {
+                match conn.reopen(&generation, REOPEN_DRAIN).await {
+                    // Reopened (the new backend has its own watcher), or replaced meanwhile by
+                    // the application: either way this backend is done.
+                    Ok(reopened) => {
+                        if reopened && generation.config.enable_logging {
                             tracing::info!(connection = %conn.shared.name, "reopened with new credentials");
                         }
                         return;
@@ -840,6 +833,39 @@ impl Connection {
                 }
             }
         });
+    }
+
+    /// Opens `expected`'s configuration again (for new credentials) and swaps it in, unless
+    /// `expected` is no longer the current generation by then (an application's `replace`
+    /// won): the pool just opened is closed instead and `false` returned. The old pool drains
+    /// up to `deadline`.
+    async fn reopen(&self, expected: &Arc<Generation>, deadline: Duration) -> Result<bool> {
+        self.check_usable(Operation::Connect)?;
+        let next = Generation::new(
+            expected.driver,
+            expected.config.clone(),
+            expected.settings,
+            expected.retry,
+            &self.shared.counters,
+            &self.shared.breaker,
+        );
+        let backend = Arc::new(self.open(&next).await.0?);
+        next.backend.store(Some(backend.clone()));
+        let swapped = {
+            let previous = self
+                .shared
+                .current
+                .compare_and_swap(expected, Arc::new(next));
+            std::ptr::eq(Arc::as_ptr(&*previous), Arc::as_ptr(expected))
+        };
+        if !swapped {
+            close_within(backend.0.as_ref(), Duration::ZERO).await;
+            return Ok(false);
+        }
+        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        self.watch_credentials(&backend);
+        self.close_generation(expected, deadline, "reopened").await;
+        Ok(true)
     }
 
     /// Takes the connection out of service for good (its manager removed it): every later use
