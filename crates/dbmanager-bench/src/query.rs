@@ -55,8 +55,16 @@ async fn manager(db: &TestDb, size: u32) -> Manager {
     if std::env::var("BENCH_QUERY_TIMEOUT").is_ok_and(|v| v == "0") {
         c.query_timeout = Duration::ZERO;
     }
-    let manager =
-        Manager::new(dbmanager::ManagerConfig::default().with_connection(c)).expect("config");
+    // The same pool settings with per-query metrics off, to price them (`enable_metrics: false`).
+    let mut quiet = c.clone();
+    quiet.name = "pg_nometrics".into();
+    quiet.enable_metrics = false;
+    let manager = Manager::new(
+        dbmanager::ManagerConfig::default()
+            .with_connection(c)
+            .with_connection(quiet),
+    )
+    .expect("config");
     manager.connect().await.expect("connect");
     manager
 }
@@ -130,6 +138,20 @@ fn variants(
                     let mm = mm.clone();
                     async move {
                         mm.database("pg")
+                            .expect("db")
+                            .fetch_one("SELECT 1", &[])
+                            .await
+                            .expect("query");
+                    }
+                }),
+            ));
+            let mm = m.clone();
+            out.push((
+                "dbmanager neutral, per-query metrics off",
+                op(move || {
+                    let mm = mm.clone();
+                    async move {
+                        mm.database("pg_nometrics")
                             .expect("db")
                             .fetch_one("SELECT 1", &[])
                             .await

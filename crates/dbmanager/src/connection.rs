@@ -73,6 +73,9 @@ struct Shared {
     connecting: AtomicBool,
     /// Woken when an in-flight connect ends.
     connect_done: tokio::sync::Notify,
+    /// Tells the LISTEN/NOTIFY listeners of a close (they end) or a replace (they move to the
+    /// new configuration); each listener's task holds a receiver until it ends.
+    listeners: tokio::sync::watch::Sender<crate::listen::ConnectionSignal>,
     /// Supplies credentials from code; read each time a pool is opened.
     provider: std::sync::Mutex<Option<Arc<dyn CredentialProvider>>>,
 }
@@ -192,6 +195,7 @@ impl Connection {
                 retired: AtomicBool::new(false),
                 connecting: AtomicBool::new(false),
                 connect_done: tokio::sync::Notify::new(),
+                listeners: tokio::sync::watch::Sender::new(Default::default()),
                 provider: std::sync::Mutex::new(None),
             }),
         }
@@ -237,6 +241,7 @@ impl Connection {
                 retired: AtomicBool::new(false),
                 connecting: AtomicBool::new(false),
                 connect_done: tokio::sync::Notify::new(),
+                listeners: tokio::sync::watch::Sender::new(Default::default()),
                 provider: std::sync::Mutex::new(None),
             }),
         };
@@ -297,7 +302,59 @@ impl Connection {
 
     /// Health details: status, consecutive failures, last error, last success.
     pub fn health(&self) -> HealthReport {
-        self.shared.health.report()
+        let mut report = self.shared.health.report();
+        if Self::listens(&self.generation()) {
+            report.listeners = Some(self.shared.counters.listeners.snapshot());
+        }
+        report
+    }
+
+    /// Whether listeners can be opened on `generation` (its backend has them and its
+    /// configuration says where to connect).
+    fn listens(generation: &Generation) -> bool {
+        generation.driver.listen.is_some() && !generation.adopted
+    }
+
+    /// A LISTEN/NOTIFY listener on this connection (PostgreSQL; others are
+    /// [`crate::ErrorKind::Unsupported`]), connected and ready: see [`crate::Listener`].
+    ///
+    /// It opens its own dedicated session from the connection's current configuration, outside
+    /// the pool (`max_open_conns` does not count it); the connection must be connected (its
+    /// pool sends [`crate::Listener::notify`]). Closing the connection or its manager ends it.
+    pub async fn listener(&self) -> Result<crate::Listener> {
+        let generation = self.shared.current.load_full();
+        let Some(driver) = generation.driver.listen else {
+            return Err(self.unsupported(
+                "a LISTEN/NOTIFY listener",
+                "only PostgreSQL connections have one",
+            ));
+        };
+        if generation.adopted {
+            return Err(self.unsupported(
+                "a LISTEN/NOTIFY listener",
+                "an adopted pool has no configuration to open the listener's own session from",
+            ));
+        }
+        let database = self.database()?;
+        let signal = self.shared.listeners.subscribe();
+        // After subscribing: a close that came before is seen here, one that comes after is
+        // seen by the listener.
+        self.check_usable(Operation::Listen)?;
+        let context = crate::listen::ListenContext {
+            name: self.shared.name.clone(),
+            source: Arc::new(self.clone()),
+            counters: self.shared.counters.clone(),
+            signal,
+            database,
+        };
+        crate::listen::start(context, driver).await
+    }
+
+    /// Ends the listeners (closing their sessions) and waits for them up to `deadline`.
+    async fn close_listeners(&self, deadline: Duration) {
+        let listeners = &self.shared.listeners;
+        listeners.send_modify(|s| s.closes += 1);
+        let _ = tokio::time::timeout(deadline, listeners.closed()).await;
     }
 
     /// Whether a pool is open.
@@ -501,6 +558,7 @@ impl Connection {
             self.status(),
             gauges,
             &self.shared.counters,
+            Self::listens(&generation),
         )
     }
 
@@ -758,6 +816,7 @@ impl Connection {
         generation.backend.store(Some(backend.clone()));
         let old = self.shared.current.swap(Arc::new(generation));
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        self.shared.listeners.send_modify(|s| s.replaces += 1);
         self.watch_credentials(&backend);
         Ok(self.close_generation(&old, deadline, "replaced").await)
     }
@@ -903,7 +962,10 @@ impl Connection {
     /// Closes the pool (if open), waiting up to `deadline` for checked-out connections.
     pub(crate) async fn close(&self, deadline: Duration) -> CloseOutcome {
         let generation = self.shared.current.load_full();
-        let outcome = self.close_generation(&generation, deadline, "closed").await;
+        let (outcome, ()) = tokio::join!(
+            self.close_generation(&generation, deadline, "closed"),
+            self.close_listeners(deadline)
+        );
         self.shared.health.closed();
         outcome
     }
@@ -940,5 +1002,39 @@ impl crate::sql::ExecutorSource for Connection {
     fn bind(&self) -> Result<crate::sql::Bound> {
         let backend = self.sql_backend()?;
         self.bind_sql(&backend)
+    }
+}
+
+impl crate::listen::ListenSource for Connection {
+    fn current(&self) -> crate::listen::ListenSettings {
+        let generation = self.generation();
+        let open = generation
+            .backend
+            .load()
+            .as_ref()
+            .and_then(|backend| backend.1.clone());
+        let credentials = open.unwrap_or_else(|| {
+            Arc::new(CredentialSource::new(
+                &self.shared.name,
+                &generation.config,
+                generation.driver.default_port,
+                self.shared
+                    .provider
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+                generation.settings.connect_timeout,
+            ))
+        });
+        crate::listen::ListenSettings {
+            config: generation.config.clone(),
+            settings: generation.settings,
+            retry: generation.retry,
+            credentials,
+        }
+    }
+
+    fn is_usable(&self) -> bool {
+        self.check_usable(Operation::Listen).is_ok()
     }
 }

@@ -81,6 +81,8 @@ pub enum Operation {
     Access,
     /// Closing.
     Close,
+    /// Listening (LISTEN/UNLISTEN on a listener's own session).
+    Listen,
 }
 
 impl fmt::Display for Operation {
@@ -96,6 +98,7 @@ impl fmt::Display for Operation {
             Operation::Rollback => "rollback",
             Operation::Access => "access",
             Operation::Close => "close",
+            Operation::Listen => "listen",
         })
     }
 }
