@@ -9,6 +9,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tracing::Instrument as _;
 
 use crate::config::{ConnectionConfig, DatabaseType, PoolSettings, RetryPolicy};
+use crate::credentials::{CredentialProvider, CredentialSource};
 use crate::deadline::bounded;
 use crate::driver::{BackendPool, Driver, OpenSpec, close_within};
 use crate::error::{Error, Operation, Result};
@@ -16,8 +17,15 @@ use crate::health::{HealthReport, HealthState, Status};
 use crate::sql::Database;
 use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
 
-/// The open pool of a connection, whatever its backend.
-struct Backend(Box<dyn BackendPool>);
+/// The open pool of a connection, whatever its backend, and where its credentials come from
+/// (`None` for an adopted pool).
+struct Backend(Box<dyn BackendPool>, Option<Arc<CredentialSource>>);
+
+/// How long a pool reopened for new credentials gives the old one to drain.
+const REOPEN_DRAIN: Duration = Duration::from_secs(30);
+
+/// The longest wait between attempts to reopen a pool whose credentials changed.
+const REOPEN_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The open backend with the generation it belongs to: what the lookup path reads, published
 /// in one place ([`Shared::open`]) so that reaching a pool is one lock-free load.
@@ -86,6 +94,8 @@ struct Shared {
     /// Serialises republishing: each publish reads the current state, so the last one wins
     /// with the newest state whatever order writers finish in.
     publishing: std::sync::Mutex<()>,
+    /// Supplies credentials from code; read each time a pool is opened.
+    provider: std::sync::Mutex<Option<Arc<dyn CredentialProvider>>>,
 }
 
 /// One configuration of a connection and the pool opened from it.
@@ -143,7 +153,7 @@ impl Generation {
 
     /// A generation around a pool the application built.
     pub(crate) fn adopted(mut self, backend: Box<dyn BackendPool>) -> Self {
-        self.backend = ArcSwapOption::from_pointee(Backend(backend));
+        self.backend = ArcSwapOption::from_pointee(Backend(backend, None));
         self.adopted = true;
         self
     }
@@ -206,6 +216,7 @@ impl Connection {
                 listeners: tokio::sync::watch::Sender::new(Default::default()),
                 open: ArcSwapOption::empty(),
                 publishing: std::sync::Mutex::new(()),
+                provider: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -272,6 +283,7 @@ impl Connection {
                 listeners: tokio::sync::watch::Sender::new(Default::default()),
                 open: ArcSwapOption::empty(),
                 publishing: std::sync::Mutex::new(()),
+                provider: std::sync::Mutex::new(None),
             }),
         };
         conn.publish();
@@ -741,9 +753,11 @@ impl Connection {
         }
         let (outcome, attempts) = self.open(&generation).await;
         let outcome = outcome.map(|backend| {
-            generation.backend.store(Some(Arc::new(backend)));
+            let backend = Arc::new(backend);
+            generation.backend.store(Some(backend.clone()));
             self.publish();
             self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+            self.watch_credentials(&backend);
         });
         drop(connecting);
         // A close (or a removal) that ran while this connect was in flight must not leave a
@@ -763,11 +777,25 @@ impl Connection {
     async fn open(&self, generation: &Generation) -> (Result<Backend>, u32) {
         let s = &*self.shared;
         let g = generation;
+        let provider = s
+            .provider
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        // One source for every attempt: a provider answer or a file read is reused.
+        let credentials = Arc::new(CredentialSource::new(
+            &s.name,
+            &g.config,
+            g.driver.default_port,
+            provider,
+            g.settings.connect_timeout,
+        ));
         let spec = OpenSpec {
             name: &s.name,
             config: &g.config,
             settings: &g.settings,
             counters: &s.counters,
+            credentials: &credentials,
         };
         let log = g.config.enable_logging;
         let span = g.tracer.span("connect");
@@ -781,7 +809,9 @@ impl Connection {
             let spec = &spec;
             let instrumented = attempt_span.clone();
             async move {
-                let outcome = (g.driver.open)(spec).await.map(Backend);
+                let outcome = (g.driver.open)(spec)
+                    .await
+                    .map(|pool| Backend(pool, Some(spec.credentials.clone())));
                 if let Err(e) = &outcome {
                     s.counters.record_connect_error(e.kind());
                 }
@@ -828,13 +858,121 @@ impl Connection {
         deadline: Duration,
     ) -> Result<CloseOutcome> {
         self.check_usable(Operation::Connect)?;
-        let backend = self.open(&generation).await.0?;
-        generation.backend.store(Some(Arc::new(backend)));
+        let backend = Arc::new(self.open(&generation).await.0?);
+        generation.backend.store(Some(backend.clone()));
         let old = self.shared.current.swap(Arc::new(generation));
         self.publish();
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
         self.shared.listeners.send_modify(|s| s.replaces += 1);
+        self.watch_credentials(&backend);
         Ok(self.close_generation(&old, deadline, "replaced").await)
+    }
+
+    /// Sets (or clears) the provider the next pool opening asks for credentials.
+    pub(crate) fn set_credential_provider(&self, provider: Option<Arc<dyn CredentialProvider>>) {
+        *self
+            .shared
+            .provider
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = provider;
+    }
+
+    /// For a backend whose driver keeps the credentials inside its client (MongoDB), reopens
+    /// the pool when they change: a background task checks the source every
+    /// [`crate::credentials::POLL`] and, when the password file or the provider's answer
+    /// changed, replaces the generation with one opened on the new credentials (the old pool
+    /// drains for up to [`REOPEN_DRAIN`]). A reopen that fails (the server does not take the new
+    /// password yet) leaves the old pool in service and is tried again with backoff. The task
+    /// ends when this backend is no longer the connection's.
+    fn watch_credentials(&self, backend: &Arc<Backend>) {
+        let Some(source) = backend.1.clone().filter(|s| s.wants_reopen()) else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.shared);
+        let watched = Arc::downgrade(backend);
+        let opened_with = source.version();
+        tokio::spawn(async move {
+            let mut wait = crate::credentials::POLL;
+            // A reopen failed: try again even though the source reads the same now.
+            let mut pending = false;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                let conn = Connection { shared };
+                let generation = conn.shared.current.load_full();
+                let current = generation
+                    .backend
+                    .load()
+                    .as_ref()
+                    .is_some_and(|b| std::ptr::eq(Arc::as_ptr(b), watched.as_ptr()));
+                if !current || conn.check_usable(Operation::Connect).is_err() {
+                    return;
+                }
+                if !pending && !source.may_have_changed().await {
+                    continue;
+                }
+                match source.current().await {
+                    Ok((_, version)) if version != opened_with => {}
+                    _ => {
+                        pending = false;
+                        continue;
+                    }
+                }
+                match conn.reopen(&generation, REOPEN_DRAIN).await {
+                    // Reopened (the new backend has its own watcher), or replaced meanwhile by
+                    // the application: either way this backend is done.
+                    Ok(reopened) => {
+                        if reopened && generation.config.enable_logging {
+                            tracing::info!(connection = %conn.shared.name, "reopened with new credentials");
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        pending = true;
+                        wait = (wait * 2).min(REOPEN_MAX_BACKOFF);
+                        if generation.config.enable_logging {
+                            tracing::warn!(connection = %conn.shared.name, error = %e, "credentials changed; reopening failed, the old pool stays in service");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Opens `expected`'s configuration again (for new credentials) and swaps it in, unless
+    /// `expected` is no longer the current generation by then (an application's `replace`
+    /// won): the pool just opened is closed instead and `false` returned. The old pool drains
+    /// up to `deadline`.
+    async fn reopen(&self, expected: &Arc<Generation>, deadline: Duration) -> Result<bool> {
+        self.check_usable(Operation::Connect)?;
+        let next = Generation::new(
+            expected.driver,
+            expected.config.clone(),
+            expected.settings,
+            expected.retry,
+            &self.shared.counters,
+            &self.shared.breaker,
+        );
+        let backend = Arc::new(self.open(&next).await.0?);
+        next.backend.store(Some(backend.clone()));
+        let swapped = {
+            let previous = self
+                .shared
+                .current
+                .compare_and_swap(expected, Arc::new(next));
+            std::ptr::eq(Arc::as_ptr(&*previous), Arc::as_ptr(expected))
+        };
+        if !swapped {
+            close_within(backend.0.as_ref(), Duration::ZERO).await;
+            return Ok(false);
+        }
+        self.publish();
+        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        self.watch_credentials(&backend);
+        self.close_generation(expected, deadline, "reopened").await;
+        Ok(true)
     }
 
     /// Takes the connection out of service for good (its manager removed it): every later use
@@ -919,10 +1057,29 @@ impl crate::sql::ExecutorSource for Connection {
 impl crate::listen::ListenSource for Connection {
     fn current(&self) -> crate::listen::ListenSettings {
         let generation = self.generation();
+        let open = generation
+            .backend
+            .load()
+            .as_ref()
+            .and_then(|backend| backend.1.clone());
+        let credentials = open.unwrap_or_else(|| {
+            Arc::new(CredentialSource::new(
+                &self.shared.name,
+                &generation.config,
+                generation.driver.default_port,
+                self.shared
+                    .provider
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+                generation.settings.connect_timeout,
+            ))
+        });
         crate::listen::ListenSettings {
             config: generation.config.clone(),
             settings: generation.settings,
             retry: generation.retry,
+            credentials,
         }
     }
 

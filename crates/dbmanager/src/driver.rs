@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm, PoolSettings};
+use crate::credentials::CredentialSource;
 use crate::error::{ErrorKind, Result};
 use crate::sql::SqlExecutor;
 use crate::stats::{PoolCounters, PoolGauges};
@@ -100,6 +101,9 @@ pub(crate) struct OpenSpec<'a> {
     pub config: &'a ConnectionConfig,
     pub settings: &'a PoolSettings,
     pub counters: &'a Arc<PoolCounters>,
+    /// Where every physical connection of the pool gets its user and password (or token): the
+    /// backend asks it at open and again for new connections (see `credentials`).
+    pub credentials: &'a Arc<CredentialSource>,
 }
 
 /// Opens a pool: one connect attempt (the manager retries).

@@ -30,6 +30,10 @@ pub enum ErrorKind {
     Unsupported,
     /// The statement itself failed (syntax, constraint, decode). Retrying won't help.
     Query,
+    /// The connection's credential provider failed or did not answer within `connect_timeout`.
+    /// Retried like a transient error: a token service that is briefly unreachable is the
+    /// common cause.
+    Credentials,
 }
 
 impl ErrorKind {
@@ -43,12 +47,13 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Query => "query",
+            ErrorKind::Credentials => "credentials",
         }
     }
 
     /// Whether a retry may help.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Transient)
+        matches!(self, ErrorKind::Transient | ErrorKind::Credentials)
     }
 }
 

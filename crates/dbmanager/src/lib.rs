@@ -27,6 +27,7 @@ mod backends;
 mod breaker;
 pub mod config;
 mod connection;
+mod credentials;
 mod deadline;
 mod driver;
 mod dsn;
@@ -55,6 +56,7 @@ pub use config::{
     ManagerConfig, PoolSettings, ReadPreference, RetryPolicy, SslMode,
 };
 pub use connection::Connection;
+pub use credentials::{CredentialProvider, CredentialRequest, Credentials};
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use health::{HealthReport, ListenerStats, Status};
 pub use listen::{Listener, ListenerEvent, ListenerHandle, Notification};

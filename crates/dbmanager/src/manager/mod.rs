@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 
 use crate::config::{ConfigProblems, EnvSource, ManagerConfig};
 use crate::connection::Connection;
+use crate::credentials::CredentialProvider;
 use crate::error::{Error, Operation, Result};
 use crate::sql::Database;
 use crate::stats::ManagerStats;
@@ -96,6 +97,9 @@ pub(crate) struct Inner {
     closing: std::sync::atomic::AtomicU32,
     /// The background health loop, while one runs. Locked only to swap the handle.
     health_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Credential providers by connection name, also for connections added later. Locked only
+    /// to read or change the table.
+    providers: std::sync::Mutex<FxHashMap<String, Arc<dyn CredentialProvider>>>,
 }
 
 impl Drop for Inner {
@@ -169,6 +173,7 @@ impl Manager {
                 closed,
                 closing: std::sync::atomic::AtomicU32::new(0),
                 health_task: std::sync::Mutex::new(None),
+                providers: std::sync::Mutex::new(FxHashMap::default()),
             }),
         })
     }
@@ -192,6 +197,55 @@ impl Manager {
     /// replace and reload applied.
     pub fn config(&self) -> Arc<ManagerConfig> {
         self.inner.config.load_full()
+    }
+
+    /// Makes `provider` the source of the credentials of the connection `name`, in place of
+    /// its `password` / `password_file`: it is asked when the pool opens and again whenever a
+    /// new physical connection needs credentials and its last answer is about to expire (see
+    /// [`Credentials::expires_at`](crate::Credentials::expires_at)) or was refused by the server.
+    ///
+    /// It applies from the next time the connection's pool is opened: set it before
+    /// [`Manager::connect`] (or before [`Manager::add`] for a connection added later; the
+    /// provider is kept by name, so a reload that adds or replaces the connection uses it too).
+    /// Setting it for an open connection takes effect at its next replace or reload change.
+    /// Replaces a provider set before.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dbmanager::{Credentials, CredentialRequest, Manager, ManagerConfig, ConnectionConfig, DatabaseType};
+    ///
+    /// let mut db = ConnectionConfig::new("main", DatabaseType::Postgres);
+    /// db.host = Some("db.internal".into());
+    /// db.database = Some("app".into());
+    /// db.user = Some("app".into());
+    /// let manager = Manager::new(ManagerConfig::default().with_connection(db))?;
+    /// manager.set_credential_provider("main", |request: CredentialRequest| async move {
+    ///     // Ask a vault or a token service here.
+    ///     let _ = request.host;
+    ///     Ok(Credentials::password("fetched").expires_in(Duration::from_secs(900)))
+    /// });
+    /// # Ok::<(), dbmanager::Error>(())
+    /// ```
+    pub fn set_credential_provider(&self, name: &str, provider: impl CredentialProvider) {
+        let provider: Arc<dyn CredentialProvider> = Arc::new(provider);
+        self.inner
+            .providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), provider.clone());
+        if let Ok(conn) = self.get(name) {
+            conn.set_credential_provider(Some(provider));
+        }
+    }
+
+    /// The provider set for `name`, if any.
+    fn credential_provider(&self, name: &str) -> Option<Arc<dyn CredentialProvider>> {
+        self.inner
+            .providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
     }
 
     /// Connects every connection in parallel, fail-fast: on any failure the pools this call

@@ -75,6 +75,7 @@ impl Manager {
             return Err(exists(&name));
         }
         let conn = build_connection(&config, &connection, self.inner.resolve, &self.inner.closed)?;
+        conn.set_credential_provider(self.credential_provider(&name));
         conn.connect().await.0?;
         let mut inserted = false;
         self.inner.registry.rcu(|registry| {

@@ -79,7 +79,7 @@ impl ListenerCounters {
 }
 
 /// The error kinds counted per connection, in label order.
-pub(crate) const KINDS: [ErrorKind; 7] = [
+pub(crate) const KINDS: [ErrorKind; 8] = [
     ErrorKind::Transient,
     ErrorKind::Authentication,
     ErrorKind::Configuration,
@@ -87,6 +87,7 @@ pub(crate) const KINDS: [ErrorKind; 7] = [
     ErrorKind::NotFound,
     ErrorKind::Unsupported,
     ErrorKind::Query,
+    ErrorKind::Credentials,
 ];
 
 pub(crate) fn kind_index(kind: ErrorKind) -> usize {

@@ -154,7 +154,9 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
 }
 
 async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
-    let config = config::connect_config(spec.name, spec.config, spec.settings).await?;
+    let (credentials, _) = spec.credentials.current().await?;
+    let config =
+        config::connect_config(spec.name, spec.config, spec.settings, &credentials).await?;
     let probe = bounded(
         spec.name,
         Operation::Connect,
@@ -177,7 +179,13 @@ async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
         // Validation happens in `acquire`, only for clients idle past the liveness window.
         .test_on_check_out(false)
         .error_sink(Box::new(ErrorSink(last_error.clone())))
-        .build_unchecked(MssqlManager { config });
+        .build_unchecked(MssqlManager {
+            config,
+            credentials: spec
+                .credentials
+                .is_dynamic()
+                .then(|| spec.credentials.clone()),
+        });
     let pool = MssqlPool {
         name: spec.name.clone(),
         pool,

@@ -12,6 +12,7 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt as _};
 
 use super::tiberius_error;
 use crate::backends::LIVENESS_WINDOW;
+use crate::credentials::CredentialSource;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::stats::{DriverCounts, PoolGauges};
 
@@ -35,6 +36,34 @@ pub struct MssqlClient {
 #[derive(Debug)]
 pub struct MssqlManager {
     pub(super) config: Config,
+    /// Where each new connection's login comes from, when it can change (`password_file`, a
+    /// credential provider): read in `connect`, the file only when it changed.
+    pub(super) credentials: Option<Arc<CredentialSource>>,
+}
+
+impl MssqlManager {
+    /// Opens a client logging in with the current credentials: read from the source (the file
+    /// only when it changed, the provider's cached answer) when they can change, else the
+    /// config's. A source that fails (an unreadable file, a failing provider) fails this
+    /// connect; bb8 keeps the message as the last error. A refused login makes the source
+    /// resolve again next time.
+    pub(super) async fn open_with_credentials(&self) -> tiberius::Result<TiberiusClient> {
+        let Some(source) = &self.credentials else {
+            return open_client(&self.config).await;
+        };
+        let (credentials, _) = source
+            .current()
+            .await
+            .map_err(|e| tiberius::error::Error::Protocol(e.to_string().into()))?;
+        let mut config = self.config.clone();
+        super::config::authenticate(&mut config, &credentials);
+        let outcome = open_client(&config).await;
+        // A server error while logging in is a refused login.
+        if matches!(outcome, Err(tiberius::error::Error::Server(_))) {
+            source.invalidate();
+        }
+        outcome
+    }
 }
 
 pub(super) async fn open_client(config: &Config) -> tiberius::Result<TiberiusClient> {
@@ -85,12 +114,14 @@ impl bb8::ManageConnection for MssqlManager {
     type Error = tiberius::error::Error;
 
     async fn connect(&self) -> Result<MssqlClient, Self::Error> {
-        open_client(&self.config).await.map(|client| MssqlClient {
-            client,
-            last_used: Instant::now(),
-            broken: false,
-            lent: false,
-        })
+        self.open_with_credentials()
+            .await
+            .map(|client| MssqlClient {
+                client,
+                last_used: Instant::now(),
+                broken: false,
+                lent: false,
+            })
     }
 
     async fn is_valid(&self, conn: &mut MssqlClient) -> Result<(), Self::Error> {

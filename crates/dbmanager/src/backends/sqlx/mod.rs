@@ -2,6 +2,7 @@
 //! hooks, the probe, error classification, and the neutral-handle executor. A backend supplies
 //! an [`SqlxFlavor`]: its database type, how to bind and decode [`Value`]s, and its error codes.
 
+mod credentials;
 mod executor;
 mod hooks;
 #[cfg(feature = "sea-orm")]
@@ -87,6 +88,17 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         async { Ok(Vec::new()) }
     }
 
+    /// `options` logging in with `credentials` (the user, when one is given, and the password;
+    /// a token is sent as the password). Only flavors without credentials (SQLite) keep the
+    /// default, which changes nothing.
+    fn with_credentials(
+        options: <<Self::DB as Database>::Connection as sqlx::Connection>::Options,
+        credentials: &crate::credentials::Resolved,
+    ) -> <<Self::DB as Database>::Connection as sqlx::Connection>::Options {
+        let _ = credentials;
+        options
+    }
+
     /// SeaORM on the same pool.
     #[cfg(feature = "sea-orm")]
     fn sea_orm(pool: Pool<Self::DB>) -> sea_orm::DatabaseConnection;
@@ -163,6 +175,10 @@ pub(crate) struct SqlxPool<F: SqlxFlavor> {
     /// A connection held outside the pool for the pool's whole life (SQLite keeps a shared
     /// in-memory database alive with it); closed after the pool.
     keeper: Mutex<Option<<F::DB as Database>::Connection>>,
+    /// Keeps the connect options' credentials current (see `credentials`), while they can
+    /// change.
+    watcher: Option<tokio::task::JoinHandle<()>>,
+    refresher: Option<Arc<credentials::Refresher<F>>>,
     native: Arc<dyn SqlExecutor>,
     #[cfg(feature = "sea-orm")]
     orm: sea_orm::DatabaseConnection,
@@ -173,6 +189,9 @@ pub(crate) struct SqlxPool<F: SqlxFlavor> {
 impl<F: SqlxFlavor> Drop for SqlxPool<F> {
     fn drop(&mut self) {
         self.slot.store(None);
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
+        }
     }
 }
 
@@ -237,6 +256,17 @@ pub(crate) async fn open<F: SqlxFlavor>(
     let pool = hooks::pool_options::<F>(spec.settings, spec.counters, &slot, init)
         .connect_lazy_with(plan.options);
     slot.store(Some(Arc::new(pool.clone())));
+    let refresher = spec.credentials.is_dynamic().then(|| {
+        Arc::new(credentials::Refresher::<F>::new(
+            name,
+            spec.config.enable_logging,
+            spec.credentials,
+            pool.connect_options().as_ref().clone(),
+        ))
+    });
+    let watcher = refresher
+        .clone()
+        .map(|r| credentials::watch::<F>(r, slot.clone()));
     warm_up::<F>(
         name,
         &pool,
@@ -248,6 +278,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         name: name.clone(),
         pool: pool.clone(),
         counters: spec.counters.clone(),
+        refresher: refresher.clone(),
     });
     #[cfg(feature = "sea-orm")]
     let orm = F::sea_orm(pool.clone());
@@ -256,6 +287,8 @@ pub(crate) async fn open<F: SqlxFlavor>(
         counters: spec.counters.clone(),
         slot,
         keeper: Mutex::new(keeper),
+        watcher,
+        refresher,
         native,
         #[cfg(feature = "sea-orm")]
         orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(name.clone(), orm.clone())),
@@ -277,6 +310,7 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         name: name.clone(),
         pool: pool.clone(),
         counters: counters.clone(),
+        refresher: None,
     });
     #[cfg(feature = "sea-orm")]
     let orm = F::sea_orm(pool.clone());
@@ -285,6 +319,8 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         counters: counters.clone(),
         slot: Arc::new(arc_swap::ArcSwapOption::empty()),
         keeper: Mutex::new(None),
+        watcher: None,
+        refresher: None,
         native,
         #[cfg(feature = "sea-orm")]
         orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(name.clone(), orm.clone())),
@@ -327,7 +363,13 @@ impl<F: SqlxFlavor> BackendPool for SqlxPool<F> {
 
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let mut conn = hooks::acquire::<F>(&self.name, &self.pool, &self.counters).await?;
+            let mut conn = credentials::acquire::<F>(
+                &self.name,
+                &self.pool,
+                &self.counters,
+                self.refresher.as_deref(),
+            )
+            .await?;
             conn.ping()
                 .await
                 .map_err(|e| sqlx_error::<F>(&self.name, Operation::Ping, e))
@@ -366,6 +408,9 @@ impl<F: SqlxFlavor> BackendPool for SqlxPool<F> {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if let Some(watcher) = &self.watcher {
+                watcher.abort();
+            }
             self.pool.close().await;
             if let Some(conn) = self.keeper.lock().await.take() {
                 let _ = conn.close().await;
