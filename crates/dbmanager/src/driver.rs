@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 
 use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm, PoolSettings};
 use crate::error::{ErrorKind, Result};
+use crate::hooks::{HookRunner, HookState};
 use crate::sql::SqlExecutor;
 use crate::stats::{PoolCounters, PoolGauges};
 
@@ -100,6 +101,20 @@ pub(crate) struct OpenSpec<'a> {
     pub config: &'a ConnectionConfig,
     pub settings: &'a PoolSettings,
     pub counters: &'a Arc<PoolCounters>,
+    /// The application's lifecycle hooks for this connection.
+    pub hooks: &'a Arc<HookState>,
+}
+
+impl OpenSpec<'_> {
+    /// What a backend calls to run the connection's lifecycle hooks.
+    pub(crate) fn hook_runner(&self) -> HookRunner {
+        HookRunner::new(
+            self.hooks.clone(),
+            self.name.clone(),
+            self.config.kind,
+            self.settings.connect_timeout,
+        )
+    }
 }
 
 /// Opens a pool: one connect attempt (the manager retries).

@@ -32,6 +32,7 @@ mod driver;
 mod dsn;
 mod error;
 mod health;
+mod hooks;
 mod leak;
 mod manager;
 #[cfg(test)]
@@ -56,6 +57,7 @@ pub use config::{
 pub use connection::Connection;
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use health::{HealthReport, Status};
+pub use hooks::{HookConnection, HookResult, Hooks};
 pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager, ReloadReport};
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]

@@ -216,6 +216,8 @@ impl MongoBackend {
             driver_counts: Some(DriverCounts {
                 opened: e.created.load(Relaxed),
                 closed_broken: e.closed_broken.load(Relaxed),
+                // The driver manages its connections itself: no lifecycle hooks apply.
+                closed_by_hook: 0,
                 waits: e.waits.load(Relaxed),
                 wait_nanos: e.wait_nanos.load(Relaxed),
                 acquire_timeouts: e.timeouts.load(Relaxed),
@@ -441,6 +443,15 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
 }
 
 async fn open_client(spec: &OpenSpec<'_>) -> Result<MongoBackend> {
+    // Lifecycle hooks cannot be honoured here: refuse rather than ignore them.
+    if !spec.hooks.is_empty() {
+        return Err(crate::error::Error::Unsupported {
+            connection: spec.name.to_string(),
+            layer: "lifecycle hooks",
+            backend: DatabaseType::Mongodb,
+            reason: crate::hooks::NO_MONGODB_HOOKS,
+        });
+    }
     let mut options = client_options(spec.name, spec.config, spec.settings).await?;
     let events = Arc::new(PoolEvents::default());
     let max_pool = spec.settings.max_open;
