@@ -215,10 +215,13 @@ impl Database {
             bound = self.current()?;
             outcome = statement(bound.clone()).await;
         }
+        // A checkout that timed out while the after-connect hook failed is the hook's failure,
+        // not an unreachable server.
+        let outcome = outcome.map_err(|e| c.hook_failures.explain(e, started));
         let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
         c.breaker
             .record(&c.name, reached, admission == Admission::Probe, &c.counters);
-        outcome.map_err(|e| c.hook_failures.explain(e, started))
+        outcome
     }
 
     /// Runs a statement; returns the number of rows affected.
