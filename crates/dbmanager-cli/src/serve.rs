@@ -67,14 +67,8 @@ pub async fn run(
     });
     let reloads = Arc::new(Reloads::default());
     let tag_filter = filter.describe();
-    let watching = config.map(|path| {
-        reload::spawn(
-            manager.clone(),
-            path.to_path_buf(),
-            reloads.clone(),
-            filter,
-        )
-    });
+    let watching = config
+        .map(|path| reload::spawn(manager.clone(), path.to_path_buf(), reloads.clone(), filter));
     let history = Arc::new(History::new(sample_interval));
     let sampler = status::spawn_sampler(manager.clone(), history.clone());
     let state = AppState {

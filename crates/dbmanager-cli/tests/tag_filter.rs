@@ -71,7 +71,15 @@ fn check_connects_only_the_selected_connections() {
     // Selected by one tag: the broken one (and the default connection) is left out, not
     // connected at all.
     let out = dbmanager(
-        &["check", "-c", &path, "--format", "json", "--tag", "tier=analytics"],
+        &[
+            "check",
+            "-c",
+            &path,
+            "--format",
+            "json",
+            "--tag",
+            "tier=analytics",
+        ],
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -80,7 +88,14 @@ fn check_connects_only_the_selected_connections() {
     // Repeated flags are ANDed.
     let out = dbmanager(
         &[
-            "check", "-c", &path, "--format", "json", "--tag", "tier=analytics", "--tag",
+            "check",
+            "-c",
+            &path,
+            "--format",
+            "json",
+            "--tag",
+            "tier=analytics",
+            "--tag",
             "region=eu",
         ],
         dir.path(),
@@ -110,7 +125,15 @@ fn a_malformed_filter_is_a_usage_error_and_one_matching_nothing_is_a_clear_error
     }
 
     let out = dbmanager(
-        &["check", "-c", &path, "--tag", "tier=analytics", "--tag", "region=mars"],
+        &[
+            "check",
+            "-c",
+            &path,
+            "--tag",
+            "tier=analytics",
+            "--tag",
+            "region=mars",
+        ],
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -139,20 +162,27 @@ fn a_malformed_filter_is_a_usage_error_and_one_matching_nothing_is_a_clear_error
             lite(dir.path(), "a", "tier: analytics", false)
         ),
     );
-    let out = dbmanager(&["check", "-c", &bad, "--tag", "tier=analytics"], dir.path());
+    let out = dbmanager(
+        &["check", "-c", &bad, "--tag", "tier=analytics"],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("connections.broken.type"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("connections.broken.type"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn serve_manages_only_the_selected_connections_and_reloads_through_the_filter() {
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path());
-    let served = Served::start(
-        &["--config", &path, "--tag", "tier=analytics"],
-        dir.path(),
-    );
-    assert!(wait_for(Duration::from_secs(10), || served.get("/readyz").status == 200));
+    let served = Served::start(&["--config", &path, "--tag", "tier=analytics"], dir.path());
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/readyz")
+        .status
+        == 200));
     let stats = served.json("/stats");
     let connections = stats["connections"].as_object().unwrap();
     assert_eq!(
@@ -192,7 +222,11 @@ fn serve_manages_only_the_selected_connections_and_reloads_through_the_filter() 
     assert_eq!(stats["last_reload"]["removed"], serde_json::json!(["b"]));
     assert_eq!(stats["last_reload"]["unchanged"], serde_json::json!(["a"]));
     let connections = stats["connections"].as_object().unwrap();
-    assert_eq!(connections.keys().collect::<Vec<_>>(), ["a", "c"], "{stats}");
+    assert_eq!(
+        connections.keys().collect::<Vec<_>>(),
+        ["a", "c"],
+        "{stats}"
+    );
 
     // A file in which nothing matches any more keeps the running config, and says why.
     std::fs::write(
@@ -215,7 +249,11 @@ fn serve_manages_only_the_selected_connections_and_reloads_through_the_filter() 
         "{stats}"
     );
     assert_eq!(
-        stats["connections"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        stats["connections"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
         ["a", "c"]
     );
     assert_eq!(served.stop(), Some(0));

@@ -175,9 +175,8 @@ impl Connection {
         let counters: Arc<PoolCounters> = Arc::default();
         let breaker: Arc<crate::breaker::Breaker> = Arc::default();
         let hooks: Arc<HookState> = Arc::default();
-        let generation = Generation::new(
-            driver, config, settings, retry, &counters, &breaker, &hooks,
-        );
+        let generation =
+            Generation::new(driver, config, settings, retry, &counters, &breaker, &hooks);
         Self {
             shared: Arc::new(Shared {
                 name,

@@ -325,8 +325,10 @@ pub(crate) struct HookFailures {
 
 impl HookFailures {
     pub(crate) fn record(&self, message: String) {
-        self.last
-            .store(Some(std::sync::Arc::new((std::time::Instant::now(), message))));
+        self.last.store(Some(std::sync::Arc::new((
+            std::time::Instant::now(),
+            message,
+        ))));
     }
 
     /// `error` (of an operation that started at `since`), or the hook failure behind it: a

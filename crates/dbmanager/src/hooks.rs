@@ -23,7 +23,8 @@ use crate::error::{BoxError, Error, ErrorKind, HookError, HookFailures, Operatio
 use crate::sql::{Row, Value};
 
 /// Why MongoDB connections take no lifecycle hooks.
-pub(crate) const NO_MONGODB_HOOKS: &str = "the MongoDB driver manages its connections internally and offers no per-connection callbacks";
+pub(crate) const NO_MONGODB_HOOKS: &str =
+    "the MongoDB driver manages its connections internally and offers no per-connection callbacks";
 
 /// What a hook returns: its verdict, or an error (any error type, `?` converts it).
 pub type HookResult<T> = std::result::Result<T, BoxError>;
@@ -104,10 +105,7 @@ impl Hooks {
     /// Runs `hook` on every new physical connection; an error fails that connection.
     pub fn after_connect<F>(mut self, hook: F) -> Self
     where
-        F: for<'c> Fn(HookConnection<'c>) -> BoxFuture<'c, HookResult<()>>
-            + Send
-            + Sync
-            + 'static,
+        F: for<'c> Fn(HookConnection<'c>) -> BoxFuture<'c, HookResult<()>> + Send + Sync + 'static,
     {
         self.after_connect = Some(Arc::new(hook));
         self
@@ -139,14 +137,15 @@ impl Hooks {
 
     /// Whether no hook is set.
     pub fn is_empty(&self) -> bool {
-        self.after_connect.is_none() && self.before_checkout.is_none() && self.after_release.is_none()
+        self.after_connect.is_none()
+            && self.before_checkout.is_none()
+            && self.after_release.is_none()
     }
 }
 
 /// Statements on the one physical connection a hook is called for (a backend implements it).
 pub(crate) trait HookSql: Send {
-    fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value])
-    -> BoxFuture<'a, Result<u64>>;
+    fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>>;
 
     fn fetch_optional<'a>(
         &'a mut self,
@@ -303,7 +302,9 @@ impl HookRunner {
             return Ok(());
         };
         let outcome = self
-            .call("after_connect", || hook(self.view(sql, Duration::ZERO, Duration::ZERO)))
+            .call("after_connect", || {
+                hook(self.view(sql, Duration::ZERO, Duration::ZERO))
+            })
             .await;
         outcome.map_err(|e| {
             self.state.failures.record(e.message.clone());
@@ -335,7 +336,9 @@ impl HookRunner {
             return true;
         };
         let outcome = self
-            .call("after_release", || hook(self.view(sql, age, Duration::ZERO)))
+            .call("after_release", || {
+                hook(self.view(sql, age, Duration::ZERO))
+            })
             .await;
         self.verdict(Operation::Close, outcome)
     }

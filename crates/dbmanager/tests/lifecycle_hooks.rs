@@ -278,7 +278,11 @@ async fn every_hook(backend: Backend) {
         backend.marker
     );
     assert!(probe.checkouts.load(SeqCst) > checkouts);
-    assert_eq!(probe.refuse_checkouts.load(SeqCst), 0, "the refusal was used");
+    assert_eq!(
+        probe.refuse_checkouts.load(SeqCst),
+        0,
+        "the refusal was used"
+    );
     assert_eq!(
         probe.connects.load(SeqCst),
         connects + 1,
@@ -297,7 +301,9 @@ async fn every_hook(backend: Backend) {
         query(&manager).await.unwrap();
     }
     assert!(
-        eventually(Duration::from_secs(5), || probe.connects.load(SeqCst) == connects + 3).await,
+        eventually(Duration::from_secs(5), || probe.connects.load(SeqCst)
+            == connects + 3)
+        .await,
         "each statement got a new connection: {} after {connects}",
         probe.connects.load(SeqCst)
     );
