@@ -225,6 +225,7 @@ impl HookState {
         self.hooks.store(Arc::new(hooks));
     }
 
+    #[allow(dead_code, reason = "read by the MongoDB backend, which refuses hooks")]
     pub(crate) fn is_empty(&self) -> bool {
         self.hooks.load().is_empty()
     }
@@ -269,12 +270,14 @@ impl HookRunner {
     }
 
     /// The connection's after-connect failures (for explaining a checkout that timed out).
+    #[allow(dead_code, reason = "used by the SQL Server backend")]
     pub(crate) fn failures(&self) -> &HookFailures {
         &self.state.failures
     }
 
     /// Whether an after-release hook is set (a backend that must do extra work to call it, SQL
     /// Server's, asks first).
+    #[allow(dead_code, reason = "used by the SQL Server backend")]
     pub(crate) fn has_after_release(&self) -> bool {
         self.state.hooks.load().after_release.is_some()
     }
