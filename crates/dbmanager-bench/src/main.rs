@@ -38,6 +38,12 @@ fn main() {
         runtime.block_on(soak::run(minutes, Duration::from_secs_f64(every)));
         return;
     }
+    if what == "count" {
+        let index = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+        let per_worker = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1000);
+        runtime.block_on(query::count(index, per_worker));
+        return;
+    }
     if what == "spin" {
         let index = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
         let secs = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5.0);

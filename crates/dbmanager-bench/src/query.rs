@@ -55,8 +55,16 @@ async fn manager(db: &TestDb, size: u32) -> Manager {
     if std::env::var("BENCH_QUERY_TIMEOUT").is_ok_and(|v| v == "0") {
         c.query_timeout = Duration::ZERO;
     }
-    let manager =
-        Manager::new(dbmanager::ManagerConfig::default().with_connection(c)).expect("config");
+    // The same pool settings with per-query metrics off, to price them (`enable_metrics: false`).
+    let mut quiet = c.clone();
+    quiet.name = "pg_nometrics".into();
+    quiet.enable_metrics = false;
+    let manager = Manager::new(
+        dbmanager::ManagerConfig::default()
+            .with_connection(c)
+            .with_connection(quiet),
+    )
+    .expect("config");
     manager.connect().await.expect("connect");
     manager
 }
@@ -130,6 +138,20 @@ fn variants(
                     let mm = mm.clone();
                     async move {
                         mm.database("pg")
+                            .expect("db")
+                            .fetch_one("SELECT 1", &[])
+                            .await
+                            .expect("query");
+                    }
+                }),
+            ));
+            let mm = m.clone();
+            out.push((
+                "dbmanager neutral, per-query metrics off",
+                op(move || {
+                    let mm = mm.clone();
+                    async move {
+                        mm.database("pg_nometrics")
                             .expect("db")
                             .fetch_one("SELECT 1", &[])
                             .await
@@ -317,5 +339,35 @@ pub async fn spin(index: usize, secs: f64) {
     let (name, op) = variants.into_iter().nth(index).expect("a variant index");
     let v = throughput(16, Duration::from_secs_f64(secs), op).await;
     println!("{name}: {}", fmt_rate(v));
+    m.close(Duration::from_secs(5)).await;
+}
+
+/// Runs exactly `per_worker` operations on each of 16 tasks of one query variant, for
+/// instruction counting (`valgrind --tool=callgrind`): `dbmanager-bench count <index> <n>`.
+/// The difference between two counts of `n` over the difference of operations is the cost of
+/// one operation in instructions, which, unlike time, does not depend on what else the machine
+/// is doing.
+pub async fn count(index: usize, per_worker: u64) {
+    let db = TestDb::create();
+    let raw_default = sqlx_pool(&db, 8, false).await;
+    let raw_same = sqlx_pool(&db, 8, true).await;
+    let m = manager(&db, 8).await;
+    let dp = deadpool(&db, 8);
+    let variants = variants(Mode::Query, raw_default, raw_same, m.clone(), dp);
+    let (name, op) = variants.into_iter().nth(index).expect("a variant index");
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_worker {
+                    op().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("worker");
+    }
+    println!("{name}: {} operations", 16 * per_worker);
     m.close(Duration::from_secs(5)).await;
 }

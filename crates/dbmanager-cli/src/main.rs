@@ -1,7 +1,8 @@
-//! `dbmanager`: check a config (validate, connect, health table, exit code), or serve a status
-//! page, health, readiness, metrics and stats for it.
+//! `dbmanager`: check a config (validate, connect, health table, exit code), serve a status
+//! page, health, readiness, metrics and stats for it, or print its schema or effective values.
 
 mod check;
+mod config;
 mod http;
 mod load;
 mod progress;
@@ -83,6 +84,31 @@ enum Command {
         #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tags::parse)]
         tag: Vec<(String, String)>,
     },
+    /// Configuration tooling: the JSON Schema of the YAML, the effective configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the JSON Schema (draft-07) of the YAML config, for editors:
+    /// `dbmanager config schema > dbmanager.schema.json`, then put
+    /// `# yaml-language-server: $schema=dbmanager.schema.json` at the top of the config.
+    Schema,
+    /// Print the effective configuration after defaults, `DBMANAGER__*` overrides and `${VAR}`
+    /// expansion, secrets redacted, each value with its origin (default, file line, env var).
+    ///
+    /// Exit code: 0 valid, 2 invalid config (every problem printed).
+    Show {
+        /// YAML config; without it, the embedded quick-start config.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// JSON (the effective document and one entry per setting) instead of annotated YAML.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -94,6 +120,15 @@ enum Format {
 fn main() -> ExitCode {
     let telemetry = telemetry::init();
     let cli = Cli::parse();
+    // Nothing to connect: no runtime needed.
+    if let Command::Config { action } = &cli.command {
+        let code = match action {
+            ConfigAction::Schema => config::schema(),
+            ConfigAction::Show { config, json } => config::show(config.as_deref(), *json),
+        };
+        drop(telemetry);
+        return ExitCode::from(code);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,6 +194,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        // Handled above.
+        Command::Config { .. } => EXIT_OK,
     };
     drop(runtime);
     drop(telemetry);

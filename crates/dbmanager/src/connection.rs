@@ -21,9 +21,13 @@ use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
 struct Backend(Box<dyn BackendPool>);
 
 /// The open backend, with the generation it belongs to held alive.
+///
+/// Holds `arc_swap` guards rather than cloned `Arc`s: on the lookup path a clone is an atomic
+/// read-modify-write on a count that every thread shares, which is what made lookups from many
+/// threads contend; a guard borrows a per-thread debt slot instead.
 struct BackendGuard {
-    generation: Arc<Generation>,
-    backend: Option<Arc<Backend>>,
+    generation: arc_swap::Guard<Arc<Generation>>,
+    backend: arc_swap::Guard<Option<Arc<Backend>>>,
 }
 
 impl BackendGuard {
@@ -68,6 +72,9 @@ struct Shared {
     connecting: AtomicBool,
     /// Woken when an in-flight connect ends.
     connect_done: tokio::sync::Notify,
+    /// Tells the LISTEN/NOTIFY listeners of a close (they end) or a replace (they move to the
+    /// new configuration); each listener's task holds a receiver until it ends.
+    listeners: tokio::sync::watch::Sender<crate::listen::ConnectionSignal>,
 }
 
 /// One configuration of a connection and the pool opened from it.
@@ -190,6 +197,7 @@ impl Connection {
                 retired: AtomicBool::new(false),
                 connecting: AtomicBool::new(false),
                 connect_done: tokio::sync::Notify::new(),
+                listeners: tokio::sync::watch::Sender::new(Default::default()),
             }),
         }
     }
@@ -240,6 +248,7 @@ impl Connection {
                 retired: AtomicBool::new(false),
                 connecting: AtomicBool::new(false),
                 connect_done: tokio::sync::Notify::new(),
+                listeners: tokio::sync::watch::Sender::new(Default::default()),
             }),
         };
         conn.shared.health.succeeded(false);
@@ -310,7 +319,59 @@ impl Connection {
 
     /// Health details: status, consecutive failures, last error, last success.
     pub fn health(&self) -> HealthReport {
-        self.shared.health.report()
+        let mut report = self.shared.health.report();
+        if Self::listens(&self.generation()) {
+            report.listeners = Some(self.shared.counters.listeners.snapshot());
+        }
+        report
+    }
+
+    /// Whether listeners can be opened on `generation` (its backend has them and its
+    /// configuration says where to connect).
+    fn listens(generation: &Generation) -> bool {
+        generation.driver.listen.is_some() && !generation.adopted
+    }
+
+    /// A LISTEN/NOTIFY listener on this connection (PostgreSQL; others are
+    /// [`crate::ErrorKind::Unsupported`]), connected and ready: see [`crate::Listener`].
+    ///
+    /// It opens its own dedicated session from the connection's current configuration, outside
+    /// the pool (`max_open_conns` does not count it); the connection must be connected (its
+    /// pool sends [`crate::Listener::notify`]). Closing the connection or its manager ends it.
+    pub async fn listener(&self) -> Result<crate::Listener> {
+        let generation = self.shared.current.load_full();
+        let Some(driver) = generation.driver.listen else {
+            return Err(self.unsupported(
+                "a LISTEN/NOTIFY listener",
+                "only PostgreSQL connections have one",
+            ));
+        };
+        if generation.adopted {
+            return Err(self.unsupported(
+                "a LISTEN/NOTIFY listener",
+                "an adopted pool has no configuration to open the listener's own session from",
+            ));
+        }
+        let database = self.database()?;
+        let signal = self.shared.listeners.subscribe();
+        // After subscribing: a close that came before is seen here, one that comes after is
+        // seen by the listener.
+        self.check_usable(Operation::Listen)?;
+        let context = crate::listen::ListenContext {
+            name: self.shared.name.clone(),
+            source: Arc::new(self.clone()),
+            counters: self.shared.counters.clone(),
+            signal,
+            database,
+        };
+        crate::listen::start(context, driver).await
+    }
+
+    /// Ends the listeners (closing their sessions) and waits for them up to `deadline`.
+    async fn close_listeners(&self, deadline: Duration) {
+        let listeners = &self.shared.listeners;
+        listeners.send_modify(|s| s.closes += 1);
+        let _ = tokio::time::timeout(deadline, listeners.closed()).await;
     }
 
     /// Whether a pool is open.
@@ -330,8 +391,16 @@ impl Connection {
     /// The open backend (the lookup path: two lock-free loads).
     fn backend(&self, operation: Operation) -> Result<BackendGuard> {
         self.check_usable(operation)?;
-        let generation = self.shared.current.load_full();
-        let backend = generation.backend.load_full();
+        let generation = self.shared.current.load();
+        self.backend_of(generation, operation)
+    }
+
+    fn backend_of(
+        &self,
+        generation: arc_swap::Guard<Arc<Generation>>,
+        operation: Operation,
+    ) -> Result<BackendGuard> {
+        let backend = generation.backend.load();
         if backend.is_none() {
             return Err(Error::Unavailable {
                 connection: self.name().to_owned(),
@@ -346,13 +415,16 @@ impl Connection {
     }
 
     fn sql_backend(&self) -> Result<BackendGuard> {
-        if !self.kind().is_sql() {
+        self.check_usable(Operation::Access)?;
+        let generation = self.shared.current.load();
+        let kind = generation.config.kind;
+        if !kind.is_sql() {
             return Err(Error::NotSql {
                 connection: self.name().to_owned(),
-                backend: self.kind(),
+                backend: kind,
             });
         }
-        self.backend(Operation::Access)
+        self.backend_of(generation, Operation::Access)
     }
 
     fn unsupported(&self, layer: &'static str, reason: &'static str) -> Error {
@@ -514,6 +586,7 @@ impl Connection {
             self.status(),
             gauges,
             &self.shared.counters,
+            Self::listens(&generation),
         )
     }
 
@@ -530,12 +603,10 @@ impl Connection {
                 return Err(e);
             }
         };
-        let (generation, backend) = match guard {
-            BackendGuard {
-                generation,
-                backend: Some(backend),
-            } => (generation, backend),
-            BackendGuard { backend: None, .. } => return Ok(()),
+        // Owned from here on: the check awaits, and a guard is for short borrows.
+        let generation = arc_swap::Guard::into_inner(guard.generation);
+        let Some(backend) = arc_swap::Guard::into_inner(guard.backend) else {
+            return Ok(());
         };
         backend.0.trim_idle(generation.settings.max_idle).await;
         let limit = generation.settings.connect_timeout;
@@ -755,6 +826,7 @@ impl Connection {
         generation.backend.store(Some(Arc::new(backend)));
         let old = self.shared.current.swap(Arc::new(generation));
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        self.shared.listeners.send_modify(|s| s.replaces += 1);
         Ok(self.close_generation(&old, deadline, "replaced").await)
     }
 
@@ -793,7 +865,10 @@ impl Connection {
     /// Closes the pool (if open), waiting up to `deadline` for checked-out connections.
     pub(crate) async fn close(&self, deadline: Duration) -> CloseOutcome {
         let generation = self.shared.current.load_full();
-        let outcome = self.close_generation(&generation, deadline, "closed").await;
+        let (outcome, ()) = tokio::join!(
+            self.close_generation(&generation, deadline, "closed"),
+            self.close_listeners(deadline)
+        );
         self.shared.health.closed();
         outcome
     }
@@ -830,5 +905,20 @@ impl crate::sql::ExecutorSource for Connection {
     fn bind(&self) -> Result<crate::sql::Bound> {
         let backend = self.sql_backend()?;
         self.bind_sql(&backend)
+    }
+}
+
+impl crate::listen::ListenSource for Connection {
+    fn current(&self) -> crate::listen::ListenSettings {
+        let generation = self.generation();
+        crate::listen::ListenSettings {
+            config: generation.config.clone(),
+            settings: generation.settings,
+            retry: generation.retry,
+        }
+    }
+
+    fn is_usable(&self) -> bool {
+        self.check_usable(Operation::Listen).is_ok()
     }
 }

@@ -143,6 +143,8 @@ pub(crate) struct Driver {
     pub classify: fn(&(dyn std::error::Error + 'static)) -> Option<ErrorKind>,
     /// Opens the pool.
     pub open: OpenFn,
+    /// Its LISTEN/NOTIFY listener, if the backend has one.
+    pub listen: Option<&'static crate::listen::ListenDriver>,
 }
 
 impl std::fmt::Debug for Driver {

@@ -80,6 +80,8 @@ pub enum Operation {
     Access,
     /// Closing.
     Close,
+    /// Listening (LISTEN/UNLISTEN on a listener's own session).
+    Listen,
 }
 
 impl fmt::Display for Operation {
@@ -95,6 +97,7 @@ impl fmt::Display for Operation {
             Operation::Rollback => "rollback",
             Operation::Access => "access",
             Operation::Close => "close",
+            Operation::Listen => "listen",
         })
     }
 }

@@ -75,6 +75,30 @@ pub struct HealthReport {
     pub last_success: Option<SystemTime>,
     /// When the last check or connect finished, successful or not.
     pub last_check: Option<SystemTime>,
+    /// Its LISTEN/NOTIFY listeners (`None` for a backend without them). A listener that is
+    /// reconnecting does not change `status`: the pool may serve while it does.
+    pub listeners: Option<ListenerStats>,
+}
+
+/// The LISTEN/NOTIFY listeners of one connection (PostgreSQL), summed over its listeners.
+/// Their sessions are outside the pool: `open`/`in_use` and `max_open` never count them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ListenerStats {
+    /// Listeners open now.
+    pub open: u32,
+    /// Of those, the ones whose session is up (the others are reconnecting).
+    pub connected: u32,
+    /// Channels listened to, summed over the listeners.
+    pub channels: u32,
+    /// Sessions re-established after a loss (or a replace of the connection).
+    pub reconnects: u64,
+    /// Reconnect attempts that failed.
+    pub reconnect_failures: u64,
+    /// Notifications received by the listeners' sessions.
+    pub notifications_received: u64,
+    /// The last error of a listener's session; cleared when one reconnects.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -163,6 +187,7 @@ impl HealthState {
             last_error: self.last_error(),
             last_success: self.last_success.load_full().map(|t| *t),
             last_check: self.last_check.load_full().map(|t| *t),
+            listeners: None,
         }
     }
 }

@@ -34,6 +34,7 @@ mod error;
 mod health;
 mod hooks;
 mod leak;
+mod listen;
 mod manager;
 #[cfg(test)]
 mod manager_logic_tests;
@@ -56,8 +57,9 @@ pub use config::{
 };
 pub use connection::Connection;
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
-pub use health::{HealthReport, Status};
+pub use health::{HealthReport, ListenerStats, Status};
 pub use hooks::{HookConnection, HookResult, Hooks};
+pub use listen::{Listener, ListenerEvent, ListenerHandle, Notification};
 pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager, ReloadReport};
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]

@@ -231,6 +231,27 @@ impl Collector for ManagerCollector {
             "Failed connect attempts by error kind",
             Counter,
         );
+        // LISTEN/NOTIFY listeners, for connections whose backend has them.
+        let mut listeners = Family::new(
+            "dbmanager_listeners",
+            "LISTEN/NOTIFY listeners by state (open, connected); outside the pool",
+            Gauge,
+        );
+        let mut listener_channels = Family::new(
+            "dbmanager_listener_channels",
+            "Channels the listeners listen to",
+            Gauge,
+        );
+        let mut listener_reconnects = Family::new(
+            "dbmanager_listener_reconnects",
+            "Listener session reconnects by result",
+            Counter,
+        );
+        let mut notifications = Family::new(
+            "dbmanager_listener_notifications",
+            "Notifications received by the listeners",
+            Counter,
+        );
         // OpenTelemetry database-client semantic-convention names, for dashboards built on them.
         let mut otel_count = Family::new(
             "db_client_connection_count",
@@ -308,6 +329,21 @@ impl Collector for ManagerCollector {
             for (kind, n) in &s.connect_errors {
                 errors.add(with(l.clone(), "kind", kind.as_str()), Value::Counter(*n));
             }
+            if let Some(ls) = &s.listeners {
+                for (state, v) in [("open", ls.open), ("connected", ls.connected)] {
+                    listeners.add(with(l.clone(), "state", state), Value::Gauge(f64::from(v)));
+                }
+                listener_channels.add(l.clone(), Value::Gauge(f64::from(ls.channels)));
+                listener_reconnects.add(
+                    with(l.clone(), "result", "success"),
+                    Value::Counter(ls.reconnects),
+                );
+                listener_reconnects.add(
+                    with(l.clone(), "result", "failure"),
+                    Value::Counter(ls.reconnect_failures),
+                );
+                notifications.add(l.clone(), Value::Counter(ls.notifications_received));
+            }
             let p = pool(c);
             otel_count.add(
                 with(p.clone(), "db_client_connection_state", "idle"),
@@ -354,6 +390,10 @@ impl Collector for ManagerCollector {
             leaks,
             circuit,
             errors,
+            listeners,
+            listener_channels,
+            listener_reconnects,
+            notifications,
             otel_count,
             otel_max,
             otel_timeouts,

@@ -24,6 +24,19 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// The delay after `failures` failed attempts of a loop that never gives up (a listener's
+    /// reconnects): `delay`, doubling, capped at `max_delay`, with the same jitter.
+    pub(crate) fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(20);
+        jitter(
+            self.delay
+                .saturating_mul(1 << doublings)
+                .min(self.max_delay),
+        )
+    }
+}
+
 fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(0.5 + rand::random::<f64>() * 0.5)
 }

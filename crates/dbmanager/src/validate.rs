@@ -10,9 +10,9 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 
 use crate::config::{
-    ConfigProblems, ConnectionConfig, ConnectionProblems, DefaultOrm, EnvSource,
-    MAX_DOCUMENT_BYTES, MAX_LIFETIME, MAX_PASSWORD_FILE_BYTES, MAX_POOL_SIZE, MAX_TIMEOUT,
-    ManagerConfig, SslMode, parse_yaml, shown,
+    ConfigProblems, ConnectionConfig, ConnectionProblems, DefaultOrm, EffectiveConfig, EnvSource,
+    MAX_CIRCUIT_BREAKER_FAILURES, MAX_DOCUMENT_BYTES, MAX_LIFETIME, MAX_PASSWORD_FILE_BYTES,
+    MAX_POOL_SIZE, MAX_TIMEOUT, ManagerConfig, SslMode, effective_settings, parse_yaml, shown,
 };
 use crate::driver::{Driver, Field};
 
@@ -27,29 +27,52 @@ impl ManagerConfig {
     /// At most [`MAX_DOCUMENT_BYTES`] are read: a larger file (or `/dev/zero`) is a problem, not
     /// an unbounded read. A pipe (`--config <(...)`) is fine.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigProblems> {
-        let path = path.as_ref();
-        let fail = |message: String| {
-            let mut problems = ConfigProblems::default();
-            problems.push("", message);
-            problems
-        };
-        let file = std::fs::File::open(path)
-            .map_err(|e| fail(format!("cannot read `{}`: {e}", path.display())))?;
-        let mut bytes = Vec::new();
-        let limit = u64::try_from(MAX_DOCUMENT_BYTES).unwrap_or(u64::MAX);
-        file.take(limit.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(|e| fail(format!("cannot read `{}`: {e}", path.display())))?;
-        if bytes.len() > MAX_DOCUMENT_BYTES {
-            return Err(fail(format!(
-                "`{}` is larger than {} KiB, the largest configuration accepted",
-                path.display(),
-                MAX_DOCUMENT_BYTES / 1024
-            )));
-        }
-        let text = String::from_utf8(bytes)
-            .map_err(|_| fail(format!("`{}` is not UTF-8 text", path.display())))?;
-        Self::from_yaml_str(&text)
+        Self::from_yaml_str(&read_config_file(path.as_ref())?)
+    }
+
+    /// Like [`ManagerConfig::from_yaml_str_with_env`], and also says where each value came
+    /// from: the default, the document (with its line), a `DBMANAGER__...` override, or a
+    /// connection's inheritance of a global pool setting; secrets redacted. What
+    /// `dbmanager config show` prints.
+    ///
+    /// ```
+    /// use dbmanager::config::Origin;
+    /// use dbmanager::{EnvSource, ManagerConfig};
+    ///
+    /// let yaml = "dbmanager:\n  connections:\n    main: {type: sqlite, filepath: ':memory:'}\n";
+    /// let env: EnvSource = [("DBMANAGER__MAX_OPEN_CONNS", "8")].into_iter().collect();
+    /// let effective = ManagerConfig::explain_yaml_str(yaml, &env)?;
+    /// let origin = |path: &str| {
+    ///     let setting = effective.settings.iter().find(|s| s.path() == path).unwrap();
+    ///     (setting.value.clone(), setting.origins[0].clone())
+    /// };
+    /// assert_eq!(origin("retry_attempts").1, Origin::Default);
+    /// assert!(matches!(origin("connections.main.filepath").1, Origin::File { line: Some(3) }));
+    /// assert_eq!(origin("max_open_conns").0, 8);
+    /// assert!(matches!(origin("max_open_conns").1, Origin::Env { .. }));
+    /// assert!(matches!(origin("connections.main.max_open_conns").1, Origin::Inherited { .. }));
+    /// # Ok::<(), dbmanager::config::ConfigProblems>(())
+    /// ```
+    pub fn explain_yaml_str(
+        yaml: &str,
+        env: &EnvSource,
+    ) -> Result<EffectiveConfig, ConfigProblems> {
+        let parsed = parse_yaml(yaml, env);
+        let mut problems = parsed.problems;
+        let config = parsed.config;
+        problems.extend(config.problems_with(&parsed.broken, &parsed.interpolated));
+        problems.into_result()?;
+        let settings = effective_settings(&config, &parsed.sources);
+        Ok(EffectiveConfig { config, settings })
+    }
+
+    /// [`ManagerConfig::explain_yaml_str`] on a file, read as [`ManagerConfig::from_file`]
+    /// reads it.
+    pub fn explain_file(
+        path: impl AsRef<Path>,
+        env: &EnvSource,
+    ) -> Result<EffectiveConfig, ConfigProblems> {
+        Self::explain_yaml_str(&read_config_file(path.as_ref())?, env)
     }
 
     /// Builds the config from the environment overrides alone (no file).
@@ -234,7 +257,9 @@ impl ManagerConfig {
                 " (0s turns it off)",
             );
         }
-        if c.circuit_breaker_failures.is_some_and(|n| n > 10_000) {
+        if c.circuit_breaker_failures
+            .is_some_and(|n| n > MAX_CIRCUIT_BREAKER_FAILURES)
+        {
             p.push(
                 "circuit_breaker.failures",
                 "more than 10000 consecutive failures; a breaker that late never opens in practice",
@@ -494,4 +519,28 @@ fn check_metric_tag_labels(labels: &[String], p: &mut ConfigProblems) {
             p.push(path, format!("`{label}` is listed twice"));
         }
     }
+}
+
+/// Reads a configuration file: at most [`MAX_DOCUMENT_BYTES`], UTF-8.
+fn read_config_file(path: &Path) -> Result<String, ConfigProblems> {
+    let fail = |message: String| {
+        let mut problems = ConfigProblems::default();
+        problems.push("", message);
+        problems
+    };
+    let file = std::fs::File::open(path)
+        .map_err(|e| fail(format!("cannot read `{}`: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(MAX_DOCUMENT_BYTES).unwrap_or(u64::MAX);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(format!("cannot read `{}`: {e}", path.display())))?;
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(fail(format!(
+            "`{}` is larger than {} KiB, the largest configuration accepted",
+            path.display(),
+            MAX_DOCUMENT_BYTES / 1024
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| fail(format!("`{}` is not UTF-8 text", path.display())))
 }

@@ -1,11 +1,11 @@
 //! Chaos through a fault-injecting proxy in front of the machine's PostgreSQL: blackhole,
-//! latency, connections reset in the middle of a transaction.
+//! latency, connections reset in the middle of a transaction, a listener's session gone silent.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use dbmanager::{ConnectPolicy, Error, ErrorKind, Manager, Status};
+use dbmanager::{ConnectPolicy, Error, ErrorKind, ListenerEvent, Manager, Status};
 use support::proxy::{Fault, FaultProxy};
 use support::{TestDb, fast_config};
 
@@ -193,4 +193,113 @@ async fn a_slow_server_is_degraded_not_unhealthy() {
     conn.health_check().await.unwrap();
     assert_eq!(conn.status(), Status::Healthy);
     manager.close(Duration::from_secs(2)).await;
+}
+
+/// A listener whose session goes silent (bytes vanish, nothing resets it) finds out with its
+/// idle ping, keeps reconnecting while nothing answers, and once the network is back yields
+/// `Reconnected` before the notifications sent after it, which all arrive.
+#[tokio::test]
+async fn a_blackholed_listener_session_is_found_by_its_ping_and_replaced() {
+    let db = TestDb::create();
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let mut c = via_proxy(&db, &proxy);
+    c.connect_timeout = Duration::from_secs(1);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let mut listener = manager.listener("pg").await.unwrap();
+    listener.listen("silent").await.unwrap();
+    let patience = Duration::from_secs(60);
+    let mut next = async || {
+        tokio::time::timeout(patience, listener.recv())
+            .await
+            .expect("the listener yields an item")
+            .expect("the stream is open")
+    };
+
+    proxy.set(Fault::Blackhole);
+    let started = Instant::now();
+    let event = next().await;
+    println!(
+        "blackholed listener: {event:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(event, ListenerEvent::Disconnected { .. }),
+        "{event:?}"
+    );
+    // Reconnect attempts into the blackhole time out; the old, desynchronised sessions go.
+    let conn = manager.get("pg").unwrap();
+    assert!(
+        support::eventually(patience, || {
+            conn.stats().listeners.unwrap().reconnect_failures > 0
+        })
+        .await
+    );
+    proxy.cut_all();
+    proxy.set(Fault::Forward);
+    assert_eq!(next().await, ListenerEvent::Reconnected);
+    println!(
+        "blackholed listener: reconnected after {:?}",
+        started.elapsed()
+    );
+
+    for i in 0..20 {
+        let payload = i.to_string();
+        let mut tries = 0;
+        while let Err(e) = listener.notify("silent", &payload).await {
+            assert!(e.is_retryable() && tries < 20, "{e}");
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for i in 0..20 {
+        match tokio::time::timeout(patience, listener.recv()).await {
+            Ok(Some(ListenerEvent::Notification(n))) => assert_eq!(n.payload, i.to_string()),
+            other => panic!("expected notification {i}, got {other:?}"),
+        }
+    }
+    manager.close(Duration::from_secs(2)).await;
+}
+
+/// A manager close while the listener's session hangs in a statement (its LISTEN went into a
+/// blackhole, bounded only by a long `connect_timeout`) still ends the stream within the close
+/// deadline, and the caller of that `listen` learns the listener closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_ends_a_listener_stuck_in_a_blackholed_statement() {
+    let db = TestDb::create();
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let mut c = via_proxy(&db, &proxy);
+    c.connect_timeout = Duration::from_secs(60);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let mut listener = manager.listener("pg").await.unwrap();
+    let handle = listener.handle();
+    let reader = tokio::spawn(async move { listener.recv().await });
+
+    proxy.set(Fault::Blackhole);
+    let stuck = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.listen("never").await }
+    });
+    // The LISTEN is on its way into the blackhole.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stuck.is_finished());
+
+    let deadline = Duration::from_secs(1);
+    let report = tokio::time::timeout(Duration::from_secs(10), manager.close(deadline))
+        .await
+        .expect("close returns");
+    println!("close with a stuck listener: {report:?}");
+    // Well before the 60 s the statement itself could take.
+    let ended = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert_eq!(ended, None);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), stuck)
+        .await
+        .expect("the listen call returns")
+        .unwrap();
+    assert_eq!(outcome.unwrap_err().kind(), ErrorKind::Closed);
+    proxy.cut_all();
 }

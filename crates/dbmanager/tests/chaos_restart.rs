@@ -1,5 +1,6 @@
 //! Chaos against private PostgreSQL clusters: restart and `kill -9` under load, and a server
-//! that is down when the application starts. Handles obtained before keep working.
+//! that is down when the application starts. Handles obtained before keep working, and a
+//! LISTEN/NOTIFY listener comes back with `Reconnected` and hears what is sent after it.
 
 mod support;
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dbmanager::{ConnectPolicy, Manager, Status};
+use dbmanager::{ConnectPolicy, ListenerEvent, Manager, Status};
 use support::{PrivateCluster, fast_config};
 
 const POOL: u32 = 8;
@@ -39,6 +40,9 @@ async fn survive(
     let sql = conn.database().unwrap();
     let native = conn.postgres().unwrap();
     let orm = conn.sea_orm().unwrap();
+    let mut listener = conn.listener().await.unwrap();
+    listener.listen("chaos").await.unwrap();
+    let notifier = listener.handle();
 
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..64)
@@ -106,6 +110,35 @@ async fn survive(
     conn.health_check().await.unwrap();
     let stats = conn.stats();
     assert!(stats.open <= POOL, "{stats:?}");
+
+    // The listener lost its session, reported it, came back, and hears everything sent after.
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(60), listener.recv())
+            .await
+            .expect("the listener yields an item")
+            .expect("the stream is open")
+    };
+    let lost = next().await;
+    assert!(
+        matches!(lost, ListenerEvent::Disconnected { .. }),
+        "{what}: {lost:?}"
+    );
+    assert_eq!(next().await, ListenerEvent::Reconnected, "{what}");
+    for i in 0..50 {
+        let payload = i.to_string();
+        let mut tries = 0;
+        while let Err(e) = notifier.notify("chaos", &payload).await {
+            assert!(e.is_retryable() && tries < 20, "{what}: {e}");
+            tries += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for i in 0..50 {
+        match next().await {
+            ListenerEvent::Notification(n) => assert_eq!(n.payload, i.to_string(), "{what}"),
+            other => panic!("{what}: expected notification {i}, got {other:?}"),
+        }
+    }
     manager.close(Duration::from_secs(5)).await;
     assert!(
         support::eventually(Duration::from_secs(5), || cluster.backends("postgres") == 0).await

@@ -73,6 +73,7 @@ pub(crate) static DRIVER: Driver = Driver {
     check: no_check,
     classify: |_| None,
     open,
+    listen: None,
 };
 
 /// Every type resolves to the fake driver.

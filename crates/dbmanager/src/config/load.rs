@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use super::effective::{self, Sources};
+use super::keys::{CONNECTION_KEYS, MANAGER_KEYS};
 use super::problems::did_you_mean;
 use super::tree::{self, Kind, Node, Origin, Scalar};
 use super::{
@@ -25,58 +27,6 @@ use super::{
 pub const ENV_PREFIX: &str = "DBMANAGER__";
 
 const ROOT_KEY: &str = "dbmanager";
-
-const MANAGER_KEYS: &[&str] = &[
-    "default_connection",
-    "connections",
-    "max_open_conns",
-    "max_idle_conns",
-    "conn_max_lifetime",
-    "conn_max_idle_time",
-    "retry_attempts",
-    "retry_delay",
-    "retry_max_delay",
-    "health_check_interval",
-    "enable_auto_reconnect",
-    "metric_tag_labels",
-];
-
-const CONNECTION_KEYS: &[&str] = &[
-    "name",
-    "type",
-    "dsn",
-    "host",
-    "port",
-    "user",
-    "password",
-    "password_file",
-    "database",
-    "sslmode",
-    "schema",
-    "filepath",
-    "auth_source",
-    "replica_set",
-    "read_preference",
-    "max_open_conns",
-    "max_idle_conns",
-    "min_open_conns",
-    "conn_max_lifetime",
-    "conn_max_idle_time",
-    "connect_timeout",
-    "query_timeout",
-    "enable_tracing",
-    "trace_statements",
-    "enable_metrics",
-    "enable_logging",
-    "default_orm",
-    "tags",
-    "application_name",
-    "critical",
-    "trust_server_certificate",
-    "init_sql",
-    "leak_detection_threshold",
-    "circuit_breaker",
-];
 
 /// The environment a config is loaded against: overrides and `${VAR}` values come from here.
 ///
@@ -143,6 +93,8 @@ pub(crate) struct Parsed {
     pub broken: HashSet<String>,
     pub interpolated: HashSet<String>,
     pub problems: ConfigProblems,
+    /// Where each key that is set got its value (for the effective view).
+    pub sources: Sources,
 }
 
 /// Parses YAML with overrides and `${VAR}` values taken from `env`, without the semantic
@@ -155,6 +107,10 @@ pub(crate) fn parse(yaml: &str, env: &EnvSource) -> Parsed {
         overlay_env(root, env, &mut problems);
         interpolate(root, env, "", &mut interpolated, &mut problems);
     }
+    let sources = match &root {
+        Some(Node::Map(map)) => effective::sources(map),
+        _ => Sources::new(),
+    };
     let (config, broken) = match root {
         Some(Node::Map(map)) => walk_manager(&map, &mut problems),
         _ => (ManagerConfig::default(), HashSet::new()),
@@ -164,6 +120,7 @@ pub(crate) fn parse(yaml: &str, env: &EnvSource) -> Parsed {
         broken,
         interpolated,
         problems,
+        sources,
     }
 }
 
@@ -243,7 +200,7 @@ fn overlay_env(root: &mut Node, env: &EnvSource, problems: &mut ConfigProblems) 
             };
             path.push(key.clone());
             if i == last {
-                map.insert(key, Node::Scalar(Scalar::overridden(value.clone())));
+                map.insert(key, Node::Scalar(Scalar::overridden(value.clone(), name)));
                 break;
             }
             node = map.entry(key).or_insert_with(|| Node::Map(BTreeMap::new()));
@@ -286,6 +243,9 @@ fn interpolate(
             let key = path.rsplit('.').next().unwrap_or(path);
             match expand(&scalar.text, env, is_public_key(key)) {
                 Ok((expanded, substituted)) => {
+                    if substituted {
+                        scalar.expanded = referenced_variables(&scalar.text);
+                    }
                     scalar.text = expanded;
                     scalar.kind = Kind::Text;
                     if substituted {
@@ -382,6 +342,30 @@ fn expand(text: &str, env: &EnvSource, public: bool) -> Result<(String, bool), S
     }
     out.push_str(rest);
     Ok((out, substituted))
+}
+
+/// The names of the variables `text` refers to with `${NAME}` or `${NAME:-default}`, in order,
+/// once each (`text` expanded without error, so every reference is well formed).
+fn referenced_variables(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let end = body.find('}').unwrap_or(body.len());
+            let expr = &body[..end];
+            let name = expr.split_once(":-").map_or(expr, |(name, _)| name);
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+            rest = body.get(end + 1..).unwrap_or_default();
+        } else {
+            rest = after;
+        }
+    }
+    names
 }
 
 fn join(path: &str, key: &str) -> String {

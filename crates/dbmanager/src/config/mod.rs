@@ -3,9 +3,13 @@
 //! Every default below applies only where a key is absent; an explicit value (even `0s`, `0` or
 //! `false`) is kept.
 
+mod effective;
 mod enums;
+mod keys;
 mod load;
 mod problems;
+#[cfg(feature = "schema")]
+mod schema;
 mod tree;
 
 use std::collections::BTreeMap;
@@ -15,11 +19,17 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+pub(crate) use effective::settings as effective_settings;
+pub use effective::{EffectiveConfig, Origin, REDACTED, Setting};
 pub use enums::{DatabaseType, DefaultOrm, ReadPreference, SslMode};
+pub(crate) use keys::MAX_CIRCUIT_BREAKER_FAILURES;
 pub(crate) use load::parse as parse_yaml;
 pub use load::{ENV_PREFIX, EnvSource};
 pub use problems::{ConfigProblem, ConfigProblems};
 pub(crate) use problems::{ConnectionProblems, shown};
+#[cfg(feature = "schema")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
+pub use schema::json_schema;
 pub use tree::{
     MAX_DOCUMENT_BYTES, MAX_YAML_ALIAS_REPLAY, MAX_YAML_ANCHORS, MAX_YAML_DEPTH, MAX_YAML_EVENTS,
     MAX_YAML_NODES,

@@ -61,14 +61,24 @@ pub(crate) struct Scalar {
     pub text: String,
     pub kind: Kind,
     pub origin: Origin,
+    /// Its line in the document, from 1 (0: not from the document, or unknown).
+    pub line: usize,
+    /// The `DBMANAGER__...` variable that set it (an override).
+    pub env: Option<String>,
+    /// The variables `${VAR}` interpolation read into it (names only).
+    pub expanded: Vec<String>,
 }
 
 impl Scalar {
-    pub(crate) fn overridden(text: String) -> Self {
+    /// The value of the override `var`.
+    pub(crate) fn overridden(text: String, var: &str) -> Self {
         Self {
             text,
             kind: Kind::Text,
             origin: Origin::Override,
+            line: 0,
+            env: Some(var.to_owned()),
+            expanded: Vec::new(),
         }
     }
 
@@ -209,12 +219,25 @@ impl<'de> DeserializeSeed<'de> for Guided<'_> {
             Value::Number(_) => Kind::Number,
             Value::String(_) => Kind::Text,
         };
-        let text = d.deserialize_string(TextVisitor)?;
+        // `Spanned` adds the location; the text is read exactly as without it.
+        let spanned = <serde_saphyr::Spanned<RawText> as serde::Deserialize>::deserialize(d)?;
         Ok(Node::Scalar(Scalar {
-            text,
+            text: spanned.value.0,
             kind,
             origin: Origin::Document,
+            line: usize::try_from(spanned.referenced.line()).unwrap_or(0),
+            env: None,
+            expanded: Vec::new(),
         }))
+    }
+}
+
+/// A scalar's own text (see [`TextVisitor`]).
+struct RawText(String);
+
+impl<'de> serde::Deserialize<'de> for RawText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_string(TextVisitor).map(RawText)
     }
 }
 

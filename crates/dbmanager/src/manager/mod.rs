@@ -290,6 +290,12 @@ impl Manager {
         self.lookup(name, Connection::postgres)
     }
 
+    /// A LISTEN/NOTIFY listener on the connection named `name` (PostgreSQL): see
+    /// [`Connection::listener`] and [`crate::Listener`].
+    pub async fn listener(&self, name: &str) -> Result<crate::Listener> {
+        self.get(name)?.listener().await
+    }
+
     /// The SQLite pool of the connection named `name`.
     #[cfg(feature = "sqlite")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

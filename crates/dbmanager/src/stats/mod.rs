@@ -14,7 +14,7 @@ pub(crate) use queries::{OPERATIONS, QueryStats, operation_of};
 
 use crate::config::DatabaseType;
 use crate::error::ErrorKind;
-use crate::health::Status;
+use crate::health::{ListenerStats, Status};
 
 /// Counters one pool updates as events happen. Atomics only: the query path takes no lock.
 #[derive(Debug, Default)]
@@ -43,6 +43,41 @@ pub(crate) struct PoolCounters {
     pub circuit_opened: AtomicU64,
     /// Whether the circuit is open now.
     pub circuit_open: std::sync::atomic::AtomicBool,
+    /// The connection's LISTEN/NOTIFY listeners, summed.
+    pub listeners: ListenerCounters,
+}
+
+/// What the listeners of one connection keep up to date (gauges are added to and taken back by
+/// each listener's task).
+#[derive(Debug, Default)]
+pub(crate) struct ListenerCounters {
+    pub open: AtomicU64,
+    pub connected: AtomicU64,
+    pub channels: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub reconnect_failures: AtomicU64,
+    pub notifications: AtomicU64,
+    pub last_error: arc_swap::ArcSwapOption<String>,
+}
+
+impl ListenerCounters {
+    pub(crate) fn set_last_error(&self, error: &crate::error::Error) {
+        self.last_error
+            .store(Some(std::sync::Arc::new(error.to_string())));
+    }
+
+    pub(crate) fn snapshot(&self) -> ListenerStats {
+        let gauge = |a: &AtomicU64| u32::try_from(a.load(Relaxed)).unwrap_or(u32::MAX);
+        ListenerStats {
+            open: gauge(&self.open),
+            connected: gauge(&self.connected),
+            channels: gauge(&self.channels),
+            reconnects: self.reconnects.load(Relaxed),
+            reconnect_failures: self.reconnect_failures.load(Relaxed),
+            notifications_received: self.notifications.load(Relaxed),
+            last_error: self.last_error.load_full().map(|e| (*e).clone()),
+        }
+    }
 }
 
 /// The error kinds counted per connection, in label order.
@@ -125,6 +160,9 @@ pub struct ConnectionStats {
     pub circuit_open: bool,
     /// Times the circuit breaker opened.
     pub circuit_opened_total: u64,
+    /// Its LISTEN/NOTIFY listeners (`None` for a backend without them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<ListenerStats>,
     /// Failed connect attempts by error kind (every kind listed, zeros included).
     #[serde(skip)]
     pub connect_errors: Vec<(ErrorKind, u64)>,
@@ -183,6 +221,7 @@ impl ConnectionStats {
         status: Status,
         gauges: PoolGauges,
         c: &PoolCounters,
+        listens: bool,
     ) -> Self {
         let counts = gauges.driver_counts.unwrap_or_else(|| DriverCounts {
             opened: c.opened.load(Relaxed),
@@ -226,6 +265,7 @@ impl ConnectionStats {
             leaks_detected: c.leaks_detected.load(Relaxed),
             circuit_open: c.circuit_open.load(Relaxed),
             circuit_opened_total: c.circuit_opened.load(Relaxed),
+            listeners: listens.then(|| c.listeners.snapshot()),
             connect_errors: KINDS
                 .iter()
                 .zip(&c.connect_errors)

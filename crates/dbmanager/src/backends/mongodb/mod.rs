@@ -55,6 +55,7 @@ pub(crate) static DRIVER: Driver = Driver {
     check,
     classify: |e| e.downcast_ref::<mongodb::error::Error>().map(classify),
     open,
+    listen: None,
 };
 
 /// Contradictions specific to MongoDB: a credential needs both a user and a password, and the

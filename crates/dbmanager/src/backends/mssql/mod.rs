@@ -45,6 +45,7 @@ pub(crate) static DRIVER: Driver = Driver {
     check,
     classify: |e| e.downcast_ref::<tiberius::error::Error>().map(classify),
     open,
+    listen: None,
 };
 
 /// Contradictions specific to SQL Server: tiberius takes a password only together with a user,

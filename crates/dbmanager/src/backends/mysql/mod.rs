@@ -93,6 +93,7 @@ pub(crate) static DRIVER: Driver = Driver {
     check,
     classify: shared::classify_any::<My>,
     open,
+    listen: None,
 };
 
 /// Contradictions specific to MySQL: without a dsn, a password without a user would log in as

@@ -1,5 +1,6 @@
 //! PostgreSQL through sqlx: one pool, SeaORM on the same pool, the neutral handle.
 
+mod listener;
 mod options;
 mod rows;
 
@@ -38,6 +39,7 @@ pub(crate) static DRIVER: Driver = Driver {
     check,
     classify: shared::classify_any::<Pg>,
     open,
+    listen: Some(&listener::LISTEN),
 };
 
 /// Contradictions specific to PostgreSQL: without a dsn, the password goes into the URL only with

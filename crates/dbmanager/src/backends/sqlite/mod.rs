@@ -23,6 +23,7 @@ pub(crate) static DRIVER: Driver = Driver {
     check: no_check,
     classify: shared::classify_any::<Lite>,
     open,
+    listen: None,
 };
 
 /// The SQLite flavor of the shared sqlx backend.
