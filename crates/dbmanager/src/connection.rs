@@ -14,6 +14,7 @@ use crate::deadline::bounded;
 use crate::driver::{BackendPool, Driver, OpenSpec, close_within};
 use crate::error::{Error, Operation, Result};
 use crate::health::{HealthReport, HealthState, Status};
+use crate::hooks::{HookState, Hooks};
 use crate::sql::Database;
 use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
 
@@ -77,6 +78,8 @@ struct Shared {
     epoch: AtomicU64,
     counters: Arc<PoolCounters>,
     breaker: Arc<crate::breaker::Breaker>,
+    /// The application's lifecycle hooks, read by every pool of every generation.
+    hooks: Arc<HookState>,
     health: HealthState,
     /// The manager's closed flag, shared by all of its connections.
     manager_closed: Arc<AtomicBool>,
@@ -120,6 +123,7 @@ impl Generation {
         retry: RetryPolicy,
         counters: &Arc<PoolCounters>,
         breaker: &Arc<crate::breaker::Breaker>,
+        hooks: &Arc<HookState>,
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
         breaker.set_threshold(config.circuit_breaker_failures);
@@ -140,6 +144,7 @@ impl Generation {
                 breaker: breaker.clone(),
                 half_open_after: retry.max_delay.max(std::time::Duration::from_millis(100)),
                 leak_threshold: config.leak_detection_threshold,
+                hook_failures: hooks.failures.clone(),
             }),
             tracer,
             driver,
@@ -200,7 +205,9 @@ impl Connection {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let counters: Arc<PoolCounters> = Arc::default();
         let breaker: Arc<crate::breaker::Breaker> = Arc::default();
-        let generation = Generation::new(driver, config, settings, retry, &counters, &breaker);
+        let hooks: Arc<HookState> = Arc::default();
+        let generation =
+            Generation::new(driver, config, settings, retry, &counters, &breaker, &hooks);
         Self {
             shared: Arc::new(Shared {
                 name,
@@ -208,6 +215,7 @@ impl Connection {
                 epoch: AtomicU64::new(0),
                 counters,
                 breaker,
+                hooks,
                 health: HealthState::default(),
                 manager_closed,
                 retired: AtomicBool::new(false),
@@ -262,12 +270,17 @@ impl Connection {
     /// A connection around `generation` (an adopted pool), marked healthy.
     pub(crate) fn from_generation(
         name: &str,
-        generation: impl FnOnce(&Arc<PoolCounters>, &Arc<crate::breaker::Breaker>) -> Generation,
+        generation: impl FnOnce(
+            &Arc<PoolCounters>,
+            &Arc<crate::breaker::Breaker>,
+            &Arc<HookState>,
+        ) -> Generation,
         manager_closed: Arc<AtomicBool>,
     ) -> Self {
         let counters: Arc<PoolCounters> = Arc::default();
         let breaker: Arc<crate::breaker::Breaker> = Arc::default();
-        let generation = generation(&counters, &breaker);
+        let hooks: Arc<HookState> = Arc::default();
+        let generation = generation(&counters, &breaker, &hooks);
         let conn = Self {
             shared: Arc::new(Shared {
                 name: Arc::from(name),
@@ -275,6 +288,7 @@ impl Connection {
                 epoch: AtomicU64::new(1),
                 counters,
                 breaker,
+                hooks,
                 health: HealthState::default(),
                 manager_closed,
                 retired: AtomicBool::new(false),
@@ -299,6 +313,17 @@ impl Connection {
     /// The circuit breaker that survives a replace.
     pub(crate) fn breaker(&self) -> &Arc<crate::breaker::Breaker> {
         &self.shared.breaker
+    }
+
+    /// The lifecycle hooks that survive a replace.
+    pub(crate) fn hook_state(&self) -> &Arc<HookState> {
+        &self.shared.hooks
+    }
+
+    /// Installs the application's lifecycle hooks: every pool of this connection, the open one
+    /// included, calls them from its next event on.
+    pub(crate) fn set_hooks(&self, hooks: Hooks) {
+        self.shared.hooks.set(hooks);
     }
 
     fn record_reach(&self, reached: bool) {
@@ -631,7 +656,8 @@ impl Connection {
         let limit = generation.settings.connect_timeout;
         let started = tokio::time::Instant::now();
         let span = generation.tracer.span("health_check");
-        let outcome = bounded(self.name(), Operation::Ping, limit, backend.0.ping())
+        let ping = bounded(self.name(), Operation::Ping, limit, backend.0.ping());
+        let outcome = crate::hooks::explained(&self.shared.hooks.failures, ping)
             .instrument(span.clone())
             .await;
         crate::trace::record_outcome(&span, &outcome);
@@ -796,6 +822,7 @@ impl Connection {
             settings: &g.settings,
             counters: &s.counters,
             credentials: &credentials,
+            hooks: &s.hooks,
         };
         let log = g.config.enable_logging;
         let span = g.tracer.span("connect");
@@ -954,6 +981,7 @@ impl Connection {
             expected.retry,
             &self.shared.counters,
             &self.shared.breaker,
+            &self.shared.hooks,
         );
         let backend = Arc::new(self.open(&next).await.0?);
         next.backend.store(Some(backend.clone()));

@@ -14,6 +14,7 @@ use futures_util::future::BoxFuture;
 use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm, PoolSettings};
 use crate::credentials::CredentialSource;
 use crate::error::{ErrorKind, Result};
+use crate::hooks::{HookRunner, HookState};
 use crate::sql::SqlExecutor;
 use crate::stats::{PoolCounters, PoolGauges};
 
@@ -104,6 +105,20 @@ pub(crate) struct OpenSpec<'a> {
     /// Where every physical connection of the pool gets its user and password (or token): the
     /// backend asks it at open and again for new connections (see `credentials`).
     pub credentials: &'a Arc<CredentialSource>,
+    /// The application's lifecycle hooks for this connection.
+    pub hooks: &'a Arc<HookState>,
+}
+
+impl OpenSpec<'_> {
+    /// What a backend calls to run the connection's lifecycle hooks.
+    pub(crate) fn hook_runner(&self) -> HookRunner {
+        HookRunner::new(
+            self.hooks.clone(),
+            self.name.clone(),
+            self.config.kind,
+            self.settings.connect_timeout,
+        )
+    }
 }
 
 /// Opens a pool: one connect attempt (the manager retries).

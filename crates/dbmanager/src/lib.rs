@@ -33,6 +33,7 @@ mod driver;
 mod dsn;
 mod error;
 mod health;
+mod hooks;
 mod leak;
 mod listen;
 mod manager;
@@ -59,6 +60,7 @@ pub use connection::Connection;
 pub use credentials::{CredentialProvider, CredentialRequest, Credentials};
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use health::{HealthReport, ListenerStats, Status};
+pub use hooks::{HookConnection, HookResult, Hooks};
 pub use listen::{Listener, ListenerEvent, ListenerHandle, Notification};
 pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager, ReloadReport};
 #[cfg(feature = "metrics")]

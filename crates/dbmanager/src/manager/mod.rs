@@ -100,6 +100,9 @@ pub(crate) struct Inner {
     /// Credential providers by connection name, also for connections added later. Locked only
     /// to read or change the table.
     providers: std::sync::Mutex<FxHashMap<String, Arc<dyn CredentialProvider>>>,
+    /// Lifecycle hooks registered by connection name: a connection added later (by `add` or a
+    /// reload) under that name gets them before it connects.
+    hooks: ArcSwap<HashMap<String, crate::hooks::Hooks>>,
 }
 
 impl Drop for Inner {
@@ -174,6 +177,7 @@ impl Manager {
                 closing: std::sync::atomic::AtomicU32::new(0),
                 health_task: std::sync::Mutex::new(None),
                 providers: std::sync::Mutex::new(FxHashMap::default()),
+                hooks: ArcSwap::default(),
             }),
         })
     }
@@ -400,6 +404,68 @@ impl Manager {
             .into_iter()
             .filter(|c| c.tags().get(key).is_some_and(|v| v == value))
             .collect()
+    }
+
+    /// Registers lifecycle hooks ([`crate::Hooks`]) for the connection `name`, replacing any
+    /// registered before (an empty `Hooks` removes them).
+    ///
+    /// They are installed in the connection's pool, so they apply to every layer on it, and they
+    /// stay across [`Connection::reconnect`], [`Manager::replace`] and [`Manager::reload`]. A
+    /// pool open already calls them from its next event on (its existing connections do not go
+    /// through after-connect again): register them before [`Manager::connect`] to cover every
+    /// connection. The name need not exist yet: a connection added later under it (by
+    /// [`Manager::add`] or a reload) gets them before it connects, and a removed one keeps them
+    /// registered for a later add.
+    ///
+    /// Fails with [`crate::ErrorKind::Unsupported`] when `name` is a MongoDB connection (its
+    /// driver offers no per-connection callbacks) or a pool the application adopted (built with
+    /// its own callbacks); a MongoDB connection added later under a name with hooks fails to
+    /// connect with that error.
+    pub fn set_hooks(&self, name: &str, hooks: crate::hooks::Hooks) -> Result<()> {
+        if !hooks.is_empty()
+            && let Ok(conn) = self.get(name)
+        {
+            let reason = if conn.is_adopted() {
+                Some("an adopted pool keeps the callbacks it was built with")
+            } else if conn.kind() == crate::DatabaseType::Mongodb {
+                Some(crate::hooks::NO_MONGODB_HOOKS)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(Error::Unsupported {
+                    connection: name.to_owned(),
+                    layer: "lifecycle hooks",
+                    backend: conn.kind(),
+                    reason,
+                });
+            }
+        }
+        self.inner.hooks.rcu(|map| {
+            let mut next = HashMap::clone(map);
+            if hooks.is_empty() {
+                next.remove(name);
+            } else {
+                next.insert(name.to_owned(), hooks.clone());
+            }
+            next
+        });
+        if let Ok(conn) = self.get(name) {
+            conn.set_hooks(hooks);
+        }
+        Ok(())
+    }
+
+    /// The lifecycle hooks registered for `name`, if any.
+    pub fn hooks(&self, name: &str) -> Option<crate::hooks::Hooks> {
+        self.inner.hooks.load().get(name).cloned()
+    }
+
+    /// The hooks registered for `name` installed on a connection about to connect.
+    fn install_hooks(&self, conn: &Connection) {
+        if let Some(hooks) = self.hooks(conn.name()) {
+            conn.set_hooks(hooks);
+        }
     }
 
     /// The connection names, sorted.

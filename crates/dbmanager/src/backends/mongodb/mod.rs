@@ -218,6 +218,8 @@ impl MongoBackend {
             driver_counts: Some(DriverCounts {
                 opened: e.created.load(Relaxed),
                 closed_broken: e.closed_broken.load(Relaxed),
+                // The driver manages its connections itself: no lifecycle hooks apply.
+                closed_by_hook: 0,
                 waits: e.waits.load(Relaxed),
                 wait_nanos: e.wait_nanos.load(Relaxed),
                 acquire_timeouts: e.timeouts.load(Relaxed),
@@ -454,6 +456,15 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
 /// answer changes, the connection reopens: a new `Client` on the new credentials replaces this
 /// one (see `Connection::watch_credentials`), and this one drains.
 async fn open_client(spec: &OpenSpec<'_>) -> Result<MongoBackend> {
+    // Lifecycle hooks cannot be honoured here: refuse rather than ignore them.
+    if !spec.hooks.is_empty() {
+        return Err(crate::error::Error::Unsupported {
+            connection: spec.name.to_string(),
+            layer: "lifecycle hooks",
+            backend: DatabaseType::Mongodb,
+            reason: crate::hooks::NO_MONGODB_HOOKS,
+        });
+    }
     let (credentials, _) = spec.credentials.current().await?;
     spec.credentials.reopen_when_changed();
     let mut options = client_options(spec.name, spec.config, spec.settings, &credentials).await?;

@@ -211,6 +211,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
     plan: OpenPlan<'_, F::DB>,
 ) -> Result<Box<dyn BackendPool>> {
     let name = spec.name;
+    let runner = spec.hook_runner();
     let (probe, session) = bounded(
         name,
         Operation::Connect,
@@ -235,6 +236,13 @@ pub(crate) async fn open<F: SqlxFlavor>(
                     )
                 })?;
             }
+            // The application's after-connect hook too: its failure fails the connect.
+            runner
+                .after_connect(&mut hooks::HookConn::<F> {
+                    name,
+                    conn: &mut probe,
+                })
+                .await?;
             Ok((probe, session))
         },
     )
@@ -253,7 +261,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         .chain(spec.config.init_sql.iter().cloned())
         .collect();
     let slot: hooks::PoolSlot<F::DB> = Arc::new(arc_swap::ArcSwapOption::empty());
-    let pool = hooks::pool_options::<F>(spec.settings, spec.counters, &slot, init)
+    let pool = hooks::pool_options::<F>(spec.settings, spec.counters, &slot, init, &runner)
         .connect_lazy_with(plan.options);
     slot.store(Some(Arc::new(pool.clone())));
     let refresher = spec.credentials.is_dynamic().then(|| {
