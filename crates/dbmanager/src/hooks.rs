@@ -275,9 +275,16 @@ impl HookRunner {
         &self.state.failures
     }
 
-    /// Whether an after-release hook is set (a backend that must do extra work to call it, SQL
-    /// Server's, asks first).
-    #[allow(dead_code, reason = "used by the SQL Server backend")]
+    /// Whether a before-checkout hook is set: a pool asks first, so a checkout without one
+    /// clones nothing for it.
+    #[allow(dead_code, reason = "used by the sqlx backends")]
+    pub(crate) fn has_before_checkout(&self) -> bool {
+        self.state.hooks.load().before_checkout.is_some()
+    }
+
+    /// Whether an after-release hook is set (a backend that must do extra work to call it asks
+    /// first).
+    #[allow(dead_code, reason = "used by the sqlx and SQL Server backends")]
     pub(crate) fn has_after_release(&self) -> bool {
         self.state.hooks.load().after_release.is_some()
     }

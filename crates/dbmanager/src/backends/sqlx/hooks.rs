@@ -94,7 +94,10 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
         })
         .before_acquire(move |conn, meta| {
             let counters = on_acquire.clone();
-            let hooks = acquire_hooks.clone();
+            // Cloned only when a hook is set: this runs on every checkout.
+            let hooks = acquire_hooks
+                .has_before_checkout()
+                .then(|| acquire_hooks.clone());
             Box::pin(async move {
                 if lifetime.is_some_and(|max| meta.age >= max) {
                     counters.closed_max_lifetime.fetch_add(1, Relaxed);
@@ -104,6 +107,9 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
                     counters.closed_broken.fetch_add(1, Relaxed);
                     return Ok(false);
                 }
+                let Some(hooks) = hooks else {
+                    return Ok(true);
+                };
                 let name = hooks.name().clone();
                 let mut view = HookConn::<F> { name: &name, conn };
                 if !hooks
@@ -130,12 +136,13 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
             } else {
                 true
             };
+            // The hook's clones only when there is one to call: this runs on every release.
+            if !keep || !release_hooks.has_after_release() {
+                return Box::pin(std::future::ready(Ok(keep)));
+            }
             let counters = on_release.clone();
             let hooks = release_hooks.clone();
             Box::pin(async move {
-                if !keep {
-                    return Ok(false);
-                }
                 let name = hooks.name().clone();
                 let mut view = HookConn::<F> { name: &name, conn };
                 if !hooks.after_release(&mut view, meta.age).await {
