@@ -17,6 +17,7 @@ pub use value::{ColumnRef, FromValue, Interval, Row, Value};
 pub(crate) use value::{parse_timestamp, parse_timestamptz};
 
 use arc_swap::ArcSwap;
+use futures_util::future::{BoxFuture, Either};
 use tracing::Instrument as _;
 
 use crate::breaker::{Admission, is_unreachable};
@@ -32,25 +33,23 @@ use crate::trace::{Tracer, record_outcome};
 /// operations of [`crate::stats::OPERATIONS`]).
 ///
 /// `work` is the executor's boxed future: the timeout and span wrappers only hold its pointer.
+/// Every future on this path is moved (copied whole) into the one awaiting it, so the path is
+/// kept flat: no wrapper future around another where a plain call does.
 async fn timed<T>(
     c: &Context,
     operation: Operation,
     statement: usize,
     span: tracing::Span,
-    work: impl Future<Output = Result<T>>,
+    work: BoxFuture<'_, Result<T>>,
 ) -> Result<T> {
     let started = c.record_queries.then(tokio::time::Instant::now);
-    let bounded_work = async {
-        match c.query_timeout {
-            Some(limit) => bounded(&c.name, operation, limit, work).await,
-            None => work.await,
-        }
-    };
     // A disabled span would still be entered and exited on every poll.
     let outcome = if span.is_disabled() {
-        bounded_work.await
+        bounded_or_not(c, operation, work).await
     } else {
-        let outcome = bounded_work.instrument(span.clone()).await;
+        let outcome = bounded_or_not(c, operation, work)
+            .instrument(span.clone())
+            .await;
         record_outcome(&span, &outcome);
         outcome
     };
@@ -61,6 +60,46 @@ async fn timed<T>(
             .record(statement, started.elapsed(), kind);
     }
     outcome
+}
+
+/// `work` under the query timeout, if there is one (a plain function, so no future of its own).
+fn bounded_or_not<'w, T>(
+    c: &'w Context,
+    operation: Operation,
+    work: BoxFuture<'w, Result<T>>,
+) -> impl Future<Output = Result<T>> {
+    match c.query_timeout {
+        Some(limit) => Either::Left(bounded(&c.name, operation, limit, work)),
+        None => Either::Right(work),
+    }
+}
+
+/// Starts one attempt of a statement: the executor's boxed driver future. A plain function, so
+/// the handle's statement future holds no closure future around it.
+type Start<T> = for<'b> fn(&'b dyn SqlExecutor, &'b str, &'b [Value]) -> BoxFuture<'b, Result<T>>;
+
+fn start_execute<'b>(
+    e: &'b dyn SqlExecutor,
+    sql: &'b str,
+    params: &'b [Value],
+) -> BoxFuture<'b, Result<u64>> {
+    e.execute(sql, params)
+}
+
+fn start_fetch_all<'b>(
+    e: &'b dyn SqlExecutor,
+    sql: &'b str,
+    params: &'b [Value],
+) -> BoxFuture<'b, Result<Vec<Row>>> {
+    e.fetch_all(sql, params)
+}
+
+fn start_fetch_optional<'b>(
+    e: &'b dyn SqlExecutor,
+    sql: &'b str,
+    params: &'b [Value],
+) -> BoxFuture<'b, Result<Option<Row>>> {
+    e.fetch_optional(sql, params)
 }
 
 /// Operation indexes of the transaction verbs.
@@ -188,17 +227,7 @@ impl Database {
     {
         let bound = self.current()?;
         let c = bound.context.clone();
-        let admission = c.breaker.admit(c.half_open_after);
-        if admission == Admission::Refused {
-            return Err(Error::Unavailable {
-                connection: c.name.to_string(),
-                operation: Operation::Acquire,
-                last_error: Some(
-                    "circuit open: the server could not be reached repeatedly; failing fast until it answers again"
-                        .to_owned(),
-                ),
-            });
-        }
+        let admission = admit(&c)?;
         let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
         let mut bound = bound;
         let mut outcome = statement(bound.clone()).await;
@@ -217,6 +246,39 @@ impl Database {
         outcome
     }
 
+    /// [`Database::run`] for one statement, kept flat (see [`timed`]): the same admission,
+    /// leak watch, swap-following and breaker feedback, with the attempt started by `start`.
+    async fn statement<T>(
+        &self,
+        at: &'static std::panic::Location<'static>,
+        verb: &'static str,
+        sql: &str,
+        params: &[Value],
+        start: Start<T>,
+    ) -> Result<T> {
+        let mut bound = self.current()?;
+        let admission = admit(&bound.context)?;
+        let c = &*bound.context;
+        let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
+        let operation = operation_of(sql);
+        let mut outcome = bound.attempt(verb, sql, params, operation, start).await;
+        // Swaps close together (a reload under load) can close the next pool too before the
+        // retry reaches it: follow a few, then report.
+        for _ in 0..3 {
+            if !self.lost_swap(&outcome, &bound) {
+                break;
+            }
+            bound = self.current()?;
+            outcome = bound.attempt(verb, sql, params, operation, start).await;
+        }
+        let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
+        // The breaker and counters are the connection's, shared by its generations.
+        let c = &*bound.context;
+        c.breaker
+            .record(&c.name, reached, admission == Admission::Probe, &c.counters);
+        outcome
+    }
+
     /// Runs a statement; returns the number of rows affected.
     #[track_caller]
     pub fn execute<'a>(
@@ -225,10 +287,7 @@ impl Database {
         params: &'a [Value],
     ) -> impl Future<Output = Result<u64>> + Send + 'a {
         let at = std::panic::Location::caller();
-        async move {
-            self.run(at, |b| async move { b.execute_now(sql, params).await })
-                .await
-        }
+        self.statement(at, "execute", sql, params, start_execute)
     }
 
     /// Runs a query; returns all rows.
@@ -239,10 +298,7 @@ impl Database {
         params: &'a [Value],
     ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
         let at = std::panic::Location::caller();
-        async move {
-            self.run(at, |b| async move { b.fetch_all_now(sql, params).await })
-                .await
-        }
+        self.statement(at, "query", sql, params, start_fetch_all)
     }
 
     /// Runs a query; returns the first row, if any.
@@ -253,13 +309,7 @@ impl Database {
         params: &'a [Value],
     ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
         let at = std::panic::Location::caller();
-        async move {
-            self.run(
-                at,
-                |b| async move { b.fetch_optional_now(sql, params).await },
-            )
-            .await
-        }
+        self.statement(at, "query", sql, params, start_fetch_optional)
     }
 
     /// Runs a query that must return a row.
@@ -272,10 +322,7 @@ impl Database {
         let at = std::panic::Location::caller();
         async move {
             let row = self
-                .run(
-                    at,
-                    |b| async move { b.fetch_optional_now(sql, params).await },
-                )
+                .statement(at, "query", sql, params, start_fetch_optional)
                 .await?;
             row.ok_or_else(|| no_rows(&self.name))
         }
@@ -305,26 +352,36 @@ impl Database {
     }
 }
 
+/// Refused at once while the circuit is open.
+fn admit(c: &Context) -> Result<Admission> {
+    let admission = c.breaker.admit(c.half_open_after);
+    if admission == Admission::Refused {
+        return Err(Error::Unavailable {
+            connection: c.name.to_string(),
+            operation: Operation::Acquire,
+            last_error: Some(
+                "circuit open: the server could not be reached repeatedly; failing fast until it answers again"
+                    .to_owned(),
+            ),
+        });
+    }
+    Ok(admission)
+}
+
 impl Bound {
-    async fn execute_now(&self, sql: &str, params: &[Value]) -> Result<u64> {
+    /// One attempt of a statement: its span, the driver future, the timeout and the metrics.
+    fn attempt<'b, T>(
+        &'b self,
+        verb: &'static str,
+        sql: &'b str,
+        params: &'b [Value],
+        operation: usize,
+        start: Start<T>,
+    ) -> impl Future<Output = Result<T>> {
         let c = &*self.context;
-        let span = c.tracer.query_span("execute", sql);
-        let work = self.executor.execute(sql, params);
-        timed(c, Operation::Query, operation_of(sql), span, work).await
-    }
-
-    async fn fetch_all_now(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        let c = &*self.context;
-        let span = c.tracer.query_span("query", sql);
-        let work = self.executor.fetch_all(sql, params);
-        timed(c, Operation::Query, operation_of(sql), span, work).await
-    }
-
-    async fn fetch_optional_now(&self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
-        let c = &*self.context;
-        let span = c.tracer.query_span("query", sql);
-        let work = self.executor.fetch_optional(sql, params);
-        timed(c, Operation::Query, operation_of(sql), span, work).await
+        let span = c.tracer.query_span(verb, sql);
+        let work = start(&*self.executor, sql, params);
+        timed(c, Operation::Query, operation, span, work)
     }
 
     async fn begin_now(&self) -> Result<Box<dyn SqlTransaction>> {

@@ -49,6 +49,7 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         conn: &'c mut <Self::DB as Database>::Connection,
         sql: &'c str,
         params: &'c [Value],
+        columns: &'c rows::ColumnCache,
     ) -> impl Future<Output = std::result::Result<Vec<Row>, sqlx::Error>> + Send + 'c;
 
     /// Runs a query on one connection; the first row.
@@ -56,6 +57,7 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         conn: &'c mut <Self::DB as Database>::Connection,
         sql: &'c str,
         params: &'c [Value],
+        columns: &'c rows::ColumnCache,
     ) -> impl Future<Output = std::result::Result<Option<Row>, sqlx::Error>> + Send + 'c;
 
     /// UUIDs are stored as hyphenated text (no native UUID type).
@@ -248,6 +250,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         name: name.clone(),
         pool: pool.clone(),
         counters: spec.counters.clone(),
+        columns: Arc::default(),
     });
     #[cfg(feature = "sea-orm")]
     let orm = F::sea_orm(pool.clone());
@@ -277,6 +280,7 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         name: name.clone(),
         pool: pool.clone(),
         counters: counters.clone(),
+        columns: Arc::default(),
     });
     #[cfg(feature = "sea-orm")]
     let orm = F::sea_orm(pool.clone());
