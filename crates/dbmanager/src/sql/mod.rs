@@ -9,7 +9,7 @@ pub(crate) mod placeholders;
 mod value;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub(crate) use executor::{SqlExecutor, SqlTransaction};
@@ -148,7 +148,12 @@ pub(crate) struct Bound {
 pub struct Database {
     name: Arc<str>,
     source: Arc<dyn ExecutorSource>,
-    bound: ArcSwap<Bound>,
+    /// The executor the handle was made with.
+    first: Arc<Bound>,
+    /// The executor after the pool changed, once it has. Made only then: an `ArcSwap` pays its
+    /// readers' debts when dropped (a walk over every thread's slots), which a handle taken per
+    /// statement would pay on every statement.
+    rebound: OnceLock<ArcSwap<Bound>>,
 }
 
 impl Clone for Database {
@@ -156,14 +161,15 @@ impl Clone for Database {
         Self {
             name: self.name.clone(),
             source: self.source.clone(),
-            bound: ArcSwap::new(self.bound.load_full()),
+            first: self.latest(),
+            rebound: OnceLock::new(),
         }
     }
 }
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let bound = self.bound.load();
+        let bound = self.latest();
         f.debug_struct("Database")
             .field("name", &bound.context.name)
             .field("kind", &bound.context.kind)
@@ -177,18 +183,31 @@ impl Database {
         Self {
             name: bound.context.name.clone(),
             source,
-            bound: ArcSwap::from_pointee(bound),
+            first: Arc::new(bound),
+            rebound: OnceLock::new(),
+        }
+    }
+
+    /// The executor bound last.
+    fn latest(&self) -> Arc<Bound> {
+        match self.rebound.get() {
+            Some(rebound) => rebound.load_full(),
+            None => self.first.clone(),
         }
     }
 
     /// The executor of the connection's pool now, re-bound if the pool changed.
     fn current(&self) -> Result<Arc<Bound>> {
-        let bound = self.bound.load_full();
+        let bound = self.latest();
         if bound.epoch == self.source.epoch() {
             return Ok(bound);
         }
         let fresh = Arc::new(self.source.bind()?);
-        self.bound.store(fresh.clone());
+        // A concurrent first re-bind may win the initialisation; the store then replaces its
+        // executor with this (equally fresh) one.
+        self.rebound
+            .get_or_init(|| ArcSwap::new(fresh.clone()))
+            .store(fresh.clone());
         Ok(fresh)
     }
 
@@ -205,12 +224,12 @@ impl Database {
 
     /// The backend.
     pub fn kind(&self) -> DatabaseType {
-        self.bound.load().context.kind
+        self.latest().context.kind
     }
 
     /// Which layer runs the statements.
     pub fn layer(&self) -> DefaultOrm {
-        self.bound.load().executor.layer()
+        self.latest().executor.layer()
     }
 
     /// Runs `statement` on the connection's pool now: refused at once while the circuit is
