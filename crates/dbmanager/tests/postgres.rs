@@ -278,7 +278,10 @@ async fn results_of_the_same_columns_share_their_names() {
     manager.connect().await.unwrap();
     let neutral = manager.database("pg").unwrap();
 
-    let first = neutral.fetch_one("SELECT 1 AS a, 2 AS b", &[]).await.unwrap();
+    let first = neutral
+        .fetch_one("SELECT 1 AS a, 2 AS b", &[])
+        .await
+        .unwrap();
     let again = neutral
         .fetch_all("SELECT 3 AS a, 4 AS b UNION ALL SELECT 5, 6", &[])
         .await
@@ -291,10 +294,16 @@ async fn results_of_the_same_columns_share_their_names() {
     }
 
     // Same count, other names (and the same digest slot for `a`/`b` and `c`/`d`): not reused.
-    let other = neutral.fetch_one("SELECT 1 AS c, 2 AS d", &[]).await.unwrap();
+    let other = neutral
+        .fetch_one("SELECT 1 AS c, 2 AS d", &[])
+        .await
+        .unwrap();
     assert_eq!(other.columns(), ["c", "d"]);
     assert_eq!(other.get::<i32>("d").unwrap(), 2);
-    let back = neutral.fetch_one("SELECT 7 AS a, 8 AS b", &[]).await.unwrap();
+    let back = neutral
+        .fetch_one("SELECT 7 AS a, 8 AS b", &[])
+        .await
+        .unwrap();
     assert_eq!(back.columns(), ["a", "b"]);
     assert_eq!(back.get::<i32>("b").unwrap(), 8);
 
