@@ -8,6 +8,7 @@ use dbmanager::ConnectPolicy;
 use serde::Serialize;
 
 use crate::progress::{self, Progress};
+use crate::tags::TagFilter;
 use crate::{EXIT_DOWN, EXIT_OK, load};
 
 /// One row of the report.
@@ -22,8 +23,8 @@ struct Row {
     error: Option<String>,
 }
 
-pub async fn run(config: Option<&Path>, json: bool) -> u8 {
-    let manager = match load::manager_or_exit(config) {
+pub async fn run(config: Option<&Path>, json: bool, filter: &TagFilter) -> u8 {
+    let manager = match load::manager_or_exit(config, filter) {
         Ok(m) => m,
         Err(code) => return code,
     };

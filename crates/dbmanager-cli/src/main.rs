@@ -9,6 +9,7 @@ mod progress;
 mod reload;
 mod serve;
 mod status;
+mod tags;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -48,6 +49,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Only the connections whose tags include KEY=VALUE (repeat the flag: all must match).
+        /// The whole file is still validated; selecting nothing is an error (exit code 2).
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tags::parse)]
+        tag: Vec<(String, String)>,
     },
     /// Connect, run the health loop, and serve a status page (`/`), `/healthz`, `/readyz`,
     /// `/metrics`, `/stats`.
@@ -73,6 +78,11 @@ enum Command {
         /// keeps the last 10 minutes, at most 600 samples per connection.
         #[arg(long, default_value_t = 5.0)]
         sample_interval: f64,
+        /// Serve only the connections whose tags include KEY=VALUE (repeat the flag: all must
+        /// match); the others are not connected, and are absent from `/stats`, `/metrics` and
+        /// the status page. A reload applies the same filter to the new file.
+        #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tags::parse)]
+        tag: Vec<(String, String)>,
     },
     /// Configuration tooling: the JSON Schema of the YAML, the effective configuration.
     Config {
@@ -130,9 +140,14 @@ fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Check { config, format } => runtime.block_on(check::run(
+        Command::Check {
+            config,
+            format,
+            tag,
+        } => runtime.block_on(check::run(
             config.as_deref(),
             matches!(format, Format::Json),
+            &tags::TagFilter::new(tag),
         )),
         Command::Serve {
             config,
@@ -141,6 +156,7 @@ fn main() -> ExitCode {
             max_connections,
             drain,
             sample_interval,
+            tag,
         } => {
             let seconds = |s: f64, flag: &str| {
                 Duration::try_from_secs_f64(s)
@@ -169,6 +185,7 @@ fn main() -> ExitCode {
                         listen,
                         limits,
                         sample_interval,
+                        tags::TagFilter::new(tag),
                     ))
                 }
                 (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {

@@ -10,6 +10,8 @@ use std::time::Duration;
 use dbmanager::reexports::chrono;
 use dbmanager::{Manager, ManagerConfig};
 use notify::{RecursiveMode, Watcher as _};
+
+use crate::tags::TagFilter;
 use serde::Serialize;
 
 /// Changes closer together than this are one reload.
@@ -55,17 +57,28 @@ impl Reloads {
     }
 }
 
-/// Reloads `path` into `manager` and records (and logs) the outcome.
-pub async fn reload(manager: &Manager, path: &Path, trigger: &'static str, reloads: &Reloads) {
+/// Reloads `path` into `manager` and records (and logs) the outcome. Only the connections
+/// `filter` selects are kept: one that stops matching is removed, one that starts matching is
+/// added; a file in which nothing matches keeps the running config.
+pub async fn reload(
+    manager: &Manager,
+    path: &Path,
+    trigger: &'static str,
+    reloads: &Reloads,
+    filter: &TagFilter,
+) {
     let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let outcome = match ManagerConfig::from_file(path) {
+    let loaded = ManagerConfig::from_file(path)
+        .map_err(|problems| problems.to_string())
+        .and_then(|config| filter.select(config));
+    let outcome = match loaded {
         Err(problems) => {
             eprintln!("reload ({trigger}): kept the running config: {problems}");
             LastReload {
                 at: now(),
                 trigger,
                 ok: false,
-                problems: Some(problems.to_string()),
+                problems: Some(problems),
                 added: Vec::new(),
                 removed: Vec::new(),
                 replaced: Vec::new(),
@@ -120,6 +133,7 @@ pub fn spawn(
     manager: Manager,
     path: PathBuf,
     reloads: Arc<Reloads>,
+    filter: TagFilter,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -175,7 +189,7 @@ pub fn spawn(
                 }
                 else => return,
             };
-            reload(&manager, &path, trigger, &reloads).await;
+            reload(&manager, &path, trigger, &reloads, &filter).await;
         }
     })
 }

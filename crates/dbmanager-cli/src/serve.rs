@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::http::{self, Limits};
 use crate::reload::{self, Reloads};
 use crate::status::{self, History, StatusState};
+use crate::tags::TagFilter;
 use crate::{EXIT_DOWN, EXIT_OK, load};
 
 /// How long shutdown waits for checked-out connections.
@@ -31,8 +32,9 @@ pub async fn run(
     listen: SocketAddr,
     limits: Limits,
     sample_interval: Duration,
+    filter: TagFilter,
 ) -> u8 {
-    let manager = match load::manager_or_exit(config) {
+    let manager = match load::manager_or_exit(config, &filter) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -64,14 +66,16 @@ pub async fn run(
         }
     });
     let reloads = Arc::new(Reloads::default());
-    let watching =
-        config.map(|path| reload::spawn(manager.clone(), path.to_path_buf(), reloads.clone()));
+    let tag_filter = filter.describe();
+    let watching = config
+        .map(|path| reload::spawn(manager.clone(), path.to_path_buf(), reloads.clone(), filter));
     let history = Arc::new(History::new(sample_interval));
     let sampler = status::spawn_sampler(manager.clone(), history.clone());
     let state = AppState {
         manager: manager.clone(),
         reloads,
         history,
+        tag_filter: Arc::new(tag_filter),
     };
     http::serve(listener, router_with(state), limits, shutdown_signal()).await;
     sampler.abort();
@@ -92,6 +96,8 @@ pub struct AppState {
     manager: Manager,
     reloads: Arc<Reloads>,
     history: Arc<History>,
+    /// The `--tag` filters (`key=value`) that chose the served connections.
+    tag_filter: Arc<Vec<String>>,
 }
 
 impl axum::extract::FromRef<AppState> for Manager {
@@ -280,12 +286,16 @@ struct StatsBody {
     stats: dbmanager::ManagerStats,
     /// The outcome of the last config reload, if there was one.
     last_reload: Option<reload::LastReload>,
+    /// The `--tag` filters that chose the connections served (absent without any).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    tag_filter: Arc<Vec<String>>,
 }
 
 async fn stats(State(state): State<AppState>) -> Response {
     axum::Json(StatsBody {
         stats: state.manager.stats(),
         last_reload: state.reloads.last(),
+        tag_filter: state.tag_filter.clone(),
     })
     .into_response()
 }

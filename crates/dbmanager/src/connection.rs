@@ -9,29 +9,46 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tracing::Instrument as _;
 
 use crate::config::{ConnectionConfig, DatabaseType, PoolSettings, RetryPolicy};
+use crate::credentials::{CredentialProvider, CredentialSource};
 use crate::deadline::bounded;
 use crate::driver::{BackendPool, Driver, OpenSpec, close_within};
 use crate::error::{Error, Operation, Result};
 use crate::health::{HealthReport, HealthState, Status};
+use crate::hooks::{HookState, Hooks};
 use crate::sql::Database;
 use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
 
-/// The open pool of a connection, whatever its backend.
-struct Backend(Box<dyn BackendPool>);
+/// The open pool of a connection, whatever its backend, and where its credentials come from
+/// (`None` for an adopted pool).
+struct Backend(Box<dyn BackendPool>, Option<Arc<CredentialSource>>);
 
-/// The open backend, with the generation it belongs to held alive.
-///
-/// Holds `arc_swap` guards rather than cloned `Arc`s: on the lookup path a clone is an atomic
-/// read-modify-write on a count that every thread shares, which is what made lookups from many
-/// threads contend; a guard borrows a per-thread debt slot instead.
-struct BackendGuard {
-    generation: arc_swap::Guard<Arc<Generation>>,
-    backend: arc_swap::Guard<Option<Arc<Backend>>>,
+/// How long a pool reopened for new credentials gives the old one to drain.
+const REOPEN_DRAIN: Duration = Duration::from_secs(30);
+
+/// The longest wait between attempts to reopen a pool whose credentials changed.
+const REOPEN_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The open backend with the generation it belongs to: what the lookup path reads, published
+/// in one place ([`Shared::open`]) so that reaching a pool is one lock-free load.
+struct Open {
+    generation: Arc<Generation>,
+    backend: Arc<Backend>,
 }
+
+/// The open backend, held alive while a caller uses it.
+///
+/// An `arc_swap` guard rather than a cloned `Arc`: on the lookup path a clone is an atomic
+/// read-modify-write on a count that every thread shares; a guard borrows a per-thread debt
+/// slot instead.
+struct BackendGuard(arc_swap::Guard<Option<Arc<Open>>>);
 
 impl BackendGuard {
     fn as_deref(&self) -> Option<&Backend> {
-        self.backend.as_deref()
+        self.0.as_deref().map(|open| &*open.backend)
+    }
+
+    fn generation(&self) -> Option<&Generation> {
+        self.0.as_deref().map(|open| &*open.generation)
     }
 }
 
@@ -61,6 +78,8 @@ struct Shared {
     epoch: AtomicU64,
     counters: Arc<PoolCounters>,
     breaker: Arc<crate::breaker::Breaker>,
+    /// The application's lifecycle hooks, read by every pool of every generation.
+    hooks: Arc<HookState>,
     health: HealthState,
     /// The manager's closed flag, shared by all of its connections.
     manager_closed: Arc<AtomicBool>,
@@ -72,6 +91,14 @@ struct Shared {
     /// Tells the LISTEN/NOTIFY listeners of a close (they end) or a replace (they move to the
     /// new configuration); each listener's task holds a receiver until it ends.
     listeners: tokio::sync::watch::Sender<crate::listen::ConnectionSignal>,
+    /// The current generation and its open backend, republished (under `publishing`) after
+    /// every change of either; `None` while not open. The lookup path reads only this.
+    open: ArcSwapOption<Open>,
+    /// Serialises republishing: each publish reads the current state, so the last one wins
+    /// with the newest state whatever order writers finish in.
+    publishing: std::sync::Mutex<()>,
+    /// Supplies credentials from code; read each time a pool is opened.
+    provider: std::sync::Mutex<Option<Arc<dyn CredentialProvider>>>,
 }
 
 /// One configuration of a connection and the pool opened from it.
@@ -96,6 +123,7 @@ impl Generation {
         retry: RetryPolicy,
         counters: &Arc<PoolCounters>,
         breaker: &Arc<crate::breaker::Breaker>,
+        hooks: &Arc<HookState>,
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
         breaker.set_threshold(config.circuit_breaker_failures);
@@ -116,6 +144,7 @@ impl Generation {
                 breaker: breaker.clone(),
                 half_open_after: retry.max_delay.max(std::time::Duration::from_millis(100)),
                 leak_threshold: config.leak_detection_threshold,
+                hook_failures: hooks.failures.clone(),
             }),
             tracer,
             driver,
@@ -129,7 +158,7 @@ impl Generation {
 
     /// A generation around a pool the application built.
     pub(crate) fn adopted(mut self, backend: Box<dyn BackendPool>) -> Self {
-        self.backend = ArcSwapOption::from_pointee(Backend(backend));
+        self.backend = ArcSwapOption::from_pointee(Backend(backend, None));
         self.adopted = true;
         self
     }
@@ -176,7 +205,9 @@ impl Connection {
         let name: Arc<str> = Arc::from(config.name.as_str());
         let counters: Arc<PoolCounters> = Arc::default();
         let breaker: Arc<crate::breaker::Breaker> = Arc::default();
-        let generation = Generation::new(driver, config, settings, retry, &counters, &breaker);
+        let hooks: Arc<HookState> = Arc::default();
+        let generation =
+            Generation::new(driver, config, settings, retry, &counters, &breaker, &hooks);
         Self {
             shared: Arc::new(Shared {
                 name,
@@ -184,18 +215,41 @@ impl Connection {
                 epoch: AtomicU64::new(0),
                 counters,
                 breaker,
+                hooks,
                 health: HealthState::default(),
                 manager_closed,
                 retired: AtomicBool::new(false),
                 connecting: AtomicBool::new(false),
                 connect_done: tokio::sync::Notify::new(),
                 listeners: tokio::sync::watch::Sender::new(Default::default()),
+                open: ArcSwapOption::empty(),
+                publishing: std::sync::Mutex::new(()),
+                provider: std::sync::Mutex::new(None),
             }),
         }
     }
 
     fn generation(&self) -> arc_swap::Guard<Arc<Generation>> {
         self.shared.current.load()
+    }
+
+    /// Republishes the current generation and its backend for the lookup path. Called after
+    /// every change of either, and before the epoch moves, so a handle that sees the new epoch
+    /// also finds the new backend.
+    fn publish(&self) {
+        let _serial = self
+            .shared
+            .publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = self.shared.current.load_full();
+        let open = generation.backend.load_full().map(|backend| {
+            Arc::new(Open {
+                generation,
+                backend,
+            })
+        });
+        self.shared.open.store(open);
     }
 
     /// Whether `config` (with its derived settings) is what this connection runs with now.
@@ -216,12 +270,17 @@ impl Connection {
     /// A connection around `generation` (an adopted pool), marked healthy.
     pub(crate) fn from_generation(
         name: &str,
-        generation: impl FnOnce(&Arc<PoolCounters>, &Arc<crate::breaker::Breaker>) -> Generation,
+        generation: impl FnOnce(
+            &Arc<PoolCounters>,
+            &Arc<crate::breaker::Breaker>,
+            &Arc<HookState>,
+        ) -> Generation,
         manager_closed: Arc<AtomicBool>,
     ) -> Self {
         let counters: Arc<PoolCounters> = Arc::default();
         let breaker: Arc<crate::breaker::Breaker> = Arc::default();
-        let generation = generation(&counters, &breaker);
+        let hooks: Arc<HookState> = Arc::default();
+        let generation = generation(&counters, &breaker, &hooks);
         let conn = Self {
             shared: Arc::new(Shared {
                 name: Arc::from(name),
@@ -229,14 +288,19 @@ impl Connection {
                 epoch: AtomicU64::new(1),
                 counters,
                 breaker,
+                hooks,
                 health: HealthState::default(),
                 manager_closed,
                 retired: AtomicBool::new(false),
                 connecting: AtomicBool::new(false),
                 connect_done: tokio::sync::Notify::new(),
                 listeners: tokio::sync::watch::Sender::new(Default::default()),
+                open: ArcSwapOption::empty(),
+                publishing: std::sync::Mutex::new(()),
+                provider: std::sync::Mutex::new(None),
             }),
         };
+        conn.publish();
         conn.shared.health.succeeded(false);
         conn
     }
@@ -249,6 +313,17 @@ impl Connection {
     /// The circuit breaker that survives a replace.
     pub(crate) fn breaker(&self) -> &Arc<crate::breaker::Breaker> {
         &self.shared.breaker
+    }
+
+    /// The lifecycle hooks that survive a replace.
+    pub(crate) fn hook_state(&self) -> &Arc<HookState> {
+        &self.shared.hooks
+    }
+
+    /// Installs the application's lifecycle hooks: every pool of this connection, the open one
+    /// included, calls them from its next event on.
+    pub(crate) fn set_hooks(&self, hooks: Hooks) {
+        self.shared.hooks.set(hooks);
     }
 
     fn record_reach(&self, reached: bool) {
@@ -366,40 +441,31 @@ impl Connection {
     /// The open backend (the lookup path: two lock-free loads).
     fn backend(&self, operation: Operation) -> Result<BackendGuard> {
         self.check_usable(operation)?;
-        let generation = self.shared.current.load();
-        self.backend_of(generation, operation)
-    }
-
-    fn backend_of(
-        &self,
-        generation: arc_swap::Guard<Arc<Generation>>,
-        operation: Operation,
-    ) -> Result<BackendGuard> {
-        let backend = generation.backend.load();
-        if backend.is_none() {
+        let open = self.shared.open.load();
+        if open.is_none() {
             return Err(Error::Unavailable {
                 connection: self.name().to_owned(),
                 operation,
                 last_error: self.shared.health.last_error(),
             });
         }
-        Ok(BackendGuard {
-            generation,
-            backend,
-        })
+        Ok(BackendGuard(open))
     }
 
     fn sql_backend(&self) -> Result<BackendGuard> {
-        self.check_usable(Operation::Access)?;
-        let generation = self.shared.current.load();
-        let kind = generation.config.kind;
+        let open = self.backend(Operation::Access);
+        let kind = match &open {
+            Ok(open) => open.generation().map(|g| g.config.kind),
+            Err(_) => None,
+        }
+        .unwrap_or_else(|| self.kind());
         if !kind.is_sql() {
             return Err(Error::NotSql {
                 connection: self.name().to_owned(),
                 backend: kind,
             });
         }
-        self.backend_of(generation, Operation::Access)
+        open
     }
 
     fn unsupported(&self, layer: &'static str, reason: &'static str) -> Error {
@@ -513,7 +579,10 @@ impl Connection {
     fn bind_sql(&self, backend: &BackendGuard) -> Result<crate::sql::Bound> {
         // Read before the backend: a change in between makes the handle re-bind once more.
         let epoch = self.shared.epoch.load(Ordering::Acquire);
-        let layer = backend.generation.config.default_orm;
+        let Some(generation) = backend.generation() else {
+            return Err(self.unsupported("SQL", "the connection is not open"));
+        };
+        let layer = generation.config.default_orm;
         let executor = match backend.as_deref() {
             Some(b) => b.0.sql(layer).map_err(|reason| {
                 let name = match layer {
@@ -526,7 +595,7 @@ impl Connection {
         };
         Ok(crate::sql::Bound {
             epoch,
-            context: backend.generation.sql_context.clone(),
+            context: generation.sql_context.clone(),
             executor,
         })
     }
@@ -579,15 +648,16 @@ impl Connection {
             }
         };
         // Owned from here on: the check awaits, and a guard is for short borrows.
-        let generation = arc_swap::Guard::into_inner(guard.generation);
-        let Some(backend) = arc_swap::Guard::into_inner(guard.backend) else {
+        let Some(open) = arc_swap::Guard::into_inner(guard.0) else {
             return Ok(());
         };
+        let (generation, backend) = (open.generation.clone(), open.backend.clone());
         backend.0.trim_idle(generation.settings.max_idle).await;
         let limit = generation.settings.connect_timeout;
         let started = tokio::time::Instant::now();
         let span = generation.tracer.span("health_check");
-        let outcome = bounded(self.name(), Operation::Ping, limit, backend.0.ping())
+        let ping = bounded(self.name(), Operation::Ping, limit, backend.0.ping());
+        let outcome = crate::hooks::explained(&self.shared.hooks.failures, ping)
             .instrument(span.clone())
             .await;
         crate::trace::record_outcome(&span, &outcome);
@@ -709,8 +779,11 @@ impl Connection {
         }
         let (outcome, attempts) = self.open(&generation).await;
         let outcome = outcome.map(|backend| {
-            generation.backend.store(Some(Arc::new(backend)));
+            let backend = Arc::new(backend);
+            generation.backend.store(Some(backend.clone()));
+            self.publish();
             self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+            self.watch_credentials(&backend);
         });
         drop(connecting);
         // A close (or a removal) that ran while this connect was in flight must not leave a
@@ -730,11 +803,26 @@ impl Connection {
     async fn open(&self, generation: &Generation) -> (Result<Backend>, u32) {
         let s = &*self.shared;
         let g = generation;
+        let provider = s
+            .provider
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        // One source for every attempt: a provider answer or a file read is reused.
+        let credentials = Arc::new(CredentialSource::new(
+            &s.name,
+            &g.config,
+            g.driver.default_port,
+            provider,
+            g.settings.connect_timeout,
+        ));
         let spec = OpenSpec {
             name: &s.name,
             config: &g.config,
             settings: &g.settings,
             counters: &s.counters,
+            credentials: &credentials,
+            hooks: &s.hooks,
         };
         let log = g.config.enable_logging;
         let span = g.tracer.span("connect");
@@ -748,7 +836,9 @@ impl Connection {
             let spec = &spec;
             let instrumented = attempt_span.clone();
             async move {
-                let outcome = (g.driver.open)(spec).await.map(Backend);
+                let outcome = (g.driver.open)(spec)
+                    .await
+                    .map(|pool| Backend(pool, Some(spec.credentials.clone())));
                 if let Err(e) = &outcome {
                     s.counters.record_connect_error(e.kind());
                 }
@@ -795,12 +885,122 @@ impl Connection {
         deadline: Duration,
     ) -> Result<CloseOutcome> {
         self.check_usable(Operation::Connect)?;
-        let backend = self.open(&generation).await.0?;
-        generation.backend.store(Some(Arc::new(backend)));
+        let backend = Arc::new(self.open(&generation).await.0?);
+        generation.backend.store(Some(backend.clone()));
         let old = self.shared.current.swap(Arc::new(generation));
+        self.publish();
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
         self.shared.listeners.send_modify(|s| s.replaces += 1);
+        self.watch_credentials(&backend);
         Ok(self.close_generation(&old, deadline, "replaced").await)
+    }
+
+    /// Sets (or clears) the provider the next pool opening asks for credentials.
+    pub(crate) fn set_credential_provider(&self, provider: Option<Arc<dyn CredentialProvider>>) {
+        *self
+            .shared
+            .provider
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = provider;
+    }
+
+    /// For a backend whose driver keeps the credentials inside its client (MongoDB), reopens
+    /// the pool when they change: a background task checks the source every
+    /// [`crate::credentials::POLL`] and, when the password file or the provider's answer
+    /// changed, replaces the generation with one opened on the new credentials (the old pool
+    /// drains for up to [`REOPEN_DRAIN`]). A reopen that fails (the server does not take the new
+    /// password yet) leaves the old pool in service and is tried again with backoff. The task
+    /// ends when this backend is no longer the connection's.
+    fn watch_credentials(&self, backend: &Arc<Backend>) {
+        let Some(source) = backend.1.clone().filter(|s| s.wants_reopen()) else {
+            return;
+        };
+        let weak = Arc::downgrade(&self.shared);
+        let watched = Arc::downgrade(backend);
+        let opened_with = source.version();
+        tokio::spawn(async move {
+            let mut wait = crate::credentials::POLL;
+            // A reopen failed: try again even though the source reads the same now.
+            let mut pending = false;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(shared) = weak.upgrade() else {
+                    return;
+                };
+                let conn = Connection { shared };
+                let generation = conn.shared.current.load_full();
+                let current = generation
+                    .backend
+                    .load()
+                    .as_ref()
+                    .is_some_and(|b| std::ptr::eq(Arc::as_ptr(b), watched.as_ptr()));
+                if !current || conn.check_usable(Operation::Connect).is_err() {
+                    return;
+                }
+                if !pending && !source.may_have_changed().await {
+                    continue;
+                }
+                match source.current().await {
+                    Ok((_, version)) if version != opened_with => {}
+                    _ => {
+                        pending = false;
+                        continue;
+                    }
+                }
+                match conn.reopen(&generation, REOPEN_DRAIN).await {
+                    // Reopened (the new backend has its own watcher), or replaced meanwhile by
+                    // the application: either way this backend is done.
+                    Ok(reopened) => {
+                        if reopened && generation.config.enable_logging {
+                            tracing::info!(connection = %conn.shared.name, "reopened with new credentials");
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        pending = true;
+                        wait = (wait * 2).min(REOPEN_MAX_BACKOFF);
+                        if generation.config.enable_logging {
+                            tracing::warn!(connection = %conn.shared.name, error = %e, "credentials changed; reopening failed, the old pool stays in service");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Opens `expected`'s configuration again (for new credentials) and swaps it in, unless
+    /// `expected` is no longer the current generation by then (an application's `replace`
+    /// won): the pool just opened is closed instead and `false` returned. The old pool drains
+    /// up to `deadline`.
+    async fn reopen(&self, expected: &Arc<Generation>, deadline: Duration) -> Result<bool> {
+        self.check_usable(Operation::Connect)?;
+        let next = Generation::new(
+            expected.driver,
+            expected.config.clone(),
+            expected.settings,
+            expected.retry,
+            &self.shared.counters,
+            &self.shared.breaker,
+            &self.shared.hooks,
+        );
+        let backend = Arc::new(self.open(&next).await.0?);
+        next.backend.store(Some(backend.clone()));
+        let swapped = {
+            let previous = self
+                .shared
+                .current
+                .compare_and_swap(expected, Arc::new(next));
+            std::ptr::eq(Arc::as_ptr(&*previous), Arc::as_ptr(expected))
+        };
+        if !swapped {
+            close_within(backend.0.as_ref(), Duration::ZERO).await;
+            return Ok(false);
+        }
+        self.publish();
+        self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        self.watch_credentials(&backend);
+        self.close_generation(expected, deadline, "reopened").await;
+        Ok(true)
     }
 
     /// Takes the connection out of service for good (its manager removed it): every later use
@@ -855,6 +1055,7 @@ impl Connection {
         let Some(backend) = generation.backend.swap(None) else {
             return CloseOutcome { still_in_use: 0 };
         };
+        self.publish();
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
         // Connections closed by shutdown are not idle-time closes.
         let open = backend.0.gauges().open;
@@ -884,10 +1085,29 @@ impl crate::sql::ExecutorSource for Connection {
 impl crate::listen::ListenSource for Connection {
     fn current(&self) -> crate::listen::ListenSettings {
         let generation = self.generation();
+        let open = generation
+            .backend
+            .load()
+            .as_ref()
+            .and_then(|backend| backend.1.clone());
+        let credentials = open.unwrap_or_else(|| {
+            Arc::new(CredentialSource::new(
+                &self.shared.name,
+                &generation.config,
+                generation.driver.default_port,
+                self.shared
+                    .provider
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
+                generation.settings.connect_timeout,
+            ))
+        });
         crate::listen::ListenSettings {
             config: generation.config.clone(),
             settings: generation.settings,
             retry: generation.retry,
+            credentials,
         }
     }
 

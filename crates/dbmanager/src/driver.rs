@@ -12,7 +12,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm, PoolSettings};
+use crate::credentials::CredentialSource;
 use crate::error::{ErrorKind, Result};
+use crate::hooks::{HookRunner, HookState};
 use crate::sql::SqlExecutor;
 use crate::stats::{PoolCounters, PoolGauges};
 
@@ -100,6 +102,23 @@ pub(crate) struct OpenSpec<'a> {
     pub config: &'a ConnectionConfig,
     pub settings: &'a PoolSettings,
     pub counters: &'a Arc<PoolCounters>,
+    /// Where every physical connection of the pool gets its user and password (or token): the
+    /// backend asks it at open and again for new connections (see `credentials`).
+    pub credentials: &'a Arc<CredentialSource>,
+    /// The application's lifecycle hooks for this connection.
+    pub hooks: &'a Arc<HookState>,
+}
+
+impl OpenSpec<'_> {
+    /// What a backend calls to run the connection's lifecycle hooks.
+    pub(crate) fn hook_runner(&self) -> HookRunner {
+        HookRunner::new(
+            self.hooks.clone(),
+            self.name.clone(),
+            self.config.kind,
+            self.settings.connect_timeout,
+        )
+    }
 }
 
 /// Opens a pool: one connect attempt (the manager retries).

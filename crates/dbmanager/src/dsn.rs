@@ -1,16 +1,14 @@
 //! What the backends share about connection settings that come as text: the `host` field (a
 //! host name or an IP address, nothing a URL could read more into), the query parameters of a
 //! `dsn` (checked before the driver's parser sees them, so an unknown one is an error that names
-//! it and never its value), and the password, read from `password_file` at every connect.
+//! it and never its value), and how a `password_file` is read (`credentials` decides when).
 
 use std::net::Ipv6Addr;
 use std::path::Path;
-use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::ConnectionConfig;
 use crate::error::{Error, ErrorKind, Operation, Result};
 
 /// The largest `password_file` read at connect: the limit load-time validation applies (64 KiB;
@@ -271,45 +269,17 @@ pub(crate) fn check_query(
 // ---------------------------------------------------------------------------------------------
 // Passwords
 
-/// The connection's password: `password` as given, or `password_file` read now (at every
-/// connect attempt, so a rotated file is picked up), within `limit`. The file must be a regular
-/// file of at most [`PASSWORD_FILE_MAX`] bytes of UTF-8; one trailing newline is removed. Errors
-/// are configuration errors that name the path, never the content.
-pub(crate) async fn password(
-    name: &str,
-    c: &ConnectionConfig,
-    limit: Duration,
-) -> Result<Option<SecretString>> {
-    if let Some(pw) = &c.password {
-        return Ok(Some(pw.clone()));
+/// A `password_file`'s content as the password: UTF-8, one trailing newline (`\n` or `\r\n`)
+/// removed. The error describes the problem, never the content.
+pub(crate) fn password_text(bytes: Vec<u8>) -> std::result::Result<SecretString, String> {
+    let mut text = String::from_utf8(bytes).map_err(|_| "is not valid UTF-8".to_owned())?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
     }
-    let Some(path) = &c.password_file else {
-        return Ok(None);
-    };
-    let problem = match tokio::time::timeout(limit, read_small_file(path, PASSWORD_FILE_MAX)).await
-    {
-        Ok(Ok(bytes)) => match String::from_utf8(bytes) {
-            Ok(mut text) => {
-                if text.ends_with('\n') {
-                    text.pop();
-                    if text.ends_with('\r') {
-                        text.pop();
-                    }
-                }
-                return Ok(Some(SecretString::from(text)));
-            }
-            Err(_) => "is not valid UTF-8".to_owned(),
-        },
-        Ok(Err(problem)) => problem,
-        Err(_) => format!(
-            "was not read within connect_timeout ({})",
-            humantime::format_duration(limit)
-        ),
-    };
-    Err(configuration(
-        name,
-        format!("password_file {}: {problem}", shown_path(path)),
-    ))
+    Ok(SecretString::from(text))
 }
 
 /// `O_NONBLOCK` where its value is known without `libc`: opening a FIFO that replaced the file
@@ -396,7 +366,6 @@ fn too_large(max: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DatabaseType;
 
     #[test]
     fn plain_hosts_pass_and_ipv6_loses_its_brackets() {
@@ -544,12 +513,6 @@ mod tests {
         );
     }
 
-    fn with_file(path: &Path) -> ConnectionConfig {
-        let mut c = ConnectionConfig::new("t", DatabaseType::Postgres);
-        c.password_file = Some(path.to_owned());
-        c
-    }
-
     #[test]
     fn shown_paths_escape_control_and_bidi_characters() {
         assert_eq!(shown_path(Path::new("/run/pw")), "`/run/pw`");
@@ -557,33 +520,6 @@ mod tests {
             shown_path(Path::new("/tmp/a\u{1b}[2Jb\u{202e}c")),
             "`/tmp/a\\u{1b}[2Jb\\u{202e}c`"
         );
-    }
-
-    #[tokio::test]
-    async fn password_files_lose_one_trailing_newline() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pw");
-        let limit = Duration::from_secs(2);
-        for (content, expected) in [
-            ("pw\n", "pw"),
-            ("pw\r\n", "pw"),
-            ("pw\n\n", "pw\n"),
-            ("pw", "pw"),
-            ("", ""),
-        ] {
-            std::fs::write(&file, content).unwrap();
-            let pw = password("t", &with_file(&file), limit)
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(pw.expose_secret(), expected);
-        }
-        let mut both = with_file(&file);
-        both.password = Some("given".to_owned().into());
-        let pw = password("t", &both, limit).await.unwrap().unwrap();
-        assert_eq!(pw.expose_secret(), "given");
-        let none = ConnectionConfig::new("t", DatabaseType::Postgres);
-        assert!(password("t", &none, limit).await.unwrap().is_none());
     }
 
     #[tokio::test]

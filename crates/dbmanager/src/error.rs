@@ -30,6 +30,13 @@ pub enum ErrorKind {
     Unsupported,
     /// The statement itself failed (syntax, constraint, decode). Retrying won't help.
     Query,
+    /// The connection's credential provider failed or did not answer within `connect_timeout`.
+    /// Retried like a transient error: a token service that is briefly unreachable is the
+    /// common cause.
+    Credentials,
+    /// A lifecycle hook of the application ([`crate::Hooks`]) failed, panicked or timed out.
+    /// Not retried by the library: the hook decides.
+    Hook,
 }
 
 impl ErrorKind {
@@ -43,12 +50,14 @@ impl ErrorKind {
             ErrorKind::NotFound => "not_found",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Query => "query",
+            ErrorKind::Credentials => "credentials",
+            ErrorKind::Hook => "hook",
         }
     }
 
     /// Whether a retry may help.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Transient)
+        matches!(self, ErrorKind::Transient | ErrorKind::Credentials)
     }
 }
 
@@ -288,6 +297,76 @@ impl Error {
         Error::Closed {
             connection: connection.to_owned(),
             operation,
+        }
+    }
+}
+
+/// A lifecycle hook's failure: which hook, and what it said.
+#[derive(Debug)]
+pub(crate) struct HookError {
+    pub hook: &'static str,
+    pub message: String,
+    pub source: Option<BoxError>,
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} hook failed: {}", self.hook, self.message)
+    }
+}
+
+impl std::error::Error for HookError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The last after-connect hook failure of a connection. A pool retries a new connection whose
+/// hook failed until its acquire timeout, then reports only a timeout: a checkout that timed
+/// out while a hook was failing reports the hook's error instead.
+#[derive(Debug, Default)]
+pub(crate) struct HookFailures {
+    last: arc_swap::ArcSwapOption<(std::time::Instant, String)>,
+}
+
+impl HookFailures {
+    pub(crate) fn record(&self, message: String) {
+        self.last.store(Some(std::sync::Arc::new((
+            std::time::Instant::now(),
+            message,
+        ))));
+    }
+
+    /// `error` (of an operation that started at `since`), or the hook failure behind it: a
+    /// transient error (a checkout timing out) while an after-connect hook failed.
+    pub(crate) fn explain(&self, error: Error, since: std::time::Instant) -> Error {
+        if error.kind() != ErrorKind::Transient {
+            return error;
+        }
+        let last = self.last.load();
+        match last.as_deref() {
+            Some((at, message)) if *at >= since => {
+                let operation = match &error {
+                    Error::Database { operation, .. }
+                    | Error::Timeout { operation, .. }
+                    | Error::Unavailable { operation, .. } => *operation,
+                    _ => Operation::Acquire,
+                };
+                let connection = error.connection().unwrap_or("*").to_owned();
+                Error::Database {
+                    connection,
+                    operation,
+                    kind: ErrorKind::Hook,
+                    source: Box::new(HookError {
+                        hook: "after_connect",
+                        message: message.clone(),
+                        source: None,
+                    }),
+                }
+            }
+            _ => error,
         }
     }
 }

@@ -27,11 +27,13 @@ mod backends;
 mod breaker;
 pub mod config;
 mod connection;
+mod credentials;
 mod deadline;
 mod driver;
 mod dsn;
 mod error;
 mod health;
+mod hooks;
 mod leak;
 mod listen;
 mod manager;
@@ -55,8 +57,10 @@ pub use config::{
     ManagerConfig, PoolSettings, ReadPreference, RetryPolicy, SslMode,
 };
 pub use connection::Connection;
+pub use credentials::{CredentialProvider, CredentialRequest, Credentials};
 pub use error::{BoxError, Error, ErrorKind, Operation, Result};
 pub use health::{HealthReport, ListenerStats, Status};
+pub use hooks::{HookConnection, HookResult, Hooks};
 pub use listen::{Listener, ListenerEvent, ListenerHandle, Notification};
 pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager, ReloadReport};
 #[cfg(feature = "metrics")]

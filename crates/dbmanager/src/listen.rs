@@ -80,6 +80,9 @@ pub(crate) struct ListenSettings {
     pub config: ConnectionConfig,
     pub settings: PoolSettings,
     pub retry: RetryPolicy,
+    /// Where the session's credentials come from: the open pool's source (a rotated
+    /// `password_file`, a provider's cached answer), or one made for the configuration.
+    pub credentials: std::sync::Arc<crate::credentials::CredentialSource>,
 }
 
 /// The connection a listener belongs to, as its task sees it.

@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 
 use crate::config::{ConfigProblems, EnvSource, ManagerConfig};
 use crate::connection::Connection;
+use crate::credentials::CredentialProvider;
 use crate::error::{Error, Operation, Result};
 use crate::sql::Database;
 use crate::stats::ManagerStats;
@@ -96,6 +97,12 @@ pub(crate) struct Inner {
     closing: std::sync::atomic::AtomicU32,
     /// The background health loop, while one runs. Locked only to swap the handle.
     health_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Credential providers by connection name, also for connections added later. Locked only
+    /// to read or change the table.
+    providers: std::sync::Mutex<FxHashMap<String, Arc<dyn CredentialProvider>>>,
+    /// Lifecycle hooks registered by connection name: a connection added later (by `add` or a
+    /// reload) under that name gets them before it connects.
+    hooks: ArcSwap<HashMap<String, crate::hooks::Hooks>>,
 }
 
 impl Drop for Inner {
@@ -169,6 +176,8 @@ impl Manager {
                 closed,
                 closing: std::sync::atomic::AtomicU32::new(0),
                 health_task: std::sync::Mutex::new(None),
+                providers: std::sync::Mutex::new(FxHashMap::default()),
+                hooks: ArcSwap::default(),
             }),
         })
     }
@@ -192,6 +201,55 @@ impl Manager {
     /// replace and reload applied.
     pub fn config(&self) -> Arc<ManagerConfig> {
         self.inner.config.load_full()
+    }
+
+    /// Makes `provider` the source of the credentials of the connection `name`, in place of
+    /// its `password` / `password_file`: it is asked when the pool opens and again whenever a
+    /// new physical connection needs credentials and its last answer is about to expire (see
+    /// [`Credentials::expires_at`](crate::Credentials::expires_at)) or was refused by the server.
+    ///
+    /// It applies from the next time the connection's pool is opened: set it before
+    /// [`Manager::connect`] (or before [`Manager::add`] for a connection added later; the
+    /// provider is kept by name, so a reload that adds or replaces the connection uses it too).
+    /// Setting it for an open connection takes effect at its next replace or reload change.
+    /// Replaces a provider set before.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use dbmanager::{Credentials, CredentialRequest, Manager, ManagerConfig, ConnectionConfig, DatabaseType};
+    ///
+    /// let mut db = ConnectionConfig::new("main", DatabaseType::Postgres);
+    /// db.host = Some("db.internal".into());
+    /// db.database = Some("app".into());
+    /// db.user = Some("app".into());
+    /// let manager = Manager::new(ManagerConfig::default().with_connection(db))?;
+    /// manager.set_credential_provider("main", |request: CredentialRequest| async move {
+    ///     // Ask a vault or a token service here.
+    ///     let _ = request.host;
+    ///     Ok(Credentials::password("fetched").expires_in(Duration::from_secs(900)))
+    /// });
+    /// # Ok::<(), dbmanager::Error>(())
+    /// ```
+    pub fn set_credential_provider(&self, name: &str, provider: impl CredentialProvider) {
+        let provider: Arc<dyn CredentialProvider> = Arc::new(provider);
+        self.inner
+            .providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned(), provider.clone());
+        if let Ok(conn) = self.get(name) {
+            conn.set_credential_provider(Some(provider));
+        }
+    }
+
+    /// The provider set for `name`, if any.
+    fn credential_provider(&self, name: &str) -> Option<Arc<dyn CredentialProvider>> {
+        self.inner
+            .providers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
     }
 
     /// Connects every connection in parallel, fail-fast: on any failure the pools this call
@@ -346,6 +404,68 @@ impl Manager {
             .into_iter()
             .filter(|c| c.tags().get(key).is_some_and(|v| v == value))
             .collect()
+    }
+
+    /// Registers lifecycle hooks ([`crate::Hooks`]) for the connection `name`, replacing any
+    /// registered before (an empty `Hooks` removes them).
+    ///
+    /// They are installed in the connection's pool, so they apply to every layer on it, and they
+    /// stay across [`Connection::reconnect`], [`Manager::replace`] and [`Manager::reload`]. A
+    /// pool open already calls them from its next event on (its existing connections do not go
+    /// through after-connect again): register them before [`Manager::connect`] to cover every
+    /// connection. The name need not exist yet: a connection added later under it (by
+    /// [`Manager::add`] or a reload) gets them before it connects, and a removed one keeps them
+    /// registered for a later add.
+    ///
+    /// Fails with [`crate::ErrorKind::Unsupported`] when `name` is a MongoDB connection (its
+    /// driver offers no per-connection callbacks) or a pool the application adopted (built with
+    /// its own callbacks); a MongoDB connection added later under a name with hooks fails to
+    /// connect with that error.
+    pub fn set_hooks(&self, name: &str, hooks: crate::hooks::Hooks) -> Result<()> {
+        if !hooks.is_empty()
+            && let Ok(conn) = self.get(name)
+        {
+            let reason = if conn.is_adopted() {
+                Some("an adopted pool keeps the callbacks it was built with")
+            } else if conn.kind() == crate::DatabaseType::Mongodb {
+                Some(crate::hooks::NO_MONGODB_HOOKS)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(Error::Unsupported {
+                    connection: name.to_owned(),
+                    layer: "lifecycle hooks",
+                    backend: conn.kind(),
+                    reason,
+                });
+            }
+        }
+        self.inner.hooks.rcu(|map| {
+            let mut next = HashMap::clone(map);
+            if hooks.is_empty() {
+                next.remove(name);
+            } else {
+                next.insert(name.to_owned(), hooks.clone());
+            }
+            next
+        });
+        if let Ok(conn) = self.get(name) {
+            conn.set_hooks(hooks);
+        }
+        Ok(())
+    }
+
+    /// The lifecycle hooks registered for `name`, if any.
+    pub fn hooks(&self, name: &str) -> Option<crate::hooks::Hooks> {
+        self.inner.hooks.load().get(name).cloned()
+    }
+
+    /// The hooks registered for `name` installed on a connection about to connect.
+    fn install_hooks(&self, conn: &Connection) {
+        if let Some(hooks) = self.hooks(conn.name()) {
+            conn.set_hooks(hooks);
+        }
     }
 
     /// The connection names, sorted.

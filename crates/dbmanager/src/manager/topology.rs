@@ -75,6 +75,8 @@ impl Manager {
             return Err(exists(&name));
         }
         let conn = build_connection(&config, &connection, self.inner.resolve, &self.inner.closed)?;
+        conn.set_credential_provider(self.credential_provider(&name));
+        self.install_hooks(&conn);
         conn.connect().await.0?;
         let mut inserted = false;
         self.inner.registry.rcu(|registry| {
@@ -119,7 +121,7 @@ impl Manager {
         let retry = config.retry_policy();
         let conn = Connection::from_generation(
             name,
-            |counters, breaker| {
+            |counters, breaker, hooks| {
                 let context = crate::adopt::AdoptContext {
                     name: Arc::from(name),
                     counters: counters.clone(),
@@ -132,6 +134,7 @@ impl Manager {
                     retry,
                     counters,
                     breaker,
+                    hooks,
                 )
                 .adopted(backend)
             },
@@ -226,6 +229,7 @@ impl Manager {
             config.retry_policy(),
             conn.counters(),
             conn.breaker(),
+            conn.hook_state(),
         ))
     }
 

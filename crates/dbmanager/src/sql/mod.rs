@@ -122,6 +122,9 @@ pub(crate) struct Context {
     pub half_open_after: Duration,
     /// `leak_detection_threshold`.
     pub leak_threshold: Option<Duration>,
+    /// The connection's after-connect hook failures: a checkout that timed out while the hook
+    /// failed reports the hook's error.
+    pub hook_failures: Arc<crate::error::HookFailures>,
 }
 
 /// Where a neutral handle gets its executor: the connection, whose pool may be replaced.
@@ -248,6 +251,7 @@ impl Database {
         let c = bound.context.clone();
         let admission = admit(&c)?;
         let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
+        let started = std::time::Instant::now();
         let mut bound = bound;
         let mut outcome = statement(bound.clone()).await;
         // Swaps close together (a reload under load) can close the next pool too before the
@@ -259,6 +263,9 @@ impl Database {
             bound = self.current()?;
             outcome = statement(bound.clone()).await;
         }
+        // A checkout that timed out while the after-connect hook failed is the hook's failure,
+        // not an unreachable server.
+        let outcome = outcome.map_err(|e| c.hook_failures.explain(e, started));
         let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
         c.breaker
             .record(&c.name, reached, admission == Admission::Probe, &c.counters);
@@ -280,6 +287,7 @@ impl Database {
         let c = &*bound.context;
         let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
         let operation = operation_of(sql);
+        let started = std::time::Instant::now();
         let mut outcome = bound.attempt(verb, sql, params, operation, start).await;
         // Swaps close together (a reload under load) can close the next pool too before the
         // retry reaches it: follow a few, then report.
@@ -290,9 +298,13 @@ impl Database {
             bound = self.current()?;
             outcome = bound.attempt(verb, sql, params, operation, start).await;
         }
-        let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
-        // The breaker and counters are the connection's, shared by its generations.
+        // The breaker, counters and hook failures are the connection's, shared by its
+        // generations.
         let c = &*bound.context;
+        // A checkout that timed out while the after-connect hook failed is the hook's failure,
+        // not an unreachable server.
+        let outcome = outcome.map_err(|e| c.hook_failures.explain(e, started));
+        let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
         c.breaker
             .record(&c.name, reached, admission == Admission::Probe, &c.counters);
         outcome

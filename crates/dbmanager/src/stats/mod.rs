@@ -30,6 +30,8 @@ pub(crate) struct PoolCounters {
     pub closed_max_idle: AtomicU64,
     pub closed_broken: AtomicU64,
     pub closed_on_close: AtomicU64,
+    /// Connections the application's lifecycle hooks failed, discarded or closed.
+    pub closed_by_hook: AtomicU64,
     pub waits: AtomicU64,
     pub wait_nanos: AtomicU64,
     pub acquire_timeouts: AtomicU64,
@@ -79,7 +81,7 @@ impl ListenerCounters {
 }
 
 /// The error kinds counted per connection, in label order.
-pub(crate) const KINDS: [ErrorKind; 7] = [
+pub(crate) const KINDS: [ErrorKind; 9] = [
     ErrorKind::Transient,
     ErrorKind::Authentication,
     ErrorKind::Configuration,
@@ -87,6 +89,8 @@ pub(crate) const KINDS: [ErrorKind; 7] = [
     ErrorKind::NotFound,
     ErrorKind::Unsupported,
     ErrorKind::Query,
+    ErrorKind::Credentials,
+    ErrorKind::Hook,
 ];
 
 pub(crate) fn kind_index(kind: ErrorKind) -> usize {
@@ -144,6 +148,9 @@ pub struct ConnectionStats {
     /// Connections closed because a liveness check found them broken (or a reconnect
     /// discarded them).
     pub closed_broken: u64,
+    /// Connections the application's lifecycle hooks ([`crate::Hooks`]) closed: a failed
+    /// after-connect, a before-checkout or after-release that said no (or failed).
+    pub closed_by_hook: u64,
     /// Reconnects (manual or by the health loop) that succeeded.
     pub reconnects_ok: u64,
     /// Reconnects that failed.
@@ -202,6 +209,7 @@ pub(crate) struct DriverCounts {
     pub closed_max_lifetime: u64,
     pub closed_max_idle: u64,
     pub closed_broken: u64,
+    pub closed_by_hook: u64,
     pub waits: u64,
     pub wait_nanos: u64,
     pub acquire_timeouts: u64,
@@ -221,6 +229,7 @@ impl ConnectionStats {
             closed_max_lifetime: c.closed_max_lifetime.load(Relaxed),
             closed_max_idle: c.closed_max_idle.load(Relaxed),
             closed_broken: c.closed_broken.load(Relaxed),
+            closed_by_hook: c.closed_by_hook.load(Relaxed),
             waits: c.waits.load(Relaxed),
             wait_nanos: c.wait_nanos.load(Relaxed),
             acquire_timeouts: c.acquire_timeouts.load(Relaxed),
@@ -229,11 +238,12 @@ impl ConnectionStats {
         let lifetime = counts.closed_max_lifetime;
         let max_idle = counts.closed_max_idle;
         let broken = counts.closed_broken;
+        let by_hook = counts.closed_by_hook;
         let on_close = c.closed_on_close.load(Relaxed);
         // The driver's reaper closes idle-timed-out connections without a hook, so that count is
         // what remains of all closes once the others are taken out.
         let closed = opened.saturating_sub(u64::from(gauges.open));
-        let idle_time = closed.saturating_sub(lifetime + max_idle + broken + on_close);
+        let idle_time = closed.saturating_sub(lifetime + max_idle + broken + by_hook + on_close);
         ConnectionStats {
             name: name.to_owned(),
             kind,
@@ -250,6 +260,7 @@ impl ConnectionStats {
             closed_max_idle: max_idle,
             closed_max_idle_time: idle_time,
             closed_broken: broken,
+            closed_by_hook: by_hook,
             reconnects_ok: c.reconnects_ok.load(Relaxed),
             reconnects_failed: c.reconnects_failed.load(Relaxed),
             leaks_detected: c.leaks_detected.load(Relaxed),

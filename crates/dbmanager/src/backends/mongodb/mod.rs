@@ -23,6 +23,7 @@ use crate::config::ConnectionProblems;
 use crate::config::{
     ConnectionConfig, DatabaseType, DefaultOrm, PoolSettings, ReadPreference, SslMode,
 };
+use crate::credentials::Resolved;
 use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::dsn;
 use crate::error::{Error, ErrorKind, Operation, Result};
@@ -217,6 +218,8 @@ impl MongoBackend {
             driver_counts: Some(DriverCounts {
                 opened: e.created.load(Relaxed),
                 closed_broken: e.closed_broken.load(Relaxed),
+                // The driver manages its connections itself: no lifecycle hooks apply.
+                closed_by_hook: 0,
                 waits: e.waits.load(Relaxed),
                 wait_nanos: e.wait_nanos.load(Relaxed),
                 acquire_timeouts: e.timeouts.load(Relaxed),
@@ -362,13 +365,20 @@ fn server_address(text: &str, default_port: u16) -> std::result::Result<ServerAd
 }
 
 /// Driver options: the `dsn` through the driver's own URI parser, or the structured fields set
-/// directly; then the settings that apply either way.
+/// directly; then the settings that apply either way. `credentials` give the SCRAM user and
+/// password (a token is refused: MongoDB's token login, MONGODB-OIDC, is not wired).
 pub(crate) async fn client_options(
     name: &str,
     c: &ConnectionConfig,
     settings: &PoolSettings,
+    credentials: &Resolved,
 ) -> Result<ClientOptions> {
-    let password = dsn::password(name, c, settings.connect_timeout).await?;
+    if credentials.token {
+        return Err(config_error(
+            name,
+            "the credential provider returned a token; MongoDB takes a user and a password",
+        ));
+    }
     let mut options = match &c.dsn {
         Some(uri) => ClientOptions::parse(uri.expose_secret())
             .await
@@ -392,10 +402,10 @@ pub(crate) async fn client_options(
             options
         }
     };
-    if let Some(user) = &c.user {
+    if let Some(user) = &credentials.user {
         let mut credential = Credential::default();
         credential.username = Some(user.clone());
-        credential.password = password.map(|p| p.expose_secret().to_owned());
+        credential.password = credentials.secret().map(str::to_owned);
         // `admin` only when credentials are given, as the driver's URI rules have it.
         credential.source = Some(c.auth_source.clone().unwrap_or_else(|| "admin".to_owned()));
         options.credential = Some(credential);
@@ -441,8 +451,23 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
     Box::pin(async move { Ok(Box::new(open_client(spec).await?) as Box<dyn BackendPool>) })
 }
 
+/// The driver keeps the credential inside the `Client` and authenticates every new connection
+/// with it; nothing can change it afterwards. So when the password file or the provider's
+/// answer changes, the connection reopens: a new `Client` on the new credentials replaces this
+/// one (see `Connection::watch_credentials`), and this one drains.
 async fn open_client(spec: &OpenSpec<'_>) -> Result<MongoBackend> {
-    let mut options = client_options(spec.name, spec.config, spec.settings).await?;
+    // Lifecycle hooks cannot be honoured here: refuse rather than ignore them.
+    if !spec.hooks.is_empty() {
+        return Err(crate::error::Error::Unsupported {
+            connection: spec.name.to_string(),
+            layer: "lifecycle hooks",
+            backend: DatabaseType::Mongodb,
+            reason: crate::hooks::NO_MONGODB_HOOKS,
+        });
+    }
+    let (credentials, _) = spec.credentials.current().await?;
+    spec.credentials.reopen_when_changed();
+    let mut options = client_options(spec.name, spec.config, spec.settings, &credentials).await?;
     let events = Arc::new(PoolEvents::default());
     let max_pool = spec.settings.max_open;
     options.cmap_event_handler = Some(events.handler(max_pool));
@@ -555,11 +580,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_provider_token_is_refused_without_showing_it() {
+        let mut c = ConnectionConfig::new("m", crate::DatabaseType::Mongodb);
+        c.host = Some("h".into());
+        let settings = crate::ManagerConfig::default().pool_settings(&c);
+        let err = client_options("m", &c, &settings, &Resolved::token("u", "Tok-Hidden"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+        assert!(!format!("{err} {err:?}").contains("Tok-Hidden"), "{err}");
+    }
+
+    #[tokio::test]
     async fn a_bad_host_list_entry_is_named_by_position() {
         let mut c = ConnectionConfig::new("m", crate::DatabaseType::Mongodb);
         c.host = Some("a:1, b ,u:Pw-Hidden@c".into());
         let settings = crate::ManagerConfig::default().pool_settings(&c);
-        let err = client_options("m", &c, &settings).await.unwrap_err();
+        let err = client_options("m", &c, &settings, &Resolved::from_config(&c))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Configuration);
         let text = err.to_string();
         assert!(
@@ -580,7 +619,9 @@ mod tests {
         c.read_preference = Some(ReadPreference::SecondaryPreferred);
         c.min_open_conns = Some(1);
         let settings = crate::ManagerConfig::default().pool_settings(&c);
-        let o = client_options("m", &c, &settings).await.unwrap();
+        let o = client_options("m", &c, &settings, &Resolved::from_config(&c))
+            .await
+            .unwrap();
         let hosts: Vec<String> = o.hosts.iter().map(ToString::to_string).collect();
         assert_eq!(hosts, ["a:1", "b:2"]);
         let cred = o.credential.unwrap();
@@ -597,7 +638,14 @@ mod tests {
 
         let mut anonymous = ConnectionConfig::new("m", crate::DatabaseType::Mongodb);
         anonymous.host = Some("h".into());
-        let o = client_options("m", &anonymous, &settings).await.unwrap();
+        let o = client_options(
+            "m",
+            &anonymous,
+            &settings,
+            &Resolved::from_config(&anonymous),
+        )
+        .await
+        .unwrap();
         assert!(o.credential.is_none(), "no auth source without credentials");
     }
 }

@@ -6,6 +6,7 @@ use tiberius::{AuthMethod, Config, EncryptionLevel};
 use super::DEFAULT_PORT;
 use crate::backends::config_error;
 use crate::config::{ConnectionConfig, PoolSettings, SslMode};
+use crate::credentials::Resolved;
 use crate::dsn;
 use crate::error::Result;
 
@@ -38,14 +39,14 @@ fn host_and_instance(host: &str) -> std::result::Result<(&str, Option<&str>), St
 }
 
 /// tiberius options: the ADO.NET `dsn` through tiberius's own parser, or the structured fields
-/// set directly (no string escaping involved); then the settings that apply either way. The
-/// password (or `password_file`, read now) is resolved within `connect_timeout`.
+/// set directly (no string escaping involved); then the settings that apply either way; then
+/// `credentials` (see [`authenticate`]).
 pub(crate) async fn connect_config(
     name: &str,
     c: &ConnectionConfig,
     settings: &PoolSettings,
+    credentials: &Resolved,
 ) -> Result<Config> {
-    let password = dsn::password(name, c, settings.connect_timeout).await?;
     let mut config = match &c.dsn {
         Some(ado) => Config::from_ado_string(ado.expose_secret())
             .map_err(|e| config_error(name, format!("invalid dsn: {e}")))?,
@@ -66,10 +67,7 @@ pub(crate) async fn connect_config(
             config
         }
     };
-    if let Some(user) = &c.user {
-        let password = password.as_ref().map(|p| p.expose_secret()).unwrap_or("");
-        config.authentication(AuthMethod::sql_server(user, password));
-    }
+    authenticate(&mut config, credentials);
     let mode = match (&c.dsn, c.sslmode) {
         (_, Some(mode)) => Some(mode),
         (None, None) => Some(SslMode::Prefer),
@@ -88,6 +86,19 @@ pub(crate) async fn connect_config(
     config.command_timeout(settings.query_timeout);
     config.handshake_timeout(Some(settings.connect_timeout));
     Ok(config)
+}
+
+/// Sets the login: a token as Azure AD (Entra ID) token authentication; else, with a user, SQL
+/// Server authentication with the password (empty when none is set). Without either, a `dsn`'s
+/// own credentials stay.
+pub(crate) fn authenticate(config: &mut Config, credentials: &Resolved) {
+    match (credentials.token, credentials.secret(), &credentials.user) {
+        (true, Some(token), _) => config.authentication(AuthMethod::aad_token(token)),
+        (false, password, Some(user)) => {
+            config.authentication(AuthMethod::sql_server(user, password.unwrap_or("")));
+        }
+        _ => {}
+    }
 }
 
 /// `sslmode` → TDS encryption level, and whether the certificate is verified by default.
@@ -117,7 +128,7 @@ mod tests {
 
     async fn config_of(c: &ConnectionConfig) -> Result<Config> {
         let settings = ManagerConfig::default().pool_settings(c);
-        connect_config("ms", c, &settings).await
+        connect_config("ms", c, &settings, &Resolved::from_config(c)).await
     }
 
     #[tokio::test]
@@ -178,6 +189,18 @@ mod tests {
         let bad = ConnectionConfig::from_dsn("ms", DatabaseType::Mssql, "server=tcp:x,notaport");
         let err = config_of(&bad).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Configuration);
+    }
+
+    #[tokio::test]
+    async fn a_provider_token_is_an_azure_ad_login() {
+        let c = base();
+        let settings = ManagerConfig::default().pool_settings(&c);
+        let config = connect_config("ms", &c, &settings, &Resolved::token("u", "Tok-Hidden"))
+            .await
+            .unwrap();
+        let shown = format!("{config:?}");
+        assert!(shown.contains("AADToken"), "{shown}");
+        assert!(!shown.contains("Tok-Hidden"), "{shown}");
     }
 
     #[test]

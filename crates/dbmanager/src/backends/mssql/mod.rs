@@ -7,11 +7,10 @@ mod sql;
 
 use std::any::{Any, TypeId};
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 
-pub use pool::{MssqlClient, MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
+pub use pool::{MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
 
 use crate::backends::bounded;
 use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm};
@@ -19,7 +18,7 @@ use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::sql::SqlExecutor;
 use crate::stats::PoolGauges;
-use pool::{ErrorSink, LastError, open_client};
+use pool::{ErrorSink, LastError};
 
 /// SQL Server's default port.
 pub const DEFAULT_PORT: u16 = 1433;
@@ -154,19 +153,28 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
 }
 
 async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
-    let config = config::connect_config(spec.name, spec.config, spec.settings).await?;
+    let (credentials, _) = spec.credentials.current().await?;
+    let config =
+        config::connect_config(spec.name, spec.config, spec.settings, &credentials).await?;
+    let manager = MssqlManager {
+        config,
+        credentials: spec
+            .credentials
+            .is_dynamic()
+            .then(|| spec.credentials.clone()),
+        hooks: spec.hook_runner(),
+        hook_failed: Arc::default(),
+    };
+    // The probe goes through the after-connect hook too: its failure fails the connect.
     let probe = bounded(
         spec.name,
         Operation::Connect,
         spec.settings.connect_timeout,
-        async {
-            open_client(&config)
-                .await
-                .map_err(|e| login_error(spec.name, e))
-        },
+        manager.open(),
     )
     .await?;
     let last_error = Arc::new(LastError::default());
+    let hook_failed = manager.hook_failed.clone();
     let s = spec.settings;
     let pool = bb8::Pool::builder()
         .max_size(s.max_open)
@@ -177,7 +185,7 @@ async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
         // Validation happens in `acquire`, only for clients idle past the liveness window.
         .test_on_check_out(false)
         .error_sink(Box::new(ErrorSink(last_error.clone())))
-        .build_unchecked(MssqlManager { config });
+        .build_unchecked(manager);
     let pool = MssqlPool {
         name: spec.name.clone(),
         pool,
@@ -186,21 +194,19 @@ async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
         adopted: Arc::default(),
         last_error,
         closed: Arc::default(),
+        hooks: spec.hook_runner(),
+        hook_discards: Arc::default(),
+        hook_failed,
     };
     // Keep the probe instead of opening a second connection; it counts as opened.
     if s.max_idle > 0 {
-        let kept = pool.pool.add(MssqlClient {
-            client: probe,
-            last_used: Instant::now(),
-            broken: false,
-            lent: false,
-        });
+        let kept = pool.pool.add(probe);
         if kept.is_ok() {
             pool.adopted
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     } else {
-        let _ = probe.close().await;
+        let _ = probe.client.close().await;
     }
     Ok(pool)
 }

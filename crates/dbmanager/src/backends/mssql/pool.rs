@@ -10,9 +10,12 @@ use tiberius::{Config, SqlBrowser as _};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt as _};
 
+use super::sql::HookClient;
 use super::tiberius_error;
 use crate::backends::LIVENESS_WINDOW;
+use crate::credentials::CredentialSource;
 use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::hooks::HookRunner;
 use crate::stats::{DriverCounts, PoolGauges};
 
 /// The tiberius client type the pool holds.
@@ -21,6 +24,8 @@ pub type TiberiusClient = tiberius::Client<Compat<TcpStream>>;
 /// A pooled client plus what the pool needs to know about it.
 pub struct MssqlClient {
     pub(super) client: TiberiusClient,
+    /// When the physical connection was opened.
+    pub(super) created: Instant,
     pub(super) last_used: Instant,
     /// Set while an operation is in flight (a cancelled one leaves the stream mid-response)
     /// and when the release must close the connection; bb8 then discards it.
@@ -31,10 +36,69 @@ pub struct MssqlClient {
     pub(super) lent: bool,
 }
 
-/// bb8 manager for tiberius 0.13.
+/// bb8 manager for tiberius 0.13. A new connection goes through the application's
+/// after-connect hook ([`crate::Hooks`]) before bb8 pools it.
 #[derive(Debug)]
 pub struct MssqlManager {
     pub(super) config: Config,
+    /// Where each new connection's login comes from, when it can change (`password_file`, a
+    /// credential provider): read in `connect`, the file only when it changed.
+    pub(super) credentials: Option<Arc<CredentialSource>>,
+    pub(super) hooks: HookRunner,
+    /// Connections whose after-connect hook failed (closed before bb8 counted them).
+    pub(super) hook_failed: Arc<AtomicU64>,
+}
+
+impl MssqlManager {
+    /// Opens a client logging in with the current credentials: read from the source (the file
+    /// only when it changed, the provider's cached answer) when they can change, else the
+    /// config's. A source that fails (an unreadable file, a failing provider) fails this
+    /// connect; bb8 keeps the message as the last error. A refused login makes the source
+    /// resolve again next time.
+    pub(super) async fn open_with_credentials(&self) -> tiberius::Result<TiberiusClient> {
+        let Some(source) = &self.credentials else {
+            return open_client(&self.config).await;
+        };
+        let (credentials, _) = source
+            .current()
+            .await
+            .map_err(|e| tiberius::error::Error::Protocol(e.to_string().into()))?;
+        let mut config = self.config.clone();
+        super::config::authenticate(&mut config, &credentials);
+        let outcome = open_client(&config).await;
+        // A server error while logging in is a refused login.
+        if matches!(outcome, Err(tiberius::error::Error::Server(_))) {
+            source.invalidate();
+        }
+        outcome
+    }
+
+    /// Opens a client and runs the after-connect hook on it; a client whose hook fails is
+    /// closed and the hook's error returned.
+    pub(super) async fn open(&self) -> Result<MssqlClient> {
+        let mut client = self
+            .open_with_credentials()
+            .await
+            .map_err(|e| super::login_error(self.hooks.name(), e))?;
+        let mut view = HookClient {
+            name: self.hooks.name(),
+            client: &mut client,
+            out_of_step: false,
+        };
+        if let Err(e) = self.hooks.after_connect(&mut view).await {
+            self.hook_failed.fetch_add(1, Relaxed);
+            let _ = client.close().await;
+            return Err(e);
+        }
+        let now = Instant::now();
+        Ok(MssqlClient {
+            client,
+            created: now,
+            last_used: now,
+            broken: false,
+            lent: false,
+        })
+    }
 }
 
 pub(super) async fn open_client(config: &Config) -> tiberius::Result<TiberiusClient> {
@@ -85,11 +149,15 @@ impl bb8::ManageConnection for MssqlManager {
     type Error = tiberius::error::Error;
 
     async fn connect(&self) -> Result<MssqlClient, Self::Error> {
-        open_client(&self.config).await.map(|client| MssqlClient {
-            client,
-            last_used: Instant::now(),
-            broken: false,
-            lent: false,
+        self.open().await.map_err(|e| match e {
+            // bb8 wants the driver's error type: the login error as it came, else the
+            // hook's error as text (kept by the error sink; the checkout that times out
+            // reports the hook's error itself, see `MssqlPool::acquire`).
+            Error::Database { source, .. } => match source.downcast::<tiberius::error::Error>() {
+                Ok(e) => *e,
+                Err(other) => tiberius::error::Error::Protocol(other.to_string().into()),
+            },
+            other => tiberius::error::Error::Protocol(other.to_string().into()),
         })
     }
 
@@ -133,6 +201,12 @@ pub struct MssqlPool {
     pub(super) adopted: Arc<AtomicU64>,
     pub(super) last_error: Arc<LastError>,
     pub(super) closed: Arc<AtomicBool>,
+    /// The application's lifecycle hooks.
+    pub(super) hooks: HookRunner,
+    /// Clients the before-checkout or after-release hook discarded (bb8 counts them broken).
+    pub(super) hook_discards: Arc<AtomicU64>,
+    /// Clients whose after-connect hook failed (shared with the manager).
+    pub(super) hook_failed: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for MssqlPool {
@@ -147,11 +221,24 @@ impl std::fmt::Debug for MssqlPool {
 impl MssqlPool {
     /// Checks a client out. One idle longer than 500 ms is validated first, and so is one that
     /// was lent to the native layer (within a bound; see [`MssqlConnection`]).
+    ///
+    /// The application's before-checkout hook ([`crate::Hooks`]) is asked about each client
+    /// taken from the idle ones; a client it refuses is discarded and another taken. When the
+    /// after-connect hook failed while this checkout waited, its error is reported rather than
+    /// the timeout.
     pub async fn acquire(&self) -> Result<MssqlConnection> {
         if self.closed.load(Relaxed) {
             return Err(Error::closed(&self.name, Operation::Acquire));
         }
+        let since = Instant::now();
+        self.checkout()
+            .await
+            .map_err(|e| self.hooks.failures().explain(e, since))
+    }
+
+    async fn checkout(&self) -> Result<MssqlConnection> {
         let max = self.pool.state().connections.max(1) + 1;
+        let mut refused = false;
         for _ in 0..=max {
             let mut conn = self.pool.get_owned().await.map_err(|e| self.run_error(e))?;
             if conn.lent || conn.last_used.elapsed() >= LIVENESS_WINDOW {
@@ -169,18 +256,40 @@ impl MssqlPool {
                     continue;
                 }
             }
+            // A client bb8 just opened went through after-connect; one reused is asked.
+            if conn.last_used > conn.created || conn.lent {
+                conn.broken = true;
+                let age = conn.created.elapsed();
+                let idle_for = conn.last_used.elapsed();
+                let mut view = HookClient {
+                    name: &self.name,
+                    client: &mut conn.client,
+                    out_of_step: false,
+                };
+                let keep = self.hooks.before_checkout(&mut view, age, idle_for).await;
+                if !keep || view.out_of_step {
+                    self.hook_discards.fetch_add(1, Relaxed);
+                    refused = true;
+                    continue;
+                }
+            }
             conn.broken = false;
             conn.lent = false;
             return Ok(MssqlConnection {
-                inner: conn,
+                inner: Some(conn),
                 pool: self.clone(),
             });
         }
+        let why = if refused {
+            "every pooled connection failed its liveness check or was refused by the before_checkout hook"
+        } else {
+            "every pooled connection failed its liveness check"
+        };
         Err(Error::database(
             &self.name,
             Operation::Acquire,
             ErrorKind::Transient,
-            "every pooled connection failed its liveness check",
+            why,
         ))
     }
 
@@ -222,16 +331,20 @@ impl MssqlPool {
         let state = self.pool.state();
         let s = state.statistics;
         let idle_closes = self.idle_closes.load(Relaxed);
+        let hook_discards = self.hook_discards.load(Relaxed);
         PoolGauges {
             open: state.connections,
             idle: state.idle_connections,
             max_open: self.pool.config().max_size,
             driver_counts: Some(DriverCounts {
-                opened: s.connections_created + self.adopted.load(Relaxed),
+                opened: s.connections_created
+                    + self.adopted.load(Relaxed)
+                    + self.hook_failed.load(Relaxed),
                 closed_max_lifetime: s.connections_closed_max_lifetime,
                 closed_max_idle: idle_closes,
                 closed_broken: (s.connections_closed_broken + s.connections_closed_invalid)
-                    .saturating_sub(idle_closes),
+                    .saturating_sub(idle_closes + hook_discards),
+                closed_by_hook: hook_discards + self.hook_failed.load(Relaxed),
                 waits: s.get_waited,
                 wait_nanos: u64::try_from(s.get_wait_time.as_nanos()).unwrap_or(u64::MAX),
                 acquire_timeouts: s.get_timed_out,
@@ -273,49 +386,102 @@ impl MssqlPool {
 /// discarded (a statement abandoned mid-way, say by a timeout, would otherwise make the next
 /// caller wait for its response, and a transaction left open would take in their statements).
 pub struct MssqlConnection {
-    inner: bb8::PooledConnection<'static, MssqlManager>,
+    /// Taken only by `drop`, to run the after-release hook in a task.
+    inner: Option<bb8::PooledConnection<'static, MssqlManager>>,
     pool: MssqlPool,
 }
 
 impl MssqlConnection {
+    fn pooled(&self) -> &MssqlClient {
+        match &self.inner {
+            Some(conn) => conn,
+            None => unreachable!("the client is taken only when the connection is dropped"),
+        }
+    }
+
+    fn pooled_mut(&mut self) -> &mut MssqlClient {
+        match &mut self.inner {
+            Some(conn) => conn,
+            None => unreachable!("the client is taken only when the connection is dropped"),
+        }
+    }
+
     /// Marks the connection as possibly out of sync until [`Self::settle`]: if the operation is
     /// cancelled, the pool discards the connection.
     pub(crate) fn begin_operation(&mut self) {
-        self.inner.broken = true;
+        self.pooled_mut().broken = true;
     }
 
     /// The operation finished with the stream in sync.
     pub(crate) fn settle(&mut self) {
-        self.inner.broken = false;
+        self.pooled_mut().broken = false;
     }
 
     /// The client for the library's own operations, which track their state themselves.
     pub(crate) fn client(&mut self) -> &mut TiberiusClient {
-        &mut self.inner.client
+        &mut self.pooled_mut().client
     }
 }
 
 impl Deref for MssqlConnection {
     type Target = TiberiusClient;
     fn deref(&self) -> &TiberiusClient {
-        &self.inner.client
+        &self.pooled().client
     }
 }
 
 impl DerefMut for MssqlConnection {
     /// Lends the client to the caller; it is checked before its next checkout.
     fn deref_mut(&mut self) -> &mut TiberiusClient {
-        self.inner.lent = true;
-        &mut self.inner.client
+        let pooled = self.pooled_mut();
+        pooled.lent = true;
+        &mut pooled.client
     }
 }
 
 impl Drop for MssqlConnection {
     fn drop(&mut self) {
-        self.inner.last_used = Instant::now();
-        if !self.inner.broken && self.pool.pool.state().idle_connections >= self.pool.max_idle {
-            self.inner.broken = true;
+        let Some(mut conn) = self.inner.take() else {
+            return;
+        };
+        conn.last_used = Instant::now();
+        if !conn.broken && self.pool.pool.state().idle_connections >= self.pool.max_idle {
+            conn.broken = true;
             self.pool.idle_closes.fetch_add(1, Relaxed);
         }
+        if conn.broken || !self.pool.hooks.has_after_release() {
+            return;
+        }
+        // The after-release hook is async: it runs in a task that holds the client, which
+        // returns to the pool (or is discarded) when the task ends. Outside a runtime the
+        // client returns without it.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        runtime.spawn(async move {
+            // Discarded if the task is dropped before the hook answers.
+            conn.broken = true;
+            if conn.lent {
+                let checked = tokio::time::timeout(LENT_CHECK_BOUND, ping(&mut conn.client)).await;
+                if !matches!(checked, Ok(Ok(()))) {
+                    return;
+                }
+                conn.lent = false;
+            }
+            let age = conn.created.elapsed();
+            let mut view = HookClient {
+                name: &pool.name,
+                client: &mut conn.client,
+                out_of_step: false,
+            };
+            let keep = pool.hooks.after_release(&mut view, age).await && !view.out_of_step;
+            if keep {
+                conn.broken = false;
+                conn.last_used = Instant::now();
+            } else {
+                pool.hook_discards.fetch_add(1, Relaxed);
+            }
+        });
     }
 }

@@ -598,6 +598,44 @@ impl SqlTransaction for MssqlTransaction {
     }
 }
 
+/// One SQL Server client as the application's lifecycle hooks see it. A statement that leaves
+/// the client out of step with the server marks it so, and the pool then discards it whatever
+/// the hook says.
+pub(super) struct HookClient<'c> {
+    pub name: &'c str,
+    pub client: &'c mut TiberiusClient,
+    pub out_of_step: bool,
+}
+
+impl crate::hooks::HookSql for HookClient<'_> {
+    fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let statement = Statement::new(sql, params)
+                .map_err(|e| query_error(self.name, Operation::Query, e))?;
+            let outcome = statement.execute(self.client).await;
+            self.out_of_step |= !in_step(&outcome);
+            outcome.map_err(|e| query_error(self.name, Operation::Query, e))
+        })
+    }
+
+    fn fetch_optional<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Option<Row>>> {
+        Box::pin(async move {
+            let statement = Statement::new(sql, params)
+                .map_err(|e| query_error(self.name, Operation::Query, e))?;
+            let outcome = statement.fetch(self.client).await;
+            self.out_of_step |= !in_step(&outcome);
+            let rows =
+                decode_rows(outcome.map_err(|e| query_error(self.name, Operation::Query, e))?)
+                    .map_err(|e| query_error(self.name, Operation::Query, e))?;
+            Ok(rows.into_iter().next())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;

@@ -133,6 +133,13 @@ impl SqlxFlavor for My {
 
     const PLACEHOLDERS: &'static Dialect = &MYSQL;
 
+    fn with_credentials(
+        options: sqlx::mysql::MySqlConnectOptions,
+        credentials: &crate::credentials::Resolved,
+    ) -> sqlx::mysql::MySqlConnectOptions {
+        options::with_credentials(options, credentials)
+    }
+
     async fn session_init(
         probe: &mut MySqlConnection,
         settings: &PoolSettings,
@@ -177,7 +184,8 @@ fn classify_number(number: u16) -> ErrorKind {
 
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
     Box::pin(async move {
-        let options = options::connect_options(spec.name, spec.config, spec.settings).await?;
+        let (credentials, _) = spec.credentials.current().await?;
+        let options = options::connect_options(spec.name, spec.config, &credentials).await?;
         let plan = OpenPlan {
             options,
             keep_probe: false,

@@ -14,7 +14,8 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use super::{DEFAULT_PORT, My};
 use crate::backends::config_error;
 use crate::backends::sqlx::sqlx_error;
-use crate::config::{ConnectionConfig, PoolSettings, SslMode};
+use crate::config::{ConnectionConfig, SslMode};
+use crate::credentials::Resolved;
 use crate::dsn::{self, Accept, Known, QuerySyntax};
 use crate::error::{Operation, Result};
 
@@ -88,13 +89,13 @@ const DSN_PARAMETERS: &[Known] = &[
 ];
 
 /// The driver options: the `dsn` (its query parameters checked first) or the structured fields;
-/// the password (or `password_file`, read now) is resolved within `connect_timeout`.
+/// then `credentials` (the password from `password`, `password_file` or a provider, and the
+/// provider's user).
 pub(super) async fn connect_options(
     name: &str,
     c: &ConnectionConfig,
-    settings: &PoolSettings,
+    credentials: &Resolved,
 ) -> Result<MySqlConnectOptions> {
-    let password = dsn::password(name, c, settings.connect_timeout).await?;
     let mut options = match &c.dsn {
         Some(url) => {
             dsn::check_query(name, url, QuerySyntax::Url, DSN_PARAMETERS)?;
@@ -116,13 +117,38 @@ pub(super) async fn connect_options(
             options
         }
     };
-    if let Some(pw) = &password {
-        options = options.password(pw.expose_secret());
-    }
     if let Some(mode) = c.sslmode {
         options = options.ssl_mode(ssl_mode(mode));
     }
-    Ok(options)
+    // A provider's token (AWS RDS IAM) goes through `mysql_clear_password`, which is allowed
+    // only where TLS is required, so the token never crosses the network in the clear.
+    let tls_required = matches!(
+        c.sslmode,
+        Some(SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
+    );
+    if credentials.provided && tls_required {
+        options = options.enable_cleartext_plugin(true);
+    }
+    Ok(with_credentials(options, credentials))
+}
+
+/// `options` with `credentials`' password (an RDS IAM token is a password), and logging in as
+/// the provider's user when it named one.
+pub(super) fn with_credentials(
+    mut options: MySqlConnectOptions,
+    credentials: &Resolved,
+) -> MySqlConnectOptions {
+    if let Some(user) = credentials
+        .user
+        .as_deref()
+        .filter(|_| credentials.provided_user)
+    {
+        options = options.username(user);
+    }
+    if let Some(pw) = credentials.secret() {
+        options = options.password(pw);
+    }
+    options
 }
 
 fn ssl_mode(mode: SslMode) -> MySqlSslMode {
@@ -165,8 +191,9 @@ mod tests {
         c.database = Some("a/b?c".into());
         c.password = Some("p@ss:w/rd?#%&= '\"é".to_owned().into());
         c.sslmode = Some(SslMode::VerifyFull);
-        let settings = crate::config::ManagerConfig::default().pool_settings(&c);
-        let o = connect_options("m", &c, &settings).await.unwrap();
+        let o = connect_options("m", &c, &Resolved::from_config(&c))
+            .await
+            .unwrap();
         assert_eq!(o.get_host(), "db.example");
         assert_eq!(o.get_port(), 3307);
         assert_eq!(o.get_username(), "u@x");
@@ -176,18 +203,20 @@ mod tests {
 
     #[tokio::test]
     async fn hosts_are_plain_and_dsn_parameters_known() {
-        let settings = crate::config::ManagerConfig::default()
-            .pool_settings(&ConnectionConfig::new("m", DatabaseType::Mysql));
         for host in ["[::1]", "::1"] {
             let mut c = ConnectionConfig::new("m", DatabaseType::Mysql);
             c.host = Some(host.into());
-            let o = connect_options("m", &c, &settings).await.unwrap();
+            let o = connect_options("m", &c, &Resolved::from_config(&c))
+                .await
+                .unwrap();
             assert_eq!(o.get_host(), "::1");
         }
         for host in ["db:3307", "db/x", "u:Pw-Hidden@db"] {
             let mut c = ConnectionConfig::new("m", DatabaseType::Mysql);
             c.host = Some(host.into());
-            let err = connect_options("m", &c, &settings).await.unwrap_err();
+            let err = connect_options("m", &c, &Resolved::from_config(&c))
+                .await
+                .unwrap_err();
             assert_eq!(err.kind(), crate::error::ErrorKind::Configuration);
             assert!(!err.to_string().contains("Pw-Hidden"), "{err}");
         }
@@ -196,14 +225,18 @@ mod tests {
             DatabaseType::Mysql,
             "mysql://u@h/d?ssl-mode=disabled&charset=utf8mb4",
         );
-        let o = connect_options("m", &c, &settings).await.unwrap();
+        let o = connect_options("m", &c, &Resolved::from_config(&c))
+            .await
+            .unwrap();
         assert!(matches!(o.get_ssl_mode(), MySqlSslMode::Disabled));
         let c = ConnectionConfig::from_dsn(
             "m",
             DatabaseType::Mysql,
             "mysql://u@h/d?pasword=Val-Hidden",
         );
-        let err = connect_options("m", &c, &settings).await.unwrap_err();
+        let err = connect_options("m", &c, &Resolved::from_config(&c))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("`pasword`"), "{err}");
         assert!(!err.to_string().contains("Val-Hidden"), "{err}");
     }

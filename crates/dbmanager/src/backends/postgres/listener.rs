@@ -236,7 +236,8 @@ async fn open_session(
             "the connection is no longer PostgreSQL; its listener cannot reconnect",
         ));
     }
-    let options = connect_options(name, &current.config, &current.settings).await?;
+    let (credentials, _) = current.credentials.current().await?;
+    let options = connect_options(name, &current.config, &current.settings, &credentials).await?;
     let limit = current.settings.connect_timeout;
     let failed = |e| sqlx_error::<Pg>(name, Operation::Connect, e);
     bounded(name, Operation::Connect, limit, async {

@@ -77,6 +77,13 @@ impl SqlxFlavor for Pg {
 
     sqlx_statements!(Postgres, rows::bind, rows::decode);
 
+    fn with_credentials(
+        options: sqlx::postgres::PgConnectOptions,
+        credentials: &crate::credentials::Resolved,
+    ) -> sqlx::postgres::PgConnectOptions {
+        options::with_credentials(options, credentials)
+    }
+
     /// The wire protocol counts parameters in 16 bits.
     fn check_statement(_sql: &str, params: &[Value]) -> std::result::Result<(), sqlx::Error> {
         check_parameter_count(params.len(), u16::MAX as usize)
@@ -114,7 +121,8 @@ fn classify_sqlstate(code: Option<&str>) -> ErrorKind {
 
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
     Box::pin(async move {
-        let options = connect_options(spec.name, spec.config, spec.settings).await?;
+        let (credentials, _) = spec.credentials.current().await?;
+        let options = connect_options(spec.name, spec.config, spec.settings, &credentials).await?;
         let plan = OpenPlan {
             options,
             keep_probe: false,

@@ -14,6 +14,7 @@ use super::{DEFAULT_PORT, Pg};
 use crate::backends::config_error;
 use crate::backends::sqlx::sqlx_error;
 use crate::config::{ConnectionConfig, PoolSettings, SslMode};
+use crate::credentials::Resolved;
 use crate::dsn::{self, Accept, Known, QuerySyntax};
 use crate::error::{Operation, Result};
 
@@ -108,14 +109,17 @@ const DSN_PARAMETERS: &[Known] = &[
 ];
 
 /// The driver options for a connection: the given `dsn`, or the structured fields; then the
-/// structured settings on top. The password (or `password_file`, read now) is resolved within
-/// `connect_timeout`.
+/// structured settings on top; then `credentials` (the password from `password`,
+/// `password_file` or a provider, and the provider's user).
 pub(crate) async fn connect_options(
     name: &str,
     c: &ConnectionConfig,
     settings: &PoolSettings,
+    credentials: &Resolved,
 ) -> Result<PgConnectOptions> {
-    let password = dsn::password(name, c, settings.connect_timeout).await?;
+    let password = credentials
+        .secret()
+        .map(|pw| SecretString::from(pw.to_owned()));
     let mut options = match &c.dsn {
         Some(given) => {
             dsn::check_query(name, given, QuerySyntax::Url, DSN_PARAMETERS)?;
@@ -150,7 +154,26 @@ pub(crate) async fn connect_options(
         ("tcp_user_timeout", "15000".to_owned()),
     ]);
     options = options.options(server_settings);
-    Ok(options)
+    Ok(with_credentials(options, credentials))
+}
+
+/// `options` with `credentials`' password (an RDS IAM token is a password), and logging in as
+/// the provider's user when it named one.
+pub(crate) fn with_credentials(
+    mut options: PgConnectOptions,
+    credentials: &Resolved,
+) -> PgConnectOptions {
+    if let Some(user) = credentials
+        .user
+        .as_deref()
+        .filter(|u| credentials.provided_user && !u.is_empty())
+    {
+        options = options.username(user);
+    }
+    if let Some(pw) = credentials.secret().filter(|pw| !pw.is_empty()) {
+        options = options.password(pw);
+    }
+    options
 }
 
 /// The structured fields on sqlx's options, as its URL parser would have set them from
@@ -320,7 +343,7 @@ mod tests {
 
     async fn options_for(c: &ConnectionConfig) -> Result<PgConnectOptions> {
         let settings = ManagerConfig::default().pool_settings(c);
-        connect_options("t", c, &settings).await
+        connect_options("t", c, &settings, &Resolved::from_config(c)).await
     }
 
     #[tokio::test]

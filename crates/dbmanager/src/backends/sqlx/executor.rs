@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 use sqlx::Pool;
 
 use super::rows::ColumnCache;
-use super::{SqlxFlavor, hooks, sqlx_error};
+use super::{SqlxFlavor, sqlx_error};
 use crate::config::DefaultOrm;
 use crate::error::{Operation, Result};
 use crate::sql::{Row, Value};
@@ -62,6 +62,20 @@ pub(super) struct SqlxExecutor<F: SqlxFlavor> {
     pub counters: Arc<PoolCounters>,
     /// Column names of recent results, shared with the transactions begun here.
     pub columns: Arc<ColumnCache>,
+    /// Keeps the credentials of new connections current, when they can change.
+    pub refresher: Option<Arc<super::credentials::Refresher<F>>>,
+}
+
+impl<F: SqlxFlavor> SqlxExecutor<F> {
+    async fn checkout(&self) -> Result<sqlx::pool::PoolConnection<F::DB>> {
+        super::credentials::acquire::<F>(
+            &self.name,
+            &self.pool,
+            &self.counters,
+            self.refresher.as_deref(),
+        )
+        .await
+    }
 }
 
 impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
@@ -71,7 +85,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
 
     fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let mut conn = hooks::acquire::<F>(&self.name, &self.pool, &self.counters).await?;
+            let mut conn = self.checkout().await?;
             F::execute(&mut conn, sql, params)
                 .await
                 .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
@@ -84,7 +98,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
-            let mut conn = hooks::acquire::<F>(&self.name, &self.pool, &self.counters).await?;
+            let mut conn = self.checkout().await?;
             F::fetch_all(&mut conn, sql, params, &self.columns)
                 .await
                 .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
@@ -97,7 +111,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
         Box::pin(async move {
-            let mut conn = hooks::acquire::<F>(&self.name, &self.pool, &self.counters).await?;
+            let mut conn = self.checkout().await?;
             F::fetch_optional(&mut conn, sql, params, &self.columns)
                 .await
                 .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
@@ -106,6 +120,9 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
 
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn SqlTransaction>>> {
         Box::pin(async move {
+            if let Some(refresher) = &self.refresher {
+                refresher.before_checkout(&self.pool).await;
+            }
             let tx = self
                 .pool
                 .begin()

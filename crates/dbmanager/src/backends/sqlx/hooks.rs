@@ -1,5 +1,6 @@
 //! sqlx pool construction with the hooks that enforce and count what sqlx does not expose:
-//! `max_idle_conns`, lifetime closes, and a liveness ping only for connections idle a while.
+//! `max_idle_conns`, lifetime closes, and a liveness ping only for connections idle a while;
+//! the application's lifecycle hooks ([`crate::Hooks`]) run after the library's own checks.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,14 +9,47 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 use sqlx::pool::{PoolConnection, PoolOptions};
-use sqlx::{Connection as _, Pool};
+use sqlx::{Connection as _, Database, Pool};
 
 use super::{SqlxFlavor, sqlx_error};
 use crate::backends::LIVENESS_WINDOW;
 use crate::config::PoolSettings;
-use crate::error::{Error, Operation};
+use crate::error::{Error, Operation, Result};
+use crate::hooks::{HookRunner, HookSql};
+use crate::sql::{Row, Value};
 use crate::stats::PoolCounters;
+
+/// One sqlx connection as the application's hooks see it.
+pub(crate) struct HookConn<'c, F: SqlxFlavor> {
+    pub name: &'c str,
+    pub conn: &'c mut <F::DB as Database>::Connection,
+}
+
+impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
+    fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            F::execute(&mut *self.conn, sql, params)
+                .await
+                .map_err(|e| sqlx_error::<F>(self.name, Operation::Query, e))
+        })
+    }
+
+    fn fetch_optional<'a>(
+        &'a mut self,
+        sql: &'a str,
+        params: &'a [Value],
+    ) -> BoxFuture<'a, Result<Option<Row>>> {
+        Box::pin(async move {
+            // A hook's statements are few; their column names are not worth sharing.
+            let columns = super::rows::ColumnCache::default();
+            F::fetch_optional(&mut *self.conn, sql, params, &columns)
+                .await
+                .map_err(|e| sqlx_error::<F>(self.name, Operation::Query, e))
+        })
+    }
+}
 
 /// Lets the release hook read the idle count of the pool it belongs to. Cleared when the owning
 /// backend is dropped, which breaks the pool → hook → pool cycle.
@@ -26,11 +60,14 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
     counters: &Arc<PoolCounters>,
     slot: &PoolSlot<F::DB>,
     init: Arc<[String]>,
+    runner: &HookRunner,
 ) -> PoolOptions<F::DB> {
     let lifetime = settings.max_lifetime;
     let max_idle = settings.max_idle as usize;
     let (on_connect, on_acquire, on_release) =
         (counters.clone(), counters.clone(), counters.clone());
+    let (connect_hooks, acquire_hooks, release_hooks) =
+        (runner.clone(), runner.clone(), runner.clone());
     let slot = slot.clone();
     PoolOptions::<F::DB>::new()
         .max_connections(settings.max_open)
@@ -43,15 +80,25 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
         .after_connect(move |conn, _meta| {
             on_connect.opened.fetch_add(1, Relaxed);
             let init = init.clone();
+            let counters = on_connect.clone();
+            let hooks = connect_hooks.clone();
             Box::pin(async move {
                 for statement in init.iter() {
                     F::execute(conn, statement, &[]).await?;
+                }
+                let name = hooks.name().clone();
+                let mut view = HookConn::<F> { name: &name, conn };
+                if let Err(e) = hooks.after_connect(&mut view).await {
+                    // sqlx closes the connection and tries a new one until its acquire timeout.
+                    counters.closed_by_hook.fetch_add(1, Relaxed);
+                    return Err(sqlx::Error::AnyDriverError(Box::new(e)));
                 }
                 Ok(())
             })
         })
         .before_acquire(move |conn, meta| {
             let counters = on_acquire.clone();
+            let hooks = acquire_hooks.clone();
             Box::pin(async move {
                 if lifetime.is_some_and(|max| meta.age >= max) {
                     counters.closed_max_lifetime.fetch_add(1, Relaxed);
@@ -61,10 +108,19 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
                     counters.closed_broken.fetch_add(1, Relaxed);
                     return Ok(false);
                 }
+                let name = hooks.name().clone();
+                let mut view = HookConn::<F> { name: &name, conn };
+                if !hooks
+                    .before_checkout(&mut view, meta.age, meta.idle_for)
+                    .await
+                {
+                    counters.closed_by_hook.fetch_add(1, Relaxed);
+                    return Ok(false);
+                }
                 Ok(true)
             })
         })
-        .after_release(move |_conn, meta| {
+        .after_release(move |conn, meta| {
             let keep = if lifetime.is_some_and(|max| meta.age >= max) {
                 on_release.closed_max_lifetime.fetch_add(1, Relaxed);
                 false
@@ -78,7 +134,20 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
             } else {
                 true
             };
-            Box::pin(async move { Ok(keep) })
+            let counters = on_release.clone();
+            let hooks = release_hooks.clone();
+            Box::pin(async move {
+                if !keep {
+                    return Ok(false);
+                }
+                let name = hooks.name().clone();
+                let mut view = HookConn::<F> { name: &name, conn };
+                if !hooks.after_release(&mut view, meta.age).await {
+                    counters.closed_by_hook.fetch_add(1, Relaxed);
+                    return Ok(false);
+                }
+                Ok(true)
+            })
         })
 }
 

@@ -2,6 +2,7 @@
 //! hooks, the probe, error classification, and the neutral-handle executor. A backend supplies
 //! an [`SqlxFlavor`]: its database type, how to bind and decode [`Value`]s, and its error codes.
 
+mod credentials;
 mod executor;
 mod hooks;
 #[cfg(feature = "sea-orm")]
@@ -89,6 +90,17 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         async { Ok(Vec::new()) }
     }
 
+    /// `options` logging in with `credentials` (the user, when one is given, and the password;
+    /// a token is sent as the password). Only flavors without credentials (SQLite) keep the
+    /// default, which changes nothing.
+    fn with_credentials(
+        options: <<Self::DB as Database>::Connection as sqlx::Connection>::Options,
+        credentials: &crate::credentials::Resolved,
+    ) -> <<Self::DB as Database>::Connection as sqlx::Connection>::Options {
+        let _ = credentials;
+        options
+    }
+
     /// SeaORM on the same pool.
     #[cfg(feature = "sea-orm")]
     fn sea_orm(pool: Pool<Self::DB>) -> sea_orm::DatabaseConnection;
@@ -165,6 +177,10 @@ pub(crate) struct SqlxPool<F: SqlxFlavor> {
     /// A connection held outside the pool for the pool's whole life (SQLite keeps a shared
     /// in-memory database alive with it); closed after the pool.
     keeper: Mutex<Option<<F::DB as Database>::Connection>>,
+    /// Keeps the connect options' credentials current (see `credentials`), while they can
+    /// change.
+    watcher: Option<tokio::task::JoinHandle<()>>,
+    refresher: Option<Arc<credentials::Refresher<F>>>,
     native: Arc<dyn SqlExecutor>,
     #[cfg(feature = "sea-orm")]
     orm: sea_orm::DatabaseConnection,
@@ -175,6 +191,9 @@ pub(crate) struct SqlxPool<F: SqlxFlavor> {
 impl<F: SqlxFlavor> Drop for SqlxPool<F> {
     fn drop(&mut self) {
         self.slot.store(None);
+        if let Some(watcher) = &self.watcher {
+            watcher.abort();
+        }
     }
 }
 
@@ -194,6 +213,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
     plan: OpenPlan<'_, F::DB>,
 ) -> Result<Box<dyn BackendPool>> {
     let name = spec.name;
+    let runner = spec.hook_runner();
     let (probe, session) = bounded(
         name,
         Operation::Connect,
@@ -218,6 +238,13 @@ pub(crate) async fn open<F: SqlxFlavor>(
                     )
                 })?;
             }
+            // The application's after-connect hook too: its failure fails the connect.
+            runner
+                .after_connect(&mut hooks::HookConn::<F> {
+                    name,
+                    conn: &mut probe,
+                })
+                .await?;
             Ok((probe, session))
         },
     )
@@ -236,9 +263,20 @@ pub(crate) async fn open<F: SqlxFlavor>(
         .chain(spec.config.init_sql.iter().cloned())
         .collect();
     let slot: hooks::PoolSlot<F::DB> = Arc::new(arc_swap::ArcSwapOption::empty());
-    let pool = hooks::pool_options::<F>(spec.settings, spec.counters, &slot, init)
+    let pool = hooks::pool_options::<F>(spec.settings, spec.counters, &slot, init, &runner)
         .connect_lazy_with(plan.options);
     slot.store(Some(Arc::new(pool.clone())));
+    let refresher = spec.credentials.is_dynamic().then(|| {
+        Arc::new(credentials::Refresher::<F>::new(
+            name,
+            spec.config.enable_logging,
+            spec.credentials,
+            pool.connect_options().as_ref().clone(),
+        ))
+    });
+    let watcher = refresher
+        .clone()
+        .map(|r| credentials::watch::<F>(r, slot.clone()));
     warm_up::<F>(
         name,
         &pool,
@@ -251,6 +289,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         pool: pool.clone(),
         counters: spec.counters.clone(),
         columns: Arc::default(),
+        refresher: refresher.clone(),
     });
     #[cfg(feature = "sea-orm")]
     let orm = F::sea_orm(pool.clone());
@@ -259,6 +298,8 @@ pub(crate) async fn open<F: SqlxFlavor>(
         counters: spec.counters.clone(),
         slot,
         keeper: Mutex::new(keeper),
+        watcher,
+        refresher,
         native,
         #[cfg(feature = "sea-orm")]
         orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(name.clone(), orm.clone())),
@@ -281,6 +322,7 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         pool: pool.clone(),
         counters: counters.clone(),
         columns: Arc::default(),
+        refresher: None,
     });
     #[cfg(feature = "sea-orm")]
     let orm = F::sea_orm(pool.clone());
@@ -289,6 +331,8 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         counters: counters.clone(),
         slot: Arc::new(arc_swap::ArcSwapOption::empty()),
         keeper: Mutex::new(None),
+        watcher: None,
+        refresher: None,
         native,
         #[cfg(feature = "sea-orm")]
         orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(name.clone(), orm.clone())),
@@ -331,7 +375,13 @@ impl<F: SqlxFlavor> BackendPool for SqlxPool<F> {
 
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let mut conn = hooks::acquire::<F>(&self.name, &self.pool, &self.counters).await?;
+            let mut conn = credentials::acquire::<F>(
+                &self.name,
+                &self.pool,
+                &self.counters,
+                self.refresher.as_deref(),
+            )
+            .await?;
             conn.ping()
                 .await
                 .map_err(|e| sqlx_error::<F>(&self.name, Operation::Ping, e))
@@ -370,6 +420,9 @@ impl<F: SqlxFlavor> BackendPool for SqlxPool<F> {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            if let Some(watcher) = &self.watcher {
+                watcher.abort();
+            }
             self.pool.close().await;
             if let Some(conn) = self.keeper.lock().await.take() {
                 let _ = conn.close().await;
