@@ -38,6 +38,10 @@ fn main() {
         runtime.block_on(soak::run(minutes, Duration::from_secs_f64(every)));
         return;
     }
+    if what == "sizes" {
+        query::sizes();
+        return;
+    }
     if what == "count" {
         let index = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
         let per_worker = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1000);

@@ -371,3 +371,34 @@ pub async fn count(index: usize, per_worker: u64) {
     println!("{name}: {} operations", 16 * per_worker);
     m.close(Duration::from_secs(5)).await;
 }
+
+/// Sizes in bytes of the futures each query variant's operation builds (`dbmanager-bench sizes`):
+/// a future is moved (copied) whole when boxed or awaited inside another, so its size is paid
+/// per call.
+pub fn sizes() {
+    fn of<'a, A: ?Sized + 'a, Fut>(_: fn(&'a A) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+    fn neutral_one(
+        db: &dbmanager::Database,
+    ) -> impl Future<Output = dbmanager::Result<dbmanager::Row>> + '_ {
+        db.fetch_one("SELECT 1", &[])
+    }
+    fn neutral_all(
+        db: &dbmanager::Database,
+    ) -> impl Future<Output = dbmanager::Result<Vec<dbmanager::Row>>> + '_ {
+        db.fetch_all("SELECT 1", &[])
+    }
+    fn neutral_execute(
+        db: &dbmanager::Database,
+    ) -> impl Future<Output = dbmanager::Result<u64>> + '_ {
+        db.execute("SELECT 1", &[])
+    }
+    fn raw(pool: &PgPool) -> impl Future<Output = Result<i32, sqlx::Error>> + '_ {
+        sqlx::query_scalar("SELECT 1").fetch_one(pool)
+    }
+    println!("raw sqlx fetch_one: {} bytes", of(raw));
+    println!("neutral fetch_one: {} bytes", of(neutral_one));
+    println!("neutral fetch_all: {} bytes", of(neutral_all));
+    println!("neutral execute: {} bytes", of(neutral_execute));
+}

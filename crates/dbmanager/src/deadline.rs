@@ -2,19 +2,23 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
+
 use crate::error::{Error, Operation, Result};
 
 /// Runs `attempt` under a timeout, turning the elapsed timeout into a transient error.
-pub(crate) async fn bounded<T, F>(
+///
+/// A `map` on the timeout rather than an `async fn`: no wrapper future around it, so it is not
+/// copied once more on the query path.
+pub(crate) fn bounded<T, F>(
     name: &str,
     operation: Operation,
     limit: Duration,
     attempt: F,
-) -> Result<T>
+) -> impl std::future::Future<Output = Result<T>>
 where
     F: std::future::Future<Output = Result<T>>,
 {
     tokio::time::timeout(limit, attempt)
-        .await
-        .unwrap_or_else(|_| Err(Error::timeout(name, operation, limit)))
+        .map(move |r| r.unwrap_or_else(|_| Err(Error::timeout(name, operation, limit))))
 }

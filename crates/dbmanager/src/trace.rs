@@ -54,7 +54,8 @@ impl Tracer {
         }
         tracing::info_span!(
             "dbmanager",
-            otel.name = format!("{operation} {}", self.connection),
+            // Formatted only by a subscriber that records it: no allocation per statement.
+            otel.name = tracing::field::display(SpanName(operation, &self.connection)),
             otel.status_code = tracing::field::Empty,
             "db.system" = self.system,
             "db.namespace" = self.namespace.as_str(),
@@ -75,6 +76,15 @@ impl Tracer {
             span.record("db.query.text", sql);
         }
         span
+    }
+}
+
+/// A span's name, `<operation> <connection>`, written when a subscriber records it.
+struct SpanName<'a>(&'static str, &'a str);
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
     }
 }
 

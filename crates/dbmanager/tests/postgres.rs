@@ -267,3 +267,50 @@ async fn arrays_intervals_and_money_round_trip() {
         manager.close(Duration::from_secs(5)).await;
     }
 }
+
+/// Results with the same columns share one column-name list (no `String` per column per
+/// query); a result with other columns, even of the same count, gets its own names, and a
+/// transaction's results are named the same way.
+#[tokio::test]
+async fn results_of_the_same_columns_share_their_names() {
+    let db = TestDb::create();
+    let manager = Manager::new(fast_config().with_connection(db.config("pg"))).unwrap();
+    manager.connect().await.unwrap();
+    let neutral = manager.database("pg").unwrap();
+
+    let first = neutral
+        .fetch_one("SELECT 1 AS a, 2 AS b", &[])
+        .await
+        .unwrap();
+    let again = neutral
+        .fetch_all("SELECT 3 AS a, 4 AS b UNION ALL SELECT 5, 6", &[])
+        .await
+        .unwrap();
+    assert_eq!(first.columns(), ["a", "b"]);
+    assert_eq!(again.len(), 2);
+    for row in &again {
+        assert_eq!(row.columns(), ["a", "b"]);
+        assert_eq!(row.columns().as_ptr(), first.columns().as_ptr());
+    }
+
+    // Same count, other names (and the same digest slot for `a`/`b` and `c`/`d`): not reused.
+    let other = neutral
+        .fetch_one("SELECT 1 AS c, 2 AS d", &[])
+        .await
+        .unwrap();
+    assert_eq!(other.columns(), ["c", "d"]);
+    assert_eq!(other.get::<i32>("d").unwrap(), 2);
+    let back = neutral
+        .fetch_one("SELECT 7 AS a, 8 AS b", &[])
+        .await
+        .unwrap();
+    assert_eq!(back.columns(), ["a", "b"]);
+    assert_eq!(back.get::<i32>("b").unwrap(), 8);
+
+    let mut tx = neutral.begin().await.unwrap();
+    let rows = tx.fetch_all("SELECT 9 AS c, 10 AS d", &[]).await.unwrap();
+    assert_eq!(rows[0].columns(), ["c", "d"]);
+    assert_eq!(rows[0].get::<i32>("c").unwrap(), 9);
+    tx.rollback().await.unwrap();
+    manager.close(Duration::from_secs(5)).await;
+}

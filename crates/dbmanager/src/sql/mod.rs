@@ -9,7 +9,7 @@ pub(crate) mod placeholders;
 mod value;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub(crate) use executor::{SqlExecutor, SqlTransaction};
@@ -17,6 +17,7 @@ pub use value::{ColumnRef, FromValue, Interval, Row, Value};
 pub(crate) use value::{parse_timestamp, parse_timestamptz};
 
 use arc_swap::ArcSwap;
+use futures_util::future::{BoxFuture, Either};
 use tracing::Instrument as _;
 
 use crate::breaker::{Admission, is_unreachable};
@@ -32,25 +33,23 @@ use crate::trace::{Tracer, record_outcome};
 /// operations of [`crate::stats::OPERATIONS`]).
 ///
 /// `work` is the executor's boxed future: the timeout and span wrappers only hold its pointer.
+/// Every future on this path is moved (copied whole) into the one awaiting it, so the path is
+/// kept flat: no wrapper future around another where a plain call does.
 async fn timed<T>(
     c: &Context,
     operation: Operation,
     statement: usize,
     span: tracing::Span,
-    work: impl Future<Output = Result<T>>,
+    work: BoxFuture<'_, Result<T>>,
 ) -> Result<T> {
     let started = c.record_queries.then(tokio::time::Instant::now);
-    let bounded_work = async {
-        match c.query_timeout {
-            Some(limit) => bounded(&c.name, operation, limit, work).await,
-            None => work.await,
-        }
-    };
     // A disabled span would still be entered and exited on every poll.
     let outcome = if span.is_disabled() {
-        bounded_work.await
+        bounded_or_not(c, operation, work).await
     } else {
-        let outcome = bounded_work.instrument(span.clone()).await;
+        let outcome = bounded_or_not(c, operation, work)
+            .instrument(span.clone())
+            .await;
         record_outcome(&span, &outcome);
         outcome
     };
@@ -61,6 +60,46 @@ async fn timed<T>(
             .record(statement, started.elapsed(), kind);
     }
     outcome
+}
+
+/// `work` under the query timeout, if there is one (a plain function, so no future of its own).
+fn bounded_or_not<'w, T>(
+    c: &'w Context,
+    operation: Operation,
+    work: BoxFuture<'w, Result<T>>,
+) -> impl Future<Output = Result<T>> {
+    match c.query_timeout {
+        Some(limit) => Either::Left(bounded(&c.name, operation, limit, work)),
+        None => Either::Right(work),
+    }
+}
+
+/// Starts one attempt of a statement: the executor's boxed driver future. A plain function, so
+/// the handle's statement future holds no closure future around it.
+type Start<T> = for<'b> fn(&'b dyn SqlExecutor, &'b str, &'b [Value]) -> BoxFuture<'b, Result<T>>;
+
+fn start_execute<'b>(
+    e: &'b dyn SqlExecutor,
+    sql: &'b str,
+    params: &'b [Value],
+) -> BoxFuture<'b, Result<u64>> {
+    e.execute(sql, params)
+}
+
+fn start_fetch_all<'b>(
+    e: &'b dyn SqlExecutor,
+    sql: &'b str,
+    params: &'b [Value],
+) -> BoxFuture<'b, Result<Vec<Row>>> {
+    e.fetch_all(sql, params)
+}
+
+fn start_fetch_optional<'b>(
+    e: &'b dyn SqlExecutor,
+    sql: &'b str,
+    params: &'b [Value],
+) -> BoxFuture<'b, Result<Option<Row>>> {
+    e.fetch_optional(sql, params)
 }
 
 /// Operation indexes of the transaction verbs.
@@ -112,7 +151,12 @@ pub(crate) struct Bound {
 pub struct Database {
     name: Arc<str>,
     source: Arc<dyn ExecutorSource>,
-    bound: ArcSwap<Bound>,
+    /// The executor the handle was made with.
+    first: Arc<Bound>,
+    /// The executor after the pool changed, once it has. Made only then: an `ArcSwap` pays its
+    /// readers' debts when dropped (a walk over every thread's slots), which a handle taken per
+    /// statement would pay on every statement.
+    rebound: OnceLock<ArcSwap<Bound>>,
 }
 
 impl Clone for Database {
@@ -120,14 +164,15 @@ impl Clone for Database {
         Self {
             name: self.name.clone(),
             source: self.source.clone(),
-            bound: ArcSwap::new(self.bound.load_full()),
+            first: self.latest(),
+            rebound: OnceLock::new(),
         }
     }
 }
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let bound = self.bound.load();
+        let bound = self.latest();
         f.debug_struct("Database")
             .field("name", &bound.context.name)
             .field("kind", &bound.context.kind)
@@ -141,18 +186,31 @@ impl Database {
         Self {
             name: bound.context.name.clone(),
             source,
-            bound: ArcSwap::from_pointee(bound),
+            first: Arc::new(bound),
+            rebound: OnceLock::new(),
+        }
+    }
+
+    /// The executor bound last.
+    fn latest(&self) -> Arc<Bound> {
+        match self.rebound.get() {
+            Some(rebound) => rebound.load_full(),
+            None => self.first.clone(),
         }
     }
 
     /// The executor of the connection's pool now, re-bound if the pool changed.
     fn current(&self) -> Result<Arc<Bound>> {
-        let bound = self.bound.load_full();
+        let bound = self.latest();
         if bound.epoch == self.source.epoch() {
             return Ok(bound);
         }
         let fresh = Arc::new(self.source.bind()?);
-        self.bound.store(fresh.clone());
+        // A concurrent first re-bind may win the initialisation; the store then replaces its
+        // executor with this (equally fresh) one.
+        self.rebound
+            .get_or_init(|| ArcSwap::new(fresh.clone()))
+            .store(fresh.clone());
         Ok(fresh)
     }
 
@@ -169,12 +227,12 @@ impl Database {
 
     /// The backend.
     pub fn kind(&self) -> DatabaseType {
-        self.bound.load().context.kind
+        self.latest().context.kind
     }
 
     /// Which layer runs the statements.
     pub fn layer(&self) -> DefaultOrm {
-        self.bound.load().executor.layer()
+        self.latest().executor.layer()
     }
 
     /// Runs `statement` on the connection's pool now: refused at once while the circuit is
@@ -191,17 +249,7 @@ impl Database {
     {
         let bound = self.current()?;
         let c = bound.context.clone();
-        let admission = c.breaker.admit(c.half_open_after);
-        if admission == Admission::Refused {
-            return Err(Error::Unavailable {
-                connection: c.name.to_string(),
-                operation: Operation::Acquire,
-                last_error: Some(
-                    "circuit open: the server could not be reached repeatedly; failing fast until it answers again"
-                        .to_owned(),
-                ),
-            });
-        }
+        let admission = admit(&c)?;
         let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
         let started = std::time::Instant::now();
         let mut bound = bound;
@@ -224,6 +272,44 @@ impl Database {
         outcome
     }
 
+    /// [`Database::run`] for one statement, kept flat (see [`timed`]): the same admission,
+    /// leak watch, swap-following and breaker feedback, with the attempt started by `start`.
+    async fn statement<T>(
+        &self,
+        at: &'static std::panic::Location<'static>,
+        verb: &'static str,
+        sql: &str,
+        params: &[Value],
+        start: Start<T>,
+    ) -> Result<T> {
+        let mut bound = self.current()?;
+        let admission = admit(&bound.context)?;
+        let c = &*bound.context;
+        let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
+        let operation = operation_of(sql);
+        let started = std::time::Instant::now();
+        let mut outcome = bound.attempt(verb, sql, params, operation, start).await;
+        // Swaps close together (a reload under load) can close the next pool too before the
+        // retry reaches it: follow a few, then report.
+        for _ in 0..3 {
+            if !self.lost_swap(&outcome, &bound) {
+                break;
+            }
+            bound = self.current()?;
+            outcome = bound.attempt(verb, sql, params, operation, start).await;
+        }
+        // The breaker, counters and hook failures are the connection's, shared by its
+        // generations.
+        let c = &*bound.context;
+        // A checkout that timed out while the after-connect hook failed is the hook's failure,
+        // not an unreachable server.
+        let outcome = outcome.map_err(|e| c.hook_failures.explain(e, started));
+        let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
+        c.breaker
+            .record(&c.name, reached, admission == Admission::Probe, &c.counters);
+        outcome
+    }
+
     /// Runs a statement; returns the number of rows affected.
     #[track_caller]
     pub fn execute<'a>(
@@ -232,10 +318,7 @@ impl Database {
         params: &'a [Value],
     ) -> impl Future<Output = Result<u64>> + Send + 'a {
         let at = std::panic::Location::caller();
-        async move {
-            self.run(at, |b| async move { b.execute_now(sql, params).await })
-                .await
-        }
+        self.statement(at, "execute", sql, params, start_execute)
     }
 
     /// Runs a query; returns all rows.
@@ -246,10 +329,7 @@ impl Database {
         params: &'a [Value],
     ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
         let at = std::panic::Location::caller();
-        async move {
-            self.run(at, |b| async move { b.fetch_all_now(sql, params).await })
-                .await
-        }
+        self.statement(at, "query", sql, params, start_fetch_all)
     }
 
     /// Runs a query; returns the first row, if any.
@@ -260,13 +340,7 @@ impl Database {
         params: &'a [Value],
     ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
         let at = std::panic::Location::caller();
-        async move {
-            self.run(
-                at,
-                |b| async move { b.fetch_optional_now(sql, params).await },
-            )
-            .await
-        }
+        self.statement(at, "query", sql, params, start_fetch_optional)
     }
 
     /// Runs a query that must return a row.
@@ -279,10 +353,7 @@ impl Database {
         let at = std::panic::Location::caller();
         async move {
             let row = self
-                .run(
-                    at,
-                    |b| async move { b.fetch_optional_now(sql, params).await },
-                )
+                .statement(at, "query", sql, params, start_fetch_optional)
                 .await?;
             row.ok_or_else(|| no_rows(&self.name))
         }
@@ -312,26 +383,36 @@ impl Database {
     }
 }
 
+/// Refused at once while the circuit is open.
+fn admit(c: &Context) -> Result<Admission> {
+    let admission = c.breaker.admit(c.half_open_after);
+    if admission == Admission::Refused {
+        return Err(Error::Unavailable {
+            connection: c.name.to_string(),
+            operation: Operation::Acquire,
+            last_error: Some(
+                "circuit open: the server could not be reached repeatedly; failing fast until it answers again"
+                    .to_owned(),
+            ),
+        });
+    }
+    Ok(admission)
+}
+
 impl Bound {
-    async fn execute_now(&self, sql: &str, params: &[Value]) -> Result<u64> {
+    /// One attempt of a statement: its span, the driver future, the timeout and the metrics.
+    fn attempt<'b, T>(
+        &'b self,
+        verb: &'static str,
+        sql: &'b str,
+        params: &'b [Value],
+        operation: usize,
+        start: Start<T>,
+    ) -> impl Future<Output = Result<T>> {
         let c = &*self.context;
-        let span = c.tracer.query_span("execute", sql);
-        let work = self.executor.execute(sql, params);
-        timed(c, Operation::Query, operation_of(sql), span, work).await
-    }
-
-    async fn fetch_all_now(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        let c = &*self.context;
-        let span = c.tracer.query_span("query", sql);
-        let work = self.executor.fetch_all(sql, params);
-        timed(c, Operation::Query, operation_of(sql), span, work).await
-    }
-
-    async fn fetch_optional_now(&self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
-        let c = &*self.context;
-        let span = c.tracer.query_span("query", sql);
-        let work = self.executor.fetch_optional(sql, params);
-        timed(c, Operation::Query, operation_of(sql), span, work).await
+        let span = c.tracer.query_span(verb, sql);
+        let work = start(&*self.executor, sql, params);
+        timed(c, Operation::Query, operation, span, work)
     }
 
     async fn begin_now(&self) -> Result<Box<dyn SqlTransaction>> {

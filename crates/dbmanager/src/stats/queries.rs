@@ -30,13 +30,20 @@ pub(crate) fn operation_of(sql: &str) -> usize {
             break;
         }
     }
-    let word: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .take(9)
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    let word = match word.as_str() {
+    // The longest keyword told apart has 8 letters; a ninth makes a longer word, no match.
+    let mut buf = [0u8; 9];
+    let mut len = 0;
+    for b in rest
+        .bytes()
+        .take_while(u8::is_ascii_alphabetic)
+        .take(buf.len())
+    {
+        buf[len] = b.to_ascii_uppercase();
+        len += 1;
+    }
+    // ASCII letters only, so always UTF-8.
+    let word = std::str::from_utf8(&buf[..len]).unwrap_or_default();
+    let word = match word {
         "EXEC" | "EXECUTE" => "CALL",
         "VALUES" | "TABLE" | "SHOW" => "SELECT",
         "START" => "BEGIN",

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use sqlx::Pool;
 
+use super::rows::ColumnCache;
 use super::{SqlxFlavor, sqlx_error};
 use crate::config::DefaultOrm;
 use crate::error::{Operation, Result};
@@ -28,11 +29,12 @@ macro_rules! sqlx_statements {
             conn: &'c mut <$db as sqlx::Database>::Connection,
             sql: &'c str,
             params: &'c [$crate::sql::Value],
+            columns: &'c $crate::backends::sqlx::rows::ColumnCache,
         ) -> impl std::future::Future<Output = Result<Vec<$crate::sql::Row>, sqlx::Error>> + Send + 'c
         {
             async move {
                 let rows = $bind(sql, params)?.fetch_all(conn).await?;
-                $crate::backends::sqlx::rows::decode_rows(&rows, $decode)
+                $crate::backends::sqlx::rows::decode_rows(&rows, columns, $decode)
             }
         }
 
@@ -40,12 +42,13 @@ macro_rules! sqlx_statements {
             conn: &'c mut <$db as sqlx::Database>::Connection,
             sql: &'c str,
             params: &'c [$crate::sql::Value],
+            columns: &'c $crate::backends::sqlx::rows::ColumnCache,
         ) -> impl std::future::Future<Output = Result<Option<$crate::sql::Row>, sqlx::Error>>
         + Send
         + 'c {
             async move {
                 let row = $bind(sql, params)?.fetch_optional(conn).await?;
-                Ok($crate::backends::sqlx::rows::decode_rows(row.as_ref(), $decode)?.pop())
+                Ok($crate::backends::sqlx::rows::decode_rows(row.as_ref(), columns, $decode)?.pop())
             }
         }
     };
@@ -57,6 +60,8 @@ pub(super) struct SqlxExecutor<F: SqlxFlavor> {
     pub name: Arc<str>,
     pub pool: Pool<F::DB>,
     pub counters: Arc<PoolCounters>,
+    /// Column names of recent results, shared with the transactions begun here.
+    pub columns: Arc<ColumnCache>,
     /// Keeps the credentials of new connections current, when they can change.
     pub refresher: Option<Arc<super::credentials::Refresher<F>>>,
 }
@@ -94,7 +99,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
             let mut conn = self.checkout().await?;
-            F::fetch_all(&mut conn, sql, params)
+            F::fetch_all(&mut conn, sql, params, &self.columns)
                 .await
                 .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
         })
@@ -107,7 +112,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
     ) -> BoxFuture<'a, Result<Option<Row>>> {
         Box::pin(async move {
             let mut conn = self.checkout().await?;
-            F::fetch_optional(&mut conn, sql, params)
+            F::fetch_optional(&mut conn, sql, params, &self.columns)
                 .await
                 .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
         })
@@ -126,6 +131,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
             Ok(Box::new(SqlxTransaction::<F> {
                 name: self.name.clone(),
                 tx,
+                columns: self.columns.clone(),
             }) as Box<dyn SqlTransaction>)
         })
     }
@@ -135,6 +141,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
 struct SqlxTransaction<F: SqlxFlavor> {
     name: Arc<str>,
     tx: sqlx::Transaction<'static, F::DB>,
+    columns: Arc<ColumnCache>,
 }
 
 impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
@@ -152,7 +159,7 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
-            F::fetch_all(&mut self.tx, sql, params)
+            F::fetch_all(&mut self.tx, sql, params, &self.columns)
                 .await
                 .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
         })

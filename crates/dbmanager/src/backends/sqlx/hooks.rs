@@ -2,11 +2,13 @@
 //! `max_idle_conns`, lifetime closes, and a liveness ping only for connections idle a while;
 //! the application's lifecycle hooks ([`crate::Hooks`]) run after the library's own checks.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
+use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{Connection as _, Database, Pool};
@@ -40,7 +42,9 @@ impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
         Box::pin(async move {
-            F::fetch_optional(&mut *self.conn, sql, params)
+            // A hook's statements are few; their column names are not worth sharing.
+            let columns = super::rows::ColumnCache::default();
+            F::fetch_optional(&mut *self.conn, sql, params, &columns)
                 .await
                 .map_err(|e| sqlx_error::<F>(self.name, Operation::Query, e))
         })
@@ -155,23 +159,27 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
 }
 
 /// Checks a connection out, counting waits when the pool was exhausted at the time of asking.
-pub(crate) async fn acquire<F: SqlxFlavor>(
-    name: &str,
-    pool: &Pool<F::DB>,
-    counters: &PoolCounters,
-) -> Result<PoolConnection<F::DB>, Error> {
+///
+/// The driver's checkout future is large (it holds the connect path); a wrapping `async fn`
+/// would copy it once more on every call, so the accounting is a `map` on it instead.
+pub(crate) fn acquire<'a, F: SqlxFlavor>(
+    name: &'a str,
+    pool: &'a Pool<F::DB>,
+    counters: &'a PoolCounters,
+) -> impl Future<Output = Result<PoolConnection<F::DB>, Error>> + Send + 'a {
     let exhausted = pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections();
     let started = Instant::now();
-    let result = pool.acquire().await;
-    let waited = started.elapsed();
-    if exhausted {
-        counters.record_wait(waited);
-    }
-    counters.acquire_wait_seconds.observe(waited);
-    result.map_err(|e| {
-        if matches!(e, sqlx::Error::PoolTimedOut) {
-            counters.acquire_timeouts.fetch_add(1, Relaxed);
+    pool.acquire().map(move |result| {
+        let waited = started.elapsed();
+        if exhausted {
+            counters.record_wait(waited);
         }
-        sqlx_error::<F>(name, Operation::Acquire, e)
+        counters.acquire_wait_seconds.observe(waited);
+        result.map_err(|e| {
+            if matches!(e, sqlx::Error::PoolTimedOut) {
+                counters.acquire_timeouts.fetch_add(1, Relaxed);
+            }
+            sqlx_error::<F>(name, Operation::Acquire, e)
+        })
     })
 }

@@ -50,6 +50,7 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         conn: &'c mut <Self::DB as Database>::Connection,
         sql: &'c str,
         params: &'c [Value],
+        columns: &'c rows::ColumnCache,
     ) -> impl Future<Output = std::result::Result<Vec<Row>, sqlx::Error>> + Send + 'c;
 
     /// Runs a query on one connection; the first row.
@@ -57,6 +58,7 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         conn: &'c mut <Self::DB as Database>::Connection,
         sql: &'c str,
         params: &'c [Value],
+        columns: &'c rows::ColumnCache,
     ) -> impl Future<Output = std::result::Result<Option<Row>, sqlx::Error>> + Send + 'c;
 
     /// UUIDs are stored as hyphenated text (no native UUID type).
@@ -286,6 +288,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         name: name.clone(),
         pool: pool.clone(),
         counters: spec.counters.clone(),
+        columns: Arc::default(),
         refresher: refresher.clone(),
     });
     #[cfg(feature = "sea-orm")]
@@ -318,6 +321,7 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         name: name.clone(),
         pool: pool.clone(),
         counters: counters.clone(),
+        columns: Arc::default(),
         refresher: None,
     });
     #[cfg(feature = "sea-orm")]

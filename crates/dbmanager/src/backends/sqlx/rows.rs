@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use sqlx::Column as _;
 
 use crate::sql::{Row, Value};
@@ -43,13 +44,42 @@ pub(crate) fn placeholder_error(e: crate::sql::placeholders::PlaceholderError) -
     sqlx::Error::Encode(Box::new(e))
 }
 
-fn column_names<R: sqlx::Row>(row: &R) -> Arc<[String]> {
-    row.columns().iter().map(|c| c.name().to_owned()).collect()
+/// Column-name lists recently seen by one pool, so a result whose statement has the same
+/// columns as an earlier one shares that list instead of allocating a `String` per column per
+/// query. A few slots picked by a cheap digest of the columns; a hit is checked name by name, so
+/// a stale or colliding slot only costs the allocation it would have cost anyway.
+#[derive(Default)]
+pub(crate) struct ColumnCache {
+    slots: [ArcSwapOption<Arc<[String]>>; COLUMN_SLOTS],
 }
 
-/// Decodes a whole result, sharing one column-name list across its rows.
+const COLUMN_SLOTS: usize = 8;
+
+impl ColumnCache {
+    /// The shared name list of `row`'s columns.
+    pub(crate) fn names<R: sqlx::Row>(&self, row: &R) -> Arc<[String]> {
+        let columns = row.columns();
+        let digest = columns.iter().fold(columns.len(), |d, c| {
+            d.wrapping_mul(31).wrapping_add(c.name().len())
+        });
+        let slot = &self.slots[digest % COLUMN_SLOTS];
+        if let Some(cached) = &*slot.load()
+            && cached.len() == columns.len()
+            && cached.iter().zip(columns).all(|(n, c)| n == c.name())
+        {
+            return Arc::clone(cached);
+        }
+        let names: Arc<[String]> = columns.iter().map(|c| c.name().to_owned()).collect();
+        slot.store(Some(Arc::new(names.clone())));
+        names
+    }
+}
+
+/// Decodes a whole result, sharing one column-name list across its rows (and with earlier
+/// results of the same columns, through `cache`).
 pub(crate) fn decode_rows<'a, R, F>(
     rows: impl IntoIterator<Item = &'a R>,
+    cache: &ColumnCache,
     decode: F,
 ) -> Result<Vec<Row>, sqlx::Error>
 where
@@ -59,7 +89,7 @@ where
     let mut columns: Option<Arc<[String]>> = None;
     rows.into_iter()
         .map(|r| {
-            let names = columns.get_or_insert_with(|| column_names(r)).clone();
+            let names = columns.get_or_insert_with(|| cache.names(r)).clone();
             decode(r).map(|values| Row::new(names, values))
         })
         .collect()
