@@ -263,13 +263,7 @@ impl Database {
             bound = self.current()?;
             outcome = statement(bound.clone()).await;
         }
-        // A checkout that timed out while the after-connect hook failed is the hook's failure,
-        // not an unreachable server.
-        let outcome = outcome.map_err(|e| c.hook_failures.explain(e, started));
-        let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
-        c.breaker
-            .record(&c.name, reached, admission == Admission::Probe, &c.counters);
-        outcome
+        settle(&c, outcome, started, admission)
     }
 
     /// [`Database::run`] for one statement, kept flat (see [`timed`]): the same admission,
@@ -300,14 +294,7 @@ impl Database {
         }
         // The breaker, counters and hook failures are the connection's, shared by its
         // generations.
-        let c = &*bound.context;
-        // A checkout that timed out while the after-connect hook failed is the hook's failure,
-        // not an unreachable server.
-        let outcome = outcome.map_err(|e| c.hook_failures.explain(e, started));
-        let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
-        c.breaker
-            .record(&c.name, reached, admission == Admission::Probe, &c.counters);
-        outcome
+        settle(&bound.context, outcome, started, admission)
     }
 
     /// Runs a statement; returns the number of rows affected.
@@ -397,6 +384,22 @@ fn admit(c: &Context) -> Result<Admission> {
         });
     }
     Ok(admission)
+}
+
+/// The end of every statement and `begin`: a checkout that timed out while the after-connect
+/// hook failed is reported as the hook's failure (not an unreachable server), and whether the
+/// server was reached is fed to the circuit breaker.
+fn settle<T>(
+    c: &Context,
+    outcome: Result<T>,
+    started: std::time::Instant,
+    admission: Admission,
+) -> Result<T> {
+    let outcome = outcome.map_err(|e| c.hook_failures.explain(e, started));
+    let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
+    c.breaker
+        .record(&c.name, reached, admission == Admission::Probe, &c.counters);
+    outcome
 }
 
 impl Bound {
