@@ -181,7 +181,7 @@ fn pg_bin(tool: &str) -> PathBuf {
         .join(tool)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -190,7 +190,7 @@ fn is_root() -> bool {
 }
 
 /// Runs a PostgreSQL tool as the `postgres` user when we are root (initdb refuses root).
-fn as_postgres(tool: &str, args: &[&str]) -> Command {
+pub(crate) fn as_postgres(tool: &str, args: &[&str]) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"])
@@ -464,6 +464,7 @@ pub fn mongo_config(name: &str, database: &str) -> ConnectionConfig {
 pub mod conformance;
 pub mod mysql;
 pub mod proxy;
+pub mod replication;
 
 impl PrivateCluster {
     /// The postmaster's PID, from its pid file.
