@@ -132,7 +132,12 @@ fn through_begin(
                 let m = m.clone();
                 async move {
                     let started = Instant::now();
-                    let tx = m.postgres("pg").map_err(text)?.begin().await.map_err(text)?;
+                    let tx = m
+                        .postgres("pg")
+                        .map_err(text)?
+                        .begin()
+                        .await
+                        .map_err(text)?;
                     let took = started.elapsed();
                     tx.rollback().await.map_err(text)?;
                     Ok(took)

@@ -32,16 +32,24 @@ impl Idle {
     /// Checks `n` connections out at once (opening what the pool lacks), then returns them.
     async fn hold(&self, n: usize) -> Result<(), String> {
         match self {
-            Idle::Sqlx(pool) => {
-                drop(try_join_all((0..n).map(|_| pool.acquire())).await.map_err(text)?)
-            }
-            Idle::Deadpool(pool) => {
-                drop(try_join_all((0..n).map(|_| pool.get())).await.map_err(text)?)
-            }
+            Idle::Sqlx(pool) => drop(
+                try_join_all((0..n).map(|_| pool.acquire()))
+                    .await
+                    .map_err(text)?,
+            ),
+            Idle::Deadpool(pool) => drop(
+                try_join_all((0..n).map(|_| pool.get()))
+                    .await
+                    .map_err(text)?,
+            ),
             Idle::Dbmanager(m, name) => {
                 let db = m.database(name).map_err(text)?;
                 // A transaction holds its connection until dropped (which rolls it back).
-                drop(try_join_all((0..n).map(|_| db.begin())).await.map_err(text)?)
+                drop(
+                    try_join_all((0..n).map(|_| db.begin()))
+                        .await
+                        .map_err(text)?,
+                )
             }
         }
         Ok(())

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use dbmanager::reexports::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use dbmanager::Manager;
+use dbmanager::reexports::sea_orm::{ConnectionTrait, DbBackend, Statement};
 use dbmanager::reexports::sqlx::{self, PgPool};
 
 use crate::harness::{Op, fmt_rate, median, op, throughput};

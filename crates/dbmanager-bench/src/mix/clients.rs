@@ -240,9 +240,7 @@ impl MixClient for SeaOrm {
                     expect_range(rows.len())?;
                 }
                 Kind::Insert => {
-                    orm.execute_raw(statement(INSERT, id))
-                        .await
-                        .map_err(text)?;
+                    orm.execute_raw(statement(INSERT, id)).await.map_err(text)?;
                 }
                 Kind::Transaction => {
                     let tx = orm.begin().await.map_err(text)?;

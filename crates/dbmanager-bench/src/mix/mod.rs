@@ -175,11 +175,16 @@ fn report(
     println!("## 7. Query mix\n");
     println!(
         "{clients} clients, each variant on its own pool of {clients} connections; database `{database}`, \
-         {} items; mix: {}. {rounds} interleaved rounds of {seconds} s per variant after a {} ms warm-up. \
+         {} items in {} tables; mix: {}. {rounds} interleaved rounds of {seconds} s per variant after a {} ms warm-up. \
          Throughput is the median of the rounds and spread is (max - min) / median over them; \
          latencies are over all rounds. Ratios are how many times as fast as the baseline \
          (throughput / its throughput, its p50 / p50): above 1 is faster.\n",
         workload::ITEMS,
+        if workload::unlogged() {
+            "UNLOGGED (`BENCH_MIX_UNLOGGED=1`: commits wait for no WAL flush)"
+        } else {
+            "logged (commits wait for their WAL flush)"
+        },
         shares.join(", "),
         WARMUP.as_millis()
     );

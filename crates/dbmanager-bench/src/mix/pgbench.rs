@@ -86,16 +86,14 @@ fn parse(line: &str) -> Option<Result<Logged, String>> {
         return None;
     }
     let number = |i: usize| fields[i].parse::<u64>().ok();
-    Some(
-        match (number(2), number(3), number(4), number(5)) {
-            (Some(latency_us), Some(script), Some(epoch), Some(us)) => Ok(Logged {
-                script: script as usize,
-                latency_us,
-                completed_us: epoch * 1_000_000 + us,
-            }),
-            _ => Err(format!("pgbench logged a failed transaction: {line}")),
-        },
-    )
+    Some(match (number(2), number(3), number(4), number(5)) {
+        (Some(latency_us), Some(script), Some(epoch), Some(us)) => Ok(Logged {
+            script: script as usize,
+            latency_us,
+            completed_us: epoch * 1_000_000 + us,
+        }),
+        _ => Err(format!("pgbench logged a failed transaction: {line}")),
+    })
 }
 
 fn read_logs(dir: &Path, warmup: Duration) -> Result<Run, String> {

@@ -115,8 +115,20 @@ pub fn prepare(database: &str) {
             "INSERT INTO {ITEMS_TABLE} SELECT i, 'item ' || i, 0 FROM generate_series(1, {ITEMS}) AS i"
         ));
     }
+    // Logged (durable) by default, so a write waits for its WAL flush as in production;
+    // unlogged on request, which takes the disk out of the comparison of clients on a machine
+    // whose disk is busy with other work (a commit that wrote no WAL does not wait for a flush).
+    let persistence = if unlogged() { "UNLOGGED" } else { "LOGGED" };
+    for table in [LOG_TABLE, ITEMS_TABLE] {
+        sql(&format!("ALTER TABLE {table} SET {persistence}"));
+    }
     sql(&format!("ANALYZE {ITEMS_TABLE}"));
     truncate_log(database);
+}
+
+/// `BENCH_MIX_UNLOGGED=1`: the mix's tables are UNLOGGED.
+pub fn unlogged() -> bool {
+    std::env::var("BENCH_MIX_UNLOGGED").is_ok_and(|v| v == "1")
 }
 
 /// Empties the log table, so every cell inserts into a table of the same size.
