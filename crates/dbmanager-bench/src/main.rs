@@ -65,7 +65,7 @@ fn main() {
         return;
     }
     let seconds = || arg(&args, 3).unwrap_or(cell_duration().as_secs_f64());
-    let rounds = || arg(&args, 2).unwrap_or(3);
+    let rounds = || arg(&args, 2).unwrap_or(3).max(1);
     if what == "mix" {
         runtime.block_on(mix::run(rounds(), seconds(), arg(&args, 4).unwrap_or(8)));
         return;

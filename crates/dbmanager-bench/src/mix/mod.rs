@@ -174,7 +174,8 @@ fn report(
         .collect();
     println!("## 7. Query mix\n");
     println!(
-        "{clients} clients, each variant on its own pool of {clients} connections; database `{database}`, \
+        "{clients} clients on pools of {clients} connections (one per raw client; dbmanager's layers share \
+         its connection's pool); database `{database}`, \
          {} items in {} tables; mix: {}. {rounds} interleaved rounds of {seconds} s per variant after a {} ms warm-up. \
          Throughput is the median of the rounds and spread is (max - min) / median over them; \
          latencies are over all rounds. Ratios are how many times as fast as the baseline \
