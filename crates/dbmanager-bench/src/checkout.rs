@@ -42,10 +42,10 @@ where
 
 /// Checkout, trivial work (one yield to the scheduler, so other tasks run while it is held),
 /// release.
-fn plain(sqlx: PgPool, dp: deadpool_postgres::Pool, m: Manager) -> Vec<(&'static str, Probe)> {
+fn plain(sqlx: PgPool, dp: deadpool_postgres::Pool, m: Manager) -> Vec<(String, Probe)> {
     vec![
         (
-            "raw sqlx (`acquire`)",
+            "raw sqlx (`acquire`)".into(),
             probe(move || {
                 let pool = sqlx.clone();
                 async move {
@@ -59,7 +59,7 @@ fn plain(sqlx: PgPool, dp: deadpool_postgres::Pool, m: Manager) -> Vec<(&'static
             }),
         ),
         (
-            "raw deadpool-postgres (`get`)",
+            "raw deadpool-postgres (`get`)".into(),
             probe(move || {
                 let dp = dp.clone();
                 async move {
@@ -73,7 +73,7 @@ fn plain(sqlx: PgPool, dp: deadpool_postgres::Pool, m: Manager) -> Vec<(&'static
             }),
         ),
         (
-            "dbmanager native (`postgres()` + `acquire`)",
+            "dbmanager native (`postgres()` + `acquire`)".into(),
             probe(move || {
                 let m = m.clone();
                 async move {
@@ -90,17 +90,13 @@ fn plain(sqlx: PgPool, dp: deadpool_postgres::Pool, m: Manager) -> Vec<(&'static
     ]
 }
 
-/// Checkout + `BEGIN`, released by `ROLLBACK`: the neutral handle next to the same through the
-/// other clients.
-fn through_begin(
-    sqlx: PgPool,
-    dp: deadpool_postgres::Pool,
-    m: Manager,
-) -> Vec<(&'static str, Probe)> {
-    let m2 = m.clone();
-    vec![
+/// Checkout + `BEGIN`, released by `ROLLBACK`: the neutral handle (on every driver of
+/// [`pools::DRIVERS`]) next to the same through the other clients.
+fn through_begin(sqlx: PgPool, dp: deadpool_postgres::Pool, m: Manager) -> Vec<(String, Probe)> {
+    let native = m.clone();
+    let mut out = vec![
         (
-            "raw sqlx (`begin`)",
+            "raw sqlx (`begin`)".into(),
             probe(move || {
                 let pool = sqlx.clone();
                 async move {
@@ -113,7 +109,7 @@ fn through_begin(
             }),
         ),
         (
-            "raw deadpool-postgres (`get` + `transaction`)",
+            "raw deadpool-postgres (`get` + `transaction`)".into(),
             probe(move || {
                 let dp = dp.clone();
                 async move {
@@ -127,9 +123,9 @@ fn through_begin(
             }),
         ),
         (
-            "dbmanager native (`postgres()` + `begin`)",
+            "dbmanager native (`postgres()` + `begin`)".into(),
             probe(move || {
-                let m = m.clone();
+                let m = native.clone();
                 async move {
                     let started = Instant::now();
                     let tx = m
@@ -144,28 +140,32 @@ fn through_begin(
                 }
             }),
         ),
-        (
-            "dbmanager neutral (`database()` + `begin`)",
+    ];
+    for d in pools::DRIVERS {
+        let (m, connection) = (m.clone(), d.connection);
+        out.push((
+            format!("dbmanager neutral, {} (`database()` + `begin`)", d.label),
             probe(move || {
-                let m = m2.clone();
+                let m = m.clone();
                 async move {
                     let started = Instant::now();
-                    let db = m.database("pg").map_err(text)?;
+                    let db = m.database(connection).map_err(text)?;
                     let tx = db.begin().await.map_err(text)?;
                     let took = started.elapsed();
                     tx.rollback().await.map_err(text)?;
                     Ok(took)
                 }
             }),
-        ),
-    ]
+        ));
+    }
+    out
 }
 
 pub async fn run(rounds: usize, seconds: f64, tasks: usize, pool: u32) {
     let db = TestDb::create();
     let sqlx = pools::sqlx_pool(&db.name, pool, true).await;
     let dp = pools::deadpool(&db.name, pool as usize);
-    let m = pools::manager_with(vec![pools::pg_config("pg", &db.name, pool)]).await;
+    let m = pools::manager_with(pools::driver_configs(&db.name, pool)).await;
     let groups = [
         (
             "Checkout, one yield, release",

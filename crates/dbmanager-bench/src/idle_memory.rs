@@ -72,20 +72,27 @@ impl Idle {
     }
 }
 
-/// The drivers compared, each on its own database so its backends can be told apart. A
-/// dbmanager connection on another driver is one more `Idle::Dbmanager` line (its config with
-/// the driver set).
-async fn variants(n: usize) -> Vec<(&'static str, TestDb, Idle)> {
+/// The drivers compared, each on its own database so its backends can be told apart: the raw
+/// pools and every dbmanager driver of [`pools::DRIVERS`].
+async fn variants(n: usize) -> Vec<(String, TestDb, Idle)> {
     let size = u32::try_from(n).unwrap_or(u32::MAX);
-    let (a, b, c) = (TestDb::create(), TestDb::create(), TestDb::create());
+    let (a, b) = (TestDb::create(), TestDb::create());
     let sqlx = Idle::Sqlx(pools::sqlx_pool(&a.name, size, true).await);
     let dp = Idle::Deadpool(pools::deadpool(&b.name, n));
-    let m = pools::manager_with(vec![pools::pg_config("pg", &c.name, size)]).await;
-    vec![
-        ("raw sqlx", a, sqlx),
-        ("raw deadpool-postgres", b, dp),
-        ("dbmanager (sqlx)", c, Idle::Dbmanager(m, "pg")),
-    ]
+    let mut out = vec![
+        ("raw sqlx".to_owned(), a, sqlx),
+        ("raw deadpool-postgres".to_owned(), b, dp),
+    ];
+    for d in pools::DRIVERS {
+        let db = TestDb::create();
+        let m = pools::manager_with(vec![d.config(&db.name, size)]).await;
+        out.push((
+            format!("dbmanager ({})", d.label),
+            db,
+            Idle::Dbmanager(m, d.connection),
+        ));
+    }
+    out
 }
 
 fn status_kib(path: &str, field: &str) -> Option<u64> {

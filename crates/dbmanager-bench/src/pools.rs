@@ -93,3 +93,35 @@ pub async fn manager(database: &str, size: u32) -> Manager {
     quiet.enable_metrics = false;
     manager_with(vec![c, quiet]).await
 }
+
+/// A dbmanager PostgreSQL driver under measurement.
+pub struct Driver {
+    /// The connection name it gets in a bench's manager.
+    pub connection: &'static str,
+    /// How tables name it.
+    pub label: &'static str,
+    /// How its connection config differs from [`pg_config`]'s (the default driver's).
+    pub configure: fn(&mut ConnectionConfig),
+}
+
+/// The drivers whose neutral handle the mix, the checkout table and idle memory measure. A new
+/// driver is one more line here: those three measurements pick it up.
+pub const DRIVERS: &[Driver] = &[Driver {
+    connection: "pg",
+    label: "sqlx",
+    configure: |_| {},
+}];
+
+impl Driver {
+    /// Its connection on `database` with a pool of `size`.
+    pub fn config(&self, database: &str, size: u32) -> ConnectionConfig {
+        let mut c = pg_config(self.connection, database, size);
+        (self.configure)(&mut c);
+        c
+    }
+}
+
+/// One connection per driver of [`DRIVERS`] on `database`, each with a pool of `size`.
+pub fn driver_configs(database: &str, size: u32) -> Vec<ConnectionConfig> {
+    DRIVERS.iter().map(|d| d.config(database, size)).collect()
+}

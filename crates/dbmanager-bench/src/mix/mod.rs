@@ -14,7 +14,7 @@ mod workload;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dbmanager::{ConnectionConfig, Manager};
+use dbmanager::Manager;
 
 use crate::harness::median;
 use crate::latency::{self, Probe, Run, fmt_nanos, spread};
@@ -35,44 +35,43 @@ struct Pools {
     manager: Manager,
 }
 
-/// The dbmanager connections of the run. A connection on another PostgreSQL driver is one more
-/// entry here (the same config with its driver set), measured by one more `Neutral` line in
-/// [`variants`].
-fn connections(database: &str, size: u32) -> Vec<ConnectionConfig> {
-    vec![pools::pg_config("pg", database, size)]
-}
-
 enum Runner {
     Client(Arc<dyn MixClient>),
     Pgbench,
 }
 
 struct Variant {
-    name: &'static str,
+    name: String,
     runner: Runner,
 }
 
-fn client(name: &'static str, c: impl MixClient) -> Variant {
+fn client(name: impl Into<String>, c: impl MixClient) -> Variant {
     Variant {
-        name,
+        name: name.into(),
         runner: Runner::Client(Arc::new(c)),
     }
 }
 
-/// Every client of the mix, in table order: one line each.
+/// Every client of the mix, in table order: one line each. The neutral handle is measured on
+/// every driver of [`pools::DRIVERS`]; `pg` is the default (sqlx) driver's connection, which the
+/// native layer and SeaORM use.
 fn variants(p: &Pools) -> Vec<Variant> {
     let m = || p.manager.clone();
-    vec![
+    let mut variants = vec![
         client(RAW_SQLX, Sqlx::Raw(p.sqlx.clone())),
         client(RAW_DEADPOOL, Deadpool(p.deadpool.clone())),
         client("dbmanager native (sqlx)", Sqlx::Managed(m(), "pg")),
-        client("dbmanager neutral (sqlx)", Neutral(m(), "pg")),
-        client("dbmanager SeaORM", SeaOrm(m(), "pg")),
-        Variant {
-            name: "pgbench -M prepared",
-            runner: Runner::Pgbench,
-        },
-    ]
+    ];
+    for d in pools::DRIVERS {
+        let name = format!("dbmanager neutral ({})", d.label);
+        variants.push(client(name, Neutral(m(), d.connection)));
+    }
+    variants.push(client("dbmanager SeaORM", SeaOrm(m(), "pg")));
+    variants.push(Variant {
+        name: "pgbench -M prepared".into(),
+        runner: Runner::Pgbench,
+    });
+    variants
 }
 
 /// The client's requests as the latency runner's probe: a kind and id drawn from the random
@@ -97,7 +96,7 @@ pub async fn run(rounds: usize, seconds: f64, clients: usize) {
     let pools = Pools {
         sqlx: pools::sqlx_pool(&database, size, true).await,
         deadpool: pools::deadpool(&database, clients),
-        manager: pools::manager_with(connections(&database, size)).await,
+        manager: pools::manager_with(pools::driver_configs(&database, size)).await,
     };
     let variants = variants(&pools);
     let mut runs: Vec<Vec<Run>> = variants.iter().map(|_| Vec::new()).collect();
@@ -163,7 +162,7 @@ fn report(
     database: &str,
 ) {
     let summaries: Vec<Summary> = runs.iter().map(|r| summarize(r)).collect();
-    let index_of = |name| variants.iter().position(|v| v.name == name).unwrap_or(0);
+    let index_of = |name: &str| variants.iter().position(|v| v.name == name).unwrap_or(0);
     let (sqlx, deadpool) = (
         &summaries[index_of(RAW_SQLX)],
         &summaries[index_of(RAW_DEADPOOL)],
