@@ -25,12 +25,14 @@ use crate::stats::PoolCounters;
 pub(crate) struct HookConn<'c, F: SqlxFlavor> {
     pub name: &'c str,
     pub conn: &'c mut <F::DB as Database>::Connection,
+    /// Whether statements may be named prepared statements (not behind a transaction pooler).
+    pub persistent: bool,
 }
 
 impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            F::execute(&mut *self.conn, sql, params)
+            F::execute(&mut *self.conn, sql, params, self.persistent)
                 .await
                 .map_err(|e| sqlx_error::<F>(self.name, Operation::Query, e))
         })
@@ -44,7 +46,7 @@ impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
         Box::pin(async move {
             // A hook's statements are few; their column names are not worth sharing.
             let columns = super::rows::ColumnCache::default();
-            F::fetch_optional(&mut *self.conn, sql, params, &columns)
+            F::fetch_optional(&mut *self.conn, sql, params, &columns, self.persistent)
                 .await
                 .map_err(|e| sqlx_error::<F>(self.name, Operation::Query, e))
         })
@@ -61,6 +63,7 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
     slot: &PoolSlot<F::DB>,
     init: Arc<[String]>,
     runner: &HookRunner,
+    persistent: bool,
 ) -> PoolOptions<F::DB> {
     let lifetime = settings.max_lifetime;
     let max_idle = settings.max_idle as usize;
@@ -84,10 +87,14 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
             let hooks = connect_hooks.clone();
             Box::pin(async move {
                 for statement in init.iter() {
-                    F::execute(conn, statement, &[]).await?;
+                    F::execute(conn, statement, &[], persistent).await?;
                 }
                 let name = hooks.name().clone();
-                let mut view = HookConn::<F> { name: &name, conn };
+                let mut view = HookConn::<F> {
+                    name: &name,
+                    conn,
+                    persistent,
+                };
                 if let Err(e) = hooks.after_connect(&mut view).await {
                     // sqlx closes the connection and tries a new one until its acquire timeout.
                     counters.closed_by_hook.fetch_add(1, Relaxed);
@@ -115,7 +122,11 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
                     return Ok(true);
                 };
                 let name = hooks.name().clone();
-                let mut view = HookConn::<F> { name: &name, conn };
+                let mut view = HookConn::<F> {
+                    name: &name,
+                    conn,
+                    persistent,
+                };
                 if !hooks
                     .before_checkout(&mut view, meta.age, meta.idle_for)
                     .await
@@ -148,7 +159,11 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
             let hooks = release_hooks.clone();
             Box::pin(async move {
                 let name = hooks.name().clone();
-                let mut view = HookConn::<F> { name: &name, conn };
+                let mut view = HookConn::<F> {
+                    name: &name,
+                    conn,
+                    persistent,
+                };
                 if !hooks.after_release(&mut view, meta.age).await {
                     counters.closed_by_hook.fetch_add(1, Relaxed);
                     return Ok(false);
