@@ -847,3 +847,50 @@ async fn unnamed_statements_need_a_transaction_behind_a_transaction_pooler() {
     }
     let _ = manager.close(Duration::from_secs(10)).await;
 }
+
+/// A column of a type sqlx has not looked up yet on a connection (here an enum): sqlx 0.9's
+/// lookup, a simple query between Parse and Bind, destroys the unnamed statement (SQLSTATE
+/// 26000, on a direct connection too). The neutral handle runs such a statement once more
+/// outside a transaction; native sqlx with `persistent(false)` shows the failure.
+#[tokio::test]
+async fn a_type_sqlx_looks_up_first_does_not_fail_the_statement() {
+    let fixture = Behind::<true>::new();
+    let manager = Manager::new(fast_config().with_connection(fixture.config("main"))).unwrap();
+    within(LIMIT, "connect", manager.connect()).await.unwrap();
+    let conn = manager.get("main").unwrap();
+    let db = conn.database().unwrap();
+    db.execute("CREATE TYPE mood AS ENUM ('ok', 'sad')", &[])
+        .await
+        .unwrap();
+    db.execute("CREATE TABLE moods (id BIGINT, m mood)", &[])
+        .await
+        .unwrap();
+    db.execute("INSERT INTO moods VALUES (1, NULL)", &[])
+        .await
+        .unwrap();
+    let select = "SELECT id, m FROM moods WHERE id = $1";
+
+    let native = sqlx::query(select)
+        .bind(1_i64)
+        .persistent(false)
+        .fetch_all(&conn.postgres().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        native
+            .to_string()
+            .contains("unnamed prepared statement does not exist"),
+        "{native}"
+    );
+
+    // A fresh pool: the first statement on each connection meets the lookup.
+    let _ = manager.close(Duration::from_secs(10)).await;
+    let manager = Manager::new(fast_config().with_connection(fixture.config("main"))).unwrap();
+    within(LIMIT, "connect", manager.connect()).await.unwrap();
+    let db = manager.get("main").unwrap().database().unwrap();
+    for _ in 0..3 {
+        let rows = db.fetch_all(select, &[Value::Int(1)]).await.unwrap();
+        assert_eq!(rows[0].value("m"), Some(&Value::Null));
+    }
+    let _ = manager.close(Duration::from_secs(10)).await;
+}

@@ -88,12 +88,17 @@ impl PgBouncer {
             assert!(status.success());
         }
         let bouncer = Self { port, dir };
+        // Debian installs it in /usr/sbin, which a non-root PATH may lack.
+        let program = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("pgbouncer");
         let mut command = if is_root() {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", "pgbouncer"]);
+            c.args(["-u", "postgres", "--", program]);
             c
         } else {
-            Command::new("pgbouncer")
+            Command::new(program)
         };
         let out = command
             .arg("-d")

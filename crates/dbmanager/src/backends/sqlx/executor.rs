@@ -176,24 +176,42 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
                 .await
                 .map_err(error);
         };
-        let mut tx = sqlx::Connection::begin_with(&mut *conn, AssertSqlSafe(begin.to_string()))
-            .await
-            .map_err(|e| sqlx_error::<F>(&self.name, Operation::Begin, e))?;
-        match want.run(&mut tx, sql, params, &self.columns, false).await {
-            Ok(out) => {
-                tx.commit()
-                    .await
-                    .map_err(|e| sqlx_error::<F>(&self.name, Operation::Commit, e))?;
-                Ok(out)
-            }
-            Err(e) => {
-                // The statement's error is the one to report; a connection whose rollback
-                // fails is closed by sqlx rather than pooled.
-                let _ = tx.rollback().await;
-                Err(error(e))
+        let mut retried = false;
+        loop {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, AssertSqlSafe(begin.to_string()))
+                .await
+                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Begin, e))?;
+            match want.run(&mut tx, sql, params, &self.columns, false).await {
+                Ok(out) => {
+                    tx.commit()
+                        .await
+                        .map_err(|e| sqlx_error::<F>(&self.name, Operation::Commit, e))?;
+                    return Ok(out);
+                }
+                Err(e) => {
+                    // The statement's error is the one to report; a connection whose
+                    // rollback fails is closed by sqlx rather than pooled.
+                    let _ = tx.rollback().await;
+                    if !retried && unnamed_statement_lost(&e) {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(error(e));
+                }
             }
         }
     }
+}
+
+/// sqlx 0.9 looks up a type it has not seen on a connection yet (an enum, a composite, an
+/// extension's type such as `citext`) with a simple query between the unnamed statement's
+/// Parse and its Bind, and a simple query destroys the unnamed statement: the Bind then fails
+/// with SQLSTATE 26000 before anything ran. The type is known to the connection by then, so
+/// the statement runs once more on it.
+fn unnamed_statement_lost(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "26000")
 }
 
 impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
