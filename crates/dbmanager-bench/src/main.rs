@@ -1,5 +1,5 @@
 //! Benchmarks of dbmanager against the baselines a user would otherwise write, side by side in
-//! one run. `cargo run --release -p dbmanager-bench -- [all|lookup|query|acquire|connect|recovery|pgbench|soak]`
+//! one run. `cargo run --release -p dbmanager-bench -- [all|lookup|query|acquire|connect|recovery|pgbench|pooler|soak]`
 //! prints Markdown tables; `BENCHMARKS.md` records a run and what it means.
 
 // The shared test support names the library's backend features, which this crate lacks.
@@ -10,6 +10,7 @@ mod support;
 mod connect;
 mod harness;
 mod lookup;
+mod pooler;
 mod query;
 mod recovery;
 mod soak;
@@ -81,5 +82,8 @@ fn main() {
     }
     if all || what == "recovery" {
         runtime.block_on(recovery::run());
+    }
+    if all || what == "pooler" {
+        runtime.block_on(pooler::run());
     }
 }

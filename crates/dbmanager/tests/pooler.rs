@@ -624,17 +624,20 @@ async fn the_key_sends_no_startup_parameter_pgbouncer_refuses() {
         config.pooler = pooler;
         config.schema = Some("pg_catalog".into());
         config.query_timeout = Duration::from_millis(4500);
+        config.application_name = Some("pooled app".into());
         let manager = Manager::new(fast_config().with_connection(config)).unwrap();
         within(LIMIT, "connect", manager.connect()).await.unwrap();
         let db = manager.get("main").unwrap().database().unwrap();
         let row = db
             .fetch_all(
-                "SELECT current_setting('search_path') AS p, current_setting('statement_timeout') AS t",
+                "SELECT current_setting('search_path') AS p, current_setting('statement_timeout') AS t, \
+                 current_setting('application_name') AS a",
                 &[],
             )
             .await
             .unwrap();
         assert_eq!(row[0].get::<String>("p").unwrap(), "pg_catalog", "{pooler}");
+        assert_eq!(row[0].get::<String>("a").unwrap(), "pooled app", "{pooler}");
         assert_eq!(row[0].get::<String>("t").unwrap(), "4500ms", "{pooler}");
         let _ = manager.close(Duration::from_secs(10)).await;
     }

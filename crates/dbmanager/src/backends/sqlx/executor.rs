@@ -165,17 +165,26 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
         .await
     }
 
-    /// Runs one statement outside a transaction: on a checkout, or, behind a transaction-mode
-    /// pooler, in a transaction of its own on it.
-    async fn run<W: Want<F>>(&self, sql: &str, params: &[Value], want: W) -> Result<W::Out> {
+    /// Runs one statement outside a transaction, on a checkout, as is.
+    async fn direct<W: Want<F>>(&self, sql: &str, params: &[Value], want: W) -> Result<W::Out> {
+        let mut conn = self.checkout().await?;
+        want.run(&mut conn, sql, params, &self.columns, true)
+            .await
+            .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+    }
+
+    /// Runs one statement outside a transaction behind a transaction-mode pooler: on the
+    /// unnamed statement, in a transaction of its own opened with `begin`. (A separate future
+    /// from [`Self::direct`], so that the default path's stays as small as it was.)
+    async fn in_transaction<W: Want<F>>(
+        &self,
+        begin: &str,
+        sql: &str,
+        params: &[Value],
+        want: W,
+    ) -> Result<W::Out> {
         let mut conn = self.checkout().await?;
         let error = |e| sqlx_error::<F>(&self.name, Operation::Query, e);
-        let Some(begin) = &self.begin else {
-            return want
-                .run(&mut conn, sql, params, &self.columns, true)
-                .await
-                .map_err(error);
-        };
         let mut retried = false;
         loop {
             let mut tx = sqlx::Connection::begin_with(&mut *conn, AssertSqlSafe(begin.to_string()))
@@ -220,7 +229,10 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
     }
 
     fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(self.run(sql, params, Affected))
+        match &self.begin {
+            None => Box::pin(self.direct(sql, params, Affected)),
+            Some(begin) => Box::pin(self.in_transaction(begin, sql, params, Affected)),
+        }
     }
 
     fn fetch_all<'a>(
@@ -228,7 +240,10 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        Box::pin(self.run(sql, params, All))
+        match &self.begin {
+            None => Box::pin(self.direct(sql, params, All)),
+            Some(begin) => Box::pin(self.in_transaction(begin, sql, params, All)),
+        }
     }
 
     fn fetch_optional<'a>(
@@ -236,7 +251,10 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
-        Box::pin(self.run(sql, params, Optional))
+        match &self.begin {
+            None => Box::pin(self.direct(sql, params, Optional)),
+            Some(begin) => Box::pin(self.in_transaction(begin, sql, params, Optional)),
+        }
     }
 
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn SqlTransaction>>> {

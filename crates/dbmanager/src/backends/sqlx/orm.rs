@@ -70,12 +70,10 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
         }
     }
 
-    /// Runs a statement outside a transaction: on the pool, or, behind a transaction-mode
-    /// pooler, in a transaction of its own.
+    /// Runs a statement outside a transaction behind a transaction-mode pooler: in a
+    /// transaction of its own. (A separate future from the direct one, so that the default
+    /// path's stays as small as it was.)
     async fn standalone_execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
-        if self.setup.is_none() {
-            return execute::<F>(&self.name, &self.db, sql, params).await;
-        }
         let tx = self.transaction().await?;
         let outcome = execute::<F>(&self.name, &tx, sql, params).await;
         self.finish(tx, outcome).await
@@ -83,9 +81,6 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
 
     /// Like [`Self::standalone_execute`], for a query.
     async fn standalone_fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        if self.setup.is_none() {
-            return fetch_all::<F>(&self.name, &self.db, sql, params).await;
-        }
         let tx = self.transaction().await?;
         let outcome = fetch_all::<F>(&self.name, &tx, sql, params).await;
         self.finish(tx, outcome).await
@@ -291,7 +286,10 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
     }
 
     fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(self.standalone_execute(sql, params))
+        match self.setup {
+            None => Box::pin(execute::<F>(&self.name, &self.db, sql, params)),
+            Some(_) => Box::pin(self.standalone_execute(sql, params)),
+        }
     }
 
     fn fetch_all<'a>(
@@ -299,7 +297,10 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        Box::pin(self.standalone_fetch_all(sql, params))
+        match self.setup {
+            None => Box::pin(fetch_all::<F>(&self.name, &self.db, sql, params)),
+            Some(_) => Box::pin(self.standalone_fetch_all(sql, params)),
+        }
     }
 
     /// SeaORM reads the whole result; the first row is kept.
@@ -308,13 +309,21 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
-        Box::pin(async move {
-            Ok(self
-                .standalone_fetch_all(sql, params)
-                .await?
-                .into_iter()
-                .next())
-        })
+        match self.setup {
+            None => Box::pin(async move {
+                Ok(fetch_all::<F>(&self.name, &self.db, sql, params)
+                    .await?
+                    .into_iter()
+                    .next())
+            }),
+            Some(_) => Box::pin(async move {
+                Ok(self
+                    .standalone_fetch_all(sql, params)
+                    .await?
+                    .into_iter()
+                    .next())
+            }),
+        }
     }
 
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn SqlTransaction>>> {
