@@ -441,6 +441,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn behind_a_pooler_the_settings_are_statements_not_startup_options() {
+        let mut c = config("db");
+        c.schema = Some("My \"Schema\"".into());
+        c.query_timeout = Duration::from_millis(1500);
+        c.application_name = Some("app".into());
+        for pooler in [Pooler::Session, Pooler::Transaction] {
+            c.pooler = pooler;
+            let o = options_for(&c).await.unwrap();
+            assert_eq!(o.get_options(), None, "{pooler}");
+            // PgBouncer tracks `application_name` itself.
+            assert_eq!(o.get_application_name(), Some("app"));
+        }
+        let settings = ManagerConfig::default().pool_settings(&c);
+        assert_eq!(
+            session_settings(&c, &settings, true),
+            [
+                "SET LOCAL search_path TO \"My \"\"Schema\"\"\"",
+                "SET LOCAL statement_timeout = 1500"
+            ]
+        );
+        assert_eq!(
+            session_settings(&c, &settings, false)[1],
+            "SET statement_timeout = 1500"
+        );
+    }
+
+    #[tokio::test]
     async fn a_dsn_is_checked_then_parsed_by_sqlx() {
         let c = ConnectionConfig::from_dsn(
             "t",
