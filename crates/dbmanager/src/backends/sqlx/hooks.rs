@@ -25,16 +25,50 @@ use crate::stats::PoolCounters;
 pub(crate) struct HookConn<'c, F: SqlxFlavor> {
     pub name: &'c str,
     pub conn: &'c mut <F::DB as Database>::Connection,
-    /// Whether statements may be named prepared statements (not behind a transaction pooler).
+    /// Whether statements may be named prepared statements; false behind a transaction-mode
+    /// pooler, where each statement runs on the unnamed one in a transaction of its own.
     pub persistent: bool,
+}
+
+impl<F: SqlxFlavor> HookConn<'_, F> {
+    fn error(&self, e: sqlx::Error) -> crate::error::Error {
+        sqlx_error::<F>(self.name, Operation::Query, e)
+    }
+}
+
+/// Ends the transaction a hook's statement ran in on its own (behind a transaction-mode
+/// pooler, as the neutral handle's do): committed when it succeeded, else rolled back.
+async fn settle<DB: Database, T>(
+    tx: sqlx::Transaction<'_, DB>,
+    outcome: std::result::Result<T, sqlx::Error>,
+) -> std::result::Result<T, sqlx::Error> {
+    match outcome {
+        Ok(out) => {
+            tx.commit().await?;
+            Ok(out)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
 }
 
 impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            F::execute(&mut *self.conn, sql, params, self.persistent)
-                .await
-                .map_err(|e| sqlx_error::<F>(self.name, Operation::Query, e))
+            let outcome = if self.persistent {
+                F::execute(&mut *self.conn, sql, params, true).await
+            } else {
+                match sqlx::Connection::begin(&mut *self.conn).await {
+                    Ok(mut tx) => {
+                        let outcome = F::execute(&mut tx, sql, params, false).await;
+                        settle(tx, outcome).await
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            outcome.map_err(|e| self.error(e))
         })
     }
 
@@ -46,9 +80,19 @@ impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
         Box::pin(async move {
             // A hook's statements are few; their column names are not worth sharing.
             let columns = super::rows::ColumnCache::default();
-            F::fetch_optional(&mut *self.conn, sql, params, &columns, self.persistent)
-                .await
-                .map_err(|e| sqlx_error::<F>(self.name, Operation::Query, e))
+            let outcome = if self.persistent {
+                F::fetch_optional(&mut *self.conn, sql, params, &columns, true).await
+            } else {
+                match sqlx::Connection::begin(&mut *self.conn).await {
+                    Ok(mut tx) => {
+                        let outcome =
+                            F::fetch_optional(&mut tx, sql, params, &columns, false).await;
+                        settle(tx, outcome).await
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            outcome.map_err(|e| self.error(e))
         })
     }
 }
