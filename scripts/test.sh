@@ -69,7 +69,9 @@ mysqladmin --no-defaults -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot version | grep
 # Debian packages some tests drive, installed when their command is missing: headless Chromium
 # (the status page test loads the page in a real browser), and promtool and prometheus (the
 # dashboards test checks the alert rules and runs a Prometheus against `serve`; without its
-# recommends, and in containers policy-rc.d keeps its service from starting).
+# recommends, and in containers policy-rc.d keeps its service from starting), and PgBouncer
+# (tests/pooler.rs starts private ones in front of a private PostgreSQL cluster; the package's
+# own service is not used).
 install_package() {
     local command=$1 package=$2
     shift 2
@@ -81,8 +83,10 @@ install_package() {
 log "Test tools"
 install_package chromium chromium
 install_package promtool prometheus --no-install-recommends
+PATH="$PATH:/usr/sbin" install_package pgbouncer pgbouncer
 chromium --version 2>/dev/null
 promtool --version 2>&1 | sed -n 1p
+/usr/sbin/pgbouncer --version | sed -n 1p
 
 log "SQL Server and MongoDB test servers"
 scripts/test-servers.sh start

@@ -1,5 +1,5 @@
 //! Benchmarks of dbmanager against the baselines a user would otherwise write, side by side in
-//! one run. `cargo run --release -p dbmanager-bench -- [all|lookup|query|acquire|connect|recovery|pgbench|soak]`
+//! one run. `cargo run --release -p dbmanager-bench -- [all|lookup|query|acquire|connect|recovery|pgbench|pooler|soak]`
 //! prints Markdown tables; `BENCHMARKS.md` records a run and what it means.
 //!
 //! What users feel: `mix [rounds] [seconds] [clients]` (a query mix with latency percentiles),
@@ -19,6 +19,7 @@ mod idle_memory;
 mod latency;
 mod lookup;
 mod mix;
+mod pooler;
 mod pools;
 mod query;
 mod recovery;
@@ -126,6 +127,9 @@ fn main() {
     }
     if all || what == "recovery" {
         runtime.block_on(recovery::run());
+    }
+    if all || what == "pooler" {
+        runtime.block_on(pooler::run());
     }
     if all {
         runtime.block_on(feel(3, cell_duration().as_secs_f64()));

@@ -35,10 +35,11 @@ pub(crate) enum Field {
     ReadPreference,
     TrustServerCertificate,
     InitSql,
+    Pooler,
 }
 
 impl Field {
-    pub(crate) const ALL: [Field; 14] = [
+    pub(crate) const ALL: [Field; 15] = [
         Field::Host,
         Field::Port,
         Field::User,
@@ -53,6 +54,7 @@ impl Field {
         Field::ReadPreference,
         Field::TrustServerCertificate,
         Field::InitSql,
+        Field::Pooler,
     ];
 
     /// The YAML key.
@@ -72,6 +74,7 @@ impl Field {
             Field::ReadPreference => "read_preference",
             Field::TrustServerCertificate => "trust_server_certificate",
             Field::InitSql => "init_sql",
+            Field::Pooler => "pooler",
         }
     }
 
@@ -92,6 +95,7 @@ impl Field {
             Field::ReadPreference => c.read_preference.is_some(),
             Field::TrustServerCertificate => c.trust_server_certificate,
             Field::InitSql => !c.init_sql.is_empty(),
+            Field::Pooler => c.pooler != crate::config::Pooler::None,
         }
     }
 }

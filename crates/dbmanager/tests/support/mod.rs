@@ -463,6 +463,7 @@ pub fn mongo_config(name: &str, database: &str) -> ConnectionConfig {
 
 pub mod conformance;
 pub mod mysql;
+pub mod pgbouncer;
 pub mod proxy;
 pub mod replication;
 
