@@ -663,7 +663,11 @@ impl Connection {
     /// After a replace or reload changed its configuration: new replicas built from it
     /// replace the old ones (opened first when the connection is open; the old ones drain up
     /// to `deadline`). Nothing changes when the replica configuration is the same.
-    pub(crate) async fn replace_replicas(&self, manager: &crate::ManagerConfig, deadline: Duration) {
+    pub(crate) async fn replace_replicas(
+        &self,
+        manager: &crate::ManagerConfig,
+        deadline: Duration,
+    ) {
         let next = self.build_replicas(manager).map(Arc::new);
         if let Some(next) = &next
             && self.is_connected()

@@ -68,9 +68,7 @@ pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager, ReloadRepo
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use metrics::ManagerCollector;
 pub use sql::{ColumnRef, Database, FromValue, Interval, Row, Transaction, Value};
-pub use stats::{
-    ConnectionStats, HistogramSnapshot, ManagerStats, ReplicaStats, RoutingStats,
-};
+pub use stats::{ConnectionStats, HistogramSnapshot, ManagerStats, ReplicaStats, RoutingStats};
 
 /// The driver and ORM crates this crate's API exposes, re-exported so applications use the very
 /// same versions.

@@ -438,7 +438,11 @@ fn replication_families<'a>(
         "Replica banned (1): no reads until a background probe succeeds",
         Gauge,
     );
-    let mut bans = Family::new("dbmanager_replica_bans", "Times a replica was banned", Counter);
+    let mut bans = Family::new(
+        "dbmanager_replica_bans",
+        "Times a replica was banned",
+        Counter,
+    );
     let mut lagging = Family::new(
         "dbmanager_replica_lagging",
         "Replica over max_replica_lag at its last check (1): no reads until back under",
@@ -468,7 +472,11 @@ fn replication_families<'a>(
         let l = labels(c, s);
         if let Some(r) = &s.replica {
             let mut i = with(l.clone(), "host", &r.host);
-            i = with(i, "port", &r.port.map(|p| p.to_string()).unwrap_or_default());
+            i = with(
+                i,
+                "port",
+                &r.port.map(|p| p.to_string()).unwrap_or_default(),
+            );
             info.add(i, Value::Gauge(1.0));
             banned.add(l.clone(), Value::Gauge(f64::from(u8::from(r.banned))));
             bans.add(l.clone(), Value::Counter(r.bans_total));

@@ -210,8 +210,18 @@ impl ManagerConfig {
     /// (`connections.primary.replicas[1].port`); a problem it only inherits from its connection
     /// is reported once, on the connection.
     fn check_replicas(&self, c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
-        timeout_limit(p, "max_replica_lag", c.max_replica_lag, " (0s means no limit)");
-        timeout_limit(p, "read_your_writes", c.read_your_writes, " (0s turns it off)");
+        timeout_limit(
+            p,
+            "max_replica_lag",
+            c.max_replica_lag,
+            " (0s means no limit)",
+        );
+        timeout_limit(
+            p,
+            "read_your_writes",
+            c.read_your_writes,
+            " (0s turns it off)",
+        );
         if c.replicas.is_empty() {
             return;
         }

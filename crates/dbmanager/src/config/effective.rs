@@ -351,9 +351,16 @@ fn connection_value(
 
 /// A replica as `config show` prints it: the keys whose value differs from its connection's
 /// (what the entry overrides), secrets redacted as everywhere.
-fn replica_value(m: &ManagerConfig, parent: &ConnectionConfig, replica: &ConnectionConfig) -> Value {
+fn replica_value(
+    m: &ManagerConfig,
+    parent: &ConnectionConfig,
+    replica: &ConnectionConfig,
+) -> Value {
     let mut out = serde_json::Map::new();
-    for key in CONNECTION.iter().filter(|k| !REPLICATION_KEYS.contains(&k.name)) {
+    for key in CONNECTION
+        .iter()
+        .filter(|k| !REPLICATION_KEYS.contains(&k.name))
+    {
         let mine = connection_value(m, replica, key).map(|(v, _)| v);
         let theirs = connection_value(m, parent, key).map(|(v, _)| v);
         let secret_changed = match key.name {

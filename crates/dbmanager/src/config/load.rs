@@ -643,12 +643,17 @@ fn walk_replicas(
     let mut replicas = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let item_path = format!("{path}.replicas[{i}]");
-        let Node::Map(entry) = item else {
-            problems.push(
-                item_path,
-                "expected a mapping of connection keys (e.g. `host: db-2`)",
-            );
-            continue;
+        let empty = BTreeMap::new();
+        let entry = match item {
+            Node::Map(entry) => entry,
+            _ => {
+                problems.push(
+                    item_path.clone(),
+                    "expected a mapping of connection keys (e.g. `host: db-2`)",
+                );
+                // Read as an entry that sets nothing, so the next ones keep their index.
+                &empty
+            }
         };
         let own: Vec<&str> = CONNECTION_KEYS
             .iter()
@@ -656,7 +661,10 @@ fn walk_replicas(
             .filter(|k| !REPLICATION_KEYS.contains(k))
             .collect();
         check_keys(entry, CONNECTION_KEYS, &item_path, problems);
-        for k in entry.keys().filter(|k| REPLICATION_KEYS.contains(&k.as_str())) {
+        for k in entry
+            .keys()
+            .filter(|k| REPLICATION_KEYS.contains(&k.as_str()))
+        {
             problems.push(
                 join(&item_path, k),
                 "belongs to the connection, not to one of its replicas",

@@ -209,7 +209,10 @@ fn shape(shape: Shape, generator: &mut SchemaGenerator) -> Value {
         Shape::Replicas => {
             // An entry takes the connection's keys but its own (no defaults: it inherits).
             let mut entry = serde_json::Map::new();
-            for key in CONNECTION.iter().filter(|k| !REPLICATION_KEYS.contains(&k.name)) {
+            for key in CONNECTION
+                .iter()
+                .filter(|k| !REPLICATION_KEYS.contains(&k.name))
+            {
                 let mut schema = match self::shape(key.shape, generator) {
                     Value::Object(map) => map,
                     _ => serde_json::Map::new(),

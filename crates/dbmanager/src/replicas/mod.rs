@@ -201,8 +201,7 @@ impl<M: Member> ReplicaSet<M> {
         {
             task.abort();
         }
-        futures_util::future::join_all(self.replicas.iter().map(|r| r.member.shut(deadline)))
-            .await;
+        futures_util::future::join_all(self.replicas.iter().map(|r| r.member.shut(deadline))).await;
     }
 
     /// Checks replica `i`: opens it if it is not open, pings it and measures its lag. A

@@ -11,8 +11,8 @@ use std::time::Duration;
 pub(crate) use histogram::Histogram;
 pub use histogram::HistogramSnapshot;
 pub use queries::QuerySnapshot;
-pub use replication::{ReplicaStats, RoutingStats};
 pub(crate) use queries::{OPERATIONS, QueryStats, operation_of};
+pub use replication::{ReplicaStats, RoutingStats};
 
 use crate::config::DatabaseType;
 use crate::error::ErrorKind;

@@ -51,7 +51,6 @@ pub struct RoutingStats {
     pub fallback_error: u64,
 }
 
-
 mod optional_seconds {
     pub fn serialize<S: serde::Serializer>(
         d: &Option<std::time::Duration>,
