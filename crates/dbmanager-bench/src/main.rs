@@ -1,5 +1,5 @@
 //! Benchmarks of dbmanager against the baselines a user would otherwise write, side by side in
-//! one run. `cargo run --release -p dbmanager-bench -- [all|lookup|query|acquire|connect|recovery|pgbench|soak]`
+//! one run. `cargo run --release -p dbmanager-bench -- [all|lookup|query|acquire|connect|recovery|pgbench|soak|replicas]`
 //! prints Markdown tables; `BENCHMARKS.md` records a run and what it means.
 
 // The shared test support names the library's backend features, which this crate lacks.
@@ -12,6 +12,7 @@ mod harness;
 mod lookup;
 mod query;
 mod recovery;
+mod replicas;
 mod soak;
 
 use std::time::Duration;
@@ -48,6 +49,12 @@ fn main() {
         runtime.block_on(query::count(index, per_worker));
         return;
     }
+    if what == "replica-count" {
+        let variant = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+        let per_worker = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1000);
+        runtime.block_on(replicas::count(variant, per_worker));
+        return;
+    }
     if what == "spin" {
         let index = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
         let secs = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5.0);
@@ -81,5 +88,8 @@ fn main() {
     }
     if all || what == "recovery" {
         runtime.block_on(recovery::run());
+    }
+    if all || what == "replicas" {
+        runtime.block_on(replicas::run());
     }
 }
