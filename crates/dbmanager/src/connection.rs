@@ -581,8 +581,9 @@ impl Connection {
         let backend = self.sql_backend()?;
         let bound = self.bind_sql(&backend)?;
         let database = Database::new(Arc::new(self.clone()), bound);
-        Ok(match self.shared.replicas.load_full() {
-            Some(replicas) => database.with_router(replicas),
+        // A guard, not a clone, for the common case without replicas (the lookup path).
+        Ok(match &*self.shared.replicas.load() {
+            Some(replicas) => database.with_router(replicas.clone()),
             None => database,
         })
     }
