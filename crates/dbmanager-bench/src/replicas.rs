@@ -28,8 +28,8 @@ fn with_replicas(mut c: ConnectionConfig, ports: &[u16]) -> ConnectionConfig {
 }
 
 async fn connected(c: ConnectionConfig) -> Manager {
-    let manager = Manager::new(dbmanager::ManagerConfig::default().with_connection(c))
-        .expect("config");
+    let manager =
+        Manager::new(dbmanager::ManagerConfig::default().with_connection(c)).expect("config");
     manager.connect().await.expect("connect");
     manager
 }

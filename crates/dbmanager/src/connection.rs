@@ -580,12 +580,7 @@ impl Connection {
     pub fn database(&self) -> Result<Database> {
         let backend = self.sql_backend()?;
         let bound = self.bind_sql(&backend)?;
-        let database = Database::new(Arc::new(self.clone()), bound);
-        // A guard, not a clone, for the common case without replicas (the lookup path).
-        Ok(match &*self.shared.replicas.load() {
-            Some(replicas) => database.with_router(replicas.clone()),
-            None => database,
-        })
+        Ok(Database::new(Arc::new(self.clone()), bound))
     }
 
     /// Builds its read replicas from its configuration: one member connection per entry of
@@ -1275,6 +1270,14 @@ impl crate::sql::ExecutorSource for Connection {
     fn bind(&self) -> Result<crate::sql::Bound> {
         let backend = self.sql_backend()?;
         self.bind_sql(&backend)
+    }
+
+    fn router(&self) -> Option<Arc<dyn crate::sql::ReadRouter>> {
+        // A guard load; an `Arc` is cloned only for a connection that has replicas.
+        let replicas = self.shared.replicas.load();
+        replicas
+            .as_ref()
+            .map(|r| r.clone() as Arc<dyn crate::sql::ReadRouter>)
     }
 }
 

@@ -486,6 +486,37 @@ async fn reader_and_writer_give_the_native_pool_and_sea_orm_of_each_side() {
     assert!(!reader.is_connected());
 }
 
+/// `Manager::replace` with other replicas: the old members are closed, the new ones opened,
+/// and a handle taken before routes to the new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_swaps_the_replicas() {
+    let set = ReplicationSet::start(2);
+    let standbys = ports(&set);
+    let manager = manager(&set, &standbys[..1], |_| {});
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+    assert_eq!(port_of(&db).await.unwrap(), standbys[0]);
+    let old = manager.get("main").unwrap().members();
+
+    let mut next = manager.config().connections["main"].clone();
+    next.replicas = vec![next.replica("127.0.0.1", Some(standbys[1]))];
+    next.read_policy = ReadPolicy::Random;
+    manager.replace(next, Duration::from_secs(2)).await.unwrap();
+    let names: Vec<String> = manager
+        .get("main")
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    assert_eq!(names, vec![member_name(standbys[1])]);
+    assert!(!old[0].is_connected(), "the old replica is closed");
+    // The handle taken before the replace follows it to the new replica.
+    assert_eq!(port_of(&db).await.unwrap(), standbys[1]);
+    assert_eq!(routing(&manager).read_policy, "random");
+    manager.close(Duration::from_secs(2)).await;
+}
+
 /// A replica down when the application starts does not fail the connect: it is banned and
 /// joins once it is up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

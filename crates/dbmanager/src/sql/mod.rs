@@ -134,6 +134,9 @@ pub(crate) trait ExecutorSource: Send + Sync + 'static {
     fn epoch(&self) -> u64;
     /// The executor of the pool open now.
     fn bind(&self) -> Result<Bound>;
+    /// The router of the connection's read replicas now, if it has any (a replace or reload
+    /// may add, change or remove them: a handle follows).
+    fn router(&self) -> Option<Arc<dyn ReadRouter>>;
 }
 
 /// Where a read goes (the answer of a [`ReadRouter`]).
@@ -156,13 +159,6 @@ pub(crate) trait ReadRouter: Send + Sync + 'static {
     fn finished(&self, index: usize, took: Duration, error: Option<&Error>);
     /// A read on replica `index` is no longer in flight (ended or dropped).
     fn released(&self, index: usize);
-}
-
-/// A handle's read routing: the router and when the handle (and its clones) last wrote.
-#[derive(Clone)]
-struct Routing {
-    router: Arc<dyn ReadRouter>,
-    wrote_at: Arc<AtomicU64>,
 }
 
 /// Tells the router a replica read is no longer in flight, however its future ends.
@@ -196,8 +192,9 @@ pub struct Database {
     /// readers' debts when dropped (a walk over every thread's slots), which a handle taken per
     /// statement would pay on every statement.
     rebound: OnceLock<ArcSwap<Bound>>,
-    /// Read routing, for a connection with read replicas.
-    routing: Option<Routing>,
+    /// When this handle last wrote, for `read_your_writes` (nanoseconds on its router's clock;
+    /// 0: never). A clone starts from the same value.
+    wrote_at: AtomicU64,
 }
 
 impl Clone for Database {
@@ -207,7 +204,7 @@ impl Clone for Database {
             source: self.source.clone(),
             first: self.latest(),
             rebound: OnceLock::new(),
-            routing: self.routing.clone(),
+            wrote_at: AtomicU64::new(self.wrote_at.load(std::sync::atomic::Ordering::Relaxed)),
         }
     }
 }
@@ -230,17 +227,8 @@ impl Database {
             source,
             first: Arc::new(bound),
             rebound: OnceLock::new(),
-            routing: None,
+            wrote_at: AtomicU64::new(0),
         }
-    }
-
-    /// Routes this handle's reads with `router` (a connection with read replicas).
-    pub(crate) fn with_router(mut self, router: Arc<dyn ReadRouter>) -> Self {
-        self.routing = Some(Routing {
-            router,
-            wrote_at: Arc::new(AtomicU64::new(0)),
-        });
-        self
     }
 
     /// The executor bound last.
@@ -330,16 +318,16 @@ impl Database {
         start: Start<T>,
         read: bool,
     ) -> Result<T> {
-        let Some(routing) = &self.routing else {
+        let Some(router) = self.source.router() else {
             return self.on_own_pool(at, verb, sql, params, start).await;
         };
-        let router = &*routing.router;
+        let router = &*router;
         if !read {
-            router.wrote(&routing.wrote_at);
+            router.wrote(&self.wrote_at);
             return self.on_own_pool(at, verb, sql, params, start).await;
         }
         let select = operation_of(sql) == 0;
-        match router.route(&routing.wrote_at, select)? {
+        match router.route(&self.wrote_at, select)? {
             ReadRoute::Primary => self.on_own_pool(at, verb, sql, params, start).await,
             ReadRoute::Replica { index, handle } => {
                 let _released = Released(router, index);
@@ -439,8 +427,8 @@ impl Database {
         let at = std::panic::Location::caller();
         async move {
             // A transaction may write: later reads of this handle follow `read_your_writes`.
-            if let Some(routing) = &self.routing {
-                routing.router.wrote(&routing.wrote_at);
+            if let Some(router) = self.source.router() {
+                router.wrote(&self.wrote_at);
             }
             let (context, inner) = self
                 .run(at, |b| async move {
