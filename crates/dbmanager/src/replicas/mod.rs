@@ -210,10 +210,17 @@ impl<M: Member> ReplicaSet<M> {
         let Some(r) = self.replicas.get(i) else {
             return;
         };
-        if r.checking.swap(true, Relaxed) {
+        if !self.running.load(Relaxed) || r.checking.swap(true, Relaxed) {
             return;
         }
         let outcome = self.check_once(r).await;
+        if !self.running.load(Relaxed) {
+            // Closed (or replaced) while this check ran: a pool it opened must not outlive
+            // the set.
+            r.member.shut(Duration::ZERO).await;
+            r.checking.store(false, Relaxed);
+            return;
+        }
         r.checked_at.store(self.now(), Relaxed);
         match outcome {
             Ok(lag) => {
