@@ -336,7 +336,13 @@ fn check_lists_replicas_after_their_connection() {
     )
     .unwrap();
     let out = dbmanager(
-        &["check", "--format", "json", "--config", config.to_str().unwrap()],
+        &[
+            "check",
+            "--format",
+            "json",
+            "--config",
+            config.to_str().unwrap(),
+        ],
         dir.path(),
     );
     let (stdout, stderr) = text(&out);
