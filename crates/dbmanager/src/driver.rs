@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm, PoolSettings};
+use crate::config::{
+    ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm, PoolSettings, PostgresDriver,
+};
 use crate::credentials::CredentialSource;
 use crate::error::{ErrorKind, Result};
 use crate::hooks::{HookRunner, HookState};
@@ -35,10 +37,11 @@ pub(crate) enum Field {
     ReadPreference,
     TrustServerCertificate,
     InitSql,
+    Driver,
 }
 
 impl Field {
-    pub(crate) const ALL: [Field; 14] = [
+    pub(crate) const ALL: [Field; 15] = [
         Field::Host,
         Field::Port,
         Field::User,
@@ -53,6 +56,7 @@ impl Field {
         Field::ReadPreference,
         Field::TrustServerCertificate,
         Field::InitSql,
+        Field::Driver,
     ];
 
     /// The YAML key.
@@ -72,6 +76,7 @@ impl Field {
             Field::ReadPreference => "read_preference",
             Field::TrustServerCertificate => "trust_server_certificate",
             Field::InitSql => "init_sql",
+            Field::Driver => "driver",
         }
     }
 
@@ -92,6 +97,7 @@ impl Field {
             Field::ReadPreference => c.read_preference.is_some(),
             Field::TrustServerCertificate => c.trust_server_certificate,
             Field::InitSql => !c.init_sql.is_empty(),
+            Field::Driver => c.driver.is_some(),
         }
     }
 }
@@ -129,6 +135,9 @@ pub(crate) type OpenFn =
 pub(crate) struct Driver {
     /// The `type` it serves.
     pub kind: DatabaseType,
+    /// The `driver` value that selects it among several drivers of its `type` (`None`: the
+    /// type's only driver).
+    pub variant: Option<PostgresDriver>,
     /// OpenTelemetry `db.system.name`.
     pub system_name: &'static str,
     /// The server's default port (`None` for embedded databases).

@@ -281,10 +281,14 @@ impl ManagerConfig {
             );
         }
 
-        let Some(driver) = crate::registry::driver(kind) else {
+        let Some(driver) = crate::registry::driver(c) else {
+            let (key, feature) = match c.driver {
+                Some(d) => ("driver", d.feature()),
+                None => ("type", kind.as_str()),
+            };
             p.push(
-                "type",
-                format!("this build of dbmanager does not include the `{kind}` cargo feature"),
+                key,
+                format!("this build of dbmanager does not include the `{feature}` cargo feature"),
             );
             return;
         };
@@ -459,11 +463,13 @@ fn check_against(driver: &Driver, c: &ConnectionConfig, p: &mut ConnectionProble
     }
     for field in Field::ALL {
         if field.is_set(c) && !driver.fields.contains(&field) {
-            let users: Vec<&str> = crate::registry::DRIVERS
+            let mut users: Vec<&str> = crate::registry::DRIVERS
                 .iter()
                 .filter(|d| d.fields.contains(&field))
                 .map(|d| d.kind.as_str())
                 .collect();
+            // A type with several drivers is named once.
+            users.dedup();
             let only = if users.is_empty() {
                 "no backend in this build".to_owned()
             } else {

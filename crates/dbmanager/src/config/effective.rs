@@ -302,6 +302,7 @@ fn connection_value(
         "password_file" => own(path(&c.password_file)?),
         "database" => own(text(&c.database)?),
         "sslmode" => own(json!(c.sslmode?.as_str())),
+        "driver" => own(json!(c.driver?.as_str())),
         "schema" => own(text(&c.schema)?),
         "filepath" => own(path(&c.filepath)?),
         "auth_source" => own(text(&c.auth_source)?),

@@ -19,8 +19,8 @@ use super::keys::{CONNECTION_KEYS, MANAGER_KEYS};
 use super::problems::did_you_mean;
 use super::tree::{self, Kind, Node, Origin, Scalar};
 use super::{
-    ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, ReadPreference,
-    SslMode,
+    ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, PostgresDriver,
+    ReadPreference, SslMode,
 };
 
 /// Prefix of environment overrides: `DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD=...`.
@@ -563,6 +563,7 @@ fn walk_connection(
     c.password_file = f.string("password_file").map(PathBuf::from);
     c.database = f.string("database");
     c.sslmode = f.parse_enum("sslmode", SslMode::parse, SslMode::NAMES);
+    c.driver = f.parse_enum("driver", PostgresDriver::parse, PostgresDriver::NAMES);
     c.schema = f.string("schema");
     c.filepath = f.string("filepath").map(PathBuf::from);
     c.auth_source = f.string("auth_source");

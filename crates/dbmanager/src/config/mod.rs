@@ -21,7 +21,7 @@ use secrecy::SecretString;
 
 pub(crate) use effective::settings as effective_settings;
 pub use effective::{EffectiveConfig, Origin, REDACTED, Setting};
-pub use enums::{DatabaseType, DefaultOrm, ReadPreference, SslMode};
+pub use enums::{DatabaseType, DefaultOrm, PostgresDriver, ReadPreference, SslMode};
 pub(crate) use keys::MAX_CIRCUIT_BREAKER_FAILURES;
 pub(crate) use load::parse as parse_yaml;
 pub use load::{ENV_PREFIX, EnvSource};
@@ -231,6 +231,8 @@ pub struct ConnectionConfig {
     pub database: Option<String>,
     /// TLS mode (PostgreSQL semantics; default `prefer`).
     pub sslmode: Option<SslMode>,
+    /// PostgreSQL: the driver library (`driver`; default `sqlx`).
+    pub driver: Option<PostgresDriver>,
     /// Default schema (PostgreSQL `search_path`).
     pub schema: Option<String>,
     /// SQLite file path, or `:memory:`.
@@ -298,6 +300,7 @@ impl ConnectionConfig {
             password_file: None,
             database: None,
             sslmode: None,
+            driver: None,
             schema: None,
             filepath: None,
             auth_source: None,
@@ -372,6 +375,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("password_file", &self.password_file)
             .field("database", &self.database)
             .field("sslmode", &self.sslmode)
+            .field("driver", &self.driver)
             .field("schema", &self.schema)
             .field("filepath", &self.filepath)
             .field("auth_source", &self.auth_source)

@@ -1,0 +1,1 @@
+//! tokio-postgres driver specific behaviour (filled in below).
