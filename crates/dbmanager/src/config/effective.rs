@@ -481,6 +481,7 @@ dbmanager:
   connections:
     a:
       type: postgres
+      driver: tokio-postgres
       dsn: postgres://u:S3cret@h/db
       password: S3cret
       sslmode: require
@@ -539,7 +540,7 @@ dbmanager:
             .map(|s| (s.value.clone(), s.origins.clone()));
         assert_eq!(
             port,
-            Some((json!(27017), vec![Origin::File { line: Some(25) }]))
+            Some((json!(27017), vec![Origin::File { line: Some(26) }]))
         );
     }
 }

@@ -213,6 +213,8 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             columns: columns.clone(),
             max_lifetime: s.max_lifetime,
             max_idle_time: s.max_idle_time,
+            connect_timeout: s.connect_timeout,
+            retry_connects: std::sync::atomic::AtomicBool::new(false),
         };
         let pool = deadpool::managed::Pool::builder(manager)
             .max_size(s.max_open as usize)
@@ -235,6 +237,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             .await?;
             held.push(client);
         }
+        pool.manager().retry_connects.store(true, Relaxed);
         if s.max_idle == 0 {
             held.into_iter().for_each(|c| drop(TokioPgClient::take(c)));
         }

@@ -7,6 +7,7 @@
 //! Each client keeps its own prepared-statement cache (deadpool-postgres's `ClientWrapper`).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,13 @@ pub struct TokioPgManager {
     pub(super) columns: Arc<ColumnCache>,
     pub(super) max_lifetime: Option<Duration>,
     pub(super) max_idle_time: Option<Duration>,
+    /// Bound of one connect, retries included (`connect_timeout`).
+    pub(super) connect_timeout: Duration,
+    /// Set once the pool is open: a checkout's connect then retries a refused or reset
+    /// connection until `connect_timeout`, as sqlx's pool does (a restarting server is waited
+    /// for, not reported to every caller); the open's own attempt fails fast, so the real
+    /// error reaches the manager's retry.
+    pub(super) retry_connects: AtomicBool,
 }
 
 impl std::fmt::Debug for TokioPgManager {
@@ -97,7 +105,22 @@ impl deadpool::managed::Manager for TokioPgManager {
     type Error = Error;
 
     async fn create(&self) -> Result<ClientWrapper> {
-        let client = self.connect().await?;
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(10);
+        let client = loop {
+            match self.connect().await {
+                Ok(client) => break client,
+                Err(e)
+                    if e.kind() == ErrorKind::Transient
+                        && self.retry_connects.load(Relaxed)
+                        && started.elapsed() + delay < self.connect_timeout =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         self.counters.opened.fetch_add(1, Relaxed);
         for statement in self.init.iter() {
             if let Err(e) = client.batch_execute(statement).await {
