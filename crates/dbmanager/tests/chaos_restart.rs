@@ -136,7 +136,7 @@ impl SqlxLayers {
     async fn take(conn: &dbmanager::Connection) -> Self {
         let native = conn.postgres().unwrap();
         let orm = conn.sea_orm().unwrap();
-        let mut listener = conn.listener().await.unwrap();
+        let listener = conn.listener().await.unwrap();
         listener.listen("chaos").await.unwrap();
         let notifier = listener.handle();
         Self {

@@ -322,3 +322,42 @@ async fn a_rotated_password_file_is_read_by_each_new_connection() {
     assert!(!shown.contains("Tp-Pw"), "{shown}");
     manager.close(Duration::from_secs(5)).await;
 }
+
+/// deadpool has no release callback: the neutral handle's releases keep `max_idle_conns`, and
+/// the health check trims what the native layer returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_minimum_bounds_hold_without_a_release_callback() {
+    let db = TestDb::create();
+    let mut c = tokio_config(&db, "tp");
+    c.max_open_conns = Some(4);
+    c.max_idle_conns = Some(1);
+    c.min_open_conns = Some(1);
+    let manager = connected(c).await;
+    let conn = manager.get("tp").unwrap();
+    let sql = manager.database("tp").unwrap();
+    let sleepers: Vec<_> = (0..4)
+        .map(|_| {
+            let sql = sql.clone();
+            tokio::spawn(async move { sql.execute("SELECT pg_sleep(0.3)", &[]).await })
+        })
+        .collect();
+    for s in sleepers {
+        s.await.unwrap().unwrap();
+    }
+    // Releases racing each other may each see room for one more; the health check restores the
+    // bound. Either way the three clients beyond it were closed as idle beyond the cap.
+    conn.health_check().await.unwrap();
+    let stats = conn.stats();
+    assert_eq!((stats.open, stats.idle), (1, 1), "{stats:?}");
+    assert_eq!(stats.closed_max_idle, 3, "{stats:?}");
+
+    // The native layer's clients come back without the check; the health check trims them.
+    let pool = conn.tokio_postgres().unwrap();
+    let clients = futures_util::future::join_all((0..4).map(|_| pool.get())).await;
+    drop(clients);
+    assert_eq!(conn.stats().idle, 4);
+    conn.health_check().await.unwrap();
+    let stats = conn.stats();
+    assert_eq!((stats.idle, stats.closed_max_idle), (1, 6), "{stats:?}");
+    manager.close(Duration::from_secs(5)).await;
+}

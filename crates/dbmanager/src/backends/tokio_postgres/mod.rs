@@ -105,6 +105,8 @@ pub(crate) fn statement_error(name: &str, message: String) -> Error {
 struct TokioPgBackend {
     name: Arc<str>,
     pool: TokioPgPool,
+    /// `min_open_conns`: reopened by the health loop after closes (deadpool keeps no minimum).
+    min_open: usize,
     counters: Arc<PoolCounters>,
     native: Arc<dyn SqlExecutor>,
 }
@@ -144,7 +146,8 @@ impl BackendPool for TokioPgBackend {
     }
 
     /// deadpool has no release callback, so the idle cap is restored here (the health loop
-    /// calls it); `conn_max_idle_time` too.
+    /// calls it; the neutral handle's releases keep it too); `conn_max_idle_time` too. Then
+    /// the pool is topped up to `min_open_conns`.
     fn trim_idle(&self, max_idle: u32) -> BoxFuture<'_, ()> {
         let max_idle_time = self.pool.manager().max_idle_time;
         let mut kept = 0u32;
@@ -161,7 +164,15 @@ impl BackendPool for TokioPgBackend {
             true
         });
         self.counters.closed_max_idle.fetch_add(over_cap, Relaxed);
-        Box::pin(async {})
+        Box::pin(async move {
+            let mut held = Vec::new();
+            while self.pool.status().size < self.min_open {
+                match pool::acquire(&self.name, &self.pool, &self.counters).await {
+                    Ok(client) => held.push(client),
+                    Err(_) => break,
+                }
+            }
+        })
     }
 
     /// Refuses new checkouts and closes the idle clients at once; returns when every
@@ -246,10 +257,12 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             pool: pool.clone(),
             counters: spec.counters.clone(),
             columns,
+            max_idle: (s.max_idle < s.max_open).then_some(s.max_idle as usize),
         });
         Ok(Box::new(TokioPgBackend {
             name: spec.name.clone(),
             pool,
+            min_open: s.min_open as usize,
             counters: spec.counters.clone(),
             native,
         }) as Box<dyn BackendPool>)

@@ -3,6 +3,7 @@
 //! keyed by its text and the declared parameter types.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use deadpool_postgres::ClientWrapper;
 use futures_util::TryStreamExt as _;
@@ -115,6 +116,9 @@ pub(super) struct TokioPgExecutor {
     pub pool: TokioPgPool,
     pub counters: Arc<PoolCounters>,
     pub columns: Arc<ColumnCache>,
+    /// `max_idle_conns` when it is below the pool size (else no release can exceed it),
+    /// enforced when a statement's client is released.
+    pub max_idle: Option<usize>,
 }
 
 impl TokioPgExecutor {
@@ -122,6 +126,18 @@ impl TokioPgExecutor {
         On {
             name: &self.name,
             columns: &self.columns,
+        }
+    }
+
+    /// Returns a client to the pool, or closes it when the pool already keeps `max_idle_conns`
+    /// idle ones (deadpool has no release callback to do it; clients of the native layer are
+    /// trimmed by the health loop instead).
+    fn release(&self, client: TokioPgClient) {
+        if let Some(max_idle) = self.max_idle
+            && self.pool.status().available >= max_idle
+        {
+            self.counters.closed_max_idle.fetch_add(1, Relaxed);
+            drop(TokioPgClient::take(client));
         }
     }
 }
@@ -134,7 +150,9 @@ impl SqlExecutor for TokioPgExecutor {
     fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let client = acquire(&self.name, &self.pool, &self.counters).await?;
-            execute(self.on(), &client, sql, params).await
+            let outcome = execute(self.on(), &client, sql, params).await;
+            self.release(client);
+            outcome
         })
     }
 
@@ -145,7 +163,9 @@ impl SqlExecutor for TokioPgExecutor {
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
             let client = acquire(&self.name, &self.pool, &self.counters).await?;
-            fetch(self.on(), &client, sql, params, usize::MAX).await
+            let outcome = fetch(self.on(), &client, sql, params, usize::MAX).await;
+            self.release(client);
+            outcome
         })
     }
 
@@ -156,7 +176,9 @@ impl SqlExecutor for TokioPgExecutor {
     ) -> BoxFuture<'a, Result<Option<Row>>> {
         Box::pin(async move {
             let client = acquire(&self.name, &self.pool, &self.counters).await?;
-            Ok(fetch(self.on(), &client, sql, params, 1).await?.pop())
+            let outcome = fetch(self.on(), &client, sql, params, 1).await;
+            self.release(client);
+            Ok(outcome?.pop())
         })
     }
 
