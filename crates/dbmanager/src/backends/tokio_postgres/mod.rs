@@ -230,9 +230,10 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
         let pool = deadpool::managed::Pool::builder(manager)
             .max_size(s.max_open as usize)
             .runtime(deadpool::Runtime::Tokio1)
+            // A checkout waits at most `connect_timeout` for a client. Opening one and checking
+            // an idle one bound themselves (`TokioPgManager`), so no timer is built around them
+            // on every checkout, the native layer's included.
             .wait_timeout(Some(s.connect_timeout))
-            .create_timeout(Some(s.connect_timeout))
-            .recycle_timeout(Some(s.connect_timeout))
             .build()
             .map_err(|e| config_error(spec.name, e.to_string()))?;
         // The first connection is the connect attempt: its error is the real one. Then warm up
