@@ -361,3 +361,36 @@ async fn idle_and_minimum_bounds_hold_without_a_release_callback() {
     assert_eq!((stats.idle, stats.closed_max_idle), (1, 6), "{stats:?}");
     manager.close(Duration::from_secs(5)).await;
 }
+
+/// A statement abandoned by `query_timeout` leaves its client busy on the server: the client is
+/// closed, not pooled, and the next statement runs on a fresh connection.
+#[tokio::test]
+async fn a_timed_out_statement_closes_its_client() {
+    let db = TestDb::create();
+    let mut c = tokio_config(&db, "tp");
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    c.query_timeout = Duration::from_millis(300);
+    let manager = connected(c).await;
+    let conn = manager.get("tp").unwrap();
+    let sql = manager.database("tp").unwrap();
+    let pid = |sql: dbmanager::Database| async move {
+        sql.fetch_one("SELECT pg_backend_pid()::int8 AS pid", &[])
+            .await
+            .unwrap()
+            .get::<i64>("pid")
+    };
+    let before = pid(sql.clone()).await;
+    // The server-side bound (`statement_timeout`, the same 300 ms) lifted for this session, so
+    // that only the client-side one can end the statement.
+    sql.execute("SELECT set_config('statement_timeout', '60s', false)", &[])
+        .await
+        .unwrap();
+    let broken = conn.stats().closed_broken;
+    let err = sql.execute("SELECT pg_sleep(5)", &[]).await.unwrap_err();
+    assert!(matches!(err, dbmanager::Error::Timeout { .. }), "{err}");
+    assert_eq!(conn.stats().closed_broken, broken + 1);
+    let after = pid(sql.clone()).await;
+    assert_ne!(before, after, "the next statement runs on another session");
+    manager.close(Duration::from_secs(5)).await;
+}

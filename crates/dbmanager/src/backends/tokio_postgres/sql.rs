@@ -129,6 +129,15 @@ impl TokioPgExecutor {
         }
     }
 
+    /// Checks a client out for one statement.
+    async fn checkout(&self) -> Result<InFlight<'_>> {
+        let client = acquire(&self.name, &self.pool, &self.counters).await?;
+        Ok(InFlight {
+            executor: self,
+            client: Some(client),
+        })
+    }
+
     /// Returns a client to the pool, or closes it when the pool already keeps `max_idle_conns`
     /// idle ones (deadpool has no release callback to do it; clients of the native layer are
     /// trimmed by the health loop instead).
@@ -149,9 +158,9 @@ impl SqlExecutor for TokioPgExecutor {
 
     fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let client = acquire(&self.name, &self.pool, &self.counters).await?;
-            let outcome = execute(self.on(), &client, sql, params).await;
-            self.release(client);
+            let mut statement = self.checkout().await?;
+            let outcome = execute(self.on(), statement.client()?, sql, params).await;
+            statement.done();
             outcome
         })
     }
@@ -162,9 +171,9 @@ impl SqlExecutor for TokioPgExecutor {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
-            let client = acquire(&self.name, &self.pool, &self.counters).await?;
-            let outcome = fetch(self.on(), &client, sql, params, usize::MAX).await;
-            self.release(client);
+            let mut statement = self.checkout().await?;
+            let outcome = fetch(self.on(), statement.client()?, sql, params, usize::MAX).await;
+            statement.done();
             outcome
         })
     }
@@ -175,9 +184,9 @@ impl SqlExecutor for TokioPgExecutor {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
         Box::pin(async move {
-            let client = acquire(&self.name, &self.pool, &self.counters).await?;
-            let outcome = fetch(self.on(), &client, sql, params, 1).await;
-            self.release(client);
+            let mut statement = self.checkout().await?;
+            let outcome = fetch(self.on(), statement.client()?, sql, params, 1).await;
+            statement.done();
             Ok(outcome?.pop())
         })
     }
@@ -196,6 +205,38 @@ impl SqlExecutor for TokioPgExecutor {
                 .map_err(|e| driver_error(&self.name, Operation::Begin, e))?;
             Ok(Box::new(tx) as Box<dyn SqlTransaction>)
         })
+    }
+}
+
+/// A client while one statement runs on it. Dropped before [`InFlight::done`] (the statement's
+/// future was cancelled, say by `query_timeout`), the client is closed rather than pooled: the
+/// server may still be running the statement, and the next caller would wait behind it.
+struct InFlight<'e> {
+    executor: &'e TokioPgExecutor,
+    client: Option<TokioPgClient>,
+}
+
+impl InFlight<'_> {
+    fn client(&self) -> Result<&TokioPgClient> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| Error::closed(&self.executor.name, Operation::Query))
+    }
+
+    /// The statement finished (with a result or an error from the server): the client goes back.
+    fn done(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.executor.release(client);
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.executor.counters.closed_broken.fetch_add(1, Relaxed);
+            drop(TokioPgClient::take(client));
+        }
     }
 }
 
