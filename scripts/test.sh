@@ -101,7 +101,7 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 log "lean builds: the default features, then one backend at a time, compile without warnings"
 cargo clippy -q -p dbmanager -- -D warnings
-for features in sqlite postgres mysql "mssql,mongodb"; do
+for features in sqlite postgres tokio-postgres mysql "mssql,mongodb"; do
     cargo clippy -q -p dbmanager --no-default-features --features "$features" -- -D warnings
 done
 

@@ -91,7 +91,9 @@ pub async fn manager(database: &str, size: u32) -> Manager {
     let mut quiet = c.clone();
     quiet.name = "pg_nometrics".into();
     quiet.enable_metrics = false;
-    manager_with(vec![c, quiet]).await
+    // The same settings on the tokio-postgres driver (`driver: tokio-postgres`).
+    let tokio_pg = DRIVERS[1].config(database, size);
+    manager_with(vec![c, quiet, tokio_pg]).await
 }
 
 /// A dbmanager PostgreSQL driver under measurement.
@@ -106,11 +108,18 @@ pub struct Driver {
 
 /// The drivers whose neutral handle the mix, the checkout table and idle memory measure. A new
 /// driver is one more line here: those three measurements pick it up.
-pub const DRIVERS: &[Driver] = &[Driver {
-    connection: "pg",
-    label: "sqlx",
-    configure: |_| {},
-}];
+pub const DRIVERS: &[Driver] = &[
+    Driver {
+        connection: "pg",
+        label: "sqlx",
+        configure: |_| {},
+    },
+    Driver {
+        connection: "pg_tokio",
+        label: "tokio-postgres",
+        configure: |c| c.driver = Some(dbmanager::PostgresDriver::TokioPostgres),
+    },
+];
 
 impl Driver {
     /// Its connection on `database` with a pool of `size`.

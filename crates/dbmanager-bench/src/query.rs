@@ -19,6 +19,11 @@ pub enum Mode {
 
 const MATRIX: [(usize, u32); 4] = [(4, 4), (16, 8), (64, 8), (64, 16)];
 
+/// The raw deadpool-postgres variant: the second baseline, for the tokio-postgres driver.
+const DEADPOOL_QUERY: &str = "deadpool-postgres (prepared, cached)";
+/// The neutral handle on `driver: tokio-postgres`.
+const TOKIO_NEUTRAL: &str = "dbmanager neutral (tokio-postgres driver)";
+
 async fn sqlx_pool(db: &TestDb, size: u32, same_settings: bool) -> PgPool {
     pools::sqlx_pool(&db.name, size, same_settings).await
 }
@@ -118,11 +123,41 @@ fn variants(
                 }),
             ));
             out.push((
-                "deadpool-postgres (prepared, cached)",
+                DEADPOOL_QUERY,
                 op(move || {
                     let dp = dp.clone();
                     async move {
                         let client = dp.get().await.expect("client");
+                        let stmt = client.prepare_cached("SELECT 1").await.expect("prepare");
+                        let _ = client.query_one(&stmt, &[]).await.expect("query");
+                    }
+                }),
+            ));
+            let mm = m.clone();
+            out.push((
+                TOKIO_NEUTRAL,
+                op(move || {
+                    let mm = mm.clone();
+                    async move {
+                        mm.database("pg_tokio")
+                            .expect("db")
+                            .fetch_one("SELECT 1", &[])
+                            .await
+                            .expect("query");
+                    }
+                }),
+            ));
+            let mm = m.clone();
+            out.push((
+                "dbmanager tokio-postgres native (`tokio_postgres()`, prepared, cached)",
+                op(move || {
+                    let mm = mm.clone();
+                    async move {
+                        let pool = mm
+                            .get("pg_tokio")
+                            .and_then(|c| c.tokio_postgres())
+                            .expect("pool");
+                        let client = pool.get().await.expect("client");
                         let stmt = client.prepare_cached("SELECT 1").await.expect("prepare");
                         let _ = client.query_one(&stmt, &[]).await.expect("query");
                     }
@@ -152,6 +187,20 @@ fn variants(
                     let dp = dp.clone();
                     async move {
                         drop(dp.get().await.expect("client"));
+                    }
+                }),
+            ));
+            let mm = m.clone();
+            out.push((
+                "dbmanager tokio-postgres native (`tokio_postgres()` + get)",
+                op(move || {
+                    let mm = mm.clone();
+                    async move {
+                        let pool = mm
+                            .get("pg_tokio")
+                            .and_then(|c| c.tokio_postgres())
+                            .expect("pool");
+                        drop(pool.get().await.expect("client"));
                     }
                 }),
             ));
@@ -190,11 +239,20 @@ pub async fn run(mode: Mode) {
         }
         let medians: Vec<f64> = results.into_iter().map(median).collect();
         let baseline = medians[1];
+        let deadpool = variants
+            .iter()
+            .position(|(name, _)| name.starts_with("deadpool-postgres"))
+            .map_or(f64::NAN, |i| medians[i]);
         println!("**{workers} workers × pool {size}**\n");
-        println!("| variant | throughput | ratio |");
-        println!("|---|---:|---:|");
+        println!("| variant | throughput | ratio | ratio to deadpool-postgres |");
+        println!("|---|---:|---:|---:|");
         for ((name, _), v) in variants.iter().zip(&medians) {
-            println!("| {name} | {} | {:.3} |", fmt_rate(*v), v / baseline);
+            println!(
+                "| {name} | {} | {:.3} | {:.3} |",
+                fmt_rate(*v),
+                v / baseline,
+                v / deadpool
+            );
         }
         println!();
         raw_default.close().await;

@@ -491,6 +491,16 @@ impl Connection {
         }
     }
 
+    /// `e`, or, for a connection of `kind` that another driver serves (`driver:`), why.
+    #[allow(dead_code, reason = "used by the PostgreSQL shortcuts")]
+    fn other_driver(&self, e: Error, kind: DatabaseType, layer: &'static str) -> Error {
+        if self.kind() == kind {
+            self.unsupported(layer, "the connection's `driver` does not offer it")
+        } else {
+            e
+        }
+    }
+
     /// A typed access layer of the open backend, cloned out of it.
     fn layer_of<T: Any + Clone>(&self, backend: &BackendGuard, layer: &'static str) -> Result<T> {
         backend
@@ -514,6 +524,17 @@ impl Connection {
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub fn postgres(&self) -> Result<sqlx::PgPool> {
         self.layer_of(&self.sql_backend()?, "the PostgreSQL pool")
+            .map_err(|e| self.other_driver(e, DatabaseType::Postgres, "the PostgreSQL pool"))
+    }
+
+    /// The native pool of a `driver: tokio-postgres` connection: tokio-postgres clients in
+    /// deadpool, each with its prepared-statement cache (`pool.get().await?.prepare_cached`).
+    /// Clones share the one pool.
+    #[cfg(feature = "tokio-postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio-postgres")))]
+    pub fn tokio_postgres(&self) -> Result<crate::TokioPgPool> {
+        self.layer_of(&self.sql_backend()?, "the tokio-postgres pool")
+            .map_err(|e| self.other_driver(e, DatabaseType::Postgres, "the tokio-postgres pool"))
     }
 
     /// The native SQLite pool (sqlx). Clones share the one pool.

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm, PoolSettings};
+use crate::config::{
+    ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm, PoolSettings, PostgresDriver,
+};
 use crate::credentials::CredentialSource;
 use crate::error::{ErrorKind, Result};
 use crate::hooks::{HookRunner, HookState};
@@ -36,10 +38,11 @@ pub(crate) enum Field {
     TrustServerCertificate,
     InitSql,
     Pooler,
+    Driver,
 }
 
 impl Field {
-    pub(crate) const ALL: [Field; 15] = [
+    pub(crate) const ALL: [Field; 16] = [
         Field::Host,
         Field::Port,
         Field::User,
@@ -55,6 +58,7 @@ impl Field {
         Field::TrustServerCertificate,
         Field::InitSql,
         Field::Pooler,
+        Field::Driver,
     ];
 
     /// The YAML key.
@@ -75,6 +79,7 @@ impl Field {
             Field::TrustServerCertificate => "trust_server_certificate",
             Field::InitSql => "init_sql",
             Field::Pooler => "pooler",
+            Field::Driver => "driver",
         }
     }
 
@@ -96,6 +101,7 @@ impl Field {
             Field::TrustServerCertificate => c.trust_server_certificate,
             Field::InitSql => !c.init_sql.is_empty(),
             Field::Pooler => c.pooler != crate::config::Pooler::None,
+            Field::Driver => c.driver.is_some(),
         }
     }
 }
@@ -133,6 +139,9 @@ pub(crate) type OpenFn =
 pub(crate) struct Driver {
     /// The `type` it serves.
     pub kind: DatabaseType,
+    /// The `driver` value that selects it among several drivers of its `type` (`None`: the
+    /// type's only driver).
+    pub variant: Option<PostgresDriver>,
     /// OpenTelemetry `db.system.name`.
     pub system_name: &'static str,
     /// The server's default port (`None` for embedded databases).

@@ -16,10 +16,11 @@
     feature = "postgres",
     feature = "sqlite",
     feature = "mssql",
-    feature = "mysql"
+    feature = "mysql",
+    feature = "tokio-postgres"
 )))]
 compile_error!(
-    "dbmanager needs at least one SQL backend feature: `postgres`, `sqlite`, `mssql` or `mysql`"
+    "dbmanager needs at least one SQL backend feature: `postgres`, `tokio-postgres`, `sqlite`, `mssql` or `mysql`"
 );
 
 mod adopt;
@@ -53,10 +54,13 @@ pub use adopt::{AdoptContext, Adoptable, Adopted};
 #[cfg(feature = "mssql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mssql")))]
 pub use backends::mssql::{MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
+#[cfg(feature = "tokio-postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio-postgres")))]
+pub use backends::tokio_postgres::{TokioPgClient, TokioPgManager, TokioPgPool};
 pub use config::{
     ConfigProblem, ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, EnvSource,
-    ManagerConfig, PoolSettings, Pooler, ReadPolicy, ReadPreference, ReplicaFallback, RetryPolicy,
-    SslMode,
+    ManagerConfig, PoolSettings, Pooler, PostgresDriver, ReadPolicy, ReadPreference,
+    ReplicaFallback, RetryPolicy, SslMode,
 };
 pub use connection::Connection;
 pub use credentials::{CredentialProvider, CredentialRequest, Credentials};
@@ -79,6 +83,12 @@ pub mod reexports {
     pub use bb8;
     pub use bigdecimal;
     pub use chrono;
+    #[cfg(feature = "tokio-postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio-postgres")))]
+    pub use deadpool;
+    #[cfg(feature = "tokio-postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio-postgres")))]
+    pub use deadpool_postgres;
     #[cfg(feature = "mongodb")]
     #[cfg_attr(docsrs, doc(cfg(feature = "mongodb")))]
     pub use mongodb;
@@ -94,5 +104,8 @@ pub mod reexports {
     #[cfg(feature = "mssql")]
     #[cfg_attr(docsrs, doc(cfg(feature = "mssql")))]
     pub use tiberius;
+    #[cfg(feature = "tokio-postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio-postgres")))]
+    pub use tokio_postgres;
     pub use uuid;
 }

@@ -225,18 +225,22 @@ impl ManagerConfig {
         if c.replicas.is_empty() {
             return;
         }
-        let supported = crate::registry::driver(c.kind).is_none_or(|d| d.replica_lag.is_some());
+        let supported = crate::registry::driver(c).is_none_or(|d| d.replica_lag.is_some());
         if !supported {
-            let users: Vec<&str> = crate::registry::DRIVERS
+            let mut users: Vec<&str> = crate::registry::DRIVERS
                 .iter()
                 .filter(|d| d.replica_lag.is_some())
                 .map(|d| d.kind.as_str())
                 .collect();
+            users.dedup();
+            let what = match c.driver {
+                Some(driver) => format!("{} with `driver: {}`", c.kind, driver.as_str()),
+                None => c.kind.to_string(),
+            };
             p.push(
                 "replicas",
                 format!(
-                    "{} has no read replicas here (only {})",
-                    c.kind,
+                    "{what} has no read replicas here (only {})",
                     if users.is_empty() {
                         "backends not in this build".to_owned()
                     } else {
@@ -358,10 +362,14 @@ impl ManagerConfig {
             );
         }
 
-        let Some(driver) = crate::registry::driver(kind) else {
+        let Some(driver) = crate::registry::driver(c) else {
+            let (key, feature) = match c.driver {
+                Some(d) => ("driver", d.feature()),
+                None => ("type", kind.as_str()),
+            };
             p.push(
-                "type",
-                format!("this build of dbmanager does not include the `{kind}` cargo feature"),
+                key,
+                format!("this build of dbmanager does not include the `{feature}` cargo feature"),
             );
             return;
         };
@@ -536,11 +544,13 @@ fn check_against(driver: &Driver, c: &ConnectionConfig, p: &mut ConnectionProble
     }
     for field in Field::ALL {
         if field.is_set(c) && !driver.fields.contains(&field) {
-            let users: Vec<&str> = crate::registry::DRIVERS
+            let mut users: Vec<&str> = crate::registry::DRIVERS
                 .iter()
                 .filter(|d| d.fields.contains(&field))
                 .map(|d| d.kind.as_str())
                 .collect();
+            // A type with several drivers is named once.
+            users.dedup();
             let only = if users.is_empty() {
                 "no backend in this build".to_owned()
             } else {

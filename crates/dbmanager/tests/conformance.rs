@@ -88,6 +88,8 @@ macro_rules! conformance {
 
 #[cfg(feature = "postgres")]
 conformance!(postgres, suite::Postgres, sea_orm);
+#[cfg(feature = "tokio-postgres")]
+conformance!(tokio_postgres, suite::TokioPostgres);
 #[cfg(feature = "sqlite")]
 conformance!(sqlite, suite::SqliteFile, sea_orm);
 #[cfg(feature = "sqlite")]

@@ -64,6 +64,7 @@ impl FakeServer {
 /// Serves connections of any SQL type in the manager-logic tests.
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Postgres,
+    variant: None,
     system_name: "fake",
     default_port: Some(1),
     dsn_schemes: &[],
@@ -78,7 +79,7 @@ pub(crate) static DRIVER: Driver = Driver {
 };
 
 /// Every type resolves to the fake driver.
-pub(crate) fn resolve(_: DatabaseType) -> Option<&'static Driver> {
+pub(crate) fn resolve(_: &crate::config::ConnectionConfig) -> Option<&'static Driver> {
     Some(&DRIVER)
 }
 

@@ -1,6 +1,13 @@
 //! The backends, one folder each, behind the seam of [`crate::driver`]. Each folder's `DRIVER`
 //! is listed in the registry; nothing outside this folder knows one backend from another.
 
+#[cfg(any(
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "tokio-postgres"
+))]
+pub(crate) mod columns;
 #[cfg(test)]
 pub(crate) mod fake;
 #[cfg(feature = "mongodb")]
@@ -9,12 +16,16 @@ pub(crate) mod mongodb;
 pub(crate) mod mssql;
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;
+#[cfg(any(feature = "postgres", feature = "tokio-postgres"))]
+pub(crate) mod pg_common;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 #[cfg(any(feature = "postgres", feature = "sqlite", feature = "mysql"))]
 pub(crate) mod sqlx;
+#[cfg(feature = "tokio-postgres")]
+pub(crate) mod tokio_postgres;
 
 use std::time::Duration;
 

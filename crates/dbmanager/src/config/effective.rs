@@ -302,6 +302,7 @@ fn connection_value(
         "password_file" => own(path(&c.password_file)?),
         "database" => own(text(&c.database)?),
         "sslmode" => own(json!(c.sslmode?.as_str())),
+        "driver" => own(json!(c.driver?.as_str())),
         "schema" => own(text(&c.schema)?),
         // A PostgreSQL key with a default: listed for PostgreSQL, elsewhere only when set.
         "pooler" => (c.kind == DatabaseType::Postgres || c.pooler != super::Pooler::None)
@@ -527,6 +528,7 @@ dbmanager:
   connections:
     a:
       type: postgres
+      driver: tokio-postgres
       dsn: postgres://u:S3cret@h/db
       password: S3cret
       sslmode: require

@@ -83,6 +83,30 @@ config_enum! {
 }
 
 config_enum! {
+    /// The driver library of a PostgreSQL connection (`driver`; default `sqlx`).
+    PostgresDriver {
+        /// sqlx: SeaORM, LISTEN/NOTIFY and `Connection::postgres()` on the same pool.
+        Sqlx => "sqlx",
+        /// tokio-postgres clients in a deadpool pool, each with its prepared-statement cache:
+        /// the neutral handle and `Connection::tokio_postgres()`.
+        TokioPostgres => "tokio-postgres",
+    }
+}
+
+impl PostgresDriver {
+    /// The driver of a connection that names none.
+    pub const DEFAULT: PostgresDriver = PostgresDriver::Sqlx;
+
+    /// The cargo feature that compiles it in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            PostgresDriver::Sqlx => "postgres",
+            PostgresDriver::TokioPostgres => "tokio-postgres",
+        }
+    }
+}
+
+config_enum! {
     /// MongoDB read preference, spelled as MongoDB writes it.
     ReadPreference {
         /// Primary only.

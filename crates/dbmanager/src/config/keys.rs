@@ -3,8 +3,8 @@
 //! (`config show`) lists them, in this order.
 
 use super::{
-    DatabaseType, DefaultOrm, MAX_POOL_SIZE, Pooler, ReadPolicy, ReadPreference, ReplicaFallback,
-    SslMode,
+    DatabaseType, DefaultOrm, MAX_POOL_SIZE, Pooler, PostgresDriver, ReadPolicy, ReadPreference,
+    ReplicaFallback, SslMode,
 };
 
 /// What a key's value looks like in the document, as the parser reads it.
@@ -93,6 +93,8 @@ keys!(CONNECTION_KEYS, CONNECTION {
         "The connection's name; must equal its key in `connections` if given.";
     "type": Shape::Enum { names: DatabaseType::NAMES, aliases: &["mariadb"] },
         "Backend (`mariadb` is an alias of `mysql`).";
+    "driver": Shape::Enum { names: PostgresDriver::NAMES, aliases: &[] },
+        "postgres: the driver library, `sqlx` (the default: SeaORM, LISTEN/NOTIFY) or `tokio-postgres` (prepared-statement cache, the neutral handle and the native client).";
     "dsn": Shape::Secret,
         "Complete connection string, used as is (secret); not with host, port, user, database or filepath.";
     "host": Shape::Text,

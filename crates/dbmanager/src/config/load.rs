@@ -19,8 +19,8 @@ use super::keys::{CONNECTION_KEYS, MANAGER_KEYS, REPLICATION_KEYS};
 use super::problems::did_you_mean;
 use super::tree::{self, Kind, Node, Origin, Scalar};
 use super::{
-    ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, Pooler, ReadPolicy,
-    ReadPreference, ReplicaFallback, SslMode,
+    ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, Pooler,
+    PostgresDriver, ReadPolicy, ReadPreference, ReplicaFallback, SslMode,
 };
 
 /// Prefix of environment overrides: `DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD=...`.
@@ -569,6 +569,7 @@ fn walk_connection(
     c.password_file = f.string("password_file").map(PathBuf::from);
     c.database = f.string("database");
     c.sslmode = f.parse_enum("sslmode", SslMode::parse, SslMode::NAMES);
+    c.driver = f.parse_enum("driver", PostgresDriver::parse, PostgresDriver::NAMES);
     c.schema = f.string("schema");
     if let Some(pooler) = f.parse_enum("pooler", Pooler::parse, Pooler::NAMES) {
         c.pooler = pooler;

@@ -22,7 +22,8 @@ use secrecy::SecretString;
 pub(crate) use effective::settings as effective_settings;
 pub use effective::{EffectiveConfig, Origin, REDACTED, Setting};
 pub use enums::{
-    DatabaseType, DefaultOrm, Pooler, ReadPolicy, ReadPreference, ReplicaFallback, SslMode,
+    DatabaseType, DefaultOrm, Pooler, PostgresDriver, ReadPolicy, ReadPreference, ReplicaFallback,
+    SslMode,
 };
 pub(crate) use keys::MAX_CIRCUIT_BREAKER_FAILURES;
 pub(crate) use load::parse as parse_yaml;
@@ -235,6 +236,8 @@ pub struct ConnectionConfig {
     pub database: Option<String>,
     /// TLS mode (PostgreSQL semantics; default `prefer`).
     pub sslmode: Option<SslMode>,
+    /// PostgreSQL: the driver library (`driver`; default `sqlx`).
+    pub driver: Option<PostgresDriver>,
     /// Default schema (PostgreSQL `search_path`).
     pub schema: Option<String>,
     /// The pooler in front of the server (PostgreSQL; default `none`).
@@ -318,6 +321,7 @@ impl ConnectionConfig {
             password_file: None,
             database: None,
             sslmode: None,
+            driver: None,
             schema: None,
             pooler: Pooler::None,
             filepath: None,
@@ -418,6 +422,7 @@ impl fmt::Debug for ConnectionConfig {
             password_file,
             database,
             sslmode,
+            driver,
             schema,
             pooler,
             filepath,
@@ -461,6 +466,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("password_file", password_file)
             .field("database", database)
             .field("sslmode", sslmode)
+            .field("driver", driver)
             .field("schema", schema)
             .field("pooler", pooler)
             .field("filepath", filepath)

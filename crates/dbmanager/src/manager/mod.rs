@@ -89,7 +89,7 @@ pub(crate) struct Inner {
     /// writers swap in a new table.
     registry: ArcSwap<Registry>,
     /// Chooses each connection's driver (the registry of drivers; tests substitute the fake).
-    resolve: fn(crate::DatabaseType) -> Option<&'static crate::driver::Driver>,
+    resolve: fn(&crate::ConnectionConfig) -> Option<&'static crate::driver::Driver>,
     default: ArcSwapOption<Connection>,
     closed: Arc<AtomicBool>,
     /// Closes in flight: a connect meanwhile is refused rather than reopening a closing
@@ -154,7 +154,7 @@ impl Manager {
     /// driver behind real backend types this way).
     pub(crate) fn with_drivers(
         config: ManagerConfig,
-        resolve: fn(crate::DatabaseType) -> Option<&'static crate::driver::Driver>,
+        resolve: fn(&crate::ConnectionConfig) -> Option<&'static crate::driver::Driver>,
     ) -> Result<Self> {
         let closed = Arc::new(AtomicBool::new(false));
         let mut by_name: FxHashMap<Box<str>, Connection> = FxHashMap::default();
@@ -581,7 +581,7 @@ impl Manager {
 fn build_connection(
     config: &ManagerConfig,
     c: &crate::ConnectionConfig,
-    resolve: fn(crate::DatabaseType) -> Option<&'static crate::driver::Driver>,
+    resolve: fn(&crate::ConnectionConfig) -> Option<&'static crate::driver::Driver>,
     closed: &Arc<AtomicBool>,
 ) -> Result<Connection> {
     let driver = driver_for(c, resolve)?;
@@ -600,16 +600,17 @@ fn build_connection(
 /// Validation reports a backend missing from this build; this is its backstop.
 fn driver_for(
     c: &crate::ConnectionConfig,
-    resolve: fn(crate::DatabaseType) -> Option<&'static crate::driver::Driver>,
+    resolve: fn(&crate::ConnectionConfig) -> Option<&'static crate::driver::Driver>,
 ) -> Result<&'static crate::driver::Driver> {
-    resolve(c.kind).ok_or_else(|| {
+    resolve(c).ok_or_else(|| {
         let mut problems = ConfigProblems::default();
+        let (key, feature) = match c.driver {
+            Some(d) => ("driver", d.feature()),
+            None => ("type", c.kind.as_str()),
+        };
         problems.push(
-            format!("connections.{}.type", c.name),
-            format!(
-                "this build of dbmanager does not include the `{}` cargo feature",
-                c.kind
-            ),
+            format!("connections.{}.{key}", c.name),
+            format!("this build of dbmanager does not include the `{feature}` cargo feature"),
         );
         Error::Config(problems)
     })

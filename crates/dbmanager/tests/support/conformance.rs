@@ -145,6 +145,12 @@ pub trait Fixture: Sized + 'static {
 
     /// A syntax error raised through the backend's native layer (not the neutral handle).
     fn native_syntax_error(conn: &Connection) -> impl Future<Output = NativeError>;
+
+    /// The shortcut of its native layer among [`native_layers`] (the backend's type, unless a
+    /// second driver of that type serves it).
+    fn native_layer() -> &'static str {
+        Self::KIND.as_str()
+    }
 }
 
 /// Fails the test when `work` takes longer than `limit`: a hang is a failure, not a stuck suite.
@@ -376,16 +382,27 @@ pub async fn lookup_by_name_and_default_switching<F: Fixture>() {
 }
 
 /// Every SQL native layer of this build asked of `conn`, by the backend it belongs to.
-fn native_layers(conn: &Connection) -> Vec<(DatabaseType, Result<(), Error>)> {
+/// Each native shortcut of this build: its name, the type it serves, what it gave `conn`.
+fn native_layers(conn: &Connection) -> Vec<(&'static str, DatabaseType, Result<(), Error>)> {
     vec![
         #[cfg(feature = "postgres")]
-        (DatabaseType::Postgres, conn.postgres().map(drop)),
+        (
+            "postgres",
+            DatabaseType::Postgres,
+            conn.postgres().map(drop),
+        ),
+        #[cfg(feature = "tokio-postgres")]
+        (
+            "tokio-postgres",
+            DatabaseType::Postgres,
+            conn.tokio_postgres().map(drop),
+        ),
         #[cfg(feature = "sqlite")]
-        (DatabaseType::Sqlite, conn.sqlite().map(drop)),
+        ("sqlite", DatabaseType::Sqlite, conn.sqlite().map(drop)),
         #[cfg(feature = "mysql")]
-        (DatabaseType::Mysql, conn.mysql().map(drop)),
+        ("mysql", DatabaseType::Mysql, conn.mysql().map(drop)),
         #[cfg(feature = "mssql")]
-        (DatabaseType::Mssql, conn.mssql().map(drop)),
+        ("mssql", DatabaseType::Mssql, conn.mssql().map(drop)),
     ]
 }
 
@@ -396,17 +413,21 @@ pub async fn misuse_is_a_typed_error<F: Fixture>() {
     let conn = &s.conn;
 
     let layers = native_layers(conn);
-    assert!(layers.iter().any(|(kind, _)| *kind == F::KIND));
-    for (kind, outcome) in layers {
-        if kind == F::KIND {
+    assert!(layers.iter().any(|(layer, ..)| *layer == F::native_layer()));
+    for (layer, kind, outcome) in layers {
+        if layer == F::native_layer() {
             outcome.unwrap_or_else(|e| panic!("its own native layer: {e}"));
         } else {
-            let err = assert_kind(outcome, ErrorKind::Unsupported, &format!("{kind} layer"));
+            let err = assert_kind(outcome, ErrorKind::Unsupported, &format!("{layer} layer"));
+            // The same type's other driver says so; another type's layer names the backend.
+            let why = if kind == F::KIND {
+                "the connection's `driver` does not offer it"
+            } else {
+                "the connection is of another backend"
+            };
             assert!(
-                err.to_string().ends_with(&format!(
-                    "is not available for {}: the connection is of another backend",
-                    F::KIND
-                )),
+                err.to_string()
+                    .ends_with(&format!("is not available for {}: {why}", F::KIND)),
                 "{err}"
             );
         }
@@ -466,8 +487,8 @@ pub async fn misuse_is_a_typed_error<F: Fixture>() {
         "old handle",
     );
     assert_kind(db.begin().await, ErrorKind::Closed, "begin after close");
-    for (kind, outcome) in native_layers(conn) {
-        if kind == F::KIND {
+    for (layer, _, outcome) in native_layers(conn) {
+        if layer == F::native_layer() {
             assert_kind(outcome, ErrorKind::Closed, "its native layer after close");
         }
     }
@@ -1251,52 +1272,64 @@ pub async fn query_errors_are_query_kind<F: Fixture>(layer: DefaultOrm) {
 // Fixtures
 // ---------------------------------------------------------------------------------------------
 
+/// PostgreSQL's typed columns, on either driver.
+#[cfg(any(feature = "postgres", feature = "tokio-postgres"))]
+const PG_TYPES: TypeDdl = TypeDdl {
+    decimal: "NUMERIC",
+    decimal_max: "-123456789012345678901234567890123456789012345678901234567890.000000000000000000000000000000000000000000000000000000000001",
+    uuid: "UUID",
+    json: "JSONB",
+    timestamptz: Some("TIMESTAMPTZ"),
+    timestamptz_samples: WIDE_INSTANTS,
+    keeps_offset: false,
+    decimal_uuid_params: true,
+    timestamp: Some("TIMESTAMP"),
+    date: Some("DATE"),
+    time: Some("TIME"),
+};
+
+/// PostgreSQL's DDL, on either driver.
+#[cfg(any(feature = "postgres", feature = "tokio-postgres"))]
+const PG_DDL: Ddl = Ddl {
+    bool: "BOOLEAN",
+    int: "INTEGER",
+    bigint: "BIGINT",
+    float: "DOUBLE PRECISION",
+    text: "TEXT",
+    bytes: "BYTEA",
+    auto_key: "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    ident_quotes: ("\"", "\""),
+    literals: &[("E'it\\'s $1'", "it's $1"), ("$q$it's $1$q$", "it's $1")],
+    comments: &[],
+    values_rows_limit: None,
+};
+
+/// What PostgreSQL can do, on either driver.
+#[cfg(any(feature = "postgres", feature = "tokio-postgres"))]
+const PG_CAPS: Caps = Caps {
+    // The wire protocol counts parameters in a u16.
+    max_params: 65_535,
+    over_limit_fails: true,
+    binary_params: true,
+    float_params: true,
+    blob_type: "BYTEA",
+    blob_len: LARGE_BLOB,
+    byte_length: Some("octet_length"),
+    rows_affected: true,
+};
+
 /// PostgreSQL: a throwaway database on the machine's server.
 #[cfg(feature = "postgres")]
 pub struct Postgres(super::TestDb);
 
 #[cfg(feature = "postgres")]
 impl Fixture for Postgres {
-    const TYPES: TypeDdl = TypeDdl {
-        decimal: "NUMERIC",
-        decimal_max: "-123456789012345678901234567890123456789012345678901234567890.000000000000000000000000000000000000000000000000000000000001",
-        uuid: "UUID",
-        json: "JSONB",
-        timestamptz: Some("TIMESTAMPTZ"),
-        timestamptz_samples: WIDE_INSTANTS,
-        keeps_offset: false,
-        decimal_uuid_params: true,
-        timestamp: Some("TIMESTAMP"),
-        date: Some("DATE"),
-        time: Some("TIME"),
-    };
+    const TYPES: TypeDdl = PG_TYPES;
 
     const KIND: DatabaseType = DatabaseType::Postgres;
     const SEA_ORM: bool = true;
-    const DDL: Ddl = Ddl {
-        bool: "BOOLEAN",
-        int: "INTEGER",
-        bigint: "BIGINT",
-        float: "DOUBLE PRECISION",
-        text: "TEXT",
-        bytes: "BYTEA",
-        auto_key: "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
-        ident_quotes: ("\"", "\""),
-        literals: &[("E'it\\'s $1'", "it's $1"), ("$q$it's $1$q$", "it's $1")],
-        comments: &[],
-        values_rows_limit: None,
-    };
-    const CAPS: Caps = Caps {
-        // The wire protocol counts parameters in a u16.
-        max_params: 65_535,
-        over_limit_fails: true,
-        binary_params: true,
-        float_params: true,
-        blob_type: "BYTEA",
-        blob_len: LARGE_BLOB,
-        byte_length: Some("octet_length"),
-        rows_affected: true,
-    };
+    const DDL: Ddl = PG_DDL;
+    const CAPS: Caps = PG_CAPS;
 
     fn create() -> Self {
         Self(super::TestDb::create())
@@ -1318,6 +1351,43 @@ impl Fixture for Postgres {
                 .await
                 .unwrap_err(),
         )
+    }
+}
+
+/// PostgreSQL through `driver: tokio-postgres`: a throwaway database on the machine's server.
+#[cfg(feature = "tokio-postgres")]
+pub struct TokioPostgres(super::TestDb);
+
+#[cfg(feature = "tokio-postgres")]
+impl Fixture for TokioPostgres {
+    const TYPES: TypeDdl = PG_TYPES;
+    const KIND: DatabaseType = DatabaseType::Postgres;
+    const SEA_ORM: bool = false;
+    const DDL: Ddl = PG_DDL;
+    const CAPS: Caps = PG_CAPS;
+
+    fn create() -> Self {
+        Self(super::TestDb::create())
+    }
+
+    fn config(&self, name: &str) -> ConnectionConfig {
+        let mut c = self.0.config(name);
+        c.driver = Some(dbmanager::PostgresDriver::TokioPostgres);
+        c
+    }
+
+    fn server_sessions(&self) -> Option<i64> {
+        Some(self.0.backends())
+    }
+
+    async fn native_syntax_error(conn: &Connection) -> NativeError {
+        let pool = conn.tokio_postgres().unwrap();
+        let client = pool.get().await.unwrap();
+        Box::new(client.execute("SELEC 1", &[]).await.unwrap_err())
+    }
+
+    fn native_layer() -> &'static str {
+        "tokio-postgres"
     }
 }
 

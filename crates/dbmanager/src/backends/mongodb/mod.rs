@@ -35,6 +35,7 @@ pub const DEFAULT_PORT: u16 = 27017;
 
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Mongodb,
+    variant: None,
     system_name: "mongodb",
     default_port: Some(DEFAULT_PORT),
     dsn_schemes: &["mongodb://", "mongodb+srv://"],

@@ -25,6 +25,7 @@ pub const DEFAULT_PORT: u16 = 1433;
 
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Mssql,
+    variant: None,
     system_name: "microsoft.sql_server",
     default_port: Some(DEFAULT_PORT),
     // ADO.NET strings have no scheme.

@@ -76,6 +76,7 @@ fn mysql_word(c: char) -> bool {
 
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Mysql,
+    variant: None,
     system_name: "mysql",
     default_port: Some(DEFAULT_PORT),
     dsn_schemes: &["mysql://", "mariadb://"],

@@ -8,11 +8,12 @@ mod rows;
 use futures_util::future::BoxFuture;
 use sqlx::Postgres;
 
+use crate::backends::pg_common::classify_sqlstate;
 use crate::backends::sqlx::rows::check_parameter_count;
 use crate::backends::sqlx::{
     self as shared, OpenPlan, PerTransaction, SqlxFlavor, sqlx_statements,
 };
-use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, Pooler};
+use crate::config::{DatabaseType, Pooler};
 use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::error::{ErrorKind, Result};
 use crate::sql::Value;
@@ -23,6 +24,7 @@ pub(crate) const DEFAULT_PORT: u16 = 5432;
 
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Postgres,
+    variant: Some(crate::config::PostgresDriver::Sqlx),
     system_name: "postgresql",
     default_port: Some(DEFAULT_PORT),
     dsn_schemes: &["postgres://", "postgresql://"],
@@ -37,42 +39,16 @@ pub(crate) static DRIVER: Driver = Driver {
         Field::Schema,
         Field::InitSql,
         Field::Pooler,
+        Field::Driver,
     ],
     required: &[Field::Host, Field::Database],
     no_sea_orm: None,
-    check,
+    check: crate::backends::pg_common::check,
     classify: shared::classify_any::<Pg>,
     open,
     listen: Some(&listener::LISTEN),
     replica_lag: Some(&replica_lag::PROBE),
 };
-
-/// Contradictions specific to PostgreSQL: without a dsn, the password goes into the URL only with
-/// a user, so a password (or password file) without one would be ignored without a word; and
-/// what cannot work behind a transaction-mode pooler.
-fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
-    if c.pooler == Pooler::Transaction && !c.init_sql.is_empty() {
-        p.push(
-            "init_sql",
-            "cannot be used with `pooler: transaction`: it runs once per client connection, on whichever server session the pooler lends for it, and that session then serves other clients; set session defaults on the server (`ALTER ROLE ... SET`) or in the pooler (PgBouncer's `connect_query`), or use `pooler: session`",
-        );
-    }
-    if c.dsn.is_none() && c.user.is_none() {
-        for (set, key) in [
-            (c.password.is_some(), "password"),
-            (c.password_file.is_some(), "password_file"),
-        ] {
-            if set {
-                p.push(
-                    key,
-                    format!(
-                        "set without user; PostgreSQL would ignore it (set user, or remove {key})"
-                    ),
-                );
-            }
-        }
-    }
-}
 
 /// The PostgreSQL flavor of the shared sqlx backend.
 pub(crate) struct Pg;
@@ -81,7 +57,8 @@ impl SqlxFlavor for Pg {
     type DB = Postgres;
 
     const ARRAYS: bool = true;
-    const PLACEHOLDERS: &'static crate::sql::placeholders::Dialect = &rows::POSTGRES;
+    const PLACEHOLDERS: &'static crate::sql::placeholders::Dialect =
+        &crate::backends::pg_common::POSTGRES;
 
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
         classify_sqlstate(e.code().as_deref())
@@ -111,23 +88,6 @@ impl SqlxFlavor for Pg {
         result: &sea_orm::QueryResult,
     ) -> Option<std::result::Result<Vec<crate::sql::Value>, sqlx::Error>> {
         result.try_as_pg_row().map(rows::decode)
-    }
-}
-
-/// SQLSTATE classes.
-fn classify_sqlstate(code: Option<&str>) -> ErrorKind {
-    match code.unwrap_or_default() {
-        // invalid_authorization_specification, invalid_password
-        "28000" | "28P01" => ErrorKind::Authentication,
-        // invalid_catalog_name (unknown database), insufficient_privilege on connect
-        "3D000" | "42501" => ErrorKind::Configuration,
-        // too_many_connections, admin/crash shutdown, cannot_connect_now, serialization
-        // failure, deadlock
-        "53300" | "57P01" | "57P02" | "57P03" | "40001" | "40P01" => ErrorKind::Transient,
-        // protocol_violation: the statement itself is wrong (e.g. a missing parameter).
-        "08P01" => ErrorKind::Query,
-        c if c.starts_with("08") => ErrorKind::Transient,
-        _ => ErrorKind::Query,
     }
 }
 
@@ -176,21 +136,5 @@ impl crate::adopt::Adoptable for sqlx::PgPool {
 
     fn adopt(self, context: &crate::adopt::AdoptContext) -> crate::adopt::Adopted {
         crate::adopt::Adopted(shared::adopt::<Pg>(&context.name, &context.counters, self))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlstates_classify() {
-        assert_eq!(classify_sqlstate(Some("28P01")), ErrorKind::Authentication);
-        assert_eq!(classify_sqlstate(Some("3D000")), ErrorKind::Configuration);
-        assert_eq!(classify_sqlstate(Some("57P01")), ErrorKind::Transient);
-        assert_eq!(classify_sqlstate(Some("08006")), ErrorKind::Transient);
-        assert_eq!(classify_sqlstate(Some("08P01")), ErrorKind::Query);
-        assert_eq!(classify_sqlstate(Some("42601")), ErrorKind::Query);
-        assert_eq!(classify_sqlstate(None), ErrorKind::Query);
     }
 }

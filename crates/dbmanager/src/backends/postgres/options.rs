@@ -12,6 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::{DEFAULT_PORT, Pg};
 use crate::backends::config_error;
+use crate::backends::pg_common::{quote_identifier, startup_settings};
 use crate::backends::sqlx::sqlx_error;
 use crate::config::{ConnectionConfig, PoolSettings, Pooler, SslMode};
 use crate::credentials::Resolved;
@@ -152,22 +153,13 @@ pub(crate) async fn connect_options(
         }
         return Ok(with_credentials(options, credentials));
     }
-    let mut server_settings: Vec<(&str, String)> = Vec::new();
-    if let Some(schema) = &c.schema {
-        server_settings.push(("search_path", quote_identifier(schema)));
-    }
-    if let Some(timeout) = settings.query_timeout {
-        server_settings.push(("statement_timeout", timeout.as_millis().to_string()));
-    }
     // sqlx exposes no socket options, so the client side relies on the liveness ping and the
-    // query timeout; these let the server drop a silently dead client in about 15 s.
-    server_settings.extend([
-        ("tcp_keepalives_idle", "5".to_owned()),
-        ("tcp_keepalives_interval", "2".to_owned()),
-        ("tcp_keepalives_count", "3".to_owned()),
-        ("tcp_user_timeout", "15000".to_owned()),
-    ]);
-    options = options.options(server_settings);
+    // query timeout; the server-side keepalives among these let the server drop a silently
+    // dead client.
+    options = options.options(startup_settings(
+        c.schema.as_deref(),
+        settings.query_timeout,
+    ));
     Ok(with_credentials(options, credentials))
 }
 
@@ -345,11 +337,6 @@ pub(crate) fn session_settings(
         statements.push(format!("{set} statement_timeout = {}", timeout.as_millis()));
     }
     statements
-}
-
-/// `search_path` takes identifiers: quote so that mixed case and spaces survive.
-fn quote_identifier(schema: &str) -> String {
-    format!("\"{}\"", schema.replace('"', "\"\""))
 }
 
 #[cfg(test)]

@@ -8,46 +8,11 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use uuid::Uuid;
 
+use crate::backends::pg_common::POSTGRES;
 use crate::backends::sqlx::SqlxFlavor as _;
 use crate::backends::sqlx::rows::{placeholder_error, unsupported_column};
-use crate::sql::placeholders::{Dialect, Quote, Target, prepare};
+use crate::sql::placeholders::prepare;
 use crate::sql::{Interval, Value};
-
-/// PostgreSQL lexing (`scan.l`), with `standard_conforming_strings` on (the default since 9.1):
-/// `'...'` with `''` doubling and no backslash escapes; `E'...'` with both; `"..."`
-/// identifiers; dollar-quoted strings `$$...$$` and `$tag$...$tag$`; `--` comments to the end
-/// of the line (`\n` or `\r`); block comments that nest. `$` continues an identifier (`a$1`).
-/// The driver reads `$n` itself: the statement is only checked, and reaches it unchanged.
-pub(crate) const POSTGRES: Dialect = Dialect {
-    name: "PostgreSQL",
-    target: Target::Keep,
-    quotes: &[
-        Quote {
-            open: '\'',
-            close: '\'',
-            doubling: true,
-            backslash: false,
-        },
-        Quote {
-            open: '"',
-            close: '"',
-            doubling: true,
-            backslash: false,
-        },
-    ],
-    escape_strings: true,
-    dollar_quotes: true,
-    dash_comment_needs_space: false,
-    cr_ends_line_comment: true,
-    hash_comments: false,
-    nested_block_comments: true,
-    executable_comments: false,
-    word_start: |c| c.is_alphabetic() || c == '_' || !c.is_ascii(),
-    word_continue: |c| c.is_alphanumeric() || c == '_' || c == '$' || !c.is_ascii(),
-    digit_words: false,
-    foreign_markers: &[],
-    dollar_name_suffixes: false,
-};
 
 /// The query with its parameters bound; `$n` placeholders are PostgreSQL's own, checked
 /// against the parameters first. A NULL binds untyped, so the server types it by its context;
@@ -273,6 +238,7 @@ mod tests {
 
     use super::*;
     use crate::sql::placeholders::generate::{Lang, PARAMS, expected, input, statement};
+    use crate::sql::placeholders::{Dialect, Target};
 
     fn ints(n: u32) -> Vec<Value> {
         (1..=n).map(|i| Value::Int(i.into())).collect()

@@ -14,6 +14,7 @@ use crate::error::{ErrorKind, Result};
 
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Sqlite,
+    variant: None,
     system_name: "sqlite",
     default_port: None,
     dsn_schemes: &["sqlite:"],

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use sqlx::Column as _;
 
 use crate::sql::{Row, Value};
@@ -44,34 +43,12 @@ pub(crate) fn placeholder_error(e: crate::sql::placeholders::PlaceholderError) -
     sqlx::Error::Encode(Box::new(e))
 }
 
-/// Column-name lists recently seen by one pool, so a result whose statement has the same
-/// columns as an earlier one shares that list instead of allocating a `String` per column per
-/// query. A few slots picked by a cheap digest of the columns; a hit is checked name by name, so
-/// a stale or colliding slot only costs the allocation it would have cost anyway.
-#[derive(Default)]
-pub(crate) struct ColumnCache {
-    slots: [ArcSwapOption<Arc<[String]>>; COLUMN_SLOTS],
-}
-
-const COLUMN_SLOTS: usize = 8;
+pub(crate) use crate::backends::columns::ColumnCache;
 
 impl ColumnCache {
     /// The shared name list of `row`'s columns.
     pub(crate) fn names<R: sqlx::Row>(&self, row: &R) -> Arc<[String]> {
-        let columns = row.columns();
-        let digest = columns.iter().fold(columns.len(), |d, c| {
-            d.wrapping_mul(31).wrapping_add(c.name().len())
-        });
-        let slot = &self.slots[digest % COLUMN_SLOTS];
-        if let Some(cached) = &*slot.load()
-            && cached.len() == columns.len()
-            && cached.iter().zip(columns).all(|(n, c)| n == c.name())
-        {
-            return Arc::clone(cached);
-        }
-        let names: Arc<[String]> = columns.iter().map(|c| c.name().to_owned()).collect();
-        slot.store(Some(Arc::new(names.clone())));
-        names
+        self.names_of(row.columns().iter().map(|c| c.name()))
     }
 }
 

@@ -1,0 +1,131 @@
+//! What both PostgreSQL drivers (sqlx and tokio-postgres) share: the server's lexing rules for
+//! placeholder checks, the classes of its SQLSTATE codes, and how settings are written into
+//! the startup `options`.
+
+use crate::config::{ConnectionConfig, ConnectionProblems};
+use crate::error::ErrorKind;
+use crate::sql::placeholders::{Dialect, Quote, Target};
+
+/// PostgreSQL lexing (`scan.l`), with `standard_conforming_strings` on (the default since 9.1):
+/// `'...'` with `''` doubling and no backslash escapes; `E'...'` with both; `"..."`
+/// identifiers; dollar-quoted strings `$$...$$` and `$tag$...$tag$`; `--` comments to the end
+/// of the line (`\n` or `\r`); block comments that nest. `$` continues an identifier (`a$1`).
+/// The driver reads `$n` itself: the statement is only checked, and reaches it unchanged.
+pub(crate) const POSTGRES: Dialect = Dialect {
+    name: "PostgreSQL",
+    target: Target::Keep,
+    quotes: &[
+        Quote {
+            open: '\'',
+            close: '\'',
+            doubling: true,
+            backslash: false,
+        },
+        Quote {
+            open: '"',
+            close: '"',
+            doubling: true,
+            backslash: false,
+        },
+    ],
+    escape_strings: true,
+    dollar_quotes: true,
+    dash_comment_needs_space: false,
+    cr_ends_line_comment: true,
+    hash_comments: false,
+    nested_block_comments: true,
+    executable_comments: false,
+    word_start: |c| c.is_alphabetic() || c == '_' || !c.is_ascii(),
+    word_continue: |c| c.is_alphanumeric() || c == '_' || c == '$' || !c.is_ascii(),
+    digit_words: false,
+    foreign_markers: &[],
+    dollar_name_suffixes: false,
+};
+
+/// SQLSTATE classes.
+pub(crate) fn classify_sqlstate(code: Option<&str>) -> ErrorKind {
+    match code.unwrap_or_default() {
+        // invalid_authorization_specification, invalid_password
+        "28000" | "28P01" => ErrorKind::Authentication,
+        // invalid_catalog_name (unknown database), insufficient_privilege on connect
+        "3D000" | "42501" => ErrorKind::Configuration,
+        // too_many_connections, admin/crash shutdown, cannot_connect_now, serialization
+        // failure, deadlock
+        "53300" | "57P01" | "57P02" | "57P03" | "40001" | "40P01" => ErrorKind::Transient,
+        // protocol_violation: the statement itself is wrong (e.g. a missing parameter).
+        "08P01" => ErrorKind::Query,
+        c if c.starts_with("08") => ErrorKind::Transient,
+        _ => ErrorKind::Query,
+    }
+}
+
+/// Contradictions specific to PostgreSQL: without a dsn, the password goes into the URL only with
+/// a user, so a password (or password file) without one would be ignored without a word; and
+/// what cannot work behind a transaction-mode pooler.
+pub(crate) fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+    if c.pooler == crate::config::Pooler::Transaction && !c.init_sql.is_empty() {
+        p.push(
+            "init_sql",
+            "cannot be used with `pooler: transaction`: it runs once per client connection, on whichever server session the pooler lends for it, and that session then serves other clients; set session defaults on the server (`ALTER ROLE ... SET`) or in the pooler (PgBouncer's `connect_query`), or use `pooler: session`",
+        );
+    }
+    if c.dsn.is_none() && c.user.is_none() {
+        for (set, key) in [
+            (c.password.is_some(), "password"),
+            (c.password_file.is_some(), "password_file"),
+        ] {
+            if set {
+                p.push(
+                    key,
+                    format!(
+                        "set without user; PostgreSQL would ignore it (set user, or remove {key})"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `search_path` takes identifiers: quote so that mixed case and spaces survive.
+pub(crate) fn quote_identifier(schema: &str) -> String {
+    format!("\"{}\"", schema.replace('"', "\"\""))
+}
+
+/// The server settings every PostgreSQL session of a connection starts with: `search_path`
+/// (`schema`), `statement_timeout` (`query_timeout`) and TCP keepalives that let the server
+/// drop a silently dead client in about 15 s.
+pub(crate) fn startup_settings(
+    schema: Option<&str>,
+    query_timeout: Option<std::time::Duration>,
+) -> Vec<(&'static str, String)> {
+    let mut settings: Vec<(&'static str, String)> = Vec::new();
+    if let Some(schema) = schema {
+        settings.push(("search_path", quote_identifier(schema)));
+    }
+    if let Some(timeout) = query_timeout {
+        settings.push(("statement_timeout", timeout.as_millis().to_string()));
+    }
+    settings.extend([
+        ("tcp_keepalives_idle", "5".to_owned()),
+        ("tcp_keepalives_interval", "2".to_owned()),
+        ("tcp_keepalives_count", "3".to_owned()),
+        ("tcp_user_timeout", "15000".to_owned()),
+    ]);
+    settings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_classify() {
+        assert_eq!(classify_sqlstate(Some("28P01")), ErrorKind::Authentication);
+        assert_eq!(classify_sqlstate(Some("3D000")), ErrorKind::Configuration);
+        assert_eq!(classify_sqlstate(Some("57P01")), ErrorKind::Transient);
+        assert_eq!(classify_sqlstate(Some("08006")), ErrorKind::Transient);
+        assert_eq!(classify_sqlstate(Some("08P01")), ErrorKind::Query);
+        assert_eq!(classify_sqlstate(Some("42601")), ErrorKind::Query);
+        assert_eq!(classify_sqlstate(None), ErrorKind::Query);
+    }
+}

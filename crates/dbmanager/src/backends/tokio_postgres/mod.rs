@@ -1,0 +1,289 @@
+//! PostgreSQL through tokio-postgres (`driver: tokio-postgres`): clients in a deadpool pool,
+//! each with its prepared-statement cache; the neutral handle and the native pool
+//! ([`TokioPgPool`], `Connection::tokio_postgres()`). SeaORM, LISTEN/NOTIFY and
+//! `Connection::postgres()` are the sqlx driver's.
+//!
+//! The application's after-release hook is not called on this driver: deadpool has no release
+//! callback (after-connect and before-checkout are).
+
+mod options;
+mod pool;
+mod rows;
+mod sql;
+mod tls;
+
+use std::any::{Any, TypeId};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use futures_util::future::BoxFuture;
+
+pub use pool::{TokioPgClient, TokioPgManager, TokioPgPool};
+
+use crate::backends::columns::ColumnCache;
+use crate::backends::pg_common::{self, classify_sqlstate};
+use crate::backends::{bounded, config_error};
+use crate::config::{DatabaseType, DefaultOrm, PostgresDriver};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec};
+use crate::error::{Error, ErrorKind, Operation, Result};
+use crate::sql::SqlExecutor;
+use crate::stats::{PoolCounters, PoolGauges};
+
+pub(crate) static DRIVER: Driver = Driver {
+    kind: DatabaseType::Postgres,
+    variant: Some(PostgresDriver::TokioPostgres),
+    system_name: "postgresql",
+    default_port: Some(options::DEFAULT_PORT),
+    dsn_schemes: &["postgres://", "postgresql://"],
+    fields: &[
+        Field::Host,
+        Field::Port,
+        Field::User,
+        Field::Password,
+        Field::PasswordFile,
+        Field::Database,
+        Field::Sslmode,
+        Field::Schema,
+        Field::InitSql,
+        Field::Driver,
+    ],
+    required: &[Field::Host, Field::Database],
+    no_sea_orm: Some(
+        "SeaORM runs on the sqlx driver; use `driver: sqlx` for SeaORM, or `default_orm: native`",
+    ),
+    check: pg_common::check,
+    classify: |e| e.downcast_ref::<tokio_postgres::Error>().map(classify),
+    open,
+    listen: None,
+    // Read replicas are the sqlx driver's for now: the lag probe is written against sqlx.
+    replica_lag: None,
+};
+
+/// Why SeaORM is not offered on this driver.
+const NO_SEA_ORM: &str = "SeaORM runs on the sqlx driver (`driver: sqlx`); a tokio-postgres connection offers `database()` and `tokio_postgres()`";
+
+/// The retry-relevant class of a tokio-postgres error. Its error kinds are private; the server's
+/// SQLSTATE decides where there is one, else the kind's fixed description.
+fn classify(e: &tokio_postgres::Error) -> ErrorKind {
+    if let Some(db) = e.as_db_error() {
+        return classify_sqlstate(Some(db.code().code()));
+    }
+    if e.is_closed() {
+        return ErrorKind::Transient;
+    }
+    let text = e.to_string();
+    let starts = |prefix: &str| text.starts_with(prefix);
+    if starts("authentication error") {
+        // A password the server asked for and the configuration lacks.
+        ErrorKind::Authentication
+    } else if starts("invalid configuration")
+        || starts("invalid connection string")
+        || starts("error performing TLS handshake")
+    {
+        ErrorKind::Configuration
+    } else if starts("error connecting to server")
+        || starts("error communicating with the server")
+        || starts("timeout waiting for server")
+        || starts("unexpected message from server")
+        || starts("error parsing response from server")
+    {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Query
+    }
+}
+
+/// A tokio-postgres error with its classification.
+pub(crate) fn driver_error(name: &str, operation: Operation, e: tokio_postgres::Error) -> Error {
+    Error::database(name, operation, classify(&e), e)
+}
+
+/// A statement the library refuses before the server sees it (or a row it cannot decode).
+pub(crate) fn statement_error(name: &str, message: String) -> Error {
+    Error::database(name, Operation::Query, ErrorKind::Query, message)
+}
+
+/// The open backend: the pool and the neutral handle's executor on it.
+struct TokioPgBackend {
+    name: Arc<str>,
+    pool: TokioPgPool,
+    /// `min_open_conns`: reopened by the health loop after closes (deadpool keeps no minimum).
+    min_open: usize,
+    counters: Arc<PoolCounters>,
+    native: Arc<dyn SqlExecutor>,
+}
+
+impl BackendPool for TokioPgBackend {
+    fn gauges(&self) -> PoolGauges {
+        let status = self.pool.status();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        PoolGauges {
+            open: count(status.size),
+            idle: count(status.available),
+            max_open: count(status.max_size),
+            // The counters the manager and `acquire` keep.
+            driver_counts: None,
+        }
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let client = pool::acquire(&self.name, &self.pool, &self.counters).await?;
+            match client.simple_query("").await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    drop(TokioPgClient::take(client));
+                    Err(driver_error(&self.name, Operation::Ping, e))
+                }
+            }
+        })
+    }
+
+    fn discard_idle(&self) -> BoxFuture<'_, ()> {
+        let removed = self.pool.retain(|_, _| false).removed.len();
+        self.counters
+            .closed_broken
+            .fetch_add(removed as u64, Relaxed);
+        Box::pin(async {})
+    }
+
+    /// deadpool has no release callback, so the idle cap is restored here (the health loop
+    /// calls it; the neutral handle's releases keep it too); `conn_max_idle_time` too. Then
+    /// the pool is topped up to `min_open_conns`.
+    fn trim_idle(&self, max_idle: u32) -> BoxFuture<'_, ()> {
+        let max_idle_time = self.pool.manager().max_idle_time;
+        let mut kept = 0u32;
+        let mut over_cap = 0u64;
+        self.pool.retain(|_, metrics| {
+            if max_idle_time.is_some_and(|max| metrics.last_used() >= max) {
+                return false;
+            }
+            kept += 1;
+            if kept > max_idle {
+                over_cap += 1;
+                return false;
+            }
+            true
+        });
+        self.counters.closed_max_idle.fetch_add(over_cap, Relaxed);
+        Box::pin(async move {
+            let mut held = Vec::new();
+            while self.pool.status().size < self.min_open {
+                match pool::acquire(&self.name, &self.pool, &self.counters).await {
+                    Ok(client) => held.push(client),
+                    Err(_) => break,
+                }
+            }
+        })
+    }
+
+    /// Refuses new checkouts and closes the idle clients at once; returns when every
+    /// checked-out client came back (each is closed on return).
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.pool.close();
+        Box::pin(async move {
+            while self.pool.status().size > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+    }
+
+    fn layer(&self, type_id: TypeId) -> Option<&(dyn Any + Send + Sync)> {
+        (type_id == TypeId::of::<TokioPgPool>()).then_some(&self.pool as _)
+    }
+
+    fn sql(&self, layer: DefaultOrm) -> std::result::Result<Arc<dyn SqlExecutor>, &'static str> {
+        match layer {
+            DefaultOrm::Native => Ok(self.native.clone()),
+            _ => Err(NO_SEA_ORM),
+        }
+    }
+}
+
+fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
+    Box::pin(async move {
+        let (credentials, _) = spec.credentials.current().await?;
+        let plan = options::connect_plan(spec.name, spec.config, spec.settings, &credentials)?;
+        let tls = tls::RustlsConnector::new(plan.verify)
+            .map_err(|e| config_error(spec.name, format!("TLS: {e}")))?;
+        let s = spec.settings;
+        let columns = Arc::new(ColumnCache::default());
+        let hooks = spec.hook_runner();
+        if hooks.has_after_release() {
+            tracing::warn!(connection = %spec.name, "the after_release hook is not called on `driver: tokio-postgres` (deadpool has no release callback)");
+        }
+        let manager = TokioPgManager {
+            name: spec.name.clone(),
+            plan,
+            tls,
+            credentials: spec
+                .credentials
+                .is_dynamic()
+                .then(|| spec.credentials.clone()),
+            init: spec.config.init_sql.clone().into(),
+            hooks,
+            counters: spec.counters.clone(),
+            columns: columns.clone(),
+            max_lifetime: s.max_lifetime,
+            max_idle_time: s.max_idle_time,
+            connect_timeout: s.connect_timeout,
+            retry_connects: std::sync::atomic::AtomicBool::new(false),
+        };
+        let pool = deadpool::managed::Pool::builder(manager)
+            .max_size(s.max_open as usize)
+            .runtime(deadpool::Runtime::Tokio1)
+            // A checkout waits at most `connect_timeout` for a client. Opening one and checking
+            // an idle one bound themselves (`TokioPgManager`), so no timer is built around them
+            // on every checkout, the native layer's included.
+            .wait_timeout(Some(s.connect_timeout))
+            .build()
+            .map_err(|e| config_error(spec.name, e.to_string()))?;
+        // The first connection is the connect attempt: its error is the real one. Then warm up
+        // to `min_open_conns`.
+        let warm = s.min_open.max(1) as usize;
+        let mut held = Vec::with_capacity(warm);
+        for _ in 0..warm.min(s.max_open as usize) {
+            let client = bounded(spec.name, Operation::Connect, s.connect_timeout, async {
+                pool.get()
+                    .await
+                    .map_err(|e| pool::pool_error(spec.name, spec.counters, e))
+            })
+            .await?;
+            held.push(client);
+        }
+        pool.manager().retry_connects.store(true, Relaxed);
+        if s.max_idle == 0 {
+            held.into_iter().for_each(|c| drop(TokioPgClient::take(c)));
+        }
+        let native = Arc::new(sql::TokioPgExecutor {
+            name: spec.name.clone(),
+            pool: pool.clone(),
+            counters: spec.counters.clone(),
+            columns,
+            max_idle: (s.max_idle < s.max_open).then_some(s.max_idle as usize),
+        });
+        Ok(Box::new(TokioPgBackend {
+            name: spec.name.clone(),
+            pool,
+            min_open: s.min_open as usize,
+            counters: spec.counters.clone(),
+            native,
+        }) as Box<dyn BackendPool>)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_matches_the_sqlx_drivers_fields() {
+        let sqlx = crate::registry::DRIVERS
+            .iter()
+            .find(|d| d.variant == Some(PostgresDriver::Sqlx));
+        if let Some(sqlx) = sqlx {
+            assert_eq!(sqlx.fields, DRIVER.fields);
+            assert_eq!(sqlx.required, DRIVER.required);
+        }
+    }
+}

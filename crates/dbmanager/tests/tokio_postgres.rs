@@ -1,0 +1,396 @@
+//! `driver: tokio-postgres`: what is particular to the second PostgreSQL driver (the
+//! cross-backend behaviour is the conformance suite's, `tests/conformance.rs`): its key's
+//! validation, the layers it offers and refuses, the native pool and its prepared-statement
+//! cache, libpq's `sslmode` meanings over rustls, the application's hooks, and a rotated
+//! `password_file` on a private scram-sha-256 cluster.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use dbmanager::config::EnvSource;
+use dbmanager::{
+    ConnectPolicy, ConnectionConfig, DefaultOrm, ErrorKind, HookConnection, Hooks, Manager,
+    ManagerConfig, PostgresDriver, SslMode, TokioPgPool, Value,
+};
+use support::{PrivateCluster, TestDb, fast_config};
+
+fn tokio_config(db: &TestDb, name: &str) -> ConnectionConfig {
+    let mut c = db.config(name);
+    c.driver = Some(PostgresDriver::TokioPostgres);
+    c
+}
+
+async fn connected(c: ConnectionConfig) -> Manager {
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    manager
+}
+
+#[test]
+fn the_driver_key_is_validated_with_its_path_and_shown() {
+    let yaml = r#"
+dbmanager:
+  connections:
+    a: {type: postgres, host: h, database: d, driver: diesel}
+    b: {type: mysql, host: h, driver: tokio-postgres}
+    c: {type: postgres, host: h, database: d, driver: tokio-postgres, default_orm: sea-orm}
+    d: {type: postgres, host: h, database: d, driver: sqlx}
+"#;
+    let problems = ManagerConfig::from_yaml_str(yaml).unwrap_err();
+    let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    for want in [
+        "connections.a.driver: `diesel` is not valid; expected one of sqlx, tokio-postgres",
+        "connections.b.driver: not used by mysql (only by postgres)",
+    ] {
+        assert!(
+            texts.iter().any(|t| t == want),
+            "missing {want:?} in {texts:#?}"
+        );
+    }
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("connections.c.default_orm:") && t.contains("sqlx")),
+        "{texts:#?}"
+    );
+    assert!(
+        !texts.iter().any(|t| t.starts_with("connections.d.")),
+        "{texts:#?}"
+    );
+
+    let shown = ManagerConfig::explain_yaml_str(
+        "dbmanager:\n  connections:\n    p: {type: postgres, host: h, database: d, driver: tokio-postgres}\n",
+        &EnvSource::empty(),
+    )
+    .unwrap();
+    let driver = shown
+        .settings
+        .iter()
+        .find(|s| s.key == "driver")
+        .map(|s| s.value.clone());
+    assert_eq!(
+        driver,
+        Some(dbmanager::reexports::serde_json::json!("tokio-postgres"))
+    );
+}
+
+#[tokio::test]
+async fn postgres_sea_orm_and_listen_are_unsupported_with_a_reason() {
+    let db = TestDb::create();
+    let manager = connected(tokio_config(&db, "tp")).await;
+    let conn = manager.get("tp").unwrap();
+    let err = conn.postgres().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("`driver`"), "{err}");
+    let err = conn.sea_orm().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("driver: sqlx"), "{err}");
+    let err = conn.listener().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    // The neutral handle works and reports the layer it runs on.
+    let sql = conn.database().unwrap();
+    assert_eq!(sql.layer(), DefaultOrm::Native);
+    manager.close(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn the_native_pool_hands_out_clients_with_a_statement_cache() {
+    let db = TestDb::create();
+    let manager = connected(tokio_config(&db, "tp")).await;
+    let conn = manager.get("tp").unwrap();
+    let pool: TokioPgPool = conn.tokio_postgres().unwrap();
+    let same: TokioPgPool = conn.native::<TokioPgPool>().unwrap();
+    assert_eq!(pool.status().max_size, same.status().max_size);
+    let client = pool.get().await.unwrap();
+    let cached = client.statement_cache.size();
+    client.prepare_cached("SELECT $1::int8 + 1").await.unwrap();
+    let again = client.prepare_cached("SELECT $1::int8 + 1").await.unwrap();
+    assert_eq!(
+        client.statement_cache.size(),
+        cached + 1,
+        "the second prepare is a cache hit"
+    );
+    let n: i64 = client.query_one(&again, &[&41i64]).await.unwrap().get(0);
+    assert_eq!(n, 42);
+    drop(client);
+    manager.close(Duration::from_secs(5)).await;
+    assert!(
+        support::eventually(Duration::from_secs(5), || db.backends() == 0).await,
+        "close closes the native layer's clients"
+    );
+}
+
+/// Statements of the neutral handle are prepared once per connection: the server holds one
+/// prepared statement for a statement run many times, and a second for another text.
+#[tokio::test]
+async fn the_neutral_handle_reuses_prepared_statements() {
+    let db = TestDb::create();
+    let mut c = tokio_config(&db, "tp");
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    let manager = connected(c).await;
+    let sql = manager.database("tp").unwrap();
+    const STATEMENT: &str = "SELECT $1::int8 + 1 AS n";
+    for i in 0..5i64 {
+        let row = sql.fetch_one(STATEMENT, &[Value::Int(i)]).await.unwrap();
+        assert_eq!(row.get::<i64>("n"), Some(i + 1));
+    }
+    let count = |text: &'static str| {
+        let sql = sql.clone();
+        async move {
+            sql.fetch_one(
+                "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement = $1",
+                &[Value::Text(text.into())],
+            )
+            .await
+            .unwrap()
+            .get::<i64>("n")
+        }
+    };
+    assert_eq!(count(STATEMENT).await, Some(1));
+    sql.execute("SELECT 2", &[]).await.unwrap();
+    sql.execute("SELECT 2", &[]).await.unwrap();
+    assert_eq!(count("SELECT 2").await, Some(1));
+    // The same text with other parameter types is another statement (NULL is left untyped).
+    sql.fetch_one(STATEMENT, &[Value::Null]).await.unwrap();
+    assert_eq!(count(STATEMENT).await, Some(2));
+    manager.close(Duration::from_secs(5)).await;
+}
+
+/// The shared server has TLS on with a self-signed certificate: `prefer` and `require`
+/// encrypt without verifying it, `verify-ca` and `verify-full` refuse it (a configuration
+/// error, not retried), `disable` stays plain.
+#[tokio::test]
+async fn sslmodes_keep_their_libpq_meaning_over_rustls() {
+    let db = TestDb::create();
+    let tls_in_use = async |mode: SslMode| {
+        let mut c = tokio_config(&db, "tls");
+        c.sslmode = Some(mode);
+        let manager = connected(c).await;
+        let row = manager
+            .database("tls")
+            .unwrap()
+            .fetch_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        manager.close(Duration::from_secs(5)).await;
+        row.get::<bool>("ssl")
+    };
+    assert_eq!(tls_in_use(SslMode::Disable).await, Some(false));
+    assert_eq!(tls_in_use(SslMode::Allow).await, Some(true));
+    assert_eq!(tls_in_use(SslMode::Prefer).await, Some(true));
+    assert_eq!(tls_in_use(SslMode::Require).await, Some(true));
+    for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
+        let mut c = tokio_config(&db, "tls");
+        c.sslmode = Some(mode);
+        let mut config = fast_config().with_connection(c);
+        config.retry_attempts = 5;
+        let manager = Manager::new(config).unwrap();
+        let report = manager.connect_with(ConnectPolicy::Partial).await.unwrap();
+        let (_, err) = &report.failed[0];
+        assert_eq!(err.kind(), ErrorKind::Configuration, "{mode:?}: {err}");
+        assert!(err.to_string().contains("TLS"), "{mode:?}: {err}");
+    }
+}
+
+/// The after-connect hook runs on every new connection, the before-checkout hook on reuse.
+#[tokio::test]
+async fn lifecycle_hooks_run_on_tokio_postgres_connections() {
+    let db = TestDb::create();
+    let mut c = tokio_config(&db, "tp");
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    let checkouts = Arc::new(AtomicU64::new(0));
+    let seen = checkouts.clone();
+    manager
+        .set_hooks(
+            "tp",
+            Hooks::new()
+                .after_connect(|mut conn: HookConnection<'_>| {
+                    Box::pin(async move {
+                        conn.execute("SET application_name = 'hooked'", &[]).await?;
+                        Ok(())
+                    })
+                })
+                .before_checkout(move |_conn: HookConnection<'_>| {
+                    let seen = seen.clone();
+                    Box::pin(async move {
+                        seen.fetch_add(1, Ordering::Relaxed);
+                        Ok(true)
+                    })
+                }),
+        )
+        .unwrap();
+    manager.connect().await.unwrap();
+    let sql = manager.database("tp").unwrap();
+    for _ in 0..3 {
+        let row = sql
+            .fetch_one("SELECT current_setting('application_name') AS a", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String>("a").as_deref(), Some("hooked"));
+    }
+    assert!(checkouts.load(Ordering::Relaxed) >= 3);
+    manager.close(Duration::from_secs(5)).await;
+}
+
+/// A private scram-sha-256 cluster: the role's password changes and the `password_file` is
+/// rewritten while 16 tasks query; existing sessions keep working; then the role's sessions are
+/// terminated and the pool's new connections log in with the new password. Only statements of
+/// the killed sessions fail, each a transient error; nothing reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_password_file_is_read_by_each_new_connection() {
+    let cluster = PrivateCluster::start();
+    cluster.sql("CREATE ROLE tp_rot LOGIN PASSWORD 'Old-Tp-Pw-1'");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pw");
+    std::fs::write(&file, "Old-Tp-Pw-1\n").unwrap();
+    let mut c = cluster.config("rot", "tp_rot", "unused", "postgres");
+    c.driver = Some(PostgresDriver::TokioPostgres);
+    c.password = None;
+    c.password_file = Some(file.clone());
+    c.max_open_conns = Some(4);
+    c.max_idle_conns = Some(4);
+    c.min_open_conns = Some(4);
+    let manager = connected(c).await;
+    let conn = manager.get("rot").unwrap();
+    let sql = manager.database("rot").unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (sql, stop, ok) = (sql.clone(), stop.clone(), ok.clone());
+            tokio::spawn(async move {
+                let mut errors = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match sql.fetch_one("SELECT 1 AS one", &[]).await {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+                errors
+            })
+        })
+        .collect();
+    let succeed = async |more: u64| {
+        let target = ok.load(Ordering::Relaxed) + more;
+        assert!(
+            support::eventually(Duration::from_secs(60), || ok.load(Ordering::Relaxed)
+                >= target)
+            .await
+        );
+    };
+    succeed(300).await;
+    cluster.sql("ALTER ROLE tp_rot PASSWORD 'New-Tp-Pw-2'");
+    std::fs::write(&file, "New-Tp-Pw-2\n").unwrap();
+    succeed(300).await;
+
+    let opened_before = conn.stats().opened_total;
+    let killed: usize = cluster
+        .sql(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE usename = 'tp_rot') t",
+        )
+        .parse()
+        .unwrap();
+    assert!(killed > 0);
+    succeed(1000).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for t in tasks {
+        errors.extend(t.await.unwrap());
+    }
+    let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(errors.len() <= killed, "{killed} killed: {texts:#?}");
+    for e in &errors {
+        assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    }
+    let stats = conn.stats();
+    assert!(stats.opened_total > opened_before, "{stats:?}");
+    assert_eq!((stats.reconnects_ok, stats.reconnects_failed), (0, 0));
+    let shown = format!("{manager:?} {conn:?} {stats:?} {texts:?}");
+    assert!(!shown.contains("Tp-Pw"), "{shown}");
+    manager.close(Duration::from_secs(5)).await;
+}
+
+/// deadpool has no release callback: the neutral handle's releases keep `max_idle_conns`, and
+/// the health check trims what the native layer returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_minimum_bounds_hold_without_a_release_callback() {
+    let db = TestDb::create();
+    let mut c = tokio_config(&db, "tp");
+    c.max_open_conns = Some(4);
+    c.max_idle_conns = Some(1);
+    c.min_open_conns = Some(1);
+    let manager = connected(c).await;
+    let conn = manager.get("tp").unwrap();
+    let sql = manager.database("tp").unwrap();
+    let sleepers: Vec<_> = (0..4)
+        .map(|_| {
+            let sql = sql.clone();
+            tokio::spawn(async move { sql.execute("SELECT pg_sleep(0.3)", &[]).await })
+        })
+        .collect();
+    for s in sleepers {
+        s.await.unwrap().unwrap();
+    }
+    // Releases racing each other may each see room for one more; the health check restores the
+    // bound. Either way the three clients beyond it were closed as idle beyond the cap.
+    conn.health_check().await.unwrap();
+    let stats = conn.stats();
+    assert_eq!((stats.open, stats.idle), (1, 1), "{stats:?}");
+    assert_eq!(stats.closed_max_idle, 3, "{stats:?}");
+
+    // The native layer's clients come back without the check; the health check trims them.
+    let pool = conn.tokio_postgres().unwrap();
+    let clients = futures_util::future::join_all((0..4).map(|_| pool.get())).await;
+    drop(clients);
+    assert_eq!(conn.stats().idle, 4);
+    conn.health_check().await.unwrap();
+    let stats = conn.stats();
+    assert_eq!((stats.idle, stats.closed_max_idle), (1, 6), "{stats:?}");
+    manager.close(Duration::from_secs(5)).await;
+}
+
+/// A statement abandoned by `query_timeout` leaves its client busy on the server: the client is
+/// closed, not pooled, and the next statement runs on a fresh connection.
+#[tokio::test]
+async fn a_timed_out_statement_closes_its_client() {
+    let db = TestDb::create();
+    let mut c = tokio_config(&db, "tp");
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    c.query_timeout = Duration::from_millis(300);
+    let manager = connected(c).await;
+    let conn = manager.get("tp").unwrap();
+    let sql = manager.database("tp").unwrap();
+    let pid = |sql: dbmanager::Database| async move {
+        sql.fetch_one("SELECT pg_backend_pid()::int8 AS pid", &[])
+            .await
+            .unwrap()
+            .get::<i64>("pid")
+    };
+    let before = pid(sql.clone()).await;
+    // The server-side bound (`statement_timeout`, the same 300 ms) lifted for this session, so
+    // that only the client-side one can end the statement.
+    sql.execute("SELECT set_config('statement_timeout', '60s', false)", &[])
+        .await
+        .unwrap();
+    let broken = conn.stats().closed_broken;
+    let err = sql.execute("SELECT pg_sleep(5)", &[]).await.unwrap_err();
+    assert!(matches!(err, dbmanager::Error::Timeout { .. }), "{err}");
+    assert_eq!(conn.stats().closed_broken, broken + 1);
+    let after = pid(sql.clone()).await;
+    assert_ne!(before, after, "the next statement runs on another session");
+    manager.close(Duration::from_secs(5)).await;
+}
