@@ -34,6 +34,7 @@ mod dsn;
 mod error;
 mod health;
 mod hooks;
+mod hosts;
 mod leak;
 mod listen;
 mod manager;

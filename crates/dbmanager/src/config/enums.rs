@@ -110,3 +110,14 @@ config_enum! {
         SeaOrm => "sea-orm",
     }
 }
+
+config_enum! {
+    /// Which server of a `hosts:` list a connection may use, with libpq's meaning of
+    /// `target_session_attrs` (the default is `read-write` for a list of more than one host).
+    TargetSessionAttrs {
+        /// Only a server that accepts writes (not a standby, not `default_transaction_read_only`).
+        ReadWrite => "read-write",
+        /// Any server that answers.
+        Any => "any",
+    }
+}

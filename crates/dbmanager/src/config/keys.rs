@@ -2,7 +2,7 @@
 //! an error), the JSON Schema describes them (`schema` feature), and the effective view
 //! (`config show`) lists them, in this order.
 
-use super::{DatabaseType, DefaultOrm, MAX_POOL_SIZE, ReadPreference, SslMode};
+use super::{DatabaseType, DefaultOrm, MAX_POOL_SIZE, ReadPreference, SslMode, TargetSessionAttrs};
 
 /// What a key's value looks like in the document, as the parser reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,10 @@ keys!(CONNECTION_KEYS, CONNECTION {
         "Complete connection string, used as is (secret); not with host, port, user, database or filepath.";
     "host": Shape::Text,
         "Server host name or address (mssql `host\\instance`; mongodb a comma-separated list of `host[:port]`).";
+    "hosts": Shape::Strings,
+        "postgres: servers to choose from instead of `host`, each `host[:port]` (`[::1]:5432` for IPv6); the first that accepts writes is used, and found again after a failover.";
+    "target_session_attrs": Shape::Enum { names: TargetSessionAttrs::NAMES, aliases: &[] },
+        "postgres: `read-write` (only a server that accepts writes; the default for more than one host) or `any`, as libpq.";
     "port": Shape::Port,
         "Server port (default 5432, 3306, 1433 or 27017 by type).";
     "user": Shape::Text,

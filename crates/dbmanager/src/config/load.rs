@@ -20,7 +20,7 @@ use super::problems::did_you_mean;
 use super::tree::{self, Kind, Node, Origin, Scalar};
 use super::{
     ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, ReadPreference,
-    SslMode,
+    SslMode, TargetSessionAttrs,
 };
 
 /// Prefix of environment overrides: `DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD=...`.
@@ -557,6 +557,12 @@ fn walk_connection(
     }
     c.dsn = f.secret("dsn");
     c.host = f.string("host");
+    c.hosts = f.present("hosts").is_some().then(|| f.strings("hosts"));
+    c.target_session_attrs = f.parse_enum(
+        "target_session_attrs",
+        TargetSessionAttrs::parse,
+        TargetSessionAttrs::NAMES,
+    );
     c.port = f.port("port");
     c.user = f.string("user");
     c.password = f.secret("password");

@@ -21,7 +21,7 @@ use secrecy::SecretString;
 
 pub(crate) use effective::settings as effective_settings;
 pub use effective::{EffectiveConfig, Origin, REDACTED, Setting};
-pub use enums::{DatabaseType, DefaultOrm, ReadPreference, SslMode};
+pub use enums::{DatabaseType, DefaultOrm, ReadPreference, SslMode, TargetSessionAttrs};
 pub(crate) use keys::MAX_CIRCUIT_BREAKER_FAILURES;
 pub(crate) use load::parse as parse_yaml;
 pub use load::{ENV_PREFIX, EnvSource};
@@ -219,6 +219,12 @@ pub struct ConnectionConfig {
     pub dsn: Option<SecretString>,
     /// Host name or address (for MongoDB, a comma-separated host list).
     pub host: Option<String>,
+    /// Servers to choose from instead of `host`, each `host[:port]` (`[::1]:5432` for IPv6; the
+    /// port defaults to `port`, else the backend's): the first one that accepts writes is used,
+    /// and another one is found after a failover (see `target_session_attrs`).
+    pub hosts: Option<Vec<String>>,
+    /// Which server of `hosts` may be used (default `read-write` for more than one host).
+    pub target_session_attrs: Option<TargetSessionAttrs>,
     /// Port.
     pub port: Option<u16>,
     /// User name.
@@ -292,6 +298,8 @@ impl ConnectionConfig {
             kind,
             dsn: None,
             host: None,
+            hosts: None,
+            target_session_attrs: None,
             port: None,
             user: None,
             password: None,
@@ -366,6 +374,8 @@ impl fmt::Debug for ConnectionConfig {
             .field("kind", &self.kind)
             .field("dsn", &redacted(self.dsn.is_some()))
             .field("host", &self.host)
+            .field("hosts", &self.hosts)
+            .field("target_session_attrs", &self.target_session_attrs)
             .field("port", &self.port)
             .field("user", &self.user)
             .field("password", &redacted(self.password.is_some()))

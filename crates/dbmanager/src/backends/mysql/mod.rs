@@ -190,6 +190,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             options,
             keep_probe: false,
             init: Vec::new(),
+            failover: None,
         };
         shared::open::<My>(spec, plan).await
     })

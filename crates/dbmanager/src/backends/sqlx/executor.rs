@@ -64,17 +64,31 @@ pub(super) struct SqlxExecutor<F: SqlxFlavor> {
     pub columns: Arc<ColumnCache>,
     /// Keeps the credentials of new connections current, when they can change.
     pub refresher: Option<Arc<super::credentials::Refresher<F>>>,
+    /// The server list, told of errors that may mean a failover.
+    pub failover: Option<Arc<super::failover::Failover<F>>>,
 }
 
 impl<F: SqlxFlavor> SqlxExecutor<F> {
     async fn checkout(&self) -> Result<sqlx::pool::PoolConnection<F::DB>> {
-        super::credentials::acquire::<F>(
+        let checkout = super::credentials::acquire::<F>(
             &self.name,
             &self.pool,
             &self.counters,
             self.refresher.as_deref(),
         )
-        .await
+        .await;
+        if let (Err(e), Some(failover)) = (&checkout, &self.failover) {
+            failover.observe_error(e);
+        }
+        checkout
+    }
+
+    /// A statement's error, after telling the server list of it.
+    fn failed(&self, operation: Operation, e: sqlx::Error) -> crate::error::Error {
+        if let Some(failover) = &self.failover {
+            failover.observe(&e);
+        }
+        sqlx_error::<F>(&self.name, operation, e)
     }
 }
 
@@ -88,7 +102,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
             let mut conn = self.checkout().await?;
             F::execute(&mut conn, sql, params)
                 .await
-                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+                .map_err(|e| self.failed(Operation::Query, e))
         })
     }
 
@@ -101,7 +115,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
             let mut conn = self.checkout().await?;
             F::fetch_all(&mut conn, sql, params, &self.columns)
                 .await
-                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+                .map_err(|e| self.failed(Operation::Query, e))
         })
     }
 
@@ -114,7 +128,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
             let mut conn = self.checkout().await?;
             F::fetch_optional(&mut conn, sql, params, &self.columns)
                 .await
-                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+                .map_err(|e| self.failed(Operation::Query, e))
         })
     }
 
@@ -127,11 +141,12 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
                 .pool
                 .begin()
                 .await
-                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Begin, e))?;
+                .map_err(|e| self.failed(Operation::Begin, e))?;
             Ok(Box::new(SqlxTransaction::<F> {
                 name: self.name.clone(),
                 tx,
                 columns: self.columns.clone(),
+                failover: self.failover.clone(),
             }) as Box<dyn SqlTransaction>)
         })
     }
@@ -142,6 +157,17 @@ struct SqlxTransaction<F: SqlxFlavor> {
     name: Arc<str>,
     tx: sqlx::Transaction<'static, F::DB>,
     columns: Arc<ColumnCache>,
+    failover: Option<Arc<super::failover::Failover<F>>>,
+}
+
+impl<F: SqlxFlavor> SqlxTransaction<F> {
+    /// A statement's error, after telling the server list of it.
+    fn failed(&self, operation: Operation, e: sqlx::Error) -> crate::error::Error {
+        if let Some(failover) = &self.failover {
+            failover.observe(&e);
+        }
+        sqlx_error::<F>(&self.name, operation, e)
+    }
 }
 
 impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
@@ -149,7 +175,7 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
         Box::pin(async move {
             F::execute(&mut self.tx, sql, params)
                 .await
-                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+                .map_err(|e| self.failed(Operation::Query, e))
         })
     }
 
@@ -161,17 +187,19 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
         Box::pin(async move {
             F::fetch_all(&mut self.tx, sql, params, &self.columns)
                 .await
-                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+                .map_err(|e| self.failed(Operation::Query, e))
         })
     }
 
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            let name = self.name;
-            self.tx
-                .commit()
-                .await
-                .map_err(|e| sqlx_error::<F>(&name, Operation::Commit, e))
+            let (name, failover) = (self.name, self.failover);
+            self.tx.commit().await.map_err(|e| {
+                if let Some(failover) = &failover {
+                    failover.observe(&e);
+                }
+                sqlx_error::<F>(&name, Operation::Commit, e)
+            })
         })
     }
 
