@@ -510,6 +510,10 @@ dbmanager:
     s:
       type: sqlite
       filepath: /tmp/x.db
+    f:
+      type: postgres
+      hosts: ["db-1:5432", "[::1]:5433"]
+      target_session_attrs: read-write
 "#;
         let parsed = super::super::parse_yaml(yaml, &super::super::EnvSource::empty());
         assert!(parsed.problems.is_empty(), "{}", parsed.problems);

@@ -462,6 +462,7 @@ pub fn mongo_config(name: &str, database: &str) -> ConnectionConfig {
 }
 
 pub mod conformance;
+pub mod crash;
 pub mod mysql;
 pub mod proxy;
 pub mod replication;
