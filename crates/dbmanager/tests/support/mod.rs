@@ -461,6 +461,7 @@ pub fn mongo_config(name: &str, database: &str) -> ConnectionConfig {
     c
 }
 
+pub mod autofailover;
 pub mod conformance;
 pub mod crash;
 pub mod mysql;
