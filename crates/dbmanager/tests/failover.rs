@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dbmanager::{ConnectionConfig, ErrorKind, Manager, ManagerConfig, TargetSessionAttrs};
+use dbmanager::{
+    ConnectionConfig, ErrorKind, ListenerEvent, Manager, ManagerConfig, TargetSessionAttrs,
+};
 use support::replication::ReplicationSet;
 use support::{PrivateCluster, fast_config, free_port};
 
@@ -128,6 +130,10 @@ async fn writes_resume_on_the_promoted_standby_through_handles_taken_before() {
     let conn = manager.get("pg").unwrap();
     let db = conn.database().unwrap();
     let native = conn.postgres().unwrap();
+    // A LISTEN session follows too (a standby would refuse LISTEN).
+    let mut listener = conn.listener().await.unwrap();
+    listener.listen("moved").await.unwrap();
+    let notifier = listener.handle();
     db.execute("CREATE TABLE written (id int8)", &[])
         .await
         .unwrap();
@@ -183,6 +189,20 @@ async fn writes_resume_on_the_promoted_standby_through_handles_taken_before() {
         .execute(&native)
         .await
         .unwrap();
+    // The listener lost its session, found the new primary, and hears what is sent there.
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), listener.recv())
+            .await
+            .expect("the listener yields an item")
+            .expect("the stream is open")
+    };
+    assert!(matches!(next().await, ListenerEvent::Disconnected { .. }));
+    assert_eq!(next().await, ListenerEvent::Reconnected);
+    notifier.notify("moved", "after").await.unwrap();
+    match next().await {
+        ListenerEvent::Notification(n) => assert_eq!(n.payload, "after"),
+        other => panic!("expected the notification, got {other:?}"),
+    }
     manager.close(Duration::from_secs(5)).await;
 }
 
