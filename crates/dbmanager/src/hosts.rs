@@ -329,7 +329,8 @@ mod tests {
             strip_target_session_attrs("postgres://h/d?sslmode=disable&target_session_attrs=any");
         assert_eq!(url, "postgres://h/d?sslmode=disable");
         assert_eq!(value.as_deref(), Some("any"));
-        let (url, value) = strip_target_session_attrs("postgres://h/d?target_session_attrs=read-write");
+        let (url, value) =
+            strip_target_session_attrs("postgres://h/d?target_session_attrs=read-write");
         assert_eq!(url, "postgres://h/d");
         assert_eq!(value.as_deref(), Some("read-write"));
         let (url, value) = strip_target_session_attrs("postgres://h/d?sslmode=disable");

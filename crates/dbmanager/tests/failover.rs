@@ -60,7 +60,10 @@ async fn a_standby_listed_first_is_passed_over_for_the_primary() {
         .unwrap();
     assert_eq!(recovery.get::<bool>("standby"), Some(false));
     let stats = manager.get("pg").unwrap().stats();
-    assert_eq!(stats.current_host.as_deref(), Some(address(&set.primary).as_str()));
+    assert_eq!(
+        stats.current_host.as_deref(),
+        Some(address(&set.primary).as_str())
+    );
     assert_eq!(stats.host_switches, 0);
     assert_eq!(
         manager.get("pg").unwrap().health().current_host,
@@ -233,10 +236,7 @@ async fn a_server_that_becomes_read_only_is_left() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut refused = 0;
     loop {
-        match db
-            .execute("INSERT INTO written VALUES (1)", &[])
-            .await
-        {
+        match db.execute("INSERT INTO written VALUES (1)", &[]).await {
             Ok(_) => break,
             Err(e) => {
                 assert!(Instant::now() < deadline, "writes never resumed: {e}");
@@ -334,13 +334,17 @@ dbmanager:
         assert!(paths.contains(&expected), "{expected} missing from\n{text}");
     }
     assert!(
-        !paths.iter().any(|p| p.starts_with("connections.fine")
-            || *p == "connections.bad.hosts[0]"),
+        !paths
+            .iter()
+            .any(|p| p.starts_with("connections.fine") || *p == "connections.bad.hosts[0]"),
         "{text}"
     );
     assert!(text.contains("set either host or hosts"), "{text}");
     assert!(text.contains("names the same server as hosts[0]"), "{text}");
-    assert!(text.contains("not used by sqlite (only by postgres)"), "{text}");
+    assert!(
+        text.contains("not used by sqlite (only by postgres)"),
+        "{text}"
+    );
     // No host required when a list is given.
     assert!(!text.contains("connections.fine.host:"), "{text}");
     assert!(!text.contains("connections.empty.host:"), "{text}");

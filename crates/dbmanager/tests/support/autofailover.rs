@@ -77,11 +77,9 @@ impl AutoFailoverSet {
             s.roles() == [Role::Single, Role::Other]
         });
         set.spawn_node(1);
-        set.wait_until(
-            "node 2 is a secondary",
-            Duration::from_secs(90),
-            |s| s.roles() == [Role::Primary, Role::Secondary],
-        );
+        set.wait_until("node 2 is a secondary", Duration::from_secs(90), |s| {
+            s.roles() == [Role::Primary, Role::Secondary]
+        });
         set
     }
 
@@ -149,10 +147,11 @@ impl AutoFailoverSet {
     }
 
     fn spawn(&mut self, args: &[&str]) {
-        let log = std::fs::File::create(self.dir.path().join(format!(
-            "autoctl-{}.log",
-            self.children.len()
-        )))
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("autoctl-{}.log", self.children.len())),
+        )
         .expect("log file");
         let child = self
             .command(args)

@@ -85,8 +85,7 @@ impl SqlxFlavor for Pg {
     /// protocol: no prepared statement is left behind.
     fn is_writable<'c>(
         conn: &'c mut sqlx::PgConnection,
-    ) -> impl std::future::Future<Output = std::result::Result<bool, sqlx::Error>> + Send + 'c
-    {
+    ) -> impl std::future::Future<Output = std::result::Result<bool, sqlx::Error>> + Send + 'c {
         async move {
             use sqlx::Row as _;
             let row = sqlx::raw_sql("SHOW transaction_read_only")

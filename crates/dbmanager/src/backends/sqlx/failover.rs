@@ -33,8 +33,7 @@ use crate::credentials::CredentialSource;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::stats::PoolCounters;
 
-type Options<F> =
-    <<<F as SqlxFlavor>::DB as Database>::Connection as sqlx::Connection>::Options;
+type Options<F> = <<<F as SqlxFlavor>::DB as Database>::Connection as sqlx::Connection>::Options;
 type Conn<F> = <<F as SqlxFlavor>::DB as Database>::Connection;
 
 /// The first wait between probes while no server qualifies; it doubles up to
@@ -186,7 +185,10 @@ impl<F: SqlxFlavor> Failover<F> {
     /// Checks a new pooled connection (the pool's after-connect): with `read-write`, a
     /// read-only server's connection is refused (the pool then tries again, on the options a
     /// probe will have pointed elsewhere).
-    pub(crate) async fn check_new(&self, conn: &mut Conn<F>) -> std::result::Result<(), sqlx::Error> {
+    pub(crate) async fn check_new(
+        &self,
+        conn: &mut Conn<F>,
+    ) -> std::result::Result<(), sqlx::Error> {
         if !self.require_writable || F::is_writable(conn).await? {
             return Ok(());
         }
