@@ -83,16 +83,12 @@ impl SqlxFlavor for Pg {
     /// libpq's check for `target_session_attrs=read-write` on servers older than 14: a standby
     /// and a server with `default_transaction_read_only` both say `on`. The simple query
     /// protocol: no prepared statement is left behind.
-    fn is_writable<'c>(
-        conn: &'c mut sqlx::PgConnection,
-    ) -> impl std::future::Future<Output = std::result::Result<bool, sqlx::Error>> + Send + 'c {
-        async move {
-            use sqlx::Row as _;
-            let row = sqlx::raw_sql("SHOW transaction_read_only")
-                .fetch_one(conn)
-                .await?;
-            Ok(row.try_get::<String, _>(0)? == "off")
-        }
+    async fn is_writable(conn: &mut sqlx::PgConnection) -> std::result::Result<bool, sqlx::Error> {
+        use sqlx::Row as _;
+        let row = sqlx::raw_sql("SHOW transaction_read_only")
+            .fetch_one(conn)
+            .await?;
+        Ok(row.try_get::<String, _>(0)? == "off")
     }
 
     fn means_failover(e: &dyn sqlx::error::DatabaseError) -> bool {

@@ -75,11 +75,18 @@ impl<F: SqlxFlavor> Refresher<F> {
         if version <= *applied {
             return Ok(false);
         }
-        let base = self
-            .failover
-            .as_ref()
-            .map_or_else(|| self.base.clone(), |f| f.base_options());
-        pool.set_connect_options(F::with_credentials(base, &resolved));
+        match &self.failover {
+            None => pool.set_connect_options(F::with_credentials(self.base.clone(), &resolved)),
+            // The current server's options; again if a switch came in between, so that these
+            // credentials never put the pool back on the old server.
+            Some(failover) => loop {
+                let (index, base) = failover.current_options();
+                pool.set_connect_options(F::with_credentials(base, &resolved));
+                if failover.current_index() == index {
+                    break;
+                }
+            },
+        }
         *applied = version;
         Ok(true)
     }

@@ -127,11 +127,16 @@ impl<F: SqlxFlavor> Failover<F> {
             .map_or_else(|| Arc::from("?"), |(label, _)| label.clone())
     }
 
-    /// The current server's options without credentials applied (the credential refresher
-    /// sets them on a copy).
-    pub(crate) fn base_options(&self) -> Options<F> {
+    /// The current server and its options as built at open (the credential refresher sets
+    /// new credentials on a copy).
+    pub(crate) fn current_options(&self) -> (usize, Options<F>) {
         let index = self.current().min(self.candidates.len().saturating_sub(1));
-        self.candidates[index].1.clone()
+        (index, self.candidates[index].1.clone())
+    }
+
+    /// The index of the server the pool's options point at.
+    pub(crate) fn current_index(&self) -> usize {
+        self.current()
     }
 
     /// `index`'s options with the credentials current now (those the options were built with
@@ -304,8 +309,11 @@ impl<F: SqlxFlavor> Failover<F> {
     /// Points the pool at `to`: new connections go there, connections opened before are
     /// closed at their next checkout or release.
     async fn switch(&self, pool: &Pool<F::DB>, to: usize) {
-        pool.set_connect_options(self.options(to).await);
+        let options = self.options(to).await;
+        // The index first: a credential refresh that read the old one then sees it changed and
+        // installs the new server's options again (see `credentials::Refresher::refresh`).
         let from = self.current.swap(to, Ordering::AcqRel);
+        pool.set_connect_options(options);
         let now = u64::try_from(self.born.elapsed().as_nanos())
             .unwrap_or(u64::MAX)
             .max(1);
