@@ -248,6 +248,26 @@ async fn a_server_that_becomes_read_only_is_left() {
     println!("read-only primary: {refused} write(s) refused before the switch");
     assert_eq!(conn.stats().current_host, Some(address(standby)));
     assert_eq!(conn.stats().host_switches, 1);
+    // Metrics: the server in use, and the switch.
+    let metrics = manager.metrics_text();
+    let sample = |name: &str, label: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let host_label = format!("host=\"{}\"", address(standby));
+    assert_eq!(
+        sample("dbmanager_current_host", &host_label),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample("dbmanager_host_switches_total", "connection=\"pg\""),
+        Some(1.0),
+        "{metrics}"
+    );
     // The pooled connections to the read-only server are closed as they come up.
     for _ in 0..8 {
         db.execute("INSERT INTO written VALUES (2)", &[])

@@ -69,8 +69,13 @@ impl AutoFailoverSet {
             "--no-ssl",
             "--run",
         ]);
+        // Its port first: `pg_autoctl show state` is not run before the monitor's
+        // configuration exists (an early call raced its creation here once).
         set.wait_until("the monitor answers", Duration::from_secs(60), |s| {
-            s.autoctl(&["show", "state", "--pgdata", &monitor]).is_ok()
+            std::net::TcpStream::connect(("127.0.0.1", s.monitor_port)).is_ok()
+                && s.log(0)
+                    .contains("Monitor has been successfully initialized")
+                && s.autoctl(&["show", "state", "--pgdata", &monitor]).is_ok()
         });
         set.spawn_node(0);
         set.wait_until("node 1 runs alone", Duration::from_secs(60), |s| {
@@ -230,6 +235,11 @@ impl AutoFailoverSet {
             );
             std::thread::sleep(Duration::from_millis(250));
         }
+    }
+
+    fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("autoctl-{index}.log")))
+            .unwrap_or_default()
     }
 
     fn logs(&self) -> String {
