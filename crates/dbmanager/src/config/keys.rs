@@ -93,9 +93,9 @@ keys!(CONNECTION_KEYS, CONNECTION {
     "host": Shape::Text,
         "Server host name or address (mssql `host\\instance`; mongodb a comma-separated list of `host[:port]`).";
     "hosts": Shape::Strings,
-        "postgres: servers to choose from instead of `host`, each `host[:port]` (`[::1]:5432` for IPv6); the first that accepts writes is used, and found again after a failover.";
+        "postgres, mysql: servers to choose from instead of `host`, each `host[:port]` (`[::1]:5432` for IPv6); the first that accepts writes is used, and found again after a failover.";
     "target_session_attrs": Shape::Enum { names: TargetSessionAttrs::NAMES, aliases: &[] },
-        "postgres: `read-write` (only a server that accepts writes; the default for more than one host) or `any`, as libpq.";
+        "postgres, mysql: `read-write` (only a server that accepts writes; the default for more than one host) or `any`, as libpq.";
     "port": Shape::Port,
         "Server port (default 5432, 3306, 1433 or 27017 by type).";
     "user": Shape::Text,

@@ -2,8 +2,6 @@
 //! (`postgres://u@h1:5432,h2:5433/db`), and `target_session_attrs` from the config or the dsn,
 //! as the shared sqlx failover (`backends/sqlx/failover.rs`) takes them.
 
-use std::sync::Arc;
-
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Postgres;
 use sqlx::postgres::PgConnectOptions;
@@ -62,26 +60,11 @@ pub(crate) fn plan(
             (servers, c.target_session_attrs)
         }
     };
-    let count = servers.as_ref().map_or(1, Vec::len);
-    let require_writable = hosts::require_writable(attrs, count);
-    if servers.is_none() && !require_writable {
-        return Ok(None);
-    }
-    let servers = servers.unwrap_or_else(|| {
-        vec![Server {
-            host: options.get_host().to_owned(),
-            port: options.get_port(),
-        }]
-    });
-    let candidates = servers
-        .iter()
-        .map(|server| {
-            let label: Arc<str> = Arc::from(server.to_string());
-            (label, options.clone().host(&server.host).port(server.port))
-        })
-        .collect();
-    Ok(Some(FailoverPlan {
-        candidates,
-        require_writable,
+    let only = Server {
+        host: options.get_host().to_owned(),
+        port: options.get_port(),
+    };
+    Ok(FailoverPlan::build(servers, attrs, only, |server| {
+        options.clone().host(&server.host).port(server.port)
     }))
 }

@@ -54,6 +54,34 @@ pub(crate) struct FailoverPlan<DB: Database> {
     pub require_writable: bool,
 }
 
+impl<DB: Database> FailoverPlan<DB> {
+    /// The plan of a connection: its server list (`servers`; `None` without one) and
+    /// `target_session_attrs`. `None` when there is nothing to choose from and nothing to check.
+    /// `only` is the connection's one server when it has no list; `at` makes the options for
+    /// one server.
+    pub(crate) fn build(
+        servers: Option<Vec<crate::hosts::Server>>,
+        attrs: Option<crate::config::TargetSessionAttrs>,
+        only: crate::hosts::Server,
+        at: impl Fn(&crate::hosts::Server) -> <DB::Connection as sqlx::Connection>::Options,
+    ) -> Option<Self> {
+        let count = servers.as_ref().map_or(1, Vec::len);
+        let require_writable = crate::hosts::require_writable(attrs, count);
+        if servers.is_none() && !require_writable {
+            return None;
+        }
+        let servers = servers.unwrap_or_else(|| vec![only]);
+        let candidates = servers
+            .iter()
+            .map(|server| (Arc::from(server.to_string()), at(server)))
+            .collect();
+        Some(Self {
+            candidates,
+            require_writable,
+        })
+    }
+}
+
 /// How one candidate answered a probe.
 enum Probe<F: SqlxFlavor> {
     Qualifies(Conn<F>),
