@@ -362,7 +362,7 @@ dbmanager:
     assert!(text.contains("set either host or hosts"), "{text}");
     assert!(text.contains("names the same server as hosts[0]"), "{text}");
     assert!(
-        text.contains("not used by sqlite (only by postgres)"),
+        text.contains("not used by sqlite (only by postgres"),
         "{text}"
     );
     // No host required when a list is given.
