@@ -78,7 +78,7 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
         )
         .await;
         if let (Err(e), Some(failover)) = (&checkout, &self.failover) {
-            failover.observe_error(e);
+            failover.observe_checkout(e, &self.pool);
         }
         checkout
     }

@@ -193,9 +193,12 @@ impl<F: SqlxFlavor> Failover<F> {
         }
     }
 
-    /// Asks for a probe when a library error may mean the server is gone.
-    pub(crate) fn observe_error(&self, e: &Error) {
-        if self.has_alternatives() && matches!(e.kind(), ErrorKind::Transient) {
+    /// Asks for a probe when a failed checkout from `pool` may mean the server is gone: not
+    /// when every connection of a full pool is checked out (a timeout then says the pool is
+    /// too small, not that the server left).
+    pub(crate) fn observe_checkout(&self, e: &Error, pool: &Pool<F::DB>) {
+        let saturated = pool.num_idle() == 0 && pool.size() >= pool.options().get_max_connections();
+        if self.has_alternatives() && e.kind() == ErrorKind::Transient && !saturated {
             self.wanted.notify_one();
         }
     }

@@ -431,7 +431,7 @@ impl<F: SqlxFlavor> SqlxPool<F> {
     /// A failed checkout may mean the server is gone: the server list is probed.
     fn observe_error(&self, e: &Error) {
         if let Some(failover) = &self.failover {
-            failover.observe_error(e);
+            failover.observe_checkout(e, &self.pool);
         }
     }
 }
