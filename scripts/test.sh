@@ -69,7 +69,9 @@ mysqladmin --no-defaults -h "$MYSQL_HOST" -P "$MYSQL_PORT" -uroot version | grep
 # Debian packages some tests drive, installed when their command is missing: headless Chromium
 # (the status page test loads the page in a real browser), and promtool and prometheus (the
 # dashboards test checks the alert rules and runs a Prometheus against `serve`; without its
-# recommends, and in containers policy-rc.d keeps its service from starting).
+# recommends, and in containers policy-rc.d keeps its service from starting), and PgBouncer
+# (tests/pooler.rs starts private ones in front of a private PostgreSQL cluster; the package's
+# own service is not used).
 install_package() {
     local command=$1 package=$2
     shift 2
@@ -81,6 +83,7 @@ install_package() {
 log "Test tools"
 install_package chromium chromium
 install_package promtool prometheus --no-install-recommends
+PATH="$PATH:/usr/sbin" install_package pgbouncer pgbouncer
 # pg_auto_failover (tests/failover_auto.rs runs a monitor and two nodes): the command, and the
 # server extension, which has no command of its own to look for.
 install_package pg_autoctl pg-auto-failover-cli
@@ -91,6 +94,7 @@ if ! ls /usr/lib/postgresql/*/lib/pgautofailover.so >/dev/null 2>&1; then
 fi
 chromium --version 2>/dev/null
 promtool --version 2>&1 | sed -n 1p
+/usr/sbin/pgbouncer --version | sed -n 1p
 pg_autoctl --version 2>&1 | sed -n 1p
 
 log "SQL Server and MongoDB test servers"

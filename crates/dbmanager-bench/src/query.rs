@@ -1,15 +1,14 @@
 //! Measurements 2 (query path) and 3 (acquire only), on the machine's PostgreSQL, against raw sqlx pools and
 //! deadpool-postgres; and measurement 6, pgbench on the same server.
 
-use std::str::FromStr;
 use std::time::Duration;
 
+use dbmanager::Manager;
 use dbmanager::reexports::sea_orm::{ConnectionTrait, DbBackend, Statement};
-use dbmanager::reexports::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use dbmanager::reexports::sqlx::{self, PgPool};
-use dbmanager::{Manager, SslMode};
 
 use crate::harness::{Op, fmt_rate, median, op, throughput};
+use crate::pools;
 use crate::support::{self, TestDb};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -20,70 +19,16 @@ pub enum Mode {
 
 const MATRIX: [(usize, u32); 4] = [(4, 4), (16, 8), (64, 8), (64, 16)];
 
-fn url(db: &TestDb) -> String {
-    format!(
-        "postgres://{}@{}:{}/{}?sslmode=disable",
-        support::pg_user(),
-        support::pg_host(),
-        support::pg_port(),
-        db.name
-    )
-}
-
 async fn sqlx_pool(db: &TestDb, size: u32, same_settings: bool) -> PgPool {
-    let options = PgConnectOptions::from_str(&url(db)).expect("url");
-    let mut pool = PgPoolOptions::new().max_connections(size);
-    if same_settings {
-        pool = pool
-            .test_before_acquire(false)
-            .max_lifetime(Duration::from_secs(1800))
-            .idle_timeout(Duration::from_secs(300))
-            .acquire_timeout(Duration::from_secs(30));
-    }
-    pool.connect_with(options).await.expect("sqlx pool")
+    pools::sqlx_pool(&db.name, size, same_settings).await
 }
 
 async fn manager(db: &TestDb, size: u32) -> Manager {
-    let mut c = db.config("pg");
-    c.max_open_conns = Some(size);
-    c.max_idle_conns = Some(size);
-    c.sslmode = Some(SslMode::Disable);
-    c.connect_timeout = Duration::from_secs(30);
-    // Metrics on (the default) and spans enabled with no subscriber installed.
-    c.enable_tracing = std::env::var("BENCH_TRACING").map_or(true, |v| v != "0");
-    // For profiling: BENCH_QUERY_TIMEOUT=0 drops the client-side query timer.
-    if std::env::var("BENCH_QUERY_TIMEOUT").is_ok_and(|v| v == "0") {
-        c.query_timeout = Duration::ZERO;
-    }
-    // The same pool settings with per-query metrics off, to price them (`enable_metrics: false`).
-    let mut quiet = c.clone();
-    quiet.name = "pg_nometrics".into();
-    quiet.enable_metrics = false;
-    let manager = Manager::new(
-        dbmanager::ManagerConfig::default()
-            .with_connection(c)
-            .with_connection(quiet),
-    )
-    .expect("config");
-    manager.connect().await.expect("connect");
-    manager
+    pools::manager(&db.name, size).await
 }
 
 fn deadpool(db: &TestDb, size: usize) -> deadpool_postgres::Pool {
-    let mut cfg = deadpool_postgres::Config::new();
-    cfg.host = Some(support::pg_host());
-    cfg.port = Some(support::pg_port());
-    cfg.user = Some(support::pg_user());
-    cfg.dbname = Some(db.name.clone());
-    cfg.pool = Some(deadpool_postgres::PoolConfig::new(size));
-    cfg.manager = Some(deadpool_postgres::ManagerConfig {
-        recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-    });
-    cfg.create_pool(
-        Some(deadpool_postgres::Runtime::Tokio1),
-        tokio_postgres::NoTls,
-    )
-    .expect("deadpool")
+    pools::deadpool(&db.name, size)
 }
 
 fn variants(

@@ -408,6 +408,12 @@ impl Connection {
                 "an adopted pool has no configuration to open the listener's own session from",
             ));
         }
+        if generation.config.pooler == crate::config::Pooler::Transaction {
+            return Err(self.unsupported(
+                "a LISTEN/NOTIFY listener",
+                "behind a transaction-mode pooler (`pooler: transaction`) a server session is ours for one transaction, so a LISTEN would hear nothing after it; listen through a second connection that reaches the server directly or through a session-mode pool",
+            ));
+        }
         let database = self.database()?;
         let signal = self.shared.listeners.subscribe();
         // After subscribing: a close that came before is seen here, one that comes after is

@@ -37,10 +37,11 @@ pub(crate) enum Field {
     ReadPreference,
     TrustServerCertificate,
     InitSql,
+    Pooler,
 }
 
 impl Field {
-    pub(crate) const ALL: [Field; 16] = [
+    pub(crate) const ALL: [Field; 17] = [
         Field::Host,
         Field::Hosts,
         Field::TargetSessionAttrs,
@@ -57,6 +58,7 @@ impl Field {
         Field::ReadPreference,
         Field::TrustServerCertificate,
         Field::InitSql,
+        Field::Pooler,
     ];
 
     /// The YAML key.
@@ -78,6 +80,7 @@ impl Field {
             Field::ReadPreference => "read_preference",
             Field::TrustServerCertificate => "trust_server_certificate",
             Field::InitSql => "init_sql",
+            Field::Pooler => "pooler",
         }
     }
 
@@ -100,6 +103,7 @@ impl Field {
             Field::ReadPreference => c.read_preference.is_some(),
             Field::TrustServerCertificate => c.trust_server_certificate,
             Field::InitSql => !c.init_sql.is_empty(),
+            Field::Pooler => c.pooler != crate::config::Pooler::None,
         }
     }
 }

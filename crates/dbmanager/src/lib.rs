@@ -55,7 +55,7 @@ pub use adopt::{AdoptContext, Adoptable, Adopted};
 pub use backends::mssql::{MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
 pub use config::{
     ConfigProblem, ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, EnvSource,
-    ManagerConfig, PoolSettings, ReadPreference, RetryPolicy, SslMode, TargetSessionAttrs,
+    ManagerConfig, PoolSettings, Pooler, ReadPreference, RetryPolicy, SslMode, TargetSessionAttrs,
 };
 pub use connection::Connection;
 pub use credentials::{CredentialProvider, CredentialRequest, Credentials};

@@ -305,6 +305,9 @@ fn connection_value(
         "database" => own(text(&c.database)?),
         "sslmode" => own(json!(c.sslmode?.as_str())),
         "schema" => own(text(&c.schema)?),
+        // A PostgreSQL key with a default: listed for PostgreSQL, elsewhere only when set.
+        "pooler" => (c.kind == DatabaseType::Postgres || c.pooler != super::Pooler::None)
+            .then(|| (json!(c.pooler.as_str()), None)),
         "filepath" => own(path(&c.filepath)?),
         "auth_source" => own(text(&c.auth_source)?),
         "replica_set" => own(text(&c.replica_set)?),

@@ -121,3 +121,20 @@ config_enum! {
         Any => "any",
     }
 }
+
+config_enum! {
+    /// The connection pooler between this library and PostgreSQL (`pooler`), which decides
+    /// what session state and which prepared statements a client may rely on.
+    Pooler {
+        /// A direct connection (or a pooler that hands each client its own server session):
+        /// named prepared statements are cached per connection.
+        None => "none",
+        /// A pooler in session mode (PgBouncer `pool_mode = session`): the server session is
+        /// the client's while it is connected, but the pooler refuses startup parameters it
+        /// does not know, so session settings are sent as statements after connecting.
+        Session => "session",
+        /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`): a server
+        /// session is the client's only for one transaction, so nothing may outlive one.
+        Transaction => "transaction",
+    }
+}

@@ -2,7 +2,9 @@
 //! an error), the JSON Schema describes them (`schema` feature), and the effective view
 //! (`config show`) lists them, in this order.
 
-use super::{DatabaseType, DefaultOrm, MAX_POOL_SIZE, ReadPreference, SslMode, TargetSessionAttrs};
+use super::{
+    DatabaseType, DefaultOrm, MAX_POOL_SIZE, Pooler, ReadPreference, SslMode, TargetSessionAttrs,
+};
 
 /// What a key's value looks like in the document, as the parser reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +112,8 @@ keys!(CONNECTION_KEYS, CONNECTION {
         "TLS mode, with libpq's meaning (default `prefer`).";
     "schema": Shape::Text,
         "postgres: the `search_path`.";
+    "pooler": Shape::Enum { names: Pooler::NAMES, aliases: &[] },
+        "postgres: the pooler in front of the server (`none`, `session` or `transaction`, as PgBouncer's `pool_mode`); `transaction` makes every statement safe for a server session shared per transaction.";
     "filepath": Shape::Text,
         "sqlite: a database file (its directory must exist) or `:memory:`.";
     "auth_source": Shape::Text,

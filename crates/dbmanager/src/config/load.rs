@@ -19,8 +19,8 @@ use super::keys::{CONNECTION_KEYS, MANAGER_KEYS};
 use super::problems::did_you_mean;
 use super::tree::{self, Kind, Node, Origin, Scalar};
 use super::{
-    ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, ReadPreference,
-    SslMode, TargetSessionAttrs,
+    ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, Pooler,
+    ReadPreference, SslMode, TargetSessionAttrs,
 };
 
 /// Prefix of environment overrides: `DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD=...`.
@@ -570,6 +570,9 @@ fn walk_connection(
     c.database = f.string("database");
     c.sslmode = f.parse_enum("sslmode", SslMode::parse, SslMode::NAMES);
     c.schema = f.string("schema");
+    if let Some(pooler) = f.parse_enum("pooler", Pooler::parse, Pooler::NAMES) {
+        c.pooler = pooler;
+    }
     c.filepath = f.string("filepath").map(PathBuf::from);
     c.auth_source = f.string("auth_source");
     c.replica_set = f.string("replica_set");

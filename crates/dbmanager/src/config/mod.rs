@@ -21,7 +21,7 @@ use secrecy::SecretString;
 
 pub(crate) use effective::settings as effective_settings;
 pub use effective::{EffectiveConfig, Origin, REDACTED, Setting};
-pub use enums::{DatabaseType, DefaultOrm, ReadPreference, SslMode, TargetSessionAttrs};
+pub use enums::{DatabaseType, DefaultOrm, Pooler, ReadPreference, SslMode, TargetSessionAttrs};
 pub(crate) use keys::MAX_CIRCUIT_BREAKER_FAILURES;
 pub(crate) use load::parse as parse_yaml;
 pub use load::{ENV_PREFIX, EnvSource};
@@ -239,6 +239,8 @@ pub struct ConnectionConfig {
     pub sslmode: Option<SslMode>,
     /// Default schema (PostgreSQL `search_path`).
     pub schema: Option<String>,
+    /// The pooler in front of the server (PostgreSQL; default `none`).
+    pub pooler: Pooler,
     /// SQLite file path, or `:memory:`.
     pub filepath: Option<PathBuf>,
     /// MongoDB authentication database.
@@ -307,6 +309,7 @@ impl ConnectionConfig {
             database: None,
             sslmode: None,
             schema: None,
+            pooler: Pooler::None,
             filepath: None,
             auth_source: None,
             replica_set: None,
@@ -383,6 +386,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("database", &self.database)
             .field("sslmode", &self.sslmode)
             .field("schema", &self.schema)
+            .field("pooler", &self.pooler)
             .field("filepath", &self.filepath)
             .field("auth_source", &self.auth_source)
             .field("replica_set", &self.replica_set)

@@ -465,6 +465,7 @@ pub mod autofailover;
 pub mod conformance;
 pub mod crash;
 pub mod mysql;
+pub mod pgbouncer;
 pub mod proxy;
 pub mod replication;
 

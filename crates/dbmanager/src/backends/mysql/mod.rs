@@ -213,6 +213,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             keep_probe: false,
             init: Vec::new(),
             failover,
+            per_transaction: None,
         };
         shared::open::<My>(spec, plan).await
     })

@@ -9,8 +9,10 @@ use futures_util::future::BoxFuture;
 use sqlx::Postgres;
 
 use crate::backends::sqlx::rows::check_parameter_count;
-use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statements};
-use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType};
+use crate::backends::sqlx::{
+    self as shared, OpenPlan, PerTransaction, SqlxFlavor, sqlx_statements,
+};
+use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, Pooler};
 use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::error::{ErrorKind, Result};
 use crate::sql::Value;
@@ -36,6 +38,7 @@ pub(crate) static DRIVER: Driver = Driver {
         Field::Sslmode,
         Field::Schema,
         Field::InitSql,
+        Field::Pooler,
     ],
     required: &[Field::Host, Field::Database],
     no_sea_orm: None,
@@ -46,8 +49,15 @@ pub(crate) static DRIVER: Driver = Driver {
 };
 
 /// Contradictions specific to PostgreSQL: without a dsn, the password goes into the URL only with
-/// a user, so a password (or password file) without one would be ignored without a word.
+/// a user, so a password (or password file) without one would be ignored without a word; and
+/// what cannot work behind a transaction-mode pooler.
 fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+    if c.pooler == Pooler::Transaction && !c.init_sql.is_empty() {
+        p.push(
+            "init_sql",
+            "cannot be used with `pooler: transaction`: it runs once per client connection, on whichever server session the pooler lends for it, and that session then serves other clients; set session defaults on the server (`ALTER ROLE ... SET`) or in the pooler (PgBouncer's `connect_query`), or use `pooler: session`",
+        );
+    }
     if c.dsn.is_none() && c.user.is_none() {
         for (set, key) in [
             (c.password.is_some(), "password"),
@@ -147,10 +157,33 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
         let (credentials, _) = spec.credentials.current().await?;
         let options = connect_options(spec.name, spec.config, spec.settings, &credentials).await?;
         let failover = servers::plan(spec.name, spec.config, &options)?;
+        // Behind a pooler the session settings are statements (see `connect_options`): once
+        // per connection in session mode, once per transaction in transaction mode.
+        let (init, per_transaction) = match spec.config.pooler {
+            Pooler::None => (Vec::new(), None),
+            Pooler::Session => (
+                options::session_settings(spec.config, spec.settings, false)
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+                None,
+            ),
+            Pooler::Transaction => (
+                Vec::new(),
+                Some(PerTransaction {
+                    settings: options::session_settings(spec.config, spec.settings, true)
+                        .into_iter()
+                        .map(|s| s + ";")
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                }),
+            ),
+        };
         let plan = OpenPlan {
             options,
             keep_probe: false,
-            init: Vec::new(),
+            init,
+            per_transaction,
             failover,
         };
         shared::open::<Pg>(spec, plan).await

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use super::{DEFAULT_PORT, Pg};
 use crate::backends::config_error;
 use crate::backends::sqlx::sqlx_error;
-use crate::config::{ConnectionConfig, PoolSettings, SslMode};
+use crate::config::{ConnectionConfig, PoolSettings, Pooler, SslMode};
 use crate::credentials::Resolved;
 use crate::dsn::{self, Accept, Known, QuerySyntax};
 use crate::error::{Operation, Result};
@@ -143,6 +143,20 @@ pub(crate) async fn connect_options(
     }
     if let Some(app) = &c.application_name {
         options = options.application_name(app);
+    }
+    if c.pooler != Pooler::None {
+        // A pooler answers the startup packet itself: PgBouncer refuses a client that sends a
+        // parameter it does not track (`options`, `extra_float_digits`) unless its
+        // `ignore_startup_parameters` lists it, and then drops it silently. The session
+        // settings go as statements instead (`session_settings`), and the TCP keepalives are
+        // the pooler's own (its `tcp_keepalive` settings).
+        options = options.extra_float_digits(None);
+        if c.pooler == Pooler::Transaction {
+            // Named statements live on a server session that is ours for one transaction:
+            // with the cache off and `persistent(false)` sqlx uses the unnamed statement.
+            options = options.statement_cache_capacity(0);
+        }
+        return Ok(with_credentials(options, credentials));
     }
     let mut server_settings: Vec<(&str, String)> = Vec::new();
     if let Some(schema) = &c.schema {
@@ -325,6 +339,25 @@ fn ssl_mode(mode: SslMode) -> PgSslMode {
     }
 }
 
+/// Behind a pooler, the settings a direct connection sends in its startup packet, as `SET`
+/// statements (`SET LOCAL` for one transaction when `local`): the `search_path` and the
+/// server-side `statement_timeout`.
+pub(crate) fn session_settings(
+    c: &ConnectionConfig,
+    settings: &PoolSettings,
+    local: bool,
+) -> Vec<String> {
+    let set = if local { "SET LOCAL" } else { "SET" };
+    let mut statements = Vec::new();
+    if let Some(schema) = &c.schema {
+        statements.push(format!("{set} search_path TO {}", quote_identifier(schema)));
+    }
+    if let Some(timeout) = settings.query_timeout {
+        statements.push(format!("{set} statement_timeout = {}", timeout.as_millis()));
+    }
+    statements
+}
+
 /// `search_path` takes identifiers: quote so that mixed case and spaces survive.
 fn quote_identifier(schema: &str) -> String {
     format!("\"{}\"", schema.replace('"', "\"\""))
@@ -416,6 +449,33 @@ mod tests {
         assert!(startup.contains("tcp_user_timeout=15000"), "{startup}");
         assert_eq!(o.get_application_name(), Some("app"));
         assert!(matches!(o.get_ssl_mode(), PgSslMode::VerifyFull));
+    }
+
+    #[tokio::test]
+    async fn behind_a_pooler_the_settings_are_statements_not_startup_options() {
+        let mut c = config("db");
+        c.schema = Some("My \"Schema\"".into());
+        c.query_timeout = Duration::from_millis(1500);
+        c.application_name = Some("app".into());
+        for pooler in [Pooler::Session, Pooler::Transaction] {
+            c.pooler = pooler;
+            let o = options_for(&c).await.unwrap();
+            assert_eq!(o.get_options(), None, "{pooler}");
+            // PgBouncer tracks `application_name` itself.
+            assert_eq!(o.get_application_name(), Some("app"));
+        }
+        let settings = ManagerConfig::default().pool_settings(&c);
+        assert_eq!(
+            session_settings(&c, &settings, true),
+            [
+                "SET LOCAL search_path TO \"My \"\"Schema\"\"\"",
+                "SET LOCAL statement_timeout = 1500"
+            ]
+        );
+        assert_eq!(
+            session_settings(&c, &settings, false)[1],
+            "SET statement_timeout = 1500"
+        );
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
 //! The neutral handle's executor on a sqlx pool, and its transactions.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use sqlx::Pool;
+use sqlx::{AssertSqlSafe, Pool};
 
 use super::rows::ColumnCache;
 use super::{SqlxFlavor, sqlx_error};
@@ -21,8 +22,15 @@ macro_rules! sqlx_statements {
             conn: &'c mut <$db as sqlx::Database>::Connection,
             sql: &'c str,
             params: &'c [$crate::sql::Value],
+            persistent: bool,
         ) -> impl std::future::Future<Output = Result<u64, sqlx::Error>> + Send + 'c {
-            async move { Ok($bind(sql, params)?.execute(conn).await?.rows_affected()) }
+            async move {
+                Ok($bind(sql, params)?
+                    .persistent(persistent)
+                    .execute(conn)
+                    .await?
+                    .rows_affected())
+            }
         }
 
         fn fetch_all<'c>(
@@ -30,10 +38,14 @@ macro_rules! sqlx_statements {
             sql: &'c str,
             params: &'c [$crate::sql::Value],
             columns: &'c $crate::backends::sqlx::rows::ColumnCache,
+            persistent: bool,
         ) -> impl std::future::Future<Output = Result<Vec<$crate::sql::Row>, sqlx::Error>> + Send + 'c
         {
             async move {
-                let rows = $bind(sql, params)?.fetch_all(conn).await?;
+                let rows = $bind(sql, params)?
+                    .persistent(persistent)
+                    .fetch_all(conn)
+                    .await?;
                 $crate::backends::sqlx::rows::decode_rows(&rows, columns, $decode)
             }
         }
@@ -43,11 +55,15 @@ macro_rules! sqlx_statements {
             sql: &'c str,
             params: &'c [$crate::sql::Value],
             columns: &'c $crate::backends::sqlx::rows::ColumnCache,
+            persistent: bool,
         ) -> impl std::future::Future<Output = Result<Option<$crate::sql::Row>, sqlx::Error>>
         + Send
         + 'c {
             async move {
-                let row = $bind(sql, params)?.fetch_optional(conn).await?;
+                let row = $bind(sql, params)?
+                    .persistent(persistent)
+                    .fetch_optional(conn)
+                    .await?;
                 Ok($crate::backends::sqlx::rows::decode_rows(row.as_ref(), columns, $decode)?.pop())
             }
         }
@@ -64,8 +80,80 @@ pub(super) struct SqlxExecutor<F: SqlxFlavor> {
     pub columns: Arc<ColumnCache>,
     /// Keeps the credentials of new connections current, when they can change.
     pub refresher: Option<Arc<super::credentials::Refresher<F>>>,
+    /// Behind a transaction-mode pooler: the statement that opens every transaction, and every
+    /// statement runs in one on the unnamed prepared statement (see `PerTransaction`).
+    pub begin: Option<Arc<str>>,
     /// The server list, told of errors that may mean a failover.
     pub failover: Option<Arc<super::failover::Failover<F>>>,
+}
+
+/// One statement's kind of result: which of the flavor's statement functions runs it.
+trait Want<F: SqlxFlavor>: Copy + Send {
+    type Out: Send;
+
+    fn run<'c>(
+        self,
+        conn: &'c mut <F::DB as sqlx::Database>::Connection,
+        sql: &'c str,
+        params: &'c [Value],
+        columns: &'c ColumnCache,
+        persistent: bool,
+    ) -> impl Future<Output = std::result::Result<Self::Out, sqlx::Error>> + Send + 'c;
+}
+
+/// `execute`: the rows affected.
+#[derive(Clone, Copy)]
+struct Affected;
+/// `fetch_all`: every row.
+#[derive(Clone, Copy)]
+struct All;
+/// `fetch_optional`: the first row.
+#[derive(Clone, Copy)]
+struct Optional;
+
+impl<F: SqlxFlavor> Want<F> for Affected {
+    type Out = u64;
+
+    fn run<'c>(
+        self,
+        conn: &'c mut <F::DB as sqlx::Database>::Connection,
+        sql: &'c str,
+        params: &'c [Value],
+        _: &'c ColumnCache,
+        persistent: bool,
+    ) -> impl Future<Output = std::result::Result<u64, sqlx::Error>> + Send + 'c {
+        F::execute(conn, sql, params, persistent)
+    }
+}
+
+impl<F: SqlxFlavor> Want<F> for All {
+    type Out = Vec<Row>;
+
+    fn run<'c>(
+        self,
+        conn: &'c mut <F::DB as sqlx::Database>::Connection,
+        sql: &'c str,
+        params: &'c [Value],
+        columns: &'c ColumnCache,
+        persistent: bool,
+    ) -> impl Future<Output = std::result::Result<Vec<Row>, sqlx::Error>> + Send + 'c {
+        F::fetch_all(conn, sql, params, columns, persistent)
+    }
+}
+
+impl<F: SqlxFlavor> Want<F> for Optional {
+    type Out = Option<Row>;
+
+    fn run<'c>(
+        self,
+        conn: &'c mut <F::DB as sqlx::Database>::Connection,
+        sql: &'c str,
+        params: &'c [Value],
+        columns: &'c ColumnCache,
+        persistent: bool,
+    ) -> impl Future<Output = std::result::Result<Option<Row>, sqlx::Error>> + Send + 'c {
+        F::fetch_optional(conn, sql, params, columns, persistent)
+    }
 }
 
 impl<F: SqlxFlavor> SqlxExecutor<F> {
@@ -90,6 +178,63 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
         }
         sqlx_error::<F>(&self.name, operation, e)
     }
+
+    /// Runs one statement outside a transaction, on a checkout, as is.
+    async fn direct<W: Want<F>>(&self, sql: &str, params: &[Value], want: W) -> Result<W::Out> {
+        let mut conn = self.checkout().await?;
+        want.run(&mut conn, sql, params, &self.columns, true)
+            .await
+            .map_err(|e| self.failed(Operation::Query, e))
+    }
+
+    /// Runs one statement outside a transaction behind a transaction-mode pooler: on the
+    /// unnamed statement, in a transaction of its own opened with `begin`. (A separate future
+    /// from [`Self::direct`], so that the default path's stays as small as it was.)
+    async fn in_transaction<W: Want<F>>(
+        &self,
+        begin: &str,
+        sql: &str,
+        params: &[Value],
+        want: W,
+    ) -> Result<W::Out> {
+        let mut conn = self.checkout().await?;
+        let error = |e| self.failed(Operation::Query, e);
+        let mut retried = false;
+        loop {
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, AssertSqlSafe(begin.to_string()))
+                .await
+                .map_err(|e| self.failed(Operation::Begin, e))?;
+            match want.run(&mut tx, sql, params, &self.columns, false).await {
+                Ok(out) => {
+                    tx.commit()
+                        .await
+                        .map_err(|e| self.failed(Operation::Commit, e))?;
+                    return Ok(out);
+                }
+                Err(e) => {
+                    // The statement's error is the one to report; a connection whose
+                    // rollback fails is closed by sqlx rather than pooled.
+                    let _ = tx.rollback().await;
+                    if !retried && unnamed_statement_lost(&e) {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(error(e));
+                }
+            }
+        }
+    }
+}
+
+/// sqlx 0.9 looks up a type it has not seen on a connection yet (an enum, a composite, an
+/// extension's type such as `citext`) with a simple query between the unnamed statement's
+/// Parse and its Bind, and a simple query destroys the unnamed statement: the Bind then fails
+/// with SQLSTATE 26000 before anything ran. The type is known to the connection by then, so
+/// the statement runs once more on it.
+fn unnamed_statement_lost(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "26000")
 }
 
 impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
@@ -98,12 +243,10 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
     }
 
     fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-            let mut conn = self.checkout().await?;
-            F::execute(&mut conn, sql, params)
-                .await
-                .map_err(|e| self.failed(Operation::Query, e))
-        })
+        match &self.begin {
+            None => Box::pin(self.direct(sql, params, Affected)),
+            Some(begin) => Box::pin(self.in_transaction(begin, sql, params, Affected)),
+        }
     }
 
     fn fetch_all<'a>(
@@ -111,12 +254,10 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        Box::pin(async move {
-            let mut conn = self.checkout().await?;
-            F::fetch_all(&mut conn, sql, params, &self.columns)
-                .await
-                .map_err(|e| self.failed(Operation::Query, e))
-        })
+        match &self.begin {
+            None => Box::pin(self.direct(sql, params, All)),
+            Some(begin) => Box::pin(self.in_transaction(begin, sql, params, All)),
+        }
     }
 
     fn fetch_optional<'a>(
@@ -124,12 +265,10 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
-        Box::pin(async move {
-            let mut conn = self.checkout().await?;
-            F::fetch_optional(&mut conn, sql, params, &self.columns)
-                .await
-                .map_err(|e| self.failed(Operation::Query, e))
-        })
+        match &self.begin {
+            None => Box::pin(self.direct(sql, params, Optional)),
+            Some(begin) => Box::pin(self.in_transaction(begin, sql, params, Optional)),
+        }
     }
 
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn SqlTransaction>>> {
@@ -137,15 +276,16 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
             if let Some(refresher) = &self.refresher {
                 refresher.before_checkout(&self.pool).await;
             }
-            let tx = self
-                .pool
-                .begin()
-                .await
-                .map_err(|e| self.failed(Operation::Begin, e))?;
+            let tx = match &self.begin {
+                Some(begin) => self.pool.begin_with(AssertSqlSafe(begin.to_string())).await,
+                None => self.pool.begin().await,
+            }
+            .map_err(|e| self.failed(Operation::Begin, e))?;
             Ok(Box::new(SqlxTransaction::<F> {
                 name: self.name.clone(),
                 tx,
                 columns: self.columns.clone(),
+                persistent: self.begin.is_none(),
                 failover: self.failover.clone(),
             }) as Box<dyn SqlTransaction>)
         })
@@ -157,6 +297,8 @@ struct SqlxTransaction<F: SqlxFlavor> {
     name: Arc<str>,
     tx: sqlx::Transaction<'static, F::DB>,
     columns: Arc<ColumnCache>,
+    /// False behind a transaction-mode pooler: statements use the unnamed prepared statement.
+    persistent: bool,
     failover: Option<Arc<super::failover::Failover<F>>>,
 }
 
@@ -173,7 +315,7 @@ impl<F: SqlxFlavor> SqlxTransaction<F> {
 impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            F::execute(&mut self.tx, sql, params)
+            F::execute(&mut self.tx, sql, params, self.persistent)
                 .await
                 .map_err(|e| self.failed(Operation::Query, e))
         })
@@ -185,7 +327,7 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
-            F::fetch_all(&mut self.tx, sql, params, &self.columns)
+            F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent)
                 .await
                 .map_err(|e| self.failed(Operation::Query, e))
         })

@@ -26,14 +26,50 @@ use crate::stats::PoolCounters;
 pub(crate) struct HookConn<'c, F: SqlxFlavor> {
     pub name: &'c str,
     pub conn: &'c mut <F::DB as Database>::Connection,
+    /// Whether statements may be named prepared statements; false behind a transaction-mode
+    /// pooler, where each statement runs on the unnamed one in a transaction of its own.
+    pub persistent: bool,
+}
+
+impl<F: SqlxFlavor> HookConn<'_, F> {
+    fn error(&self, e: sqlx::Error) -> crate::error::Error {
+        sqlx_error::<F>(self.name, Operation::Query, e)
+    }
+}
+
+/// Ends the transaction a hook's statement ran in on its own (behind a transaction-mode
+/// pooler, as the neutral handle's do): committed when it succeeded, else rolled back.
+async fn settle<DB: Database, T>(
+    tx: sqlx::Transaction<'_, DB>,
+    outcome: std::result::Result<T, sqlx::Error>,
+) -> std::result::Result<T, sqlx::Error> {
+    match outcome {
+        Ok(out) => {
+            tx.commit().await?;
+            Ok(out)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
 }
 
 impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            F::execute(&mut *self.conn, sql, params)
-                .await
-                .map_err(|e| sqlx_error::<F>(self.name, Operation::Query, e))
+            let outcome = if self.persistent {
+                F::execute(&mut *self.conn, sql, params, true).await
+            } else {
+                match sqlx::Connection::begin(&mut *self.conn).await {
+                    Ok(mut tx) => {
+                        let outcome = F::execute(&mut tx, sql, params, false).await;
+                        settle(tx, outcome).await
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            outcome.map_err(|e| self.error(e))
         })
     }
 
@@ -45,9 +81,19 @@ impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
         Box::pin(async move {
             // A hook's statements are few; their column names are not worth sharing.
             let columns = super::rows::ColumnCache::default();
-            F::fetch_optional(&mut *self.conn, sql, params, &columns)
-                .await
-                .map_err(|e| sqlx_error::<F>(self.name, Operation::Query, e))
+            let outcome = if self.persistent {
+                F::fetch_optional(&mut *self.conn, sql, params, &columns, true).await
+            } else {
+                match sqlx::Connection::begin(&mut *self.conn).await {
+                    Ok(mut tx) => {
+                        let outcome =
+                            F::fetch_optional(&mut tx, sql, params, &columns, false).await;
+                        settle(tx, outcome).await
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            outcome.map_err(|e| self.error(e))
         })
     }
 }
@@ -62,6 +108,7 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
     slot: &PoolSlot<F::DB>,
     init: Arc<[String]>,
     runner: &HookRunner,
+    persistent: bool,
     failover: Option<Arc<Failover<F>>>,
 ) -> PoolOptions<F::DB> {
     let lifetime = settings.max_lifetime;
@@ -93,10 +140,14 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
                     failover.check_new(conn).await?;
                 }
                 for statement in init.iter() {
-                    F::execute(conn, statement, &[]).await?;
+                    F::execute(conn, statement, &[], persistent).await?;
                 }
                 let name = hooks.name().clone();
-                let mut view = HookConn::<F> { name: &name, conn };
+                let mut view = HookConn::<F> {
+                    name: &name,
+                    conn,
+                    persistent,
+                };
                 if let Err(e) = hooks.after_connect(&mut view).await {
                     // sqlx closes the connection and tries a new one until its acquire timeout.
                     counters.closed_by_hook.fetch_add(1, Relaxed);
@@ -132,7 +183,11 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
                     return Ok(true);
                 };
                 let name = hooks.name().clone();
-                let mut view = HookConn::<F> { name: &name, conn };
+                let mut view = HookConn::<F> {
+                    name: &name,
+                    conn,
+                    persistent,
+                };
                 if !hooks
                     .before_checkout(&mut view, meta.age, meta.idle_for)
                     .await
@@ -171,7 +226,11 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
             let hooks = release_hooks.clone();
             Box::pin(async move {
                 let name = hooks.name().clone();
-                let mut view = HookConn::<F> { name: &name, conn };
+                let mut view = HookConn::<F> {
+                    name: &name,
+                    conn,
+                    persistent,
+                };
                 if !hooks.after_release(&mut view, meta.age).await {
                     counters.closed_by_hook.fetch_add(1, Relaxed);
                     return Ok(false);

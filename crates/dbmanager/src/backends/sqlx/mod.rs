@@ -39,11 +39,13 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
     /// Classifies the server's error (SQLSTATE, error number, result code).
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind;
 
-    /// Runs a statement on one connection (written with [`sqlx_statements!`]).
+    /// Runs a statement on one connection (written with [`sqlx_statements!`]); `persistent`
+    /// false makes sqlx use the unnamed statement (see `pooler`).
     fn execute<'c>(
         conn: &'c mut <Self::DB as Database>::Connection,
         sql: &'c str,
         params: &'c [Value],
+        persistent: bool,
     ) -> impl Future<Output = std::result::Result<u64, sqlx::Error>> + Send + 'c;
 
     /// Runs a query on one connection; every row.
@@ -52,6 +54,7 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         sql: &'c str,
         params: &'c [Value],
         columns: &'c rows::ColumnCache,
+        persistent: bool,
     ) -> impl Future<Output = std::result::Result<Vec<Row>, sqlx::Error>> + Send + 'c;
 
     /// Runs a query on one connection; the first row.
@@ -60,6 +63,7 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         sql: &'c str,
         params: &'c [Value],
         columns: &'c rows::ColumnCache,
+        persistent: bool,
     ) -> impl Future<Output = std::result::Result<Option<Row>, sqlx::Error>> + Send + 'c;
 
     /// UUIDs are stored as hyphenated text (no native UUID type).
@@ -227,6 +231,37 @@ pub(crate) struct OpenPlan<'s, DB: Database> {
     /// A list of servers to choose from (`hosts:`, `target_session_attrs`); `options` is then
     /// unused: the server found decides.
     pub failover: Option<failover::FailoverPlan<DB>>,
+    /// Set behind a transaction-mode pooler (`pooler: transaction`): see [`PerTransaction`].
+    pub per_transaction: Option<PerTransaction>,
+}
+
+/// Behind a transaction-mode pooler a server session is the client's for one transaction only,
+/// so the neutral handle keeps each statement inside one: it runs every statement on sqlx's
+/// unnamed prepared statement (`persistent(false)`: sqlx sends Parse/Describe and Sync, then
+/// Bind/Execute and Sync, and the pooler may hand the session to another client at the first
+/// Sync outside a transaction), and a statement outside a transaction in a transaction of its
+/// own. Each such transaction opens with `settings`, the session settings that a direct
+/// connection sends in its startup packet.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PerTransaction {
+    /// `SET LOCAL ...` statements, each ending with `;`.
+    pub settings: String,
+}
+
+impl PerTransaction {
+    /// What opens a native transaction (one simple query: no extra round trip).
+    fn native_begin(&self) -> Arc<str> {
+        format!("BEGIN; {}", self.settings).into()
+    }
+
+    /// What SeaORM runs first in each transaction: SeaORM (2.0) always prepares named
+    /// statements (`sqlx_s_N`, counted per client connection, never closed with the statement
+    /// cache off), so names left on the server session by an earlier client are dropped before
+    /// they can collide with this client's.
+    #[cfg(feature = "sea-orm")]
+    fn orm_setup(&self) -> Arc<str> {
+        format!("DEALLOCATE ALL; {}", self.settings).into()
+    }
 }
 
 /// Opens a flavor's pool: a direct probe connection first (a pool would report a refused port
@@ -248,6 +283,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         ))
     });
     let mut options = plan.options;
+    let persistent = plan.per_transaction.is_none();
     let (probe, session) = bounded(
         name,
         Operation::Connect,
@@ -271,21 +307,24 @@ pub(crate) async fn open<F: SqlxFlavor>(
             // `init_sql` runs on the probe too, so a statement that fails fails the connect
             // (as a query error, not retried) instead of every later checkout.
             for (i, statement) in spec.config.init_sql.iter().enumerate() {
-                F::execute(&mut probe, statement, &[]).await.map_err(|e| {
-                    let kind = classify::<F>(&e);
-                    Error::database(
-                        name,
-                        Operation::Connect,
-                        kind,
-                        format!("init_sql statement {} failed: {e}", i + 1),
-                    )
-                })?;
+                F::execute(&mut probe, statement, &[], true)
+                    .await
+                    .map_err(|e| {
+                        let kind = classify::<F>(&e);
+                        Error::database(
+                            name,
+                            Operation::Connect,
+                            kind,
+                            format!("init_sql statement {} failed: {e}", i + 1),
+                        )
+                    })?;
             }
             // The application's after-connect hook too: its failure fails the connect.
             runner
                 .after_connect(&mut hooks::HookConn::<F> {
                     name,
                     conn: &mut probe,
+                    persistent,
                 })
                 .await?;
             Ok((probe, session))
@@ -312,6 +351,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         &slot,
         init,
         &runner,
+        persistent,
         failover.clone(),
     )
     .connect_lazy_with(options);
@@ -349,6 +389,10 @@ pub(crate) async fn open<F: SqlxFlavor>(
         columns: Arc::default(),
         refresher: refresher.clone(),
         failover: failover.clone(),
+        begin: plan
+            .per_transaction
+            .as_ref()
+            .map(PerTransaction::native_begin),
     });
     #[cfg(feature = "sea-orm")]
     let orm = F::sea_orm(pool.clone());
@@ -363,7 +407,11 @@ pub(crate) async fn open<F: SqlxFlavor>(
         prober,
         native,
         #[cfg(feature = "sea-orm")]
-        orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(name.clone(), orm.clone())),
+        orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(
+            name.clone(),
+            orm.clone(),
+            plan.per_transaction.as_ref().map(PerTransaction::orm_setup),
+        )),
         #[cfg(feature = "sea-orm")]
         orm,
         pool,
@@ -385,6 +433,7 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         columns: Arc::default(),
         refresher: None,
         failover: None,
+        begin: None,
     });
     #[cfg(feature = "sea-orm")]
     let orm = F::sea_orm(pool.clone());
@@ -399,7 +448,11 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         prober: None,
         native,
         #[cfg(feature = "sea-orm")]
-        orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(name.clone(), orm.clone())),
+        orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(
+            name.clone(),
+            orm.clone(),
+            None,
+        )),
         #[cfg(feature = "sea-orm")]
         orm,
         pool,

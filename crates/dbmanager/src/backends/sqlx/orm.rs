@@ -18,16 +18,72 @@ use crate::sql::{SqlExecutor, SqlTransaction};
 pub(super) struct SeaOrmExecutor<F> {
     name: Arc<str>,
     db: sea_orm::DatabaseConnection,
+    /// Behind a transaction-mode pooler: what every transaction runs first, and every
+    /// statement runs in a transaction (see `PerTransaction`).
+    setup: Option<Arc<str>>,
     flavor: PhantomData<fn() -> F>,
 }
 
 impl<F: SqlxFlavor> SeaOrmExecutor<F> {
-    pub(super) fn new(name: Arc<str>, db: sea_orm::DatabaseConnection) -> Self {
+    pub(super) fn new(
+        name: Arc<str>,
+        db: sea_orm::DatabaseConnection,
+        setup: Option<Arc<str>>,
+    ) -> Self {
         Self {
             name,
             db,
+            setup,
             flavor: PhantomData,
         }
+    }
+
+    /// A SeaORM transaction, set up for the pooler when there is one.
+    async fn transaction(&self) -> Result<sea_orm::DatabaseTransaction> {
+        let tx = self
+            .db
+            .begin()
+            .await
+            .map_err(|e| error::<F>(&self.name, Operation::Begin, e))?;
+        if let Some(setup) = &self.setup {
+            tx.execute_unprepared(setup)
+                .await
+                .map_err(|e| error::<F>(&self.name, Operation::Begin, e))?;
+        }
+        Ok(tx)
+    }
+
+    /// Ends the transaction a statement ran in on its own: committed when it succeeded, else
+    /// rolled back (and the statement's error reported).
+    async fn finish<T>(&self, tx: sea_orm::DatabaseTransaction, outcome: Result<T>) -> Result<T> {
+        match outcome {
+            Ok(out) => {
+                tx.commit()
+                    .await
+                    .map_err(|e| error::<F>(&self.name, Operation::Commit, e))?;
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a statement outside a transaction behind a transaction-mode pooler: in a
+    /// transaction of its own. (A separate future from the direct one, so that the default
+    /// path's stays as small as it was.)
+    async fn standalone_execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        let tx = self.transaction().await?;
+        let outcome = execute::<F>(&self.name, &tx, sql, params).await;
+        self.finish(tx, outcome).await
+    }
+
+    /// Like [`Self::standalone_execute`], for a query.
+    async fn standalone_fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let tx = self.transaction().await?;
+        let outcome = fetch_all::<F>(&self.name, &tx, sql, params).await;
+        self.finish(tx, outcome).await
     }
 }
 
@@ -230,7 +286,10 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
     }
 
     fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(execute::<F>(&self.name, &self.db, sql, params))
+        match self.setup {
+            None => Box::pin(execute::<F>(&self.name, &self.db, sql, params)),
+            Some(_) => Box::pin(self.standalone_execute(sql, params)),
+        }
     }
 
     fn fetch_all<'a>(
@@ -238,7 +297,10 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        Box::pin(fetch_all::<F>(&self.name, &self.db, sql, params))
+        match self.setup {
+            None => Box::pin(fetch_all::<F>(&self.name, &self.db, sql, params)),
+            Some(_) => Box::pin(self.standalone_fetch_all(sql, params)),
+        }
     }
 
     /// SeaORM reads the whole result; the first row is kept.
@@ -247,21 +309,26 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
-        Box::pin(async move {
-            Ok(fetch_all::<F>(&self.name, &self.db, sql, params)
-                .await?
-                .into_iter()
-                .next())
-        })
+        match self.setup {
+            None => Box::pin(async move {
+                Ok(fetch_all::<F>(&self.name, &self.db, sql, params)
+                    .await?
+                    .into_iter()
+                    .next())
+            }),
+            Some(_) => Box::pin(async move {
+                Ok(self
+                    .standalone_fetch_all(sql, params)
+                    .await?
+                    .into_iter()
+                    .next())
+            }),
+        }
     }
 
     fn begin(&self) -> BoxFuture<'_, Result<Box<dyn SqlTransaction>>> {
         Box::pin(async move {
-            let tx = self
-                .db
-                .begin()
-                .await
-                .map_err(|e| error::<F>(&self.name, Operation::Begin, e))?;
+            let tx = self.transaction().await?;
             Ok(Box::new(SeaOrmTransaction::<F> {
                 name: self.name.clone(),
                 tx,
