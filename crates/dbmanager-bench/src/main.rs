@@ -1,5 +1,5 @@
 //! Benchmarks of dbmanager against the baselines a user would otherwise write, side by side in
-//! one run. `cargo run --release -p dbmanager-bench -- [all|lookup|query|acquire|connect|recovery|pgbench|pooler|soak]`
+//! one run. `cargo run --release -p dbmanager-bench -- [all|lookup|query|acquire|connect|recovery|pgbench|pooler|soak|replicas]`
 //! prints Markdown tables; `BENCHMARKS.md` records a run and what it means.
 //!
 //! What users feel: `mix [rounds] [seconds] [clients]` (a query mix with latency percentiles),
@@ -23,6 +23,7 @@ mod pooler;
 mod pools;
 mod query;
 mod recovery;
+mod replicas;
 mod soak;
 
 /// Counts heap bytes only while the idle-memory measurement switches it on.
@@ -94,6 +95,12 @@ fn main() {
         runtime.block_on(query::count(index, per_worker));
         return;
     }
+    if what == "replica-count" {
+        let variant = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(0);
+        let per_worker = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1000);
+        runtime.block_on(replicas::count(variant, per_worker));
+        return;
+    }
     if what == "spin" {
         let index = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
         let secs = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5.0);
@@ -130,6 +137,9 @@ fn main() {
     }
     if all || what == "pooler" {
         runtime.block_on(pooler::run());
+    }
+    if all || what == "replicas" {
+        runtime.block_on(replicas::run());
     }
     if all {
         runtime.block_on(feel(3, cell_duration().as_secs_f64()));

@@ -24,6 +24,12 @@ struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     host: Option<String>,
     error: Option<String>,
+    /// For a read replica: the connection it is a member of (its name says its host and port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member_of: Option<String>,
+    /// For a read replica: banned from reads or over `max_replica_lag` now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica_state: Option<String>,
 }
 
 pub async fn run(config: Option<&Path>, json: bool, filter: &TagFilter) -> u8 {
@@ -79,7 +85,10 @@ pub async fn run(config: Option<&Path>, json: bool, filter: &TagFilter) -> u8 {
             pool_max: conn.pool_settings().max_open,
             host: conn.health().current_host,
             error,
+            member_of: None,
+            replica_state: None,
         });
+        rows.extend(check_replicas(&conn).await);
     }
     if let Some(progress) = progress {
         progress.finish().await;
@@ -112,9 +121,54 @@ pub async fn run(config: Option<&Path>, json: bool, filter: &TagFilter) -> u8 {
         }
         println!("{table}");
     }
-    if rows.iter().all(|r| r.error.is_none()) {
+    // A replica that is down degrades reads (they follow `replica_fallback`) but is not a
+    // connection of its own: the exit code is the connections'.
+    if rows
+        .iter()
+        .filter(|r| r.member_of.is_none())
+        .all(|r| r.error.is_none())
+    {
         EXIT_OK
     } else {
         EXIT_DOWN
     }
+}
+
+/// One row per read replica of `conn`, after its connection's: pinged like a connection, with
+/// its routing state.
+async fn check_replicas(conn: &dbmanager::Connection) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (member, stats) in conn.members().into_iter().zip(conn.member_stats()) {
+        let started = Instant::now();
+        let (ping_ms, error) = match member.health_check().await {
+            Ok(()) => (Some(started.elapsed().as_secs_f64() * 1000.0), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let state = stats.replica.as_ref().map(|r| {
+            if r.banned {
+                "banned".to_owned()
+            } else if r.lagging {
+                "lagging".to_owned()
+            } else {
+                "in use".to_owned()
+            }
+        });
+        rows.push(Row {
+            name: member.name().to_owned(),
+            kind: member.kind().to_string(),
+            status: if error.is_none() { "up" } else { "down" }.to_owned(),
+            ping_ms,
+            pool_max: member.pool_settings().max_open,
+            error: error.or_else(|| {
+                stats
+                    .replica
+                    .as_ref()
+                    .filter(|r| r.banned || r.lagging)
+                    .and_then(|r| r.last_error.clone())
+            }),
+            member_of: Some(conn.name().to_owned()),
+            replica_state: state,
+        });
+    }
+    rows
 }

@@ -298,3 +298,65 @@ fn spans_are_exported_over_otlp_when_the_environment_asks() {
         );
     }
 }
+
+/// Read replicas are rows of their own after their connection: the machine's PostgreSQL listed
+/// as a replica of itself (not in recovery: lag 0) is in use, one on a port nothing listens on
+/// is down and banned; a replica that is down does not change the exit code.
+#[test]
+fn check_lists_replicas_after_their_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let host = env_or("DBMANAGER_TEST_PG_HOST", "127.0.0.1");
+    let port = env_or("DBMANAGER_TEST_PG_PORT", "5432");
+    let config = dir.path().join("replicas.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbmanager:
+  retry_attempts: 1
+  connections:
+    primary:
+      type: postgres
+      host: {host}
+      port: {port}
+      user: {user}
+      database: postgres
+      sslmode: disable
+      max_open_conns: 2
+      replicas:
+        - host: {host}
+        - host: 127.0.0.1
+          port: {dead}
+",
+            user = env_or("DBMANAGER_TEST_PG_USER", "postgres"),
+        ),
+    )
+    .unwrap();
+    let out = dbmanager(
+        &[
+            "check",
+            "--format",
+            "json",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    assert_eq!(rows[0]["name"], "primary");
+    assert!(rows[0].get("member_of").is_none());
+    assert_eq!(rows[1]["name"], format!("primary/replica:{host}:{port}"));
+    assert_eq!(rows[1]["member_of"], "primary");
+    assert_eq!(rows[1]["status"], "up");
+    assert_eq!(rows[1]["replica_state"], "in use");
+    assert_eq!(rows[2]["name"], format!("primary/replica:127.0.0.1:{dead}"));
+    assert_eq!(rows[2]["status"], "down");
+    assert_eq!(rows[2]["replica_state"], "banned");
+}

@@ -15,6 +15,7 @@ use crate::driver::{BackendPool, Driver, OpenSpec, close_within};
 use crate::error::{Error, Operation, Result};
 use crate::health::{HealthReport, HealthState, Status};
 use crate::hooks::{HookState, Hooks};
+use crate::replicas::{Replica, ReplicaPolicy, ReplicaSet};
 use crate::sql::Database;
 use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
 
@@ -99,6 +100,8 @@ struct Shared {
     publishing: std::sync::Mutex<()>,
     /// Supplies credentials from code; read each time a pool is opened.
     provider: std::sync::Mutex<Option<Arc<dyn CredentialProvider>>>,
+    /// Its read replicas, each a member connection of its own (`None`: it has none).
+    replicas: ArcSwapOption<ReplicaSet<Connection>>,
 }
 
 /// One configuration of a connection and the pool opened from it.
@@ -225,6 +228,7 @@ impl Connection {
                 open: ArcSwapOption::empty(),
                 publishing: std::sync::Mutex::new(()),
                 provider: std::sync::Mutex::new(None),
+                replicas: ArcSwapOption::empty(),
             }),
         }
     }
@@ -298,6 +302,7 @@ impl Connection {
                 open: ArcSwapOption::empty(),
                 publishing: std::sync::Mutex::new(()),
                 provider: std::sync::Mutex::new(None),
+                replicas: ArcSwapOption::empty(),
             }),
         };
         conn.publish();
@@ -323,6 +328,9 @@ impl Connection {
     /// Installs the application's lifecycle hooks: every pool of this connection, the open one
     /// included, calls them from its next event on.
     pub(crate) fn set_hooks(&self, hooks: Hooks) {
+        for member in self.members() {
+            member.set_hooks(hooks.clone());
+        }
         self.shared.hooks.set(hooks);
     }
 
@@ -587,6 +595,144 @@ impl Connection {
         Ok(Database::new(Arc::new(self.clone()), bound))
     }
 
+    /// Builds its read replicas from its configuration: one member connection per entry of
+    /// `replicas`, named `<name>/replica:<host>:<port>`, with the pool settings and retry
+    /// policy `manager` gives that entry. Not yet connected: [`Connection::connect`] opens them.
+    pub(crate) fn set_replicas(&self, manager: &crate::ManagerConfig) {
+        self.shared
+            .replicas
+            .store(self.build_replicas(manager).map(Arc::new));
+    }
+
+    fn build_replicas(&self, manager: &crate::ManagerConfig) -> Option<ReplicaSet<Connection>> {
+        let generation = self.generation();
+        let c = &generation.config;
+        let probe = generation.driver.replica_lag?;
+        if c.replicas.is_empty() {
+            return None;
+        }
+        let replicas = c
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let port = r.port.or(generation.driver.default_port);
+                let name = match (&r.host, port) {
+                    (Some(host), Some(port)) => format!("{}/replica:{host}:{port}", c.name),
+                    (Some(host), None) => format!("{}/replica:{host}", c.name),
+                    _ => format!("{}/replica:{i}", c.name),
+                };
+                let mut config = r.clone();
+                config.name = name;
+                config.replicas = Vec::new();
+                let member = Connection::new(
+                    generation.driver,
+                    config.clone(),
+                    manager.pool_settings(&config),
+                    manager.retry_policy(),
+                    self.shared.manager_closed.clone(),
+                );
+                let provider = self
+                    .shared
+                    .provider
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                member.set_credential_provider(provider);
+                member.shared.hooks.set(self.shared.hooks.current());
+                Replica::new(member, r.host.clone().unwrap_or_default(), port)
+            })
+            .collect();
+        let retry = manager.retry_policy();
+        let check_interval = if manager.health_check_interval.is_zero() {
+            crate::config::DEFAULT_REPLICA_CHECK_INTERVAL
+        } else {
+            manager.health_check_interval
+        };
+        let ban_base = retry.delay.max(Duration::from_millis(100));
+        let policy = ReplicaPolicy {
+            read_policy: c.read_policy,
+            max_lag: c.max_replica_lag,
+            read_your_writes: c.read_your_writes,
+            fallback: c.replica_fallback,
+            check_interval,
+            ban_base,
+            ban_max: retry.max_delay.max(ban_base),
+            log: c.enable_logging,
+        };
+        Some(ReplicaSet::new(
+            self.shared.name.clone(),
+            replicas,
+            policy,
+            probe,
+        ))
+    }
+
+    /// After a replace or reload changed its configuration: new replicas built from it
+    /// replace the old ones (opened first when the connection is open; the old ones drain up
+    /// to `deadline`). Nothing changes when the replica configuration is the same.
+    pub(crate) async fn replace_replicas(
+        &self,
+        manager: &crate::ManagerConfig,
+        deadline: Duration,
+    ) {
+        let next = self.build_replicas(manager).map(Arc::new);
+        if let Some(next) = &next
+            && self.is_connected()
+        {
+            next.start().await;
+        }
+        if let Some(old) = self.shared.replicas.swap(next) {
+            old.close(deadline).await;
+        }
+    }
+
+    /// Where a read through the native layers should go: a usable replica's member
+    /// connection, chosen by `read_policy` (use its `postgres()`, `mysql()`,
+    /// `native::<T>()` or `sea_orm()`); without replicas, or when none is usable and
+    /// `replica_fallback` is `primary`, this connection itself. With `replica_fallback:
+    /// error` and no usable replica, an [`Error::Unavailable`] ([`crate::ErrorKind::Transient`]).
+    pub fn reader(&self) -> Result<Connection> {
+        self.check_usable(Operation::Access)?;
+        match self.shared.replicas.load().as_ref() {
+            Some(replicas) => Ok(replicas.reader()?.unwrap_or(self).clone()),
+            None => Ok(self.clone()),
+        }
+    }
+
+    /// Where writes go: this connection (the primary). The counterpart of
+    /// [`Connection::reader`], for code that names both sides.
+    pub fn writer(&self) -> Connection {
+        self.clone()
+    }
+
+    /// Its read replicas' member connections (`<name>/replica:<host>:<port>`), in
+    /// configuration order; empty without replicas.
+    pub fn members(&self) -> Vec<Connection> {
+        self.shared
+            .replicas
+            .load()
+            .as_ref()
+            .map(|r| r.members().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Its replicas' stats, each with its routing state (`replica`).
+    pub fn member_stats(&self) -> Vec<ConnectionStats> {
+        let Some(replicas) = self.shared.replicas.load_full() else {
+            return Vec::new();
+        };
+        replicas
+            .replica_stats()
+            .into_iter()
+            .map(|(member, replica)| {
+                let mut stats = member.stats();
+                stats.replica = Some(replica);
+                stats
+            })
+            .collect()
+    }
+
     /// The neutral handle's executor on `backend`, with the epoch it belongs to.
     fn bind_sql(&self, backend: &BackendGuard) -> Result<crate::sql::Bound> {
         // Read before the backend: a change in between makes the handle re-bind once more.
@@ -636,14 +782,21 @@ impl Connection {
             max_open: generation.settings.max_open,
             ..gauges
         };
-        ConnectionStats::from_parts(
+        let mut stats = ConnectionStats::from_parts(
             self.name(),
             self.kind(),
             self.status(),
             gauges,
             &self.shared.counters,
             Self::listens(&generation),
-        )
+        );
+        stats.routing = self
+            .shared
+            .replicas
+            .load()
+            .as_ref()
+            .map(|r| r.routing_stats());
+        stats
     }
 
     /// Checks the connection with a ping through its pool, bounded by `connect_timeout`, and
@@ -797,6 +950,11 @@ impl Connection {
             self.shared.epoch.fetch_add(1, Ordering::AcqRel);
             self.watch_credentials(&backend);
         });
+        if outcome.is_ok()
+            && let Some(replicas) = self.shared.replicas.load_full()
+        {
+            replicas.start().await;
+        }
         drop(connecting);
         // A close (or a removal) that ran while this connect was in flight must not leave a
         // pool open.
@@ -909,6 +1067,9 @@ impl Connection {
 
     /// Sets (or clears) the provider the next pool opening asks for credentials.
     pub(crate) fn set_credential_provider(&self, provider: Option<Arc<dyn CredentialProvider>>) {
+        for member in self.members() {
+            member.set_credential_provider(provider.clone());
+        }
         *self
             .shared
             .provider
@@ -1050,9 +1211,15 @@ impl Connection {
     /// Closes the pool (if open), waiting up to `deadline` for checked-out connections.
     pub(crate) async fn close(&self, deadline: Duration) -> CloseOutcome {
         let generation = self.shared.current.load_full();
-        let (outcome, ()) = tokio::join!(
+        let replicas = self.shared.replicas.load_full();
+        let (outcome, (), ()) = tokio::join!(
             self.close_generation(&generation, deadline, "closed"),
-            self.close_listeners(deadline)
+            self.close_listeners(deadline),
+            async {
+                if let Some(replicas) = &replicas {
+                    replicas.close(deadline).await;
+                }
+            }
         );
         self.shared.health.closed();
         outcome
@@ -1083,6 +1250,30 @@ impl Connection {
     }
 }
 
+impl crate::replicas::Member for Connection {
+    fn member_name(&self) -> &str {
+        self.name()
+    }
+
+    fn open(&self) -> futures_util::future::BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.connect().await.0 })
+    }
+
+    fn ping(&self) -> futures_util::future::BoxFuture<'_, Result<()>> {
+        Box::pin(self.health_check())
+    }
+
+    fn handle(&self) -> Result<Database> {
+        self.database()
+    }
+
+    fn shut(&self, deadline: Duration) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.close(deadline).await;
+        })
+    }
+}
+
 impl crate::sql::ExecutorSource for Connection {
     fn epoch(&self) -> u64 {
         self.shared.epoch.load(Ordering::Acquire)
@@ -1091,6 +1282,14 @@ impl crate::sql::ExecutorSource for Connection {
     fn bind(&self) -> Result<crate::sql::Bound> {
         let backend = self.sql_backend()?;
         self.bind_sql(&backend)
+    }
+
+    fn router(&self) -> Option<Arc<dyn crate::sql::ReadRouter>> {
+        // A guard load; an `Arc` is cloned only for a connection that has replicas.
+        let replicas = self.shared.replicas.load();
+        replicas
+            .as_ref()
+            .map(|r| r.clone() as Arc<dyn crate::sql::ReadRouter>)
     }
 }
 

@@ -161,6 +161,18 @@ pub(crate) struct Driver {
     pub open: OpenFn,
     /// Its LISTEN/NOTIFY listener, if the backend has one.
     pub listen: Option<&'static crate::listen::ListenDriver>,
+    /// How a read replica's lag is measured; `None`: the backend has no read replicas.
+    pub replica_lag: Option<&'static LagProbe>,
+}
+
+/// How far behind its primary a replica is, asked of the replica itself at each health check.
+pub(crate) struct LagProbe {
+    /// Tried in order; the first one the server accepts is used (MySQL 8.0.22+ and MariaDB
+    /// 10.5+ know `SHOW REPLICA STATUS`, older servers only `SHOW SLAVE STATUS`).
+    pub statements: &'static [&'static str],
+    /// The lag from the statement's first row (`None`: no row); `Err` when the server cannot
+    /// say (replication stopped or broken), which counts as too far behind.
+    pub read: fn(Option<&crate::sql::Row>) -> std::result::Result<Duration, &'static str>,
 }
 
 impl std::fmt::Debug for Driver {

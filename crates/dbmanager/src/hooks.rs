@@ -225,6 +225,11 @@ impl HookState {
         self.hooks.store(Arc::new(hooks));
     }
 
+    /// The hooks installed now (a replica built later gets its connection's).
+    pub(crate) fn current(&self) -> Hooks {
+        Hooks::clone(&self.hooks.load())
+    }
+
     #[allow(dead_code, reason = "read by the MongoDB backend, which refuses hooks")]
     pub(crate) fn is_empty(&self) -> bool {
         self.hooks.load().is_empty()

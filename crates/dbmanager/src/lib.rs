@@ -43,6 +43,7 @@ mod manager_logic_tests;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod registry;
+mod replicas;
 mod retry;
 mod sql;
 mod stats;
@@ -55,7 +56,8 @@ pub use adopt::{AdoptContext, Adoptable, Adopted};
 pub use backends::mssql::{MssqlConnection, MssqlManager, MssqlPool, TiberiusClient};
 pub use config::{
     ConfigProblem, ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, EnvSource,
-    ManagerConfig, PoolSettings, Pooler, ReadPreference, RetryPolicy, SslMode, TargetSessionAttrs,
+    ManagerConfig, PoolSettings, Pooler, ReadPolicy, ReadPreference, ReplicaFallback, RetryPolicy,
+    SslMode, TargetSessionAttrs,
 };
 pub use connection::Connection;
 pub use credentials::{CredentialProvider, CredentialRequest, Credentials};
@@ -68,7 +70,7 @@ pub use manager::{CloseReport, ConnectPolicy, ConnectReport, Manager, ReloadRepo
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use metrics::ManagerCollector;
 pub use sql::{ColumnRef, Database, FromValue, Interval, Row, Transaction, Value};
-pub use stats::{ConnectionStats, HistogramSnapshot, ManagerStats};
+pub use stats::{ConnectionStats, HistogramSnapshot, ManagerStats, ReplicaStats, RoutingStats};
 
 /// The driver and ORM crates this crate's API exposes, re-exported so applications use the very
 /// same versions.

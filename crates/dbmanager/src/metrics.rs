@@ -122,12 +122,18 @@ impl Collector for ManagerCollector {
         let Some(manager) = self.manager.upgrade() else {
             return Ok(());
         };
-        let connections: Vec<_> = manager
+        // Read replicas come after their connection, as members of it (`member_of`).
+        let stats: Vec<_> = manager
             .connections()
             .into_iter()
             .filter(|c| c.config().enable_metrics)
+            .flat_map(|c| {
+                let members: Vec<_> = c.members().into_iter().zip(c.member_stats()).collect();
+                let own = c.stats();
+                std::iter::once((c, own)).chain(members)
+            })
             .collect();
-        let stats: Vec<_> = connections.iter().map(|c| (c, c.stats())).collect();
+        let connections: Vec<_> = stats.iter().map(|(c, _)| c.clone()).collect();
         // Tag keys the operator made labels: the tag's value, empty where a connection lacks it.
         let tag_labels: Vec<&'static str> = manager
             .config()
@@ -135,11 +141,14 @@ impl Collector for ManagerCollector {
             .iter()
             .map(|l| intern(l))
             .collect();
-        let labels = |c: &crate::Connection| -> Labels {
+        let labels = |c: &crate::Connection, s: &crate::ConnectionStats| -> Labels {
             let mut l = vec![
                 ("connection", c.name().to_owned()),
                 ("type", c.kind().to_string()),
             ];
+            if let Some(replica) = &s.replica {
+                l.push(("member_of", replica.member_of.clone()));
+            }
             if !tag_labels.is_empty() {
                 let tags = c.tags();
                 for key in &tag_labels {
@@ -304,7 +313,7 @@ impl Collector for ManagerCollector {
         );
 
         for (c, s) in &stats {
-            let l = labels(c);
+            let l = labels(c, s);
             status.add(
                 l.clone(),
                 Value::Gauge(f64::from(u8::from(s.status.is_up()))),
@@ -390,6 +399,7 @@ impl Collector for ManagerCollector {
                 }
             }
         }
+        let replication = replication_families(&stats, &labels);
         for family in [
             total,
             status,
@@ -418,9 +428,104 @@ impl Collector for ManagerCollector {
             op_duration,
             query_duration,
             queries,
-        ] {
+        ]
+        .into_iter()
+        .chain(replication)
+        {
             family.encode(&mut encoder)?;
         }
         Ok(())
     }
+}
+
+/// The read replicas' series: each replica's state (labelled `member_of` its connection) and
+/// each connection's routing decisions, fallbacks included.
+fn replication_families<'a>(
+    stats: &'a [(crate::Connection, crate::ConnectionStats)],
+    labels: &dyn Fn(&crate::Connection, &crate::ConnectionStats) -> Labels,
+) -> Vec<Family<'a>> {
+    use MetricType::{Counter, Gauge};
+    let mut info = Family::new(
+        "dbmanager_replica_info",
+        "A read replica of a connection (`member_of`), with its host and port; always 1",
+        Gauge,
+    );
+    let mut banned = Family::new(
+        "dbmanager_replica_banned",
+        "Replica banned (1): no reads until a background probe succeeds",
+        Gauge,
+    );
+    let mut bans = Family::new(
+        "dbmanager_replica_bans",
+        "Times a replica was banned",
+        Counter,
+    );
+    let mut lagging = Family::new(
+        "dbmanager_replica_lagging",
+        "Replica over max_replica_lag at its last check (1): no reads until back under",
+        Gauge,
+    );
+    let mut lag = Family::new(
+        "dbmanager_replica_lag_seconds",
+        "Replica lag measured on the server at its last check",
+        Gauge,
+    );
+    let mut reads = Family::new(
+        "dbmanager_replica_reads",
+        "Reads routed to a replica",
+        Counter,
+    );
+    let mut routed = Family::new(
+        "dbmanager_read_routing",
+        "Reads of a connection with replicas by where they went and why (replica, read_your_writes, not_select, fallback_primary, fallback_error)",
+        Counter,
+    );
+    let mut fallbacks = Family::new(
+        "dbmanager_replica_fallbacks",
+        "Reads that found no usable replica, by what replica_fallback did (primary, error)",
+        Counter,
+    );
+    for (c, s) in stats {
+        let l = labels(c, s);
+        if let Some(r) = &s.replica {
+            let mut i = with(l.clone(), "host", &r.host);
+            i = with(
+                i,
+                "port",
+                &r.port.map(|p| p.to_string()).unwrap_or_default(),
+            );
+            info.add(i, Value::Gauge(1.0));
+            banned.add(l.clone(), Value::Gauge(f64::from(u8::from(r.banned))));
+            bans.add(l.clone(), Value::Counter(r.bans_total));
+            lagging.add(l.clone(), Value::Gauge(f64::from(u8::from(r.lagging))));
+            if let Some(d) = r.lag {
+                lag.add(l.clone(), Value::Gauge(d.as_secs_f64()));
+            }
+            reads.add(l.clone(), Value::Counter(r.reads));
+        }
+        if let Some(r) = &s.routing {
+            for (route, n) in [
+                ("replica", r.to_replica),
+                ("read_your_writes", r.read_your_writes),
+                ("not_select", r.not_select),
+                ("fallback_primary", r.fallback_primary),
+                ("fallback_error", r.fallback_error),
+            ] {
+                routed.add(with(l.clone(), "route", route), Value::Counter(n));
+            }
+            fallbacks.add(
+                with(l.clone(), "fallback", "primary"),
+                Value::Counter(r.fallback_primary),
+            );
+            fallbacks.add(
+                with(l.clone(), "fallback", "error"),
+                Value::Counter(r.fallback_error),
+            );
+        }
+    }
+    // Nothing at all for a manager without replicas.
+    vec![info, banned, bans, lagging, lag, reads, routed, fallbacks]
+        .into_iter()
+        .filter(|f| !f.samples.is_empty())
+        .collect()
 }

@@ -194,7 +194,6 @@ impl ManagerConfig {
     }
 
     fn check_connection(&self, c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
-        let kind = c.kind;
         if c.name != p.key() {
             let message = format!(
                 "{} contradicts the map key `{}`",
@@ -203,7 +202,85 @@ impl ManagerConfig {
             );
             p.push("name", message);
         }
+        self.check_settings(c, p);
+        self.check_replicas(c, p);
+    }
 
+    /// A read replica is checked like a connection, under its own path
+    /// (`connections.primary.replicas[1].port`); a problem it only inherits from its connection
+    /// is reported once, on the connection.
+    fn check_replicas(&self, c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+        timeout_limit(
+            p,
+            "max_replica_lag",
+            c.max_replica_lag,
+            " (0s means no limit)",
+        );
+        timeout_limit(
+            p,
+            "read_your_writes",
+            c.read_your_writes,
+            " (0s turns it off)",
+        );
+        if c.replicas.is_empty() {
+            return;
+        }
+        let supported = crate::registry::driver(c.kind).is_none_or(|d| d.replica_lag.is_some());
+        if !supported {
+            let users: Vec<&str> = crate::registry::DRIVERS
+                .iter()
+                .filter(|d| d.replica_lag.is_some())
+                .map(|d| d.kind.as_str())
+                .collect();
+            p.push(
+                "replicas",
+                format!(
+                    "{} has no read replicas here (only {})",
+                    c.kind,
+                    if users.is_empty() {
+                        "backends not in this build".to_owned()
+                    } else {
+                        users.join(", ")
+                    }
+                ),
+            );
+            return;
+        }
+        let interpolated = p.interpolated();
+        for (i, replica) in c.replicas.iter().enumerate() {
+            let key = format!("{}.replicas[{i}]", p.key());
+            let mut own = ConfigProblems::default();
+            let mut inherited = ConfigProblems::default();
+            if replica.kind != c.kind {
+                own.push(
+                    format!("connections.{key}.type"),
+                    format!("a replica of a {} connection is {} too", c.kind, c.kind),
+                );
+            }
+            if !replica.replicas.is_empty() {
+                own.push(
+                    format!("connections.{key}.replicas"),
+                    "a replica has no replicas of its own",
+                );
+            }
+            self.check_settings(
+                replica,
+                &mut ConnectionProblems::new(&key, &mut own, interpolated),
+            );
+            self.check_settings(
+                c,
+                &mut ConnectionProblems::new(&key, &mut inherited, interpolated),
+            );
+            let inherited: Vec<_> = inherited.iter().cloned().collect();
+            for problem in own.iter().filter(|o| !inherited.contains(o)) {
+                p.push_at(problem.path.clone(), problem.message.clone());
+            }
+        }
+    }
+
+    /// Everything a connection's settings must satisfy, but its name.
+    fn check_settings(&self, c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+        let kind = c.kind;
         let pool = self.pool_settings(c);
         // Global values were checked above; report here only what this connection sets.
         let overrides = c.max_open_conns.is_some() || c.max_idle_conns.is_some();
@@ -495,6 +572,11 @@ const RESERVED_LABELS: &[&str] = &[
     "status",
     "host",
     "le",
+    "member_of",
+    "route",
+    "fallback",
+    "host",
+    "port",
 ];
 
 /// Tag keys that become metric labels must be valid Prometheus label names.

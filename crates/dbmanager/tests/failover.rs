@@ -392,3 +392,25 @@ async fn a_dsn_may_list_the_servers() {
         .unwrap();
     manager.close(Duration::from_secs(5)).await;
 }
+
+#[test]
+fn replicas_name_their_own_server_and_do_not_inherit_the_list() {
+    let yaml = r#"
+dbmanager:
+  connections:
+    main:
+      type: postgres
+      hosts: ["db-1", "db-2"]
+      target_session_attrs: read-write
+      database: app
+      replicas:
+        - host: db-3
+"#;
+    let config = ManagerConfig::from_yaml_str(yaml).unwrap();
+    let main = &config.connections["main"];
+    assert_eq!(main.hosts.as_ref().map(Vec::len), Some(2));
+    let replica = &main.replicas[0];
+    assert_eq!(replica.host.as_deref(), Some("db-3"));
+    assert_eq!(replica.hosts, None);
+    assert_eq!(replica.target_session_attrs, None);
+}

@@ -74,6 +74,7 @@ pub(crate) static DRIVER: Driver = Driver {
     classify: |_| None,
     open,
     listen: None,
+    replica_lag: None,
 };
 
 /// Every type resolves to the fake driver.

@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::keys::{CONNECTION, Key, MANAGER, Shape};
+use super::keys::{CONNECTION, Key, MANAGER, REPLICATION_KEYS, Shape};
 use super::tree::Node;
 use super::{ConnectionConfig, DatabaseType, ManagerConfig};
 
@@ -340,8 +340,52 @@ fn connection_value(
             Some(n) => json!({ super::keys::CIRCUIT_BREAKER_FAILURES: n }),
             None => json!("off"),
         }),
+        "replicas" => own(json!(
+            c.replicas
+                .iter()
+                .map(|r| replica_value(m, c, r))
+                .collect::<Vec<_>>()
+        )),
+        "read_policy" => own(json!(c.read_policy.as_str())),
+        "max_replica_lag" => own(duration(c.max_replica_lag)),
+        "read_your_writes" => own(duration(c.read_your_writes)),
+        "replica_fallback" => own(json!(c.replica_fallback.as_str())),
         _ => None,
     }
+}
+
+/// A replica as `config show` prints it: the keys whose value differs from its connection's
+/// (what the entry overrides), secrets redacted as everywhere.
+fn replica_value(
+    m: &ManagerConfig,
+    parent: &ConnectionConfig,
+    replica: &ConnectionConfig,
+) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in CONNECTION
+        .iter()
+        .filter(|k| !REPLICATION_KEYS.contains(&k.name))
+    {
+        let mine = connection_value(m, replica, key).map(|(v, _)| v);
+        let theirs = connection_value(m, parent, key).map(|(v, _)| v);
+        let secret_changed = match key.name {
+            "password" => {
+                replica.password.as_ref().map(ExposeSecret::expose_secret)
+                    != parent.password.as_ref().map(ExposeSecret::expose_secret)
+            }
+            "dsn" => {
+                replica.dsn.as_ref().map(ExposeSecret::expose_secret)
+                    != parent.dsn.as_ref().map(ExposeSecret::expose_secret)
+            }
+            _ => false,
+        };
+        if let Some(value) = mine
+            && (secret_changed || Some(&value) != theirs.as_ref())
+        {
+            out.insert(key.name.to_owned(), value);
+        }
+    }
+    Value::Object(out)
 }
 
 /// The default of a key, for the schema: what a config that does not set it gets. `None` for
@@ -499,6 +543,7 @@ dbmanager:
       circuit_breaker: {failures: 3}
       init_sql: ["SET x = 'S3cret'"]
       tags: {team: data}
+      replicas: [{dsn: "postgres://u:S3cret@h2/db"}]
     m:
       type: mongodb
       host: h
@@ -547,7 +592,7 @@ dbmanager:
             .map(|s| (s.value.clone(), s.origins.clone()));
         assert_eq!(
             port,
-            Some((json!(27017), vec![Origin::File { line: Some(25) }]))
+            Some((json!(27017), vec![Origin::File { line: Some(26) }]))
         );
     }
 }

@@ -138,3 +138,27 @@ config_enum! {
         Transaction => "transaction",
     }
 }
+
+config_enum! {
+    /// How the neutral handle picks the replica a read goes to (`read_policy`).
+    ReadPolicy {
+        /// Each usable replica in turn.
+        RoundRobin => "round_robin",
+        /// A usable replica at random.
+        Random => "random",
+        /// The usable replica with the fewest reads in flight through the handle.
+        LeastInUse => "least_in_use",
+        /// The usable replica with the lowest recent latency (queries and health checks).
+        LowestLatency => "lowest_latency",
+    }
+}
+
+config_enum! {
+    /// What reads do when no replica is usable (`replica_fallback`).
+    ReplicaFallback {
+        /// Reads go to the primary.
+        Primary => "primary",
+        /// Reads fail at once with [`crate::ErrorKind::Transient`] (`Error::Unavailable`).
+        Error => "error",
+    }
+}

@@ -3,7 +3,8 @@
 //! (`config show`) lists them, in this order.
 
 use super::{
-    DatabaseType, DefaultOrm, MAX_POOL_SIZE, Pooler, ReadPreference, SslMode, TargetSessionAttrs,
+    DatabaseType, DefaultOrm, MAX_POOL_SIZE, Pooler, ReadPolicy, ReadPreference, ReplicaFallback,
+    SslMode, TargetSessionAttrs,
 };
 
 /// What a key's value looks like in the document, as the parser reads it.
@@ -34,6 +35,8 @@ pub(crate) enum Shape {
     CircuitBreaker,
     /// The mapping of connection names to connection settings.
     Connections,
+    /// A list of replica entries, each a mapping of connection keys (but the replica keys).
+    Replicas,
 }
 
 /// One key: its name, the shape of its value, and what it means (the schema's description).
@@ -160,7 +163,28 @@ keys!(CONNECTION_KEYS, CONNECTION {
         "A checkout held longer than this is reported once (`0s` = off).";
     "circuit_breaker": Shape::CircuitBreaker,
         "`{failures: N}`: fail fast after N consecutive failures to reach the server; `off` (the default) turns it off.";
+    "replicas": Shape::Replicas,
+        "postgres, mysql: read replicas, each a mapping of connection keys (e.g. `host`, `port`); what an entry does not set is this connection's.";
+    "read_policy": Shape::Enum { names: ReadPolicy::NAMES, aliases: &[] },
+        "How reads pick a usable replica (default `round_robin`).";
+    "max_replica_lag": Shape::Duration,
+        "A replica further behind than this (measured at each health check) takes no reads (`0s`, the default, = no limit; at most 24h).";
+    "read_your_writes": Shape::Duration,
+        "After a write through a handle, its reads go to the primary for this long (`0s`, the default, = off; at most 24h).";
+    "replica_fallback": Shape::Enum { names: ReplicaFallback::NAMES, aliases: &[] },
+        "What reads do when no replica is usable: `primary` (the default) or `error`.";
 });
+
+/// The keys of a connection that belong to it alone: a replica entry may not set them.
+pub(crate) const REPLICATION_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "replicas",
+    "read_policy",
+    "max_replica_lag",
+    "read_your_writes",
+    "replica_fallback",
+];
 
 /// The key under `circuit_breaker:`.
 pub(crate) const CIRCUIT_BREAKER_FAILURES: &str = "failures";

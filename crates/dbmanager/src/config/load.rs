@@ -15,12 +15,12 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use super::effective::{self, Sources};
-use super::keys::{CONNECTION_KEYS, MANAGER_KEYS};
+use super::keys::{CONNECTION_KEYS, MANAGER_KEYS, REPLICATION_KEYS};
 use super::problems::did_you_mean;
 use super::tree::{self, Kind, Node, Origin, Scalar};
 use super::{
-    ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, Pooler,
-    ReadPreference, SslMode, TargetSessionAttrs,
+    ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, Pooler, ReadPolicy,
+    ReadPreference, ReplicaFallback, SslMode, TargetSessionAttrs,
 };
 
 /// Prefix of environment overrides: `DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD=...`.
@@ -263,7 +263,13 @@ fn interpolate(
         }
         Node::Seq(items) => {
             for (i, v) in items.iter_mut().enumerate() {
-                interpolate(v, env, &join(path, &i.to_string()), interpolated, problems);
+                // Replica entries are named as their problems name them (`replicas[1]`).
+                let item = if path.ends_with(".replicas") {
+                    format!("{path}[{i}]")
+                } else {
+                    join(path, &i.to_string())
+                };
+                interpolate(v, env, &item, interpolated, problems);
             }
         }
         Node::Scalar(_) => {}
@@ -604,7 +610,104 @@ fn walk_connection(
         .filter(|d| !d.is_zero());
     c.circuit_breaker_failures = f.circuit_breaker();
     c.application_name = f.string("application_name");
+    if let Some(policy) = f.parse_enum("read_policy", ReadPolicy::parse, ReadPolicy::NAMES) {
+        c.read_policy = policy;
+    }
+    f.set_duration("max_replica_lag", &mut c.max_replica_lag);
+    f.set_duration("read_your_writes", &mut c.read_your_writes);
+    if let Some(fallback) = f.parse_enum(
+        "replica_fallback",
+        ReplicaFallback::parse,
+        ReplicaFallback::NAMES,
+    ) {
+        c.replica_fallback = fallback;
+    }
+    c.replicas = walk_replicas(key, map, path, problems);
     kind.map(|_| c)
+}
+
+/// The `replicas:` list: each entry is read as the connection's own mapping with the entry's
+/// keys written over it, so an entry is checked like a connection and inherits every key it
+/// does not set. Only the problems of the entry's own keys are reported under its path
+/// (`connections.primary.replicas[1].port`): the inherited ones are the connection's, reported
+/// once, under its own path.
+fn walk_replicas(
+    key: &str,
+    map: &BTreeMap<String, Node>,
+    path: &str,
+    problems: &mut ConfigProblems,
+) -> Vec<ConnectionConfig> {
+    let items = match map.get("replicas") {
+        None => return Vec::new(),
+        Some(node) if node.is_null() => return Vec::new(),
+        Some(Node::Seq(items)) => items,
+        Some(_) => {
+            problems.push(
+                join(path, "replicas"),
+                "expected a list of replica entries (e.g. `- host: db-2`)",
+            );
+            return Vec::new();
+        }
+    };
+    let mut replicas = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let item_path = format!("{path}.replicas[{i}]");
+        let empty = BTreeMap::new();
+        let entry = match item {
+            Node::Map(entry) => entry,
+            _ => {
+                problems.push(
+                    item_path.clone(),
+                    "expected a mapping of connection keys (e.g. `host: db-2`)",
+                );
+                // Read as an entry that sets nothing, so the next ones keep their index.
+                &empty
+            }
+        };
+        let own: Vec<&str> = CONNECTION_KEYS
+            .iter()
+            .copied()
+            .filter(|k| !REPLICATION_KEYS.contains(k))
+            .collect();
+        check_keys(entry, CONNECTION_KEYS, &item_path, problems);
+        for k in entry
+            .keys()
+            .filter(|k| REPLICATION_KEYS.contains(&k.as_str()))
+        {
+            problems.push(
+                join(&item_path, k),
+                "belongs to the connection, not to one of its replicas",
+            );
+        }
+        // A connection's server list (and its read-write requirement) is its primary's: a
+        // replica names its own server.
+        let mut merged: BTreeMap<String, Node> = map
+            .iter()
+            .filter(|(k, _)| k.as_str() == "type" || !REPLICATION_KEYS.contains(&k.as_str()))
+            .filter(|(k, _)| !matches!(k.as_str(), "hosts" | "target_session_attrs"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in entry.iter().filter(|(k, _)| own.contains(&k.as_str())) {
+            merged.insert(k.clone(), v.clone());
+        }
+        let mut scratch = ConfigProblems::default();
+        let replica = walk_connection(key, &merged, &item_path, &mut scratch);
+        for problem in scratch.iter() {
+            let field = problem
+                .path
+                .strip_prefix(item_path.as_str())
+                .and_then(|rest| rest.strip_prefix('.'))
+                .unwrap_or_default();
+            let head = field.split(['.', '[']).next().unwrap_or_default();
+            if entry.contains_key(head) && own.contains(&head) {
+                problems.push(problem.path.clone(), problem.message.clone());
+            }
+        }
+        if let Some(replica) = replica {
+            replicas.push(replica);
+        }
+    }
+    replicas
 }
 
 const NULL_STRING: &str =

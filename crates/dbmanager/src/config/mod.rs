@@ -21,7 +21,10 @@ use secrecy::SecretString;
 
 pub(crate) use effective::settings as effective_settings;
 pub use effective::{EffectiveConfig, Origin, REDACTED, Setting};
-pub use enums::{DatabaseType, DefaultOrm, Pooler, ReadPreference, SslMode, TargetSessionAttrs};
+pub use enums::{
+    DatabaseType, DefaultOrm, Pooler, ReadPolicy, ReadPreference, ReplicaFallback, SslMode,
+    TargetSessionAttrs,
+};
 pub(crate) use keys::MAX_CIRCUIT_BREAKER_FAILURES;
 pub(crate) use load::parse as parse_yaml;
 pub use load::{ENV_PREFIX, EnvSource};
@@ -51,6 +54,8 @@ pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
 pub const DEFAULT_RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
 /// `health_check_interval: 30s`.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// How often replicas are checked (ping and lag) when `health_check_interval` is `0s`.
+pub const DEFAULT_REPLICA_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// `connect_timeout: 10s`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// `query_timeout: 30s`.
@@ -290,6 +295,20 @@ pub struct ConnectionConfig {
     /// Consecutive failures to reach the server after which callers fail fast until it is
     /// back (`circuit_breaker: {failures: N}`; off).
     pub circuit_breaker_failures: Option<u32>,
+    /// Read replicas (`replicas`; PostgreSQL and MySQL): each a complete configuration, every
+    /// field the entry does not set taken from this connection. Build one in code with
+    /// [`ConnectionConfig::replica`].
+    pub replicas: Vec<ConnectionConfig>,
+    /// How reads pick a replica (`read_policy`, default `round_robin`).
+    pub read_policy: ReadPolicy,
+    /// A replica further behind than this is not used for reads (`max_replica_lag`; `0s`, the
+    /// default, is no limit).
+    pub max_replica_lag: Duration,
+    /// After a write through a handle, its reads go to the primary for this long
+    /// (`read_your_writes`; `0s`, the default, is off).
+    pub read_your_writes: Duration,
+    /// What reads do when no replica is usable (`replica_fallback`, default `primary`).
+    pub replica_fallback: ReplicaFallback,
 }
 
 impl ConnectionConfig {
@@ -333,7 +352,25 @@ impl ConnectionConfig {
             init_sql: Vec::new(),
             leak_detection_threshold: None,
             circuit_breaker_failures: None,
+            replicas: Vec::new(),
+            read_policy: ReadPolicy::RoundRobin,
+            max_replica_lag: Duration::ZERO,
+            read_your_writes: Duration::ZERO,
+            replica_fallback: ReplicaFallback::Primary,
         }
+    }
+
+    /// A replica of this connection on `host` (and `port`, else this connection's): a copy of
+    /// this configuration without its own replicas, to adjust further and push onto
+    /// [`ConnectionConfig::replicas`].
+    pub fn replica(&self, host: impl Into<String>, port: Option<u16>) -> ConnectionConfig {
+        let mut replica = self.clone();
+        replica.replicas = Vec::new();
+        replica.host = Some(host.into());
+        if port.is_some() {
+            replica.port = port;
+        }
+        replica
     }
 
     /// A SQLite connection on a file (or `:memory:`).
@@ -365,6 +402,12 @@ impl ConnectionConfig {
         secret(&self.dsn, &other.dsn)
             && secret(&self.password, &other.password)
             && self.init_sql == other.init_sql
+            && self.replicas.len() == other.replicas.len()
+            && self
+                .replicas
+                .iter()
+                .zip(&other.replicas)
+                .all(|(a, b)| a.same_as(b))
             && format!("{self:?}") == format!("{other:?}")
     }
 }
@@ -412,6 +455,11 @@ impl fmt::Debug for ConnectionConfig {
                 "init_sql",
                 &format_args!("[{} statement(s)]", self.init_sql.len()),
             )
+            .field("replicas", &self.replicas)
+            .field("read_policy", &self.read_policy)
+            .field("max_replica_lag", &self.max_replica_lag)
+            .field("read_your_writes", &self.read_your_writes)
+            .field("replica_fallback", &self.replica_fallback)
             .finish()
     }
 }

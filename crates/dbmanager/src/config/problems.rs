@@ -117,6 +117,16 @@ impl<'a> ConnectionProblems<'a> {
         self.key
     }
 
+    /// The paths whose values came from `${VAR}`.
+    pub(crate) fn interpolated(&self) -> &'a HashSet<String> {
+        self.interpolated
+    }
+
+    /// Records a problem at a full path (one found under another key, e.g. a replica's).
+    pub(crate) fn push_at(&mut self, path: String, message: String) {
+        self.problems.push(path, message);
+    }
+
     /// Records a problem with `field` of this connection.
     pub(crate) fn push(&mut self, field: &str, message: impl Into<String>) {
         let path = format!("connections.{}.{field}", self.key);

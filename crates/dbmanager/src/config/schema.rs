@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 
 use super::effective::default_value;
 use super::keys::{
-    CIRCUIT_BREAKER_FAILURES, CONNECTION, Key, MANAGER, MAX_CIRCUIT_BREAKER_FAILURES, Shape,
+    CIRCUIT_BREAKER_FAILURES, CONNECTION, Key, MANAGER, MAX_CIRCUIT_BREAKER_FAILURES,
+    REPLICATION_KEYS, Shape,
 };
 use super::{ConnectionConfig, ManagerConfig};
 
@@ -202,6 +203,36 @@ fn shape(shape: Shape, generator: &mut SchemaGenerator) -> Value {
                 { "enum": ["off", false] },
                 { "type": "string", "pattern": r"^\s*(off|false)\s*$" },
                 variable(),
+                { "type": "null" }
+            ]})
+        }
+        Shape::Replicas => {
+            // An entry takes the connection's keys but its own (no defaults: it inherits).
+            let mut entry = serde_json::Map::new();
+            for key in CONNECTION
+                .iter()
+                .filter(|k| !REPLICATION_KEYS.contains(&k.name))
+            {
+                let mut schema = match self::shape(key.shape, generator) {
+                    Value::Object(map) => map,
+                    _ => serde_json::Map::new(),
+                };
+                schema.insert("description".to_owned(), json!(key.doc));
+                if key.shape == Shape::Secret {
+                    schema.insert("writeOnly".to_owned(), json!(true));
+                }
+                entry.insert(key.name.to_owned(), Value::Object(schema));
+            }
+            json!({ "anyOf": [
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "description": "One read replica: the connection's keys it overrides; every other key is the connection's.",
+                        "properties": entry,
+                        "additionalProperties": false
+                    }
+                },
                 { "type": "null" }
             ]})
         }

@@ -475,10 +475,12 @@ impl Manager {
 
     /// Statistics of the manager and each connection.
     pub fn stats(&self) -> ManagerStats {
+        // Read replicas are listed as members of their connection (`primary/replica:db-2:5432`).
         let connections: std::collections::BTreeMap<_, _> = self
             .connections()
             .iter()
-            .map(|c| (c.name().to_owned(), c.stats()))
+            .flat_map(|c| std::iter::once(c.stats()).chain(c.member_stats()))
+            .map(|s| (s.name.clone(), s))
             .collect();
         // Up is healthy or degraded, the same rule as the `dbmanager_connection_status` gauge
         // and readiness: a degraded connection serves.
@@ -584,13 +586,15 @@ fn build_connection(
 ) -> Result<Connection> {
     let driver = driver_for(c, resolve)?;
     let settings = config.pool_settings(c);
-    Ok(Connection::new(
+    let connection = Connection::new(
         driver,
         c.clone(),
         settings,
         config.retry_policy(),
         closed.clone(),
-    ))
+    );
+    connection.set_replicas(config);
+    Ok(connection)
 }
 
 /// Validation reports a backend missing from this build; this is its backstop.

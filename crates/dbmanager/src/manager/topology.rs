@@ -207,6 +207,7 @@ impl Manager {
         let conn = self.get(&name)?;
         let generation = self.generation_for(&config, &conn, &connection)?;
         conn.replace(generation, deadline).await?;
+        conn.replace_replicas(&config, deadline).await;
         self.inner.config.rcu(|c| {
             let mut next = ManagerConfig::clone(c);
             next.connections.insert(name.clone(), connection.clone());
@@ -286,7 +287,13 @@ impl Manager {
             let config = &new;
             async move {
                 let outcome = match self.generation_for(config, conn, c) {
-                    Ok(generation) => conn.replace(generation, deadline).await.map(|_| ()),
+                    Ok(generation) => match conn.replace(generation, deadline).await {
+                        Ok(_) => {
+                            conn.replace_replicas(config, deadline).await;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 if outcome.is_ok() {

@@ -9,6 +9,7 @@ pub(crate) mod placeholders;
 mod value;
 
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -133,6 +134,40 @@ pub(crate) trait ExecutorSource: Send + Sync + 'static {
     fn epoch(&self) -> u64;
     /// The executor of the pool open now.
     fn bind(&self) -> Result<Bound>;
+    /// The router of the connection's read replicas now, if it has any (a replace or reload
+    /// may add, change or remove them: a handle follows).
+    fn router(&self) -> Option<Arc<dyn ReadRouter>>;
+}
+
+/// Where a read goes (the answer of a [`ReadRouter`]).
+pub(crate) enum ReadRoute<'a> {
+    /// The connection's own pool.
+    Primary,
+    /// Replica `index`, through its own handle.
+    Replica { index: usize, handle: &'a Database },
+}
+
+/// Sends the reads of a connection with read replicas (implemented by its replica set).
+pub(crate) trait ReadRouter: Send + Sync + 'static {
+    /// Where a read goes: `select` says whether the statement is a `SELECT` (others may
+    /// write); `wrote_at` is when the handle last wrote. `Err` when no replica is usable and
+    /// the fallback is an error. A `Replica` answer must be followed by [`Self::released`].
+    fn route(&self, wrote_at: &AtomicU64, select: bool) -> Result<ReadRoute<'_>>;
+    /// The handle wrote (a statement or a transaction on the primary).
+    fn wrote(&self, wrote_at: &AtomicU64);
+    /// A read on replica `index` ended: its time, and its error if it failed.
+    fn finished(&self, index: usize, took: Duration, error: Option<&Error>);
+    /// A read on replica `index` is no longer in flight (ended or dropped).
+    fn released(&self, index: usize);
+}
+
+/// Tells the router a replica read is no longer in flight, however its future ends.
+struct Released<'a>(&'a dyn ReadRouter, usize);
+
+impl Drop for Released<'_> {
+    fn drop(&mut self) {
+        self.0.released(self.1);
+    }
 }
 
 /// An executor with the connection state it was taken from.
@@ -157,6 +192,9 @@ pub struct Database {
     /// readers' debts when dropped (a walk over every thread's slots), which a handle taken per
     /// statement would pay on every statement.
     rebound: OnceLock<ArcSwap<Bound>>,
+    /// When this handle last wrote, for `read_your_writes` (nanoseconds on its router's clock;
+    /// 0: never). A clone starts from the same value.
+    wrote_at: AtomicU64,
 }
 
 impl Clone for Database {
@@ -166,6 +204,7 @@ impl Clone for Database {
             source: self.source.clone(),
             first: self.latest(),
             rebound: OnceLock::new(),
+            wrote_at: AtomicU64::new(self.wrote_at.load(std::sync::atomic::Ordering::Relaxed)),
         }
     }
 }
@@ -188,6 +227,7 @@ impl Database {
             source,
             first: Arc::new(bound),
             rebound: OnceLock::new(),
+            wrote_at: AtomicU64::new(0),
         }
     }
 
@@ -266,9 +306,42 @@ impl Database {
         settle(&c, outcome, started, admission)
     }
 
+    /// One statement of the handle: a read (`fetch_*`) of a connection with replicas goes where
+    /// its router says; anything else runs on the connection's own pool (and counts as a write
+    /// for `read_your_writes`).
+    async fn statement<T>(
+        &self,
+        at: &'static std::panic::Location<'static>,
+        verb: &'static str,
+        sql: &str,
+        params: &[Value],
+        start: Start<T>,
+        read: bool,
+    ) -> Result<T> {
+        let Some(router) = self.source.router() else {
+            return self.on_own_pool(at, verb, sql, params, start).await;
+        };
+        let router = &*router;
+        if !read {
+            router.wrote(&self.wrote_at);
+            return self.on_own_pool(at, verb, sql, params, start).await;
+        }
+        let select = operation_of(sql) == 0;
+        match router.route(&self.wrote_at, select)? {
+            ReadRoute::Primary => self.on_own_pool(at, verb, sql, params, start).await,
+            ReadRoute::Replica { index, handle } => {
+                let _released = Released(router, index);
+                let started = std::time::Instant::now();
+                let outcome = handle.on_own_pool(at, verb, sql, params, start).await;
+                router.finished(index, started.elapsed(), outcome.as_ref().err());
+                outcome
+            }
+        }
+    }
+
     /// [`Database::run`] for one statement, kept flat (see [`timed`]): the same admission,
     /// leak watch, swap-following and breaker feedback, with the attempt started by `start`.
-    async fn statement<T>(
+    async fn on_own_pool<T>(
         &self,
         at: &'static std::panic::Location<'static>,
         verb: &'static str,
@@ -305,7 +378,7 @@ impl Database {
         params: &'a [Value],
     ) -> impl Future<Output = Result<u64>> + Send + 'a {
         let at = std::panic::Location::caller();
-        self.statement(at, "execute", sql, params, start_execute)
+        self.statement(at, "execute", sql, params, start_execute, false)
     }
 
     /// Runs a query; returns all rows.
@@ -316,7 +389,7 @@ impl Database {
         params: &'a [Value],
     ) -> impl Future<Output = Result<Vec<Row>>> + Send + 'a {
         let at = std::panic::Location::caller();
-        self.statement(at, "query", sql, params, start_fetch_all)
+        self.statement(at, "query", sql, params, start_fetch_all, true)
     }
 
     /// Runs a query; returns the first row, if any.
@@ -327,7 +400,7 @@ impl Database {
         params: &'a [Value],
     ) -> impl Future<Output = Result<Option<Row>>> + Send + 'a {
         let at = std::panic::Location::caller();
-        self.statement(at, "query", sql, params, start_fetch_optional)
+        self.statement(at, "query", sql, params, start_fetch_optional, true)
     }
 
     /// Runs a query that must return a row.
@@ -340,7 +413,7 @@ impl Database {
         let at = std::panic::Location::caller();
         async move {
             let row = self
-                .statement(at, "query", sql, params, start_fetch_optional)
+                .statement(at, "query", sql, params, start_fetch_optional, true)
                 .await?;
             row.ok_or_else(|| no_rows(&self.name))
         }
@@ -353,6 +426,10 @@ impl Database {
     pub fn begin(&self) -> impl Future<Output = Result<Transaction>> + Send + '_ {
         let at = std::panic::Location::caller();
         async move {
+            // A transaction may write: later reads of this handle follow `read_your_writes`.
+            if let Some(router) = self.source.router() {
+                router.wrote(&self.wrote_at);
+            }
             let (context, inner) = self
                 .run(at, |b| async move {
                     let inner = b.begin_now().await?;

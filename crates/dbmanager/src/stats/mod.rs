@@ -2,6 +2,7 @@
 
 mod histogram;
 mod queries;
+mod replication;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -11,6 +12,7 @@ pub(crate) use histogram::Histogram;
 pub use histogram::HistogramSnapshot;
 pub use queries::QuerySnapshot;
 pub(crate) use queries::{OPERATIONS, QueryStats, operation_of};
+pub use replication::{ReplicaStats, RoutingStats};
 
 use crate::config::DatabaseType;
 use crate::error::ErrorKind;
@@ -186,6 +188,13 @@ pub struct ConnectionStats {
     /// Statements through the neutral handle, by operation (those that ran).
     #[serde(skip)]
     pub queries: Vec<QuerySnapshot>,
+    /// For a read replica (a member connection such as `primary/replica:db-2:5432`): its
+    /// connection, host, port, ban, lag and reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaStats>,
+    /// For a connection with read replicas: where its reads went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingStats>,
 }
 
 fn as_str<S: serde::Serializer>(kind: &DatabaseType, s: S) -> Result<S::Ok, S::Error> {
@@ -287,6 +296,8 @@ impl ConnectionStats {
             health_check_seconds: c.health_seconds.snapshot(),
             acquire_wait_seconds: c.acquire_wait_seconds.snapshot(),
             queries: c.queries.snapshot(),
+            replica: None,
+            routing: None,
         }
     }
 }

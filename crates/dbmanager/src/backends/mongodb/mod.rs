@@ -57,6 +57,7 @@ pub(crate) static DRIVER: Driver = Driver {
     classify: |e| e.downcast_ref::<mongodb::error::Error>().map(classify),
     open,
     listen: None,
+    replica_lag: None,
 };
 
 /// Contradictions specific to MongoDB: a credential needs both a user and a password, and the

@@ -46,6 +46,7 @@ pub(crate) static DRIVER: Driver = Driver {
     classify: |e| e.downcast_ref::<tiberius::error::Error>().map(classify),
     open,
     listen: None,
+    replica_lag: None,
 };
 
 /// Contradictions specific to SQL Server: tiberius takes a password only together with a user,

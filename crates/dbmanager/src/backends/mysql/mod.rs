@@ -2,6 +2,7 @@
 //! `$n` placeholders rewritten to `?`.
 
 mod options;
+mod replica_lag;
 mod rows;
 
 use futures_util::future::BoxFuture;
@@ -96,6 +97,7 @@ pub(crate) static DRIVER: Driver = Driver {
     classify: shared::classify_any::<My>,
     open,
     listen: None,
+    replica_lag: Some(&replica_lag::PROBE),
 };
 
 /// Contradictions specific to MySQL: without a dsn, a password without a user would log in as

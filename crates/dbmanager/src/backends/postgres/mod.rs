@@ -2,6 +2,7 @@
 
 mod listener;
 mod options;
+mod replica_lag;
 mod rows;
 mod servers;
 
@@ -46,6 +47,7 @@ pub(crate) static DRIVER: Driver = Driver {
     classify: shared::classify_any::<Pg>,
     open,
     listen: Some(&listener::LISTEN),
+    replica_lag: Some(&replica_lag::PROBE),
 };
 
 /// Contradictions specific to PostgreSQL: without a dsn, the password goes into the URL only with

@@ -24,6 +24,7 @@ pub(crate) static DRIVER: Driver = Driver {
     classify: shared::classify_any::<Lite>,
     open,
     listen: None,
+    replica_lag: None,
 };
 
 /// The SQLite flavor of the shared sqlx backend.

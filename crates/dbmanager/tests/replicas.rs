@@ -1,0 +1,795 @@
+//! Read replicas on a real streaming-replication set (a private primary and hot standbys made
+//! with `pg_basebackup -R`): routing of the neutral handle by policy, bans of a killed standby
+//! under load, the lag bound with replay paused, read-your-writes, fallbacks, `reader()` /
+//! `writer()` with the native pool and SeaORM, stats and metrics; and the configuration
+//! problems of the replica keys. Which server answered is told by `inet_server_port()`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dbmanager::{
+    ConnectionConfig, Database, ErrorKind, Manager, ManagerConfig, ReadPolicy, ReplicaFallback,
+};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use support::proxy::{Fault, FaultProxy};
+use support::replication::ReplicationSet;
+use support::{PrivateCluster, fast_config};
+
+const PORT_SQL: &str = "SELECT inet_server_port() AS port";
+
+/// A manager with one connection `main` on the set's primary and one replica per standby
+/// (on `replica_ports`, the standbys' own unless a proxy stands in between).
+fn manager(
+    set: &ReplicationSet,
+    replica_ports: &[u16],
+    adjust: impl FnOnce(&mut ConnectionConfig),
+) -> Manager {
+    let primary = &set.primary;
+    let mut c = primary.config("main", "admin", &primary.password, "postgres");
+    c.max_open_conns = Some(8);
+    c.max_idle_conns = Some(8);
+    c.connect_timeout = Duration::from_secs(3);
+    for port in replica_ports {
+        let replica = c.replica("127.0.0.1", Some(*port));
+        c.replicas.push(replica);
+    }
+    adjust(&mut c);
+    let mut m = fast_config();
+    // Replicas are checked (ping and lag) this often.
+    m.health_check_interval = Duration::from_millis(200);
+    Manager::new(m.with_connection(c)).expect("valid config")
+}
+
+fn ports(set: &ReplicationSet) -> Vec<u16> {
+    set.standbys.iter().map(|s| s.port).collect()
+}
+
+async fn port_of(db: &Database) -> dbmanager::Result<u16> {
+    let row = db.fetch_one(PORT_SQL, &[]).await?;
+    Ok(row
+        .get::<i64>("port")
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(0))
+}
+
+/// Polls `check` every 50 ms until it holds; panics with `what` after `limit`.
+async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn member_name(port: u16) -> String {
+    format!("main/replica:127.0.0.1:{port}")
+}
+
+fn replica_stats(manager: &Manager, port: u16) -> dbmanager::ReplicaStats {
+    let stats = manager.stats();
+    let member = stats
+        .connections
+        .get(&member_name(port))
+        .unwrap_or_else(|| {
+            panic!(
+                "{} listed in {:?}",
+                member_name(port),
+                stats.connections.keys()
+            )
+        });
+    member.replica.clone().expect("a member has replica stats")
+}
+
+fn routing(manager: &Manager) -> dbmanager::RoutingStats {
+    manager.stats().connections["main"]
+        .routing
+        .clone()
+        .expect("a connection with replicas has routing stats")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_killed_under_32_readers_is_banned_and_reads_go_on() {
+    let set = ReplicationSet::start(2);
+    let standbys = ports(&set);
+    let manager = manager(&set, &standbys, |_| {});
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let answered_after_kill = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let mut workers = Vec::new();
+    for _ in 0..32 {
+        let (db, stop, killed) = (db.clone(), stop.clone(), killed.clone());
+        let (failures, answered) = (failures.clone(), answered_after_kill.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                // Read before the query starts: a query started after the kill may only land
+                // on a survivor once the dead one is banned.
+                let after = killed.load(Ordering::Relaxed);
+                match port_of(&db).await {
+                    Ok(port) if after => {
+                        answered.lock().unwrap().insert(port);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = replica_stats(&manager, standbys[0]).reads;
+    assert!(before > 0, "the first standby served reads before the kill");
+    set.standbys[0].kill9();
+    killed.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    let failed = failures.load(Ordering::Relaxed);
+    assert!(failed <= 32, "at most the reads in flight fail: {failed}");
+    let answered = answered_after_kill.lock().unwrap().clone();
+    assert!(
+        answered.contains(&standbys[1]),
+        "the other standby kept serving: {answered:?}"
+    );
+    let dead = replica_stats(&manager, standbys[0]);
+    assert!(dead.banned, "{dead:?}");
+    assert!(dead.bans_total >= 1);
+    assert!(dead.last_error.is_some());
+    assert!(!replica_stats(&manager, standbys[1]).banned);
+
+    // The second standby killed too: reads fall back to the primary, and are counted.
+    set.standbys[1].kill9();
+    let primary = set.primary.port;
+    wait_until(
+        Duration::from_secs(10),
+        "reads fall back to the primary",
+        || {
+            let db = db.clone();
+            async move { port_of(&db).await.ok() == Some(primary) }
+        },
+    )
+    .await;
+    assert!(routing(&manager).fallback_primary > 0);
+    let text = manager.metrics_text();
+    assert!(
+        text.contains("dbmanager_replica_fallbacks_total{connection=\"main\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("dbmanager_replica_banned{connection=\"main/replica:127.0.0.1:"),
+        "{text}"
+    );
+    manager.close(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_beyond_max_replica_lag_takes_no_reads_until_it_catches_up() {
+    let set = ReplicationSet::start(1);
+    let standby = set.standbys[0].port;
+    let primary = set.primary.port;
+    let manager = manager(&set, &[standby], |c| {
+        c.max_replica_lag = Duration::from_millis(500);
+    });
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+    assert_eq!(port_of(&db).await.unwrap(), standby);
+    assert!(!replica_stats(&manager, standby).lagging);
+
+    // Something replayed first, so the lag is measured from its commit time.
+    set.primary.sql("CREATE TABLE lag_marker (x int)");
+    set.wait_caught_up(Duration::from_secs(10));
+    set.standbys[0].pause_replay();
+    let writes = {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let port = primary;
+        let password = set.primary.password.clone();
+        // Writes keep arriving, so the standby falls further behind while replay is paused.
+        let task = tokio::spawn(async move {
+            let url =
+                format!("postgres://admin:{password}@127.0.0.1:{port}/postgres?sslmode=disable");
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            while !s.load(Ordering::Relaxed) {
+                sqlx::query("INSERT INTO lag_marker VALUES (1)")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        (stop, task)
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the lagging standby is skipped",
+        || {
+            let (db, manager) = (db.clone(), manager.clone());
+            async move {
+                replica_stats(&manager, standby).lagging && port_of(&db).await.ok() == Some(primary)
+            }
+        },
+    )
+    .await;
+    let lag = replica_stats(&manager, standby).lag.expect("lag measured");
+    assert!(lag > Duration::from_millis(500), "{lag:?}");
+    let fallbacks = routing(&manager).fallback_primary;
+    assert!(fallbacks > 0);
+
+    set.standbys[0].resume_replay();
+    wait_until(Duration::from_secs(20), "the standby serves again", || {
+        let db = db.clone();
+        async move { port_of(&db).await.ok() == Some(standby) }
+    })
+    .await;
+    assert!(!replica_stats(&manager, standby).lagging);
+    writes.0.store(true, Ordering::Relaxed);
+    writes.1.await.unwrap();
+    manager.close(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_written_is_read_back_at_once_through_the_handle() {
+    let set = ReplicationSet::start(1);
+    let standby = set.standbys[0].port;
+    let manager = manager(&set, &[standby], |c| {
+        c.read_your_writes = Duration::from_secs(30);
+    });
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+    db.execute("CREATE TABLE ryw (id int primary key)", &[])
+        .await
+        .unwrap();
+    set.wait_caught_up(Duration::from_secs(10));
+    // Replay paused: the standby will not see the row, so only the primary can answer it.
+    set.standbys[0].pause_replay();
+
+    let writer = manager.database("main").unwrap();
+    writer
+        .execute("INSERT INTO ryw VALUES ($1)", &[7i64.into()])
+        .await
+        .unwrap();
+    let row = writer
+        .fetch_optional("SELECT id FROM ryw WHERE id = $1", &[7i64.into()])
+        .await
+        .unwrap();
+    assert!(row.is_some(), "the handle that wrote reads its row");
+    assert_eq!(port_of(&writer).await.unwrap(), set.primary.port);
+    assert!(routing(&manager).read_your_writes >= 2);
+
+    // A handle that did not write reads from the standby, which has not replayed the row.
+    let other = manager.database("main").unwrap();
+    assert_eq!(port_of(&other).await.unwrap(), standby);
+    let row = other
+        .fetch_optional("SELECT id FROM ryw WHERE id = $1", &[7i64.into()])
+        .await
+        .unwrap();
+    assert!(
+        row.is_none(),
+        "the standby is behind while replay is paused"
+    );
+    // A statement that is not a SELECT (it may write) goes to the primary.
+    let returned = other
+        .fetch_one("INSERT INTO ryw VALUES (8) RETURNING id", &[])
+        .await
+        .unwrap();
+    assert_eq!(returned.get::<i64>("id"), Some(8));
+    set.standbys[0].resume_replay();
+    manager.close(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_policies_spread_reads_as_specified() {
+    let set = ReplicationSet::start(2);
+    let standbys = ports(&set);
+    let both: BTreeSet<u16> = standbys.iter().copied().collect();
+
+    // round_robin alternates.
+    let m = manager(&set, &standbys, |_| {});
+    m.connect().await.unwrap();
+    let db = m.database("main").unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        seen.push(port_of(&db).await.unwrap());
+    }
+    assert!(seen.windows(2).all(|w| w[0] != w[1]), "{seen:?}");
+    assert_eq!(seen.iter().copied().collect::<BTreeSet<_>>(), both);
+    m.close(Duration::from_secs(2)).await;
+
+    // random uses all of them.
+    let m = manager(&set, &standbys, |c| c.read_policy = ReadPolicy::Random);
+    m.connect().await.unwrap();
+    let db = m.database("main").unwrap();
+    let mut seen = BTreeSet::new();
+    for _ in 0..200 {
+        seen.insert(port_of(&db).await.unwrap());
+        if seen == both {
+            break;
+        }
+    }
+    assert_eq!(seen, both);
+    m.close(Duration::from_secs(2)).await;
+
+    // least_in_use: while a long read holds one standby, the short ones go to the other.
+    let m = manager(&set, &standbys, |c| c.read_policy = ReadPolicy::LeastInUse);
+    m.connect().await.unwrap();
+    let db = m.database("main").unwrap();
+    let long = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let row = db
+                .fetch_one(
+                    "SELECT inet_server_port() AS port, pg_sleep(1.5)::text AS s",
+                    &[],
+                )
+                .await
+                .unwrap();
+            row.get::<i64>("port").unwrap()
+        })
+    };
+    wait_until(Duration::from_secs(5), "the long read is in flight", || {
+        let m = m.clone();
+        let standbys = standbys.clone();
+        async move {
+            standbys
+                .iter()
+                .any(|p| replica_stats(&m, *p).in_flight == 1)
+        }
+    })
+    .await;
+    let busy = *standbys
+        .iter()
+        .find(|p| replica_stats(&m, **p).in_flight == 1)
+        .unwrap();
+    for _ in 0..5 {
+        assert_ne!(port_of(&db).await.unwrap(), busy);
+    }
+    assert_eq!(long.await.unwrap(), i64::from(busy));
+    m.close(Duration::from_secs(2)).await;
+
+    // lowest_latency: the standby behind a 50 ms proxy is not picked.
+    let proxy = FaultProxy::start(standbys[0]).await;
+    proxy.set(Fault::Latency(Duration::from_millis(50)));
+    let m = manager(&set, &[proxy.port, standbys[1]], |c| {
+        c.read_policy = ReadPolicy::LowestLatency;
+    });
+    m.connect().await.unwrap();
+    let db = m.database("main").unwrap();
+    for _ in 0..10 {
+        assert_eq!(port_of(&db).await.unwrap(), standbys[1]);
+    }
+    let slow = replica_stats(&m, proxy.port).latency.unwrap();
+    let fast = replica_stats(&m, standbys[1]).latency.unwrap();
+    assert!(slow > fast, "{slow:?} vs {fast:?}");
+    m.close(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replica_fallback_error_reads_fail_clearly_when_no_replica_is_usable() {
+    let set = ReplicationSet::start(1);
+    let standby = set.standbys[0].port;
+    let manager = manager(&set, &[standby], |c| {
+        c.replica_fallback = ReplicaFallback::Error;
+    });
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+    assert_eq!(port_of(&db).await.unwrap(), standby);
+
+    set.standbys[0].stop_server("immediate");
+    wait_until(Duration::from_secs(10), "reads are refused", || {
+        let db = db.clone();
+        async move {
+            match port_of(&db).await {
+                Err(e) => e.to_string().contains("no replica is usable"),
+                Ok(_) => false,
+            }
+        }
+    })
+    .await;
+    let e = port_of(&db).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient);
+    assert!(e.to_string().contains(&member_name(standby)), "{e}");
+    assert!(routing(&manager).fallback_error > 0);
+    let conn = manager.get("main").unwrap();
+    assert_eq!(conn.reader().unwrap_err().kind(), ErrorKind::Transient);
+    // Writes are the primary's, whatever the replicas do.
+    db.execute("CREATE TABLE still_writable (x int)", &[])
+        .await
+        .unwrap();
+
+    // Back: the probe lifts the ban and reads go to it again.
+    set.standbys[0].start_server();
+    wait_until(Duration::from_secs(15), "the standby is back", || {
+        let db = db.clone();
+        async move { port_of(&db).await.ok() == Some(standby) }
+    })
+    .await;
+    assert!(!replica_stats(&manager, standby).banned);
+    manager.close(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_and_writer_give_the_native_pool_and_sea_orm_of_each_side() {
+    let set = ReplicationSet::start(1);
+    let standby = set.standbys[0].port;
+    let primary = set.primary.port;
+    let manager = manager(&set, &[standby], |_| {});
+    manager.connect().await.unwrap();
+    let conn = manager.get("main").unwrap();
+
+    let reader = conn.reader().unwrap();
+    assert_eq!(reader.name(), member_name(standby));
+    let writer = conn.writer();
+    assert_eq!(writer.name(), "main");
+    for (side, port) in [(&reader, standby), (&writer, primary)] {
+        let pool = side.postgres().unwrap();
+        let native: i32 = sqlx::query_scalar("SELECT inet_server_port()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(native, i32::from(port));
+        let orm = side.sea_orm().unwrap();
+        let row = orm
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT inet_server_port() AS port",
+            ))
+            .await
+            .unwrap()
+            .expect("one row");
+        assert_eq!(row.try_get::<i32>("", "port").unwrap(), i32::from(port));
+    }
+    assert_eq!(conn.members().len(), 1);
+
+    // The replica is a member of its connection in stats, with its host and port.
+    let stats = manager.stats();
+    let member = &stats.connections[&member_name(standby)];
+    let replica = member.replica.as_ref().unwrap();
+    assert_eq!(replica.member_of, "main");
+    assert_eq!(
+        (replica.host.as_str(), replica.port),
+        ("127.0.0.1", Some(standby))
+    );
+    assert!(member.status.is_up());
+    let json = serde_json::to_value(&stats).unwrap();
+    assert_eq!(
+        json["connections"][member_name(standby)]["replica"]["member_of"],
+        "main"
+    );
+    let text = manager.metrics_text();
+    let info = format!(
+        "dbmanager_replica_info{{connection=\"{}\",type=\"postgres\",member_of=\"main\",host=\"127.0.0.1\",port=\"{standby}\"}} 1",
+        member_name(standby)
+    );
+    assert!(text.contains(&info), "{text}");
+    assert!(
+        !text.contains(&set.primary.password),
+        "no secret in metrics"
+    );
+    manager.close(Duration::from_secs(2)).await;
+    // Closing the manager closes the replicas.
+    assert!(!reader.is_connected());
+}
+
+/// `Manager::replace` with other replicas: the old members are closed, the new ones opened,
+/// and a handle taken before routes to the new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_swaps_the_replicas() {
+    let set = ReplicationSet::start(2);
+    let standbys = ports(&set);
+    let manager = manager(&set, &standbys[..1], |_| {});
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+    assert_eq!(port_of(&db).await.unwrap(), standbys[0]);
+    let old = manager.get("main").unwrap().members();
+
+    let mut next = manager.config().connections["main"].clone();
+    next.replicas = vec![next.replica("127.0.0.1", Some(standbys[1]))];
+    next.read_policy = ReadPolicy::Random;
+    manager.replace(next, Duration::from_secs(2)).await.unwrap();
+    let names: Vec<String> = manager
+        .get("main")
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    assert_eq!(names, vec![member_name(standbys[1])]);
+    assert!(!old[0].is_connected(), "the old replica is closed");
+    // The handle taken before the replace follows it to the new replica.
+    assert_eq!(port_of(&db).await.unwrap(), standbys[1]);
+    assert_eq!(routing(&manager).read_policy, "random");
+    manager.close(Duration::from_secs(2)).await;
+}
+
+/// A replica down when the application starts does not fail the connect: it is banned and
+/// joins once it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_at_start_is_banned_not_fatal() {
+    let primary = PrivateCluster::start();
+    let dead = support::free_port();
+    let mut c = primary.config("main", "admin", &primary.password, "postgres");
+    c.replicas.push(c.replica("127.0.0.1", Some(dead)));
+    let mut m = fast_config();
+    m.health_check_interval = Duration::from_millis(200);
+    let manager = Manager::new(m.with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+    assert_eq!(port_of(&db).await.unwrap(), primary.port);
+    let stats = manager.stats();
+    let member = &stats.connections[&member_name(dead)];
+    assert!(member.replica.as_ref().unwrap().banned);
+    assert!(!member.status.is_up());
+    assert_eq!(routing(&manager).fallback_primary, 1);
+    manager.close(Duration::from_secs(2)).await;
+}
+
+#[test]
+fn replica_keys_are_checked_with_their_paths() {
+    let yaml = r#"
+dbmanager:
+  connections:
+    lite:
+      type: sqlite
+      filepath: ":memory:"
+      replicas: [{filepath: "/tmp/x.db"}]
+    ms:
+      type: mssql
+      host: h
+      replicas: [{host: h2}]
+    mongo:
+      type: mongodb
+      host: h
+      replicas: [{host: h2}]
+    primary:
+      type: postgres
+      host: db-1
+      database: app
+      read_policy: fastest
+      max_replica_lag: 5
+      read_your_writes: soon
+      replica_fallback: nowhere
+      replicas:
+        - host: db-2
+        - host: db-3
+          port: 70000
+        - hots: db-4
+        - host: db-5
+          read_policy: random
+        - db-6
+        - host: db-7
+          max_open_conns: 0
+"#;
+    let problems =
+        ManagerConfig::from_yaml_str_with_env(yaml, &dbmanager::EnvSource::empty()).unwrap_err();
+    let paths: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.path.as_str(), p.message.as_str()))
+        .collect();
+    let has = |path: &str, part: &str| {
+        assert!(
+            paths.iter().any(|(p, m)| *p == path && m.contains(part)),
+            "no `{part}` at {path} in:\n{problems}"
+        );
+    };
+    has("connections.lite.replicas", "sqlite has no read replicas");
+    has("connections.ms.replicas", "mssql has no read replicas");
+    has("connections.mongo.replicas", "mongodb has no read replicas");
+    has("connections.primary.read_policy", "round_robin");
+    has("connections.primary.max_replica_lag", "no unit");
+    has("connections.primary.read_your_writes", "not a duration");
+    has("connections.primary.replica_fallback", "primary, error");
+    has("connections.primary.replicas[1].port", "not a valid port");
+    has(
+        "connections.primary.replicas[2].hots",
+        "did you mean `host`",
+    );
+    has(
+        "connections.primary.replicas[3].read_policy",
+        "belongs to the connection",
+    );
+    has("connections.primary.replicas[4]", "expected a mapping");
+    has(
+        "connections.primary.replicas[5].max_open_conns",
+        "at least 1",
+    );
+    // Nothing reported twice: the connection's own problems are not repeated per replica.
+    assert!(
+        !paths
+            .iter()
+            .any(|(p, _)| p.starts_with("connections.primary.replicas[0]")),
+        "{problems}"
+    );
+
+    // Durations over the bound, and a dsn beside a replica's host.
+    let yaml = r#"
+dbmanager:
+  connections:
+    primary:
+      type: postgres
+      dsn: postgres://u:S3cret@db-1/app
+      max_replica_lag: 48h
+      read_your_writes: 25h
+      replicas:
+        - host: db-2
+"#;
+    let problems =
+        ManagerConfig::from_yaml_str_with_env(yaml, &dbmanager::EnvSource::empty()).unwrap_err();
+    let text = problems.to_string();
+    assert!(
+        text.contains("connections.primary.max_replica_lag: longer than 24h"),
+        "{text}"
+    );
+    assert!(
+        text.contains("connections.primary.read_your_writes: longer than 24h"),
+        "{text}"
+    );
+    assert!(
+        text.contains("connections.primary.replicas[0].dsn: conflicts with host"),
+        "{text}"
+    );
+    assert!(!text.contains("S3cret"), "{text}");
+}
+
+#[test]
+fn config_show_lists_the_replica_keys_with_their_origins() {
+    let yaml = r#"
+dbmanager:
+  connections:
+    primary:
+      type: postgres
+      host: db-1
+      database: app
+      user: app
+      password: S3cret
+      replicas:
+        - host: db-2
+        - host: db-3
+          port: 5433
+          password: Other-S3cret
+      read_policy: least_in_use
+      max_replica_lag: 5s
+"#;
+    let effective = ManagerConfig::explain_yaml_str(yaml, &dbmanager::EnvSource::empty()).unwrap();
+    let setting = |key: &str| {
+        effective
+            .settings
+            .iter()
+            .find(|s| s.path() == format!("connections.primary.{key}"))
+            .unwrap_or_else(|| panic!("{key} listed"))
+            .clone()
+    };
+    let replicas = setting("replicas");
+    assert_eq!(
+        replicas.value,
+        serde_json::json!([
+            {"host": "db-2"},
+            {"host": "db-3", "port": 5433, "password": "[REDACTED]"}
+        ])
+    );
+    assert_eq!(
+        replicas.origins,
+        vec![dbmanager::config::Origin::File { line: Some(11) }]
+    );
+    assert_eq!(setting("read_policy").value, "least_in_use");
+    assert_eq!(setting("max_replica_lag").value, "5s");
+    assert_eq!(setting("read_your_writes").value, "0s");
+    assert_eq!(
+        setting("read_your_writes").origins,
+        vec![dbmanager::config::Origin::Default]
+    );
+    assert_eq!(setting("replica_fallback").value, "primary");
+    let all = format!("{:?}", effective.settings);
+    assert!(!all.contains("S3cret"), "{all}");
+
+    // The parsed replicas inherit every key they do not set.
+    let c = &effective.config.connections["primary"];
+    assert_eq!(c.replicas.len(), 2);
+    assert_eq!(c.replicas[0].database.as_deref(), Some("app"));
+    assert_eq!(c.replicas[0].user.as_deref(), Some("app"));
+    assert_eq!(c.replicas[1].port, Some(5433));
+    assert_eq!(c.read_policy, ReadPolicy::LeastInUse);
+}
+
+/// MariaDB: a private primary (`--log-bin`) and a replica of it (`CHANGE MASTER TO ...; START
+/// SLAVE`); the lag comes from `SHOW REPLICA STATUS`. With the replica's SQL thread stopped its
+/// `Seconds_Behind_Master` is NULL: lag unknown, so over any bound, and reads go to the primary
+/// until it replicates again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_replica_is_read_from_and_skipped_while_replication_is_stopped() {
+    use support::mysql::PrivateMariaDb;
+    let primary = PrivateMariaDb::start_with(&["--log-bin=mysql-bin", "--server-id=1"]);
+    let replica = PrivateMariaDb::start_with(&["--server-id=2"]);
+    let status = primary.sql("SHOW MASTER STATUS");
+    let mut fields = status.split('\t');
+    let (file, position) = (
+        fields.next().unwrap_or_default().trim().to_owned(),
+        fields.next().unwrap_or_default().trim().to_owned(),
+    );
+    assert!(!file.is_empty(), "binary log on: {status:?}");
+    replica.sql(&format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+         MASTER_PASSWORD='', MASTER_LOG_FILE='{file}', MASTER_LOG_POS={position}; START SLAVE",
+        primary.port()
+    ));
+
+    let mut c = primary.config("main");
+    c.replicas
+        .push(c.replica("127.0.0.1", Some(replica.port())));
+    c.max_replica_lag = Duration::from_secs(5);
+    let mut m = fast_config();
+    m.health_check_interval = Duration::from_millis(200);
+    let manager = Manager::new(m.with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+    let port = |db: Database| async move {
+        let row = db.fetch_one("SELECT @@port AS port", &[]).await.unwrap();
+        row.get::<i64>("port").unwrap()
+    };
+    let name = format!("main/replica:127.0.0.1:{}", replica.port());
+    let lag = |manager: &Manager| {
+        manager.stats().connections[&name]
+            .replica
+            .clone()
+            .expect("replica stats")
+    };
+    wait_until(Duration::from_secs(20), "the replica replicates", || {
+        let manager = manager.clone();
+        async move { lag(&manager).lag == Some(Duration::ZERO) && !lag(&manager).lagging }
+    })
+    .await;
+    assert_eq!(port(db.clone()).await, i64::from(replica.port()));
+    // A write on the primary reaches the replica.
+    db.execute("CREATE TABLE replicated (id int)", &[])
+        .await
+        .unwrap();
+    db.execute("INSERT INTO replicated VALUES (1)", &[])
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the row is replicated", || {
+        let db = db.clone();
+        async move {
+            db.fetch_optional("SELECT id FROM replicated", &[])
+                .await
+                .is_ok_and(|r| r.is_some())
+        }
+    })
+    .await;
+
+    replica.sql("STOP SLAVE SQL_THREAD");
+    wait_until(
+        Duration::from_secs(20),
+        "the stopped replica is skipped",
+        || {
+            let manager = manager.clone();
+            async move { lag(&manager).lagging }
+        },
+    )
+    .await;
+    assert_eq!(lag(&manager).lag, None);
+    assert_eq!(port(db.clone()).await, i64::from(primary.port()));
+
+    replica.sql("START SLAVE SQL_THREAD");
+    let replica_port = i64::from(replica.port());
+    wait_until(Duration::from_secs(20), "the replica serves again", || {
+        let db = db.clone();
+        async move { port(db).await == replica_port }
+    })
+    .await;
+    manager.close(Duration::from_secs(2)).await;
+}
