@@ -159,6 +159,7 @@ async fn check_replicas(conn: &dbmanager::Connection) -> Vec<Row> {
             status: if error.is_none() { "up" } else { "down" }.to_owned(),
             ping_ms,
             pool_max: member.pool_settings().max_open,
+            host: None,
             error: error.or_else(|| {
                 stats
                     .replica
