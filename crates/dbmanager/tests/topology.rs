@@ -258,3 +258,30 @@ async fn reload_diffs_by_name_and_leaves_the_unchanged_alone() {
     assert!(again.added.is_empty() && again.replaced.is_empty() && again.removed.is_empty());
     manager.close(DEADLINE).await;
 }
+
+/// Every setting counts as a change on reload, including those the connection's `Debug` once
+/// left out (the leak threshold and the circuit breaker were ignored, so a reload that only
+/// changed them kept the old pool).
+#[tokio::test]
+async fn reload_sees_a_change_of_any_single_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let lite = || ConnectionConfig::sqlite("lite", dir.path().join("lite.db"));
+    let manager = Manager::new(fast_config().with_connection(lite())).unwrap();
+    manager.connect().await.unwrap();
+
+    let mut leak = lite();
+    leak.leak_detection_threshold = Some(Duration::from_secs(7));
+    let mut breaker = lite();
+    breaker.circuit_breaker_failures = Some(3);
+    for (what, next) in [
+        ("leak_detection_threshold", leak),
+        ("circuit_breaker", breaker),
+    ] {
+        let report = manager
+            .reload(fast_config().with_connection(next), DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(report.replaced, ["lite"], "{what}: {report:?}");
+    }
+    manager.close(DEADLINE).await;
+}

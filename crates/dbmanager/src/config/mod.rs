@@ -414,52 +414,100 @@ impl ConnectionConfig {
 
 impl fmt::Debug for ConnectionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Exhaustive on purpose: `same_as` (reload's diff) compares Debug forms, so a field
+        // added to the struct must be listed here or the build fails.
+        let ConnectionConfig {
+            name,
+            kind,
+            dsn,
+            host,
+            hosts,
+            target_session_attrs,
+            port,
+            user,
+            password,
+            password_file,
+            database,
+            sslmode,
+            schema,
+            pooler,
+            filepath,
+            auth_source,
+            replica_set,
+            read_preference,
+            max_open_conns,
+            max_idle_conns,
+            min_open_conns,
+            conn_max_lifetime,
+            conn_max_idle_time,
+            connect_timeout,
+            query_timeout,
+            enable_tracing,
+            trace_statements,
+            enable_metrics,
+            enable_logging,
+            default_orm,
+            tags,
+            application_name,
+            critical,
+            trust_server_certificate,
+            init_sql,
+            leak_detection_threshold,
+            circuit_breaker_failures,
+            replicas,
+            read_policy,
+            max_replica_lag,
+            read_your_writes,
+            replica_fallback,
+        } = self;
         let redacted = |set: bool| if set { Some("[REDACTED]") } else { None };
         f.debug_struct("ConnectionConfig")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("dsn", &redacted(self.dsn.is_some()))
-            .field("host", &self.host)
-            .field("hosts", &self.hosts)
-            .field("target_session_attrs", &self.target_session_attrs)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &redacted(self.password.is_some()))
-            .field("password_file", &self.password_file)
-            .field("database", &self.database)
-            .field("sslmode", &self.sslmode)
-            .field("schema", &self.schema)
-            .field("pooler", &self.pooler)
-            .field("filepath", &self.filepath)
-            .field("auth_source", &self.auth_source)
-            .field("replica_set", &self.replica_set)
-            .field("read_preference", &self.read_preference)
-            .field("max_open_conns", &self.max_open_conns)
-            .field("max_idle_conns", &self.max_idle_conns)
-            .field("min_open_conns", &self.min_open_conns)
-            .field("conn_max_lifetime", &self.conn_max_lifetime)
-            .field("conn_max_idle_time", &self.conn_max_idle_time)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("query_timeout", &self.query_timeout)
-            .field("enable_tracing", &self.enable_tracing)
-            .field("trace_statements", &self.trace_statements)
-            .field("enable_metrics", &self.enable_metrics)
-            .field("enable_logging", &self.enable_logging)
-            .field("default_orm", &self.default_orm)
-            .field("tags", &self.tags)
-            .field("application_name", &self.application_name)
-            .field("critical", &self.critical)
-            .field("trust_server_certificate", &self.trust_server_certificate)
+            .field("name", name)
+            .field("kind", kind)
+            .field("dsn", &redacted(dsn.is_some()))
+            .field("host", host)
+            .field("hosts", hosts)
+            .field("target_session_attrs", target_session_attrs)
+            .field("port", port)
+            .field("user", user)
+            .field("password", &redacted(password.is_some()))
+            .field("password_file", password_file)
+            .field("database", database)
+            .field("sslmode", sslmode)
+            .field("schema", schema)
+            .field("pooler", pooler)
+            .field("filepath", filepath)
+            .field("auth_source", auth_source)
+            .field("replica_set", replica_set)
+            .field("read_preference", read_preference)
+            .field("max_open_conns", max_open_conns)
+            .field("max_idle_conns", max_idle_conns)
+            .field("min_open_conns", min_open_conns)
+            .field("conn_max_lifetime", conn_max_lifetime)
+            .field("conn_max_idle_time", conn_max_idle_time)
+            .field("connect_timeout", connect_timeout)
+            .field("query_timeout", query_timeout)
+            .field("enable_tracing", enable_tracing)
+            .field("trace_statements", trace_statements)
+            .field("enable_metrics", enable_metrics)
+            .field("enable_logging", enable_logging)
+            .field("default_orm", default_orm)
+            .field("tags", tags)
+            .field("application_name", application_name)
+            .field("critical", critical)
+            .field("trust_server_certificate", trust_server_certificate)
             // Statements may carry literals worth hiding; their count is enough to debug.
             .field(
                 "init_sql",
-                &format_args!("[{} statement(s)]", self.init_sql.len()),
+                &format_args!("[{} statement(s)]", init_sql.len()),
             )
-            .field("replicas", &self.replicas)
-            .field("read_policy", &self.read_policy)
-            .field("max_replica_lag", &self.max_replica_lag)
-            .field("read_your_writes", &self.read_your_writes)
-            .field("replica_fallback", &self.replica_fallback)
+            .field("leak_detection_threshold", leak_detection_threshold)
+            .field("circuit_breaker_failures", circuit_breaker_failures)
+            .field("replicas", replicas)
+            .field("read_policy", read_policy)
+            .field("max_replica_lag", max_replica_lag)
+            .field("read_your_writes", read_your_writes)
+            .field("replica_fallback", replica_fallback)
             .finish()
     }
 }
