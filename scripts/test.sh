@@ -84,9 +84,18 @@ log "Test tools"
 install_package chromium chromium
 install_package promtool prometheus --no-install-recommends
 PATH="$PATH:/usr/sbin" install_package pgbouncer pgbouncer
+# pg_auto_failover (tests/failover_auto.rs runs a monitor and two nodes): the command, and the
+# server extension, which has no command of its own to look for.
+install_package pg_autoctl pg-auto-failover-cli
+if ! ls /usr/lib/postgresql/*/lib/pgautofailover.so >/dev/null 2>&1; then
+    log "installing postgresql-15-auto-failover"
+    apt-get install -y postgresql-15-auto-failover ||
+        { apt-get update && apt-get install -y postgresql-15-auto-failover; }
+fi
 chromium --version 2>/dev/null
 promtool --version 2>&1 | sed -n 1p
 /usr/sbin/pgbouncer --version | sed -n 1p
+pg_autoctl --version 2>&1 | sed -n 1p
 
 log "SQL Server and MongoDB test servers"
 scripts/test-servers.sh start

@@ -20,6 +20,9 @@ struct Row {
     status: String,
     ping_ms: Option<f64>,
     pool_max: u32,
+    /// The server in use, for a connection with a `hosts:` list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
     error: Option<String>,
     /// For a read replica: the connection it is a member of (its name says its host and port).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +83,7 @@ pub async fn run(config: Option<&Path>, json: bool, filter: &TagFilter) -> u8 {
             status: if error.is_none() { "up" } else { "down" }.to_owned(),
             ping_ms,
             pool_max: conn.pool_settings().max_open,
+            host: conn.health().current_host,
             error,
             member_of: None,
             replica_state: None,
@@ -105,7 +109,11 @@ pub async fn run(config: Option<&Path>, json: bool, filter: &TagFilter) -> u8 {
             table.add_row([
                 r.name.clone(),
                 r.kind.clone(),
-                r.status.clone(),
+                // The server a `hosts:` list led to, beside the status.
+                match &r.host {
+                    Some(host) => format!("{} ({host})", r.status),
+                    None => r.status.clone(),
+                },
                 r.ping_ms.map_or("-".to_owned(), |ms| format!("{ms:.2} ms")),
                 r.pool_max.to_string(),
                 r.error.clone().unwrap_or_default(),
@@ -151,6 +159,7 @@ async fn check_replicas(conn: &dbmanager::Connection) -> Vec<Row> {
             status: if error.is_none() { "up" } else { "down" }.to_owned(),
             ping_ms,
             pool_max: member.pool_settings().max_open,
+            host: None,
             error: error.or_else(|| {
                 stats
                     .replica

@@ -378,6 +378,12 @@ impl Connection {
     /// Health details: status, consecutive failures, last error, last success.
     pub fn health(&self) -> HealthReport {
         let mut report = self.shared.health.report();
+        report.current_host = self
+            .shared
+            .counters
+            .current_host
+            .load_full()
+            .map(|h| (*h).clone());
         if Self::listens(&self.generation()) {
             report.listeners = Some(self.shared.counters.listeners.snapshot());
         }

@@ -24,6 +24,8 @@ use crate::stats::{PoolCounters, PoolGauges};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Field {
     Host,
+    Hosts,
+    TargetSessionAttrs,
     Port,
     User,
     Password,
@@ -42,8 +44,10 @@ pub(crate) enum Field {
 }
 
 impl Field {
-    pub(crate) const ALL: [Field; 16] = [
+    pub(crate) const ALL: [Field; 18] = [
         Field::Host,
+        Field::Hosts,
+        Field::TargetSessionAttrs,
         Field::Port,
         Field::User,
         Field::Password,
@@ -65,6 +69,8 @@ impl Field {
     pub(crate) fn key(self) -> &'static str {
         match self {
             Field::Host => "host",
+            Field::Hosts => "hosts",
+            Field::TargetSessionAttrs => "target_session_attrs",
             Field::Port => "port",
             Field::User => "user",
             Field::Password => "password",
@@ -87,6 +93,8 @@ impl Field {
     pub(crate) fn is_set(self, c: &ConnectionConfig) -> bool {
         match self {
             Field::Host => c.host.is_some(),
+            Field::Hosts => c.hosts.is_some(),
+            Field::TargetSessionAttrs => c.target_session_attrs.is_some(),
             Field::Port => c.port.is_some(),
             Field::User => c.user.is_some(),
             Field::Password => c.password.is_some(),

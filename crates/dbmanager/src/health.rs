@@ -78,6 +78,9 @@ pub struct HealthReport {
     /// Its LISTEN/NOTIFY listeners (`None` for a backend without them). A listener that is
     /// reconnecting does not change `status`: the pool may serve while it does.
     pub listeners: Option<ListenerStats>,
+    /// For a connection with a `hosts:` list: the server its pool connects to now
+    /// (`host:port`).
+    pub current_host: Option<String>,
 }
 
 /// The LISTEN/NOTIFY listeners of one connection (PostgreSQL), summed over its listeners.
@@ -188,6 +191,7 @@ impl HealthState {
             last_success: self.last_success.load_full().map(|t| *t),
             last_check: self.last_check.load_full().map(|t| *t),
             listeners: None,
+            current_host: None,
         }
     }
 }

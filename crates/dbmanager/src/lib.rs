@@ -35,6 +35,7 @@ mod dsn;
 mod error;
 mod health;
 mod hooks;
+mod hosts;
 mod leak;
 mod listen;
 mod manager;
@@ -60,7 +61,7 @@ pub use backends::tokio_postgres::{TokioPgClient, TokioPgManager, TokioPgPool};
 pub use config::{
     ConfigProblem, ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, EnvSource,
     ManagerConfig, PoolSettings, Pooler, PostgresDriver, ReadPolicy, ReadPreference,
-    ReplicaFallback, RetryPolicy, SslMode,
+    ReplicaFallback, RetryPolicy, SslMode, TargetSessionAttrs,
 };
 pub use connection::Connection;
 pub use credentials::{CredentialProvider, CredentialRequest, Credentials};

@@ -240,6 +240,17 @@ impl Collector for ManagerCollector {
             "Failed connect attempts by error kind",
             Counter,
         );
+        // A `hosts:` list: the server in use (an info gauge) and the switches between them.
+        let mut current_host = Family::new(
+            "dbmanager_current_host",
+            "The server of a hosts: list the pool connects to now (1, labelled host)",
+            Gauge,
+        );
+        let mut host_switches = Family::new(
+            "dbmanager_host_switches",
+            "Switches to another server of a hosts: list (failovers followed)",
+            Counter,
+        );
         // LISTEN/NOTIFY listeners, for connections whose backend has them.
         let mut listeners = Family::new(
             "dbmanager_listeners",
@@ -338,6 +349,10 @@ impl Collector for ManagerCollector {
             for (kind, n) in &s.connect_errors {
                 errors.add(with(l.clone(), "kind", kind.as_str()), Value::Counter(*n));
             }
+            if let Some(host) = &s.current_host {
+                current_host.add(with(l.clone(), "host", host), Value::Gauge(1.0));
+                host_switches.add(l.clone(), Value::Counter(s.host_switches));
+            }
             if let Some(ls) = &s.listeners {
                 for (state, v) in [("open", ls.open), ("connected", ls.connected)] {
                     listeners.add(with(l.clone(), "state", state), Value::Gauge(f64::from(v)));
@@ -400,6 +415,8 @@ impl Collector for ManagerCollector {
             leaks,
             circuit,
             errors,
+            current_host,
+            host_switches,
             listeners,
             listener_channels,
             listener_reconnects,

@@ -353,6 +353,7 @@ impl ManagerConfig {
         if let Some(file) = &c.password_file {
             check_password_file(file, p);
         }
+        crate::hosts::check(c, p);
         if c.trust_server_certificate
             && matches!(c.sslmode, Some(SslMode::VerifyCa | SslMode::VerifyFull))
         {
@@ -489,8 +490,9 @@ fn file_kind(kind: &std::fs::FileType) -> &'static str {
 }
 
 /// Keys a `dsn` replaces: set beside one, they would be ignored without a word.
-const REPLACED_BY_DSN: [Field; 5] = [
+const REPLACED_BY_DSN: [Field; 6] = [
     Field::Host,
+    Field::Hosts,
     Field::Port,
     Field::User,
     Field::Database,
@@ -534,7 +536,9 @@ fn check_against(driver: &Driver, c: &ConnectionConfig, p: &mut ConnectionProble
     }
     if !has_dsn {
         for field in driver.required {
-            if !field.is_set(c) {
+            // A server list stands in for the one host.
+            let listed = *field == Field::Host && Field::Hosts.is_set(c);
+            if !field.is_set(c) && !listed {
                 p.push(
                     field.key(),
                     format!("required for {kind} when no dsn is given"),
@@ -576,6 +580,7 @@ const RESERVED_LABELS: &[&str] = &[
     "kind",
     "operation",
     "status",
+    "host",
     "le",
     "member_of",
     "route",

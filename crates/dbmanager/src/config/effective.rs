@@ -296,6 +296,8 @@ fn connection_value(
         "type" => own(json!(c.kind.as_str())),
         "dsn" => own(json!(redact_dsn(c.dsn.as_ref()?.expose_secret()))),
         "host" => own(text(&c.host)?),
+        "hosts" => own(json!(c.hosts.as_ref()?)),
+        "target_session_attrs" => own(json!(c.target_session_attrs?.as_str())),
         "port" => own(json!(c.port?)),
         "user" => own(text(&c.user)?),
         "password" => c.password.as_ref().and_then(|_| own(json!(REDACTED))),
@@ -558,6 +560,10 @@ dbmanager:
     s:
       type: sqlite
       filepath: /tmp/x.db
+    f:
+      type: postgres
+      hosts: ["db-1:5432", "[::1]:5433"]
+      target_session_attrs: read-write
 "#;
         let parsed = super::super::parse_yaml(yaml, &super::super::EnvSource::empty());
         assert!(parsed.problems.is_empty(), "{}", parsed.problems);

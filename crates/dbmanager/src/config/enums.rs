@@ -136,6 +136,17 @@ config_enum! {
 }
 
 config_enum! {
+    /// Which server of a `hosts:` list a connection may use, with libpq's meaning of
+    /// `target_session_attrs` (the default is `read-write` for a list of more than one host).
+    TargetSessionAttrs {
+        /// Only a server that accepts writes (not a standby, not `default_transaction_read_only`).
+        ReadWrite => "read-write",
+        /// Any server that answers.
+        Any => "any",
+    }
+}
+
+config_enum! {
     /// The connection pooler between this library and PostgreSQL (`pooler`), which decides
     /// what session state and which prepared statements a client may rely on.
     Pooler {

@@ -4,7 +4,7 @@
 
 use super::{
     DatabaseType, DefaultOrm, MAX_POOL_SIZE, Pooler, PostgresDriver, ReadPolicy, ReadPreference,
-    ReplicaFallback, SslMode,
+    ReplicaFallback, SslMode, TargetSessionAttrs,
 };
 
 /// What a key's value looks like in the document, as the parser reads it.
@@ -99,6 +99,10 @@ keys!(CONNECTION_KEYS, CONNECTION {
         "Complete connection string, used as is (secret); not with host, port, user, database or filepath.";
     "host": Shape::Text,
         "Server host name or address (mssql `host\\instance`; mongodb a comma-separated list of `host[:port]`).";
+    "hosts": Shape::Strings,
+        "postgres, mysql: servers to choose from instead of `host`, each `host[:port]` (`[::1]:5432` for IPv6); the first that accepts writes is used, and found again after a failover.";
+    "target_session_attrs": Shape::Enum { names: TargetSessionAttrs::NAMES, aliases: &[] },
+        "postgres, mysql: `read-write` (only a server that accepts writes; the default for more than one host) or `any`, as libpq.";
     "port": Shape::Port,
         "Server port (default 5432, 3306, 1433 or 27017 by type).";
     "user": Shape::Text,

@@ -20,7 +20,7 @@ use super::problems::did_you_mean;
 use super::tree::{self, Kind, Node, Origin, Scalar};
 use super::{
     ConfigProblems, ConnectionConfig, DatabaseType, DefaultOrm, ManagerConfig, Pooler,
-    PostgresDriver, ReadPolicy, ReadPreference, ReplicaFallback, SslMode,
+    PostgresDriver, ReadPolicy, ReadPreference, ReplicaFallback, SslMode, TargetSessionAttrs,
 };
 
 /// Prefix of environment overrides: `DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD=...`.
@@ -563,6 +563,12 @@ fn walk_connection(
     }
     c.dsn = f.secret("dsn");
     c.host = f.string("host");
+    c.hosts = f.present("hosts").is_some().then(|| f.strings("hosts"));
+    c.target_session_attrs = f.parse_enum(
+        "target_session_attrs",
+        TargetSessionAttrs::parse,
+        TargetSessionAttrs::NAMES,
+    );
     c.port = f.port("port");
     c.user = f.string("user");
     c.password = f.secret("password");
@@ -674,9 +680,12 @@ fn walk_replicas(
                 "belongs to the connection, not to one of its replicas",
             );
         }
+        // A connection's server list (and its read-write requirement) is its primary's: a
+        // replica names its own server.
         let mut merged: BTreeMap<String, Node> = map
             .iter()
             .filter(|(k, _)| k.as_str() == "type" || !REPLICATION_KEYS.contains(&k.as_str()))
+            .filter(|(k, _)| !matches!(k.as_str(), "hosts" | "target_session_attrs"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (k, v) in entry.iter().filter(|(k, _)| own.contains(&k.as_str())) {

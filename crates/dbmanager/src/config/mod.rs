@@ -23,7 +23,7 @@ pub(crate) use effective::settings as effective_settings;
 pub use effective::{EffectiveConfig, Origin, REDACTED, Setting};
 pub use enums::{
     DatabaseType, DefaultOrm, Pooler, PostgresDriver, ReadPolicy, ReadPreference, ReplicaFallback,
-    SslMode,
+    SslMode, TargetSessionAttrs,
 };
 pub(crate) use keys::MAX_CIRCUIT_BREAKER_FAILURES;
 pub(crate) use load::parse as parse_yaml;
@@ -224,6 +224,12 @@ pub struct ConnectionConfig {
     pub dsn: Option<SecretString>,
     /// Host name or address (for MongoDB, a comma-separated host list).
     pub host: Option<String>,
+    /// Servers to choose from instead of `host`, each `host[:port]` (`[::1]:5432` for IPv6; the
+    /// port defaults to `port`, else the backend's): the first one that accepts writes is used,
+    /// and another one is found after a failover (see `target_session_attrs`).
+    pub hosts: Option<Vec<String>>,
+    /// Which server of `hosts` may be used (default `read-write` for more than one host).
+    pub target_session_attrs: Option<TargetSessionAttrs>,
     /// Port.
     pub port: Option<u16>,
     /// User name.
@@ -315,6 +321,8 @@ impl ConnectionConfig {
             kind,
             dsn: None,
             host: None,
+            hosts: None,
+            target_session_attrs: None,
             port: None,
             user: None,
             password: None,
@@ -416,6 +424,8 @@ impl fmt::Debug for ConnectionConfig {
             kind,
             dsn,
             host,
+            hosts,
+            target_session_attrs,
             port,
             user,
             password,
@@ -460,6 +470,8 @@ impl fmt::Debug for ConnectionConfig {
             .field("kind", kind)
             .field("dsn", &redacted(dsn.is_some()))
             .field("host", host)
+            .field("hosts", hosts)
+            .field("target_session_attrs", target_session_attrs)
             .field("port", port)
             .field("user", user)
             .field("password", &redacted(password.is_some()))

@@ -47,6 +47,10 @@ pub(crate) struct PoolCounters {
     pub circuit_open: std::sync::atomic::AtomicBool,
     /// The connection's LISTEN/NOTIFY listeners, summed.
     pub listeners: ListenerCounters,
+    /// The server of a `hosts:` list the pool connects to now (`host:port`).
+    pub current_host: arc_swap::ArcSwapOption<String>,
+    /// Times the pool switched to another server of its `hosts:` list.
+    pub host_switches: AtomicU64,
 }
 
 /// What the listeners of one connection keep up to date (gauges are added to and taken back by
@@ -166,6 +170,12 @@ pub struct ConnectionStats {
     /// Its LISTEN/NOTIFY listeners (`None` for a backend without them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listeners: Option<ListenerStats>,
+    /// For a connection with a `hosts:` list: the server its pool connects to now
+    /// (`host:port`; the primary, with `target_session_attrs: read-write`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_host: Option<String>,
+    /// Times the pool switched to another server of its `hosts:` list (a failover followed).
+    pub host_switches: u64,
     /// Failed connect attempts by error kind (every kind listed, zeros included).
     #[serde(skip)]
     pub connect_errors: Vec<(ErrorKind, u64)>,
@@ -276,6 +286,8 @@ impl ConnectionStats {
             circuit_open: c.circuit_open.load(Relaxed),
             circuit_opened_total: c.circuit_opened.load(Relaxed),
             listeners: listens.then(|| c.listeners.snapshot()),
+            current_host: c.current_host.load_full().map(|h| (*h).clone()),
+            host_switches: c.host_switches.load(Relaxed),
             connect_errors: KINDS
                 .iter()
                 .zip(&c.connect_errors)

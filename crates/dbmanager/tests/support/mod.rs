@@ -461,7 +461,9 @@ pub fn mongo_config(name: &str, database: &str) -> ConnectionConfig {
     c
 }
 
+pub mod autofailover;
 pub mod conformance;
+pub mod crash;
 pub mod mysql;
 pub mod pgbouncer;
 pub mod proxy;

@@ -82,6 +82,8 @@ pub(crate) static DRIVER: Driver = Driver {
     dsn_schemes: &["mysql://", "mariadb://"],
     fields: &[
         Field::Host,
+        Field::Hosts,
+        Field::TargetSessionAttrs,
         Field::Port,
         Field::User,
         Field::Password,
@@ -143,6 +145,25 @@ impl SqlxFlavor for My {
         options::with_credentials(options, credentials)
     }
 
+    /// `read_only` (which `super_read_only` implies) and `innodb_read_only`, as a replica or a
+    /// demoted primary has them. A user with `SUPER` (or MariaDB's `READ ONLY ADMIN`) could
+    /// still write to such a server; it is not used for writes all the same.
+    async fn is_writable(conn: &mut MySqlConnection) -> std::result::Result<bool, sqlx::Error> {
+        let read_only: i64 = sqlx::query_scalar(
+            "SELECT CAST(@@global.read_only + @@global.innodb_read_only AS SIGNED)",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(read_only == 0)
+    }
+
+    fn means_failover(e: &dyn sqlx::error::DatabaseError) -> bool {
+        // --read-only (ER_OPTION_PREVENTS_STATEMENT), a read-only transaction, InnoDB read-only
+        // mode, server shutdown, connection killed.
+        e.try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|e| matches!(e.number(), 1290 | 1792 | 1836 | 1053 | 1927))
+    }
+
     async fn session_init(
         probe: &mut MySqlConnection,
         settings: &PoolSettings,
@@ -189,10 +210,12 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
     Box::pin(async move {
         let (credentials, _) = spec.credentials.current().await?;
         let options = options::connect_options(spec.name, spec.config, &credentials).await?;
+        let failover = options::failover_plan(spec.name, spec.config, &options)?;
         let plan = OpenPlan {
             options,
             keep_probe: false,
             init: Vec::new(),
+            failover,
             per_transaction: None,
         };
         shared::open::<My>(spec, plan).await

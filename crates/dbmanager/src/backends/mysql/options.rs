@@ -98,16 +98,27 @@ pub(super) async fn connect_options(
 ) -> Result<MySqlConnectOptions> {
     let mut options = match &c.dsn {
         Some(url) => {
+            if crate::hosts::split_dsn(url.expose_secret()).is_some() {
+                return Err(config_error(
+                    name,
+                    "dsn: a list of servers in a mysql dsn is not supported; list them in `hosts`",
+                ));
+            }
             dsn::check_query(name, url, QuerySyntax::Url, DSN_PARAMETERS)?;
             MySqlConnectOptions::from_str(url.expose_secret())
                 .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))?
         }
         None => {
-            let host = dsn::plain_host(c.host.as_deref().unwrap_or("localhost"))
-                .map_err(|problem| config_error(name, format!("host {problem}")))?;
+            // The first server of a `hosts:` list stands for all; `failover_plan` sets each
+            // one's host and port.
+            let servers = crate::hosts::servers(c, DEFAULT_PORT, "localhost")
+                .map_err(|problem| config_error(name, problem))?;
+            let Some(first) = servers.first() else {
+                return Err(config_error(name, "hosts must list at least one server"));
+            };
             let mut options = MySqlConnectOptions::new()
-                .host(host)
-                .port(c.port.unwrap_or(DEFAULT_PORT));
+                .host(&first.host)
+                .port(first.port);
             if let Some(user) = &c.user {
                 options = options.username(user);
             }
@@ -175,6 +186,32 @@ pub(super) fn statement_timeout(version: &str, limit: Duration) -> String {
             .clamp(1, u64::from(u32::MAX));
         format!("SET SESSION max_execution_time = {ms}")
     }
+}
+
+/// The failover plan of a connection with a `hosts:` list or `target_session_attrs`
+/// (`backends/sqlx/failover.rs`): a copy of `options` per server.
+pub(crate) fn failover_plan(
+    name: &str,
+    c: &ConnectionConfig,
+    options: &MySqlConnectOptions,
+) -> Result<Option<crate::backends::sqlx::failover::FailoverPlan<sqlx::MySql>>> {
+    let servers = match (&c.hosts, &c.dsn) {
+        (Some(_), None) => Some(
+            crate::hosts::servers(c, DEFAULT_PORT, "localhost")
+                .map_err(|problem| config_error(name, problem))?,
+        ),
+        _ => None,
+    };
+    let only = crate::hosts::Server {
+        host: options.get_host().to_owned(),
+        port: options.get_port(),
+    };
+    Ok(crate::backends::sqlx::failover::FailoverPlan::build(
+        servers,
+        c.target_session_attrs,
+        only,
+        |server| options.clone().host(&server.host).port(server.port),
+    ))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
 use tokio::time::Instant;
 
 use super::{Pg, connect_options};
+use crate::backends::sqlx::failover::Failover;
 use crate::backends::sqlx::sqlx_error;
 use crate::backends::{bounded, config_error};
 use crate::config::DatabaseType;
@@ -237,10 +238,26 @@ async fn open_session(
         ));
     }
     let (credentials, _) = current.credentials.current().await?;
-    let options = connect_options(name, &current.config, &current.settings, &credentials).await?;
+    let mut options =
+        connect_options(name, &current.config, &current.settings, &credentials).await?;
     let limit = current.settings.connect_timeout;
     let failed = |e| sqlx_error::<Pg>(name, Operation::Connect, e);
     bounded(name, Operation::Connect, limit, async {
+        // With a server list, the session goes where the pool's writes go (a standby refuses
+        // LISTEN), found the same way, at every reconnect.
+        if let Some(plan) = super::servers::plan(name, &current.config, &options)? {
+            let servers = Failover::<Pg>::new(
+                name,
+                false,
+                plan,
+                &Arc::default(),
+                &current.credentials,
+                limit,
+            );
+            let (index, probe) = servers.find().await?;
+            let _ = probe.close().await;
+            options = servers.options(index).await;
+        }
         // A direct connection first: a pool reports a refused port as a bare timeout after
         // retrying for the whole limit, and hides an authentication error's cause no better.
         PgConnection::connect_with(&options)

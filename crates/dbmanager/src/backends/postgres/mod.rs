@@ -4,6 +4,7 @@ mod listener;
 mod options;
 mod replica_lag;
 mod rows;
+mod servers;
 
 use futures_util::future::BoxFuture;
 use sqlx::Postgres;
@@ -30,6 +31,8 @@ pub(crate) static DRIVER: Driver = Driver {
     dsn_schemes: &["postgres://", "postgresql://"],
     fields: &[
         Field::Host,
+        Field::Hosts,
+        Field::TargetSessionAttrs,
         Field::Port,
         Field::User,
         Field::Password,
@@ -66,6 +69,26 @@ impl SqlxFlavor for Pg {
 
     sqlx_statements!(Postgres, rows::bind, rows::decode);
 
+    /// libpq's check for `target_session_attrs=read-write` on servers older than 14: a standby
+    /// and a server with `default_transaction_read_only` both say `on`. The simple query
+    /// protocol: no prepared statement is left behind.
+    async fn is_writable(conn: &mut sqlx::PgConnection) -> std::result::Result<bool, sqlx::Error> {
+        use sqlx::Row as _;
+        let row = sqlx::raw_sql("SHOW transaction_read_only")
+            .fetch_one(conn)
+            .await?;
+        Ok(row.try_get::<String, _>(0)? == "off")
+    }
+
+    fn means_failover(e: &dyn sqlx::error::DatabaseError) -> bool {
+        // read_only_sql_transaction (the server became a standby or read-only), admin or crash
+        // shutdown, cannot_connect_now (starting up, or in recovery), connection exceptions.
+        matches!(
+            e.code().as_deref(),
+            Some("25006" | "57P01" | "57P02" | "57P03")
+        ) || e.code().is_some_and(|c| c.starts_with("08"))
+    }
+
     fn with_credentials(
         options: sqlx::postgres::PgConnectOptions,
         credentials: &crate::credentials::Resolved,
@@ -95,6 +118,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
     Box::pin(async move {
         let (credentials, _) = spec.credentials.current().await?;
         let options = connect_options(spec.name, spec.config, spec.settings, &credentials).await?;
+        let failover = servers::plan(spec.name, spec.config, &options)?;
         // Behind a pooler the session settings are statements (see `connect_options`): once
         // per connection in session mode, once per transaction in transaction mode.
         let (init, per_transaction) = match spec.config.pooler {
@@ -122,6 +146,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             keep_probe: false,
             init,
             per_transaction,
+            failover,
         };
         shared::open::<Pg>(spec, plan).await
     })

@@ -107,6 +107,11 @@ const DSN_PARAMETERS: &[Known] = &[
         name: "options[",
         accept: Accept::Any,
     },
+    // Read here (see `servers`), removed before sqlx parses the rest.
+    Known {
+        name: "target_session_attrs",
+        accept: Accept::OneOf(&["read-write", "any"]),
+    },
 ];
 
 /// The driver options for a connection: the given `dsn`, or the structured fields; then the
@@ -124,7 +129,8 @@ pub(crate) async fn connect_options(
     let mut options = match &c.dsn {
         Some(given) => {
             dsn::check_query(name, given, QuerySyntax::Url, DSN_PARAMETERS)?;
-            let mut options = PgConnectOptions::from_str(given.expose_secret())
+            let url = super::servers::first_server_url(name, given.expose_secret())?;
+            let mut options = PgConnectOptions::from_str(url.expose_secret())
                 .map_err(|e| sqlx_error::<Pg>(name, Operation::Connect, e))?;
             if let Some(pw) = &password {
                 options = options.password(pw.expose_secret());
@@ -192,13 +198,18 @@ async fn from_fields(
     password: Option<&SecretString>,
     limit: Duration,
 ) -> Result<PgConnectOptions> {
-    let host = dsn::plain_host(c.host.as_deref().unwrap_or("localhost"))
-        .map_err(|problem| config_error(name, format!("host {problem}")))?;
+    // The first server of a `hosts:` list stands for all (the password file is looked up for
+    // it); `servers` sets each one's host and port.
+    let servers = crate::hosts::servers(c, DEFAULT_PORT, "localhost")
+        .map_err(|problem| config_error(name, problem))?;
+    let Some(first) = servers.first() else {
+        return Err(config_error(name, "hosts must list at least one server"));
+    };
     // `new()` would look the password file up for the environment's host and user, before ours
     // are set, and could send that password to another server.
     let mut options = PgConnectOptions::new_without_pgpass()
-        .host(host)
-        .port(c.port.unwrap_or(DEFAULT_PORT));
+        .host(&first.host)
+        .port(first.port);
     if let Some(user) = c.user.as_deref().filter(|u| !u.is_empty()) {
         options = options.username(user);
     }

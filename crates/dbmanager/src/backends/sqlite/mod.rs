@@ -86,6 +86,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             options,
             keep_probe: in_memory,
             init: Vec::new(),
+            failover: None,
             per_transaction: None,
         };
         shared::open::<Lite>(spec, plan).await

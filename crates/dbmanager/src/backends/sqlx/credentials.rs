@@ -38,6 +38,8 @@ pub(crate) struct Refresher<F: SqlxFlavor> {
     source: Arc<CredentialSource>,
     /// The options the pool was opened with; credentials are set on a copy.
     base: Options<F>,
+    /// With a server list, the current server's options are the base instead.
+    failover: Option<Arc<super::failover::Failover<F>>>,
     /// The source version the pool's options hold.
     applied: Mutex<u64>,
 }
@@ -49,6 +51,7 @@ impl<F: SqlxFlavor> Refresher<F> {
         log: bool,
         source: &Arc<CredentialSource>,
         base: Options<F>,
+        failover: Option<Arc<super::failover::Failover<F>>>,
     ) -> Self {
         Self {
             name: name.clone(),
@@ -56,6 +59,7 @@ impl<F: SqlxFlavor> Refresher<F> {
             applied: Mutex::new(source.version()),
             source: source.clone(),
             base,
+            failover,
         }
     }
 
@@ -71,7 +75,18 @@ impl<F: SqlxFlavor> Refresher<F> {
         if version <= *applied {
             return Ok(false);
         }
-        pool.set_connect_options(F::with_credentials(self.base.clone(), &resolved));
+        match &self.failover {
+            None => pool.set_connect_options(F::with_credentials(self.base.clone(), &resolved)),
+            // The current server's options; again if a switch came in between, so that these
+            // credentials never put the pool back on the old server.
+            Some(failover) => loop {
+                let (index, base) = failover.current_options();
+                pool.set_connect_options(F::with_credentials(base, &resolved));
+                if failover.current_index() == index {
+                    break;
+                }
+            },
+        }
         *applied = version;
         Ok(true)
     }

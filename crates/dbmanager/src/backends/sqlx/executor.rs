@@ -83,6 +83,8 @@ pub(super) struct SqlxExecutor<F: SqlxFlavor> {
     /// Behind a transaction-mode pooler: the statement that opens every transaction, and every
     /// statement runs in one on the unnamed prepared statement (see `PerTransaction`).
     pub begin: Option<Arc<str>>,
+    /// The server list, told of errors that may mean a failover.
+    pub failover: Option<Arc<super::failover::Failover<F>>>,
 }
 
 /// One statement's kind of result: which of the flavor's statement functions runs it.
@@ -156,13 +158,25 @@ impl<F: SqlxFlavor> Want<F> for Optional {
 
 impl<F: SqlxFlavor> SqlxExecutor<F> {
     async fn checkout(&self) -> Result<sqlx::pool::PoolConnection<F::DB>> {
-        super::credentials::acquire::<F>(
+        let checkout = super::credentials::acquire::<F>(
             &self.name,
             &self.pool,
             &self.counters,
             self.refresher.as_deref(),
         )
-        .await
+        .await;
+        if let (Err(e), Some(failover)) = (&checkout, &self.failover) {
+            failover.observe_checkout(e, &self.pool);
+        }
+        checkout
+    }
+
+    /// A statement's error, after telling the server list of it.
+    fn failed(&self, operation: Operation, e: sqlx::Error) -> crate::error::Error {
+        if let Some(failover) = &self.failover {
+            failover.observe(&e);
+        }
+        sqlx_error::<F>(&self.name, operation, e)
     }
 
     /// Runs one statement outside a transaction, on a checkout, as is.
@@ -170,7 +184,7 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
         let mut conn = self.checkout().await?;
         want.run(&mut conn, sql, params, &self.columns, true)
             .await
-            .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+            .map_err(|e| self.failed(Operation::Query, e))
     }
 
     /// Runs one statement outside a transaction behind a transaction-mode pooler: on the
@@ -184,17 +198,17 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
         want: W,
     ) -> Result<W::Out> {
         let mut conn = self.checkout().await?;
-        let error = |e| sqlx_error::<F>(&self.name, Operation::Query, e);
+        let error = |e| self.failed(Operation::Query, e);
         let mut retried = false;
         loop {
             let mut tx = sqlx::Connection::begin_with(&mut *conn, AssertSqlSafe(begin.to_string()))
                 .await
-                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Begin, e))?;
+                .map_err(|e| self.failed(Operation::Begin, e))?;
             match want.run(&mut tx, sql, params, &self.columns, false).await {
                 Ok(out) => {
                     tx.commit()
                         .await
-                        .map_err(|e| sqlx_error::<F>(&self.name, Operation::Commit, e))?;
+                        .map_err(|e| self.failed(Operation::Commit, e))?;
                     return Ok(out);
                 }
                 Err(e) => {
@@ -266,12 +280,13 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
                 Some(begin) => self.pool.begin_with(AssertSqlSafe(begin.to_string())).await,
                 None => self.pool.begin().await,
             }
-            .map_err(|e| sqlx_error::<F>(&self.name, Operation::Begin, e))?;
+            .map_err(|e| self.failed(Operation::Begin, e))?;
             Ok(Box::new(SqlxTransaction::<F> {
                 name: self.name.clone(),
                 tx,
                 columns: self.columns.clone(),
                 persistent: self.begin.is_none(),
+                failover: self.failover.clone(),
             }) as Box<dyn SqlTransaction>)
         })
     }
@@ -284,6 +299,17 @@ struct SqlxTransaction<F: SqlxFlavor> {
     columns: Arc<ColumnCache>,
     /// False behind a transaction-mode pooler: statements use the unnamed prepared statement.
     persistent: bool,
+    failover: Option<Arc<super::failover::Failover<F>>>,
+}
+
+impl<F: SqlxFlavor> SqlxTransaction<F> {
+    /// A statement's error, after telling the server list of it.
+    fn failed(&self, operation: Operation, e: sqlx::Error) -> crate::error::Error {
+        if let Some(failover) = &self.failover {
+            failover.observe(&e);
+        }
+        sqlx_error::<F>(&self.name, operation, e)
+    }
 }
 
 impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
@@ -291,7 +317,7 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
         Box::pin(async move {
             F::execute(&mut self.tx, sql, params, self.persistent)
                 .await
-                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+                .map_err(|e| self.failed(Operation::Query, e))
         })
     }
 
@@ -303,17 +329,19 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
         Box::pin(async move {
             F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent)
                 .await
-                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Query, e))
+                .map_err(|e| self.failed(Operation::Query, e))
         })
     }
 
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
-            let name = self.name;
-            self.tx
-                .commit()
-                .await
-                .map_err(|e| sqlx_error::<F>(&name, Operation::Commit, e))
+            let (name, failover) = (self.name, self.failover);
+            self.tx.commit().await.map_err(|e| {
+                if let Some(failover) = &failover {
+                    failover.observe(&e);
+                }
+                sqlx_error::<F>(&name, Operation::Commit, e)
+            })
         })
     }
 

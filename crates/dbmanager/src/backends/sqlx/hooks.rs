@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{Connection as _, Database, Pool};
 
+use super::failover::Failover;
 use super::{SqlxFlavor, sqlx_error};
 use crate::backends::LIVENESS_WINDOW;
 use crate::config::PoolSettings;
@@ -108,8 +109,12 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
     init: Arc<[String]>,
     runner: &HookRunner,
     persistent: bool,
+    failover: Option<Arc<Failover<F>>>,
 ) -> PoolOptions<F::DB> {
     let lifetime = settings.max_lifetime;
+    // Checked on every new connection only when writes are required (one round trip).
+    let connect_check = failover.clone().filter(|f| f.require_writable());
+    let (acquire_failover, release_failover) = (failover.clone(), failover);
     let max_idle = settings.max_idle as usize;
     let (on_connect, on_acquire, on_release) =
         (counters.clone(), counters.clone(), counters.clone());
@@ -129,7 +134,11 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
             let init = init.clone();
             let counters = on_connect.clone();
             let hooks = connect_hooks.clone();
+            let failover = connect_check.clone();
             Box::pin(async move {
+                if let Some(failover) = failover {
+                    failover.check_new(conn).await?;
+                }
                 for statement in init.iter() {
                     F::execute(conn, statement, &[], persistent).await?;
                 }
@@ -153,7 +162,15 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
             let hooks = acquire_hooks
                 .has_before_checkout()
                 .then(|| acquire_hooks.clone());
+            // Opened before the pool switched servers: it may be on the old one.
+            let stale = acquire_failover
+                .as_ref()
+                .is_some_and(|f| f.is_stale(meta.age));
             Box::pin(async move {
+                if stale {
+                    counters.closed_broken.fetch_add(1, Relaxed);
+                    return Ok(false);
+                }
                 if lifetime.is_some_and(|max| meta.age >= max) {
                     counters.closed_max_lifetime.fetch_add(1, Relaxed);
                     return Ok(false);
@@ -182,7 +199,13 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
             })
         })
         .after_release(move |conn, meta| {
-            let keep = if lifetime.is_some_and(|max| meta.age >= max) {
+            let keep = if release_failover
+                .as_ref()
+                .is_some_and(|f| f.is_stale(meta.age))
+            {
+                on_release.closed_broken.fetch_add(1, Relaxed);
+                false
+            } else if lifetime.is_some_and(|max| meta.age >= max) {
                 on_release.closed_max_lifetime.fetch_add(1, Relaxed);
                 false
             } else if slot

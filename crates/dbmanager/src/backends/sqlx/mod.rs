@@ -4,6 +4,7 @@
 
 mod credentials;
 mod executor;
+pub(crate) mod failover;
 mod hooks;
 #[cfg(feature = "sea-orm")]
 mod orm;
@@ -105,6 +106,22 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         options
     }
 
+    /// Whether the server of `conn` accepts writes now (`target_session_attrs=read-write`;
+    /// only flavors that offer `hosts:` ask).
+    fn is_writable<'c>(
+        conn: &'c mut <Self::DB as Database>::Connection,
+    ) -> impl Future<Output = std::result::Result<bool, sqlx::Error>> + Send + 'c {
+        let _ = conn;
+        async { Ok(true) }
+    }
+
+    /// Whether a server error may mean the pool should look for another server of its
+    /// `hosts:` list (the server is shutting down, or no longer accepts writes).
+    fn means_failover(e: &dyn sqlx::error::DatabaseError) -> bool {
+        let _ = e;
+        false
+    }
+
     /// SeaORM on the same pool.
     #[cfg(feature = "sea-orm")]
     fn sea_orm(pool: Pool<Self::DB>) -> sea_orm::DatabaseConnection;
@@ -185,6 +202,9 @@ pub(crate) struct SqlxPool<F: SqlxFlavor> {
     /// change.
     watcher: Option<tokio::task::JoinHandle<()>>,
     refresher: Option<Arc<credentials::Refresher<F>>>,
+    /// The server list, when the connection has one (see `failover`), and its probe task.
+    failover: Option<Arc<failover::Failover<F>>>,
+    prober: Option<tokio::task::JoinHandle<()>>,
     native: Arc<dyn SqlExecutor>,
     #[cfg(feature = "sea-orm")]
     orm: sea_orm::DatabaseConnection,
@@ -195,8 +215,8 @@ pub(crate) struct SqlxPool<F: SqlxFlavor> {
 impl<F: SqlxFlavor> Drop for SqlxPool<F> {
     fn drop(&mut self) {
         self.slot.store(None);
-        if let Some(watcher) = &self.watcher {
-            watcher.abort();
+        for task in [&self.watcher, &self.prober].into_iter().flatten() {
+            task.abort();
         }
     }
 }
@@ -208,6 +228,9 @@ pub(crate) struct OpenPlan<'s, DB: Database> {
     pub keep_probe: bool,
     /// Statements run on each new connection (session settings the URL cannot carry).
     pub init: Vec<Cow<'s, str>>,
+    /// A list of servers to choose from (`hosts:`, `target_session_attrs`); `options` is then
+    /// unused: the server found decides.
+    pub failover: Option<failover::FailoverPlan<DB>>,
     /// Set behind a transaction-mode pooler (`pooler: transaction`): see [`PerTransaction`].
     pub per_transaction: Option<PerTransaction>,
 }
@@ -249,15 +272,35 @@ pub(crate) async fn open<F: SqlxFlavor>(
 ) -> Result<Box<dyn BackendPool>> {
     let name = spec.name;
     let runner = spec.hook_runner();
+    let failover = plan.failover.map(|servers| {
+        Arc::new(failover::Failover::<F>::new(
+            name,
+            spec.config.enable_logging,
+            servers,
+            spec.counters,
+            spec.credentials,
+            spec.settings.connect_timeout,
+        ))
+    });
+    let mut options = plan.options;
     let persistent = plan.per_transaction.is_none();
     let (probe, session) = bounded(
         name,
         Operation::Connect,
         spec.settings.connect_timeout,
         async {
-            let mut probe = <F::DB as Database>::Connection::connect_with(&plan.options)
-                .await
-                .map_err(|e| sqlx_error::<F>(name, Operation::Connect, e))?;
+            let mut probe = match &failover {
+                // The server found, and the options that reach it.
+                Some(failover) => {
+                    let (index, probe) = failover.find().await?;
+                    failover.start_on(index);
+                    options = failover.options(index).await;
+                    probe
+                }
+                None => <F::DB as Database>::Connection::connect_with(&options)
+                    .await
+                    .map_err(|e| sqlx_error::<F>(name, Operation::Connect, e))?,
+            };
             let session = F::session_init(&mut probe, spec.settings)
                 .await
                 .map_err(|e| sqlx_error::<F>(name, Operation::Connect, e))?;
@@ -309,8 +352,12 @@ pub(crate) async fn open<F: SqlxFlavor>(
         init,
         &runner,
         persistent,
+        failover.clone(),
     )
-    .connect_lazy_with(plan.options);
+    .connect_lazy_with(options);
+    if failover.is_none() {
+        spec.counters.current_host.store(None);
+    }
     slot.store(Some(Arc::new(pool.clone())));
     let refresher = spec.credentials.is_dynamic().then(|| {
         Arc::new(credentials::Refresher::<F>::new(
@@ -318,11 +365,16 @@ pub(crate) async fn open<F: SqlxFlavor>(
             spec.config.enable_logging,
             spec.credentials,
             pool.connect_options().as_ref().clone(),
+            failover.clone(),
         ))
     });
     let watcher = refresher
         .clone()
         .map(|r| credentials::watch::<F>(r, slot.clone()));
+    let prober = failover
+        .as_ref()
+        .filter(|f| f.has_alternatives())
+        .map(|f| f.spawn(slot.clone()));
     warm_up::<F>(
         name,
         &pool,
@@ -336,6 +388,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         counters: spec.counters.clone(),
         columns: Arc::default(),
         refresher: refresher.clone(),
+        failover: failover.clone(),
         begin: plan
             .per_transaction
             .as_ref()
@@ -350,6 +403,8 @@ pub(crate) async fn open<F: SqlxFlavor>(
         keeper: Mutex::new(keeper),
         watcher,
         refresher,
+        failover,
+        prober,
         native,
         #[cfg(feature = "sea-orm")]
         orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(
@@ -377,6 +432,7 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         counters: counters.clone(),
         columns: Arc::default(),
         refresher: None,
+        failover: None,
         begin: None,
     });
     #[cfg(feature = "sea-orm")]
@@ -388,6 +444,8 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         keeper: Mutex::new(None),
         watcher: None,
         refresher: None,
+        failover: None,
+        prober: None,
         native,
         #[cfg(feature = "sea-orm")]
         orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(
@@ -422,6 +480,15 @@ async fn warm_up<F: SqlxFlavor>(
     .await
 }
 
+impl<F: SqlxFlavor> SqlxPool<F> {
+    /// A failed checkout may mean the server is gone: the server list is probed.
+    fn observe_error(&self, e: &Error) {
+        if let Some(failover) = &self.failover {
+            failover.observe_checkout(e, &self.pool);
+        }
+    }
+}
+
 impl<F: SqlxFlavor> BackendPool for SqlxPool<F> {
     fn gauges(&self) -> PoolGauges {
         PoolGauges {
@@ -440,10 +507,14 @@ impl<F: SqlxFlavor> BackendPool for SqlxPool<F> {
                 &self.counters,
                 self.refresher.as_deref(),
             )
-            .await?;
-            conn.ping()
-                .await
-                .map_err(|e| sqlx_error::<F>(&self.name, Operation::Ping, e))
+            .await
+            .inspect_err(|e| self.observe_error(e))?;
+            conn.ping().await.map_err(|e| {
+                if let Some(failover) = &self.failover {
+                    failover.observe(&e);
+                }
+                sqlx_error::<F>(&self.name, Operation::Ping, e)
+            })
         })
     }
 
@@ -479,8 +550,8 @@ impl<F: SqlxFlavor> BackendPool for SqlxPool<F> {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if let Some(watcher) = &self.watcher {
-                watcher.abort();
+            for task in [&self.watcher, &self.prober].into_iter().flatten() {
+                task.abort();
             }
             self.pool.close().await;
             if let Some(conn) = self.keeper.lock().await.take() {
