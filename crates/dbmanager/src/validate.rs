@@ -10,9 +10,10 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 
 use crate::config::{
-    ConfigProblems, ConnectionConfig, ConnectionProblems, DefaultOrm, EffectiveConfig, EnvSource,
-    MAX_CIRCUIT_BREAKER_FAILURES, MAX_DOCUMENT_BYTES, MAX_LIFETIME, MAX_PASSWORD_FILE_BYTES,
-    MAX_POOL_SIZE, MAX_TIMEOUT, ManagerConfig, SslMode, effective_settings, parse_yaml, shown,
+    ConfigProblems, ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm,
+    EffectiveConfig, EnvSource, MAX_CIRCUIT_BREAKER_FAILURES, MAX_DOCUMENT_BYTES, MAX_LIFETIME,
+    MAX_PASSWORD_FILE_BYTES, MAX_POOL_SIZE, MAX_TIMEOUT, ManagerConfig, SslMode,
+    effective_settings, parse_yaml, shown,
 };
 use crate::driver::{Driver, Field};
 
@@ -225,22 +226,14 @@ impl ManagerConfig {
         if c.replicas.is_empty() {
             return;
         }
-        let supported = crate::registry::driver(c).is_none_or(|d| d.replica_lag.is_some());
-        if !supported {
-            let mut users: Vec<&str> = crate::registry::DRIVERS
-                .iter()
-                .filter(|d| d.replica_lag.is_some())
-                .map(|d| d.kind.as_str())
-                .collect();
-            users.dedup();
-            let what = match c.driver {
-                Some(driver) => format!("{} with `driver: {}`", c.kind, driver.as_str()),
-                None => c.kind.to_string(),
-            };
+        let driver = crate::registry::driver(c);
+        if let Some(driver) = driver.filter(|d| d.replica_lag.is_none()) {
+            let users = users(|d| d.replica_lag.is_some());
             p.push(
                 "replicas",
                 format!(
-                    "{what} has no read replicas here (only {})",
+                    "{} has no read replicas here (only {})",
+                    driver_label(driver),
                     if users.is_empty() {
                         "backends not in this build".to_owned()
                     } else {
@@ -548,19 +541,19 @@ fn check_against(driver: &Driver, c: &ConnectionConfig, p: &mut ConnectionProble
     }
     for field in Field::ALL {
         if field.is_set(c) && !driver.fields.contains(&field) {
-            let mut users: Vec<&str> = crate::registry::DRIVERS
-                .iter()
-                .filter(|d| d.fields.contains(&field))
-                .map(|d| d.kind.as_str())
-                .collect();
-            // A type with several drivers is named once.
-            users.dedup();
+            let users = users(|d| d.fields.contains(&field));
             let only = if users.is_empty() {
                 "no backend in this build".to_owned()
             } else {
                 format!("only by {}", users.join(", "))
             };
-            p.push(field.key(), format!("not used by {kind} ({only})"));
+            // The driver is named only when another driver of the type reads the field.
+            let this = if drivers_of(driver.kind).any(|d| d.fields.contains(&field)) {
+                driver_label(driver)
+            } else {
+                kind.to_string()
+            };
+            p.push(field.key(), format!("not used by {this} ({only})"));
         }
     }
     if c.default_orm == DefaultOrm::SeaOrm
@@ -640,4 +633,40 @@ fn read_config_file(path: &Path) -> Result<String, ConfigProblems> {
         )));
     }
     String::from_utf8(bytes).map_err(|_| fail(format!("`{}` is not UTF-8 text", path.display())))
+}
+
+fn drivers_of(kind: DatabaseType) -> impl Iterator<Item = &'static Driver> {
+    crate::registry::DRIVERS
+        .iter()
+        .copied()
+        .filter(move |d| d.kind == kind)
+}
+
+/// A driver as the configuration selects it: its type, and its `driver:` value when the type
+/// has several.
+fn driver_label(d: &Driver) -> String {
+    match d.variant {
+        Some(variant) => format!("{} with `driver: {}`", d.kind, variant.as_str()),
+        None => d.kind.to_string(),
+    }
+}
+
+/// The drivers that have what `has` asks for, for a "not used by" problem: a type when all its
+/// drivers do, else each driver of the type that does.
+fn users(has: impl Fn(&Driver) -> bool) -> Vec<String> {
+    let mut users: Vec<String> = Vec::new();
+    for d in crate::registry::DRIVERS.iter().copied() {
+        if !has(d) {
+            continue;
+        }
+        let label = if drivers_of(d.kind).all(&has) {
+            d.kind.to_string()
+        } else {
+            driver_label(d)
+        };
+        if !users.contains(&label) {
+            users.push(label);
+        }
+    }
+    users
 }

@@ -38,12 +38,17 @@ dbmanager:
     b: {type: mysql, host: h, driver: tokio-postgres}
     c: {type: postgres, host: h, database: d, driver: tokio-postgres, default_orm: sea-orm}
     d: {type: postgres, host: h, database: d, driver: sqlx}
+    e: {type: postgres, hosts: ["h:1", "h:2"], database: d, driver: tokio-postgres, pooler: session, replicas: [{host: r}]}
 "#;
     let problems = ManagerConfig::from_yaml_str(yaml).unwrap_err();
     let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
     for want in [
         "connections.a.driver: `diesel` is not valid; expected one of sqlx, tokio-postgres",
         "connections.b.driver: not used by mysql (only by postgres)",
+        // What only the sqlx driver reads names the driver, not just the type.
+        "connections.e.hosts: not used by postgres with `driver: tokio-postgres` (only by postgres with `driver: sqlx`, mysql)",
+        "connections.e.pooler: not used by postgres with `driver: tokio-postgres` (only by postgres with `driver: sqlx`)",
+        "connections.e.replicas: postgres with `driver: tokio-postgres` has no read replicas here (only postgres with `driver: sqlx`, mysql)",
     ] {
         assert!(
             texts.iter().any(|t| t == want),
