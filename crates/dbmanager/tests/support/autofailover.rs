@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, is_root};
+use super::{free_port, is_root, postgres_tempdir};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
@@ -35,18 +35,7 @@ impl AutoFailoverSet {
     /// Starts the monitor, then node 1 (`single`, then the primary), then node 2 (a secondary made
     /// with `pg_basebackup`); returns when the monitor reports one primary and one secondary.
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("dbm-autofailover-")
-            .tempdir_in("/tmp")
-            .expect("temp dir");
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown runs");
-            assert!(status.success());
-        }
+        let dir = postgres_tempdir("dbm-autofailover-");
         let mut set = Self {
             dir,
             monitor_port: free_port(),

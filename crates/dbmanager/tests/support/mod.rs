@@ -204,6 +204,29 @@ pub(crate) fn as_postgres(tool: &str, args: &[&str]) -> Command {
     }
 }
 
+/// A temporary directory under /tmp that the `postgres` user owns (when we are root), for the
+/// servers a test runs as that user.
+pub(crate) fn postgres_tempdir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    chown_to_postgres(dir.path());
+    dir
+}
+
+/// `chown -R postgres:postgres` when we are root (PostgreSQL's tools refuse to run as root).
+pub(crate) fn chown_to_postgres(path: &Path) {
+    if is_root() {
+        let status = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()
+            .expect("chown runs");
+        assert!(status.success());
+    }
+}
+
 /// A private PostgreSQL cluster on its own port, with scram-sha-256 password auth for TCP,
 /// which a test may stop, kill and start. Removed when dropped.
 pub struct PrivateCluster {
@@ -215,18 +238,7 @@ pub struct PrivateCluster {
 
 impl PrivateCluster {
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("dbm-pg-")
-            .tempdir_in("/tmp")
-            .expect("temp dir");
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown runs");
-            assert!(status.success());
-        }
+        let dir = postgres_tempdir("dbm-pg-");
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
         let password = "cluster-admin-pw".to_owned();

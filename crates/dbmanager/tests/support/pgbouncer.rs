@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{free_port, is_root};
+use super::{chown_to_postgres, free_port, is_root};
 
 /// How a test's PgBouncer pools.
 #[derive(Debug, Clone)]
@@ -79,14 +79,7 @@ impl PgBouncer {
         );
         let ini_path = dir.path().join("pgbouncer.ini");
         std::fs::write(&ini_path, ini).expect("write pgbouncer.ini");
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown runs");
-            assert!(status.success());
-        }
+        chown_to_postgres(dir.path());
         let bouncer = Self { port, dir };
         // Debian installs it in /usr/sbin, which a non-root PATH may lack.
         let program = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]

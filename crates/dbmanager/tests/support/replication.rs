@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{PrivateCluster, as_postgres, free_port, is_root};
+use super::{PrivateCluster, as_postgres, free_port, postgres_tempdir};
 
 /// A primary and its standbys; every server is stopped and removed when dropped.
 pub struct ReplicationSet {
@@ -51,18 +51,7 @@ impl PrivateCluster {
     /// A hot standby of `primary` (`pg_basebackup -R -X stream` over the primary's socket),
     /// started on a port of its own.
     pub fn standby_of(primary: &PrivateCluster) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("dbm-pg-standby-")
-            .tempdir_in("/tmp")
-            .expect("temp dir");
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown runs");
-            assert!(status.success());
-        }
+        let dir = postgres_tempdir("dbm-pg-standby-");
         let data = dir.path().join("data");
         let port = primary.port.to_string();
         let out = as_postgres(
