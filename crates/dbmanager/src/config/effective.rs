@@ -592,9 +592,10 @@ dbmanager:
             .iter()
             .find(|s| s.path() == "connections.m.port")
             .map(|s| (s.value.clone(), s.origins.clone()));
-        assert_eq!(
-            port,
-            Some((json!(27017), vec![Origin::File { line: Some(26) }]))
-        );
+        let line = yaml
+            .lines()
+            .position(|l| l.trim() == "port: 27017")
+            .map(|i| i + 1);
+        assert_eq!(port, Some((json!(27017), vec![Origin::File { line }])));
     }
 }

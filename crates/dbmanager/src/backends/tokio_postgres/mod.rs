@@ -276,13 +276,23 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
 mod tests {
     use super::*;
 
+    /// What the sqlx driver reads and this one does not yet: a server list (`hosts`,
+    /// `target_session_attrs`) and `pooler`; validation refuses them on this driver.
+    const NOT_YET: [Field; 3] = [Field::Hosts, Field::TargetSessionAttrs, Field::Pooler];
+
     #[test]
     fn the_descriptor_matches_the_sqlx_drivers_fields() {
         let sqlx = crate::registry::DRIVERS
             .iter()
             .find(|d| d.variant == Some(PostgresDriver::Sqlx));
         if let Some(sqlx) = sqlx {
-            assert_eq!(sqlx.fields, DRIVER.fields);
+            let shared: Vec<Field> = sqlx
+                .fields
+                .iter()
+                .copied()
+                .filter(|f| !NOT_YET.contains(f))
+                .collect();
+            assert_eq!(shared, DRIVER.fields);
             assert_eq!(sqlx.required, DRIVER.required);
         }
     }
