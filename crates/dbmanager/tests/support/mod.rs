@@ -204,6 +204,18 @@ pub(crate) fn as_postgres(tool: &str, args: &[&str]) -> Command {
     }
 }
 
+/// Runs a PostgreSQL tool as `as_postgres` does and panics with its stderr when it fails.
+pub(crate) fn run_as_postgres(tool: &str, args: &[&str]) {
+    let out = as_postgres(tool, args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} does not run: {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A temporary directory under /tmp that the `postgres` user owns (when we are root), for the
 /// servers a test runs as that user.
 pub(crate) fn postgres_tempdir(prefix: &str) -> tempfile::TempDir {
@@ -249,7 +261,7 @@ impl PrivateCluster {
                 .arg(&pwfile)
                 .status();
         }
-        let out = as_postgres(
+        run_as_postgres(
             "initdb",
             &[
                 "-D",
@@ -264,13 +276,6 @@ impl PrivateCluster {
                 "UTF8",
                 "--no-sync",
             ],
-        )
-        .output()
-        .expect("initdb runs");
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
         );
         let cluster = Self {
             port: free_port(),
@@ -493,12 +498,7 @@ impl PrivateCluster {
 
     /// `kill -9` the postmaster, then start the server again once the old processes are gone.
     pub fn kill9_and_restart(&self) -> Instant {
-        let pid = self.postmaster_pid();
-        let status = Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        self.kill9();
         self.start_after_crash()
     }
 
