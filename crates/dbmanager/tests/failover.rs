@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use dbmanager::{
     ConnectionConfig, ErrorKind, ListenerEvent, Manager, ManagerConfig, TargetSessionAttrs,
 };
-use support::replication::ReplicationSet;
+use support::replication::{ReplicationSet, Write, spawn_writer};
 use support::{PrivateCluster, fast_config, free_port};
 
 fn address(cluster: &PrivateCluster) -> String {
@@ -93,37 +93,6 @@ async fn a_standby_listed_first_is_passed_over_for_the_primary() {
     manager.close(Duration::from_secs(5)).await;
 }
 
-/// One write: when it ended, and the port of the server that took it (`None`: it failed).
-struct Write {
-    ended: Instant,
-    server: Option<i32>,
-}
-
-/// Writes one row every 20 ms through `db` until stopped.
-fn writer(db: dbmanager::Database, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<Write>> {
-    tokio::spawn(async move {
-        let mut writes = Vec::new();
-        let mut n = 0i64;
-        while !stop.load(Ordering::Relaxed) {
-            n += 1;
-            let server = db
-                .fetch_one(
-                    "INSERT INTO written VALUES ($1) RETURNING inet_server_port() AS port",
-                    &[dbmanager::Value::from(n)],
-                )
-                .await
-                .ok()
-                .and_then(|row| row.get::<i32>("port"));
-            writes.push(Write {
-                ended: Instant::now(),
-                server,
-            });
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        writes
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_resume_on_the_promoted_standby_through_handles_taken_before() {
     let set = ReplicationSet::start(1);
@@ -143,7 +112,7 @@ async fn writes_resume_on_the_promoted_standby_through_handles_taken_before() {
     set.wait_caught_up(Duration::from_secs(30));
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = writer(db.clone(), stop.clone());
+    let writes = spawn_writer(db.clone(), stop.clone(), Duration::from_millis(20));
     tokio::time::sleep(Duration::from_millis(300)).await;
     tokio::task::block_in_place(|| set.primary.crash());
     let promoted = Instant::now();

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use dbmanager::{ConnectionConfig, DatabaseType, Manager, SslMode};
 use support::autofailover::AutoFailoverSet;
 use support::fast_config;
+use support::replication::spawn_writer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_follows_an_automatic_promotion() {
@@ -39,27 +40,7 @@ async fn the_library_follows_an_automatic_promotion() {
 
     // A write every 50 ms, each recording which node took it.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn({
-        let (db, stop) = (db.clone(), stop.clone());
-        async move {
-            let mut writes: Vec<(Instant, Option<i32>)> = Vec::new();
-            let mut n = 0i64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let port = db
-                    .fetch_one(
-                        "INSERT INTO written VALUES ($1) RETURNING inet_server_port() AS port",
-                        &[dbmanager::Value::from(n)],
-                    )
-                    .await
-                    .ok()
-                    .and_then(|row| row.get::<i32>("port"));
-                writes.push((Instant::now(), port));
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            writes
-        }
-    });
+    let writer = spawn_writer(db.clone(), stop.clone(), Duration::from_millis(50));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let stopped = Instant::now();
@@ -88,17 +69,17 @@ async fn the_library_follows_an_automatic_promotion() {
     let writes = writer.await.unwrap();
     let last_on_old = writes
         .iter()
-        .filter(|(_, port)| *port == Some(i32::from(set.node_ports[0])))
-        .map(|(at, _)| *at)
+        .filter(|w| w.server == Some(i32::from(set.node_ports[0])))
+        .map(|w| w.ended)
         .max();
     let Some(first_on_new) = writes
         .iter()
-        .find(|(_, port)| *port == Some(new_primary))
-        .map(|(at, _)| *at)
+        .find(|w| w.server == Some(new_primary))
+        .map(|w| w.ended)
     else {
         panic!("no write reached the promoted node");
     };
-    let failed = writes.iter().filter(|(_, port)| port.is_none()).count();
+    let failed = writes.iter().filter(|w| w.server.is_none()).count();
     println!(
         "pg_auto_failover: `pg_autoctl stop` of the primary's node → first write on the promoted node {:?}; \
          write outage as the application saw it (last write on the old primary → first on the new) {:?}; \

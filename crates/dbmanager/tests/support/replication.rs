@@ -2,6 +2,8 @@
 //! `pg_basebackup -R`, each on its own port, which a test may pause, kill and promote.
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{PrivateCluster, free_port, postgres_tempdir, run_as_postgres};
@@ -121,4 +123,41 @@ impl PrivateCluster {
             .expect("kill runs");
         assert!(status.success());
     }
+}
+
+/// One write of [`spawn_writer`]: when it ended, and the port of the server that took it
+/// (`None`: it failed).
+pub struct Write {
+    pub ended: Instant,
+    pub server: Option<i32>,
+}
+
+/// Inserts 1, 2, ... into the table `written` through `db`, one row every `every`, until `stop`;
+/// each write records which server took it (`inet_server_port()`), for failover tests.
+pub fn spawn_writer(
+    db: dbmanager::Database,
+    stop: Arc<AtomicBool>,
+    every: Duration,
+) -> tokio::task::JoinHandle<Vec<Write>> {
+    tokio::spawn(async move {
+        let mut writes = Vec::new();
+        let mut n = 0i64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let server = db
+                .fetch_one(
+                    "INSERT INTO written VALUES ($1) RETURNING inet_server_port() AS port",
+                    &[dbmanager::Value::from(n)],
+                )
+                .await
+                .ok()
+                .and_then(|row| row.get::<i32>("port"));
+            writes.push(Write {
+                ended: Instant::now(),
+                server,
+            });
+            tokio::time::sleep(every).await;
+        }
+        writes
+    })
 }
