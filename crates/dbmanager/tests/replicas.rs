@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dbmanager::{
-    ConnectionConfig, Database, ErrorKind, Manager, ManagerConfig, ReadPolicy, ReplicaFallback,
+    ConnectionConfig, Database, ErrorKind, Manager, ManagerConfig, PostgresDriver, ReadPolicy,
+    ReplicaFallback,
 };
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use support::proxy::{Fault, FaultProxy};
@@ -97,9 +98,18 @@ fn routing(manager: &Manager) -> dbmanager::RoutingStats {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_killed_under_32_readers_is_banned_and_reads_go_on() {
+    standby_killed_under_32_readers(PostgresDriver::Sqlx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_tokio_postgres_a_killed_standby_is_banned_and_reads_go_on() {
+    standby_killed_under_32_readers(PostgresDriver::TokioPostgres).await;
+}
+
+async fn standby_killed_under_32_readers(driver: PostgresDriver) {
     let set = ReplicationSet::start(2);
     let standbys = ports(&set);
-    let manager = manager(&set, &standbys, |_| {});
+    let manager = manager(&set, &standbys, |c| c.driver = Some(driver));
     manager.connect().await.unwrap();
     let db = manager.database("main").unwrap();
 
@@ -180,10 +190,20 @@ async fn a_standby_killed_under_32_readers_is_banned_and_reads_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_beyond_max_replica_lag_takes_no_reads_until_it_catches_up() {
+    standby_beyond_max_replica_lag(PostgresDriver::Sqlx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_tokio_postgres_a_lagging_standby_takes_no_reads_until_it_catches_up() {
+    standby_beyond_max_replica_lag(PostgresDriver::TokioPostgres).await;
+}
+
+async fn standby_beyond_max_replica_lag(driver: PostgresDriver) {
     let set = ReplicationSet::start(1);
     let standby = set.standbys[0].port;
     let primary = set.primary.port;
     let manager = manager(&set, &[standby], |c| {
+        c.driver = Some(driver);
         c.max_replica_lag = Duration::from_millis(500);
     });
     manager.connect().await.unwrap();
@@ -245,9 +265,19 @@ async fn a_standby_beyond_max_replica_lag_takes_no_reads_until_it_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_written_is_read_back_at_once_through_the_handle() {
+    row_written_read_back(PostgresDriver::Sqlx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_tokio_postgres_a_row_written_is_read_back_at_once() {
+    row_written_read_back(PostgresDriver::TokioPostgres).await;
+}
+
+async fn row_written_read_back(driver: PostgresDriver) {
     let set = ReplicationSet::start(1);
     let standby = set.standbys[0].port;
     let manager = manager(&set, &[standby], |c| {
+        c.driver = Some(driver);
         c.read_your_writes = Duration::from_secs(30);
     });
     manager.connect().await.unwrap();
@@ -483,6 +513,42 @@ async fn reader_and_writer_give_the_native_pool_and_sea_orm_of_each_side() {
     );
     manager.close(Duration::from_secs(2)).await;
     // Closing the manager closes the replicas.
+    assert!(!reader.is_connected());
+}
+
+/// On `driver: tokio-postgres` the sides give the native tokio-postgres pool; SeaORM is the sqlx
+/// driver's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_tokio_postgres_reader_and_writer_give_the_native_client_of_each_side() {
+    let set = ReplicationSet::start(1);
+    let standby = set.standbys[0].port;
+    let primary = set.primary.port;
+    let manager = manager(&set, &[standby], |c| {
+        c.driver = Some(PostgresDriver::TokioPostgres);
+    });
+    manager.connect().await.unwrap();
+    let conn = manager.get("main").unwrap();
+    let reader = conn.reader().unwrap();
+    assert_eq!(reader.name(), member_name(standby));
+    for (side, port) in [(&reader, standby), (&conn.writer(), primary)] {
+        let pool = side.tokio_postgres().unwrap();
+        let client = pool.get().await.unwrap();
+        let row = client
+            .query_one("SELECT inet_server_port()", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), i32::from(port));
+        let err = side.sea_orm().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    }
+    // The lag probe runs on this driver too: measured, and 0 on a caught-up standby.
+    wait_until(Duration::from_secs(10), "the replica's lag is measured", || {
+        let manager = manager.clone();
+        async move { replica_stats(&manager, standby).lag.is_some() }
+    })
+    .await;
+    assert!(!replica_stats(&manager, standby).lagging);
+    manager.close(Duration::from_secs(2)).await;
     assert!(!reader.is_connected());
 }
 

@@ -2,7 +2,6 @@
 
 mod listener;
 mod options;
-mod replica_lag;
 mod rows;
 mod servers;
 
@@ -50,7 +49,7 @@ pub(crate) static DRIVER: Driver = Driver {
     classify: shared::classify_any::<Pg>,
     open,
     listen: Some(&listener::LISTEN),
-    replica_lag: Some(&replica_lag::PROBE),
+    replica_lag: Some(&crate::backends::pg_common::replica_lag::PROBE),
 };
 
 /// The PostgreSQL flavor of the shared sqlx backend.

@@ -55,8 +55,7 @@ pub(crate) static DRIVER: Driver = Driver {
     classify: |e| e.downcast_ref::<tokio_postgres::Error>().map(classify),
     open,
     listen: None,
-    // Read replicas are the sqlx driver's for now: the lag probe is written against sqlx.
-    replica_lag: None,
+    replica_lag: Some(&pg_common::replica_lag::PROBE),
 };
 
 /// Why SeaORM is not offered on this driver.

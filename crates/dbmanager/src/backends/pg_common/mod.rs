@@ -1,6 +1,8 @@
 //! What both PostgreSQL drivers (sqlx and tokio-postgres) share: the server's lexing rules for
-//! placeholder checks, the classes of its SQLSTATE codes, and how settings are written into
-//! the startup `options`.
+//! placeholder checks, the classes of its SQLSTATE codes, how settings are written into the
+//! startup `options`, and how a standby's replication lag is measured.
+
+pub(crate) mod replica_lag;
 
 use crate::config::{ConnectionConfig, ConnectionProblems};
 use crate::error::ErrorKind;
