@@ -65,8 +65,13 @@ pub(crate) fn plain_host(host: &str) -> std::result::Result<&str, String> {
 }
 
 /// What in `host` a URL or a list would read more into: whitespace, control characters,
-/// `/ ? # @`, `,` and `\`. The message names the character, never the value.
+/// `/ ? # @`, `,` and `\`; and bidirectional overrides (the server's name goes into logs,
+/// stats and metric labels: nothing that could reorder a line). The message names the
+/// character, never the value.
 pub(crate) fn url_syntax(host: &str) -> Option<String> {
+    if host.chars().any(crate::config::is_bidi_control) {
+        return Some("contains a bidirectional-override character".to_owned());
+    }
     if let Some(c) = host.chars().find(|c| c.is_whitespace() || c.is_control()) {
         let what = if c.is_whitespace() {
             "whitespace"

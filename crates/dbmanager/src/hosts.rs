@@ -50,14 +50,6 @@ impl fmt::Display for Server {
 /// Parses one `host[:port]` entry. The message never quotes the entry (a pasted
 /// `user:password@host` must not reach a log).
 pub(crate) fn parse_entry(entry: &str) -> Result<HostPort, String> {
-    // The server's name goes into logs, stats and a metric label: nothing that could rewrite
-    // a terminal or reorder a line.
-    if entry
-        .chars()
-        .any(|c| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-    {
-        return Err("contains a bidirectional-override character".to_owned());
-    }
     let (host, port) = if let Some(inner) = entry.strip_prefix('[') {
         let Some((address, rest)) = inner.split_once(']') else {
             return Err("has `[` without `]`; write an IPv6 address as `[::1]:5432`".to_owned());

@@ -66,7 +66,9 @@ dbmanager:
     );
     // Both drivers have read replicas.
     assert!(
-        !texts.iter().any(|t| t.starts_with("connections.e.replicas")),
+        !texts
+            .iter()
+            .any(|t| t.starts_with("connections.e.replicas")),
         "{texts:#?}"
     );
 

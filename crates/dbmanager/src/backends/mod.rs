@@ -36,6 +36,21 @@ use crate::error::{Error, ErrorKind, Operation};
 /// 500 ms); one idle longer is pinged first, and a failed ping discards it.
 pub(crate) const LIVENESS_WINDOW: Duration = Duration::from_millis(500);
 
+/// A `host` the backend cannot use is a configuration problem when the configuration is loaded
+/// (under `host`, with every other problem), not a failed connect later. `parse` is the
+/// backend's own reading of it, the one its connect uses; its message never quotes the value.
+pub(crate) fn check_host(
+    c: &crate::config::ConnectionConfig,
+    p: &mut crate::config::ConnectionProblems<'_>,
+    parse: impl FnOnce(&str) -> std::result::Result<(), String>,
+) {
+    if let Some(host) = &c.host
+        && let Err(problem) = parse(host)
+    {
+        p.push("host", problem);
+    }
+}
+
 /// A connect-time configuration error.
 pub(crate) fn config_error(name: &str, message: impl Into<String>) -> Error {
     Error::database(

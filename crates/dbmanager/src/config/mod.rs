@@ -29,7 +29,7 @@ pub(crate) use keys::MAX_CIRCUIT_BREAKER_FAILURES;
 pub(crate) use load::parse as parse_yaml;
 pub use load::{ENV_PREFIX, EnvSource};
 pub use problems::{ConfigProblem, ConfigProblems};
-pub(crate) use problems::{ConnectionProblems, shown};
+pub(crate) use problems::{ConnectionProblems, is_bidi_control, shown};
 #[cfg(feature = "schema")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schema")))]
 pub use schema::json_schema;

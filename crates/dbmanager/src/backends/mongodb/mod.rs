@@ -64,6 +64,7 @@ pub(crate) static DRIVER: Driver = Driver {
 /// Contradictions specific to MongoDB: a credential needs both a user and a password, and the
 /// driver reads a separate password only together with a user (which a dsn excludes).
 fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+    crate::backends::check_host(c, p, |list| host_list(list, DEFAULT_PORT).map(drop));
     if c.user.is_some() && c.password.is_none() && c.password_file.is_none() {
         p.push(
             "password",
@@ -319,6 +320,16 @@ fn read_preference(pref: ReadPreference) -> MongoReadPreference {
     }
 }
 
+/// Parses the `host` list (`a,b:27018`); a problem names the entry by its position.
+fn host_list(list: &str, default_port: u16) -> std::result::Result<Vec<ServerAddress>, String> {
+    list.split(',')
+        .enumerate()
+        .map(|(i, h)| {
+            server_address(h, default_port).map_err(|e| format!("entry {} of the list {e}", i + 1))
+        })
+        .collect()
+}
+
 /// Parses one entry of the `host` list: `host`, `host:port`, an IPv6 address, or `[v6]:port`,
 /// with `default_port` when none is given. The host part is checked as every backend's (a name
 /// or an IP address, nothing a URI could read more into); errors never quote the entry, which
@@ -387,18 +398,8 @@ pub(crate) async fn client_options(
             .map_err(|e| mongo_error(name, Operation::Connect, e))?,
         None => {
             let default_port = c.port.unwrap_or(DEFAULT_PORT);
-            let hosts = c
-                .host
-                .as_deref()
-                .unwrap_or("localhost")
-                .split(',')
-                .enumerate()
-                .map(|(i, h)| {
-                    server_address(h, default_port)
-                        .map_err(|e| format!("host: entry {} of the list {e}", i + 1))
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| config_error(name, e))?;
+            let hosts = host_list(c.host.as_deref().unwrap_or("localhost"), default_port)
+                .map_err(|e| config_error(name, format!("host: {e}")))?;
             let mut options = ClientOptions::default();
             options.hosts = hosts;
             options

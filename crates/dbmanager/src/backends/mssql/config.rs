@@ -13,7 +13,7 @@ use crate::error::Result;
 /// Splits `host\instance` and checks both parts: the host as every backend's (a name or an IP
 /// address, no port), the instance a non-empty name without separators or whitespace. Messages
 /// never quote the value.
-fn host_and_instance(host: &str) -> std::result::Result<(&str, Option<&str>), String> {
+pub(super) fn host_and_instance(host: &str) -> std::result::Result<(&str, Option<&str>), String> {
     let (host, instance) = match host.split_once('\\') {
         Some((h, i)) => (h, Some(i)),
         None => (host, None),

@@ -54,6 +54,7 @@ pub(crate) static DRIVER: Driver = Driver {
 /// and a user given beside a dsn replaces the dsn's credentials (with an empty password when
 /// none is set).
 fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+    crate::backends::check_host(c, p, |h| config::host_and_instance(h).map(drop));
     let password_keys = [
         (c.password.is_some(), "password"),
         (c.password_file.is_some(), "password_file"),

@@ -104,6 +104,7 @@ pub(crate) static DRIVER: Driver = Driver {
 /// Contradictions specific to MySQL: without a dsn, a password without a user would log in as
 /// sqlx's default user `root`.
 fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+    crate::backends::check_host(c, p, |h| crate::dsn::plain_host(h).map(drop));
     if c.dsn.is_none() && c.user.is_none() {
         for (set, key) in [
             (c.password.is_some(), "password"),

@@ -65,6 +65,7 @@ pub(crate) fn classify_sqlstate(code: Option<&str>) -> ErrorKind {
 /// a user, so a password (or password file) without one would be ignored without a word; and
 /// what cannot work behind a transaction-mode pooler.
 pub(crate) fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+    crate::backends::check_host(c, p, |h| crate::dsn::plain_host(h).map(drop));
     if c.pooler == crate::config::Pooler::Transaction && !c.init_sql.is_empty() {
         p.push(
             "init_sql",
