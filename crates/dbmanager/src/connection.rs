@@ -712,7 +712,7 @@ impl Connection {
     /// connection, chosen by `read_policy` (use its `postgres()`, `mysql()`,
     /// `native::<T>()` or `sea_orm()`); without replicas, or when none is usable and
     /// `replica_fallback` is `primary`, this connection itself. With `replica_fallback:
-    /// error` and no usable replica, an [`Error::Unavailable`] ([`crate::ErrorKind::Transient`]).
+    /// error` and no usable replica, an [`Error::Refused`] ([`crate::ErrorKind::Transient`]).
     pub fn reader(&self) -> Result<Connection> {
         self.check_usable(Operation::Access)?;
         match self.shared.replicas.load().as_ref() {

@@ -160,6 +160,19 @@ pub enum Error {
         last_error: Option<String>,
     },
 
+    /// The connection is up, but this request was turned away before it reached a server: the
+    /// circuit breaker is open, or a read found no usable replica under
+    /// `replica_fallback: error`. Transient: it may succeed once the server answers again.
+    #[error("connection `{connection}`: {operation}: refused: {reason}")]
+    Refused {
+        /// Connection name.
+        connection: String,
+        /// What was attempted.
+        operation: Operation,
+        /// Why, in words (no secrets: names of members and states only).
+        reason: String,
+    },
+
     /// A SQL access layer was requested from a connection that is not a SQL database.
     #[error("connection `{connection}` is {backend}, not a SQL database")]
     NotSql {
@@ -239,7 +252,9 @@ impl Error {
             Error::Config(_) => ErrorKind::Configuration,
             Error::NotFound { .. } | Error::NoDefault { .. } => ErrorKind::NotFound,
             Error::Closed { .. } => ErrorKind::Closed,
-            Error::Unavailable { .. } | Error::Timeout { .. } => ErrorKind::Transient,
+            Error::Unavailable { .. } | Error::Refused { .. } | Error::Timeout { .. } => {
+                ErrorKind::Transient
+            }
             Error::NotSql { .. } | Error::NotMongo { .. } | Error::Unsupported { .. } => {
                 ErrorKind::Unsupported
             }
@@ -262,6 +277,7 @@ impl Error {
             Error::NotFound { name, .. } => Some(name),
             Error::Closed { connection, .. }
             | Error::Unavailable { connection, .. }
+            | Error::Refused { connection, .. }
             | Error::NotSql { connection, .. }
             | Error::NotMongo { connection, .. }
             | Error::Unsupported { connection, .. }
@@ -351,7 +367,8 @@ impl HookFailures {
                 let operation = match &error {
                     Error::Database { operation, .. }
                     | Error::Timeout { operation, .. }
-                    | Error::Unavailable { operation, .. } => *operation,
+                    | Error::Unavailable { operation, .. }
+                    | Error::Refused { operation, .. } => *operation,
                     _ => Operation::Acquire,
                 };
                 let connection = error.connection().unwrap_or("*").to_owned();

@@ -434,6 +434,9 @@ async fn with_replica_fallback_error_reads_fail_clearly_when_no_replica_is_usabl
     let e = port_of(&db).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transient);
     assert!(e.to_string().contains(&member_name(standby)), "{e}");
+    // The connection itself is up: the read was refused, not "not connected".
+    assert!(matches!(e, dbmanager::Error::Refused { .. }), "{e:?}");
+    assert!(!e.to_string().contains("not connected"), "{e}");
     assert!(routing(&manager).fallback_error > 0);
     let conn = manager.get("main").unwrap();
     assert_eq!(conn.reader().unwrap_err().kind(), ErrorKind::Transient);

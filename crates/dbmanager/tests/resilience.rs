@@ -106,6 +106,10 @@ async fn an_open_circuit_fails_fast_and_closes_when_the_server_is_back() {
         let err = db.fetch_one("SELECT 1", &[]).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Transient);
         assert!(err.to_string().contains("circuit open"), "{err}");
+        // The connection is configured and was connected: the error says the request was
+        // refused, not that the connection is missing.
+        assert!(matches!(err, dbmanager::Error::Refused { .. }), "{err:?}");
+        assert!(!err.to_string().contains("not connected"), "{err}");
     }
     // Twenty refused calls together take less than one connect timeout (without the breaker
     // each would wait for it).

@@ -182,7 +182,7 @@ config_enum! {
     ReplicaFallback {
         /// Reads go to the primary.
         Primary => "primary",
-        /// Reads fail at once with [`crate::ErrorKind::Transient`] (`Error::Unavailable`).
+        /// Reads fail at once with [`crate::ErrorKind::Transient`] (`Error::Refused`).
         Error => "error",
     }
 }

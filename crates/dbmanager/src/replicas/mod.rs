@@ -370,13 +370,13 @@ impl<M: Member> ReplicaSet<M> {
                 format!("{} {state}", r.member.member_name())
             })
             .collect();
-        Error::Unavailable {
+        Error::Refused {
             connection: self.name.to_string(),
             operation: Operation::Query,
-            last_error: Some(format!(
+            reason: format!(
                 "no replica is usable for reads ({}) and replica_fallback is `error`",
                 reasons.join(", ")
-            )),
+            ),
         }
     }
 

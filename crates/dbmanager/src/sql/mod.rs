@@ -451,13 +451,11 @@ impl Database {
 fn admit(c: &Context) -> Result<Admission> {
     let admission = c.breaker.admit(c.half_open_after);
     if admission == Admission::Refused {
-        return Err(Error::Unavailable {
+        return Err(Error::Refused {
             connection: c.name.to_string(),
             operation: Operation::Acquire,
-            last_error: Some(
-                "circuit open: the server could not be reached repeatedly; failing fast until it answers again"
-                    .to_owned(),
-            ),
+            reason: "circuit open: the server could not be reached repeatedly; failing fast until it answers again"
+                .to_owned(),
         });
     }
     Ok(admission)
