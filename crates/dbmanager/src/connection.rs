@@ -632,6 +632,7 @@ impl Connection {
         if c.replicas.is_empty() {
             return None;
         }
+        let mut first_check_wait = Duration::ZERO;
         let replicas = c
             .replicas
             .iter()
@@ -646,10 +647,12 @@ impl Connection {
                 let mut config = r.clone();
                 config.name = name;
                 config.replicas = Vec::new();
+                let settings = manager.pool_settings(&config);
+                first_check_wait = first_check_wait.max(settings.connect_timeout);
                 let member = Connection::new(
                     generation.driver,
                     config.clone(),
-                    manager.pool_settings(&config),
+                    settings,
                     manager.retry_policy(),
                     self.shared.manager_closed.clone(),
                 );
@@ -677,6 +680,7 @@ impl Connection {
             read_your_writes: c.read_your_writes,
             fallback: c.replica_fallback,
             check_interval,
+            first_check_wait,
             ban_base,
             ban_max: retry.max_delay.max(ban_base),
             log: c.enable_logging,

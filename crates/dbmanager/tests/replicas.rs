@@ -612,6 +612,58 @@ async fn a_replica_down_at_start_is_banned_not_fatal() {
     manager.close(Duration::from_secs(2)).await;
 }
 
+/// A replica whose server never answers does not hold up the connect for its retries: the
+/// connect waits one connect timeout for the first checks, then the replica keeps connecting in
+/// the background, reads take the primary meanwhile, and it joins once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_never_answers_does_not_hold_up_the_connect() {
+    // The "replica" is the system server behind a proxy that swallows every byte: a server
+    // that accepts and never answers, as after a network partition.
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    proxy.set(Fault::Blackhole);
+    let mut c = ConnectionConfig::new("main", dbmanager::DatabaseType::Postgres);
+    c.host = Some(support::pg_host());
+    c.port = Some(support::pg_port());
+    c.user = Some(support::pg_user());
+    c.database = Some("postgres".into());
+    c.connect_timeout = Duration::from_secs(1);
+    c.replicas.push(c.replica("127.0.0.1", Some(proxy.port)));
+    let mut m = fast_config();
+    m.retry_attempts = 3;
+    m.health_check_interval = Duration::from_millis(200);
+    let manager = Manager::new(m.with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let member = member_name(proxy.port);
+    // Each attempt fails after its connect timeout; the connect did not wait for all three.
+    let attempts_failed: u64 = manager.stats().connections[&member]
+        .connect_errors
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        attempts_failed < 3,
+        "the connect waited for every attempt of the replica ({attempts_failed})"
+    );
+    let db = manager.database("main").unwrap();
+    db.fetch_one("SELECT 1 AS one", &[]).await.unwrap();
+    assert!(
+        routing(&manager).fallback_primary >= 1,
+        "read from the primary meanwhile"
+    );
+
+    // The partition heals: the replica is checked again and takes reads.
+    proxy.set(Fault::Forward);
+    wait_until(Duration::from_secs(30), "the replica takes reads", || {
+        let (db, manager) = (db.clone(), manager.clone());
+        async move {
+            db.fetch_one("SELECT 1 AS one", &[]).await.is_ok()
+                && replica_stats(&manager, proxy.port).reads > 0
+        }
+    })
+    .await;
+    manager.close(Duration::from_secs(2)).await;
+}
+
 #[test]
 fn replica_keys_are_checked_with_their_paths() {
     let yaml = r#"

@@ -115,6 +115,9 @@ pub(crate) struct ReplicaPolicy {
     pub fallback: ReplicaFallback,
     /// How often each replica is checked (ping and lag).
     pub check_interval: Duration,
+    /// How long the connect waits for the replicas' first checks: the longest
+    /// `connect_timeout` among them.
+    pub first_check_wait: Duration,
     /// The first ban; each ban in a row doubles it, up to `ban_max`.
     pub ban_base: Duration,
     pub ban_max: Duration,
@@ -148,6 +151,8 @@ pub(crate) struct ReplicaSet<M> {
     /// The monitor runs (started by the connection's connect, stopped by its close).
     running: AtomicBool,
     monitor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The first checks `start` spawned, aborted by `close`.
+    first_checks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl<M: Member> ReplicaSet<M> {
@@ -167,6 +172,7 @@ impl<M: Member> ReplicaSet<M> {
             counters: RoutingCounters::default(),
             running: AtomicBool::new(false),
             monitor: std::sync::Mutex::new(None),
+            first_checks: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -186,7 +192,23 @@ impl<M: Member> ReplicaSet<M> {
         if self.running.swap(true, Relaxed) {
             return;
         }
-        futures_util::future::join_all((0..self.replicas.len()).map(|i| self.check(i))).await;
+        // The first checks run as tasks of their own: the connect waits for them (so reads go
+        // to the replicas from the first statement) at most `first_check_wait`, one connect
+        // timeout; a replica still retrying its connect then joins when it is up, and reads
+        // take the fallback until then.
+        let checks: Vec<_> = (0..self.replicas.len())
+            .map(|i| {
+                let set = self.clone();
+                tokio::spawn(async move { set.check(i).await })
+            })
+            .collect();
+        let aborts: Vec<_> = checks.iter().map(|t| t.abort_handle()).collect();
+        *self
+            .first_checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = aborts;
+        let checks = futures_util::future::join_all(checks);
+        let _ = tokio::time::timeout(self.policy.first_check_wait, checks).await;
         monitor::spawn(self);
     }
 
@@ -201,6 +223,16 @@ impl<M: Member> ReplicaSet<M> {
         {
             task.abort();
         }
+        // A first check still connecting a replica (see `start`) ends here too.
+        let first_checks = std::mem::take(
+            &mut *self
+                .first_checks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        first_checks
+            .iter()
+            .for_each(tokio::task::AbortHandle::abort);
         futures_util::future::join_all(self.replicas.iter().map(|r| r.member.shut(deadline))).await;
     }
 
