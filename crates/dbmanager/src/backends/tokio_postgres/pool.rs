@@ -42,7 +42,12 @@ pub struct TokioPgManager {
     pub(super) tls: RustlsConnector,
     /// Where each new connection's login comes from, when it can change.
     pub(super) credentials: Option<Arc<CredentialSource>>,
+    /// Run on each new connection: behind a session-mode pooler the session settings first
+    /// (`SET ...`), then `init_sql`.
     pub(super) init: Arc<[String]>,
+    /// Behind a transaction-mode pooler: the hooks' statements use the unnamed statement,
+    /// each in a transaction of its own (see `sql::On::unnamed`).
+    pub(super) unnamed: bool,
     pub(super) hooks: HookRunner,
     pub(super) counters: Arc<PoolCounters>,
     pub(super) columns: Arc<ColumnCache>,
@@ -71,6 +76,7 @@ impl TokioPgManager {
         On {
             name: &self.name,
             columns: &self.columns,
+            unnamed: self.unnamed,
         }
     }
 
