@@ -62,8 +62,9 @@ fn servers() -> Arc<Servers> {
         &PgBouncerConfig::new("transaction", TRANSACTION_POOL),
     );
     // A session keeps its server connection while the client is connected: room for every
-    // client connection of the scenarios running at once.
-    let session = PgBouncer::start(cluster.port, &users, &PgBouncerConfig::new("session", 40));
+    // client connection of the scenarios running at once (the workload's 40 and a few more;
+    // the private cluster takes 60).
+    let session = PgBouncer::start(cluster.port, &users, &PgBouncerConfig::new("session", 48));
     let servers = Arc::new(Servers {
         transaction,
         session,
@@ -495,11 +496,13 @@ async fn workload(pooler: Pooler) {
         .with_connection(make("native", DefaultOrm::Native, PostgresDriver::Sqlx))
         .with_connection(make("orm", DefaultOrm::SeaOrm, PostgresDriver::Sqlx));
     #[cfg(feature = "tokio-postgres")]
-    let config = config.with_connection(make(
-        "tokio",
-        DefaultOrm::Native,
-        PostgresDriver::TokioPostgres,
-    ));
+    let config = {
+        // Half the others' pool: in session mode every client connection holds a server one.
+        let mut tokio = make("tokio", DefaultOrm::Native, PostgresDriver::TokioPostgres);
+        tokio.max_open_conns = Some(8);
+        tokio.max_idle_conns = Some(8);
+        config.with_connection(tokio)
+    };
     let manager = Manager::new(config).unwrap();
     within(LIMIT, "connect", manager.connect()).await.unwrap();
     let native = manager.get("native").unwrap();
@@ -697,8 +700,12 @@ async fn without_the_key_named_statements_collide_and_with_it_they_do_not() {
     assert!(errors.is_empty(), "with `pooler: transaction`: {errors:?}");
 }
 
-/// An error and its sources, as one text.
+/// An error and its sources, as one text (tokio-postgres's own text is only "db error"; the
+/// server's message is its source); a failed connect's failures each.
 fn chain(e: &dbmanager::Error) -> String {
+    if let dbmanager::Error::ConnectFailed { failures } = e {
+        return failures.iter().map(chain).collect::<Vec<_>>().join("\n");
+    }
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -770,7 +777,8 @@ async fn tokio_postgres_without_the_key_loses_its_cached_statements_and_with_it_
 
 /// Without `ignore_startup_parameters`, PgBouncer refuses the startup parameters a direct
 /// connection sends (`options`: the keepalives, `search_path`, `statement_timeout`; sqlx's
-/// `extra_float_digits`); with `pooler` set none is sent, and the settings still apply.
+/// `extra_float_digits`); with `pooler` set none is sent, and the settings still apply. On both
+/// drivers.
 #[tokio::test]
 async fn the_key_sends_no_startup_parameter_pgbouncer_refuses() {
     let servers = servers();
@@ -782,18 +790,25 @@ async fn the_key_sends_no_startup_parameter_pgbouncer_refuses() {
         database: database.clone(),
         servers: servers.clone(),
     };
-    for pooler in [Pooler::Transaction, Pooler::Session] {
+    let drivers = [
+        PostgresDriver::Sqlx,
+        #[cfg(feature = "tokio-postgres")]
+        PostgresDriver::TokioPostgres,
+    ];
+    for (driver, pooler) in drivers
+        .into_iter()
+        .flat_map(|d| [(d, Pooler::Transaction), (d, Pooler::Session)])
+    {
         let mut config = servers.config("main", &database, Pooler::None);
+        config.driver = Some(driver);
         config.port = Some(servers.bouncer(pooler).port);
         let manager = Manager::new(fast_config().with_connection(config.clone())).unwrap();
         let refused = within(LIMIT, "connect", manager.connect())
             .await
             .unwrap_err();
         assert!(
-            refused
-                .to_string()
-                .contains("unsupported startup parameter"),
-            "{pooler}: {refused}"
+            chain(&refused).contains("unsupported startup parameter"),
+            "{driver:?} {pooler}: {refused}"
         );
 
         config.pooler = pooler;
@@ -811,9 +826,21 @@ async fn the_key_sends_no_startup_parameter_pgbouncer_refuses() {
             )
             .await
             .unwrap();
-        assert_eq!(row[0].get::<String>("p").unwrap(), "pg_catalog", "{pooler}");
-        assert_eq!(row[0].get::<String>("a").unwrap(), "pooled app", "{pooler}");
-        assert_eq!(row[0].get::<String>("t").unwrap(), "4500ms", "{pooler}");
+        assert_eq!(
+            row[0].get::<String>("p").unwrap(),
+            "pg_catalog",
+            "{driver:?} {pooler}"
+        );
+        assert_eq!(
+            row[0].get::<String>("a").unwrap(),
+            "pooled app",
+            "{driver:?} {pooler}"
+        );
+        assert_eq!(
+            row[0].get::<String>("t").unwrap(),
+            "4500ms",
+            "{driver:?} {pooler}"
+        );
         let _ = manager.close(Duration::from_secs(10)).await;
     }
 }
