@@ -1158,3 +1158,68 @@ async fn a_type_sqlx_looks_up_first_does_not_fail_the_statement() {
     }
     let _ = manager.close(Duration::from_secs(10)).await;
 }
+
+/// tokio-postgres looks up a column type it does not know (an enum) with named statements it
+/// prepares once per client and keeps: behind a transaction pooler they exist only on the
+/// server session of the first lookup. A second type looked up on another session fails there
+/// (SQLSTATE 26000) before anything is committed; the neutral handle then closes that client
+/// and runs the statement once more on a fresh one. Made to happen every time as in
+/// `tokio_postgres_without_the_key_loses_its_cached_statements_and_with_it_does_not`.
+#[cfg(feature = "tokio-postgres")]
+#[tokio::test]
+async fn tokio_postgres_type_lookups_survive_another_server_session() {
+    let servers = OneServer::with_server_connections(2);
+    let mut subject = servers.config(Pooler::Transaction);
+    subject.driver = Some(PostgresDriver::TokioPostgres);
+    subject.max_open_conns = Some(1);
+    subject.max_idle_conns = Some(1);
+    subject.min_open_conns = Some(1);
+    let mut config = ManagerConfig::default().with_connection(subject);
+    for holder in ["first", "second"] {
+        let mut c = servers.named(holder, Pooler::Transaction);
+        c.max_open_conns = Some(1);
+        c.max_idle_conns = Some(1);
+        c.min_open_conns = Some(1);
+        config = config.with_connection(c);
+    }
+    let manager = Manager::new(config).unwrap();
+    within(LIMIT, "connect", manager.connect()).await.unwrap();
+    let conn = manager.get("main").unwrap();
+    let db = conn.database().unwrap();
+    for ddl in [
+        "CREATE TYPE mood AS ENUM ('ok', 'sad')",
+        "CREATE TYPE color AS ENUM ('red', 'blue')",
+    ] {
+        db.execute(ddl, &[]).await.unwrap();
+    }
+    let hold = |name: &'static str| {
+        let held = manager.get(name).unwrap().database().unwrap();
+        async move {
+            let mut tx = held.begin().await.unwrap();
+            tx.fetch_all("SELECT 1 AS one", &[]).await.unwrap();
+            tx
+        }
+    };
+
+    let first = within(LIMIT, "first holds", hold("first")).await;
+    let rows = db
+        .fetch_all("SELECT NULL::mood AS m, $1::int8 AS n", &[Value::Int(1)])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].value("m"), Some(&Value::Null));
+    let second = within(LIMIT, "second holds", hold("second")).await;
+    first.commit().await.unwrap();
+    let broken_before = conn.stats().closed_broken;
+    let rows = db
+        .fetch_all("SELECT NULL::color AS c, $1::int8 AS n", &[Value::Int(2)])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<i64>("n"), Some(2));
+    assert_eq!(
+        conn.stats().closed_broken,
+        broken_before + 1,
+        "the client that lost its lookup statement is closed"
+    );
+    second.commit().await.unwrap();
+    let _ = manager.close(Duration::from_secs(10)).await;
+}

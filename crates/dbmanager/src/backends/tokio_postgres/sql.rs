@@ -170,15 +170,20 @@ impl Got {
 }
 
 /// Whether a statement failed for a named statement that the server session does not have
-/// (SQLSTATE 26000). Behind a transaction pooler that is tokio-postgres's type lookup: a column
-/// of a type it does not know (an enum, `citext`) is looked up with a named statement that the
-/// client prepares once and keeps, on whichever server session it then had; on another session
-/// it is missing, and stays missing for that client.
+/// (SQLSTATE 26000), or already has under that name (42P05). Behind a transaction pooler that
+/// is tokio-postgres's type lookup: a column of a type it does not know (an enum, `citext`) is
+/// looked up with named statements (`sN`, counted per process) that the client prepares once
+/// and keeps, on whichever server session it then had; on another session they are missing
+/// (and stay missing for that client), and a session may still hold one of the same name
+/// that another process left there.
 fn lost_named_statement(e: &Error) -> bool {
+    use tokio_postgres::error::SqlState;
     std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
         .and_then(tokio_postgres::Error::code)
-        .is_some_and(|code| *code == tokio_postgres::error::SqlState::INVALID_SQL_STATEMENT_NAME)
+        .is_some_and(|code| {
+            *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::DUPLICATE_PSTATEMENT
+        })
 }
 
 /// Statements on the pool itself: one checkout per call.
