@@ -5,6 +5,11 @@
 //!
 //! The application's after-release hook is not called on this driver: deadpool has no release
 //! callback (after-connect and before-checkout are).
+//!
+//! Behind PgBouncer (`pooler`), as on the sqlx driver: no `options` in the startup packet, the
+//! session settings as `SET` statements on each new connection (`session`), or as `SET LOCAL`
+//! at the start of every transaction of the neutral handle (`transaction`), whose statements
+//! then use the unnamed statement and never the cache (see `sql`).
 
 mod options;
 mod pool;

@@ -358,6 +358,7 @@ impl SqlExecutor for TokioPgExecutor {
                 client: Some(client),
                 columns: self.columns.clone(),
                 unnamed: self.begin.is_some(),
+                lost: false,
             };
             tx.client()?
                 .batch_execute(self.begin.as_deref().unwrap_or("BEGIN"))
@@ -409,6 +410,9 @@ struct TokioPgTransaction {
     columns: Arc<ColumnCache>,
     /// Behind a transaction-mode pooler (see [`On::unnamed`]).
     unnamed: bool,
+    /// A statement lost the client's type-lookup statement ([`lost_named_statement`]): the
+    /// client is closed when the transaction ends rather than pooled.
+    lost: bool,
 }
 
 impl TokioPgTransaction {
@@ -423,7 +427,12 @@ impl TokioPgTransaction {
             return Err(Error::closed(&self.name, operation));
         };
         match client.batch_execute(statement).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if self.lost {
+                    drop(TokioPgClient::take(client));
+                }
+                Ok(())
+            }
             Err(e) => {
                 // The session's state is unknown: close it rather than pool it.
                 drop(TokioPgClient::take(client));
@@ -439,11 +448,22 @@ impl TokioPgTransaction {
             unnamed: self.unnamed,
         }
     }
+
+    /// Notes a statement's error that leaves the client unfit for the pool.
+    fn observe<T>(&mut self, outcome: Result<T>) -> Result<T> {
+        if self.unnamed && outcome.as_ref().is_err_and(lost_named_statement) {
+            self.lost = true;
+        }
+        outcome
+    }
 }
 
 impl SqlTransaction for TokioPgTransaction {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move { execute(self.on(), self.client()?, sql, params).await })
+        Box::pin(async move {
+            let outcome = execute(self.on(), self.client()?, sql, params).await;
+            self.observe(outcome)
+        })
     }
 
     fn fetch_all<'a>(
@@ -451,7 +471,10 @@ impl SqlTransaction for TokioPgTransaction {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        Box::pin(async move { fetch(self.on(), self.client()?, sql, params, usize::MAX).await })
+        Box::pin(async move {
+            let outcome = fetch(self.on(), self.client()?, sql, params, usize::MAX).await;
+            self.observe(outcome)
+        })
     }
 
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
@@ -470,8 +493,9 @@ impl Drop for TokioPgTransaction {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
+                let lost = self.lost;
                 runtime.spawn(async move {
-                    if client.batch_execute("ROLLBACK").await.is_err() {
+                    if client.batch_execute("ROLLBACK").await.is_err() || lost {
                         drop(TokioPgClient::take(client));
                     }
                 });
