@@ -1112,6 +1112,66 @@ async fn hook_statements_are_safe_behind_a_transaction_pooler() {
     let _ = manager.close(Duration::from_secs(10)).await;
 }
 
+/// The same for `driver: tokio-postgres`, whose hooks' statements would otherwise be cached
+/// named statements: its before-checkout hook (after-release is not called there) runs a
+/// statement with a parameter at every checkout, while 64 tasks share a server pool of 2.
+#[cfg(feature = "tokio-postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_hook_statements_are_safe_behind_a_transaction_pooler() {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+    let servers = OneServer::with_server_connections(2);
+    let mut config = servers.config(Pooler::Transaction);
+    config.driver = Some(PostgresDriver::TokioPostgres);
+    config.max_open_conns = Some(16);
+    config.max_idle_conns = Some(16);
+    let manager = Manager::new(ManagerConfig::default().with_connection(config)).unwrap();
+    let (runs, wrong) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (hook_runs, hook_wrong) = (runs.clone(), wrong.clone());
+    manager
+        .set_hooks(
+            "main",
+            dbmanager::Hooks::new().before_checkout(move |mut conn| {
+                let (runs, wrong) = (hook_runs.clone(), hook_wrong.clone());
+                Box::pin(async move {
+                    let n = i64::try_from(runs.fetch_add(1, SeqCst)).unwrap_or(0);
+                    let row = conn
+                        .fetch_optional("SELECT $1::int8 * 3 AS v", &[Value::Int(n)])
+                        .await;
+                    if !matches!(row, Ok(Some(ref r)) if r.get::<i64>("v") == Some(n * 3)) {
+                        wrong.fetch_add(1, SeqCst);
+                    }
+                    Ok(true)
+                })
+            }),
+        )
+        .unwrap();
+    within(LIMIT, "connect", manager.connect()).await.unwrap();
+    let db = manager.get("main").unwrap().database().unwrap();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for j in 0..10 {
+                    let n = i * 1000 + j;
+                    let row = db.fetch_optional(PLUS_ONE, &[Value::Int(n)]).await.unwrap();
+                    assert_eq!(row.and_then(|r| r.get::<i64>("v")), Some(n + 1));
+                }
+            })
+        })
+        .collect();
+    for task in within(LIMIT, "statements", futures_util::future::join_all(tasks)).await {
+        task.unwrap();
+    }
+    assert!(runs.load(SeqCst) > 0, "the hook ran");
+    assert_eq!(
+        wrong.load(SeqCst),
+        0,
+        "hook statements that failed or ran another's statement"
+    );
+    let _ = manager.close(Duration::from_secs(10)).await;
+}
+
 /// A column of a type sqlx has not looked up yet on a connection (here an enum): sqlx 0.9's
 /// lookup, a simple query between Parse and Bind, destroys the unnamed statement (SQLSTATE
 /// 26000, on a direct connection too). The neutral handle runs such a statement once more
