@@ -3,13 +3,16 @@
 //! `ignore_startup_parameters` unless a test says so).
 //!
 //! - The SQL conformance suite (`support/conformance.rs`) runs through PgBouncer in
-//!   transaction mode and in session mode, on both layers of the neutral handle.
+//!   transaction mode and in session mode, on both layers of the neutral handle, on both
+//!   drivers (`driver: sqlx` and `driver: tokio-postgres`).
 //! - A workload of 64 concurrent tasks over a server pool of 2 runs every layer: the neutral
-//!   handle (native and SeaORM), native sqlx and SeaORM used as the README says, transactions
-//!   (committed and rolled back), parameters of several types, health checks.
+//!   handle (native and SeaORM on sqlx, and on tokio-postgres), native sqlx, SeaORM and native
+//!   tokio-postgres used as the README says, transactions (committed and rolled back),
+//!   parameters of several types, health checks.
 //! - Regressions: without the key, the same PgBouncer fails as reported (`prepared statement
-//!   "sqlx_s_1" already exists`, with or without `statement-cache-capacity=0`), or refuses the
-//!   login when it does not ignore the startup parameters.
+//!   "sqlx_s_1" already exists`, with or without `statement-cache-capacity=0`; on
+//!   tokio-postgres a cached statement missing on the server session lent next), or refuses
+//!   the login when it does not ignore the startup parameters.
 
 mod support;
 
@@ -24,7 +27,7 @@ use dbmanager::reexports::sqlx;
 use dbmanager::reexports::uuid::Uuid;
 use dbmanager::{
     Connection, ConnectionConfig, DatabaseType, DefaultOrm, ErrorKind, ListenerEvent, Manager,
-    ManagerConfig, Pooler, Value,
+    ManagerConfig, Pooler, PostgresDriver, Value,
 };
 use support::conformance::{self as suite, Caps, Ddl, Fixture, NativeError, TypeDdl, within};
 use support::pgbouncer::{PgBouncer, PgBouncerConfig};
@@ -59,8 +62,9 @@ fn servers() -> Arc<Servers> {
         &PgBouncerConfig::new("transaction", TRANSACTION_POOL),
     );
     // A session keeps its server connection while the client is connected: room for every
-    // client connection of the scenarios running at once.
-    let session = PgBouncer::start(cluster.port, &users, &PgBouncerConfig::new("session", 40));
+    // client connection of the scenarios running at once (the workload's 40 and a few more;
+    // the private cluster takes 60).
+    let session = PgBouncer::start(cluster.port, &users, &PgBouncerConfig::new("session", 48));
     let servers = Arc::new(Servers {
         transaction,
         session,
@@ -98,13 +102,14 @@ impl Servers {
     }
 }
 
-/// A fresh database on the shared cluster, reached through PgBouncer.
-struct Behind<const TRANSACTION: bool> {
+/// A fresh database on the shared cluster, reached through PgBouncer; on `driver:
+/// tokio-postgres` when `TOKIO`, else on sqlx.
+struct Behind<const TRANSACTION: bool, const TOKIO: bool = false> {
     database: String,
     servers: Arc<Servers>,
 }
 
-impl<const TRANSACTION: bool> Behind<TRANSACTION> {
+impl<const TRANSACTION: bool, const TOKIO: bool> Behind<TRANSACTION, TOKIO> {
     fn pooler() -> Pooler {
         if TRANSACTION {
             Pooler::Transaction
@@ -123,7 +128,7 @@ impl<const TRANSACTION: bool> Behind<TRANSACTION> {
     }
 }
 
-impl<const TRANSACTION: bool> Drop for Behind<TRANSACTION> {
+impl<const TRANSACTION: bool, const TOKIO: bool> Drop for Behind<TRANSACTION, TOKIO> {
     fn drop(&mut self) {
         // PgBouncer keeps server connections to it: FORCE ends them.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -137,9 +142,9 @@ impl<const TRANSACTION: bool> Drop for Behind<TRANSACTION> {
 
 type Direct = suite::Postgres;
 
-impl<const TRANSACTION: bool> Fixture for Behind<TRANSACTION> {
+impl<const TRANSACTION: bool, const TOKIO: bool> Fixture for Behind<TRANSACTION, TOKIO> {
     const KIND: DatabaseType = DatabaseType::Postgres;
-    const SEA_ORM: bool = true;
+    const SEA_ORM: bool = !TOKIO;
     const DDL: Ddl = <Direct as Fixture>::DDL;
     const CAPS: Caps = <Direct as Fixture>::CAPS;
     const TYPES: TypeDdl = <Direct as Fixture>::TYPES;
@@ -149,10 +154,24 @@ impl<const TRANSACTION: bool> Fixture for Behind<TRANSACTION> {
     }
 
     fn config(&self, name: &str) -> ConnectionConfig {
-        self.servers.config(name, &self.database, Self::pooler())
+        let mut config = self.servers.config(name, &self.database, Self::pooler());
+        if TOKIO {
+            config.driver = Some(PostgresDriver::TokioPostgres);
+        }
+        config
+    }
+
+    fn native_layer() -> &'static str {
+        if TOKIO { "tokio-postgres" } else { "postgres" }
     }
 
     async fn native_syntax_error(conn: &Connection) -> NativeError {
+        #[cfg(feature = "tokio-postgres")]
+        if TOKIO {
+            let client = conn.tokio_postgres().unwrap().get().await.unwrap();
+            // The simple protocol: no statement left on the lent server session.
+            return Box::new(client.batch_execute("SELEC 1").await.unwrap_err());
+        }
         let pool = conn.postgres().unwrap();
         Box::new(
             sqlx::query("SELEC 1")
@@ -164,9 +183,10 @@ impl<const TRANSACTION: bool> Fixture for Behind<TRANSACTION> {
     }
 }
 
-/// The scenario lists of `tests/conformance.rs`, run on one fixture.
+/// The scenario lists of `tests/conformance.rs`, run on one fixture (and on SeaORM too when
+/// `sea_orm` is named).
 macro_rules! behind_pgbouncer {
-    ($module:ident, $fixture:ty) => {
+    ($module:ident, $fixture:ty $(, $orm:ident)?) => {
         mod $module {
             use super::*;
 
@@ -183,10 +203,12 @@ macro_rules! behind_pgbouncer {
                 behind_pgbouncer!(@statements $fixture, DefaultOrm::Native; STATEMENTS);
             }
 
-            mod sea_orm {
-                use super::*;
-                behind_pgbouncer!(@statements $fixture, DefaultOrm::SeaOrm; STATEMENTS);
-            }
+            $(
+                mod $orm {
+                    use super::*;
+                    behind_pgbouncer!(@statements $fixture, DefaultOrm::SeaOrm; STATEMENTS);
+                }
+            )?
         }
     };
     (@pool $fixture:ty; $($scenario:ident),+ $(,)?) => {
@@ -223,8 +245,17 @@ macro_rules! behind_pgbouncer {
     };
 }
 
-behind_pgbouncer!(transaction_mode, Behind<true>);
-behind_pgbouncer!(session_mode, Behind<false>);
+behind_pgbouncer!(transaction_mode, Behind<true>, sea_orm);
+behind_pgbouncer!(session_mode, Behind<false>, sea_orm);
+
+/// The same scenarios on `driver: tokio-postgres` (no SeaORM there).
+#[cfg(feature = "tokio-postgres")]
+mod tokio_postgres {
+    use super::*;
+
+    behind_pgbouncer!(transaction_mode, Behind<true, true>);
+    behind_pgbouncer!(session_mode, Behind<false, true>);
+}
 
 // ---------------------------------------------------------------------------------------------
 // The workload: 64 concurrent tasks on every layer
@@ -391,6 +422,55 @@ async fn native_sea_orm(db: &sea_orm::DatabaseConnection, id: i64, pooler: Poole
     assert_eq!(read.try_get::<String>("", "label").unwrap(), label);
 }
 
+/// Native tokio-postgres as the README says for `pooler`: in transaction mode, `query_typed*`
+/// (the unnamed statement) inside a transaction; in session mode, anything (here the client's
+/// statement cache).
+#[cfg(feature = "tokio-postgres")]
+async fn native_tokio_postgres(pool: &dbmanager::TokioPgPool, id: i64, pooler: Pooler) {
+    use dbmanager::reexports::tokio_postgres::types::Type;
+
+    let label = format!("tokio-postgres {id}");
+    let mut client = pool.get().await.unwrap();
+    let read: String = if pooler == Pooler::Transaction {
+        let tx = client.transaction().await.unwrap();
+        tx.query_typed(
+            "INSERT INTO \"App Space\".items (id, label) VALUES ($1, $2)",
+            &[(&id, Type::INT8), (&label, Type::TEXT)],
+        )
+        .await
+        .unwrap();
+        let row = tx
+            .query_typed_one(
+                "SELECT label FROM \"App Space\".items WHERE id = $1",
+                &[(&id, Type::INT8)],
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        row.get(0)
+    } else {
+        let insert = client
+            .prepare_cached("INSERT INTO items (id, label) VALUES ($1, $2)")
+            .await
+            .unwrap();
+        client.execute(&insert, &[&id, &label]).await.unwrap();
+        let select = client
+            .prepare_cached("SELECT label FROM items WHERE id = $1")
+            .await
+            .unwrap();
+        client.query_one(&select, &[&id]).await.unwrap().get(0)
+    };
+    assert_eq!(read, label);
+}
+
+/// Rows each task keeps: 2 neutral handles × 2 rows, one native sqlx row, one SeaORM row; on
+/// tokio-postgres 2 more from its neutral handle and one native.
+const ROWS_PER_TASK: i64 = if cfg!(feature = "tokio-postgres") {
+    9
+} else {
+    6
+};
+
 async fn workload(pooler: Pooler) {
     let servers = servers();
     let fixture = Behind::<true> {
@@ -400,9 +480,10 @@ async fn workload(pooler: Pooler) {
     servers
         .cluster
         .sql(&format!("CREATE DATABASE \"{}\"", fixture.database));
-    let make = |name: &str, layer: DefaultOrm| {
+    let make = |name: &str, layer: DefaultOrm, driver: PostgresDriver| {
         let mut c = servers.config(name, &fixture.database, pooler);
         c.default_orm = layer;
+        c.driver = Some(driver);
         c.schema = Some(SCHEMA.into());
         c.query_timeout = Duration::from_secs(7);
         c.max_open_conns = Some(16);
@@ -411,12 +492,18 @@ async fn workload(pooler: Pooler) {
         c.connect_timeout = Duration::from_secs(30);
         c
     };
-    let manager = Manager::new(
-        fast_config()
-            .with_connection(make("native", DefaultOrm::Native))
-            .with_connection(make("orm", DefaultOrm::SeaOrm)),
-    )
-    .unwrap();
+    let config = fast_config()
+        .with_connection(make("native", DefaultOrm::Native, PostgresDriver::Sqlx))
+        .with_connection(make("orm", DefaultOrm::SeaOrm, PostgresDriver::Sqlx));
+    #[cfg(feature = "tokio-postgres")]
+    let config = {
+        // Half the others' pool: in session mode every client connection holds a server one.
+        let mut tokio = make("tokio", DefaultOrm::Native, PostgresDriver::TokioPostgres);
+        tokio.max_open_conns = Some(8);
+        tokio.max_idle_conns = Some(8);
+        config.with_connection(tokio)
+    };
+    let manager = Manager::new(config).unwrap();
     within(LIMIT, "connect", manager.connect()).await.unwrap();
     let native = manager.get("native").unwrap();
     let orm = manager.get("orm").unwrap();
@@ -440,14 +527,23 @@ async fn workload(pooler: Pooler) {
     let tasks: Vec<_> = (0..TASKS)
         .map(|i| {
             let (native, orm) = (native.clone(), orm.clone());
+            #[cfg(feature = "tokio-postgres")]
+            let tokio = manager.get("tokio").unwrap();
             tokio::spawn(async move {
-                let base = i * 10;
+                let base = i * 20;
                 neutral(&native.database().unwrap(), base, "native").await;
                 neutral(&orm.database().unwrap(), base + 3, "orm").await;
                 native_sqlx(&native.postgres().unwrap(), base + 6, pooler).await;
                 native_sea_orm(&orm.sea_orm().unwrap(), base + 7, pooler).await;
                 native.health_check().await.unwrap();
                 orm.health_check().await.unwrap();
+                #[cfg(feature = "tokio-postgres")]
+                {
+                    neutral(&tokio.database().unwrap(), base + 8, "tokio").await;
+                    native_tokio_postgres(&tokio.tokio_postgres().unwrap(), base + 11, pooler)
+                        .await;
+                    tokio.health_check().await.unwrap();
+                }
             })
         })
         .collect();
@@ -460,10 +556,11 @@ async fn workload(pooler: Pooler) {
         .fetch_all("SELECT count(*) AS n FROM items", &[])
         .await
         .unwrap();
-    // Per task: 2 neutral handles × 2 rows kept, one native sqlx row, one SeaORM row.
-    assert_eq!(count[0].get::<i64>("n").unwrap(), TASKS * 6);
+    assert_eq!(count[0].get::<i64>("n").unwrap(), TASKS * ROWS_PER_TASK);
 
     let opened = native.stats().opened_total + orm.stats().opened_total;
+    #[cfg(feature = "tokio-postgres")]
+    let opened = opened + manager.get("tokio").unwrap().stats().opened_total;
     if pooler == Pooler::Transaction {
         let sessions = servers.server_sessions(&fixture.database);
         assert!(
@@ -503,8 +600,13 @@ struct OneServer {
 
 impl OneServer {
     fn start() -> Self {
+        Self::with_server_connections(1)
+    }
+
+    /// The same with a server pool of `n` (`OneServer` names the one database, then).
+    fn with_server_connections(n: u32) -> Self {
         let cluster = PrivateCluster::start();
-        let mut config = PgBouncerConfig::new("transaction", 1);
+        let mut config = PgBouncerConfig::new("transaction", n);
         config.ignore_startup_parameters = Some("extra_float_digits,options");
         let bouncer = PgBouncer::start(
             cluster.port,
@@ -522,8 +624,13 @@ impl OneServer {
 
     /// Two client connections, opened up front.
     fn config(&self, pooler: Pooler) -> ConnectionConfig {
+        self.named("main", pooler)
+    }
+
+    /// [`Self::config`] named `name`.
+    fn named(&self, name: &str, pooler: Pooler) -> ConnectionConfig {
         let c = &self.cluster;
-        let mut config = c.config("main", &c.superuser, &c.password, &self.database);
+        let mut config = c.config(name, &c.superuser, &c.password, &self.database);
         config.port = Some(self.bouncer.port);
         config.pooler = pooler;
         config.max_open_conns = Some(2);
@@ -593,9 +700,85 @@ async fn without_the_key_named_statements_collide_and_with_it_they_do_not() {
     assert!(errors.is_empty(), "with `pooler: transaction`: {errors:?}");
 }
 
+/// An error and its sources, as one text (tokio-postgres's own text is only "db error"; the
+/// server's message is its source); a failed connect's failures each.
+fn chain(e: &dbmanager::Error) -> String {
+    if let dbmanager::Error::ConnectFailed { failures } = e {
+        return failures.iter().map(chain).collect::<Vec<_>>().join("\n");
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// tokio-postgres prepares a named statement (`sN`) and keeps it in the client's cache; behind
+/// a transaction pooler the next use may reach another server session, where it does not
+/// exist. Made to happen every time with a server pool of 2: `first` holds one server session
+/// in a transaction while the statement is prepared on the other, then `second` holds that
+/// one while the statement runs again. With `pooler: transaction` the same steps succeed.
+#[cfg(feature = "tokio-postgres")]
+#[tokio::test]
+async fn tokio_postgres_without_the_key_loses_its_cached_statements_and_with_it_does_not() {
+    let servers = OneServer::with_server_connections(2);
+    for pooler in [Pooler::None, Pooler::Transaction] {
+        let mut subject = servers.config(pooler);
+        subject.driver = Some(PostgresDriver::TokioPostgres);
+        subject.max_open_conns = Some(1);
+        subject.max_idle_conns = Some(1);
+        subject.min_open_conns = Some(1);
+        let mut config = ManagerConfig::default().with_connection(subject);
+        for holder in ["first", "second"] {
+            let mut c = servers.named(holder, Pooler::Transaction);
+            c.max_open_conns = Some(1);
+            c.max_idle_conns = Some(1);
+            c.min_open_conns = Some(1);
+            config = config.with_connection(c);
+        }
+        let manager = Manager::new(config).unwrap();
+        within(LIMIT, "connect", manager.connect()).await.unwrap();
+        let db = manager.get("main").unwrap().database().unwrap();
+        let hold = |name: &'static str| {
+            let held = manager.get(name).unwrap().database().unwrap();
+            async move {
+                let mut tx = held.begin().await.unwrap();
+                // The server session is assigned at the first statement.
+                tx.fetch_all("SELECT 1 AS one", &[]).await.unwrap();
+                tx
+            }
+        };
+        let query = "SELECT $1::int8 AS n";
+
+        let first = within(LIMIT, "first holds", hold("first")).await;
+        let rows = db.fetch_all(query, &[Value::Int(1)]).await.unwrap();
+        assert_eq!(rows[0].get::<i64>("n"), Some(1), "{pooler}");
+        let second = within(LIMIT, "second holds", hold("second")).await;
+        first.commit().await.unwrap();
+        let again = db.fetch_all(query, &[Value::Int(2)]).await;
+        second.commit().await.unwrap();
+        match pooler {
+            Pooler::None => {
+                let e = again.expect_err("a cached statement on another server session");
+                assert_eq!(e.kind(), ErrorKind::Query, "{e}");
+                let text = chain(&e);
+                assert!(
+                    text.contains("prepared statement \"s") && text.contains("does not exist"),
+                    "{text}"
+                );
+            }
+            _ => assert_eq!(again.unwrap()[0].get::<i64>("n"), Some(2)),
+        }
+        let _ = manager.close(Duration::from_secs(10)).await;
+    }
+}
+
 /// Without `ignore_startup_parameters`, PgBouncer refuses the startup parameters a direct
 /// connection sends (`options`: the keepalives, `search_path`, `statement_timeout`; sqlx's
-/// `extra_float_digits`); with `pooler` set none is sent, and the settings still apply.
+/// `extra_float_digits`); with `pooler` set none is sent, and the settings still apply. On both
+/// drivers.
 #[tokio::test]
 async fn the_key_sends_no_startup_parameter_pgbouncer_refuses() {
     let servers = servers();
@@ -607,18 +790,25 @@ async fn the_key_sends_no_startup_parameter_pgbouncer_refuses() {
         database: database.clone(),
         servers: servers.clone(),
     };
-    for pooler in [Pooler::Transaction, Pooler::Session] {
+    let drivers = [
+        PostgresDriver::Sqlx,
+        #[cfg(feature = "tokio-postgres")]
+        PostgresDriver::TokioPostgres,
+    ];
+    for (driver, pooler) in drivers
+        .into_iter()
+        .flat_map(|d| [(d, Pooler::Transaction), (d, Pooler::Session)])
+    {
         let mut config = servers.config("main", &database, Pooler::None);
+        config.driver = Some(driver);
         config.port = Some(servers.bouncer(pooler).port);
         let manager = Manager::new(fast_config().with_connection(config.clone())).unwrap();
         let refused = within(LIMIT, "connect", manager.connect())
             .await
             .unwrap_err();
         assert!(
-            refused
-                .to_string()
-                .contains("unsupported startup parameter"),
-            "{pooler}: {refused}"
+            chain(&refused).contains("unsupported startup parameter"),
+            "{driver:?} {pooler}: {refused}"
         );
 
         config.pooler = pooler;
@@ -636,9 +826,21 @@ async fn the_key_sends_no_startup_parameter_pgbouncer_refuses() {
             )
             .await
             .unwrap();
-        assert_eq!(row[0].get::<String>("p").unwrap(), "pg_catalog", "{pooler}");
-        assert_eq!(row[0].get::<String>("a").unwrap(), "pooled app", "{pooler}");
-        assert_eq!(row[0].get::<String>("t").unwrap(), "4500ms", "{pooler}");
+        assert_eq!(
+            row[0].get::<String>("p").unwrap(),
+            "pg_catalog",
+            "{driver:?} {pooler}"
+        );
+        assert_eq!(
+            row[0].get::<String>("a").unwrap(),
+            "pooled app",
+            "{driver:?} {pooler}"
+        );
+        assert_eq!(
+            row[0].get::<String>("t").unwrap(),
+            "4500ms",
+            "{driver:?} {pooler}"
+        );
         let _ = manager.close(Duration::from_secs(10)).await;
     }
 }
@@ -910,6 +1112,66 @@ async fn hook_statements_are_safe_behind_a_transaction_pooler() {
     let _ = manager.close(Duration::from_secs(10)).await;
 }
 
+/// The same for `driver: tokio-postgres`, whose hooks' statements would otherwise be cached
+/// named statements: its before-checkout hook (after-release is not called there) runs a
+/// statement with a parameter at every checkout, while 64 tasks share a server pool of 2.
+#[cfg(feature = "tokio-postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_hook_statements_are_safe_behind_a_transaction_pooler() {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+    let servers = OneServer::with_server_connections(2);
+    let mut config = servers.config(Pooler::Transaction);
+    config.driver = Some(PostgresDriver::TokioPostgres);
+    config.max_open_conns = Some(16);
+    config.max_idle_conns = Some(16);
+    let manager = Manager::new(ManagerConfig::default().with_connection(config)).unwrap();
+    let (runs, wrong) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (hook_runs, hook_wrong) = (runs.clone(), wrong.clone());
+    manager
+        .set_hooks(
+            "main",
+            dbmanager::Hooks::new().before_checkout(move |mut conn| {
+                let (runs, wrong) = (hook_runs.clone(), hook_wrong.clone());
+                Box::pin(async move {
+                    let n = i64::try_from(runs.fetch_add(1, SeqCst)).unwrap_or(0);
+                    let row = conn
+                        .fetch_optional("SELECT $1::int8 * 3 AS v", &[Value::Int(n)])
+                        .await;
+                    if !matches!(row, Ok(Some(ref r)) if r.get::<i64>("v") == Some(n * 3)) {
+                        wrong.fetch_add(1, SeqCst);
+                    }
+                    Ok(true)
+                })
+            }),
+        )
+        .unwrap();
+    within(LIMIT, "connect", manager.connect()).await.unwrap();
+    let db = manager.get("main").unwrap().database().unwrap();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for j in 0..10 {
+                    let n = i * 1000 + j;
+                    let row = db.fetch_optional(PLUS_ONE, &[Value::Int(n)]).await.unwrap();
+                    assert_eq!(row.and_then(|r| r.get::<i64>("v")), Some(n + 1));
+                }
+            })
+        })
+        .collect();
+    for task in within(LIMIT, "statements", futures_util::future::join_all(tasks)).await {
+        task.unwrap();
+    }
+    assert!(runs.load(SeqCst) > 0, "the hook ran");
+    assert_eq!(
+        wrong.load(SeqCst),
+        0,
+        "hook statements that failed or ran another's statement"
+    );
+    let _ = manager.close(Duration::from_secs(10)).await;
+}
+
 /// A column of a type sqlx has not looked up yet on a connection (here an enum): sqlx 0.9's
 /// lookup, a simple query between Parse and Bind, destroys the unnamed statement (SQLSTATE
 /// 26000, on a direct connection too). The neutral handle runs such a statement once more
@@ -954,5 +1216,70 @@ async fn a_type_sqlx_looks_up_first_does_not_fail_the_statement() {
         let rows = db.fetch_all(select, &[Value::Int(1)]).await.unwrap();
         assert_eq!(rows[0].value("m"), Some(&Value::Null));
     }
+    let _ = manager.close(Duration::from_secs(10)).await;
+}
+
+/// tokio-postgres looks up a column type it does not know (an enum) with named statements it
+/// prepares once per client and keeps: behind a transaction pooler they exist only on the
+/// server session of the first lookup. A second type looked up on another session fails there
+/// (SQLSTATE 26000) before anything is committed; the neutral handle then closes that client
+/// and runs the statement once more on a fresh one. Made to happen every time as in
+/// `tokio_postgres_without_the_key_loses_its_cached_statements_and_with_it_does_not`.
+#[cfg(feature = "tokio-postgres")]
+#[tokio::test]
+async fn tokio_postgres_type_lookups_survive_another_server_session() {
+    let servers = OneServer::with_server_connections(2);
+    let mut subject = servers.config(Pooler::Transaction);
+    subject.driver = Some(PostgresDriver::TokioPostgres);
+    subject.max_open_conns = Some(1);
+    subject.max_idle_conns = Some(1);
+    subject.min_open_conns = Some(1);
+    let mut config = ManagerConfig::default().with_connection(subject);
+    for holder in ["first", "second"] {
+        let mut c = servers.named(holder, Pooler::Transaction);
+        c.max_open_conns = Some(1);
+        c.max_idle_conns = Some(1);
+        c.min_open_conns = Some(1);
+        config = config.with_connection(c);
+    }
+    let manager = Manager::new(config).unwrap();
+    within(LIMIT, "connect", manager.connect()).await.unwrap();
+    let conn = manager.get("main").unwrap();
+    let db = conn.database().unwrap();
+    for ddl in [
+        "CREATE TYPE mood AS ENUM ('ok', 'sad')",
+        "CREATE TYPE color AS ENUM ('red', 'blue')",
+    ] {
+        db.execute(ddl, &[]).await.unwrap();
+    }
+    let hold = |name: &'static str| {
+        let held = manager.get(name).unwrap().database().unwrap();
+        async move {
+            let mut tx = held.begin().await.unwrap();
+            tx.fetch_all("SELECT 1 AS one", &[]).await.unwrap();
+            tx
+        }
+    };
+
+    let first = within(LIMIT, "first holds", hold("first")).await;
+    let rows = db
+        .fetch_all("SELECT NULL::mood AS m, $1::int8 AS n", &[Value::Int(1)])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].value("m"), Some(&Value::Null));
+    let second = within(LIMIT, "second holds", hold("second")).await;
+    first.commit().await.unwrap();
+    let broken_before = conn.stats().closed_broken;
+    let rows = db
+        .fetch_all("SELECT NULL::color AS c, $1::int8 AS n", &[Value::Int(2)])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<i64>("n"), Some(2));
+    assert_eq!(
+        conn.stats().closed_broken,
+        broken_before + 1,
+        "the client that lost its lookup statement is closed"
+    );
+    second.commit().await.unwrap();
     let _ = manager.close(Duration::from_secs(10)).await;
 }

@@ -117,6 +117,38 @@ pub(crate) fn startup_settings(
     settings
 }
 
+/// Behind a pooler, the settings a direct connection sends in its startup packet, as `SET`
+/// statements (`SET LOCAL` for one transaction when `local`): the `search_path` and the
+/// server-side `statement_timeout`.
+pub(crate) fn session_settings(
+    c: &ConnectionConfig,
+    settings: &crate::config::PoolSettings,
+    local: bool,
+) -> Vec<String> {
+    let set = if local { "SET LOCAL" } else { "SET" };
+    let mut statements = Vec::new();
+    if let Some(schema) = &c.schema {
+        statements.push(format!("{set} search_path TO {}", quote_identifier(schema)));
+    }
+    if let Some(timeout) = settings.query_timeout {
+        statements.push(format!("{set} statement_timeout = {}", timeout.as_millis()));
+    }
+    statements
+}
+
+/// Behind a transaction-mode pooler, what each transaction of the neutral handle opens with:
+/// the [`session_settings`] as `SET LOCAL`, each ending with `;` (empty when there are none).
+pub(crate) fn transaction_settings(
+    c: &ConnectionConfig,
+    settings: &crate::config::PoolSettings,
+) -> String {
+    session_settings(c, settings, true)
+        .into_iter()
+        .map(|s| s + ";")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ mod servers;
 use futures_util::future::BoxFuture;
 use sqlx::Postgres;
 
-use crate::backends::pg_common::classify_sqlstate;
+use crate::backends::pg_common::{classify_sqlstate, session_settings, transaction_settings};
 use crate::backends::sqlx::rows::check_parameter_count;
 use crate::backends::sqlx::{
     self as shared, OpenPlan, PerTransaction, SqlxFlavor, sqlx_statements,
@@ -123,7 +123,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
         let (init, per_transaction) = match spec.config.pooler {
             Pooler::None => (Vec::new(), None),
             Pooler::Session => (
-                options::session_settings(spec.config, spec.settings, false)
+                session_settings(spec.config, spec.settings, false)
                     .into_iter()
                     .map(Into::into)
                     .collect(),
@@ -132,11 +132,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             Pooler::Transaction => (
                 Vec::new(),
                 Some(PerTransaction {
-                    settings: options::session_settings(spec.config, spec.settings, true)
-                        .into_iter()
-                        .map(|s| s + ";")
-                        .collect::<Vec<_>>()
-                        .join(" "),
+                    settings: transaction_settings(spec.config, spec.settings),
                 }),
             ),
         };

@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use super::{DEFAULT_PORT, Pg};
 use crate::backends::config_error;
-use crate::backends::pg_common::{quote_identifier, startup_settings};
+use crate::backends::pg_common::startup_settings;
 use crate::backends::sqlx::sqlx_error;
 use crate::config::{ConnectionConfig, PoolSettings, Pooler, SslMode};
 use crate::credentials::Resolved;
@@ -331,28 +331,10 @@ fn ssl_mode(mode: SslMode) -> PgSslMode {
     }
 }
 
-/// Behind a pooler, the settings a direct connection sends in its startup packet, as `SET`
-/// statements (`SET LOCAL` for one transaction when `local`): the `search_path` and the
-/// server-side `statement_timeout`.
-pub(crate) fn session_settings(
-    c: &ConnectionConfig,
-    settings: &PoolSettings,
-    local: bool,
-) -> Vec<String> {
-    let set = if local { "SET LOCAL" } else { "SET" };
-    let mut statements = Vec::new();
-    if let Some(schema) = &c.schema {
-        statements.push(format!("{set} search_path TO {}", quote_identifier(schema)));
-    }
-    if let Some(timeout) = settings.query_timeout {
-        statements.push(format!("{set} statement_timeout = {}", timeout.as_millis()));
-    }
-    statements
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::pg_common::session_settings;
     use crate::config::{DatabaseType, ManagerConfig};
     use crate::error::ErrorKind;
 

@@ -5,6 +5,11 @@
 //!
 //! The application's after-release hook is not called on this driver: deadpool has no release
 //! callback (after-connect and before-checkout are).
+//!
+//! Behind PgBouncer (`pooler`), as on the sqlx driver: no `options` in the startup packet, the
+//! session settings as `SET` statements on each new connection (`session`), or as `SET LOCAL`
+//! at the start of every transaction of the neutral handle (`transaction`), whose statements
+//! then use the unnamed statement and never the cache (see `sql`).
 
 mod options;
 mod pool;
@@ -21,9 +26,9 @@ use futures_util::future::BoxFuture;
 pub use pool::{TokioPgClient, TokioPgManager, TokioPgPool};
 
 use crate::backends::columns::ColumnCache;
-use crate::backends::pg_common::{self, classify_sqlstate};
+use crate::backends::pg_common::{self, classify_sqlstate, session_settings, transaction_settings};
 use crate::backends::{bounded, config_error};
-use crate::config::{DatabaseType, DefaultOrm, PostgresDriver};
+use crate::config::{DatabaseType, DefaultOrm, Pooler, PostgresDriver};
 use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::sql::SqlExecutor;
@@ -45,6 +50,7 @@ pub(crate) static DRIVER: Driver = Driver {
         Field::Sslmode,
         Field::Schema,
         Field::InitSql,
+        Field::Pooler,
         Field::Driver,
     ],
     required: &[Field::Host, Field::Database],
@@ -207,6 +213,22 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             .map_err(|e| config_error(spec.name, format!("TLS: {e}")))?;
         let s = spec.settings;
         let columns = Arc::new(ColumnCache::default());
+        // Behind a pooler the session settings are statements (the startup packet carries none,
+        // see `options`): once per connection in session mode, at the start of every
+        // transaction in transaction mode (`init_sql` is refused there by `pg_common::check`).
+        let (session, begin) = match spec.config.pooler {
+            Pooler::None => (Vec::new(), None),
+            Pooler::Session => (session_settings(spec.config, s, false), None),
+            Pooler::Transaction => {
+                let settings = transaction_settings(spec.config, s);
+                let begin: Arc<str> = if settings.is_empty() {
+                    "BEGIN".into()
+                } else {
+                    format!("BEGIN; {settings}").into()
+                };
+                (Vec::new(), Some(begin))
+            }
+        };
         let hooks = spec.hook_runner();
         if hooks.has_after_release() {
             tracing::warn!(connection = %spec.name, "the after_release hook is not called on `driver: tokio-postgres` (deadpool has no release callback)");
@@ -219,7 +241,11 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
                 .credentials
                 .is_dynamic()
                 .then(|| spec.credentials.clone()),
-            init: spec.config.init_sql.clone().into(),
+            init: session
+                .into_iter()
+                .chain(spec.config.init_sql.iter().cloned())
+                .collect(),
+            unnamed: begin.is_some(),
             hooks,
             counters: spec.counters.clone(),
             columns: columns.clone(),
@@ -260,6 +286,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             counters: spec.counters.clone(),
             columns,
             max_idle: (s.max_idle < s.max_open).then_some(s.max_idle as usize),
+            begin,
         });
         Ok(Box::new(TokioPgBackend {
             name: spec.name.clone(),
@@ -276,8 +303,8 @@ mod tests {
     use super::*;
 
     /// What the sqlx driver reads and this one does not yet: a server list (`hosts`,
-    /// `target_session_attrs`) and `pooler`; validation refuses them on this driver.
-    const NOT_YET: [Field; 3] = [Field::Hosts, Field::TargetSessionAttrs, Field::Pooler];
+    /// `target_session_attrs`); validation refuses them on this driver.
+    const NOT_YET: [Field; 2] = [Field::Hosts, Field::TargetSessionAttrs];
 
     #[test]
     fn the_descriptor_matches_the_sqlx_drivers_fields() {

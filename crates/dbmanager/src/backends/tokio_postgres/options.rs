@@ -13,7 +13,7 @@ use tokio_postgres::config::SslMode as WireSslMode;
 use super::tls::Verify;
 use crate::backends::config_error;
 use crate::backends::pg_common::startup_settings;
-use crate::config::{ConnectionConfig, PoolSettings, SslMode};
+use crate::config::{ConnectionConfig, PoolSettings, Pooler, SslMode};
 use crate::credentials::Resolved;
 use crate::dsn::{self, Accept, Known, QuerySyntax};
 use crate::error::Result;
@@ -122,8 +122,12 @@ pub(crate) fn connect_plan(
     if let Some(app) = &c.application_name {
         config.application_name(app);
     }
-    let startup = startup_settings(c.schema.as_deref(), settings.query_timeout);
-    config.options(options_text(config.get_options(), &startup));
+    // Behind a pooler the settings are statements (see `pg_common::session_settings`):
+    // PgBouncer refuses a client whose startup packet carries `options`.
+    if c.pooler == Pooler::None {
+        let startup = startup_settings(c.schema.as_deref(), settings.query_timeout);
+        config.options(options_text(config.get_options(), &startup));
+    }
     if c.dsn.is_none() || config.get_connect_timeout().is_none() {
         config.connect_timeout(settings.connect_timeout);
     }
@@ -276,6 +280,20 @@ mod tests {
         assert!(options.contains("-c statement_timeout=1500"), "{options}");
         assert!(options.contains("-c tcp_user_timeout=15000"), "{options}");
         assert_eq!(p.config.get_application_name(), Some("app"));
+    }
+
+    #[test]
+    fn behind_a_pooler_no_startup_options_are_sent() {
+        let mut c = config("db");
+        c.schema = Some("s".into());
+        c.application_name = Some("app".into());
+        for pooler in [Pooler::Session, Pooler::Transaction] {
+            c.pooler = pooler;
+            let p = plan(&c).unwrap();
+            assert_eq!(p.config.get_options(), None, "{pooler}");
+            // PgBouncer tracks `application_name` itself.
+            assert_eq!(p.config.get_application_name(), Some("app"));
+        }
     }
 
     #[test]

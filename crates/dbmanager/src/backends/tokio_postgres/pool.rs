@@ -30,6 +30,15 @@ use crate::stats::PoolCounters;
 /// The pool of one `driver: tokio-postgres` connection (`Connection::tokio_postgres()`,
 /// `native::<TokioPgPool>()`). Cheap to clone; a checked-out client dereferences to
 /// [`tokio_postgres::Client`] and has `prepare_cached`.
+///
+/// Behind a transaction-mode pooler (`pooler: transaction`) a client's server session is its
+/// own for one transaction only. Safe there: `query_typed*` (the unnamed statement, one round
+/// trip) and `simple_query`/`batch_execute` inside a `transaction()`; `prepare`,
+/// `prepare_typed` and `query`/`execute` with a `&str` inside a transaction, as long as the
+/// statement is dropped before it ends. Not safe: `prepare_cached` (and any statement kept
+/// across transactions: its name exists on one server session only), and anything with
+/// parameters outside a transaction. `schema` and `query_timeout` are not applied to these
+/// transactions (`SET LOCAL` them, or set them on the role). See README "Behind PgBouncer".
 pub type TokioPgPool = Pool<TokioPgManager>;
 
 /// A client checked out of a [`TokioPgPool`]; it returns to the pool when dropped.
@@ -42,7 +51,12 @@ pub struct TokioPgManager {
     pub(super) tls: RustlsConnector,
     /// Where each new connection's login comes from, when it can change.
     pub(super) credentials: Option<Arc<CredentialSource>>,
+    /// Run on each new connection: behind a session-mode pooler the session settings first
+    /// (`SET ...`), then `init_sql`.
     pub(super) init: Arc<[String]>,
+    /// Behind a transaction-mode pooler: the hooks' statements use the unnamed statement,
+    /// each in a transaction of its own (see `sql::On::unnamed`).
+    pub(super) unnamed: bool,
     pub(super) hooks: HookRunner,
     pub(super) counters: Arc<PoolCounters>,
     pub(super) columns: Arc<ColumnCache>,
@@ -71,6 +85,7 @@ impl TokioPgManager {
         On {
             name: &self.name,
             columns: &self.columns,
+            unnamed: self.unnamed,
         }
     }
 

@@ -1,6 +1,9 @@
 //! Statements on a tokio-postgres client for the neutral handle, its transactions and the
 //! application's hooks: every statement goes through the client's prepared-statement cache,
-//! keyed by its text and the declared parameter types.
+//! keyed by its text and the declared parameter types; behind a transaction-mode pooler
+//! (`pooler: transaction`) none does: each runs on the unnamed statement
+//! (`query_typed_raw`: Parse, Bind, Describe, Execute and one Sync in one round trip) inside a
+//! transaction, one of its own for a statement outside one.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,7 +11,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use deadpool_postgres::ClientWrapper;
 use futures_util::TryStreamExt as _;
 use futures_util::future::BoxFuture;
-use tokio_postgres::Statement;
+use tokio_postgres::RowStream;
+use tokio_postgres::types::Type;
 
 use super::pool::{TokioPgClient, TokioPgPool, acquire};
 use super::rows::{Param, decode, param_type};
@@ -25,22 +29,20 @@ use crate::stats::PoolCounters;
 /// The wire protocol counts parameters in 16 bits.
 const MAX_PARAMETERS: usize = u16::MAX as usize;
 
-/// What a statement needs besides the client: the connection's name (for errors) and the
-/// pool's shared column-name lists.
+/// What a statement needs besides the client: the connection's name (for errors), the pool's
+/// shared column-name lists, and how statements reach the server.
 #[derive(Clone, Copy)]
 pub(super) struct On<'a> {
     pub name: &'a str,
     pub columns: &'a ColumnCache,
+    /// Behind a transaction-mode pooler: the unnamed statement, never a named (cached) one,
+    /// whose name would live on a server session that is ours for one transaction only.
+    pub unnamed: bool,
 }
 
-/// The cached prepared statement for `sql` with `params`' types; placeholders are checked
-/// first (a statement that cannot be bound is a query error before the server sees it).
-async fn statement(
-    on: On<'_>,
-    client: &ClientWrapper,
-    sql: &str,
-    params: &[Value],
-) -> Result<Statement> {
+/// The declared types of `params`; placeholders are checked first (a statement that cannot be
+/// bound is a query error before the server sees it).
+fn param_types(on: On<'_>, sql: &str, params: &[Value]) -> Result<Vec<Type>> {
     if params.len() > MAX_PARAMETERS {
         return Err(statement_error(
             on.name,
@@ -53,17 +55,39 @@ async fn statement(
     let used = prepare(sql, &POSTGRES, params, false)
         .map_err(|e| statement_error(on.name, e.to_string()))?
         .used;
-    let types = params
+    params
         .iter()
         .zip(used)
         .enumerate()
         .map(|(i, (v, used))| param_type(v, i + 1, used))
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| statement_error(on.name, e))?;
-    client
+        .map_err(|e| statement_error(on.name, e))
+}
+
+/// Sends a statement: the cached prepared statement for `sql` with `params`' types, or the
+/// unnamed one (see [`On::unnamed`]); its rows come as they arrive.
+async fn send(
+    on: On<'_>,
+    client: &ClientWrapper,
+    sql: &str,
+    params: &[Value],
+) -> Result<RowStream> {
+    let types = param_types(on, sql, params)?;
+    let failed = |e| driver_error(on.name, Operation::Query, e);
+    if on.unnamed {
+        return client
+            .query_typed_raw(sql, params.iter().map(Param).zip(types))
+            .await
+            .map_err(failed);
+    }
+    let stmt = client
         .prepare_typed_cached(sql, &types)
         .await
-        .map_err(|e| driver_error(on.name, Operation::Query, e))
+        .map_err(failed)?;
+    client
+        .query_raw(&stmt, params.iter().map(Param))
+        .await
+        .map_err(failed)
 }
 
 /// Runs a statement; the rows affected.
@@ -73,11 +97,21 @@ pub(super) async fn execute(
     sql: &str,
     params: &[Value],
 ) -> Result<u64> {
-    let stmt = statement(on, client, sql, params).await?;
+    let failed = |e| driver_error(on.name, Operation::Query, e);
+    if on.unnamed {
+        let mut stream = std::pin::pin!(send(on, client, sql, params).await?);
+        while stream.try_next().await.map_err(failed)?.is_some() {}
+        return Ok(stream.rows_affected().unwrap_or(0));
+    }
+    let types = param_types(on, sql, params)?;
+    let stmt = client
+        .prepare_typed_cached(sql, &types)
+        .await
+        .map_err(failed)?;
     client
         .execute_raw(&stmt, params.iter().map(Param))
         .await
-        .map_err(|e| driver_error(on.name, Operation::Query, e))
+        .map_err(failed)
 }
 
 /// Runs a query; its rows, at most `limit` of them (the rest are not decoded).
@@ -88,13 +122,8 @@ pub(super) async fn fetch(
     params: &[Value],
     limit: usize,
 ) -> Result<Vec<Row>> {
-    let stmt = statement(on, client, sql, params).await?;
     let failed = |e| driver_error(on.name, Operation::Query, e);
-    let stream = client
-        .query_raw(&stmt, params.iter().map(Param))
-        .await
-        .map_err(failed)?;
-    let mut stream = std::pin::pin!(stream);
+    let mut stream = std::pin::pin!(send(on, client, sql, params).await?);
     let mut rows = Vec::new();
     let mut names: Option<Arc<[String]>> = None;
     while rows.len() < limit {
@@ -102,12 +131,59 @@ pub(super) async fn fetch(
             break;
         };
         let names = names
-            .get_or_insert_with(|| on.columns.names_of(stmt.columns().iter().map(|c| c.name())))
+            .get_or_insert_with(|| on.columns.names_of(row.columns().iter().map(|c| c.name())))
             .clone();
         let values = decode(&row).map_err(|e| statement_error(on.name, e))?;
         rows.push(Row::new(names, values));
     }
     Ok(rows)
+}
+
+/// What a statement outside a transaction is asked for (behind a transaction-mode pooler,
+/// where one path runs them all: see [`TokioPgExecutor::in_own_transaction`]).
+#[derive(Clone, Copy)]
+enum Want {
+    Affected,
+    Rows(usize),
+}
+
+/// A statement's result, as [`Want`] asked.
+enum Got {
+    Affected(u64),
+    Rows(Vec<Row>),
+}
+
+impl Got {
+    fn affected(self) -> u64 {
+        match self {
+            Got::Affected(n) => n,
+            Got::Rows(rows) => rows.len() as u64,
+        }
+    }
+
+    fn rows(self) -> Vec<Row> {
+        match self {
+            Got::Rows(rows) => rows,
+            Got::Affected(_) => Vec::new(),
+        }
+    }
+}
+
+/// Whether a statement failed for a named statement that the server session does not have
+/// (SQLSTATE 26000), or already has under that name (42P05). Behind a transaction pooler that
+/// is tokio-postgres's type lookup: a column of a type it does not know (an enum, `citext`) is
+/// looked up with named statements (`sN`, counted per process) that the client prepares once
+/// and keeps, on whichever server session it then had; on another session they are missing
+/// (and stay missing for that client), and a session may still hold one of the same name
+/// that another process left there.
+fn lost_named_statement(e: &Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|code| {
+            *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::DUPLICATE_PSTATEMENT
+        })
 }
 
 /// Statements on the pool itself: one checkout per call.
@@ -119,6 +195,10 @@ pub(super) struct TokioPgExecutor {
     /// `max_idle_conns` when it is below the pool size (else no release can exceed it),
     /// enforced when a statement's client is released.
     pub max_idle: Option<usize>,
+    /// Behind a transaction-mode pooler: what opens every transaction (`BEGIN; SET LOCAL ...`,
+    /// the session settings a direct connection sends in its startup packet); every statement
+    /// then runs in one, on the unnamed statement.
+    pub begin: Option<Arc<str>>,
 }
 
 impl TokioPgExecutor {
@@ -126,6 +206,7 @@ impl TokioPgExecutor {
         On {
             name: &self.name,
             columns: &self.columns,
+            unnamed: self.begin.is_some(),
         }
     }
 
@@ -149,6 +230,59 @@ impl TokioPgExecutor {
             drop(TokioPgClient::take(client));
         }
     }
+
+    /// Runs one statement outside a transaction behind a transaction-mode pooler: in a
+    /// transaction of its own opened with `begin`, committed when it succeeded, else rolled
+    /// back (its error is the one reported). A client whose session state is unknown (a
+    /// failed `BEGIN`, `COMMIT` or `ROLLBACK`) or that lost its type-lookup statement
+    /// ([`lost_named_statement`]) is closed rather than pooled; in the latter case the
+    /// statement, rolled back, runs once more on another client.
+    async fn in_own_transaction(
+        &self,
+        begin: &str,
+        sql: &str,
+        params: &[Value],
+        want: Want,
+    ) -> Result<Got> {
+        let mut retried = false;
+        loop {
+            let mut statement = self.checkout().await?;
+            let client = statement.client()?;
+            client
+                .batch_execute(begin)
+                .await
+                .map_err(|e| driver_error(&self.name, Operation::Begin, e))?;
+            let outcome = match want {
+                Want::Affected => execute(self.on(), client, sql, params)
+                    .await
+                    .map(Got::Affected),
+                Want::Rows(limit) => fetch(self.on(), client, sql, params, limit)
+                    .await
+                    .map(Got::Rows),
+            };
+            let lost = outcome.as_ref().is_err_and(lost_named_statement);
+            let (end, operation) = match outcome {
+                Ok(_) => ("COMMIT", Operation::Commit),
+                Err(_) => ("ROLLBACK", Operation::Rollback),
+            };
+            let ended = client.batch_execute(end).await;
+            match ended {
+                // Dropped without `done`, the client is closed.
+                Ok(()) if lost => drop(statement),
+                Ok(()) => statement.done(),
+                Err(e) => {
+                    return Err(outcome
+                        .err()
+                        .unwrap_or_else(|| driver_error(&self.name, operation, e)));
+                }
+            }
+            if lost && !retried {
+                retried = true;
+                continue;
+            }
+            return outcome;
+        }
+    }
 }
 
 impl SqlExecutor for TokioPgExecutor {
@@ -157,6 +291,14 @@ impl SqlExecutor for TokioPgExecutor {
     }
 
     fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
+        if let Some(begin) = &self.begin {
+            return Box::pin(async move {
+                Ok(self
+                    .in_own_transaction(begin, sql, params, Want::Affected)
+                    .await?
+                    .affected())
+            });
+        }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
             let outcome = execute(self.on(), statement.client()?, sql, params).await;
@@ -170,6 +312,14 @@ impl SqlExecutor for TokioPgExecutor {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
+        if let Some(begin) = &self.begin {
+            return Box::pin(async move {
+                Ok(self
+                    .in_own_transaction(begin, sql, params, Want::Rows(usize::MAX))
+                    .await?
+                    .rows())
+            });
+        }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
             let outcome = fetch(self.on(), statement.client()?, sql, params, usize::MAX).await;
@@ -183,6 +333,15 @@ impl SqlExecutor for TokioPgExecutor {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
+        if let Some(begin) = &self.begin {
+            return Box::pin(async move {
+                Ok(self
+                    .in_own_transaction(begin, sql, params, Want::Rows(1))
+                    .await?
+                    .rows()
+                    .pop())
+            });
+        }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
             let outcome = fetch(self.on(), statement.client()?, sql, params, 1).await;
@@ -198,9 +357,11 @@ impl SqlExecutor for TokioPgExecutor {
                 name: self.name.clone(),
                 client: Some(client),
                 columns: self.columns.clone(),
+                unnamed: self.begin.is_some(),
+                lost: false,
             };
             tx.client()?
-                .batch_execute("BEGIN")
+                .batch_execute(self.begin.as_deref().unwrap_or("BEGIN"))
                 .await
                 .map_err(|e| driver_error(&self.name, Operation::Begin, e))?;
             Ok(Box::new(tx) as Box<dyn SqlTransaction>)
@@ -247,6 +408,11 @@ struct TokioPgTransaction {
     /// Taken when the transaction ends.
     client: Option<TokioPgClient>,
     columns: Arc<ColumnCache>,
+    /// Behind a transaction-mode pooler (see [`On::unnamed`]).
+    unnamed: bool,
+    /// A statement lost the client's type-lookup statement ([`lost_named_statement`]): the
+    /// client is closed when the transaction ends rather than pooled.
+    lost: bool,
 }
 
 impl TokioPgTransaction {
@@ -261,7 +427,12 @@ impl TokioPgTransaction {
             return Err(Error::closed(&self.name, operation));
         };
         match client.batch_execute(statement).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if self.lost {
+                    drop(TokioPgClient::take(client));
+                }
+                Ok(())
+            }
             Err(e) => {
                 // The session's state is unknown: close it rather than pool it.
                 drop(TokioPgClient::take(client));
@@ -269,16 +440,29 @@ impl TokioPgTransaction {
             }
         }
     }
+
+    fn on(&self) -> On<'_> {
+        On {
+            name: &self.name,
+            columns: &self.columns,
+            unnamed: self.unnamed,
+        }
+    }
+
+    /// Notes a statement's error that leaves the client unfit for the pool.
+    fn observe<T>(&mut self, outcome: Result<T>) -> Result<T> {
+        if self.unnamed && outcome.as_ref().is_err_and(lost_named_statement) {
+            self.lost = true;
+        }
+        outcome
+    }
 }
 
 impl SqlTransaction for TokioPgTransaction {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            let on = On {
-                name: &self.name,
-                columns: &self.columns,
-            };
-            execute(on, self.client()?, sql, params).await
+            let outcome = execute(self.on(), self.client()?, sql, params).await;
+            self.observe(outcome)
         })
     }
 
@@ -288,11 +472,8 @@ impl SqlTransaction for TokioPgTransaction {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
-            let on = On {
-                name: &self.name,
-                columns: &self.columns,
-            };
-            fetch(on, self.client()?, sql, params, usize::MAX).await
+            let outcome = fetch(self.on(), self.client()?, sql, params, usize::MAX).await;
+            self.observe(outcome)
         })
     }
 
@@ -312,8 +493,9 @@ impl Drop for TokioPgTransaction {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
+                let lost = self.lost;
                 runtime.spawn(async move {
-                    if client.batch_execute("ROLLBACK").await.is_err() {
+                    if client.batch_execute("ROLLBACK").await.is_err() || lost {
                         drop(TokioPgClient::take(client));
                     }
                 });
@@ -329,9 +511,45 @@ pub(super) struct HookClient<'c> {
     pub client: &'c ClientWrapper,
 }
 
+impl HookClient<'_> {
+    /// Behind a transaction-mode pooler a hook's statement runs in a transaction of its own,
+    /// as the neutral handle's do (the hook runs outside any): opens it.
+    async fn open(&self) -> Result<()> {
+        if self.on.unnamed {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| driver_error(self.on.name, Operation::Begin, e))?;
+        }
+        Ok(())
+    }
+
+    /// Ends what [`Self::open`] opened: committed when the statement succeeded, else rolled
+    /// back (its error is the one reported).
+    async fn settle<T>(&self, outcome: Result<T>) -> Result<T> {
+        if !self.on.unnamed {
+            return outcome;
+        }
+        let (end, operation) = match outcome {
+            Ok(_) => ("COMMIT", Operation::Commit),
+            Err(_) => ("ROLLBACK", Operation::Rollback),
+        };
+        match self.client.batch_execute(end).await {
+            Ok(()) => outcome,
+            Err(e) => Err(outcome
+                .err()
+                .unwrap_or_else(|| driver_error(self.on.name, operation, e))),
+        }
+    }
+}
+
 impl HookSql for HookClient<'_> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(execute(self.on, self.client, sql, params))
+        Box::pin(async move {
+            self.open().await?;
+            let outcome = execute(self.on, self.client, sql, params).await;
+            self.settle(outcome).await
+        })
     }
 
     fn fetch_optional<'a>(
@@ -339,6 +557,10 @@ impl HookSql for HookClient<'_> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
-        Box::pin(async move { Ok(fetch(self.on, self.client, sql, params, 1).await?.pop()) })
+        Box::pin(async move {
+            self.open().await?;
+            let outcome = fetch(self.on, self.client, sql, params, 1).await;
+            Ok(self.settle(outcome).await?.pop())
+        })
     }
 }
