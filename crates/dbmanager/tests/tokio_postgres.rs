@@ -401,3 +401,57 @@ async fn a_timed_out_statement_closes_its_client() {
     assert_ne!(before, after, "the next statement runs on another session");
     manager.close(Duration::from_secs(5)).await;
 }
+
+/// tokio-postgres displays only an error's kind ("db error", "error connecting to server");
+/// the crate's error says what the server said, or why the connect failed, as on sqlx, and
+/// leaves out the server's DETAIL (it quotes row values).
+#[tokio::test]
+async fn errors_say_what_the_server_said_without_row_values() {
+    let db = TestDb::create();
+    let manager = connected(tokio_config(&db, "tpg")).await;
+    let handle = manager.database("tpg").unwrap();
+    let err = handle
+        .execute("SELECT * FROM no_such_table_at_all", &[])
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("ERROR: relation \"no_such_table_at_all\" does not exist"),
+        "{text}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Query);
+
+    let mut tx = handle.begin().await.unwrap();
+    tx.execute("CREATE TEMP TABLE emails (email text PRIMARY KEY)", &[])
+        .await
+        .unwrap();
+    tx.execute(
+        "INSERT INTO emails VALUES ($1)",
+        &["Planted-Row-Value".into()],
+    )
+    .await
+    .unwrap();
+    let err = tx
+        .execute(
+            "INSERT INTO emails VALUES ($1)",
+            &["Planted-Row-Value".into()],
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("duplicate key value violates unique constraint"),
+        "{text}"
+    );
+    assert!(!text.contains("Planted-Row-Value"), "{text}");
+    drop(tx);
+    manager.close(Duration::from_secs(5)).await;
+
+    let mut c = tokio_config(&db, "down");
+    c.port = Some(support::free_port());
+    let down = Manager::new(fast_config().with_connection(c)).unwrap();
+    let report = down.connect_with(ConnectPolicy::Partial).await.unwrap();
+    let (_, err) = &report.failed[0];
+    assert!(err.to_string().contains("Connection refused"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Transient);
+}

@@ -100,7 +100,46 @@ fn classify(e: &tokio_postgres::Error) -> ErrorKind {
 
 /// A tokio-postgres error with its classification.
 pub(crate) fn driver_error(name: &str, operation: Operation, e: tokio_postgres::Error) -> Error {
-    Error::database(name, operation, classify(&e), e)
+    Error::database(name, operation, classify(&e), DriverError(e))
+}
+
+/// The tokio-postgres error beneath one of the crate's errors, if there is one.
+pub(crate) fn driver_cause(e: &Error) -> Option<&tokio_postgres::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(e) = s.downcast_ref::<tokio_postgres::Error>() {
+            return Some(e);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// A tokio-postgres error as the crate shows it. tokio-postgres displays only its kind ("db
+/// error", "error connecting to server"); what happened (the server's message, the I/O error)
+/// is its `source`. Shown here as sqlx shows it: the kind, then the server's severity and
+/// message, or the cause. The server's DETAIL is left out, as on sqlx: it may quote row values
+/// (`Key (email)=(...) already exists`). The tokio-postgres error is this one's `source`.
+#[derive(Debug)]
+struct DriverError(tokio_postgres::Error);
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        if let Some(db) = self.0.as_db_error() {
+            write!(f, ": {}: {}", db.severity(), db.message())
+        } else if let Some(cause) = std::error::Error::source(&self.0) {
+            write!(f, ": {cause}")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
 }
 
 /// A statement the library refuses before the server sees it (or a row it cannot decode).

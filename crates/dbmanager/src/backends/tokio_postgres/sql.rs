@@ -178,8 +178,7 @@ impl Got {
 /// that another process left there.
 fn lost_named_statement(e: &Error) -> bool {
     use tokio_postgres::error::SqlState;
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+    super::driver_cause(e)
         .and_then(tokio_postgres::Error::code)
         .is_some_and(|code| {
             *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::DUPLICATE_PSTATEMENT
