@@ -8,6 +8,13 @@
     feature = "tokio-postgres"
 ))]
 pub(crate) mod columns;
+#[cfg(any(
+    feature = "postgres",
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "tokio-postgres"
+))]
+pub(crate) mod failover;
 #[cfg(test)]
 pub(crate) mod fake;
 #[cfg(feature = "mongodb")]

@@ -206,7 +206,7 @@ pub(crate) fn failover_plan(
         host: options.get_host().to_owned(),
         port: options.get_port(),
     };
-    Ok(crate::backends::sqlx::failover::FailoverPlan::build(
+    Ok(crate::backends::failover::FailoverPlan::build(
         servers,
         c.target_session_attrs,
         only,

@@ -19,7 +19,7 @@ use sqlx::{AssertSqlSafe, Connection as _, PgConnection};
 use tokio::time::Instant;
 
 use super::{Pg, connect_options};
-use crate::backends::sqlx::failover::Failover;
+use crate::backends::sqlx::failover::{Failover, SqlxDialer};
 use crate::backends::sqlx::sqlx_error;
 use crate::backends::{bounded, config_error};
 use crate::config::DatabaseType;
@@ -249,6 +249,7 @@ async fn open_session(
             let servers = Failover::<Pg>::new(
                 name,
                 false,
+                SqlxDialer::default(),
                 plan,
                 &Arc::default(),
                 &current.credentials,

@@ -64,7 +64,10 @@ pub(crate) fn plan(
         host: options.get_host().to_owned(),
         port: options.get_port(),
     };
-    Ok(FailoverPlan::build(servers, attrs, only, |server| {
-        options.clone().host(&server.host).port(server.port)
-    }))
+    Ok(crate::backends::failover::FailoverPlan::build(
+        servers,
+        attrs,
+        only,
+        |server| options.clone().host(&server.host).port(server.port),
+    ))
 }

@@ -276,6 +276,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         Arc::new(failover::Failover::<F>::new(
             name,
             spec.config.enable_logging,
+            failover::SqlxDialer::default(),
             servers,
             spec.counters,
             spec.credentials,
