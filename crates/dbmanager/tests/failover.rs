@@ -2,7 +2,8 @@
 //! primary and a `pg_basebackup -R` standby): the library connects to the server that accepts
 //! writes whatever the list's order, follows a promotion after the primary dies (through handles
 //! obtained before), leaves a server that became read-only, fails like any down server when no
-//! server answers, and reports bad lists as configuration problems with their paths.
+//! server answers, and reports bad lists as configuration problems with their paths. Each
+//! scenario runs on both PostgreSQL drivers (`driver: sqlx` and `driver: tokio-postgres`).
 
 mod support;
 
@@ -11,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dbmanager::{
-    ConnectionConfig, ErrorKind, ListenerEvent, Manager, ManagerConfig, TargetSessionAttrs,
+    ConnectionConfig, ErrorKind, ListenerEvent, Manager, ManagerConfig, PostgresDriver,
+    TargetSessionAttrs,
 };
 use support::replication::{ReplicationSet, Write, spawn_writer};
 use support::{PrivateCluster, fast_config, free_port};
@@ -20,11 +22,12 @@ fn address(cluster: &PrivateCluster) -> String {
     format!("127.0.0.1:{}", cluster.port)
 }
 
-/// A connection over `hosts` with the set's superuser.
-fn config(set: &ReplicationSet, hosts: &[String]) -> ConnectionConfig {
+/// A connection over `hosts` with the set's superuser, on `driver`.
+fn config(set: &ReplicationSet, hosts: &[String], driver: PostgresDriver) -> ConnectionConfig {
     let mut c = set
         .primary
         .config("pg", "admin", &set.primary.password, "postgres");
+    c.driver = Some(driver);
     c.host = None;
     c.port = None;
     c.hosts = Some(hosts.to_vec());
@@ -41,11 +44,20 @@ fn current_host(manager: &Manager) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_listed_first_is_passed_over_for_the_primary() {
+async fn a_standby_listed_first_is_passed_over_for_the_primary_on_sqlx() {
+    a_standby_listed_first_is_passed_over_for_the_primary(PostgresDriver::Sqlx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_listed_first_is_passed_over_for_the_primary_on_tokio_postgres() {
+    a_standby_listed_first_is_passed_over_for_the_primary(PostgresDriver::TokioPostgres).await;
+}
+
+async fn a_standby_listed_first_is_passed_over_for_the_primary(driver: PostgresDriver) {
     let set = ReplicationSet::start(1);
     let standby = &set.standbys[0];
     let hosts = [address(standby), address(&set.primary)];
-    let manager = manager(config(&set, &hosts));
+    let manager = manager(config(&set, &hosts, driver));
     manager.connect().await.unwrap();
     let db = manager.database("pg").unwrap();
     db.execute("CREATE TABLE written (id int)", &[])
@@ -73,7 +85,7 @@ async fn a_standby_listed_first_is_passed_over_for_the_primary() {
     assert_eq!(json["current_host"], address(&set.primary));
 
     // `any` takes the first server that answers: the standby, where writes fail.
-    let mut c = config(&set, &hosts);
+    let mut c = config(&set, &hosts, driver);
     c.name = "any".into();
     c.target_session_attrs = Some(TargetSessionAttrs::Any);
     let any = Manager::new(fast_config().with_connection(c)).unwrap();
@@ -94,18 +106,40 @@ async fn a_standby_listed_first_is_passed_over_for_the_primary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_resume_on_the_promoted_standby_through_handles_taken_before() {
+async fn writes_resume_on_the_promoted_standby_through_handles_taken_before_on_sqlx() {
+    writes_resume_on_the_promoted_standby_through_handles_taken_before(PostgresDriver::Sqlx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_resume_on_the_promoted_standby_through_handles_taken_before_on_tokio_postgres() {
+    writes_resume_on_the_promoted_standby_through_handles_taken_before(
+        PostgresDriver::TokioPostgres,
+    )
+    .await;
+}
+
+async fn writes_resume_on_the_promoted_standby_through_handles_taken_before(
+    driver: PostgresDriver,
+) {
     let set = ReplicationSet::start(1);
     let standby = &set.standbys[0];
-    let manager = manager(config(&set, &[address(&set.primary), address(standby)]));
+    let manager = manager(config(
+        &set,
+        &[address(&set.primary), address(standby)],
+        driver,
+    ));
     manager.connect().await.unwrap();
     let conn = manager.get("pg").unwrap();
     let db = conn.database().unwrap();
-    let native = conn.postgres().unwrap();
-    // A LISTEN session follows too (a standby would refuse LISTEN).
-    let mut listener = conn.listener().await.unwrap();
-    listener.listen("moved").await.unwrap();
-    let notifier = listener.handle();
+    let native = Native::take(&conn, driver);
+    // A LISTEN session follows too (a standby would refuse LISTEN); the sqlx driver's.
+    let mut listener = match driver {
+        PostgresDriver::Sqlx => Some(conn.listener().await.unwrap()),
+        _ => None,
+    };
+    if let Some(listener) = &mut listener {
+        listener.listen("moved").await.unwrap();
+    }
     db.execute("CREATE TABLE written (id int8)", &[])
         .await
         .unwrap();
@@ -157,11 +191,52 @@ async fn writes_resume_on_the_promoted_standby_through_handles_taken_before() {
     assert_eq!(stats.current_host, Some(address(standby)));
     assert_eq!(stats.host_switches, 1);
     // The native pool obtained before the failover follows it too.
-    dbmanager::reexports::sqlx::query("INSERT INTO written VALUES (0)")
-        .execute(&native)
-        .await
-        .unwrap();
+    native.insert_zero().await;
     // The listener lost its session, found the new primary, and hears what is sent there.
+    if let Some(listener) = listener {
+        listener_follows(listener).await;
+    }
+    manager.close(Duration::from_secs(5)).await;
+}
+
+/// A driver's native pool, taken before a failover.
+enum Native {
+    Sqlx(dbmanager::reexports::sqlx::PgPool),
+    TokioPostgres(dbmanager::TokioPgPool),
+}
+
+impl Native {
+    fn take(conn: &dbmanager::Connection, driver: PostgresDriver) -> Self {
+        match driver {
+            PostgresDriver::TokioPostgres => Native::TokioPostgres(conn.tokio_postgres().unwrap()),
+            _ => Native::Sqlx(conn.postgres().unwrap()),
+        }
+    }
+
+    /// Writes through the native pool: only the primary accepts it.
+    async fn insert_zero(&self) {
+        match self {
+            Native::Sqlx(pool) => {
+                dbmanager::reexports::sqlx::query("INSERT INTO written VALUES (0)")
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+            Native::TokioPostgres(pool) => {
+                let client = pool.get().await.unwrap();
+                client
+                    .execute("INSERT INTO written VALUES (0)", &[])
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// A listener whose server was lost: it reconnects to the new primary and hears what is sent
+/// there.
+async fn listener_follows(mut listener: dbmanager::Listener) {
+    let notifier = listener.handle();
     let mut next = async || {
         tokio::time::timeout(Duration::from_secs(30), listener.recv())
             .await
@@ -175,14 +250,22 @@ async fn writes_resume_on_the_promoted_standby_through_handles_taken_before() {
         ListenerEvent::Notification(n) => assert_eq!(n.payload, "after"),
         other => panic!("expected the notification, got {other:?}"),
     }
-    manager.close(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_that_becomes_read_only_is_left() {
+async fn a_server_that_becomes_read_only_is_left_on_sqlx() {
+    a_server_that_becomes_read_only_is_left(PostgresDriver::Sqlx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_becomes_read_only_is_left_on_tokio_postgres() {
+    a_server_that_becomes_read_only_is_left(PostgresDriver::TokioPostgres).await;
+}
+
+async fn a_server_that_becomes_read_only_is_left(driver: PostgresDriver) {
     let set = ReplicationSet::start(1);
     let standby = &set.standbys[0];
-    let mut c = config(&set, &[address(&set.primary), address(standby)]);
+    let mut c = config(&set, &[address(&set.primary), address(standby)], driver);
     c.min_open_conns = Some(3);
     let manager = manager(c);
     manager.connect().await.unwrap();
@@ -256,7 +339,16 @@ async fn a_server_that_becomes_read_only_is_left() {
 }
 
 #[tokio::test]
-async fn no_server_answering_fails_like_a_down_server() {
+async fn no_server_answering_fails_like_a_down_server_on_sqlx() {
+    no_server_answering_fails_like_a_down_server(PostgresDriver::Sqlx).await;
+}
+
+#[tokio::test]
+async fn no_server_answering_fails_like_a_down_server_on_tokio_postgres() {
+    no_server_answering_fails_like_a_down_server(PostgresDriver::TokioPostgres).await;
+}
+
+async fn no_server_answering_fails_like_a_down_server(driver: PostgresDriver) {
     let (a, b) = (free_port(), free_port());
     let mut m = fast_config();
     m.retry_attempts = 2;
@@ -267,6 +359,7 @@ async fn no_server_answering_fails_like_a_down_server() {
     c.database = Some("d".into());
     c.sslmode = Some(dbmanager::SslMode::Disable);
     c.connect_timeout = Duration::from_secs(2);
+    c.driver = Some(driver);
     let manager = Manager::new(m.with_connection(c)).unwrap();
     let err = manager.connect().await.unwrap_err();
     let text = err.to_string();
@@ -288,7 +381,16 @@ async fn no_server_answering_fails_like_a_down_server() {
 }
 
 #[test]
-fn bad_lists_are_configuration_problems_with_their_paths() {
+fn bad_lists_are_configuration_problems_with_their_paths_on_sqlx() {
+    bad_lists_are_configuration_problems_with_their_paths("sqlx");
+}
+
+#[test]
+fn bad_lists_are_configuration_problems_with_their_paths_on_tokio_postgres() {
+    bad_lists_are_configuration_problems_with_their_paths("tokio-postgres");
+}
+
+fn bad_lists_are_configuration_problems_with_their_paths(driver: &str) {
     let yaml = r#"
 dbmanager:
   connections:
@@ -302,8 +404,14 @@ dbmanager:
     lite: {type: sqlite, filepath: ":memory:", hosts: ["db-1"]}
     dsn: {type: postgres, dsn: "postgres://u@h/d", hosts: ["db-1"]}
     fine: {type: postgres, hosts: ["db-1", "db-2:5433", "[::1]:5434", "::1"], database: app}
-"#;
-    let problems = ManagerConfig::from_yaml_str(yaml).unwrap_err();
+"#
+    .replace("{type: postgres,", &format!("{{type: postgres, driver: {driver},"))
+    .replace(
+        "      type: postgres\n",
+        &format!("      type: postgres\n      driver: {driver}\n"),
+    );
+    assert_eq!(yaml.matches("driver:").count(), 6, "{yaml}");
+    let problems = ManagerConfig::from_yaml_str(&yaml).unwrap_err();
     let text = problems.to_string();
     assert!(!text.contains("Pw-Hidden"), "{text}");
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
@@ -340,7 +448,16 @@ dbmanager:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dsn_may_list_the_servers() {
+async fn a_dsn_may_list_the_servers_on_sqlx() {
+    a_dsn_may_list_the_servers(PostgresDriver::Sqlx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dsn_may_list_the_servers_on_tokio_postgres() {
+    a_dsn_may_list_the_servers(PostgresDriver::TokioPostgres).await;
+}
+
+async fn a_dsn_may_list_the_servers(driver: PostgresDriver) {
     let set = ReplicationSet::start(1);
     let standby = &set.standbys[0];
     let dsn = format!(
@@ -349,7 +466,8 @@ async fn a_dsn_may_list_the_servers() {
         address(standby),
         address(&set.primary)
     );
-    let c = ConnectionConfig::from_dsn("pg", dbmanager::DatabaseType::Postgres, dsn);
+    let mut c = ConnectionConfig::from_dsn("pg", dbmanager::DatabaseType::Postgres, dsn);
+    c.driver = Some(driver);
     let manager = manager(c);
     manager.connect().await.unwrap();
     assert_eq!(current_host(&manager), Some(address(&set.primary)));

@@ -63,7 +63,7 @@ impl<O> FailoverPlan<O> {
         servers: Option<Vec<Server>>,
         attrs: Option<TargetSessionAttrs>,
         only: Server,
-        at: impl Fn(&Server) -> O,
+        mut at: impl FnMut(&Server) -> O,
     ) -> Option<Self> {
         let count = servers.as_ref().map_or(1, Vec::len);
         let require_writable = crate::hosts::require_writable(attrs, count);
@@ -180,11 +180,6 @@ impl<D: Dialer> Failover<D> {
     /// Whether new connections must accept writes.
     pub(crate) fn require_writable(&self) -> bool {
         self.require_writable
-    }
-
-    /// The driver's side of the list.
-    pub(crate) fn dialer(&self) -> &D {
-        &self.dialer
     }
 
     /// The index of the server new connections go to.

@@ -3,6 +3,7 @@
 //! startup `options`, and how a standby's replication lag is measured.
 
 pub(crate) mod replica_lag;
+pub(crate) mod servers;
 
 use crate::config::{ConnectionConfig, ConnectionProblems};
 use crate::error::ErrorKind;
@@ -59,6 +60,13 @@ pub(crate) fn classify_sqlstate(code: Option<&str>) -> ErrorKind {
         c if c.starts_with("08") => ErrorKind::Transient,
         _ => ErrorKind::Query,
     }
+}
+
+/// Whether a server error may mean the connection should look for another server of its
+/// `hosts:` list: read_only_sql_transaction (the server became a standby or read-only), admin
+/// or crash shutdown, cannot_connect_now (starting up, or in recovery), connection exceptions.
+pub(crate) fn sqlstate_means_failover(code: &str) -> bool {
+    matches!(code, "25006" | "57P01" | "57P02" | "57P03") || code.starts_with("08")
 }
 
 /// Contradictions specific to PostgreSQL: without a dsn, the password goes into the URL only with

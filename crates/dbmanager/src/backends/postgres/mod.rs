@@ -80,12 +80,8 @@ impl SqlxFlavor for Pg {
     }
 
     fn means_failover(e: &dyn sqlx::error::DatabaseError) -> bool {
-        // read_only_sql_transaction (the server became a standby or read-only), admin or crash
-        // shutdown, cannot_connect_now (starting up, or in recovery), connection exceptions.
-        matches!(
-            e.code().as_deref(),
-            Some("25006" | "57P01" | "57P02" | "57P03")
-        ) || e.code().is_some_and(|c| c.starts_with("08"))
+        e.code()
+            .is_some_and(|code| crate::backends::pg_common::sqlstate_means_failover(&code))
     }
 
     fn with_credentials(

@@ -129,7 +129,8 @@ pub(crate) async fn connect_options(
     let mut options = match &c.dsn {
         Some(given) => {
             dsn::check_query(name, given, QuerySyntax::Url, DSN_PARAMETERS)?;
-            let url = super::servers::first_server_url(name, given.expose_secret())?;
+            let url =
+                crate::backends::pg_common::servers::first_server_url(name, given.expose_secret())?;
             let mut options = PgConnectOptions::from_str(url.expose_secret())
                 .map_err(|e| sqlx_error::<Pg>(name, Operation::Connect, e))?;
             if let Some(pw) = &password {

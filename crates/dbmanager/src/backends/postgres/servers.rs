@@ -1,28 +1,15 @@
-//! The servers a PostgreSQL connection chooses from: `hosts:` or a dsn's host list
-//! (`postgres://u@h1:5432,h2:5433/db`), and `target_session_attrs` from the config or the dsn,
-//! as the shared sqlx failover (`backends/sqlx/failover.rs`) takes them.
+//! The sqlx failover plan of a PostgreSQL connection: its server list
+//! (`pg_common::servers`) as sqlx connect options, one copy per server.
 
-use secrecy::{ExposeSecret, SecretString};
 use sqlx::Postgres;
 use sqlx::postgres::PgConnectOptions;
 
-use super::DEFAULT_PORT;
-use crate::backends::config_error;
+use crate::backends::failover::FailoverPlan as Plan;
+use crate::backends::pg_common::servers::server_list;
 use crate::backends::sqlx::failover::FailoverPlan;
-use crate::config::{ConnectionConfig, TargetSessionAttrs};
+use crate::config::ConnectionConfig;
 use crate::error::Result;
-use crate::hosts::{self, Server};
-
-/// The dsn as sqlx's one-host parser takes it: its first server only, without
-/// `target_session_attrs`. Errors never quote the dsn.
-pub(crate) fn first_server_url(name: &str, dsn: &str) -> Result<SecretString> {
-    let (url, _) = hosts::strip_target_session_attrs(dsn);
-    match hosts::split_dsn(&url) {
-        None => Ok(SecretString::from(url)),
-        Some(Ok((first, _))) => Ok(SecretString::from(first)),
-        Some(Err(problem)) => Err(config_error(name, format!("dsn: {problem}"))),
-    }
-}
+use crate::hosts::Server;
 
 /// The failover plan of a connection, if it has one: a server list (`hosts:` or the dsn's),
 /// or `target_session_attrs: read-write` on its one server. `options` are the connection's
@@ -32,42 +19,12 @@ pub(crate) fn plan(
     c: &ConnectionConfig,
     options: &PgConnectOptions,
 ) -> Result<Option<FailoverPlan<Postgres>>> {
-    let (servers, attrs) = match &c.dsn {
-        Some(dsn) => {
-            let (url, attrs) = hosts::strip_target_session_attrs(dsn.expose_secret());
-            let servers = match hosts::split_dsn(&url) {
-                None => None,
-                Some(Ok((_, entries))) => Some(
-                    entries
-                        .iter()
-                        .map(|e| e.with_default_port(DEFAULT_PORT))
-                        .collect::<Vec<_>>(),
-                ),
-                Some(Err(problem)) => return Err(config_error(name, format!("dsn: {problem}"))),
-            };
-            // Checked against the accepted values with the dsn's other parameters.
-            let attrs = attrs.as_deref().and_then(TargetSessionAttrs::parse);
-            (servers, attrs.or(c.target_session_attrs))
-        }
-        None => {
-            let servers = match &c.hosts {
-                Some(_) => Some(
-                    hosts::servers(c, DEFAULT_PORT, "localhost")
-                        .map_err(|problem| config_error(name, problem))?,
-                ),
-                None => None,
-            };
-            (servers, c.target_session_attrs)
-        }
-    };
+    let (servers, attrs) = server_list(name, c)?;
     let only = Server {
         host: options.get_host().to_owned(),
         port: options.get_port(),
     };
-    Ok(crate::backends::failover::FailoverPlan::build(
-        servers,
-        attrs,
-        only,
-        |server| options.clone().host(&server.host).port(server.port),
-    ))
+    Ok(Plan::build(servers, attrs, only, |server| {
+        options.clone().host(&server.host).port(server.port)
+    }))
 }

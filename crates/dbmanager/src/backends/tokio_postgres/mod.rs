@@ -11,6 +11,7 @@
 //! at the start of every transaction of the neutral handle (`transaction`), whose statements
 //! then use the unnamed statement and never the cache (see `sql`).
 
+mod failover;
 mod options;
 mod pool;
 mod rows;
@@ -42,6 +43,8 @@ pub(crate) static DRIVER: Driver = Driver {
     dsn_schemes: &["postgres://", "postgresql://"],
     fields: &[
         Field::Host,
+        Field::Hosts,
+        Field::TargetSessionAttrs,
         Field::Port,
         Field::User,
         Field::Password,
@@ -155,6 +158,16 @@ struct TokioPgBackend {
     min_open: usize,
     counters: Arc<PoolCounters>,
     native: Arc<dyn SqlExecutor>,
+    /// The server list's probe task, when there is another server to switch to.
+    prober: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for TokioPgBackend {
+    fn drop(&mut self) {
+        if let Some(prober) = &self.prober {
+            prober.abort();
+        }
+    }
 }
 
 impl BackendPool for TokioPgBackend {
@@ -173,13 +186,19 @@ impl BackendPool for TokioPgBackend {
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             let client = pool::acquire(&self.name, &self.pool, &self.counters).await?;
-            match client.simple_query("").await {
+            let outcome = match client.simple_query("").await {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     drop(TokioPgClient::take(client));
                     Err(driver_error(&self.name, Operation::Ping, e))
                 }
-            }
+            };
+            failover::observe(
+                self.pool.manager().failover.as_deref(),
+                &self.pool,
+                &outcome,
+            );
+            outcome
         })
     }
 
@@ -198,7 +217,13 @@ impl BackendPool for TokioPgBackend {
         let max_idle_time = self.pool.manager().max_idle_time;
         let mut kept = 0u32;
         let mut over_cap = 0u64;
+        let mut stale = 0u64;
+        let manager = self.pool.manager();
         self.pool.retain(|_, metrics| {
+            if manager.is_stale(&metrics) {
+                stale += 1;
+                return false;
+            }
             if max_idle_time.is_some_and(|max| metrics.last_used() >= max) {
                 return false;
             }
@@ -210,6 +235,7 @@ impl BackendPool for TokioPgBackend {
             true
         });
         self.counters.closed_max_idle.fetch_add(over_cap, Relaxed);
+        self.counters.closed_broken.fetch_add(stale, Relaxed);
         Box::pin(async move {
             let mut held = Vec::new();
             while self.pool.status().size < self.min_open {
@@ -224,6 +250,9 @@ impl BackendPool for TokioPgBackend {
     /// Refuses new checkouts and closes the idle clients at once; returns when every
     /// checked-out client came back (each is closed on return).
     fn close(&self) -> BoxFuture<'_, ()> {
+        if let Some(prober) = &self.prober {
+            prober.abort();
+        }
         self.pool.close();
         Box::pin(async move {
             while self.pool.status().size > 0 {
@@ -247,10 +276,39 @@ impl BackendPool for TokioPgBackend {
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
     Box::pin(async move {
         let (credentials, _) = spec.credentials.current().await?;
-        let plan = options::connect_plan(spec.name, spec.config, spec.settings, &credentials)?;
+        let plan =
+            options::connect_plan(spec.name, spec.config, spec.settings, &credentials, None)?;
+        let servers = failover::plan(spec.name, spec.config, spec.settings, &credentials, &plan)?;
         let tls = tls::RustlsConnector::new(plan.verify)
             .map_err(|e| config_error(spec.name, format!("TLS: {e}")))?;
         let s = spec.settings;
+        let failover = servers.map(|servers| {
+            Arc::new(failover::TokioPgFailover::new(
+                spec.name,
+                spec.config.enable_logging,
+                failover::TokioPgDialer { tls: tls.clone() },
+                servers,
+                spec.counters,
+                spec.credentials,
+                s.connect_timeout,
+            ))
+        });
+        match &failover {
+            // The server to start on: every server probed at once (its error lists each one's
+            // answer); the pool's first connection below goes there.
+            Some(failover) => {
+                let (index, probe) = bounded(
+                    spec.name,
+                    Operation::Connect,
+                    s.connect_timeout,
+                    failover.find(),
+                )
+                .await?;
+                drop(probe);
+                failover.start_on(index);
+            }
+            None => spec.counters.current_host.store(None),
+        }
         let columns = Arc::new(ColumnCache::default());
         // Behind a pooler the session settings are statements (the startup packet carries none,
         // see `options`): once per connection in session mode, at the start of every
@@ -291,6 +349,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             max_lifetime: s.max_lifetime,
             max_idle_time: s.max_idle_time,
             connect_timeout: s.connect_timeout,
+            failover: failover.clone(),
             retry_connects: std::sync::atomic::AtomicBool::new(false),
         };
         let pool = deadpool::managed::Pool::builder(manager)
@@ -327,8 +386,12 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             max_idle: (s.max_idle < s.max_open).then_some(s.max_idle as usize),
             begin,
         });
+        let prober = failover
+            .filter(|f| f.has_alternatives())
+            .map(|f| f.spawn(failover::PoolTarget(pool.weak())));
         Ok(Box::new(TokioPgBackend {
             name: spec.name.clone(),
+            prober,
             pool,
             min_open: s.min_open as usize,
             counters: spec.counters.clone(),
@@ -341,23 +404,14 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
 mod tests {
     use super::*;
 
-    /// What the sqlx driver reads and this one does not yet: a server list (`hosts`,
-    /// `target_session_attrs`); validation refuses them on this driver.
-    const NOT_YET: [Field; 2] = [Field::Hosts, Field::TargetSessionAttrs];
-
     #[test]
     fn the_descriptor_matches_the_sqlx_drivers_fields() {
         let sqlx = crate::registry::DRIVERS
             .iter()
             .find(|d| d.variant == Some(PostgresDriver::Sqlx));
         if let Some(sqlx) = sqlx {
-            let shared: Vec<Field> = sqlx
-                .fields
-                .iter()
-                .copied()
-                .filter(|f| !NOT_YET.contains(f))
-                .collect();
-            assert_eq!(shared, DRIVER.fields);
+            // Both drivers read every PostgreSQL key.
+            assert_eq!(sqlx.fields, DRIVER.fields);
             assert_eq!(sqlx.required, DRIVER.required);
         }
     }

@@ -12,11 +12,13 @@ use tokio_postgres::config::SslMode as WireSslMode;
 
 use super::tls::Verify;
 use crate::backends::config_error;
+use crate::backends::pg_common::servers::first_server_url;
 use crate::backends::pg_common::startup_settings;
 use crate::config::{ConnectionConfig, PoolSettings, Pooler, SslMode};
 use crate::credentials::Resolved;
 use crate::dsn::{self, Accept, Known, QuerySyntax};
 use crate::error::Result;
+use crate::hosts::{self, Server};
 
 /// PostgreSQL's default port.
 pub(crate) const DEFAULT_PORT: u16 = 5432;
@@ -67,9 +69,11 @@ const DSN_PARAMETERS: &[Known] = &[
         name: "connect_timeout",
         accept: Accept::Count,
     },
+    // Read by the server list (`pg_common::servers`), removed before tokio-postgres parses the
+    // rest: the pool, not tokio-postgres, chooses the server (`failover.rs`).
     Known {
         name: "target_session_attrs",
-        accept: Accept::OneOf(&["any", "read-write", "read-only"]),
+        accept: Accept::OneOf(&["read-write", "any"]),
     },
     Known {
         name: "channel_binding",
@@ -95,22 +99,27 @@ impl std::fmt::Debug for ConnectPlan {
 }
 
 /// The plan for a connection: the given `dsn`, or the structured fields; then the structured
-/// settings on top; then `credentials`.
+/// settings on top; then `credentials`. `server` is one server of the connection's list
+/// (`hosts:` or the dsn's); without one, the dsn's first server or `host`.
 pub(crate) fn connect_plan(
     name: &str,
     c: &ConnectionConfig,
     settings: &PoolSettings,
     credentials: &Resolved,
+    server: Option<&Server>,
 ) -> Result<ConnectPlan> {
     let mut config = match &c.dsn {
         Some(given) => {
             dsn::check_query(name, given, QuerySyntax::Url, DSN_PARAMETERS)?;
-            tokio_postgres::Config::from_str(given.expose_secret()).map_err(|e| {
+            let first = first_server_url(name, given.expose_secret())?;
+            let url = server.and_then(|server| hosts::with_server(first.expose_secret(), server));
+            let url = url.as_deref().unwrap_or(first.expose_secret());
+            tokio_postgres::Config::from_str(url).map_err(|e| {
                 // Its parse errors name the option, never the value.
                 config_error(name, format!("dsn: {e}"))
             })?
         }
-        None => from_fields(name, c)?,
+        None => from_fields(name, c, server)?,
     };
     let mode = c.sslmode.unwrap_or(match config.get_ssl_mode() {
         WireSslMode::Disable => SslMode::Disable,
@@ -162,11 +171,20 @@ pub(crate) fn with_credentials(config: &mut tokio_postgres::Config, credentials:
 /// The structured fields, as the sqlx driver reads them: an empty user or database counts as
 /// unset; without a user, `PGUSER` and then the login name apply (tokio-postgres has no
 /// default of its own). Unlike sqlx, the `PGPASSWORD` and `~/.pgpass` fallbacks are not read.
-fn from_fields(name: &str, c: &ConnectionConfig) -> Result<tokio_postgres::Config> {
-    let host = dsn::plain_host(c.host.as_deref().unwrap_or("localhost"))
-        .map_err(|problem| config_error(name, format!("host {problem}")))?;
+fn from_fields(
+    name: &str,
+    c: &ConnectionConfig,
+    server: Option<&Server>,
+) -> Result<tokio_postgres::Config> {
     let mut config = tokio_postgres::Config::new();
-    config.host(host).port(c.port.unwrap_or(DEFAULT_PORT));
+    match server {
+        Some(server) => config.host(&server.host).port(server.port),
+        None => {
+            let host = dsn::plain_host(c.host.as_deref().unwrap_or("localhost"))
+                .map_err(|problem| config_error(name, format!("host {problem}")))?;
+            config.host(host).port(c.port.unwrap_or(DEFAULT_PORT))
+        }
+    };
     let user = c
         .user
         .clone()
@@ -233,7 +251,7 @@ mod tests {
 
     fn plan(c: &ConnectionConfig) -> Result<ConnectPlan> {
         let settings = ManagerConfig::default().pool_settings(c);
-        connect_plan("t", c, &settings, &Resolved::from_config(c))
+        connect_plan("t", c, &settings, &Resolved::from_config(c), None)
     }
 
     #[test]

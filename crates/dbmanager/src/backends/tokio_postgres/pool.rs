@@ -17,6 +17,7 @@ use deadpool::managed::{
 use deadpool_postgres::ClientWrapper;
 
 use super::driver_error;
+use super::failover::{TokioPgFailover, is_writable, observe, open_client};
 use super::options::{ConnectPlan, with_credentials};
 use super::sql::{HookClient, On};
 use super::tls::RustlsConnector;
@@ -64,6 +65,8 @@ pub struct TokioPgManager {
     pub(super) max_idle_time: Option<Duration>,
     /// Bound of one connect, retries included (`connect_timeout`).
     pub(super) connect_timeout: Duration,
+    /// The server list, when the connection has one: each connect goes to its current server.
+    pub(super) failover: Option<Arc<TokioPgFailover>>,
     /// Set once the pool is open: a checkout's connect then retries a refused or reset
     /// connection until `connect_timeout`, as sqlx's pool does (a restarting server is waited
     /// for, not reported to every caller); the open's own attempt fails fast, so the real
@@ -89,31 +92,62 @@ impl TokioPgManager {
         }
     }
 
-    /// Opens one physical connection with the current credentials; a refused login makes the
-    /// source resolve again next time.
+    /// Opens one physical connection with the current credentials, on the current server of a
+    /// server list; a refused login makes the source resolve again next time.
     async fn connect(&self) -> Result<ClientWrapper> {
-        let mut config = self.plan.config.clone();
-        if let Some(source) = &self.credentials {
-            let (credentials, _) = source.current().await?;
-            with_credentials(&mut config, &credentials);
-        }
-        let (client, connection) = match config.connect(self.tls.clone()).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                let error = driver_error(&self.name, Operation::Connect, e);
-                if error.kind() == ErrorKind::Authentication
-                    && let Some(source) = &self.credentials
-                {
-                    source.invalidate();
+        loop {
+            let (server, mut config) = match &self.failover {
+                Some(failover) => {
+                    let (index, config) = failover.current_options();
+                    (Some(index), config)
                 }
-                return Err(error);
+                None => (None, self.plan.config.clone()),
+            };
+            if let Some(source) = &self.credentials {
+                let (credentials, _) = source.current().await?;
+                with_credentials(&mut config, &credentials);
             }
-        };
-        // The connection task ends when the client is dropped (deadpool-postgres aborts it).
-        let task = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(ClientWrapper::new(client, task))
+            let client = match open_client(&config, self.tls.clone()).await {
+                Ok(client) => client,
+                Err(e) => {
+                    let error = driver_error(&self.name, Operation::Connect, e);
+                    if error.kind() == ErrorKind::Authentication
+                        && let Some(source) = &self.credentials
+                    {
+                        source.invalidate();
+                    }
+                    if let Some(failover) = &self.failover
+                        && error.kind() == ErrorKind::Transient
+                    {
+                        failover.request_probe();
+                    }
+                    return Err(error);
+                }
+            };
+            let Some(failover) = &self.failover else {
+                return Ok(client);
+            };
+            if failover.require_writable() {
+                match is_writable(&client).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(Error::database(
+                            &self.name,
+                            Operation::Connect,
+                            ErrorKind::Transient,
+                            failover.refuse_read_only(),
+                        ));
+                    }
+                    Err(e) => return Err(driver_error(&self.name, Operation::Connect, e)),
+                }
+            }
+            // The pool switched servers while this one connected: it may be on the old one,
+            // and would not count as opened before the switch. Connect again (`create` bounds
+            // the loop).
+            if server == Some(failover.current_index()) {
+                return Ok(client);
+            }
+        }
     }
 }
 
@@ -143,6 +177,14 @@ impl deadpool::managed::Manager for TokioPgManager {
 }
 
 impl TokioPgManager {
+    /// Whether a pooled client was opened before the pool switched servers, so may be on the
+    /// old one: it is closed instead of handed out or kept.
+    pub(super) fn is_stale(&self, metrics: &Metrics) -> bool {
+        self.failover
+            .as_ref()
+            .is_some_and(|failover| failover.is_stale(metrics.age()))
+    }
+
     /// A new connection with `init_sql` run and the after-connect hook passed.
     async fn open(&self) -> Result<ClientWrapper> {
         let started = Instant::now();
@@ -192,7 +234,14 @@ impl TokioPgManager {
         };
         let c = &self.counters;
         if client.is_closed() {
+            // The server may be gone: look for another.
+            if let Some(failover) = &self.failover {
+                failover.request_probe();
+            }
             return refuse(&c.closed_broken, "connection closed");
+        }
+        if self.is_stale(metrics) {
+            return refuse(&c.closed_broken, "opened before the pool switched servers");
         }
         if self.max_lifetime.is_some_and(|max| metrics.age() >= max) {
             return refuse(&c.closed_max_lifetime, "past conn_max_lifetime");
@@ -207,6 +256,9 @@ impl TokioPgManager {
                 Ok(Ok(()))
             )
         {
+            if let Some(failover) = &self.failover {
+                failover.request_probe();
+            }
             return refuse(&c.closed_broken, "failed its liveness check");
         }
         if self.hooks.has_before_checkout() {
@@ -249,7 +301,9 @@ pub(super) async fn acquire(
         other => other,
     };
     counters.acquire_wait_seconds.observe(started.elapsed());
-    outcome.map_err(|e| pool_error(name, counters, e))
+    let outcome = outcome.map_err(|e| pool_error(name, counters, e));
+    observe(pool.manager().failover.as_deref(), pool, &outcome);
+    outcome
 }
 
 /// A checkout's failure as the crate's error: the connect's own error when opening failed.

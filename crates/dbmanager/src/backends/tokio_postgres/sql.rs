@@ -14,6 +14,7 @@ use futures_util::future::BoxFuture;
 use tokio_postgres::RowStream;
 use tokio_postgres::types::Type;
 
+use super::failover::observe;
 use super::pool::{TokioPgClient, TokioPgPool, acquire};
 use super::rows::{Param, decode, param_type};
 use super::{driver_error, statement_error};
@@ -218,6 +219,11 @@ impl TokioPgExecutor {
         })
     }
 
+    /// A failed statement may mean the server left: the server list is probed.
+    fn observe<T>(&self, outcome: &Result<T>) {
+        observe(self.pool.manager().failover.as_deref(), &self.pool, outcome);
+    }
+
     /// Returns a client to the pool, or closes it when the pool already keeps `max_idle_conns`
     /// idle ones (deadpool has no release callback to do it; clients of the native layer are
     /// trimmed by the health loop instead).
@@ -292,16 +298,18 @@ impl SqlExecutor for TokioPgExecutor {
     fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         if let Some(begin) = &self.begin {
             return Box::pin(async move {
-                Ok(self
+                let outcome = self
                     .in_own_transaction(begin, sql, params, Want::Affected)
-                    .await?
-                    .affected())
+                    .await;
+                self.observe(&outcome);
+                Ok(outcome?.affected())
             });
         }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
             let outcome = execute(self.on(), statement.client()?, sql, params).await;
             statement.done();
+            self.observe(&outcome);
             outcome
         })
     }
@@ -313,16 +321,18 @@ impl SqlExecutor for TokioPgExecutor {
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         if let Some(begin) = &self.begin {
             return Box::pin(async move {
-                Ok(self
+                let outcome = self
                     .in_own_transaction(begin, sql, params, Want::Rows(usize::MAX))
-                    .await?
-                    .rows())
+                    .await;
+                self.observe(&outcome);
+                Ok(outcome?.rows())
             });
         }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
             let outcome = fetch(self.on(), statement.client()?, sql, params, usize::MAX).await;
             statement.done();
+            self.observe(&outcome);
             outcome
         })
     }
@@ -334,17 +344,18 @@ impl SqlExecutor for TokioPgExecutor {
     ) -> BoxFuture<'a, Result<Option<Row>>> {
         if let Some(begin) = &self.begin {
             return Box::pin(async move {
-                Ok(self
+                let outcome = self
                     .in_own_transaction(begin, sql, params, Want::Rows(1))
-                    .await?
-                    .rows()
-                    .pop())
+                    .await;
+                self.observe(&outcome);
+                Ok(outcome?.rows().pop())
             });
         }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
             let outcome = fetch(self.on(), statement.client()?, sql, params, 1).await;
             statement.done();
+            self.observe(&outcome);
             Ok(outcome?.pop())
         })
     }
@@ -359,10 +370,13 @@ impl SqlExecutor for TokioPgExecutor {
                 unnamed: self.begin.is_some(),
                 lost: false,
             };
-            tx.client()?
+            let begun = tx
+                .client()?
                 .batch_execute(self.begin.as_deref().unwrap_or("BEGIN"))
                 .await
-                .map_err(|e| driver_error(&self.name, Operation::Begin, e))?;
+                .map_err(|e| driver_error(&self.name, Operation::Begin, e));
+            self.observe(&begun);
+            begun?;
             Ok(Box::new(tx) as Box<dyn SqlTransaction>)
         })
     }
@@ -448,10 +462,16 @@ impl TokioPgTransaction {
         }
     }
 
-    /// Notes a statement's error that leaves the client unfit for the pool.
+    /// Notes a statement's error that leaves the client unfit for the pool, and one that may
+    /// mean the server left (the pool's server list is probed).
     fn observe<T>(&mut self, outcome: Result<T>) -> Result<T> {
         if self.unnamed && outcome.as_ref().is_err_and(lost_named_statement) {
             self.lost = true;
+        }
+        if outcome.is_err()
+            && let Some(pool) = self.client.as_ref().and_then(TokioPgClient::pool)
+        {
+            observe(pool.manager().failover.as_deref(), &pool, &outcome);
         }
         outcome
     }
