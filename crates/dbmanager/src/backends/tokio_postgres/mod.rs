@@ -1,7 +1,8 @@
 //! PostgreSQL through tokio-postgres (`driver: tokio-postgres`): clients in a deadpool pool,
 //! each with its prepared-statement cache; the neutral handle and the native pool
 //! ([`TokioPgPool`], `Connection::tokio_postgres()`). SeaORM, LISTEN/NOTIFY and
-//! `Connection::postgres()` are the sqlx driver's.
+//! `Connection::postgres()` are the sqlx driver's. A server list (`hosts:`,
+//! `target_session_attrs`) works as on sqlx (`failover.rs`).
 //!
 //! The application's after-release hook is not called on this driver: deadpool has no release
 //! callback (after-connect and before-checkout are).
