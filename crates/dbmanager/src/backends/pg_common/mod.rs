@@ -45,6 +45,9 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     dollar_name_suffixes: false,
 };
 
+/// PostgreSQL's default port.
+pub(crate) const DEFAULT_PORT: u16 = 5432;
+
 /// SQLSTATE classes.
 pub(crate) fn classify_sqlstate(code: Option<&str>) -> ErrorKind {
     match code.unwrap_or_default() {

@@ -4,13 +4,11 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::DEFAULT_PORT;
 use crate::backends::config_error;
 use crate::config::{ConnectionConfig, TargetSessionAttrs};
 use crate::error::Result;
 use crate::hosts::{self, Server};
-
-/// PostgreSQL's default port.
-const DEFAULT_PORT: u16 = 5432;
 
 /// The dsn as a one-host parser takes it: its first server only, without
 /// `target_session_attrs`. Errors never quote the dsn.

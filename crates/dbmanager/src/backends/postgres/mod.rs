@@ -20,7 +20,7 @@ use crate::sql::Value;
 
 pub(crate) use options::connect_options;
 
-pub(crate) const DEFAULT_PORT: u16 = 5432;
+pub(crate) use crate::backends::pg_common::DEFAULT_PORT;
 
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Postgres,

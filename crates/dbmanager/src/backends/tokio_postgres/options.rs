@@ -20,8 +20,7 @@ use crate::dsn::{self, Accept, Known, QuerySyntax};
 use crate::error::Result;
 use crate::hosts::{self, Server};
 
-/// PostgreSQL's default port.
-pub(crate) const DEFAULT_PORT: u16 = 5432;
+pub(crate) use crate::backends::pg_common::DEFAULT_PORT;
 
 /// The `sslmode`s tokio-postgres's parser takes; `verify-ca` and `verify-full` are the
 /// `sslmode` field's (it applies on top of a dsn).
