@@ -408,3 +408,179 @@ impl<D: Dialer> Failover<D> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The choice among answers and the switch bookkeeping, with scripted answers (the
+    //! behaviour on real servers is `tests/failover.rs`, on both PostgreSQL drivers).
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::{ConnectionConfig, DatabaseType};
+
+    /// How a scripted server answers a probe, after `delay`.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Writable,
+        ReadOnly,
+        Refused(ErrorKind),
+    }
+
+    /// Options are the server's index; a connection is the index it reached.
+    struct Scripted(Mutex<Vec<(Duration, Answer)>>);
+
+    impl Dialer for Scripted {
+        type Options = usize;
+        type Conn = usize;
+
+        fn with_credentials(options: usize, _credentials: &Resolved) -> usize {
+            options
+        }
+
+        async fn probe(&self, options: &usize, require_writable: bool) -> Probe<usize> {
+            let (delay, answer) = self.0.lock().unwrap()[*options];
+            tokio::time::sleep(delay).await;
+            match answer {
+                Answer::Writable => Probe::Qualifies(*options),
+                Answer::ReadOnly if require_writable => Probe::ReadOnly,
+                Answer::ReadOnly => Probe::Qualifies(*options),
+                Answer::Refused(kind) => Probe::Failed(kind, "refused".to_owned()),
+            }
+        }
+
+        async fn close(_conn: usize) {}
+    }
+
+    /// Records where the pool was pointed.
+    #[derive(Clone, Default)]
+    struct Target(Arc<Mutex<Vec<usize>>>);
+
+    impl SwitchTarget<usize> for Target {
+        fn is_open(&self) -> bool {
+            true
+        }
+
+        fn point_at(&self, options: usize) {
+            self.0.lock().unwrap().push(options);
+        }
+    }
+
+    fn failover(
+        answers: &[(u64, Answer)],
+        attrs: Option<TargetSessionAttrs>,
+    ) -> Failover<Scripted> {
+        let servers: Vec<Server> = (0..answers.len())
+            .map(|i| Server {
+                host: format!("db-{i}"),
+                port: 5432,
+            })
+            .collect();
+        let only = servers[0].clone();
+        let mut next = 0..;
+        let plan = FailoverPlan::build(Some(servers), attrs, only, |_| next.next().unwrap_or(0))
+            .expect("a list is a plan");
+        let c = ConnectionConfig::new("t", DatabaseType::Postgres);
+        let name: Arc<str> = Arc::from("t");
+        let credentials = Arc::new(CredentialSource::new(
+            &name,
+            &c,
+            None,
+            None,
+            Duration::from_secs(1),
+        ));
+        let script = answers
+            .iter()
+            .map(|&(ms, answer)| (Duration::from_millis(ms), answer))
+            .collect();
+        Failover::new(
+            &name,
+            false,
+            Scripted(Mutex::new(script)),
+            plan,
+            &Arc::default(),
+            &credentials,
+            Duration::from_secs(5),
+        )
+    }
+
+    #[tokio::test]
+    async fn list_order_decides_unless_the_current_server_qualifies() {
+        use Answer::*;
+        // The second server answers last but comes before the third in the list.
+        let f = failover(&[(0, ReadOnly), (50, Writable), (0, Writable)], None);
+        assert!(f.require_writable(), "read-write by default for a list");
+        assert_eq!(f.find().await.map(|(i, _)| i).ok(), Some(1));
+        // The current server wins over an earlier one in the list.
+        f.start_on(2);
+        assert_eq!(f.find().await.map(|(i, _)| i).ok(), Some(2));
+        assert_eq!(
+            f.counters
+                .current_host
+                .load()
+                .as_deref()
+                .map(String::as_str),
+            Some("db-2:5432")
+        );
+        // `any`: a standby answers, so the first server qualifies.
+        let any = failover(
+            &[(0, ReadOnly), (0, Writable)],
+            Some(TargetSessionAttrs::Any),
+        );
+        assert_eq!(any.find().await.map(|(i, _)| i).ok(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn no_server_qualifying_is_transient_unless_every_server_refuses_for_good() {
+        use Answer::*;
+        let f = failover(&[(0, ReadOnly), (0, Refused(ErrorKind::Transient))], None);
+        let err = f.find().await.expect_err("nothing qualifies");
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        let text = err.to_string();
+        assert!(text.contains("no server of 2 accepts writes"), "{text}");
+        assert!(text.contains("db-0:5432: does not accept writes"), "{text}");
+        assert!(text.contains("db-1:5432: refused"), "{text}");
+        let f = failover(
+            &[
+                (0, Refused(ErrorKind::Authentication)),
+                (0, Refused(ErrorKind::Authentication)),
+            ],
+            None,
+        );
+        let err = f.find().await.expect_err("nothing qualifies");
+        assert_eq!(err.kind(), ErrorKind::Authentication);
+    }
+
+    #[tokio::test]
+    async fn a_requested_probe_switches_and_connections_opened_before_are_stale() {
+        use Answer::*;
+        let f = Arc::new(failover(&[(0, Writable), (0, ReadOnly)], None));
+        f.start_on(0);
+        let target = Target::default();
+        let task = f.spawn(target.clone());
+        let opened_before = Instant::now();
+        assert!(!f.is_stale(opened_before.elapsed()), "no switch yet");
+        // The first server leaves, the second is promoted.
+        f.dialer.0.lock().unwrap()[0].1 = Refused(ErrorKind::Transient);
+        f.dialer.0.lock().unwrap()[1].1 = Writable;
+        f.request_probe();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while f.counters.host_switches.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < deadline, "no switch");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        task.abort();
+        assert_eq!(f.current_index(), 1);
+        assert_eq!(*target.0.lock().unwrap(), [1]);
+        assert_eq!(
+            f.counters
+                .current_host
+                .load()
+                .as_deref()
+                .map(String::as_str),
+            Some("db-1:5432")
+        );
+        assert!(f.is_stale(opened_before.elapsed()));
+        assert!(!f.is_stale(Duration::ZERO), "opened after the switch");
+    }
+}
