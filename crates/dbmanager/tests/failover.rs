@@ -39,18 +39,6 @@ fn manager(c: ConnectionConfig) -> Manager {
     Manager::new(fast_config().with_connection(c)).unwrap()
 }
 
-/// An error and each of its sources, as one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
-
 fn current_host(manager: &Manager) -> Option<String> {
     manager.get("pg").unwrap().stats().current_host
 }
@@ -112,9 +100,7 @@ async fn a_standby_listed_first_is_passed_over_for_the_primary(driver: PostgresD
         .execute("CREATE TABLE refused (id int)", &[])
         .await
         .unwrap_err();
-    // tokio-postgres shows "db error" and the server's message in its source.
-    let text = error_chain(&err);
-    assert!(text.contains("read-only"), "{text}");
+    assert!(err.to_string().contains("read-only"), "{err}");
     any.close(Duration::from_secs(5)).await;
     manager.close(Duration::from_secs(5)).await;
 }

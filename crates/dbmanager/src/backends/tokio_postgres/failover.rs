@@ -152,9 +152,7 @@ impl SwitchTarget<tokio_postgres::Config> for PoolTarget {
 /// that timed out waiting on a full pool is not one (`saturated`: every client is in use, so
 /// the pool is too small, not the server gone).
 fn may_mean_failover(e: &Error, saturated: bool) -> bool {
-    let driver = std::error::Error::source(e)
-        .and_then(|source| source.downcast_ref::<tokio_postgres::Error>());
-    match driver {
+    match super::driver_cause(e) {
         Some(driver) => match driver.as_db_error() {
             Some(db) => sqlstate_means_failover(db.code().code()),
             None => e.kind() == ErrorKind::Transient,
