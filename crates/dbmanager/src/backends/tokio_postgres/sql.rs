@@ -186,6 +186,23 @@ fn lost_named_statement(e: &Error) -> bool {
         })
 }
 
+/// Whether a statement's error means its server session is over: the server ended it
+/// (`57Pxx`: `57P01` after `pg_terminate_backend` or a shutdown, `57P02` a crash, `57P05` an
+/// idle timeout; class 08; not `57014`, a cancelled statement on a live session) or
+/// the connection failed beneath the statement (no server error at all: I/O, closed).
+fn ends_session(e: &Error) -> bool {
+    match super::driver_cause(e) {
+        Some(cause) => match cause.as_db_error() {
+            Some(db) => {
+                let code = db.code().code();
+                code.starts_with("57P") || code.starts_with("08")
+            }
+            None => true,
+        },
+        None => false,
+    }
+}
+
 /// Statements on the pool itself: one checkout per call.
 pub(super) struct TokioPgExecutor {
     pub name: Arc<str>,
@@ -274,7 +291,7 @@ impl TokioPgExecutor {
             match ended {
                 // Dropped without `done`, the client is closed.
                 Ok(()) if lost => drop(statement),
-                Ok(()) => statement.done(),
+                Ok(()) => statement.done(&outcome),
                 Err(e) => {
                     return Err(outcome
                         .err()
@@ -308,7 +325,7 @@ impl SqlExecutor for TokioPgExecutor {
         Box::pin(async move {
             let mut statement = self.checkout().await?;
             let outcome = execute(self.on(), statement.client()?, sql, params).await;
-            statement.done();
+            statement.done(&outcome);
             self.observe(&outcome);
             outcome
         })
@@ -331,7 +348,7 @@ impl SqlExecutor for TokioPgExecutor {
         Box::pin(async move {
             let mut statement = self.checkout().await?;
             let outcome = fetch(self.on(), statement.client()?, sql, params, usize::MAX).await;
-            statement.done();
+            statement.done(&outcome);
             self.observe(&outcome);
             outcome
         })
@@ -354,7 +371,7 @@ impl SqlExecutor for TokioPgExecutor {
         Box::pin(async move {
             let mut statement = self.checkout().await?;
             let outcome = fetch(self.on(), statement.client()?, sql, params, 1).await;
-            statement.done();
+            statement.done(&outcome);
             self.observe(&outcome);
             Ok(outcome?.pop())
         })
@@ -397,10 +414,18 @@ impl InFlight<'_> {
             .ok_or_else(|| Error::closed(&self.executor.name, Operation::Query))
     }
 
-    /// The statement finished (with a result or an error from the server): the client goes back.
-    fn done(&mut self) {
+    /// The statement finished: the client goes back, unless the outcome says its session is
+    /// gone ([`ends_session`]): then it is closed here, so that the next checkout does not
+    /// get it before its connection task has noticed (one failed statement per killed
+    /// session, not two).
+    fn done<T>(&mut self, outcome: &Result<T>) {
         if let Some(client) = self.client.take() {
-            self.executor.release(client);
+            if client.is_closed() || outcome.as_ref().is_err_and(ends_session) {
+                self.executor.counters.closed_broken.fetch_add(1, Relaxed);
+                drop(TokioPgClient::take(client));
+            } else {
+                self.executor.release(client);
+            }
         }
     }
 }
