@@ -194,6 +194,13 @@ impl Resolved {
         self.secret.as_ref().map(ExposeSecret::expose_secret)
     }
 
+    /// These credentials with `secret` as the password, for a driver that found one where
+    /// libpq would (`PGPASSWORD`, `~/.pgpass`) when none was configured.
+    pub(crate) fn with_secret(mut self, secret: SecretString) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
     /// Only the configured `user` and `password` (tests of option builders).
     #[cfg(test)]
     pub(crate) fn from_config(c: &ConnectionConfig) -> Self {

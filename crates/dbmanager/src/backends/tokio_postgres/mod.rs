@@ -82,8 +82,12 @@ fn classify(e: &tokio_postgres::Error) -> ErrorKind {
     }
     let text = e.to_string();
     let starts = |prefix: &str| text.starts_with(prefix);
-    if starts("authentication error") {
-        // A password the server asked for and the configuration lacks.
+    // A password the server asked for and the configuration lacks: a login refused, as the
+    // sqlx driver reports it.
+    let password_missing = starts("invalid configuration")
+        && std::error::Error::source(e)
+            .is_some_and(|cause| cause.to_string() == "password missing");
+    if starts("authentication error") || password_missing {
         ErrorKind::Authentication
     } else if starts("invalid configuration")
         || starts("invalid connection string")
@@ -276,9 +280,19 @@ impl BackendPool for TokioPgBackend {
 
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
     Box::pin(async move {
-        let (credentials, _) = spec.credentials.current().await?;
-        let plan =
+        let (mut credentials, _) = spec.credentials.current().await?;
+        let mut plan =
             options::connect_plan(spec.name, spec.config, spec.settings, &credentials, None)?;
+        // No password anywhere: libpq's (and sqlx's) fallbacks, looked up for the first
+        // server, which stands for all of a list (as on sqlx).
+        if plan.config.get_password().is_none()
+            && let Some(pw) =
+                options::password_fallback(&plan.config, spec.settings.connect_timeout).await
+        {
+            plan.config
+                .password(secrecy::ExposeSecret::expose_secret(&pw));
+            credentials = credentials.with_secret(pw);
+        }
         let servers = failover::plan(spec.name, spec.config, spec.settings, &credentials, &plan)?;
         let tls = tls::RustlsConnector::new(plan.verify)
             .map_err(|e| config_error(spec.name, format!("TLS: {e}")))?;

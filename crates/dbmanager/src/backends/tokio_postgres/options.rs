@@ -7,7 +7,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::SslMode as WireSslMode;
 
 use super::tls::Verify;
@@ -169,7 +169,8 @@ pub(crate) fn with_credentials(config: &mut tokio_postgres::Config, credentials:
 
 /// The structured fields, as the sqlx driver reads them: an empty user or database counts as
 /// unset; without a user, `PGUSER` and then the login name apply (tokio-postgres has no
-/// default of its own). Unlike sqlx, the `PGPASSWORD` and `~/.pgpass` fallbacks are not read.
+/// default of its own). Without a password, `PGPASSWORD` and then `~/.pgpass` apply (read when
+/// the pool opens, [`password_fallback`]).
 fn from_fields(
     name: &str,
     c: &ConnectionConfig,
@@ -199,6 +200,28 @@ fn from_fields(
         config.password(pw);
     }
     Ok(config)
+}
+
+/// `PGPASSWORD`, else the password file's line for `config`'s first server, user and database
+/// (see `pg_common::pgpass`).
+pub(crate) async fn password_fallback(
+    config: &tokio_postgres::Config,
+    limit: Duration,
+) -> Option<SecretString> {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(tokio_postgres::config::Host::Unix(path)) => path.to_string_lossy().into_owned(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(DEFAULT_PORT);
+    crate::backends::pg_common::pgpass::fallback(
+        &host,
+        port,
+        config.get_user().unwrap_or_default(),
+        config.get_dbname(),
+        limit,
+    )
+    .await
 }
 
 /// libpq's `sslmode` on tokio-postgres (which knows disable, prefer and require) plus what the
