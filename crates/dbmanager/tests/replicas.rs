@@ -542,10 +542,14 @@ async fn on_tokio_postgres_reader_and_writer_give_the_native_client_of_each_side
         assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     }
     // The lag probe runs on this driver too: measured, and 0 on a caught-up standby.
-    wait_until(Duration::from_secs(10), "the replica's lag is measured", || {
-        let manager = manager.clone();
-        async move { replica_stats(&manager, standby).lag.is_some() }
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the replica's lag is measured",
+        || {
+            let manager = manager.clone();
+            async move { replica_stats(&manager, standby).lag.is_some() }
+        },
+    )
     .await;
     assert!(!replica_stats(&manager, standby).lagging);
     manager.close(Duration::from_secs(2)).await;

@@ -535,7 +535,8 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.query_span("execute", sql);
         let work = self.inner.execute(sql, params);
-        timed(c, Operation::Query, operation_of(sql), span, Instant::now(), work).await
+        let started = Instant::now();
+        timed(c, Operation::Query, operation_of(sql), span, started, work).await
     }
 
     /// Runs a query inside the transaction.
@@ -543,7 +544,8 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.query_span("query", sql);
         let work = self.inner.fetch_all(sql, params);
-        timed(c, Operation::Query, operation_of(sql), span, Instant::now(), work).await
+        let started = Instant::now();
+        timed(c, Operation::Query, operation_of(sql), span, started, work).await
     }
 
     /// Commits.
@@ -551,7 +553,8 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.span("commit");
         let work = self.inner.commit();
-        timed(c, Operation::Commit, verb("COMMIT"), span, Instant::now(), work).await
+        let started = Instant::now();
+        timed(c, Operation::Commit, verb("COMMIT"), span, started, work).await
     }
 
     /// Rolls back.
@@ -559,6 +562,15 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.span("rollback");
         let work = self.inner.rollback();
-        timed(c, Operation::Rollback, verb("ROLLBACK"), span, Instant::now(), work).await
+        let started = Instant::now();
+        timed(
+            c,
+            Operation::Rollback,
+            verb("ROLLBACK"),
+            span,
+            started,
+            work,
+        )
+        .await
     }
 }

@@ -157,30 +157,25 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
             })
         })
         .before_acquire(move |conn, meta| {
-            // Opened before the pool switched servers: it may be on the old one.
-            if acquire_failover
-                .as_ref()
-                .is_some_and(|f| f.is_stale(meta.age))
-            {
-                on_acquire.closed_broken.fetch_add(1, Relaxed);
-                return Box::pin(std::future::ready(Ok(false)));
-            }
-            if lifetime.is_some_and(|max| meta.age >= max) {
-                on_acquire.closed_max_lifetime.fetch_add(1, Relaxed);
-                return Box::pin(std::future::ready(Ok(false)));
-            }
-            let ping = meta.idle_for >= LIVENESS_WINDOW;
-            // This runs on every checkout: when there is nothing to wait for, the boxed future
-            // is a ready answer, not the ping's and the hook's state (copied whole into the box).
-            if !ping && !acquire_hooks.has_before_checkout() {
-                return Box::pin(std::future::ready(Ok(true)));
-            }
             let counters = on_acquire.clone();
+            // Cloned only when a hook is set: this runs on every checkout.
             let hooks = acquire_hooks
                 .has_before_checkout()
                 .then(|| acquire_hooks.clone());
+            // Opened before the pool switched servers: it may be on the old one.
+            let stale = acquire_failover
+                .as_ref()
+                .is_some_and(|f| f.is_stale(meta.age));
             Box::pin(async move {
-                if ping && conn.ping().await.is_err() {
+                if stale {
+                    counters.closed_broken.fetch_add(1, Relaxed);
+                    return Ok(false);
+                }
+                if lifetime.is_some_and(|max| meta.age >= max) {
+                    counters.closed_max_lifetime.fetch_add(1, Relaxed);
+                    return Ok(false);
+                }
+                if meta.idle_for >= LIVENESS_WINDOW && conn.ping().await.is_err() {
                     counters.closed_broken.fetch_add(1, Relaxed);
                     return Ok(false);
                 }

@@ -226,7 +226,10 @@ impl TokioPgManager {
                 .before_checkout(&mut view, metrics.age(), idle_for)
                 .await
             {
-                return Err(refuse(&c.closed_by_hook, "refused by the before_checkout hook"));
+                return Err(refuse(
+                    &c.closed_by_hook,
+                    "refused by the before_checkout hook",
+                ));
             }
         }
         Ok(())
