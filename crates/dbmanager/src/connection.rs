@@ -613,7 +613,7 @@ impl Connection {
     pub fn database(&self) -> Result<Database> {
         let backend = self.sql_backend()?;
         let bound = self.bind_sql(&backend)?;
-        Ok(Database::new(Arc::new(self.clone()), bound))
+        Ok(Database::new(self.shared.clone(), bound))
     }
 
     /// Builds its read replicas from its configuration: one member connection per entry of
@@ -1299,19 +1299,22 @@ impl crate::replicas::Member for Connection {
     }
 }
 
-impl crate::sql::ExecutorSource for Connection {
+/// A handle's source is the connection's shared state itself (what a `Connection` clones), so
+/// taking a handle allocates nothing for it.
+impl crate::sql::ExecutorSource for Shared {
     fn epoch(&self) -> u64 {
-        self.shared.epoch.load(Ordering::Acquire)
+        self.epoch.load(Ordering::Acquire)
     }
 
-    fn bind(&self) -> Result<crate::sql::Bound> {
-        let backend = self.sql_backend()?;
-        self.bind_sql(&backend)
+    fn bind(self: Arc<Self>) -> Result<crate::sql::Bound> {
+        let connection = Connection { shared: self };
+        let backend = connection.sql_backend()?;
+        connection.bind_sql(&backend)
     }
 
     fn router(&self) -> Option<Arc<dyn crate::sql::ReadRouter>> {
         // A guard load; an `Arc` is cloned only for a connection that has replicas.
-        let replicas = self.shared.replicas.load();
+        let replicas = self.replicas.load();
         replicas
             .as_ref()
             .map(|r| r.clone() as Arc<dyn crate::sql::ReadRouter>)

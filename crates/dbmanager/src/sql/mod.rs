@@ -18,12 +18,14 @@ pub use value::{ColumnRef, FromValue, Interval, Row, Value};
 pub(crate) use value::{parse_timestamp, parse_timestamptz};
 
 use arc_swap::ArcSwap;
+use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Either};
+use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::breaker::{Admission, is_unreachable};
 use crate::config::{DatabaseType, DefaultOrm};
-use crate::deadline::bounded;
+use crate::deadline::bounded_from;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::leak::LeakGuard;
 use crate::stats::{OPERATIONS, PoolCounters, operation_of};
@@ -31,7 +33,8 @@ use crate::trace::{Tracer, record_outcome};
 
 /// Runs `work` under the query timeout (if any) inside `span`, marks the span on failure, and
 /// records the statement's duration and outcome under `statement` (an index into the
-/// operations of [`crate::stats::OPERATIONS`]).
+/// operations of [`crate::stats::OPERATIONS`]). `started` is when the statement started: the
+/// one clock reading the timeout, the metrics and the breaker's bookkeeping share.
 ///
 /// `work` is the executor's boxed future: the timeout and span wrappers only hold its pointer.
 /// Every future on this path is moved (copied whole) into the one awaiting it, so the path is
@@ -41,20 +44,20 @@ async fn timed<T>(
     operation: Operation,
     statement: usize,
     span: tracing::Span,
+    started: Instant,
     work: BoxFuture<'_, Result<T>>,
 ) -> Result<T> {
-    let started = c.record_queries.then(tokio::time::Instant::now);
     // A disabled span would still be entered and exited on every poll.
     let outcome = if span.is_disabled() {
-        bounded_or_not(c, operation, work).await
+        bounded_or_not(c, operation, started, work).await
     } else {
-        let outcome = bounded_or_not(c, operation, work)
+        let outcome = bounded_or_not(c, operation, started, work)
             .instrument(span.clone())
             .await;
         record_outcome(&span, &outcome);
         outcome
     };
-    if let Some(started) = started {
+    if c.record_queries {
         let kind = outcome.as_ref().err().map(Error::kind);
         c.counters
             .queries
@@ -67,10 +70,11 @@ async fn timed<T>(
 fn bounded_or_not<'w, T>(
     c: &'w Context,
     operation: Operation,
+    started: Instant,
     work: BoxFuture<'w, Result<T>>,
 ) -> impl Future<Output = Result<T>> {
     match c.query_timeout {
-        Some(limit) => Either::Left(bounded(&c.name, operation, limit, work)),
+        Some(limit) => Either::Left(bounded_from(&c.name, operation, limit, started, work)),
         None => Either::Right(work),
     }
 }
@@ -132,8 +136,9 @@ pub(crate) struct Context {
 pub(crate) trait ExecutorSource: Send + Sync + 'static {
     /// Changes whenever the connection's open pool changes.
     fn epoch(&self) -> u64;
-    /// The executor of the pool open now.
-    fn bind(&self) -> Result<Bound>;
+    /// The executor of the pool open now. Takes the handle's reference (a source is shared
+    /// behind an `Arc`, so a handle needs no allocation of its own for it).
+    fn bind(self: Arc<Self>) -> Result<Bound>;
     /// The router of the connection's read replicas now, if it has any (a replace or reload
     /// may add, change or remove them: a handle follows).
     fn router(&self) -> Option<Arc<dyn ReadRouter>>;
@@ -171,6 +176,7 @@ impl Drop for Released<'_> {
 }
 
 /// An executor with the connection state it was taken from.
+#[derive(Clone)]
 pub(crate) struct Bound {
     pub epoch: u64,
     pub context: Arc<Context>,
@@ -186,8 +192,9 @@ pub(crate) struct Bound {
 pub struct Database {
     name: Arc<str>,
     source: Arc<dyn ExecutorSource>,
-    /// The executor the handle was made with.
-    first: Arc<Bound>,
+    /// The executor the handle was made with (held inline: a handle is often taken per
+    /// statement, and an `Arc` here would be one more allocation each time).
+    first: Bound,
     /// The executor after the pool changed, once it has. Made only then: an `ArcSwap` pays its
     /// readers' debts when dropped (a walk over every thread's slots), which a handle taken per
     /// statement would pay on every statement.
@@ -202,7 +209,7 @@ impl Clone for Database {
         Self {
             name: self.name.clone(),
             source: self.source.clone(),
-            first: self.latest(),
+            first: self.latest().clone(),
             rebound: OnceLock::new(),
             wrote_at: AtomicU64::new(self.wrote_at.load(std::sync::atomic::Ordering::Relaxed)),
         }
@@ -225,33 +232,33 @@ impl Database {
         Self {
             name: bound.context.name.clone(),
             source,
-            first: Arc::new(bound),
+            first: bound,
             rebound: OnceLock::new(),
             wrote_at: AtomicU64::new(0),
         }
     }
 
     /// The executor bound last.
-    fn latest(&self) -> Arc<Bound> {
+    fn latest(&self) -> Latest<'_> {
         match self.rebound.get() {
-            Some(rebound) => rebound.load_full(),
-            None => self.first.clone(),
+            Some(rebound) => Latest::Rebound(rebound.load_full()),
+            None => Latest::First(&self.first),
         }
     }
 
     /// The executor of the connection's pool now, re-bound if the pool changed.
-    fn current(&self) -> Result<Arc<Bound>> {
+    fn current(&self) -> Result<Latest<'_>> {
         let bound = self.latest();
         if bound.epoch == self.source.epoch() {
             return Ok(bound);
         }
-        let fresh = Arc::new(self.source.bind()?);
+        let fresh = Arc::new(self.source.clone().bind()?);
         // A concurrent first re-bind may win the initialisation; the store then replaces its
         // executor with this (equally fresh) one.
         self.rebound
             .get_or_init(|| ArcSwap::new(fresh.clone()))
             .store(fresh.clone());
-        Ok(fresh)
+        Ok(Latest::Rebound(fresh))
     }
 
     /// Whether `outcome` failed only because the pool was swapped under the statement: it found
@@ -273,37 +280,6 @@ impl Database {
     /// Which layer runs the statements.
     pub fn layer(&self) -> DefaultOrm {
         self.latest().executor.layer()
-    }
-
-    /// Runs `statement` on the connection's pool now: refused at once while the circuit is
-    /// open, run again on a new pool if it lost the race with a swap, and its outcome fed to
-    /// the breaker.
-    async fn run<'a, T, F, Fut>(
-        &'a self,
-        at: &'static std::panic::Location<'static>,
-        statement: F,
-    ) -> Result<T>
-    where
-        F: Fn(Arc<Bound>) -> Fut,
-        Fut: Future<Output = Result<T>> + 'a,
-    {
-        let bound = self.current()?;
-        let c = bound.context.clone();
-        let admission = admit(&c)?;
-        let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
-        let started = std::time::Instant::now();
-        let mut bound = bound;
-        let mut outcome = statement(bound.clone()).await;
-        // Swaps close together (a reload under load) can close the next pool too before the
-        // retry reaches it: follow a few, then report.
-        for _ in 0..3 {
-            if !self.lost_swap(&outcome, &bound) {
-                break;
-            }
-            bound = self.current()?;
-            outcome = statement(bound.clone()).await;
-        }
-        settle(&c, outcome, started, admission)
     }
 
     /// One statement of the handle: a read (`fetch_*`) of a connection with replicas goes where
@@ -354,8 +330,10 @@ impl Database {
         let c = &*bound.context;
         let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
         let operation = operation_of(sql);
-        let started = std::time::Instant::now();
-        let mut outcome = bound.attempt(verb, sql, params, operation, start).await;
+        let started = Instant::now();
+        let mut outcome = bound
+            .attempt(verb, sql, params, operation, start, started)
+            .await;
         // Swaps close together (a reload under load) can close the next pool too before the
         // retry reaches it: follow a few, then report.
         for _ in 0..3 {
@@ -363,7 +341,9 @@ impl Database {
                 break;
             }
             bound = self.current()?;
-            outcome = bound.attempt(verb, sql, params, operation, start).await;
+            outcome = bound
+                .attempt(verb, sql, params, operation, start, Instant::now())
+                .await;
         }
         // The breaker, counters and hook failures are the connection's, shared by its
         // generations.
@@ -411,12 +391,9 @@ impl Database {
         params: &'a [Value],
     ) -> impl Future<Output = Result<Row>> + Send + 'a {
         let at = std::panic::Location::caller();
-        async move {
-            let row = self
-                .statement(at, "query", sql, params, start_fetch_optional, true)
-                .await?;
-            row.ok_or_else(|| no_rows(&self.name))
-        }
+        // A `map`, not an `async` block: one state machine less to poll through.
+        self.statement(at, "query", sql, params, start_fetch_optional, true)
+            .map(move |row| row.and_then(|row| row.ok_or_else(|| no_rows(&self.name))))
     }
 
     /// Starts a transaction; it rolls back if dropped without [`Transaction::commit`]. With
@@ -430,12 +407,23 @@ impl Database {
             if let Some(router) = self.source.router() {
                 router.wrote(&self.wrote_at);
             }
-            let (context, inner) = self
-                .run(at, |b| async move {
-                    let inner = b.begin_now().await?;
-                    Ok((b.context.clone(), inner))
-                })
-                .await?;
+            // As `on_own_pool`, for `begin`.
+            let mut bound = self.current()?;
+            let admission = admit(&bound.context)?;
+            let c = &*bound.context;
+            let leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
+            let started = Instant::now();
+            let mut outcome = bound.begin_now(started).await;
+            for _ in 0..3 {
+                if !self.lost_swap(&outcome, &bound) {
+                    break;
+                }
+                bound = self.current()?;
+                outcome = bound.begin_now(Instant::now()).await;
+            }
+            let inner = settle(&bound.context, outcome, started, admission)?;
+            drop(leak);
+            let context = bound.context.clone();
             let _leak =
                 LeakGuard::watch(&context.name, context.leak_threshold, &context.counters, at);
             Ok(Transaction {
@@ -464,13 +452,8 @@ fn admit(c: &Context) -> Result<Admission> {
 /// The end of every statement and `begin`: a checkout that timed out while the after-connect
 /// hook failed is reported as the hook's failure (not an unreachable server), and whether the
 /// server was reached is fed to the circuit breaker.
-fn settle<T>(
-    c: &Context,
-    outcome: Result<T>,
-    started: std::time::Instant,
-    admission: Admission,
-) -> Result<T> {
-    let outcome = outcome.map_err(|e| c.hook_failures.explain(e, started));
+fn settle<T>(c: &Context, outcome: Result<T>, started: Instant, admission: Admission) -> Result<T> {
+    let outcome = outcome.map_err(|e| c.hook_failures.explain(e, started.into_std()));
     let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
     c.breaker
         .record(&c.name, reached, admission == Admission::Probe, &c.counters);
@@ -486,18 +469,36 @@ impl Bound {
         params: &'b [Value],
         operation: usize,
         start: Start<T>,
+        started: Instant,
     ) -> impl Future<Output = Result<T>> {
         let c = &*self.context;
         let span = c.tracer.query_span(verb, sql);
         let work = start(&*self.executor, sql, params);
-        timed(c, Operation::Query, operation, span, work)
+        timed(c, Operation::Query, operation, span, started, work)
     }
 
-    async fn begin_now(&self) -> Result<Box<dyn SqlTransaction>> {
+    async fn begin_now(&self, started: Instant) -> Result<Box<dyn SqlTransaction>> {
         let c = &*self.context;
         let span = c.tracer.span("begin");
         let work = self.executor.begin();
-        timed(c, Operation::Begin, verb("BEGIN"), span, work).await
+        timed(c, Operation::Begin, verb("BEGIN"), span, started, work).await
+    }
+}
+
+/// The executor a handle runs on: the one it was made with, or the one it re-bound to.
+enum Latest<'a> {
+    First(&'a Bound),
+    Rebound(Arc<Bound>),
+}
+
+impl std::ops::Deref for Latest<'_> {
+    type Target = Bound;
+
+    fn deref(&self) -> &Bound {
+        match self {
+            Latest::First(bound) => bound,
+            Latest::Rebound(bound) => bound,
+        }
     }
 }
 
@@ -532,7 +533,8 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.query_span("execute", sql);
         let work = self.inner.execute(sql, params);
-        timed(c, Operation::Query, operation_of(sql), span, work).await
+        let started = Instant::now();
+        timed(c, Operation::Query, operation_of(sql), span, started, work).await
     }
 
     /// Runs a query inside the transaction.
@@ -540,7 +542,8 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.query_span("query", sql);
         let work = self.inner.fetch_all(sql, params);
-        timed(c, Operation::Query, operation_of(sql), span, work).await
+        let started = Instant::now();
+        timed(c, Operation::Query, operation_of(sql), span, started, work).await
     }
 
     /// Commits.
@@ -548,7 +551,8 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.span("commit");
         let work = self.inner.commit();
-        timed(c, Operation::Commit, verb("COMMIT"), span, work).await
+        let started = Instant::now();
+        timed(c, Operation::Commit, verb("COMMIT"), span, started, work).await
     }
 
     /// Rolls back.
@@ -556,6 +560,15 @@ impl Transaction {
         let c = &*self.context;
         let span = c.tracer.span("rollback");
         let work = self.inner.rollback();
-        timed(c, Operation::Rollback, verb("ROLLBACK"), span, work).await
+        let started = Instant::now();
+        timed(
+            c,
+            Operation::Rollback,
+            verb("ROLLBACK"),
+            span,
+            started,
+            work,
+        )
+        .await
     }
 }

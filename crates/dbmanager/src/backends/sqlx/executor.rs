@@ -64,7 +64,8 @@ macro_rules! sqlx_statements {
                     .persistent(persistent)
                     .fetch_optional(conn)
                     .await?;
-                Ok($crate::backends::sqlx::rows::decode_rows(row.as_ref(), columns, $decode)?.pop())
+                row.map(|row| $crate::backends::sqlx::rows::decode_row(&row, columns, $decode))
+                    .transpose()
             }
         }
     };

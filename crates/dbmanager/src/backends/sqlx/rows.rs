@@ -52,6 +52,16 @@ impl ColumnCache {
     }
 }
 
+/// Decodes the one row of a `fetch_optional` (no list around it, which would be one more
+/// allocation per statement).
+pub(crate) fn decode_row<R, F>(row: &R, cache: &ColumnCache, decode: F) -> Result<Row, sqlx::Error>
+where
+    R: sqlx::Row,
+    F: Fn(&R) -> Result<Vec<Value>, sqlx::Error>,
+{
+    decode(row).map(|values| Row::new(cache.names(row), values))
+}
+
 /// Decodes a whole result, sharing one column-name list across its rows (and with earlier
 /// results of the same columns, through `cache`).
 pub(crate) fn decode_rows<'a, R, F>(

@@ -15,6 +15,7 @@ use deadpool::managed::{
     Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, TimeoutType, Timeouts,
 };
 use deadpool_postgres::ClientWrapper;
+use futures_util::future::BoxFuture;
 
 use super::driver_error;
 use super::failover::{TokioPgFailover, is_writable, observe, open_client};
@@ -157,8 +158,13 @@ impl deadpool::managed::Manager for TokioPgManager {
 
     /// Bounded by `connect_timeout` here (connect retries, `init_sql`, the hook), so that a
     /// checkout needs no deadpool timer around it.
+    ///
+    /// The open is boxed: deadpool's checkout future holds this one inline, and a connect
+    /// (TLS, SCRAM) is kilobytes of state that every checkout would otherwise carry and copy
+    /// whole each time the future is moved or boxed (about 9k instructions per statement).
     async fn create(&self) -> Result<ClientWrapper> {
-        match tokio::time::timeout(self.connect_timeout, self.open()).await {
+        let open: BoxFuture<'_, Result<ClientWrapper>> = Box::pin(self.open());
+        match tokio::time::timeout(self.connect_timeout, open).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Error::timeout(
                 &self.name,
@@ -172,7 +178,14 @@ impl deadpool::managed::Manager for TokioPgManager {
     /// deadpool takes (or opens) another. deadpool knows when a client was last checked out,
     /// not when it was released: "idle" below counts from the checkout.
     async fn recycle(&self, client: &mut ClientWrapper, metrics: &Metrics) -> RecycleResult<Error> {
-        self.check_idle(client, metrics).await
+        let idle_for = self.check_at_once(client, metrics)?;
+        if idle_for < LIVENESS_WINDOW && !self.hooks.has_before_checkout() {
+            return Ok(());
+        }
+        // Boxed for the reason `create` is: the ping and the hook are rare, their state is not.
+        let check: BoxFuture<'_, RecycleResult<Error>> =
+            Box::pin(self.check_idle(client, metrics, idle_for));
+        check.await
     }
 }
 
@@ -221,35 +234,47 @@ impl TokioPgManager {
         Ok(client)
     }
 
-    /// [`Manager::recycle`](deadpool::managed::Manager::recycle): the ping is bounded by
-    /// `connect_timeout`, the hook by the hook runner.
-    async fn check_idle(
+    /// The checks of [`Manager::recycle`](deadpool::managed::Manager::recycle) that need no
+    /// round trip: closed, past its lifetime or idle time. How long the client was idle.
+    fn check_at_once(
         &self,
-        client: &mut ClientWrapper,
+        client: &ClientWrapper,
         metrics: &Metrics,
-    ) -> RecycleResult<Error> {
-        let refuse = |counter: &std::sync::atomic::AtomicU64, why: &'static str| {
-            counter.fetch_add(1, Relaxed);
-            Err(RecycleError::message(why))
-        };
+    ) -> std::result::Result<Duration, RecycleError<Error>> {
         let c = &self.counters;
         if client.is_closed() {
             // The server may be gone: look for another.
             if let Some(failover) = &self.failover {
                 failover.request_probe();
             }
-            return refuse(&c.closed_broken, "connection closed");
+            return Err(refuse(&c.closed_broken, "connection closed"));
         }
         if self.is_stale(metrics) {
-            return refuse(&c.closed_broken, "opened before the pool switched servers");
+            return Err(refuse(
+                &c.closed_broken,
+                "opened before the pool switched servers",
+            ));
         }
         if self.max_lifetime.is_some_and(|max| metrics.age() >= max) {
-            return refuse(&c.closed_max_lifetime, "past conn_max_lifetime");
+            return Err(refuse(&c.closed_max_lifetime, "past conn_max_lifetime"));
         }
         let idle_for = metrics.last_used();
         if self.max_idle_time.is_some_and(|max| idle_for >= max) {
             return Err(RecycleError::message("past conn_max_idle_time"));
         }
+        Ok(idle_for)
+    }
+
+    /// The rest of [`Manager::recycle`](deadpool::managed::Manager::recycle): the ping (bounded
+    /// by `connect_timeout`) when the client was idle past the liveness window, and the
+    /// before-checkout hook (bounded by the hook runner).
+    async fn check_idle(
+        &self,
+        client: &mut ClientWrapper,
+        metrics: &Metrics,
+        idle_for: Duration,
+    ) -> RecycleResult<Error> {
+        let c = &self.counters;
         if idle_for >= LIVENESS_WINDOW
             && !matches!(
                 tokio::time::timeout(self.connect_timeout, client.check_connection()).await,
@@ -259,7 +284,7 @@ impl TokioPgManager {
             if let Some(failover) = &self.failover {
                 failover.request_probe();
             }
-            return refuse(&c.closed_broken, "failed its liveness check");
+            return Err(refuse(&c.closed_broken, "failed its liveness check"));
         }
         if self.hooks.has_before_checkout() {
             let mut view = HookClient {
@@ -271,11 +296,20 @@ impl TokioPgManager {
                 .before_checkout(&mut view, metrics.age(), idle_for)
                 .await
             {
-                return refuse(&c.closed_by_hook, "refused by the before_checkout hook");
+                return Err(refuse(
+                    &c.closed_by_hook,
+                    "refused by the before_checkout hook",
+                ));
             }
         }
         Ok(())
     }
+}
+
+/// A recycle check's refusal, counted under `counter`.
+fn refuse(counter: &std::sync::atomic::AtomicU64, why: &'static str) -> RecycleError<Error> {
+    counter.fetch_add(1, Relaxed);
+    RecycleError::message(why)
 }
 
 /// Checks a client out, counting waits when the pool was exhausted at the time of asking.
