@@ -173,7 +173,9 @@ pub(crate) struct Resolved {
     pub provided_user: bool,
     /// The secret comes from a provider.
     pub provided: bool,
-    secret: Option<SecretString>,
+    /// The password or token (read it with [`Resolved::secret`]); a driver may fill in the one
+    /// libpq would find (`PGPASSWORD`, `~/.pgpass`) when none was configured.
+    pub(crate) secret: Option<SecretString>,
     /// The secret is a token (SQL Server's AAD login).
     pub token: bool,
 }
@@ -192,13 +194,6 @@ impl Resolved {
     /// The password or token, if any.
     pub(crate) fn secret(&self) -> Option<&str> {
         self.secret.as_ref().map(ExposeSecret::expose_secret)
-    }
-
-    /// These credentials with `secret` as the password, for a driver that found one where
-    /// libpq would (`PGPASSWORD`, `~/.pgpass`) when none was configured.
-    pub(crate) fn with_secret(mut self, secret: SecretString) -> Self {
-        self.secret = Some(secret);
-        self
     }
 
     /// Only the configured `user` and `password` (tests of option builders).

@@ -256,16 +256,6 @@ pub(crate) fn split_dsn(dsn: &str) -> Option<Result<(String, Vec<HostPort>), Str
     Some(Ok((format!("{scheme}://{userinfo}{first}{tail}"), parsed)))
 }
 
-/// A URL `dsn` with its authority's server (or server list) replaced by `server`: the URL a
-/// one-host parser takes for one server of the list. `None` when `dsn` is not a URL.
-pub(crate) fn with_server(dsn: &str, server: &Server) -> Option<String> {
-    let (scheme, rest) = dsn.split_once("://")?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let userinfo = authority.rfind('@').map_or("", |at| &authority[..=at]);
-    Some(format!("{scheme}://{userinfo}{server}{tail}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,22 +356,5 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert!(!err.contains("Pw-Hidden"), "{err}");
-    }
-
-    #[test]
-    fn one_server_replaces_the_list() {
-        let v6 = Server {
-            host: "::1".into(),
-            port: 5433,
-        };
-        assert_eq!(
-            with_server("postgres://u:p@w@h1:5432,h2/db?sslmode=disable", &v6).as_deref(),
-            Some("postgres://u:p@w@[::1]:5433/db?sslmode=disable")
-        );
-        assert_eq!(
-            with_server("postgres://h1", &v6).as_deref(),
-            Some("postgres://[::1]:5433")
-        );
-        assert_eq!(with_server("host=h1", &v6), None);
     }
 }

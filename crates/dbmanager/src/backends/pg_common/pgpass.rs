@@ -56,7 +56,10 @@ pub(crate) async fn fallback(
     database: Option<&str>,
     limit: std::time::Duration,
 ) -> Option<SecretString> {
-    if let Ok(pw) = std::env::var("PGPASSWORD") {
+    // An empty one counts as unset, as in libpq.
+    if let Ok(pw) = std::env::var("PGPASSWORD")
+        && !pw.is_empty()
+    {
         return Some(SecretString::from(pw));
     }
     tokio::time::timeout(limit, lookup(host, port, user, database))

@@ -218,18 +218,18 @@ async fn from_fields(
     }
     match password.map(ExposeSecret::expose_secret) {
         Some(pw) if !pw.is_empty() => options = options.password(pw),
-        _ if std::env::var_os("PGPASSWORD").is_none() => {
-            let lookup = crate::backends::pg_common::pgpass::lookup(
+        _ => {
+            let fallback = crate::backends::pg_common::pgpass::fallback(
                 options.get_host(),
                 options.get_port(),
                 options.get_username(),
                 options.get_database(),
+                limit,
             );
-            if let Ok(Some(pw)) = tokio::time::timeout(limit, lookup).await {
+            if let Some(pw) = fallback.await {
                 options = options.password(pw.expose_secret());
             }
         }
-        _ => {}
     }
     Ok(options)
 }

@@ -291,7 +291,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
         {
             plan.config
                 .password(secrecy::ExposeSecret::expose_secret(&pw));
-            credentials = credentials.with_secret(pw);
+            credentials.secret = Some(pw);
         }
         let servers = failover::plan(spec.name, spec.config, spec.settings, &credentials, &plan)?;
         let tls = tls::RustlsConnector::new(plan.verify)

@@ -18,7 +18,7 @@ use crate::config::{ConnectionConfig, PoolSettings, Pooler, SslMode};
 use crate::credentials::Resolved;
 use crate::dsn::{self, Accept, Known, QuerySyntax};
 use crate::error::Result;
-use crate::hosts::{self, Server};
+use crate::hosts::Server;
 
 pub(crate) use crate::backends::pg_common::DEFAULT_PORT;
 
@@ -111,7 +111,7 @@ pub(crate) fn connect_plan(
         Some(given) => {
             dsn::check_query(name, given, QuerySyntax::Url, DSN_PARAMETERS)?;
             let first = first_server_url(name, given.expose_secret())?;
-            let url = server.and_then(|server| hosts::with_server(first.expose_secret(), server));
+            let url = server.and_then(|server| with_server(first.expose_secret(), server));
             let url = url.as_deref().unwrap_or(first.expose_secret());
             tokio_postgres::Config::from_str(url).map_err(|e| {
                 // Its parse errors name the option, never the value.
@@ -222,6 +222,16 @@ pub(crate) async fn password_fallback(
         limit,
     )
     .await
+}
+
+/// A URL `dsn` with its authority's server (or server list) replaced by `server`: the URL a
+/// one-host parser takes for one server of the list. `None` when `dsn` is not a URL.
+fn with_server(dsn: &str, server: &Server) -> Option<String> {
+    let (scheme, rest) = dsn.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let userinfo = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    Some(format!("{scheme}://{userinfo}{server}{tail}"))
 }
 
 /// libpq's `sslmode` on tokio-postgres (which knows disable, prefer and require) plus what the
@@ -391,5 +401,21 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::Configuration);
             assert!(!err.to_string().contains("Val-Hidden"), "{err}");
         }
+    }
+    #[test]
+    fn one_server_replaces_the_list() {
+        let v6 = Server {
+            host: "::1".into(),
+            port: 5433,
+        };
+        assert_eq!(
+            with_server("postgres://u:p@w@h1:5432,h2/db?sslmode=disable", &v6).as_deref(),
+            Some("postgres://u:p@w@[::1]:5433/db?sslmode=disable")
+        );
+        assert_eq!(
+            with_server("postgres://h1", &v6).as_deref(),
+            Some("postgres://[::1]:5433")
+        );
+        assert_eq!(with_server("host=h1", &v6), None);
     }
 }
