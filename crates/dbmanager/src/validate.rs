@@ -586,7 +586,7 @@ const RESERVED_LABELS: &[&str] = &[
 fn check_metric_tag_labels(labels: &[String], p: &mut ConfigProblems) {
     let mut seen = HashSet::new();
     for (i, label) in labels.iter().enumerate() {
-        let path = format!("metric_tag_labels.{i}");
+        let path = format!("metric_tag_labels[{i}]");
         let mut chars = label.chars();
         let valid = chars
             .next()

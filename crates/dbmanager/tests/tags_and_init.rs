@@ -58,7 +58,7 @@ async fn tags_select_connections_and_named_ones_become_metric_labels() {
         .collect();
     assert_eq!(problems.len(), 4, "{problems:?}");
     assert!(
-        problems[0].starts_with("metric_tag_labels.1: not a metric label name"),
+        problems[0].starts_with("metric_tag_labels[1]: not a metric label name"),
         "{problems:?}"
     );
     assert!(problems[1].contains("reserved") && problems[2].contains("reserved"));

@@ -263,12 +263,8 @@ fn interpolate(
         }
         Node::Seq(items) => {
             for (i, v) in items.iter_mut().enumerate() {
-                // Replica entries are named as their problems name them (`replicas[1]`).
-                let item = if path.ends_with(".replicas") {
-                    format!("{path}[{i}]")
-                } else {
-                    join(path, &i.to_string())
-                };
+                // A list item is named `list[i]`, as every problem names one.
+                let item = format!("{path}[{i}]");
                 interpolate(v, env, &item, interpolated, problems);
             }
         }
@@ -941,7 +937,7 @@ impl<'a> Fields<'a> {
                 for (i, item) in items.iter().enumerate() {
                     match item {
                         Node::Scalar(s) if s.kind != Kind::Null => out.push(s.text.clone()),
-                        _ => self.problem(&format!("{key}.{i}"), "expected a string"),
+                        _ => self.problem(&format!("{key}[{i}]"), "expected a string"),
                     }
                 }
             }
