@@ -7,8 +7,32 @@ pub(crate) mod replica_lag;
 pub(crate) mod servers;
 
 use crate::config::{ConnectionConfig, ConnectionProblems};
+use crate::driver::Field;
 use crate::error::ErrorKind;
 use crate::sql::placeholders::{Dialect, Quote, Target};
+
+/// What a PostgreSQL `dsn` starts with, on either driver.
+pub(crate) const DSN_SCHEMES: &[&str] = &["postgres://", "postgresql://"];
+
+/// The keys both PostgreSQL drivers read, with the same meanings.
+pub(crate) const FIELDS: &[Field] = &[
+    Field::Host,
+    Field::Hosts,
+    Field::TargetSessionAttrs,
+    Field::Port,
+    Field::User,
+    Field::Password,
+    Field::PasswordFile,
+    Field::Database,
+    Field::Sslmode,
+    Field::Schema,
+    Field::InitSql,
+    Field::Pooler,
+    Field::Driver,
+];
+
+/// The keys required without a `dsn`.
+pub(crate) const REQUIRED: &[Field] = &[Field::Host, Field::Database];
 
 /// PostgreSQL lexing (`scan.l`), with `standard_conforming_strings` on (the default since 9.1):
 /// `'...'` with `''` doubling and no backslash escapes; `E'...'` with both; `"..."`

@@ -14,7 +14,7 @@ use crate::backends::sqlx::{
     self as shared, OpenPlan, PerTransaction, SqlxFlavor, sqlx_statements,
 };
 use crate::config::{DatabaseType, Pooler};
-use crate::driver::{BackendPool, Driver, Field, OpenSpec};
+use crate::driver::{BackendPool, Driver, OpenSpec};
 use crate::error::{ErrorKind, Result};
 use crate::sql::Value;
 
@@ -27,23 +27,9 @@ pub(crate) static DRIVER: Driver = Driver {
     variant: Some(crate::config::PostgresDriver::Sqlx),
     system_name: "postgresql",
     default_port: Some(DEFAULT_PORT),
-    dsn_schemes: &["postgres://", "postgresql://"],
-    fields: &[
-        Field::Host,
-        Field::Hosts,
-        Field::TargetSessionAttrs,
-        Field::Port,
-        Field::User,
-        Field::Password,
-        Field::PasswordFile,
-        Field::Database,
-        Field::Sslmode,
-        Field::Schema,
-        Field::InitSql,
-        Field::Pooler,
-        Field::Driver,
-    ],
-    required: &[Field::Host, Field::Database],
+    dsn_schemes: crate::backends::pg_common::DSN_SCHEMES,
+    fields: crate::backends::pg_common::FIELDS,
+    required: crate::backends::pg_common::REQUIRED,
     no_sea_orm: None,
     check: crate::backends::pg_common::check,
     classify: shared::classify_any::<Pg>,

@@ -31,7 +31,7 @@ use crate::backends::columns::ColumnCache;
 use crate::backends::pg_common::{self, classify_sqlstate, session_settings, transaction_settings};
 use crate::backends::{bounded, config_error};
 use crate::config::{DatabaseType, DefaultOrm, Pooler, PostgresDriver};
-use crate::driver::{BackendPool, Driver, Field, OpenSpec};
+use crate::driver::{BackendPool, Driver, OpenSpec};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::sql::SqlExecutor;
 use crate::stats::{PoolCounters, PoolGauges};
@@ -41,23 +41,10 @@ pub(crate) static DRIVER: Driver = Driver {
     variant: Some(PostgresDriver::TokioPostgres),
     system_name: "postgresql",
     default_port: Some(options::DEFAULT_PORT),
-    dsn_schemes: &["postgres://", "postgresql://"],
-    fields: &[
-        Field::Host,
-        Field::Hosts,
-        Field::TargetSessionAttrs,
-        Field::Port,
-        Field::User,
-        Field::Password,
-        Field::PasswordFile,
-        Field::Database,
-        Field::Sslmode,
-        Field::Schema,
-        Field::InitSql,
-        Field::Pooler,
-        Field::Driver,
-    ],
-    required: &[Field::Host, Field::Database],
+    // Both PostgreSQL drivers read the same keys with the same meanings.
+    dsn_schemes: pg_common::DSN_SCHEMES,
+    fields: pg_common::FIELDS,
+    required: pg_common::REQUIRED,
     no_sea_orm: Some(
         "SeaORM runs on the sqlx driver; use `driver: sqlx` for SeaORM, or `default_orm: native`",
     ),
@@ -413,21 +400,4 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             native,
         }) as Box<dyn BackendPool>)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_descriptor_matches_the_sqlx_drivers_fields() {
-        let sqlx = crate::registry::DRIVERS
-            .iter()
-            .find(|d| d.variant == Some(PostgresDriver::Sqlx));
-        if let Some(sqlx) = sqlx {
-            // Both drivers read every PostgreSQL key.
-            assert_eq!(sqlx.fields, DRIVER.fields);
-            assert_eq!(sqlx.required, DRIVER.required);
-        }
-    }
 }
