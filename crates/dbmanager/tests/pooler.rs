@@ -627,6 +627,27 @@ impl OneServer {
         self.named("main", pooler)
     }
 
+    /// A manager with `main` on `driver: tokio-postgres` behind `pooler`, and `first` and
+    /// `second` behind the transaction pooler: one client connection each, opened up front, so
+    /// that holding `first` or `second` in a transaction decides which server session `main`'s
+    /// next statement gets.
+    #[cfg(feature = "tokio-postgres")]
+    fn subject_and_holders(&self, pooler: Pooler) -> Manager {
+        let one_each = |mut c: ConnectionConfig| {
+            c.max_open_conns = Some(1);
+            c.max_idle_conns = Some(1);
+            c.min_open_conns = Some(1);
+            c
+        };
+        let mut subject = one_each(self.config(pooler));
+        subject.driver = Some(PostgresDriver::TokioPostgres);
+        let mut config = ManagerConfig::default().with_connection(subject);
+        for holder in ["first", "second"] {
+            config = config.with_connection(one_each(self.named(holder, Pooler::Transaction)));
+        }
+        Manager::new(config).unwrap()
+    }
+
     /// [`Self::config`] named `name`.
     fn named(&self, name: &str, pooler: Pooler) -> ConnectionConfig {
         let c = &self.cluster;
@@ -725,20 +746,7 @@ fn chain(e: &dbmanager::Error) -> String {
 async fn tokio_postgres_without_the_key_loses_its_cached_statements_and_with_it_does_not() {
     let servers = OneServer::with_server_connections(2);
     for pooler in [Pooler::None, Pooler::Transaction] {
-        let mut subject = servers.config(pooler);
-        subject.driver = Some(PostgresDriver::TokioPostgres);
-        subject.max_open_conns = Some(1);
-        subject.max_idle_conns = Some(1);
-        subject.min_open_conns = Some(1);
-        let mut config = ManagerConfig::default().with_connection(subject);
-        for holder in ["first", "second"] {
-            let mut c = servers.named(holder, Pooler::Transaction);
-            c.max_open_conns = Some(1);
-            c.max_idle_conns = Some(1);
-            c.min_open_conns = Some(1);
-            config = config.with_connection(c);
-        }
-        let manager = Manager::new(config).unwrap();
+        let manager = servers.subject_and_holders(pooler);
         within(LIMIT, "connect", manager.connect()).await.unwrap();
         let db = manager.get("main").unwrap().database().unwrap();
         let hold = |name: &'static str| {
@@ -1200,20 +1208,7 @@ async fn a_type_sqlx_looks_up_first_does_not_fail_the_statement() {
 #[tokio::test]
 async fn tokio_postgres_type_lookups_survive_another_server_session() {
     let servers = OneServer::with_server_connections(2);
-    let mut subject = servers.config(Pooler::Transaction);
-    subject.driver = Some(PostgresDriver::TokioPostgres);
-    subject.max_open_conns = Some(1);
-    subject.max_idle_conns = Some(1);
-    subject.min_open_conns = Some(1);
-    let mut config = ManagerConfig::default().with_connection(subject);
-    for holder in ["first", "second"] {
-        let mut c = servers.named(holder, Pooler::Transaction);
-        c.max_open_conns = Some(1);
-        c.max_idle_conns = Some(1);
-        c.min_open_conns = Some(1);
-        config = config.with_connection(c);
-    }
-    let manager = Manager::new(config).unwrap();
+    let manager = servers.subject_and_holders(Pooler::Transaction);
     within(LIMIT, "connect", manager.connect()).await.unwrap();
     let conn = manager.get("main").unwrap();
     let db = conn.database().unwrap();
