@@ -58,6 +58,30 @@ pub(crate) fn check_host(
     }
 }
 
+/// Without a `dsn` and without a `user`, a `password` or `password_file` would not be used as
+/// written: a problem under each key that is set, saying what the server would do
+/// (`consequence`).
+pub(crate) fn check_password_needs_user(
+    c: &crate::config::ConnectionConfig,
+    p: &mut crate::config::ConnectionProblems<'_>,
+    consequence: &str,
+) {
+    if c.dsn.is_some() || c.user.is_some() {
+        return;
+    }
+    for (set, key) in [
+        (c.password.is_some(), "password"),
+        (c.password_file.is_some(), "password_file"),
+    ] {
+        if set {
+            p.push(
+                key,
+                format!("set without user; {consequence} (set user, or remove {key})"),
+            );
+        }
+    }
+}
+
 /// A connect-time configuration error.
 pub(crate) fn config_error(name: &str, message: impl Into<String>) -> Error {
     Error::database(

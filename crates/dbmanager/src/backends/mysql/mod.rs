@@ -105,21 +105,11 @@ pub(crate) static DRIVER: Driver = Driver {
 /// sqlx's default user `root`.
 fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
     crate::backends::check_host(c, p, |h| crate::dsn::plain_host(h).map(drop));
-    if c.dsn.is_none() && c.user.is_none() {
-        for (set, key) in [
-            (c.password.is_some(), "password"),
-            (c.password_file.is_some(), "password_file"),
-        ] {
-            if set {
-                p.push(
-                    key,
-                    format!(
-                        "set without user; MySQL would log in as its default user `root` (set user, or remove {key})"
-                    ),
-                );
-            }
-        }
-    }
+    crate::backends::check_password_needs_user(
+        c,
+        p,
+        "MySQL would log in as its default user `root`",
+    );
 }
 
 /// The MySQL / MariaDB flavor of the shared sqlx backend.

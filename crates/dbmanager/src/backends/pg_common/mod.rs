@@ -108,21 +108,7 @@ pub(crate) fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
             "cannot be used with `pooler: transaction`: it runs once per client connection, on whichever server session the pooler lends for it, and that session then serves other clients; set session defaults on the server (`ALTER ROLE ... SET`) or in the pooler (PgBouncer's `connect_query`), or use `pooler: session`",
         );
     }
-    if c.dsn.is_none() && c.user.is_none() {
-        for (set, key) in [
-            (c.password.is_some(), "password"),
-            (c.password_file.is_some(), "password_file"),
-        ] {
-            if set {
-                p.push(
-                    key,
-                    format!(
-                        "set without user; PostgreSQL would ignore it (set user, or remove {key})"
-                    ),
-                );
-            }
-        }
-    }
+    crate::backends::check_password_needs_user(c, p, "PostgreSQL would ignore it");
 }
 
 /// `search_path` takes identifiers: quote so that mixed case and spaces survive.
