@@ -148,6 +148,7 @@ impl Generation {
                 half_open_after: retry.max_delay.max(std::time::Duration::from_millis(100)),
                 leak_threshold: config.leak_detection_threshold,
                 hook_failures: hooks.failures.clone(),
+                timers: crate::deadline::Timers::for_pool(settings.max_open),
             }),
             tracer,
             driver,

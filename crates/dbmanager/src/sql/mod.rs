@@ -25,7 +25,6 @@ use tracing::Instrument as _;
 
 use crate::breaker::{Admission, is_unreachable};
 use crate::config::{DatabaseType, DefaultOrm};
-use crate::deadline::bounded_from;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::leak::LeakGuard;
 use crate::stats::{OPERATIONS, PoolCounters, operation_of};
@@ -67,14 +66,17 @@ async fn timed<T>(
 }
 
 /// `work` under the query timeout, if there is one (a plain function, so no future of its own).
-fn bounded_or_not<'w, T>(
+fn bounded_or_not<'w, T: 'w>(
     c: &'w Context,
     operation: Operation,
     started: Instant,
     work: BoxFuture<'w, Result<T>>,
 ) -> impl Future<Output = Result<T>> {
     match c.query_timeout {
-        Some(limit) => Either::Left(bounded_from(&c.name, operation, limit, started, work)),
+        Some(limit) => Either::Left(
+            c.timers
+                .bounded_from(&c.name, operation, limit, started, work),
+        ),
         None => Either::Right(work),
     }
 }
@@ -130,6 +132,8 @@ pub(crate) struct Context {
     /// The connection's after-connect hook failures: a checkout that timed out while the hook
     /// failed reports the hook's error.
     pub hook_failures: Arc<crate::error::HookFailures>,
+    /// The statements' query timers, kept for reuse.
+    pub timers: crate::deadline::Timers,
 }
 
 /// Where a neutral handle gets its executor: the connection, whose pool may be replaced.

@@ -3,7 +3,7 @@
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use sqlx::postgres::types::{PgInterval, PgMoney, PgTimeTz};
-use sqlx::postgres::{PgArguments, PgRow, Postgres};
+use sqlx::postgres::{PgArguments, PgRow, PgValueRef, Postgres};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use uuid::Uuid;
@@ -171,40 +171,54 @@ fn timestamptz(v: DateTime<Utc>) -> Value {
     Value::TimestampTz(v.fixed_offset())
 }
 
+/// A cell decoded from its raw value. The column's type is known where this is called (matched
+/// by name), so it decodes the bytes already in hand: `try_get` would look the column up again
+/// and check the type against the target's compatible list (about 200 instructions a cell).
+fn cell<'r, T: sqlx::Decode<'r, Postgres>>(
+    raw: PgValueRef<'r>,
+    i: usize,
+) -> Result<T, sqlx::Error> {
+    T::decode(raw).map_err(|source| sqlx::Error::ColumnDecode {
+        index: i.to_string(),
+        source,
+    })
+}
+
 pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
     let mut values = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
-        if row.try_get_raw(i)?.is_null() {
+        let raw = row.try_get_raw(i)?;
+        if raw.is_null() {
             values.push(Value::Null);
             continue;
         }
         let value = match column.type_info().name() {
-            "BOOL" => Value::Bool(row.try_get(i)?),
-            "INT2" => Value::Int(row.try_get::<i16, _>(i)?.into()),
-            "INT4" => Value::Int(row.try_get::<i32, _>(i)?.into()),
-            "INT8" => Value::Int(row.try_get(i)?),
-            "OID" => Value::Int(row.try_get::<sqlx::postgres::types::Oid, _>(i)?.0.into()),
-            "FLOAT4" => Value::Float(row.try_get::<f32, _>(i)?.into()),
-            "FLOAT8" => Value::Float(row.try_get(i)?),
-            "BYTEA" => Value::Bytes(row.try_get(i)?),
+            "BOOL" => Value::Bool(cell(raw, i)?),
+            "INT2" => Value::Int(cell::<i16>(raw, i)?.into()),
+            "INT4" => Value::Int(cell::<i32>(raw, i)?.into()),
+            "INT8" => Value::Int(cell(raw, i)?),
+            "OID" => Value::Int(cell::<sqlx::postgres::types::Oid>(raw, i)?.0.into()),
+            "FLOAT4" => Value::Float(cell::<f32>(raw, i)?.into()),
+            "FLOAT8" => Value::Float(cell(raw, i)?),
+            "BYTEA" => Value::Bytes(cell(raw, i)?),
             "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "UNKNOWN" | "CITEXT" => {
-                Value::Text(row.try_get(i)?)
+                Value::Text(cell(raw, i)?)
             }
-            "NUMERIC" => Value::Decimal(row.try_get(i)?),
+            "NUMERIC" => Value::Decimal(cell(raw, i)?),
             // Money has the locale's fraction digits; 2 is every common one.
-            "MONEY" => Value::Decimal(row.try_get::<PgMoney, _>(i)?.to_bigdecimal(2)),
-            "UUID" => Value::Uuid(row.try_get(i)?),
-            "JSON" | "JSONB" => Value::Json(row.try_get(i)?),
-            "TIMESTAMPTZ" => timestamptz(row.try_get(i)?),
-            "TIMESTAMP" => Value::Timestamp(row.try_get(i)?),
-            "DATE" => Value::Date(row.try_get(i)?),
-            "TIME" => Value::Time(row.try_get(i)?),
+            "MONEY" => Value::Decimal(cell::<PgMoney>(raw, i)?.to_bigdecimal(2)),
+            "UUID" => Value::Uuid(cell(raw, i)?),
+            "JSON" | "JSONB" => Value::Json(cell(raw, i)?),
+            "TIMESTAMPTZ" => timestamptz(cell(raw, i)?),
+            "TIMESTAMP" => Value::Timestamp(cell(raw, i)?),
+            "DATE" => Value::Date(cell(raw, i)?),
+            "TIME" => Value::Time(cell(raw, i)?),
             // No variant carries a time of day with an offset; its text keeps both exactly.
             "TIMETZ" => {
-                let t: PgTimeTz<NaiveTime, FixedOffset> = row.try_get(i)?;
+                let t: PgTimeTz<NaiveTime, FixedOffset> = cell(raw, i)?;
                 Value::Text(format!("{}{}", t.time.format("%H:%M:%S%.f"), t.offset))
             }
-            "INTERVAL" => interval(row.try_get(i)?),
+            "INTERVAL" => interval(cell(raw, i)?),
             "BOOL[]" => array(row, i, Value::Bool)?,
             "INT2[]" => array(row, i, |v: i16| Value::Int(v.into()))?,
             "INT4[]" => array(row, i, |v: i32| Value::Int(v.into()))?,

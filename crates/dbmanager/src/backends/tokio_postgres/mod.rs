@@ -353,6 +353,7 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             connect_timeout: s.connect_timeout,
             failover: failover.clone(),
             retry_connects: std::sync::atomic::AtomicBool::new(false),
+            waits: crate::deadline::Timers::for_pool(s.max_open),
         };
         let pool = deadpool::managed::Pool::builder(manager)
             .max_size(s.max_open as usize)

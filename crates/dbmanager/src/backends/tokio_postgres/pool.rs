@@ -73,6 +73,8 @@ pub struct TokioPgManager {
     /// for, not reported to every caller); the open's own attempt fails fast, so the real
     /// error reaches the manager's retry.
     pub(super) retry_connects: AtomicBool,
+    /// The timers of checkouts waiting for a client, kept for reuse.
+    pub(super) waits: crate::deadline::Timers,
 }
 
 impl std::fmt::Debug for TokioPgManager {
@@ -249,16 +251,22 @@ impl TokioPgManager {
             }
             return Err(refuse(&c.closed_broken, "connection closed"));
         }
-        if self.is_stale(metrics) {
+        // One clock reading for the age and the idle time (deadpool's `age()` and
+        // `last_used()` read it once each).
+        let now = Instant::now();
+        let age = now.saturating_duration_since(metrics.created);
+        if let Some(failover) = &self.failover
+            && failover.is_stale(age)
+        {
             return Err(refuse(
                 &c.closed_broken,
                 "opened before the pool switched servers",
             ));
         }
-        if self.max_lifetime.is_some_and(|max| metrics.age() >= max) {
+        if self.max_lifetime.is_some_and(|max| age >= max) {
             return Err(refuse(&c.closed_max_lifetime, "past conn_max_lifetime"));
         }
-        let idle_for = metrics.last_used();
+        let idle_for = now.saturating_duration_since(metrics.recycled.unwrap_or(metrics.created));
         if self.max_idle_time.is_some_and(|max| idle_for >= max) {
             return Err(RecycleError::message("past conn_max_idle_time"));
         }
@@ -326,15 +334,32 @@ pub(super) async fn acquire(
     let mut at_once = Timeouts::new();
     at_once.wait = Some(Duration::ZERO);
     let started = Instant::now();
+    let mut exhausted = false;
     let outcome = match pool.timeout_get(&at_once).await {
         Err(PoolError::Timeout(TimeoutType::Wait)) => {
-            let outcome = pool.get().await;
-            counters.record_wait(started.elapsed());
-            outcome
+            exhausted = true;
+            // The wait bounded by a kept timer rather than deadpool's own (a new one on every
+            // wait: see `Timers`).
+            let mut waiting = pool.timeouts();
+            match waiting.wait.take() {
+                Some(limit) => {
+                    let deadline = tokio::time::Instant::from_std(started) + limit;
+                    pool.manager()
+                        .waits
+                        .bound(deadline, pool.timeout_get(&waiting))
+                        .await
+                        .unwrap_or(Err(PoolError::Timeout(TimeoutType::Wait)))
+                }
+                None => pool.timeout_get(&waiting).await,
+            }
         }
         other => other,
     };
-    counters.acquire_wait_seconds.observe(started.elapsed());
+    let waited = started.elapsed();
+    if exhausted {
+        counters.record_wait(waited);
+    }
+    counters.acquire_wait_seconds.observe(waited);
     let outcome = outcome.map_err(|e| pool_error(name, counters, e));
     observe(pool.manager().failover.as_deref(), pool, &outcome);
     outcome
