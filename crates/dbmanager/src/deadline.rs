@@ -194,6 +194,7 @@ impl<F: Future> Future for Bounded<'_, F> {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future as _;
     use std::time::Duration;
 
     use tokio::time::Instant;
@@ -280,6 +281,74 @@ mod tests {
         assert_eq!(kept(&timers), 0, "in use");
         drop(work);
         assert_eq!(kept(&timers), 1);
+    }
+
+    /// Work that wakes its task over and over still ends at the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_operation_still_times_out() {
+        let timers = Timers::new(4);
+        let started = Instant::now();
+        let busy = std::future::poll_fn(|cx| {
+            cx.waker().wake_by_ref();
+            std::task::Poll::<()>::Pending
+        });
+        let limit = Duration::from_millis(30);
+        let busy = timers.bound(started + limit, busy);
+        // The busy task never parks, so the paused clock never auto-advances: advance it from
+        // another task.
+        let clock = tokio::spawn(async {
+            for _ in 0..100 {
+                tokio::time::advance(Duration::from_millis(1)).await;
+            }
+        });
+        assert_eq!(busy.await, None);
+        assert!(started.elapsed() >= limit);
+        clock.abort();
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Polled from another task (another waker), the timer wakes that one.
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_wakes_the_latest_task() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let timers = Timers::new(4);
+        let mut work = Box::pin(timers.bound(
+            Instant::now() + Duration::from_millis(10),
+            std::future::pending::<()>(),
+        ));
+        let (first, second) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let waker = std::task::Waker::from(first.clone());
+        assert!(
+            work.as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+                .is_pending()
+        );
+        let waker = std::task::Waker::from(second.clone());
+        assert!(
+            work.as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker))
+                .is_pending()
+        );
+        tokio::time::advance(Duration::from_millis(20)).await;
+        assert_eq!(second.0.load(SeqCst), 1, "the latest waker is woken");
+        assert_eq!(first.0.load(SeqCst), 0);
+        assert!(matches!(
+            work.as_mut()
+                .poll(&mut std::task::Context::from_waker(&waker)),
+            std::task::Poll::Ready(None)
+        ));
     }
 
     #[tokio::test(start_paused = true)]

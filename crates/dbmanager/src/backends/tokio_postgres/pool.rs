@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{
-    Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, TimeoutType, Timeouts,
+    Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, TimeoutType,
 };
 use deadpool_postgres::ClientWrapper;
 use futures_util::future::BoxFuture;
@@ -322,38 +322,33 @@ fn refuse(counter: &std::sync::atomic::AtomicU64, why: &'static str) -> RecycleE
 
 /// Checks a client out, counting waits when the pool was exhausted at the time of asking.
 ///
-/// First without waiting and without deadpool's timeout wrappers (each builds a timer, about
-/// 4k instructions per checkout): an idle client's check and a new connection bound themselves
-/// (see [`TokioPgManager`]). Only when every client is in use does the checkout wait, bounded by
-/// the pool's wait timeout (`connect_timeout`).
+/// Without deadpool's timeout wrappers (each builds a timer, about 4k instructions per
+/// checkout): an idle client's check and a new connection bound themselves (see
+/// [`TokioPgManager`]), and the wait for a client in use is bounded by a kept timer set to the
+/// pool's wait timeout (`connect_timeout`), armed only if the checkout has to wait.
 pub(super) async fn acquire(
     name: &str,
     pool: &TokioPgPool,
     counters: &PoolCounters,
 ) -> Result<TokioPgClient> {
-    let mut at_once = Timeouts::new();
-    at_once.wait = Some(Duration::ZERO);
+    // Whether every client was in use when asked (a wait, in the stats), read before asking:
+    // a failed try first would cost a second pass through deadpool's checkout.
+    let status = pool.status();
+    let exhausted = status.available == 0 && status.size >= status.max_size;
     let started = Instant::now();
-    let mut exhausted = false;
-    let outcome = match pool.timeout_get(&at_once).await {
-        Err(PoolError::Timeout(TimeoutType::Wait)) => {
-            exhausted = true;
-            // The wait bounded by a kept timer rather than deadpool's own (a new one on every
-            // wait: see `Timers`).
-            let mut waiting = pool.timeouts();
-            match waiting.wait.take() {
-                Some(limit) => {
-                    let deadline = tokio::time::Instant::from_std(started) + limit;
-                    pool.manager()
-                        .waits
-                        .bound(deadline, pool.timeout_get(&waiting))
-                        .await
-                        .unwrap_or(Err(PoolError::Timeout(TimeoutType::Wait)))
-                }
-                None => pool.timeout_get(&waiting).await,
-            }
+    // The wait bounded by a kept timer rather than deadpool's own (a new one on every wait:
+    // see `Timers`); the pool's other timeouts are not set (see `TokioPgManager`).
+    let mut waiting = pool.timeouts();
+    let outcome = match waiting.wait.take() {
+        Some(limit) => {
+            let deadline = tokio::time::Instant::from_std(started) + limit;
+            pool.manager()
+                .waits
+                .bound(deadline, pool.timeout_get(&waiting))
+                .await
+                .unwrap_or(Err(PoolError::Timeout(TimeoutType::Wait)))
         }
-        other => other,
+        None => pool.timeout_get(&waiting).await,
     };
     let waited = started.elapsed();
     if exhausted {

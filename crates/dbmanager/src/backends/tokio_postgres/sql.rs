@@ -5,10 +5,12 @@
 //! (`query_typed_raw`: Parse, Bind, Describe, Execute and one Sync in one round trip) inside a
 //! transaction, one of its own for a statement outside one.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use deadpool_postgres::ClientWrapper;
+use futures_util::FutureExt as _;
 use futures_util::TryStreamExt as _;
 use futures_util::future::BoxFuture;
 use tokio_postgres::RowStream;
@@ -140,6 +142,27 @@ pub(super) async fn fetch(
     Ok(rows)
 }
 
+/// Runs a query; its first row, if any (the rest are not decoded). [`fetch`] with a limit of
+/// one, without a `Vec` for the one row.
+pub(super) async fn fetch_first(
+    on: On<'_>,
+    client: &ClientWrapper,
+    sql: &str,
+    params: &[Value],
+) -> Result<Option<Row>> {
+    let mut stream = std::pin::pin!(send(on, client, sql, params).await?);
+    let Some(row) = stream
+        .try_next()
+        .await
+        .map_err(|e| driver_error(on.name, Operation::Query, e))?
+    else {
+        return Ok(None);
+    };
+    let names = on.columns.names_of(row.columns().iter().map(|c| c.name()));
+    let values = decode(&row).map_err(|e| statement_error(on.name, e))?;
+    Ok(Some(Row::new(names, values)))
+}
+
 /// What a statement outside a transaction is asked for (behind a transaction-mode pooler,
 /// where one path runs them all: see [`TokioPgExecutor::in_own_transaction`]).
 #[derive(Clone, Copy)]
@@ -227,12 +250,14 @@ impl TokioPgExecutor {
         }
     }
 
-    /// Checks a client out for one statement.
-    async fn checkout(&self) -> Result<InFlight<'_>> {
-        let client = acquire(&self.name, &self.pool, &self.counters).await?;
-        Ok(InFlight {
-            executor: self,
-            client: Some(client),
+    /// Checks a client out for one statement. A `map` on the checkout, not an `async fn`:
+    /// every future layer around deadpool's checkout moves it whole once more.
+    fn checkout(&self) -> impl Future<Output = Result<InFlight<'_>>> + Send + '_ {
+        acquire(&self.name, &self.pool, &self.counters).map(move |client| {
+            Ok(InFlight {
+                executor: self,
+                client: Some(client?),
+            })
         })
     }
 
@@ -370,10 +395,10 @@ impl SqlExecutor for TokioPgExecutor {
         }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
-            let outcome = fetch(self.on(), statement.client()?, sql, params, 1).await;
+            let outcome = fetch_first(self.on(), statement.client()?, sql, params).await;
             statement.done(&outcome);
             self.observe(&outcome);
-            Ok(outcome?.pop())
+            outcome
         })
     }
 
