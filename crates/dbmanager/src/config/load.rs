@@ -26,7 +26,7 @@ use super::{
 /// Prefix of environment overrides: `DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD=...`.
 pub const ENV_PREFIX: &str = "DBMANAGER__";
 
-const ROOT_KEY: &str = "dbmanager";
+pub(crate) const ROOT_KEY: &str = "dbmanager";
 
 /// The environment a config is loaded against: overrides and `${VAR}` values come from here.
 ///
