@@ -140,8 +140,13 @@ pub enum Error {
         known: Vec<String>,
     },
 
-    /// The manager was closed.
-    #[error("connection `{connection}`: {operation}: the manager is closed")]
+    /// The connection was removed (`remove`, a reload) or closed, or its manager was closed.
+    /// The message names all three: a handle kept after a `remove` must not report a manager
+    /// that is still running as closed.
+    #[error(
+        "connection `{connection}`: {operation}: closed (the connection was removed or closed, \
+         or the manager was closed)"
+    )]
     Closed {
         /// Connection name (`*` for the manager itself).
         connection: String,

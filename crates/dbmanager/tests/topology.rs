@@ -70,6 +70,12 @@ async fn add_and_remove_at_runtime_with_defined_outcomes() {
     remover.await.unwrap().unwrap();
     let err = pg.fetch_one("SELECT 1", &[]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    // The manager is still open: the message must not say it is closed.
+    let text = err.to_string();
+    assert!(
+        !text.contains("manager is closed") && text.contains("removed"),
+        "a removed connection's handle says why it is closed: {text}"
+    );
     assert!(!manager.metrics_text().contains("connection=\"pg\""));
     assert!(!manager.stats().connections.contains_key("pg"));
     assert!(
@@ -88,6 +94,9 @@ async fn add_and_remove_at_runtime_with_defined_outcomes() {
         ErrorKind::NotFound
     );
     manager.close(DEADLINE).await;
+    let err = manager.add(db.config("late")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(err.to_string().contains("the manager was closed"), "{err}");
 }
 
 /// 64 tasks query through handles taken before the swap while the connection is replaced
