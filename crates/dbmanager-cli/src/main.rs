@@ -49,6 +49,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// JSON output: the same as `--format json` (and as `config show --json`).
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
         /// Only the connections whose tags include KEY=VALUE (repeat the flag: all must match).
         /// The whole file is still validated; selecting nothing is an error (exit code 2).
         #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tags::parse)]
@@ -143,10 +146,11 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             format,
+            json,
             tag,
         } => runtime.block_on(check::run(
             config.as_deref(),
-            matches!(format, Format::Json),
+            json || matches!(format, Format::Json),
             &tags::TagFilter::new(tag),
         )),
         Command::Serve {

@@ -41,6 +41,12 @@ fn check_json_has_one_row_per_connection() {
     let out = dbmanager(&["check", "--format", "json"], dir.path());
     assert_eq!(out.status.code(), Some(0));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // `--json`, as `config show` spells it (and the README writes it for `check`), is the same.
+    let short = dbmanager(&["check", "--json"], dir.path());
+    assert_eq!(short.status.code(), Some(0), "{}", text(&short).1);
+    let short: serde_json::Value = serde_json::from_slice(&short.stdout).unwrap();
+    assert_eq!(short.as_array().map(Vec::len), Some(1), "{short}");
+    assert_eq!(short[0]["name"], "main");
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["name"], "main");
