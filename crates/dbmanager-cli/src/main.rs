@@ -74,7 +74,7 @@ enum Command {
         /// Connections served at once.
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
         max_connections: u32,
-        /// Seconds shutdown waits for open HTTP connections to finish.
+        /// Seconds shutdown waits for open HTTP connections to finish (0: close them at once).
         #[arg(long, default_value_t = 5.0)]
         drain: f64,
         /// Seconds between the status page's samples (pool in use, health-check latency); it
@@ -166,7 +166,15 @@ fn main() -> ExitCode {
                 Duration::try_from_secs_f64(s)
                     .ok()
                     .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
-                    .ok_or_else(|| format!("error: --{flag} must be between 0 and 3600 seconds"))
+                    .ok_or_else(|| {
+                        format!("error: --{flag} must be more than 0 and at most 3600 seconds")
+                    })
+            };
+            // 0 is a valid drain: close open HTTP connections at once.
+            let drain = if drain == 0.0 {
+                Ok(Duration::ZERO)
+            } else {
+                seconds(drain, "drain")
             };
             let sample_interval = seconds(sample_interval, "sample-interval").and_then(|d| {
                 (d >= Duration::from_millis(100))
@@ -175,7 +183,7 @@ fn main() -> ExitCode {
             });
             match (
                 seconds(header_read_timeout, "header-read-timeout"),
-                seconds(drain, "drain"),
+                drain,
                 sample_interval,
             ) {
                 (Ok(header_read_timeout), Ok(drain), Ok(sample_interval)) => {

@@ -374,6 +374,34 @@ fn shutdown_drains_open_connections_within_its_deadline() {
     );
 }
 
+/// `--drain 0` (close open HTTP connections at once) is a valid choice; a zero header timeout
+/// is not, and its message says what is accepted (it said "between 0 and 3600" and refused 0).
+#[test]
+fn drain_zero_is_accepted_and_a_zero_header_timeout_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(&["--drain", "0"], dir.path());
+    assert_eq!(served.get("/healthz").0, 200);
+    assert_eq!(served.stop(), Some(0));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmanager"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--header-read-timeout",
+            "0",
+        ])
+        .env("DBMANAGER_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--header-read-timeout must be more than 0 and at most 3600 seconds"),
+        "{stderr}"
+    );
+}
+
 fn stats_of(served: &Served) -> serde_json::Value {
     serde_json::from_str(&served.get("/stats").1).unwrap()
 }
