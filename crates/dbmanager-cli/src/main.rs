@@ -60,7 +60,8 @@ enum Command {
     /// Connect, run the health loop, and serve a status page (`/`), `/healthz`, `/readyz`,
     /// `/metrics`, `/stats`.
     ///
-    /// Stops gracefully on SIGINT or SIGTERM.
+    /// Stops gracefully on SIGINT or SIGTERM. Reloads the config file on SIGHUP and when it
+    /// changes; a file that does not load keeps the running config (`/stats` has `last_reload`).
     Serve {
         /// YAML config; without it, the embedded quick-start config.
         #[arg(long, short)]
