@@ -354,7 +354,44 @@ fn environment_values_are_validated_like_file_values() {
     );
     assert_eq!(
         p,
-        vec!["connections.a.port: 99999 is not a valid port (1-65535)".to_owned()]
+        vec![
+            "connections.a.port: 99999 is not a valid port (1-65535) \
+             (set by DBMANAGER__CONNECTIONS__A__PORT)"
+                .to_owned()
+        ]
+    );
+}
+
+/// A problem in a value an override set names the variable: the key is not in the file, so
+/// the path alone sends the reader looking for it there (`nope: unknown key`).
+#[test]
+fn problems_of_overridden_values_name_their_variable() {
+    let env: EnvSource = [
+        ("DBMANAGER__NOPE", "1"),
+        ("DBMANAGER__CONNECTIONS__CACHE_DB__FILEPTH", "x"),
+        ("DBMANAGER__CONNECTIONS__CACHE_DB__MAX_OPEN_CONNS", "abc"),
+        ("DBMANAGER__CONNECTIONS__CACHE_DB__PASSWORD", "Env-S3cret"),
+    ]
+    .into_iter()
+    .collect();
+    let p = problems_env(
+        "dbmanager:\n  connections:\n    cache-db: {type: sqlite, filepath: ':memory:', port: 1}\n",
+        &env,
+    );
+    assert_eq!(
+        p,
+        vec![
+            "connections.cache-db.filepth: unknown key (did you mean `filepath`?) \
+             (set by DBMANAGER__CONNECTIONS__CACHE_DB__FILEPTH)",
+            "connections.cache-db.max_open_conns: `abc` is not a whole number (write decimal \
+             digits, e.g. `10`) (set by DBMANAGER__CONNECTIONS__CACHE_DB__MAX_OPEN_CONNS)",
+            "connections.cache-db.password: not used by sqlite (only by postgres, mssql, \
+             mongodb, mysql) (set by DBMANAGER__CONNECTIONS__CACHE_DB__PASSWORD)",
+            // Written in the file: no variable to name.
+            "connections.cache-db.port: not used by sqlite (only by postgres, mssql, mongodb, \
+             mysql)",
+            "nope: unknown key (set by DBMANAGER__NOPE)",
+        ]
     );
 }
 
