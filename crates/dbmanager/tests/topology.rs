@@ -265,6 +265,19 @@ async fn reload_diffs_by_name_and_leaves_the_unchanged_alone() {
         .unwrap();
     assert_eq!(again.unchanged, ["added", "change", "keep"]);
     assert!(again.added.is_empty() && again.replaced.is_empty() && again.removed.is_empty());
+
+    // `set_default` is part of the configuration now: a reload built from `config()` (to
+    // change one setting, say) keeps it instead of switching back to the previous default.
+    manager.set_default("added").unwrap();
+    assert_eq!(
+        manager.config().default_connection.as_deref(),
+        Some("added")
+    );
+    manager
+        .reload((*manager.config()).clone(), DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(manager.default_connection().unwrap().name(), "added");
     manager.close(DEADLINE).await;
 }
 
