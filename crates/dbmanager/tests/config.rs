@@ -427,6 +427,42 @@ fn interpolation_reads_the_environment() {
     );
 }
 
+/// `${VAR:-default}` takes the default when the variable is unset *or empty*, as the shell
+/// does (`${VAR-default}` is the unset-only form, not offered). An empty variable used to win:
+/// `DBMANAGER_DATA_DIR=` made the quick-start `filepath: ${DBMANAGER_DATA_DIR:-data}/...` a
+/// file at the root of the file system. `${VAR}` alone still gives the empty text.
+#[test]
+fn an_empty_variable_takes_the_default() {
+    let env: EnvSource = [("DATA_DIR", ""), ("DB_PORT", ""), ("APP", "")]
+        .into_iter()
+        .collect();
+    let config = ManagerConfig::from_yaml_str_with_env(
+        "dbmanager:
+  connections:
+    a:
+      type: postgres
+      host: h
+      port: ${DB_PORT:-6543}
+      database: d
+      application_name: x${APP}y
+    lite:
+      type: sqlite
+      filepath: ${DATA_DIR:-data}/app.db
+",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(config.connections["a"].port, Some(6543));
+    assert_eq!(
+        config.connections["a"].application_name.as_deref(),
+        Some("xy")
+    );
+    assert_eq!(
+        config.connections["lite"].filepath.as_deref(),
+        Some(std::path::Path::new("data/app.db"))
+    );
+}
+
 #[test]
 fn password_file_is_read_at_connect_and_must_exist() {
     let dir = tempfile::tempdir().unwrap();

@@ -319,7 +319,9 @@ fn expand(text: &str, env: &EnvSource, public: bool) -> Result<(String, bool), S
                     )
                 });
             }
+            // As in the shell, `:-` takes the default when the variable is unset or empty.
             match (env.get(name), default) {
+                (Some(""), Some(d)) => out.push_str(d),
                 (Some(v), _) => out.push_str(v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {
