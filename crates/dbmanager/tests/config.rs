@@ -362,6 +362,42 @@ fn environment_values_are_validated_like_file_values() {
     );
 }
 
+/// A connection segment of an override goes to the connection of exactly that name when there
+/// is one, and is a problem when several names fold to it (`cache-db` and `cache_db`): it used
+/// to go to the first in sorted order, silently (`CACHE` reached `Cache`, not `cache`).
+#[test]
+fn an_override_goes_to_its_exact_connection_and_an_ambiguous_one_is_refused() {
+    let lite = |name: &str| format!("    {name}: {{type: sqlite, filepath: ':memory:'}}\n");
+    let yaml = format!(
+        "dbmanager:\n  connections:\n{}{}",
+        lite("Cache"),
+        lite("cache")
+    );
+    let env: EnvSource = [("DBMANAGER__CONNECTIONS__CACHE__MAX_OPEN_CONNS", "3")]
+        .into_iter()
+        .collect();
+    let config = ManagerConfig::from_yaml_str_with_env(&yaml, &env).unwrap();
+    assert_eq!(config.connections["cache"].max_open_conns, Some(3));
+    assert_eq!(config.connections["Cache"].max_open_conns, None);
+
+    let yaml = format!(
+        "dbmanager:\n  connections:\n{}{}{}",
+        lite("cache-db"),
+        lite("Cache_DB"),
+        lite("other")
+    );
+    let env: EnvSource = [("DBMANAGER__CONNECTIONS__CACHE_DB__MAX_OPEN_CONNS", "3")]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        problems_env(&yaml, &env),
+        [
+            "env DBMANAGER__CONNECTIONS__CACHE_DB__MAX_OPEN_CONNS: `cache_db` matches the \
+          connections `Cache_DB` and `cache-db` (ignoring case, `-` and `_`); rename one of them"
+        ]
+    );
+}
+
 /// A problem in a value an override set names the variable: the key is not in the file, so
 /// the path alone sends the reader looking for it there (`nope: unknown key`).
 #[test]
