@@ -49,6 +49,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// JSON output: the same as `--format json` (and as `config show --json`).
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
         /// Only the connections whose tags include KEY=VALUE (repeat the flag: all must match).
         /// The whole file is still validated; selecting nothing is an error (exit code 2).
         #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = tags::parse)]
@@ -57,7 +60,8 @@ enum Command {
     /// Connect, run the health loop, and serve a status page (`/`), `/healthz`, `/readyz`,
     /// `/metrics`, `/stats`.
     ///
-    /// Stops gracefully on SIGINT or SIGTERM.
+    /// Stops gracefully on SIGINT or SIGTERM. Reloads the config file on SIGHUP and when it
+    /// changes; a file that does not load keeps the running config (`/stats` has `last_reload`).
     Serve {
         /// YAML config; without it, the embedded quick-start config.
         #[arg(long, short)]
@@ -71,7 +75,7 @@ enum Command {
         /// Connections served at once.
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
         max_connections: u32,
-        /// Seconds shutdown waits for open HTTP connections to finish.
+        /// Seconds shutdown waits for open HTTP connections to finish (0: close them at once).
         #[arg(long, default_value_t = 5.0)]
         drain: f64,
         /// Seconds between the status page's samples (pool in use, health-check latency); it
@@ -143,10 +147,11 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             format,
+            json,
             tag,
         } => runtime.block_on(check::run(
             config.as_deref(),
-            matches!(format, Format::Json),
+            json || matches!(format, Format::Json),
             &tags::TagFilter::new(tag),
         )),
         Command::Serve {
@@ -162,7 +167,15 @@ fn main() -> ExitCode {
                 Duration::try_from_secs_f64(s)
                     .ok()
                     .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
-                    .ok_or_else(|| format!("error: --{flag} must be between 0 and 3600 seconds"))
+                    .ok_or_else(|| {
+                        format!("error: --{flag} must be more than 0 and at most 3600 seconds")
+                    })
+            };
+            // 0 is a valid drain: close open HTTP connections at once.
+            let drain = if drain == 0.0 {
+                Ok(Duration::ZERO)
+            } else {
+                seconds(drain, "drain")
             };
             let sample_interval = seconds(sample_interval, "sample-interval").and_then(|d| {
                 (d >= Duration::from_millis(100))
@@ -171,7 +184,7 @@ fn main() -> ExitCode {
             });
             match (
                 seconds(header_read_timeout, "header-read-timeout"),
-                seconds(drain, "drain"),
+                drain,
                 sample_interval,
             ) {
                 (Ok(header_read_timeout), Ok(drain), Ok(sample_interval)) => {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dbmanager::reexports::chrono;
-use dbmanager::{Manager, ManagerConfig};
+use dbmanager::{ConnectPolicy, Manager, ManagerConfig};
 use notify::{RecursiveMode, Watcher as _};
 
 use crate::tags::TagFilter;
@@ -86,7 +86,12 @@ pub async fn reload(
                 failed: Vec::new(),
             }
         }
-        Ok(config) => match manager.reload(config, DRAIN).await {
+        // As at startup: a new connection whose server is down is kept, unavailable, for the
+        // health loop to connect (and readiness to report) instead of being left out.
+        Ok(config) => match manager
+            .reload_with(config, DRAIN, ConnectPolicy::Partial)
+            .await
+        {
             Err(e) => {
                 eprintln!("reload ({trigger}): kept the running config: {e}");
                 LastReload {

@@ -35,12 +35,36 @@ fn check_runs_on_the_embedded_sqlite_default() {
     );
 }
 
+/// `DBMANAGER_DATA_DIR=` (set but empty, as a compose file's `- DBMANAGER_DATA_DIR=` leaves
+/// it) means the default `./data`, not the root of the file system.
+#[test]
+fn an_empty_data_dir_means_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmanager"))
+        .args(["config", "show", "--json"])
+        .current_dir(dir.path())
+        .env("DBMANAGER_DATA_DIR", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = shown.to_string();
+    assert!(text.contains("\"data/quickstart.sqlite\""), "{text}");
+    assert!(!text.contains("\"/quickstart.sqlite\""), "{text}");
+}
+
 #[test]
 fn check_json_has_one_row_per_connection() {
     let dir = tempfile::tempdir().unwrap();
     let out = dbmanager(&["check", "--format", "json"], dir.path());
     assert_eq!(out.status.code(), Some(0));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // `--json`, as `config show` spells it (and the README writes it for `check`), is the same.
+    let short = dbmanager(&["check", "--json"], dir.path());
+    assert_eq!(short.status.code(), Some(0), "{}", text(&short).1);
+    let short: serde_json::Value = serde_json::from_slice(&short.stdout).unwrap();
+    assert_eq!(short.as_array().map(Vec::len), Some(1), "{short}");
+    assert_eq!(short[0]["name"], "main");
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["name"], "main");

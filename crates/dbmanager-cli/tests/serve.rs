@@ -249,6 +249,55 @@ impl Blackhole {
     }
 }
 
+/// A connection added by a reload while its server is down is treated as at startup: listed
+/// (unavailable) by `/readyz` and `/stats`, not ready when it is critical, and connected by the
+/// health loop later. It used to be left out of everything (ready stayed 200) until the next
+/// reload, mentioned only in `last_reload`.
+#[test]
+fn a_connection_added_by_a_reload_while_its_server_is_down_is_shown_and_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        dir.path(),
+        "dbmanager:\n  health_check_interval: 1s\n  connections:\n    a: {type: sqlite, filepath: ':memory:'}\n",
+    );
+    let served = Served::start(&["--config", &path], dir.path());
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/readyz")
+        .0
+        == 200));
+    let down = support::free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "dbmanager:\n  health_check_interval: 1s\n  connections:\n    a: {{type: sqlite, filepath: ':memory:'}}\n    \
+             late: {{type: postgres, host: 127.0.0.1, port: {down}, database: d, connect_timeout: 1s}}\n"
+        ),
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            !stats_of(&served)["last_reload"].is_null()
+        }),
+        "{}",
+        served.get("/stats").1
+    );
+    let stats = stats_of(&served);
+    assert_eq!(
+        stats["last_reload"]["added"],
+        serde_json::json!(["late"]),
+        "{stats}"
+    );
+    assert_eq!(stats["last_reload"]["failed"][0][0], "late", "{stats}");
+    assert_eq!(
+        stats["connections"]["late"]["status"], "unavailable",
+        "{stats}"
+    );
+    let (status, body) = served.get("/readyz");
+    assert_eq!(status, 503, "a critical connection is down: {body}");
+    assert!(body.contains("\"late\""), "{body}");
+    assert_eq!(served.stop(), Some(0));
+}
+
 fn config_file(dir: &std::path::Path, body: &str) -> String {
     let path = dir.join("c.yaml");
     std::fs::write(&path, body).unwrap();
@@ -371,6 +420,34 @@ fn shutdown_drains_open_connections_within_its_deadline() {
         started.elapsed() < Duration::from_secs(10),
         "shutdown took {:?}",
         started.elapsed()
+    );
+}
+
+/// `--drain 0` (close open HTTP connections at once) is a valid choice; a zero header timeout
+/// is not, and its message says what is accepted (it said "between 0 and 3600" and refused 0).
+#[test]
+fn drain_zero_is_accepted_and_a_zero_header_timeout_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(&["--drain", "0"], dir.path());
+    assert_eq!(served.get("/healthz").0, 200);
+    assert_eq!(served.stop(), Some(0));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmanager"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--header-read-timeout",
+            "0",
+        ])
+        .env("DBMANAGER_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--header-read-timeout must be more than 0 and at most 3600 seconds"),
+        "{stderr}"
     );
 }
 

@@ -190,9 +190,6 @@ impl std::fmt::Debug for Driver {
     }
 }
 
-/// No extra checks.
-pub(crate) fn no_check(_: &ConnectionConfig, _: &mut ConnectionProblems<'_>) {}
-
 /// What the manager does with any open pool.
 ///
 /// Every method is required: a backend that has nothing to do says so in its own code, where a

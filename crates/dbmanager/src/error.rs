@@ -140,8 +140,13 @@ pub enum Error {
         known: Vec<String>,
     },
 
-    /// The manager was closed.
-    #[error("connection `{connection}`: {operation}: the manager is closed")]
+    /// The connection was removed (`remove`, a reload) or closed, or its manager was closed.
+    /// The message names all three: a handle kept after a `remove` must not report a manager
+    /// that is still running as closed.
+    #[error(
+        "connection `{connection}`: {operation}: closed (the connection was removed or closed, \
+         or the manager was closed)"
+    )]
     Closed {
         /// Connection name (`*` for the manager itself).
         connection: String,
@@ -205,7 +210,7 @@ pub enum Error {
     },
 
     /// The database or driver failed.
-    #[error("connection `{connection}`: {operation} failed: {source}")]
+    #[error("connection `{connection}`: {operation} failed: {}", source_text(source.as_ref()))]
     Database {
         /// Connection name.
         connection: String,
@@ -235,6 +240,28 @@ pub enum Error {
         /// One error per failed connection, sorted by connection name.
         failures: Vec<Error>,
     },
+}
+
+/// The driver's error as shown. sqlx writes a PostgreSQL error as its message followed by
+/// ` at line N`, where N is the line of the server's C source that raised it (postinit.c 948
+/// for an unknown database), which reads like a line of the statement or of the config: that
+/// suffix is left out. The error itself (the `source`) is untouched.
+fn source_text(source: &(dyn std::error::Error + Send + Sync + 'static)) -> String {
+    let text = source.to_string();
+    let Some(sqlx::Error::Database(db)) = source.downcast_ref::<sqlx::Error>() else {
+        return text;
+    };
+    let shown = db.to_string();
+    let Some(suffix) = shown.strip_prefix(db.message()) else {
+        return text;
+    };
+    let server_line = suffix
+        .strip_prefix(" at line ")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    match text.strip_suffix(suffix) {
+        Some(cut) if server_line => cut.to_owned(),
+        _ => text,
+    }
 }
 
 fn list_or_none(names: &[String]) -> String {

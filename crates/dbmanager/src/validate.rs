@@ -62,6 +62,7 @@ impl ManagerConfig {
         let mut problems = parsed.problems;
         let config = parsed.config;
         problems.extend(config.problems_with(&parsed.broken, &parsed.interpolated));
+        crate::config::name_overrides(&mut problems, &parsed.sources);
         problems.into_result()?;
         let settings = effective_settings(&config, &parsed.sources);
         Ok(EffectiveConfig { config, settings })
@@ -89,6 +90,7 @@ impl ManagerConfig {
         let mut problems = parsed.problems;
         let config = parsed.config;
         problems.extend(config.problems_with(&parsed.broken, &parsed.interpolated));
+        crate::config::name_overrides(&mut problems, &parsed.sources);
         problems.into_result()?;
         Ok(config)
     }

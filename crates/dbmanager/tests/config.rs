@@ -354,7 +354,80 @@ fn environment_values_are_validated_like_file_values() {
     );
     assert_eq!(
         p,
-        vec!["connections.a.port: 99999 is not a valid port (1-65535)".to_owned()]
+        vec![
+            "connections.a.port: 99999 is not a valid port (1-65535) \
+             (set by DBMANAGER__CONNECTIONS__A__PORT)"
+                .to_owned()
+        ]
+    );
+}
+
+/// A connection segment of an override goes to the connection of exactly that name when there
+/// is one, and is a problem when several names fold to it (`cache-db` and `cache_db`): it used
+/// to go to the first in sorted order, silently (`CACHE` reached `Cache`, not `cache`).
+#[test]
+fn an_override_goes_to_its_exact_connection_and_an_ambiguous_one_is_refused() {
+    let lite = |name: &str| format!("    {name}: {{type: sqlite, filepath: ':memory:'}}\n");
+    let yaml = format!(
+        "dbmanager:\n  connections:\n{}{}",
+        lite("Cache"),
+        lite("cache")
+    );
+    let env: EnvSource = [("DBMANAGER__CONNECTIONS__CACHE__MAX_OPEN_CONNS", "3")]
+        .into_iter()
+        .collect();
+    let config = ManagerConfig::from_yaml_str_with_env(&yaml, &env).unwrap();
+    assert_eq!(config.connections["cache"].max_open_conns, Some(3));
+    assert_eq!(config.connections["Cache"].max_open_conns, None);
+
+    let yaml = format!(
+        "dbmanager:\n  connections:\n{}{}{}",
+        lite("cache-db"),
+        lite("Cache_DB"),
+        lite("other")
+    );
+    let env: EnvSource = [("DBMANAGER__CONNECTIONS__CACHE_DB__MAX_OPEN_CONNS", "3")]
+        .into_iter()
+        .collect();
+    assert_eq!(
+        problems_env(&yaml, &env),
+        [
+            "env DBMANAGER__CONNECTIONS__CACHE_DB__MAX_OPEN_CONNS: `cache_db` matches the \
+          connections `Cache_DB` and `cache-db` (ignoring case, `-` and `_`); rename one of them"
+        ]
+    );
+}
+
+/// A problem in a value an override set names the variable: the key is not in the file, so
+/// the path alone sends the reader looking for it there (`nope: unknown key`).
+#[test]
+fn problems_of_overridden_values_name_their_variable() {
+    let env: EnvSource = [
+        ("DBMANAGER__NOPE", "1"),
+        ("DBMANAGER__CONNECTIONS__CACHE_DB__FILEPTH", "x"),
+        ("DBMANAGER__CONNECTIONS__CACHE_DB__MAX_OPEN_CONNS", "abc"),
+        ("DBMANAGER__CONNECTIONS__CACHE_DB__PASSWORD", "Env-S3cret"),
+    ]
+    .into_iter()
+    .collect();
+    let p = problems_env(
+        "dbmanager:\n  connections:\n    cache-db: {type: sqlite, filepath: ':memory:', port: 1}\n",
+        &env,
+    );
+    assert_eq!(
+        p,
+        vec![
+            "connections.cache-db.filepth: unknown key (did you mean `filepath`?) \
+             (set by DBMANAGER__CONNECTIONS__CACHE_DB__FILEPTH)",
+            "connections.cache-db.max_open_conns: `abc` is not a whole number (write decimal \
+             digits, e.g. `10`) (set by DBMANAGER__CONNECTIONS__CACHE_DB__MAX_OPEN_CONNS)",
+            "connections.cache-db.password: not used by sqlite (only by postgres, mssql, \
+             mongodb, mysql) (set by DBMANAGER__CONNECTIONS__CACHE_DB__PASSWORD)",
+            // Written in the file: no variable to name.
+            "connections.cache-db.port: not used by sqlite (only by postgres, mssql, mongodb, \
+             mysql)",
+            "nope: unknown key (set by DBMANAGER__NOPE)",
+        ]
     );
 }
 
@@ -387,6 +460,42 @@ fn interpolation_reads_the_environment() {
     assert!(
         p[0].starts_with("connections.a.host: `${NOPE}` is not set in the environment"),
         "{p:?}"
+    );
+}
+
+/// `${VAR:-default}` takes the default when the variable is unset *or empty*, as the shell
+/// does (`${VAR-default}` is the unset-only form, not offered). An empty variable used to win:
+/// `DBMANAGER_DATA_DIR=` made the quick-start `filepath: ${DBMANAGER_DATA_DIR:-data}/...` a
+/// file at the root of the file system. `${VAR}` alone still gives the empty text.
+#[test]
+fn an_empty_variable_takes_the_default() {
+    let env: EnvSource = [("DATA_DIR", ""), ("DB_PORT", ""), ("APP", "")]
+        .into_iter()
+        .collect();
+    let config = ManagerConfig::from_yaml_str_with_env(
+        "dbmanager:
+  connections:
+    a:
+      type: postgres
+      host: h
+      port: ${DB_PORT:-6543}
+      database: d
+      application_name: x${APP}y
+    lite:
+      type: sqlite
+      filepath: ${DATA_DIR:-data}/app.db
+",
+        &env,
+    )
+    .unwrap();
+    assert_eq!(config.connections["a"].port, Some(6543));
+    assert_eq!(
+        config.connections["a"].application_name.as_deref(),
+        Some("xy")
+    );
+    assert_eq!(
+        config.connections["lite"].filepath.as_deref(),
+        Some(std::path::Path::new("data/app.db"))
     );
 }
 

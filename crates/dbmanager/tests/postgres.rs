@@ -176,6 +176,50 @@ async fn unknown_database_is_a_configuration_error_tried_once() {
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
 
+/// sqlx shows a PostgreSQL error with " at line N" after it: the line of the server's C source
+/// that raised it (postinit.c, parse_relation.c), which reads like a line of the statement or
+/// the config. The errors shown end with the server's message instead; the sqlx error itself
+/// is untouched (`source`).
+#[tokio::test]
+async fn server_errors_do_not_show_the_server_source_line() {
+    let db = TestDb::create();
+    let mut ghost = db.config("ghost");
+    ghost.database = Some("dbm_does_not_exist".into());
+    let manager = Manager::new(
+        fast_config()
+            .with_connection(db.config("main"))
+            .with_connection(ghost),
+    )
+    .unwrap();
+    let report = manager.connect_with(ConnectPolicy::Partial).await.unwrap();
+    let connect = report.failed[0].1.to_string();
+    assert!(
+        connect.ends_with("database \"dbm_does_not_exist\" does not exist"),
+        "{connect}"
+    );
+    let err = manager
+        .database("main")
+        .unwrap()
+        .execute("SELECT * FROM dbm_no_such_table", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("relation \"dbm_no_such_table\" does not exist"),
+        "{err}"
+    );
+    let Error::Database { source, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        source
+            .downcast_ref::<dbmanager::reexports::sqlx::Error>()
+            .is_some(),
+        "the driver's error is kept as it is"
+    );
+    manager.close(Duration::from_secs(5)).await;
+}
+
 /// PostgreSQL's own types through the neutral handle, on both layers: arrays (NULL elements
 /// included), intervals, money, and a timetz read as text.
 #[tokio::test]

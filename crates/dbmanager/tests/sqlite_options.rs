@@ -68,6 +68,31 @@ async fn a_filepath_starting_with_file_colon_is_refused_not_taken_as_a_uri() {
     }
 }
 
+/// A `filepath` that can never be opened as written (empty, or `file:...`) is a problem of the
+/// file when it is loaded, listed with every other one under its path (exit code 2 in the
+/// CLI), not a connect failure found later (a connection "down", exit code 1).
+#[test]
+fn an_empty_or_uri_filepath_is_a_problem_when_the_config_is_loaded() {
+    let yaml = "dbmanager:\n  connections:\n    a: {type: sqlite, filepath: ''}\n    \
+                b: {type: sqlite, filepath: 'file:b.db?mode=memory'}\n    \
+                c: {type: sqlite, filepath: ':memory:', max_open_conns: 0}\n";
+    let problems: Vec<String> = dbmanager::ManagerConfig::from_yaml_str(yaml)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "connections.a.filepath: is empty; give a file or `:memory:`",
+            "connections.b.filepath: starts with `file:`, which SQLite would read as a URI; \
+             filepath is always a path: put a URI in `dsn` (`dsn: \"sqlite:file:...\"`), or \
+             write `./file:...` for a file so named",
+            "connections.c.max_open_conns: must be at least 1",
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_filepath_with_uri_characters_is_a_plain_file() {
     let dir = tempfile::tempdir().unwrap();

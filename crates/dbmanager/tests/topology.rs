@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use dbmanager::{ConnectionConfig, ErrorKind, Manager};
+use dbmanager::{ConnectPolicy, ConnectionConfig, ErrorKind, Manager, Status};
 use support::{TestDb, fast_config};
 
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -70,6 +70,12 @@ async fn add_and_remove_at_runtime_with_defined_outcomes() {
     remover.await.unwrap().unwrap();
     let err = pg.fetch_one("SELECT 1", &[]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    // The manager is still open: the message must not say it is closed.
+    let text = err.to_string();
+    assert!(
+        !text.contains("manager is closed") && text.contains("removed"),
+        "a removed connection's handle says why it is closed: {text}"
+    );
     assert!(!manager.metrics_text().contains("connection=\"pg\""));
     assert!(!manager.stats().connections.contains_key("pg"));
     assert!(
@@ -88,6 +94,9 @@ async fn add_and_remove_at_runtime_with_defined_outcomes() {
         ErrorKind::NotFound
     );
     manager.close(DEADLINE).await;
+    let err = manager.add(db.config("late")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert!(err.to_string().contains("the manager was closed"), "{err}");
 }
 
 /// 64 tasks query through handles taken before the swap while the connection is replaced
@@ -256,6 +265,19 @@ async fn reload_diffs_by_name_and_leaves_the_unchanged_alone() {
         .unwrap();
     assert_eq!(again.unchanged, ["added", "change", "keep"]);
     assert!(again.added.is_empty() && again.replaced.is_empty() && again.removed.is_empty());
+
+    // `set_default` is part of the configuration now: a reload built from `config()` (to
+    // change one setting, say) keeps it instead of switching back to the previous default.
+    manager.set_default("added").unwrap();
+    assert_eq!(
+        manager.config().default_connection.as_deref(),
+        Some("added")
+    );
+    manager
+        .reload((*manager.config()).clone(), DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(manager.default_connection().unwrap().name(), "added");
     manager.close(DEADLINE).await;
 }
 
@@ -283,5 +305,59 @@ async fn reload_sees_a_change_of_any_single_setting() {
             .unwrap();
         assert_eq!(report.replaced, ["lite"], "{what}: {report:?}");
     }
+    manager.close(DEADLINE).await;
+}
+
+/// `reload_with(.., ConnectPolicy::Partial)` (what `dbmanager serve` reloads with) treats a new
+/// connection whose server is down as startup does: it is registered, unavailable (so
+/// readiness and metrics show it), and the health loop connects it once the server answers. A
+/// plain `reload` still leaves it out.
+#[tokio::test]
+async fn a_partial_reload_registers_an_added_connection_that_is_down_and_connects_it_later() {
+    let db = TestDb::create();
+    let mut config = fast_config().with_connection(ConnectionConfig::sqlite("lite", ":memory:"));
+    config.health_check_interval = Duration::from_millis(100);
+    let manager = Manager::new(config.clone()).unwrap();
+    manager.connect().await.unwrap();
+    let proxy = support::proxy::FaultProxy::start(support::pg_port()).await;
+    proxy.set(support::proxy::Fault::Refuse);
+    let mut late = db.config("late");
+    late.port = Some(proxy.port);
+    let next = config.clone().with_connection(late);
+
+    let report = manager.reload(next.clone(), DEADLINE).await.unwrap();
+    assert!(report.added.is_empty(), "{report:?}");
+    assert_eq!(manager.names(), ["lite"]);
+
+    let report = manager
+        .reload_with(next, DEADLINE, ConnectPolicy::Partial)
+        .await
+        .unwrap();
+    assert_eq!(report.added, ["late"], "{report:?}");
+    assert_eq!(
+        report.failed.len(),
+        1,
+        "its connect error is reported: {report:?}"
+    );
+    assert_eq!(report.failed[0].0, "late");
+    assert_eq!(manager.names(), ["late", "lite"]);
+    let late = manager.get("late").unwrap();
+    assert_eq!(late.health().status, Status::Unavailable);
+    assert!(manager.metrics_text().contains("connection=\"late\""));
+
+    proxy.set(support::proxy::Fault::Forward);
+    assert!(
+        support::eventually(Duration::from_secs(10), || late.health().status
+            == Status::Healthy)
+        .await,
+        "the health loop connects it once the server answers"
+    );
+    let row = manager
+        .database("late")
+        .unwrap()
+        .fetch_one("SELECT 1 AS one", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64>("one"), Some(1));
     manager.close(DEADLINE).await;
 }

@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::config::{DatabaseType, DefaultOrm};
-use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
+use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, DefaultOrm};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::sql::SqlExecutor;
 use crate::stats::PoolGauges;
+
+/// No extra checks.
+fn no_check(_: &ConnectionConfig, _: &mut ConnectionProblems<'_>) {}
 
 /// The knobs of one fake server.
 #[derive(Debug, Default)]

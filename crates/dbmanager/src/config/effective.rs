@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::keys::{CONNECTION, Key, MANAGER, REPLICATION_KEYS, Shape};
 use super::tree::Node;
-use super::{ConnectionConfig, DatabaseType, ManagerConfig};
+use super::{ConfigProblems, ConnectionConfig, DatabaseType, ManagerConfig};
 
 /// What a redacted value reads as (the same text as the config types' `Debug`).
 pub const REDACTED: &str = "[REDACTED]";
@@ -153,6 +153,31 @@ pub(crate) fn sources(manager: &BTreeMap<String, Node>) -> Sources {
         }
     }
     out
+}
+
+/// Names the `DBMANAGER__...` variables behind each problem whose key an override set: the key
+/// is not in the file, so its path alone would send the reader looking there. Names only,
+/// never values.
+pub(crate) fn name_overrides(problems: &mut ConfigProblems, sources: &Sources) {
+    let overridden: Vec<(String, &[String])> = sources
+        .iter()
+        .filter(|(_, source)| !source.env.is_empty())
+        .map(|((connection, key), source)| {
+            let path = match connection {
+                Some(name) => format!("connections.{name}.{key}"),
+                None => key.clone(),
+            };
+            (path, source.env.as_slice())
+        })
+        .collect();
+    problems.annotate(|path| {
+        // The key itself, or a part of it (`tags.team`, `hosts[1]`).
+        let (_, vars) = overridden.iter().find(|(key, _)| {
+            path.strip_prefix(key.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })?;
+        Some(format!(" (set by {})", vars.join(", ")))
+    });
 }
 
 fn source(node: &Node) -> Source {

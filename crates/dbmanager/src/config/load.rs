@@ -26,7 +26,7 @@ use super::{
 /// Prefix of environment overrides: `DBMANAGER__CONNECTIONS__PRIMARY__PASSWORD=...`.
 pub const ENV_PREFIX: &str = "DBMANAGER__";
 
-const ROOT_KEY: &str = "dbmanager";
+pub(crate) const ROOT_KEY: &str = "dbmanager";
 
 /// The environment a config is loaded against: overrides and `${VAR}` values come from here.
 ///
@@ -194,7 +194,13 @@ fn overlay_env(root: &mut Node, env: &EnvSource, problems: &mut ConfigProblems) 
                 break;
             };
             let key = if path.len() == 1 && path[0] == "connections" {
-                existing_connection_key(map, segment)
+                match existing_connection_key(map, segment) {
+                    Ok(key) => key,
+                    Err(message) => {
+                        problems.push(format!("env {name}"), message);
+                        break;
+                    }
+                }
             } else {
                 segment.clone()
             };
@@ -208,12 +214,30 @@ fn overlay_env(root: &mut Node, env: &EnvSource, problems: &mut ConfigProblems) 
     }
 }
 
-fn existing_connection_key(map: &BTreeMap<String, Node>, segment: &str) -> String {
+/// The connection an override's (lower-cased) segment names: the one of exactly that name, else
+/// the only one equal to it ignoring case, `-` and `_`, else a new one. Several such names are
+/// a problem: picking one (the first in sorted order) would send the value, a password say,
+/// to a connection the reader did not mean.
+fn existing_connection_key(map: &BTreeMap<String, Node>, segment: &str) -> Result<String, String> {
+    if map.contains_key(segment) {
+        return Ok(segment.to_owned());
+    }
     let fold = |s: &str| s.to_ascii_lowercase().replace('-', "_");
-    map.keys()
-        .find(|k| fold(k) == *segment)
-        .cloned()
-        .unwrap_or_else(|| segment.to_owned())
+    let matching: Vec<&String> = map.keys().filter(|k| fold(k) == *segment).collect();
+    match matching.as_slice() {
+        [] => Ok(segment.to_owned()),
+        [one] => Ok((*one).clone()),
+        [several @ .., last] => {
+            let shown = |k: &String| format!("`{}`", super::problems::printable(k));
+            let first: Vec<String> = several.iter().map(|k| shown(k)).collect();
+            Err(format!(
+                "`{segment}` matches the connections {} and {} (ignoring case, `-` and `_`); \
+                 rename one of them",
+                first.join(", "),
+                shown(last)
+            ))
+        }
+    }
 }
 
 /// Whether `key` is one of the configuration's own keys.
@@ -319,7 +343,9 @@ fn expand(text: &str, env: &EnvSource, public: bool) -> Result<(String, bool), S
                     )
                 });
             }
+            // As in the shell, `:-` takes the default when the variable is unset or empty.
             match (env.get(name), default) {
+                (Some(""), Some(d)) => out.push_str(d),
                 (Some(v), _) => out.push_str(v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => {

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-pub(crate) use effective::settings as effective_settings;
 pub use effective::{EffectiveConfig, Origin, REDACTED, Setting};
+pub(crate) use effective::{name_overrides, settings as effective_settings};
 pub use enums::{
     DatabaseType, DefaultOrm, Pooler, PostgresDriver, ReadPolicy, ReadPreference, ReplicaFallback,
     SslMode, TargetSessionAttrs,

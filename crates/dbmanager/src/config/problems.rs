@@ -34,6 +34,15 @@ impl ConfigProblems {
         });
     }
 
+    /// Appends `suffix(path)` to the message of every problem for which it gives one.
+    pub(crate) fn annotate(&mut self, suffix: impl Fn(&str) -> Option<String>) {
+        for problem in &mut self.0 {
+            if let Some(suffix) = suffix(&problem.path) {
+                problem.message.push_str(&suffix);
+            }
+        }
+    }
+
     /// The problems, in stable order.
     pub fn iter(&self) -> impl Iterator<Item = &ConfigProblem> {
         self.0.iter()

@@ -16,6 +16,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_saphyr::ExternalMessageSource;
+use serde_saphyr::granit_parser::ErrorKind as ScanErrorKind;
 
 /// The largest configuration document accepted (1 MiB).
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -151,12 +153,28 @@ pub(crate) fn parse(yaml: &str) -> Result<Node, String> {
             MAX_DOCUMENT_BYTES / 1024
         ));
     }
+    if is_empty_document(yaml) {
+        return Err(format!(
+            "the document is empty: it needs the root key `{}:`",
+            super::load::ROOT_KEY
+        ));
+    }
     let shape: Value =
         serde_saphyr::from_str_with_options(yaml, options()).map_err(|e| yaml_error(&e))?;
     serde_saphyr::with_deserializer_from_str_with_options(yaml, options(), |d| {
         Guided(&shape).deserialize(d)
     })
     .map_err(|e| yaml_error(&e))
+}
+
+/// Whether the document holds no node at all: nothing but blank lines, comments and a byte
+/// order mark. YAML reads it as an empty stream, which is valid YAML, so it gets its own message
+/// rather than "unexpected end of input".
+fn is_empty_document(yaml: &str) -> bool {
+    yaml.trim_start_matches('\u{feff}').lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#')
+    })
 }
 
 /// A YAML error from its kind and location; the library's own text is used only for kinds whose
@@ -183,6 +201,10 @@ pub(crate) fn yaml_error(e: &serde_saphyr::Error) -> String {
         | E::AliasReplayCounterOverflow { .. } => {
             format!("the document exceeds the configuration YAML budget (see README, Limits): {e}")
         }
+        E::ExternalMessage { source, .. } => match source.as_ref() {
+            ExternalMessageSource::Parser(scan) => format!("{}{at}", syntax_error(scan.kind())),
+            _ => format!("a value of an unexpected type or form{at}"),
+        },
         // Scanner and parser messages are fixed texts with a location.
         E::Message { .. }
         | E::Eof { .. }
@@ -202,6 +224,35 @@ pub(crate) fn yaml_error(e: &serde_saphyr::Error) -> String {
         _ => format!("a value of an unexpected type or form{at}"),
     };
     format!("the document is not valid YAML: {what}")
+}
+
+/// What a scanner or parser error says, when that is a fixed text. The scanner's own texts are
+/// fixed for every kind without data (`unclosed quote`, `tab cannot be used as indentation`);
+/// of the kinds with data only those holding brackets or limits are shown as they are. A kind
+/// that carries a character of the document, or any other text (a custom message, an I/O or
+/// decoding detail), is described without it: it could be part of a password.
+fn syntax_error(kind: &ScanErrorKind) -> String {
+    use ScanErrorKind as K;
+    match kind {
+        K::UnexpectedCharacter { .. } => {
+            "a character YAML does not allow here (a reserved indicator or a non-printable \
+             character)"
+                .to_owned()
+        }
+        K::MismatchedFlowCollectionEnd { .. }
+        | K::UnclosedFlowCollection { .. }
+        | K::InputByteLimitExceeded { .. }
+        | K::DirectiveByteLimitExceeded { .. }
+        | K::TooManyReservedDirectiveParams { .. } => kind.to_string(),
+        // A kind without data has a fixed text; `Debug` of a unit variant is its bare name.
+        _ if format!("{kind:?}")
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            kind.to_string()
+        }
+        _ => "a syntax error".to_owned(),
+    }
 }
 
 /// Reads one node as the shape says: a mapping or sequence recursively, a scalar as its text.

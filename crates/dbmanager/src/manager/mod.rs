@@ -198,7 +198,7 @@ impl Manager {
     }
 
     /// The configuration now: the one the manager was built from, with every add, remove,
-    /// replace and reload applied.
+    /// replace, reload and `set_default` applied.
     pub fn config(&self) -> Arc<ManagerConfig> {
         self.inner.config.load_full()
     }
@@ -381,10 +381,16 @@ impl Manager {
         self.default_connection()?.database()
     }
 
-    /// Makes `name` the default connection; it must exist.
+    /// Makes `name` the default connection; it must exist. [`Manager::config`] says so from
+    /// then on, so a reload built from it keeps this default.
     pub fn set_default(&self, name: &str) -> Result<()> {
         let conn = self.get(name)?;
         self.inner.default.store(Some(Arc::new(conn)));
+        self.inner.config.rcu(|c| {
+            let mut next = ManagerConfig::clone(c);
+            next.default_connection = Some(name.to_owned());
+            next
+        });
         Ok(())
     }
 

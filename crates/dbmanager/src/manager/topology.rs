@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Manager, Registry, build_connection, driver_for};
+use super::{ConnectPolicy, Manager, Registry, build_connection, driver_for};
 use crate::config::{ConfigProblems, ConnectionConfig, ManagerConfig};
 use crate::connection::{Connection, Generation};
 use crate::error::{Error, Operation, Result};
@@ -23,7 +23,8 @@ pub struct ReloadReport {
     /// Connections left exactly as they were (not even reconnected).
     pub unchanged: Vec<String>,
     /// Connections whose change failed, with why: an addition that could not connect is not
-    /// added; a replacement that could not open its new pool keeps the old one.
+    /// added (with [`ConnectPolicy::Partial`] it is, unavailable, and is in `added` too); a
+    /// replacement that could not open its new pool keeps the old one.
     pub failed: Vec<(String, Error)>,
 }
 
@@ -61,6 +62,22 @@ impl Manager {
     /// loaded from a file (every problem at once). If it cannot connect, it is not added and
     /// the error is returned. A name that exists already is a configuration error.
     pub async fn add(&self, connection: ConnectionConfig) -> Result<()> {
+        match self.add_with(connection, ConnectPolicy::FailFast).await? {
+            None => Ok(()),
+            // FailFast never registers a connection that did not connect.
+            Some(e) => Err(e),
+        }
+    }
+
+    /// [`Manager::add`] with a policy: with [`ConnectPolicy::Partial`] a connection that cannot
+    /// connect is registered anyway, unavailable, as [`Manager::connect_with`] leaves one (the
+    /// health loop, or `reconnect`, connects it later); its connect error is returned in
+    /// `Ok(Some(..))`. `Err` means it was not added.
+    async fn add_with(
+        &self,
+        connection: ConnectionConfig,
+        policy: ConnectPolicy,
+    ) -> Result<Option<Error>> {
         let name = connection.name.clone();
         self.check_usable(&name, Operation::Connect)?;
         let config = self.config();
@@ -77,7 +94,11 @@ impl Manager {
         let conn = build_connection(&config, &connection, self.inner.resolve, &self.inner.closed)?;
         conn.set_credential_provider(self.credential_provider(&name));
         self.install_hooks(&conn);
-        conn.connect().await.0?;
+        let connect_error = match (conn.connect().await.0, policy) {
+            (Ok(_), _) => None,
+            (Err(e), ConnectPolicy::Partial) => Some(e),
+            (Err(e), _) => return Err(e),
+        };
         let mut inserted = false;
         self.inner.registry.rcu(|registry| {
             let mut next = Registry::clone(registry);
@@ -99,7 +120,7 @@ impl Manager {
             next.connections.insert(name.clone(), connection.clone());
             next
         });
-        Ok(())
+        Ok(connect_error)
     }
 
     /// Registers a pool the application built already (`sqlx::PgPool`, `SqlitePool`,
@@ -241,6 +262,22 @@ impl Manager {
     /// problem. The manager-wide settings (retry, health loop, default connection) take the
     /// new values.
     pub async fn reload(&self, new: ManagerConfig, deadline: Duration) -> Result<ReloadReport> {
+        self.reload_with(new, deadline, ConnectPolicy::FailFast)
+            .await
+    }
+
+    /// [`Manager::reload`] with a policy for the connections it adds. With
+    /// [`ConnectPolicy::Partial`] an added connection that cannot connect is registered anyway,
+    /// unavailable, as at startup with [`Manager::connect_with`]: readiness, stats and metrics
+    /// show it, and the health loop connects it once its server answers. It is listed in
+    /// `added` and, with its connect error, in `failed`. A replacement that cannot connect
+    /// keeps the old pool under either policy.
+    pub async fn reload_with(
+        &self,
+        new: ManagerConfig,
+        deadline: Duration,
+        policy: ConnectPolicy,
+    ) -> Result<ReloadReport> {
         self.check_usable("*", Operation::Configure)?;
         new.validate()?;
         let old = self.config();
@@ -279,10 +316,10 @@ impl Manager {
             next
         });
 
-        let added =
-            futures_util::future::join_all(to_add.iter().map(|c| async move {
-                (c.name.clone(), self.add(ConnectionConfig::clone(c)).await)
-            }));
+        let added = futures_util::future::join_all(to_add.iter().map(|c| async move {
+            let outcome = self.add_with(ConnectionConfig::clone(c), policy).await;
+            (c.name.clone(), outcome)
+        }));
         let replaced = futures_util::future::join_all(to_replace.iter().map(|(conn, c)| {
             let config = &new;
             async move {
@@ -315,7 +352,11 @@ impl Manager {
             futures_util::future::join3(added, replaced, removed).await;
         for (name, outcome) in added {
             match outcome {
-                Ok(()) => report.added.push(name),
+                Ok(None) => report.added.push(name),
+                Ok(Some(e)) => {
+                    report.added.push(name.clone());
+                    report.failed.push((name, e));
+                }
                 Err(e) => report.failed.push((name, e)),
             }
         }

@@ -9,7 +9,8 @@ use sqlx::Sqlite;
 
 use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statements};
 use crate::config::DatabaseType;
-use crate::driver::{BackendPool, Driver, Field, OpenSpec, no_check};
+use crate::config::{ConnectionConfig, ConnectionProblems};
+use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::error::{ErrorKind, Result};
 
 pub(crate) static DRIVER: Driver = Driver {
@@ -21,12 +22,20 @@ pub(crate) static DRIVER: Driver = Driver {
     fields: &[Field::Filepath, Field::InitSql],
     required: &[Field::Filepath],
     no_sea_orm: None,
-    check: no_check,
+    check,
     classify: shared::classify_any::<Lite>,
     open,
     listen: None,
     replica_lag: None,
 };
+
+/// A `filepath` that can never be opened as written is a problem of the file, found with every
+/// other one when it is loaded rather than as a failed connect.
+fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+    if let Some(problem) = c.filepath.as_deref().and_then(options::filepath_problem) {
+        p.push("filepath", problem);
+    }
+}
 
 /// The SQLite flavor of the shared sqlx backend.
 pub(crate) struct Lite;

@@ -100,29 +100,36 @@ fn from_dsn(name: &str, dsn: &secrecy::SecretString) -> Result<(SqliteConnectOpt
     Ok((options, in_memory))
 }
 
+/// Why `path` can never be opened as written, if it cannot: checked when the configuration is
+/// loaded (the sqlite driver's `check`) and again at connect, for a configuration built in code.
+pub(super) fn filepath_problem(path: &Path) -> Option<&'static str> {
+    if path.as_os_str().is_empty() {
+        // SQLite would open a private temporary database per connection.
+        return Some("is empty; give a file or `:memory:`");
+    }
+    if path.as_os_str().as_encoded_bytes().starts_with(b"file:") {
+        return Some(
+            "starts with `file:`, which SQLite would read as a URI; filepath is always a path: \
+             put a URI in `dsn` (`dsn: \"sqlite:file:...\"`), or write `./file:...` for a file \
+             so named",
+        );
+    }
+    None
+}
+
 fn from_path(name: &str, path: &Path) -> Result<(SqliteConnectOptions, bool)> {
     if path == Path::new(MEMORY) {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")
             .map_err(|e| sqlx_error::<Lite>(name, Operation::Connect, e))?;
         return Ok((options, true));
     }
-    if path.as_os_str().is_empty() {
-        // SQLite would open a private temporary database per connection.
-        return Err(config_error(
-            name,
-            "filepath is empty; give a file or `:memory:`",
-        ));
-    }
-    if path.as_os_str().as_encoded_bytes().starts_with(b"file:") {
-        return Err(config_error(
-            name,
-            format!(
-                "filepath {} starts with `file:`, which SQLite would read as a URI; filepath is \
-                 always a path: put a URI in `dsn` (`dsn: \"sqlite:file:...\"`), or write \
-                 `./file:...` for a file so named",
-                dsn::shown_path(path)
-            ),
-        ));
+    if let Some(problem) = filepath_problem(path) {
+        let shown = if path.as_os_str().is_empty() {
+            String::new()
+        } else {
+            format!("{} ", dsn::shown_path(path))
+        };
+        return Err(config_error(name, format!("filepath {shown}{problem}")));
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
         && !parent.is_dir()
