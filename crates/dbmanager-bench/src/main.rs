@@ -41,6 +41,14 @@ fn cell_duration() -> Duration {
     Duration::from_secs_f64(secs)
 }
 
+/// The environment variable `name` as a `T`, or `default` when unset or not a valid `T`.
+fn arg_env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The `i`th argument, if given and a valid `T`.
 fn arg<T: std::str::FromStr>(args: &[String], i: usize) -> Option<T> {
     args.get(i).and_then(|a| a.parse().ok())

@@ -215,8 +215,14 @@ pub async fn run(mode: Mode) {
         Mode::Acquire => ("## 3. Acquire only: checkout + return", "checkouts"),
     };
     println!("{title}\n");
+    let rounds = crate::arg_env("BENCH_ROUNDS", 3usize).max(1);
+    // Variants whose name contains one of these (comma-separated); the two baselines always run.
+    let only: Vec<String> = std::env::var("BENCH_ONLY")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     println!(
-        "Throughput ({what} per second, median of 3 interleaved rounds); ratio against `sqlx, same settings`.\n"
+        "Throughput ({what} per second, median of {rounds} interleaved rounds); ratio against `sqlx, same settings`; \
+         the ranges are the lowest and highest ratio of one round (each variant against the baseline of the same round).\n"
     );
     let db = TestDb::create();
     for (workers, size) in MATRIX {
@@ -224,34 +230,57 @@ pub async fn run(mode: Mode) {
         let raw_same = sqlx_pool(&db, size, true).await;
         let m = manager(&db, size).await;
         let dp = deadpool(&db, size as usize);
-        let variants = variants(
+        let variants: Vec<_> = variants(
             mode,
             raw_default.clone(),
             raw_same.clone(),
             m.clone(),
             dp.clone(),
-        );
+        )
+        .into_iter()
+        .filter(|(name, _)| {
+            only.is_empty()
+                || is_baseline(name)
+                || name.starts_with("deadpool-postgres")
+                || only.iter().any(|o| name.contains(o.as_str()))
+        })
+        .collect();
+        let baseline_at = variants
+            .iter()
+            .position(|(name, _)| is_baseline(name))
+            .unwrap_or(0);
+        let deadpool_at = variants
+            .iter()
+            .position(|(name, _)| name.starts_with("deadpool-postgres"));
         let mut results: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-        for _ in 0..3 {
+        for _ in 0..rounds {
             for (i, (_, op)) in variants.iter().enumerate() {
                 results[i].push(throughput(workers, crate::cell_duration(), op.clone()).await);
             }
         }
-        let medians: Vec<f64> = results.into_iter().map(median).collect();
-        let baseline = medians[1];
-        let deadpool = variants
-            .iter()
-            .position(|(name, _)| name.starts_with("deadpool-postgres"))
-            .map_or(f64::NAN, |i| medians[i]);
+        // Per round, each variant against each baseline of that same round.
+        let range = |i: usize, against: usize| {
+            let ratios: Vec<f64> = results[i]
+                .iter()
+                .zip(&results[against])
+                .map(|(v, b)| v / b)
+                .collect();
+            let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (median(ratios), low, high)
+        };
         println!("**{workers} workers × pool {size}**\n");
-        println!("| variant | throughput | ratio | ratio to deadpool-postgres |");
-        println!("|---|---:|---:|---:|");
-        for ((name, _), v) in variants.iter().zip(&medians) {
+        println!(
+            "| variant | throughput | ratio (median of rounds) | range | ratio to deadpool-postgres | range |"
+        );
+        println!("|---|---:|---:|---|---:|---|");
+        for (i, (name, _)) in variants.iter().enumerate() {
+            let (ratio, low, high) = range(i, baseline_at);
+            let (to_deadpool, dlow, dhigh) =
+                deadpool_at.map_or((f64::NAN, f64::NAN, f64::NAN), |d| range(i, d));
             println!(
-                "| {name} | {} | {:.3} | {:.3} |",
-                fmt_rate(*v),
-                v / baseline,
-                v / deadpool
+                "| {name} | {} | {ratio:.3} | {low:.3}–{high:.3} | {to_deadpool:.3} | {dlow:.3}–{dhigh:.3} |",
+                fmt_rate(median(results[i].clone())),
             );
         }
         println!();
@@ -260,6 +289,10 @@ pub async fn run(mode: Mode) {
         m.close(Duration::from_secs(5)).await;
         dp.close();
     }
+}
+
+fn is_baseline(name: &str) -> bool {
+    name.starts_with("sqlx, same settings")
 }
 
 /// Measurement 6: PostgreSQL's own C client (`pgbench -f` with `SELECT 1`, prepared) with the same client

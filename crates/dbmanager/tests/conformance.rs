@@ -38,6 +38,7 @@ macro_rules! statement_scenarios {
     ($fixture:ty, $layer:expr) => {
         statement_scenarios!(@each $fixture, $layer;
             transactions,
+            commit_after_an_error_tells_the_truth,
             null_in_every_column_type,
             unicode_text_round_trips,
             large_blob_round_trips,

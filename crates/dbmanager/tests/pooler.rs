@@ -222,6 +222,7 @@ macro_rules! behind_pgbouncer {
     (@statements $fixture:ty, $layer:expr; STATEMENTS) => {
         behind_pgbouncer!(@each $fixture, $layer;
             transactions,
+            commit_after_an_error_tells_the_truth,
             null_in_every_column_type,
             unicode_text_round_trips,
             large_blob_round_trips,

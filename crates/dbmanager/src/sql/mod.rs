@@ -434,6 +434,7 @@ impl Database {
                 context,
                 inner,
                 _leak,
+                failed: false,
             })
         }
     }
@@ -516,12 +517,25 @@ fn no_rows(name: &str) -> Error {
 }
 
 /// An open transaction on one pooled connection.
+///
+/// After a failed statement, [`Transaction::commit`] says what really happened: PostgreSQL
+/// aborts a transaction at its first error and answers a later `COMMIT` with a rollback, not
+/// an error, so a commit there is an error of kind [`ErrorKind::Query`] and nothing of the
+/// transaction is kept. Rolling back to a savepoint after the error (a statement that then
+/// succeeds) makes the transaction committable again. Servers that keep a transaction going
+/// after a failed statement (MySQL, SQLite, SQL Server by default) commit it as usual.
 pub struct Transaction {
     context: Arc<Context>,
     inner: Box<dyn SqlTransaction>,
     /// Reports the transaction's connection if it is held past the leak threshold.
     _leak: Option<crate::leak::LeakGuard>,
+    /// The last statement failed: the server may have aborted the transaction.
+    failed: bool,
 }
+
+/// Why a commit after a failed statement was refused.
+const ABORTED: &str = "the transaction was rolled back, not committed: a statement in it failed and \
+the server aborted the transaction (to go on after an error, roll back to a savepoint first)";
 
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -538,7 +552,9 @@ impl Transaction {
         let span = c.tracer.query_span("execute", sql);
         let work = self.inner.execute(sql, params);
         let started = Instant::now();
-        timed(c, Operation::Query, operation_of(sql), span, started, work).await
+        let outcome = timed(c, Operation::Query, operation_of(sql), span, started, work).await;
+        self.failed = outcome.is_err();
+        outcome
     }
 
     /// Runs a query inside the transaction.
@@ -547,16 +563,44 @@ impl Transaction {
         let span = c.tracer.query_span("query", sql);
         let work = self.inner.fetch_all(sql, params);
         let started = Instant::now();
-        timed(c, Operation::Query, operation_of(sql), span, started, work).await
+        let outcome = timed(c, Operation::Query, operation_of(sql), span, started, work).await;
+        self.failed = outcome.is_err();
+        outcome
     }
 
-    /// Commits.
-    pub async fn commit(self) -> Result<()> {
+    /// Commits. After a failed statement, an error if the server aborted the transaction (see
+    /// [`Transaction`]); it is rolled back then.
+    pub async fn commit(mut self) -> Result<()> {
+        if self.failed && self.aborted().await {
+            let c = self.context.clone();
+            let started = Instant::now();
+            // Ends the transaction on the server (the connection then returns to the pool
+            // clean); its own outcome changes nothing for the caller.
+            let _ = bounded_or_not(&c, Operation::Rollback, started, self.inner.rollback()).await;
+            let e = Error::database(&c.name, Operation::Commit, ErrorKind::Query, ABORTED);
+            if c.record_queries {
+                c.counters
+                    .queries
+                    .record(verb("COMMIT"), started.elapsed(), Some(e.kind()));
+            }
+            return Err(e);
+        }
         let c = &*self.context;
         let span = c.tracer.span("commit");
         let work = self.inner.commit();
         let started = Instant::now();
         timed(c, Operation::Commit, verb("COMMIT"), span, started, work).await
+    }
+
+    /// Whether the server refuses statements in this transaction: asked with a statement that
+    /// cannot fail otherwise (one round trip, only after a failed statement). An aborted
+    /// PostgreSQL transaction answers it with `25P02` (a query error); a probe that fails for
+    /// another reason (the connection is gone) leaves the answer to the commit itself.
+    async fn aborted(&mut self) -> bool {
+        let c = self.context.clone();
+        let probe = self.inner.execute("SELECT 1", &[]);
+        let outcome = bounded_or_not(&c, Operation::Commit, Instant::now(), probe).await;
+        outcome.is_err_and(|e| e.kind() == ErrorKind::Query)
     }
 
     /// Rolls back.

@@ -663,6 +663,81 @@ pub async fn native_driver_errors_classify<F: Fixture>() {
 // Statement scenarios (run on every layer the backend offers)
 // ---------------------------------------------------------------------------------------------
 
+/// A statement fails inside a transaction: commit's answer is the truth. PostgreSQL aborts a
+/// transaction at its first error and answers a later `COMMIT` with a rollback, not an error:
+/// commit must then fail and nothing be kept. A server that keeps the transaction (MySQL,
+/// SQLite, SQL Server) commits the rows written before the error. Either way the rows kept
+/// are what commit said; and rolling back to a savepoint after the error makes the
+/// transaction committable again everywhere.
+pub async fn commit_after_an_error_tells_the_truth<F: Fixture>(layer: DefaultOrm) {
+    let mut s = Setup::<F>::new(layer, |c| {
+        c.max_open_conns = Some(1);
+        c.max_idle_conns = Some(1);
+    })
+    .await;
+    let d = F::DDL;
+    let t = s
+        .table("tx_truth", &format!("id {}, label {}", d.auto_key, d.text))
+        .await;
+    let insert = format!("INSERT INTO {t} (label) VALUES ($1)");
+    let labels = format!("SELECT label FROM {t} ORDER BY id");
+    let db = s.db.clone();
+
+    let mut tx = db.begin().await.unwrap();
+    tx.execute(&insert, &["before the error".into()])
+        .await
+        .unwrap();
+    assert_kind(
+        tx.execute("SELEC oops", &[]).await,
+        ErrorKind::Query,
+        "error in tx",
+    );
+    let committed = within(LIMIT, "commit after an error", tx.commit()).await;
+    let kept = texts(&db.fetch_all(&labels, &[]).await.unwrap(), "label");
+    match &committed {
+        Ok(()) => assert_eq!(kept, ["before the error"], "commit said it committed"),
+        Err(e) => {
+            assert_eq!(e.kind(), ErrorKind::Query, "{e}");
+            assert!(
+                kept.is_empty(),
+                "commit failed ({e}) yet {kept:?} were kept"
+            );
+        }
+    }
+    if F::KIND == DatabaseType::Postgres {
+        assert!(
+            committed.is_err(),
+            "PostgreSQL rolled the transaction back: commit must not say Ok"
+        );
+    }
+
+    // After a rollback to a savepoint, the transaction goes on and commits.
+    let (save, back) = if F::KIND == DatabaseType::Mssql {
+        ("SAVE TRANSACTION s1", "ROLLBACK TRANSACTION s1")
+    } else {
+        ("SAVEPOINT s1", "ROLLBACK TO SAVEPOINT s1")
+    };
+    let mut tx = db.begin().await.unwrap();
+    tx.execute(&insert, &["kept".into()]).await.unwrap();
+    tx.execute(save, &[]).await.unwrap();
+    assert_kind(
+        tx.execute("SELEC oops", &[]).await,
+        ErrorKind::Query,
+        "error after a savepoint",
+    );
+    tx.execute(back, &[]).await.unwrap();
+    tx.execute(&insert, &["after the savepoint".into()])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let kept = texts(&db.fetch_all(&labels, &[]).await.unwrap(), "label");
+    assert!(
+        kept.ends_with(&["kept".to_owned(), "after the savepoint".to_owned()]),
+        "{kept:?}"
+    );
+    s.finish().await;
+}
+
 /// Commit persists; rollback and dropping an unfinished transaction discard; an error inside a
 /// transaction does not poison the pool (`max_open_conns: 1`, so the next statement reuses the
 /// very connection the transaction had).
