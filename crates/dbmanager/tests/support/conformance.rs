@@ -663,13 +663,16 @@ pub async fn native_driver_errors_classify<F: Fixture>() {
 // Statement scenarios (run on every layer the backend offers)
 // ---------------------------------------------------------------------------------------------
 
-/// A statement fails inside a transaction: commit's answer is the truth. PostgreSQL aborts a
-/// transaction at its first error and answers a later `COMMIT` with a rollback, not an error:
-/// commit must then fail and nothing be kept. A server that keeps the transaction (MySQL,
-/// SQLite, SQL Server) commits the rows written before the error. Either way the rows kept
-/// are what commit said; and rolling back to a savepoint after the error makes the
-/// transaction committable again everywhere.
-pub async fn commit_after_an_error_tells_the_truth<F: Fixture>(layer: DefaultOrm) {
+/// The statements of a one-column table of labels.
+struct Labels {
+    table: String,
+    insert: String,
+    labels: String,
+}
+
+/// A setup on one connection (`max_open_conns: 1`, so every statement after a transaction
+/// reuses the very connection it had) with a fresh table `name` of labels in insertion order.
+async fn labels_table<F: Fixture>(layer: DefaultOrm, name: &str) -> (Setup<F>, Labels) {
     let mut s = Setup::<F>::new(layer, |c| {
         c.max_open_conns = Some(1);
         c.max_idle_conns = Some(1);
@@ -677,10 +680,24 @@ pub async fn commit_after_an_error_tells_the_truth<F: Fixture>(layer: DefaultOrm
     .await;
     let d = F::DDL;
     let t = s
-        .table("tx_truth", &format!("id {}, label {}", d.auto_key, d.text))
+        .table(name, &format!("id {}, label {}", d.auto_key, d.text))
         .await;
-    let insert = format!("INSERT INTO {t} (label) VALUES ($1)");
-    let labels = format!("SELECT label FROM {t} ORDER BY id");
+    let statements = Labels {
+        table: t.clone(),
+        insert: format!("INSERT INTO {t} (label) VALUES ($1)"),
+        labels: format!("SELECT label FROM {t} ORDER BY id"),
+    };
+    (s, statements)
+}
+
+/// A statement fails inside a transaction: commit's answer is the truth. PostgreSQL aborts a
+/// transaction at its first error and answers a later `COMMIT` with a rollback, not an error:
+/// commit must then fail and nothing be kept. A server that keeps the transaction (MySQL,
+/// SQLite, SQL Server) commits the rows written before the error. Either way the rows kept
+/// are what commit said; and rolling back to a savepoint after the error makes the
+/// transaction committable again everywhere.
+pub async fn commit_after_an_error_tells_the_truth<F: Fixture>(layer: DefaultOrm) {
+    let (s, Labels { insert, labels, .. }) = labels_table::<F>(layer, "tx_truth").await;
     let db = s.db.clone();
 
     let mut tx = db.begin().await.unwrap();
@@ -742,17 +759,14 @@ pub async fn commit_after_an_error_tells_the_truth<F: Fixture>(layer: DefaultOrm
 /// transaction does not poison the pool (`max_open_conns: 1`, so the next statement reuses the
 /// very connection the transaction had).
 pub async fn transactions<F: Fixture>(layer: DefaultOrm) {
-    let mut s = Setup::<F>::new(layer, |c| {
-        c.max_open_conns = Some(1);
-        c.max_idle_conns = Some(1);
-    })
-    .await;
-    let d = F::DDL;
-    let t = s
-        .table("tx", &format!("id {}, label {}", d.auto_key, d.text))
-        .await;
-    let insert = format!("INSERT INTO {t} (label) VALUES ($1)");
-    let labels = format!("SELECT label FROM {t} ORDER BY id");
+    let (
+        s,
+        Labels {
+            table: t,
+            insert,
+            labels,
+        },
+    ) = labels_table::<F>(layer, "tx").await;
     let db = s.db.clone();
 
     let mut tx = db.begin().await.unwrap();
