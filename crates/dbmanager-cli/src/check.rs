@@ -65,7 +65,7 @@ pub async fn run(config: Option<&Path>, json: bool, filter: &TagFilter) -> u8 {
                 }
                 let started = Instant::now();
                 let outcome = match conn.health_check().await {
-                    Ok(()) => Ok(started.elapsed().as_secs_f64() * 1000.0),
+                    Ok(()) => Ok(millis(started.elapsed())),
                     Err(e) => Err(e.to_string()),
                 };
                 if let Some(progress) = &progress {
@@ -141,7 +141,7 @@ async fn check_replicas(conn: &dbmanager::Connection) -> Vec<Row> {
     for (member, stats) in conn.members().into_iter().zip(conn.member_stats()) {
         let started = Instant::now();
         let (ping_ms, error) = match member.health_check().await {
-            Ok(()) => (Some(started.elapsed().as_secs_f64() * 1000.0), None),
+            Ok(()) => (Some(millis(started.elapsed())), None),
             Err(e) => (None, Some(e.to_string())),
         };
         let state = stats.replica.as_ref().map(|r| {
@@ -172,4 +172,11 @@ async fn check_replicas(conn: &dbmanager::Connection) -> Vec<Row> {
         });
     }
     rows
+}
+
+/// Milliseconds to the microsecond: `4.434`, where `as_secs_f64() * 1000.0` gives binary noise
+/// such as `4.434099000000001` in the JSON.
+fn millis(took: std::time::Duration) -> f64 {
+    // A ping longer than u64::MAX microseconds cannot happen; saturate rather than wrap.
+    u64::try_from(took.as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0
 }

@@ -72,6 +72,16 @@ fn check_json_has_one_row_per_connection() {
     assert_eq!(rows[0]["status"], "up");
     assert_eq!(rows[0]["pool_max"], 4);
     assert!(rows[0]["ping_ms"].as_f64().unwrap() >= 0.0);
+    // Whole microseconds, written as such: no binary float noise (4.434099000000001).
+    let written = String::from_utf8_lossy(&out.stdout);
+    let ping = written
+        .split("\"ping_ms\":")
+        .nth(1)
+        .and_then(|rest| rest.split([',', '}']).next())
+        .unwrap_or_default()
+        .trim();
+    let decimals = ping.split_once('.').map_or(0, |(_, d)| d.len());
+    assert!(decimals <= 3, "ping_ms written as {ping}");
 }
 
 #[test]
