@@ -311,6 +311,25 @@ fn ordinal(n: usize) -> String {
 /// false (a password, a dsn) an error names the reference by position only: the text between
 /// `${` and `}` may be part of the secret.
 fn expand(text: &str, env: &EnvSource, public: bool) -> Result<(String, bool), String> {
+    expand_nested(text, env, public, 0)
+}
+
+/// How deep defaults may nest (`${A:-${B:-...}}`): a bound, so hostile input cannot exhaust the
+/// stack.
+const MAX_NESTED_DEFAULTS: usize = 16;
+
+/// [`expand`] of a text `depth` defaults deep.
+fn expand_nested(
+    text: &str,
+    env: &EnvSource,
+    public: bool,
+    depth: usize,
+) -> Result<(String, bool), String> {
+    if depth > MAX_NESTED_DEFAULTS {
+        return Err(format!(
+            "`${{...:-default}}` defaults nest more than {MAX_NESTED_DEFAULTS} deep"
+        ));
+    }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut substituted = false;
@@ -323,8 +342,7 @@ fn expand(text: &str, env: &EnvSource, public: bool) -> Result<(String, bool), S
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
             nth += 1;
-            let end = body
-                .find('}')
+            let end = closing_brace(body)
                 .ok_or_else(|| "unterminated `${` (write `$$` for a literal `$`)".to_owned())?;
             let expr = &body[..end];
             let (name, default) = match expr.split_once(":-") {
@@ -343,11 +361,13 @@ fn expand(text: &str, env: &EnvSource, public: bool) -> Result<(String, bool), S
                     )
                 });
             }
-            // As in the shell, `:-` takes the default when the variable is unset or empty.
+            // As in the shell, `:-` takes the default when the variable is unset or empty, and
+            // the default is expanded in turn (`${A:-${B:-x}}`).
             match (env.get(name), default) {
-                (Some(""), Some(d)) => out.push_str(d),
+                (Some(""), Some(d)) | (None, Some(d)) => {
+                    out.push_str(&expand_nested(d, env, public, depth + 1)?.0);
+                }
                 (Some(v), _) => out.push_str(v),
-                (None, Some(d)) => out.push_str(d),
                 (None, None) => {
                     return Err(if public {
                         format!(
@@ -372,6 +392,28 @@ fn expand(text: &str, env: &EnvSource, public: bool) -> Result<(String, bool), S
     Ok((out, substituted))
 }
 
+/// Where the reference whose body (after `${`) is `body` ends: its `}`, past any reference
+/// nested in a default (`${A:-${B}}`) and `$$`. `None` when it never ends.
+fn closing_brace(body: &str) -> Option<usize> {
+    let bytes = body.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'$', Some(b'$')) => i += 1,
+            (b'$', Some(b'{')) => {
+                depth += 1;
+                i += 1;
+            }
+            (b'}', _) if depth == 0 => return Some(i),
+            (b'}', _) => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The names of the variables `text` refers to with `${NAME}` or `${NAME:-default}`, in order,
 /// once each (`text` expanded without error, so every reference is well formed).
 fn referenced_variables(text: &str) -> Vec<String> {
@@ -382,11 +424,17 @@ fn referenced_variables(text: &str) -> Vec<String> {
         if let Some(tail) = after.strip_prefix('$') {
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body.find('}').unwrap_or(body.len());
+            let end = closing_brace(body).unwrap_or(body.len());
             let expr = &body[..end];
-            let name = expr.split_once(":-").map_or(expr, |(name, _)| name);
-            if !names.iter().any(|n| n == name) {
-                names.push(name.to_owned());
+            let (name, default) = match expr.split_once(":-") {
+                Some((name, default)) => (name, default),
+                None => (expr, ""),
+            };
+            // A nested default's variables count too (they may be the value's origin).
+            for name in std::iter::once(name.to_owned()).chain(referenced_variables(default)) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
             }
             rest = body.get(end + 1..).unwrap_or_default();
         } else {
@@ -1028,6 +1076,41 @@ mod tests {
         assert!(!err.contains("Secret_Part"), "{err}");
         let err = expand("pw${Bad Part}", &env, false).unwrap_err();
         assert!(!err.contains("Bad"), "{err}");
+    }
+
+    /// A default may itself refer to variables, as in the shell (it was taken literally:
+    /// `${A:-${B}}` gave the text `${B}`).
+    #[test]
+    fn defaults_are_expanded_in_turn() {
+        let env: EnvSource = [("HOST", "db.internal"), ("EMPTY", "")]
+            .into_iter()
+            .collect();
+        let ok = |text: &str| expand(text, &env, true).unwrap().0;
+        assert_eq!(ok("${NOPE:-${HOST}}"), "db.internal");
+        assert_eq!(ok("${HOST:-${NOPE}}"), "db.internal");
+        assert_eq!(ok("${NOPE:-${EMPTY:-${ALSO_NOPE:-x}}}:1"), "x:1");
+        assert_eq!(ok("${NOPE:-a$$b}"), "a$b");
+        assert_eq!(ok("${NOPE:-}"), "");
+        let err = expand("${NOPE:-${ALSO_NOPE}}", &env, true).unwrap_err();
+        assert!(err.contains("ALSO_NOPE"), "{err}");
+        assert!(
+            expand("${NOPE:-${HOST}", &env, true)
+                .unwrap_err()
+                .contains("unterminated")
+        );
+        // Secrets still name references by position only.
+        let err = expand("${NOPE:-${Secret_Part}}", &env, false).unwrap_err();
+        assert!(!err.contains("Secret_Part"), "{err}");
+        assert_eq!(
+            referenced_variables("${NOPE:-${HOST:-${X}}} ${Y}"),
+            ["NOPE", "HOST", "X", "Y"]
+        );
+        // Hostile depth is an error, not a stack overflow.
+        let deep = format!("{}x{}", "${NOPE:-".repeat(100_000), "}".repeat(100_000));
+        let err = expand(&deep, &env, true).unwrap_err();
+        assert!(err.contains("nest more than 16 deep"), "{err}");
+        let just = format!("{}x{}", "${NOPE:-".repeat(16), "}".repeat(16));
+        assert_eq!(ok(&just), "x");
     }
 
     #[test]
