@@ -568,6 +568,19 @@ impl Transaction {
         outcome
     }
 
+    /// Runs a query inside the transaction; its first row, if any.
+    pub async fn fetch_optional(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>> {
+        Ok(self.fetch_all(sql, params).await?.into_iter().next())
+    }
+
+    /// Runs a query inside the transaction that must return a row (no row is an
+    /// [`ErrorKind::Query`] error, as [`Database::fetch_one`]; the transaction goes on).
+    pub async fn fetch_one(&mut self, sql: &str, params: &[Value]) -> Result<Row> {
+        self.fetch_optional(sql, params)
+            .await?
+            .ok_or_else(|| no_rows(&self.context.name))
+    }
+
     /// Commits. After a failed statement, an error if the server aborted the transaction (see
     /// [`Transaction`]); it is rolled back then.
     pub async fn commit(mut self) -> Result<()> {

@@ -778,6 +778,15 @@ pub async fn transactions<F: Fixture>(layer: DefaultOrm) {
         texts(&tx.fetch_all(&labels, &[]).await.unwrap(), "label"),
         ["committed"]
     );
+    let first = tx.fetch_one(&labels, &[]).await.unwrap();
+    assert_eq!(first.get::<String>("label").as_deref(), Some("committed"));
+    let none = format!("SELECT label FROM {t} WHERE label = 'none'");
+    assert!(tx.fetch_optional(&none, &[]).await.unwrap().is_none());
+    assert_kind(
+        tx.fetch_one(&none, &[]).await,
+        ErrorKind::Query,
+        "no row in tx",
+    );
     tx.commit().await.unwrap();
 
     let mut tx = db.begin().await.unwrap();
