@@ -232,7 +232,11 @@ fn the_status_page_renders_every_connection_in_a_real_browser() {
         number(lite, "bar", "data-in-use"),
         number(lite, "bar", "data-idle"),
     );
-    assert!(idle >= 1.0, "the pool keeps its connection: {lite}");
+    // Open, idle or in use: a health check may hold it at the moment of the sample.
+    assert!(
+        in_use + idle >= 1.0,
+        "the pool keeps its connection: {lite}"
+    );
     assert_eq!(width(lite, "seg in-use"), in_use * 25.0, "{lite}");
     assert_eq!(width(lite, "seg idle"), idle * 25.0, "{lite}");
     assert!(number(lite, "spark in-use", "data-points") >= 3.0, "{lite}");
