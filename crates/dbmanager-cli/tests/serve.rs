@@ -480,10 +480,13 @@ fn serve_reloads_its_config_on_file_change_and_sighup_and_keeps_it_when_broken()
     )
     .unwrap();
     std::fs::rename(&tmp, &path).unwrap();
+    // The new connection shows as soon as it is registered, the reload's outcome once the
+    // reload has ended: both are waited for.
     assert!(
-        wait_for(Duration::from_secs(10), || stats_of(&served)["connections"]
-            ["b"]
-            .is_object()),
+        wait_for(Duration::from_secs(10), || {
+            let s = stats_of(&served);
+            s["connections"]["b"].is_object() && s["last_reload"]["ok"].is_boolean()
+        }),
         "the file change was picked up: {}",
         served.get("/stats").1
     );
