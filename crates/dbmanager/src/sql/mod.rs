@@ -537,6 +537,22 @@ pub struct Transaction {
 const ABORTED: &str = "the transaction was rolled back, not committed: a statement in it failed and \
 the server aborted the transaction (to go on after an error, roll back to a savepoint first)";
 
+/// One statement of a transaction: its span, timeout and metrics, and whether it failed (see
+/// [`Transaction::commit`]).
+async fn in_transaction<T>(
+    c: &Context,
+    failed: &mut bool,
+    verb: &'static str,
+    sql: &str,
+    work: BoxFuture<'_, Result<T>>,
+) -> Result<T> {
+    let span = c.tracer.query_span(verb, sql);
+    let started = Instant::now();
+    let outcome = timed(c, Operation::Query, operation_of(sql), span, started, work).await;
+    *failed = outcome.is_err();
+    outcome
+}
+
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
@@ -548,24 +564,14 @@ impl std::fmt::Debug for Transaction {
 impl Transaction {
     /// Runs a statement inside the transaction.
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
-        let c = &*self.context;
-        let span = c.tracer.query_span("execute", sql);
         let work = self.inner.execute(sql, params);
-        let started = Instant::now();
-        let outcome = timed(c, Operation::Query, operation_of(sql), span, started, work).await;
-        self.failed = outcome.is_err();
-        outcome
+        in_transaction(&self.context, &mut self.failed, "execute", sql, work).await
     }
 
     /// Runs a query inside the transaction.
     pub async fn fetch_all(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        let c = &*self.context;
-        let span = c.tracer.query_span("query", sql);
         let work = self.inner.fetch_all(sql, params);
-        let started = Instant::now();
-        let outcome = timed(c, Operation::Query, operation_of(sql), span, started, work).await;
-        self.failed = outcome.is_err();
-        outcome
+        in_transaction(&self.context, &mut self.failed, "query", sql, work).await
     }
 
     /// Runs a query inside the transaction; its first row, if any.
