@@ -287,9 +287,20 @@ impl HookRunner {
         self.state.hooks.load().before_checkout.is_some()
     }
 
+    /// Whether a before-checkout or an after-release hook is set (one load: a pool that runs
+    /// both at checkout asks on every checkout).
+    #[allow(dead_code, reason = "used by the tokio-postgres backend")]
+    pub(crate) fn has_checkout_work(&self) -> bool {
+        let hooks = self.state.hooks.load();
+        hooks.before_checkout.is_some() || hooks.after_release.is_some()
+    }
+
     /// Whether an after-release hook is set (a backend that must do extra work to call it asks
     /// first).
-    #[allow(dead_code, reason = "used by the sqlx and SQL Server backends")]
+    #[allow(
+        dead_code,
+        reason = "used by the sqlx, SQL Server and tokio-postgres backends"
+    )]
     pub(crate) fn has_after_release(&self) -> bool {
         self.state.hooks.load().after_release.is_some()
     }

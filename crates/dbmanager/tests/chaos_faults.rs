@@ -197,12 +197,23 @@ async fn a_slow_server_is_degraded_not_unhealthy() {
 
 /// A listener whose session goes silent (bytes vanish, nothing resets it) finds out with its
 /// idle ping, keeps reconnecting while nothing answers, and once the network is back yields
-/// `Reconnected` before the notifications sent after it, which all arrive.
+/// `Reconnected` before the notifications sent after it, which all arrive. On both PostgreSQL
+/// drivers.
 #[tokio::test]
 async fn a_blackholed_listener_session_is_found_by_its_ping_and_replaced() {
+    blackholed_listener(dbmanager::PostgresDriver::Sqlx).await;
+}
+
+#[tokio::test]
+async fn a_blackholed_tokio_postgres_listener_session_is_found_by_its_ping_and_replaced() {
+    blackholed_listener(dbmanager::PostgresDriver::TokioPostgres).await;
+}
+
+async fn blackholed_listener(driver: dbmanager::PostgresDriver) {
     let db = TestDb::create();
     let proxy = FaultProxy::start(support::pg_port()).await;
     let mut c = via_proxy(&db, &proxy);
+    c.driver = Some(driver);
     c.connect_timeout = Duration::from_secs(1);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     manager.connect().await.unwrap();

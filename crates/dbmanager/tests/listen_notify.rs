@@ -1,17 +1,46 @@
 //! LISTEN/NOTIFY listeners on real servers: ordering under volume, a killed session and a
 //! restarted server (each followed by `Reconnected` and then every later notification), close
 //! with an open stream, unlisten, a replace, the pool bound, and stats, health and metrics.
+//! Each scenario runs on both PostgreSQL drivers (`driver: sqlx` and `driver: tokio-postgres`).
 
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dbmanager::{ConnectionConfig, ErrorKind, Listener, ListenerEvent, Manager, ManagerConfig};
+use dbmanager::{
+    ConnectionConfig, ErrorKind, Listener, ListenerEvent, Manager, ManagerConfig, PostgresDriver,
+};
 use support::{PrivateCluster, TestDb, admin_sql, eventually, fast_config};
 
 /// Bounds every wait on the stream: a listener that stalls fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Runs a scenario (`async fn name(driver: PostgresDriver)`) once per PostgreSQL driver, as
+/// the tests `name::sqlx` and `name::tokio_postgres`.
+macro_rules! on_both_drivers {
+    ($name:ident $(, $($flavor:tt)*)?) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test$(($($flavor)*))?]
+            async fn sqlx() {
+                super::$name(PostgresDriver::Sqlx).await;
+            }
+
+            #[tokio::test$(($($flavor)*))?]
+            async fn tokio_postgres() {
+                super::$name(PostgresDriver::TokioPostgres).await;
+            }
+        }
+    };
+}
+
+/// `config` on `driver`.
+fn on(driver: PostgresDriver, mut config: ConnectionConfig) -> ConnectionConfig {
+    config.driver = Some(driver);
+    config
+}
 
 async fn manager_with(config: ConnectionConfig) -> Manager {
     let manager = Manager::new(fast_config().with_connection(config)).unwrap();
@@ -74,11 +103,12 @@ fn kill_listener_session(database: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_notifications_on_three_channels_arrive_in_order_per_channel() {
+async fn ten_thousand_notifications_on_three_channels_arrive_in_order_per_channel(
+    driver: PostgresDriver,
+) {
     const TOTAL: usize = 10_000;
     let db = TestDb::create();
-    let manager = manager_with(db.config("pg")).await;
+    let manager = manager_with(on(driver, db.config("pg"))).await;
     let mut listener = manager.listener("pg").await.unwrap();
     let channels = ["alpha", "Beta Channel", "gamma\"q"];
     for c in channels {
@@ -131,10 +161,9 @@ async fn ten_thousand_notifications_on_three_channels_arrive_in_order_per_channe
     manager.close(Duration::from_secs(5)).await;
 }
 
-#[tokio::test]
-async fn a_killed_session_reconnects_and_every_later_notification_arrives() {
+async fn a_killed_session_reconnects_and_every_later_notification_arrives(driver: PostgresDriver) {
     let db = TestDb::create();
-    let manager = manager_with(db.config("pg")).await;
+    let manager = manager_with(on(driver, db.config("pg"))).await;
     let mut listener = manager.listener("pg").await.unwrap();
     listener.listen("jobs").await.unwrap();
     send(&listener, "jobs", "before", 3).await;
@@ -188,8 +217,9 @@ async fn a_killed_session_reconnects_and_every_later_notification_arrives() {
     manager.close(Duration::from_secs(5)).await;
 }
 
-#[tokio::test]
-async fn a_restarted_server_is_followed_by_reconnected_and_every_later_notification() {
+async fn a_restarted_server_is_followed_by_reconnected_and_every_later_notification(
+    driver: PostgresDriver,
+) {
     let capture = support::LogCapture::default();
     let writer = capture.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -200,7 +230,10 @@ async fn a_restarted_server_is_followed_by_reconnected_and_every_later_notificat
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let cluster = PrivateCluster::start();
-    let config = cluster.config("pg", "admin", &cluster.password, "postgres");
+    let config = on(
+        driver,
+        cluster.config("pg", "admin", &cluster.password, "postgres"),
+    );
     let manager = manager_with(config).await;
     let mut listener = manager.listener("pg").await.unwrap();
     listener.listen("restart").await.unwrap();
@@ -246,10 +279,11 @@ async fn a_restarted_server_is_followed_by_reconnected_and_every_later_notificat
     manager.close(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_the_manager_with_an_open_stream_returns_and_ends_the_stream() {
+async fn closing_the_manager_with_an_open_stream_returns_and_ends_the_stream(
+    driver: PostgresDriver,
+) {
     let db = TestDb::create();
-    let manager = manager_with(db.config("pg")).await;
+    let manager = manager_with(on(driver, db.config("pg"))).await;
     let mut listener = manager.listener("pg").await.unwrap();
     listener.listen("c").await.unwrap();
     let handle = listener.handle();
@@ -291,10 +325,11 @@ async fn closing_the_manager_with_an_open_stream_returns_and_ends_the_stream() {
     assert_eq!((stats.open, stats.connected), (0, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_the_listener_with_an_open_stream_ends_it_and_the_pool_keeps_serving() {
+async fn closing_the_listener_with_an_open_stream_ends_it_and_the_pool_keeps_serving(
+    driver: PostgresDriver,
+) {
     let db = TestDb::create();
-    let manager = manager_with(db.config("pg")).await;
+    let manager = manager_with(on(driver, db.config("pg"))).await;
     let mut listener = manager.listener("pg").await.unwrap();
     listener.listen("c").await.unwrap();
     let handle = listener.handle();
@@ -324,10 +359,9 @@ async fn closing_the_listener_with_an_open_stream_ends_it_and_the_pool_keeps_ser
     manager.close(Duration::from_secs(5)).await;
 }
 
-#[tokio::test]
-async fn unlisten_stops_delivery_even_of_queued_notifications() {
+async fn unlisten_stops_delivery_even_of_queued_notifications(driver: PostgresDriver) {
     let db = TestDb::create();
-    let manager = manager_with(db.config("pg")).await;
+    let manager = manager_with(on(driver, db.config("pg"))).await;
     let mut listener = manager.listener("pg").await.unwrap();
     listener.listen("a").await.unwrap();
     listener.listen("b").await.unwrap();
@@ -381,10 +415,9 @@ async fn unlisten_stops_delivery_even_of_queued_notifications() {
     manager.close(Duration::from_secs(5)).await;
 }
 
-#[tokio::test]
-async fn the_listener_session_is_outside_the_pool() {
+async fn the_listener_session_is_outside_the_pool(driver: PostgresDriver) {
     let db = TestDb::create();
-    let mut config = db.config("pg");
+    let mut config = on(driver, db.config("pg"));
     config.max_open_conns = Some(1);
     config.max_idle_conns = Some(1);
     let manager = manager_with(config).await;
@@ -405,17 +438,16 @@ async fn the_listener_session_is_outside_the_pool() {
     manager.close(Duration::from_secs(5)).await;
 }
 
-#[tokio::test]
-async fn a_replace_moves_the_listener_to_the_new_configuration() {
+async fn a_replace_moves_the_listener_to_the_new_configuration(driver: PostgresDriver) {
     let first = TestDb::create();
     let second = TestDb::create();
-    let manager = manager_with(first.config("pg")).await;
+    let manager = manager_with(on(driver, first.config("pg"))).await;
     let mut listener = manager.listener("pg").await.unwrap();
     listener.listen("moved").await.unwrap();
 
     // Notifications are per database: the listener hears the new pool's only if it followed.
     manager
-        .replace(second.config("pg"), Duration::from_secs(5))
+        .replace(on(driver, second.config("pg")), Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(next(&mut listener).await, ListenerEvent::Reconnected);
@@ -468,3 +500,31 @@ async fn only_configured_postgres_connections_have_a_listener() {
     );
     manager.close(Duration::from_secs(5)).await;
 }
+
+on_both_drivers!(
+    ten_thousand_notifications_on_three_channels_arrive_in_order_per_channel,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+
+on_both_drivers!(a_killed_session_reconnects_and_every_later_notification_arrives);
+
+on_both_drivers!(a_restarted_server_is_followed_by_reconnected_and_every_later_notification);
+
+on_both_drivers!(
+    closing_the_manager_with_an_open_stream_returns_and_ends_the_stream,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+
+on_both_drivers!(
+    closing_the_listener_with_an_open_stream_ends_it_and_the_pool_keeps_serving,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+
+on_both_drivers!(unlisten_stops_delivery_even_of_queued_notifications);
+
+on_both_drivers!(the_listener_session_is_outside_the_pool);
+
+on_both_drivers!(a_replace_moves_the_listener_to_the_new_configuration);

@@ -88,7 +88,7 @@ dbmanager:
 }
 
 #[tokio::test]
-async fn postgres_sea_orm_and_listen_are_unsupported_with_a_reason() {
+async fn postgres_and_sea_orm_are_unsupported_with_a_reason() {
     let db = TestDb::create();
     let manager = connected(tokio_config(&db, "tp")).await;
     let conn = manager.get("tp").unwrap();
@@ -98,8 +98,6 @@ async fn postgres_sea_orm_and_listen_are_unsupported_with_a_reason() {
     let err = conn.sea_orm().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unsupported);
     assert!(err.to_string().contains("driver: sqlx"), "{err}");
-    let err = conn.listener().await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     // The neutral handle works and reports the layer it runs on.
     let sql = conn.database().unwrap();
     assert_eq!(sql.layer(), DefaultOrm::Native);
@@ -209,7 +207,10 @@ async fn sslmodes_keep_their_libpq_meaning_over_rustls() {
     }
 }
 
-/// The after-connect hook runs on every new connection, the before-checkout hook on reuse.
+/// The after-connect hook runs on every new connection; the after-release hook (when a released
+/// client is next taken: deadpool has no release callback) and then the before-checkout hook on
+/// reuse, through the neutral handle and the native pool alike; an after-release refusal closes
+/// the client (its server session ends) and a new one is opened in its place.
 #[tokio::test]
 async fn lifecycle_hooks_run_on_tokio_postgres_connections() {
     let db = TestDb::create();
@@ -218,7 +219,12 @@ async fn lifecycle_hooks_run_on_tokio_postgres_connections() {
     c.max_idle_conns = Some(1);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     let checkouts = Arc::new(AtomicU64::new(0));
-    let seen = checkouts.clone();
+    let releases = Arc::new(AtomicU64::new(0));
+    let refuse_release = Arc::new(AtomicBool::new(false));
+    // The order the reuse hooks ran in: `r` after-release, `c` before-checkout.
+    let order = Arc::new(std::sync::Mutex::new(String::new()));
+    let (seen, order_c) = (checkouts.clone(), order.clone());
+    let (released, refuse, order_r) = (releases.clone(), refuse_release.clone(), order.clone());
     manager
         .set_hooks(
             "tp",
@@ -230,10 +236,22 @@ async fn lifecycle_hooks_run_on_tokio_postgres_connections() {
                     })
                 })
                 .before_checkout(move |_conn: HookConnection<'_>| {
-                    let seen = seen.clone();
+                    let (seen, order) = (seen.clone(), order_c.clone());
                     Box::pin(async move {
                         seen.fetch_add(1, Ordering::Relaxed);
+                        order.lock().unwrap().push('c');
                         Ok(true)
+                    })
+                })
+                .after_release(move |mut conn: HookConnection<'_>| {
+                    let (released, refuse, order) =
+                        (released.clone(), refuse.clone(), order_r.clone());
+                    Box::pin(async move {
+                        released.fetch_add(1, Ordering::Relaxed);
+                        order.lock().unwrap().push('r');
+                        // The hook can run SQL on the very client.
+                        conn.execute("RESET ROLE", &[]).await?;
+                        Ok(!refuse.load(Ordering::Relaxed))
                     })
                 }),
         )
@@ -248,7 +266,55 @@ async fn lifecycle_hooks_run_on_tokio_postgres_connections() {
         assert_eq!(row.get::<String>("a").as_deref(), Some("hooked"));
     }
     assert!(checkouts.load(Ordering::Relaxed) >= 3);
+    assert!(releases.load(Ordering::Relaxed) >= 3);
+    let ran = order.lock().unwrap().clone();
+    assert!(
+        ran.starts_with("rc") && !ran.contains("cc") && !ran.contains("rr"),
+        "{ran}"
+    );
+
+    // The native pool goes through the same hooks.
+    let pool = manager.get("tp").unwrap().tokio_postgres().unwrap();
+    let first = {
+        let client = pool.get().await.unwrap();
+        backend_pid(&client).await
+    };
+    let before = releases.load(Ordering::Relaxed);
+    let closed_by_hook = manager.get("tp").unwrap().stats().closed_by_hook;
+    refuse_release.store(true, Ordering::Relaxed);
+    let second = {
+        let client = pool.get().await.unwrap();
+        backend_pid(&client).await
+    };
+    refuse_release.store(false, Ordering::Relaxed);
+    assert!(releases.load(Ordering::Relaxed) > before);
+    assert_ne!(
+        first, second,
+        "the refused client was closed, a new one opened"
+    );
+    assert!(manager.get("tp").unwrap().stats().closed_by_hook > closed_by_hook);
+    let alive = |pid: i32| {
+        let count = support::admin_sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+        );
+        count == "1"
+    };
+    assert!(
+        support::eventually(Duration::from_secs(5), || !alive(first)).await,
+        "the refused client's session ended"
+    );
+    assert!(alive(second));
     manager.close(Duration::from_secs(5)).await;
+}
+
+/// The server process of a client's session.
+async fn backend_pid(client: &dbmanager::reexports::tokio_postgres::Client) -> i32 {
+    let row = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap();
+    row.get(0)
 }
 
 /// A private scram-sha-256 cluster: the role's password changes and the `password_file` is

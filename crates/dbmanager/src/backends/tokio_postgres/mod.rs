@@ -1,11 +1,11 @@
 //! PostgreSQL through tokio-postgres (`driver: tokio-postgres`): clients in a deadpool pool,
 //! each with its prepared-statement cache; the neutral handle and the native pool
-//! ([`TokioPgPool`], `Connection::tokio_postgres()`). SeaORM, LISTEN/NOTIFY and
-//! `Connection::postgres()` are the sqlx driver's. A server list (`hosts:`,
-//! `target_session_attrs`) works as on sqlx (`failover.rs`).
+//! ([`TokioPgPool`], `Connection::tokio_postgres()`), and a LISTEN/NOTIFY listener on a client
+//! of its own (`listener.rs`). SeaORM and `Connection::postgres()` are the sqlx driver's. A
+//! server list (`hosts:`, `target_session_attrs`) works as on sqlx (`failover.rs`).
 //!
-//! The application's after-release hook is not called on this driver: deadpool has no release
-//! callback (after-connect and before-checkout are).
+//! The application's after-release hook runs when a released client is next taken from the
+//! pool, before the before-checkout hook: deadpool has no release callback (`pool.rs`).
 //!
 //! Behind PgBouncer (`pooler`), as on the sqlx driver: no `options` in the startup packet, the
 //! session settings as `SET` statements on each new connection (`session`), or as `SET LOCAL`
@@ -13,6 +13,7 @@
 //! then use the unnamed statement and never the cache (see `sql`).
 
 mod failover;
+mod listener;
 mod options;
 mod pool;
 mod rows;
@@ -51,7 +52,7 @@ pub(crate) static DRIVER: Driver = Driver {
     check: pg_common::check,
     classify: |e| e.downcast_ref::<tokio_postgres::Error>().map(classify),
     open,
-    listen: None,
+    listen: Some(&listener::LISTEN),
     replica_lag: Some(&pg_common::replica_lag::PROBE),
 };
 
@@ -329,9 +330,6 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
             }
         };
         let hooks = spec.hook_runner();
-        if hooks.has_after_release() {
-            tracing::warn!(connection = %spec.name, "the after_release hook is not called on `driver: tokio-postgres` (deadpool has no release callback)");
-        }
         let manager = TokioPgManager {
             name: spec.name.clone(),
             plan,

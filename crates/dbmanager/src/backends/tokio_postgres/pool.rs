@@ -181,7 +181,7 @@ impl deadpool::managed::Manager for TokioPgManager {
     /// not when it was released: "idle" below counts from the checkout.
     async fn recycle(&self, client: &mut ClientWrapper, metrics: &Metrics) -> RecycleResult<Error> {
         let idle_for = self.check_at_once(client, metrics)?;
-        if idle_for < LIVENESS_WINDOW && !self.hooks.has_before_checkout() {
+        if idle_for < LIVENESS_WINDOW && !self.hooks.has_checkout_work() {
             return Ok(());
         }
         // Boxed for the reason `create` is: the ping and the hook are rare, their state is not.
@@ -274,8 +274,10 @@ impl TokioPgManager {
     }
 
     /// The rest of [`Manager::recycle`](deadpool::managed::Manager::recycle): the ping (bounded
-    /// by `connect_timeout`) when the client was idle past the liveness window, and the
-    /// before-checkout hook (bounded by the hook runner).
+    /// by `connect_timeout`) when the client was idle past the liveness window, then the
+    /// after-release hook (deadpool has no release callback, so it runs here, when a released
+    /// client is next taken, which is before anyone uses it again) and the before-checkout hook
+    /// (each bounded by the hook runner).
     async fn check_idle(
         &self,
         client: &mut ClientWrapper,
@@ -293,6 +295,18 @@ impl TokioPgManager {
                 failover.request_probe();
             }
             return Err(refuse(&c.closed_broken, "failed its liveness check"));
+        }
+        if self.hooks.has_after_release() {
+            let mut view = HookClient {
+                on: self.on(),
+                client,
+            };
+            if !self.hooks.after_release(&mut view, metrics.age()).await {
+                return Err(refuse(
+                    &c.closed_by_hook,
+                    "refused by the after_release hook",
+                ));
+            }
         }
         if self.hooks.has_before_checkout() {
             let mut view = HookClient {
