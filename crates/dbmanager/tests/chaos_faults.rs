@@ -1,27 +1,32 @@
 //! Chaos through a fault-injecting proxy in front of the machine's PostgreSQL: blackhole,
 //! latency, connections reset in the middle of a transaction, a listener's session gone silent.
+//! Each scenario runs on both PostgreSQL drivers (`driver: sqlx` and `driver: tokio-postgres`).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use dbmanager::{ConnectPolicy, Error, ErrorKind, ListenerEvent, Manager, Status};
+use dbmanager::{ConnectPolicy, Error, ErrorKind, ListenerEvent, Manager, PostgresDriver, Status};
 use support::proxy::{Fault, FaultProxy};
 use support::{TestDb, fast_config};
 
-fn via_proxy(db: &TestDb, proxy: &FaultProxy) -> dbmanager::ConnectionConfig {
+fn via_proxy(
+    driver: PostgresDriver,
+    db: &TestDb,
+    proxy: &FaultProxy,
+) -> dbmanager::ConnectionConfig {
     let mut c = db.config("pg");
+    c.driver = Some(driver);
     c.host = Some("127.0.0.1".into());
     c.port = Some(proxy.port);
     c.sslmode = Some(dbmanager::SslMode::Disable);
     c
 }
 
-#[tokio::test]
-async fn blackhole_marks_unhealthy_and_queries_fail_within_query_timeout() {
+async fn blackhole_marks_unhealthy_and_queries_fail_within_query_timeout(driver: PostgresDriver) {
     let db = TestDb::create();
     let proxy = FaultProxy::start(support::pg_port()).await;
-    let mut c = via_proxy(&db, &proxy);
+    let mut c = via_proxy(driver, &db, &proxy);
     c.connect_timeout = Duration::from_millis(800);
     c.query_timeout = Duration::from_millis(500);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
@@ -57,14 +62,13 @@ async fn blackhole_marks_unhealthy_and_queries_fail_within_query_timeout() {
     manager.close(Duration::from_millis(200)).await;
 }
 
-#[tokio::test]
-async fn latency_fires_connect_and_query_timeouts_at_their_values() {
+async fn latency_fires_connect_and_query_timeouts_at_their_values(driver: PostgresDriver) {
     let db = TestDb::create();
     let proxy = FaultProxy::start(support::pg_port()).await;
 
     // Connect timeout: each attempt is bounded by connect_timeout.
     proxy.set(Fault::Latency(Duration::from_secs(1)));
-    let mut c = via_proxy(&db, &proxy);
+    let mut c = via_proxy(driver, &db, &proxy);
     c.connect_timeout = Duration::from_millis(300);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     let report = manager.connect_with(ConnectPolicy::Partial).await.unwrap();
@@ -76,7 +80,7 @@ async fn latency_fires_connect_and_query_timeouts_at_their_values() {
 
     // Query timeout: connected without latency, then every round trip takes a second.
     proxy.set(Fault::Forward);
-    let mut c = via_proxy(&db, &proxy);
+    let mut c = via_proxy(driver, &db, &proxy);
     c.query_timeout = Duration::from_millis(300);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     manager.connect().await.unwrap();
@@ -92,11 +96,10 @@ async fn latency_fires_connect_and_query_timeouts_at_their_values() {
     manager.close(Duration::from_secs(2)).await;
 }
 
-#[tokio::test]
-async fn a_reset_in_a_transaction_discards_that_connection() {
+async fn a_reset_in_a_transaction_discards_that_connection(driver: PostgresDriver) {
     let db = TestDb::create();
     let proxy = FaultProxy::start(support::pg_port()).await;
-    let mut c = via_proxy(&db, &proxy);
+    let mut c = via_proxy(driver, &db, &proxy);
     c.max_open_conns = Some(1);
     c.max_idle_conns = Some(1);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
@@ -134,12 +137,11 @@ async fn a_reset_in_a_transaction_discards_that_connection() {
 
 /// Regression: a connect cancelled mid-way (here by the caller's timeout) left the connection
 /// marked as connecting, so every later connect silently did nothing.
-#[tokio::test]
-async fn a_cancelled_connect_does_not_block_the_next_one() {
+async fn a_cancelled_connect_does_not_block_the_next_one(driver: PostgresDriver) {
     let db = TestDb::create();
     let proxy = FaultProxy::start(support::pg_port()).await;
     proxy.set(Fault::Blackhole);
-    let mut c = via_proxy(&db, &proxy);
+    let mut c = via_proxy(driver, &db, &proxy);
     c.connect_timeout = Duration::from_secs(30);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     let cancelled = tokio::time::timeout(Duration::from_millis(200), manager.connect()).await;
@@ -161,11 +163,10 @@ async fn a_cancelled_connect_does_not_block_the_next_one() {
     manager.close(Duration::from_secs(2)).await;
 }
 
-#[tokio::test]
-async fn a_slow_server_is_degraded_not_unhealthy() {
+async fn a_slow_server_is_degraded_not_unhealthy(driver: PostgresDriver) {
     let db = TestDb::create();
     let proxy = FaultProxy::start(support::pg_port()).await;
-    let mut c = via_proxy(&db, &proxy);
+    let mut c = via_proxy(driver, &db, &proxy);
     c.connect_timeout = Duration::from_secs(2);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     manager.connect().await.unwrap();
@@ -197,22 +198,11 @@ async fn a_slow_server_is_degraded_not_unhealthy() {
 
 /// A listener whose session goes silent (bytes vanish, nothing resets it) finds out with its
 /// idle ping, keeps reconnecting while nothing answers, and once the network is back yields
-/// `Reconnected` before the notifications sent after it, which all arrive. On both PostgreSQL
-/// drivers.
-#[tokio::test]
-async fn a_blackholed_listener_session_is_found_by_its_ping_and_replaced() {
-    blackholed_listener(dbmanager::PostgresDriver::Sqlx).await;
-}
-
-#[tokio::test]
-async fn a_blackholed_tokio_postgres_listener_session_is_found_by_its_ping_and_replaced() {
-    blackholed_listener(dbmanager::PostgresDriver::TokioPostgres).await;
-}
-
-async fn blackholed_listener(driver: dbmanager::PostgresDriver) {
+/// `Reconnected` before the notifications sent after it, which all arrive.
+async fn a_blackholed_listener_session_is_found_by_its_ping_and_replaced(driver: PostgresDriver) {
     let db = TestDb::create();
     let proxy = FaultProxy::start(support::pg_port()).await;
-    let mut c = via_proxy(&db, &proxy);
+    let mut c = via_proxy(driver, &db, &proxy);
     c.driver = Some(driver);
     c.connect_timeout = Duration::from_secs(1);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
@@ -275,11 +265,10 @@ async fn blackholed_listener(driver: dbmanager::PostgresDriver) {
 /// A manager close while the listener's session hangs in a statement (its LISTEN went into a
 /// blackhole, bounded only by a long `connect_timeout`) still ends the stream within the close
 /// deadline, and the caller of that `listen` learns the listener closed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_ends_a_listener_stuck_in_a_blackholed_statement() {
+async fn closing_ends_a_listener_stuck_in_a_blackholed_statement(driver: PostgresDriver) {
     let db = TestDb::create();
     let proxy = FaultProxy::start(support::pg_port()).await;
-    let mut c = via_proxy(&db, &proxy);
+    let mut c = via_proxy(driver, &db, &proxy);
     c.connect_timeout = Duration::from_secs(60);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     manager.connect().await.unwrap();
@@ -314,3 +303,21 @@ async fn closing_ends_a_listener_stuck_in_a_blackholed_statement() {
     assert_eq!(outcome.unwrap_err().kind(), ErrorKind::Closed);
     proxy.cut_all();
 }
+
+on_both_drivers!(a_blackholed_listener_session_is_found_by_its_ping_and_replaced);
+
+on_both_drivers!(blackhole_marks_unhealthy_and_queries_fail_within_query_timeout);
+
+on_both_drivers!(latency_fires_connect_and_query_timeouts_at_their_values);
+
+on_both_drivers!(a_reset_in_a_transaction_discards_that_connection);
+
+on_both_drivers!(a_cancelled_connect_does_not_block_the_next_one);
+
+on_both_drivers!(a_slow_server_is_degraded_not_unhealthy);
+
+on_both_drivers!(
+    closing_ends_a_listener_stuck_in_a_blackholed_statement,
+    flavor = "multi_thread",
+    worker_threads = 2
+);

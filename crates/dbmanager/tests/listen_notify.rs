@@ -16,26 +16,6 @@ use support::{PrivateCluster, TestDb, admin_sql, eventually, fast_config};
 /// Bounds every wait on the stream: a listener that stalls fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Runs a scenario (`async fn name(driver: PostgresDriver)`) once per PostgreSQL driver, as
-/// the tests `name::sqlx` and `name::tokio_postgres`.
-macro_rules! on_both_drivers {
-    ($name:ident $(, $($flavor:tt)*)?) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test$(($($flavor)*))?]
-            async fn sqlx() {
-                super::$name(PostgresDriver::Sqlx).await;
-            }
-
-            #[tokio::test$(($($flavor)*))?]
-            async fn tokio_postgres() {
-                super::$name(PostgresDriver::TokioPostgres).await;
-            }
-        }
-    };
-}
-
 /// `config` on `driver`.
 fn on(driver: PostgresDriver, mut config: ConnectionConfig) -> ConnectionConfig {
     config.driver = Some(driver);

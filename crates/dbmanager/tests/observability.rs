@@ -20,15 +20,16 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-#[tokio::test]
-async fn metrics_are_live_labelled_and_secret_free() {
+async fn metrics_are_live_labelled_and_secret_free(driver: dbmanager::PostgresDriver) {
     let db = support::TestDb::create();
     let dir = tempfile::tempdir().unwrap();
     let mut pg = db.config("primary");
+    pg.driver = Some(driver);
     pg.password = Some("Metric-Secret-99".to_owned().into());
     let mut quiet = ConnectionConfig::sqlite("quiet", dir.path().join("q.db"));
     quiet.enable_metrics = false;
     let mut down = ConnectionConfig::new("down", dbmanager::DatabaseType::Postgres);
+    down.driver = Some(driver);
     down.host = Some("127.0.0.1".into());
     down.port = Some(support::free_port());
     down.database = Some("x".into());
@@ -105,7 +106,12 @@ async fn metrics_are_live_labelled_and_secret_free() {
 
     // Values move with activity: hold a connection, run checks and a reconnect.
     let conn = manager.get("primary").unwrap();
-    let held = conn.postgres().unwrap().acquire().await.unwrap();
+    let held: Box<dyn std::any::Any + Send> = match driver {
+        dbmanager::PostgresDriver::TokioPostgres => {
+            Box::new(conn.tokio_postgres().unwrap().get().await.unwrap())
+        }
+        _ => Box::new(conn.postgres().unwrap().acquire().await.unwrap()),
+    };
     conn.health_check().await.unwrap();
     conn.reconnect().await.unwrap();
     // Releases land in the background: wait until only the held connection is in use.
@@ -150,8 +156,7 @@ async fn metrics_are_live_labelled_and_secret_free() {
     manager.close(Duration::from_secs(5)).await;
 }
 
-#[tokio::test]
-async fn spans_carry_the_semantic_convention_attributes() {
+async fn spans_carry_the_semantic_convention_attributes(driver: dbmanager::PostgresDriver) {
     let exporter = InMemorySpanExporter::default();
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
@@ -162,9 +167,11 @@ async fn spans_carry_the_semantic_convention_attributes() {
 
     let db = support::TestDb::create();
     let mut traced = db.config("traced");
+    traced.driver = Some(driver);
     traced.enable_tracing = true;
     traced.trace_statements = true;
     let mut untraced = db.config("untraced");
+    untraced.driver = Some(driver);
     untraced.enable_tracing = false;
     let manager = Manager::new(
         support::fast_config()
@@ -177,7 +184,8 @@ async fn spans_carry_the_semantic_convention_attributes() {
     sql.fetch_all("SELECT 42 AS answer", &[]).await.unwrap();
     let _ = sql.execute("SELEC broken", &[]).await.unwrap_err();
     manager.get("traced").unwrap().health_check().await.unwrap();
-    {
+    // SeaORM's statements go through the same spans (SeaORM runs on the sqlx driver only).
+    if driver == dbmanager::PostgresDriver::Sqlx {
         use dbmanager::reexports::sea_orm::{ConnectionTrait, DbBackend, Statement};
         let orm = manager.get("traced").unwrap().sea_orm().unwrap();
         orm.query_all_raw(Statement::from_string(DbBackend::Postgres, "SELECT 1"))
@@ -343,3 +351,7 @@ async fn per_query_metrics_count_operations_and_outcomes() {
     assert_eq!((select.ok, select.duration.count), (2, 3));
     manager.close(Duration::from_secs(1)).await;
 }
+
+on_both_drivers!(metrics_are_live_labelled_and_secret_free);
+
+on_both_drivers!(spans_carry_the_semantic_convention_attributes);

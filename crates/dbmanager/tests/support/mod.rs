@@ -655,3 +655,23 @@ impl Drop for OwnedServer {
         }
     }
 }
+
+/// Runs a scenario (`async fn name(driver: PostgresDriver)`) once per PostgreSQL driver, as
+/// the tests `name::sqlx` and `name::tokio_postgres`; the `tokio::test` arguments follow the
+/// name.
+#[macro_export]
+macro_rules! on_both_drivers {
+    ($name:ident $(, $($flavor:tt)*)?) => {
+        mod $name {
+            #[tokio::test$(($($flavor)*))?]
+            async fn sqlx() {
+                super::$name(dbmanager::PostgresDriver::Sqlx).await;
+            }
+
+            #[tokio::test$(($($flavor)*))?]
+            async fn tokio_postgres() {
+                super::$name(dbmanager::PostgresDriver::TokioPostgres).await;
+            }
+        }
+    };
+}
