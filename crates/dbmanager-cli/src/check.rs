@@ -37,6 +37,14 @@ pub async fn run(config: Option<&Path>, json: bool, filter: &TagFilter) -> u8 {
         Ok(m) => m,
         Err(code) => return code,
     };
+    // Nothing to check is a mistake worth saying (as `--tag` selecting nothing is): an empty
+    // table and exit code 0 would pass a deploy check that checked nothing.
+    if manager.connections().is_empty() {
+        eprintln!(
+            "error: the configuration has no connections: nothing to check (add one under `dbmanager.connections`)"
+        );
+        return crate::EXIT_CONFIG;
+    }
     // On a terminal, what is still connecting (and retrying, and why) is drawn live; piped
     // output is only the table below.
     let progress = progress::wanted(json).then(|| Progress::start(&manager));

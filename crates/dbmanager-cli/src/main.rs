@@ -40,7 +40,7 @@ struct Cli {
 enum Command {
     /// Validate a config, connect every connection, print a health table.
     ///
-    /// Exit code: 0 all up, 1 any down, 2 invalid config.
+    /// Exit code: 0 all up, 1 any down, 2 invalid config (or no connection to check).
     Check {
         /// YAML config (root key `dbmanager:`). Without it, an embedded quick-start config with
         /// one SQLite connection in `$DBMANAGER_DATA_DIR` (default `./data`).

@@ -143,6 +143,37 @@ fn a_down_connection_exits_1_without_printing_its_password() {
     assert!(!stdout.contains("Secret-PW-456") && !stderr.contains("Secret-PW-456"));
 }
 
+/// A valid configuration without connections has nothing to check: a clear error and exit code
+/// 2 (as `--tag` selecting nothing), not an empty table and success.
+#[test]
+fn a_config_without_connections_exits_2_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    for body in ["dbmanager:\n  connections: {}\n", "dbmanager: {}\n"] {
+        let path = dir.path().join("empty.yaml");
+        std::fs::write(&path, body).unwrap();
+        for format in ["table", "json"] {
+            let out = dbmanager(
+                &[
+                    "check",
+                    "--config",
+                    path.to_str().unwrap(),
+                    "--format",
+                    format,
+                ],
+                dir.path(),
+            );
+            let (stdout, stderr) = text(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{body:?} {format}: {stdout}\n{stderr}"
+            );
+            assert!(stderr.contains("no connections"), "{stderr}");
+            assert!(stdout.is_empty(), "{stdout}");
+        }
+    }
+}
+
 #[test]
 fn a_missing_config_file_exits_2() {
     let dir = tempfile::tempdir().unwrap();
