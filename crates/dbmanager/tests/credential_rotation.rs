@@ -178,8 +178,21 @@ async fn postgres_password_rotation_under_load() {
     // connections check it too; this only makes the kill below land after the rotation).
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
+    // The pool has sessions to kill. Once (a full suite under heavy load) it had none at this
+    // point; wait for them, and say what the pool looked like, so that a pool that lost its
+    // sessions shows (its load's errors fail the assertions below in any case).
+    let sessions =
+        || pids(&cluster.sql("SELECT pid FROM pg_stat_activity WHERE usename = 'rot_app'"));
+    if sessions().is_empty() {
+        println!(
+            "no rot_app session before the kill: {:?}; load errors so far: {:?}",
+            conn.stats(),
+            load.error_texts()
+        );
+        assert!(support::eventually(Duration::from_secs(10), || !sessions().is_empty()).await);
+    }
     let opened_before = conn.stats().opened_total;
-    let before = pids(&cluster.sql("SELECT pid FROM pg_stat_activity WHERE usename = 'rot_app'"));
+    let before = sessions();
     let killed: usize = cluster
         .sql(
             "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -191,7 +204,7 @@ async fn postgres_password_rotation_under_load() {
     load.succeed(3000, "after the sessions were killed").await;
     let errors = load.stop().await;
     only_killed_sessions_failed(&errors, killed);
-
+    let after = sessions();
     let after = pids(&cluster.sql("SELECT pid FROM pg_stat_activity WHERE usename = 'rot_app'"));
     assert!(
         after.difference(&before).count() > 0,
