@@ -132,14 +132,9 @@ async fn writes_resume_on_the_promoted_standby_through_handles_taken_before(
     let conn = manager.get("pg").unwrap();
     let db = conn.database().unwrap();
     let native = Native::take(&conn, driver);
-    // A LISTEN session follows too (a standby would refuse LISTEN); the sqlx driver's.
-    let mut listener = match driver {
-        PostgresDriver::Sqlx => Some(conn.listener().await.unwrap()),
-        _ => None,
-    };
-    if let Some(listener) = &mut listener {
-        listener.listen("moved").await.unwrap();
-    }
+    // A LISTEN session follows too (a standby would refuse LISTEN).
+    let mut listener = conn.listener().await.unwrap();
+    listener.listen("moved").await.unwrap();
     db.execute("CREATE TABLE written (id int8)", &[])
         .await
         .unwrap();
@@ -193,9 +188,7 @@ async fn writes_resume_on_the_promoted_standby_through_handles_taken_before(
     // The native pool obtained before the failover follows it too.
     native.insert_zero().await;
     // The listener lost its session, found the new primary, and hears what is sent there.
-    if let Some(listener) = listener {
-        listener_follows(listener).await;
-    }
+    listener_follows(listener).await;
     manager.close(Duration::from_secs(5)).await;
 }
 

@@ -859,17 +859,15 @@ async fn the_key_sends_no_startup_parameter_pgbouncer_refuses() {
 // ---------------------------------------------------------------------------------------------
 
 /// A listener needs a session: refused behind a transaction pooler, working behind a session
-/// pooler.
-#[tokio::test]
-async fn listen_is_refused_in_transaction_mode_and_works_in_session_mode() {
+/// pooler. On both PostgreSQL drivers.
+async fn listen_is_refused_in_transaction_mode_and_works_in_session_mode(
+    driver: dbmanager::PostgresDriver,
+) {
     let fixture = Behind::<true>::new();
     let servers = fixture.servers.clone();
-    let manager = Manager::new(fast_config().with_connection(servers.config(
-        "tx",
-        &fixture.database,
-        Pooler::Transaction,
-    )))
-    .unwrap();
+    let mut tx = servers.config("tx", &fixture.database, Pooler::Transaction);
+    tx.driver = Some(driver);
+    let manager = Manager::new(fast_config().with_connection(tx)).unwrap();
     within(LIMIT, "connect", manager.connect()).await.unwrap();
     let refused = manager
         .get("tx")
@@ -884,12 +882,9 @@ async fn listen_is_refused_in_transaction_mode_and_works_in_session_mode() {
     );
     let _ = manager.close(Duration::from_secs(10)).await;
 
-    let manager = Manager::new(fast_config().with_connection(servers.config(
-        "session",
-        &fixture.database,
-        Pooler::Session,
-    )))
-    .unwrap();
+    let mut session = servers.config("session", &fixture.database, Pooler::Session);
+    session.driver = Some(driver);
+    let manager = Manager::new(fast_config().with_connection(session)).unwrap();
     within(LIMIT, "connect", manager.connect()).await.unwrap();
     let conn = manager.get("session").unwrap();
     let mut listener = within(LIMIT, "listener", conn.listener()).await.unwrap();
@@ -904,6 +899,8 @@ async fn listen_is_refused_in_transaction_mode_and_works_in_session_mode() {
     drop(listener);
     let _ = manager.close(Duration::from_secs(10)).await;
 }
+
+on_both_drivers!(listen_is_refused_in_transaction_mode_and_works_in_session_mode);
 
 fn problems(yaml: &str) -> Vec<String> {
     match ManagerConfig::from_yaml_str_with_env(yaml, &dbmanager::EnvSource::empty()) {
