@@ -133,7 +133,7 @@ async fn writes_resume_on_the_promoted_standby_through_handles_taken_before(
     let db = conn.database().unwrap();
     let native = Native::take(&conn, driver);
     // A LISTEN session follows too (a standby would refuse LISTEN).
-    let mut listener = conn.listener().await.unwrap();
+    let listener = conn.listener().await.unwrap();
     listener.listen("moved").await.unwrap();
     db.execute("CREATE TABLE written (id int8)", &[])
         .await
