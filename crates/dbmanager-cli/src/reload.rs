@@ -1,7 +1,10 @@
 //! `serve`'s config reloads: on SIGHUP and when the config file changes, debounced. The file is
 //! watched through its directory, so editors that save by writing a new file and renaming it
-//! over the old one are seen too. A file that does not load keeps the running config and says
-//! why; the outcome of the last reload is on `/stats`.
+//! over the old one are seen too, and so is a Kubernetes volume's swap of its `..data`
+//! directory under a symlinked file. A file event reloads only when what the file holds
+//! changed: reading the file is an event too (inotify's open and close), and a reload that
+//! reacted to its own read would reload forever. A file that does not load keeps the running
+//! config and says why; the outcome of the last reload is on `/stats`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -133,6 +136,21 @@ pub async fn reload(
     reloads.store(outcome);
 }
 
+/// What the config file holds now, or why it cannot be read (a file event reloads only when
+/// this changed).
+fn contents(path: &Path) -> Result<Vec<u8>, std::io::ErrorKind> {
+    std::fs::read(path).map_err(|e| e.kind())
+}
+
+/// Whether `path` is a Kubernetes volume's own entry (`..data`, `..2026_11_29_...`): a
+/// ConfigMap or Secret update swaps the `..data` symlink, and the file (a symlink through it)
+/// changes without an event of its own.
+fn is_volume_swap(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(".."))
+}
+
 /// Reloads on SIGHUP and on changes to `path` until the task is aborted.
 pub fn spawn(
     manager: Manager,
@@ -149,11 +167,16 @@ pub fn spawn(
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event
-                && event.paths.iter().any(|p| p.file_name() == name.as_deref())
+                && !matches!(event.kind, notify::EventKind::Access(_))
+                && event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name() == name.as_deref() || is_volume_swap(p))
             {
                 let _ = tx.send(());
             }
         });
+        let mut seen = contents(&path);
         // Without a watcher (no inotify here, say) SIGHUP still reloads.
         let _watcher = match watcher {
             Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
@@ -194,6 +217,11 @@ pub fn spawn(
                 }
                 else => return,
             };
+            let now = contents(&path);
+            if trigger == "file" && now == seen {
+                continue;
+            }
+            seen = now;
             reload(&manager, &path, trigger, &reloads, &filter).await;
         }
     })

@@ -495,6 +495,15 @@ fn serve_reloads_its_config_on_file_change_and_sighup_and_keeps_it_when_broken()
     assert_eq!(stats["last_reload"]["trigger"], "file");
     assert_eq!(stats["last_reload"]["added"], serde_json::json!(["b"]));
     assert_eq!(stats["last_reload"]["unchanged"], serde_json::json!(["a"]));
+    // One change, one reload. Regression: a reload's own read of the file (inotify's open and
+    // close events) started the next one, forever.
+    let at = stats["last_reload"]["at"].clone();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        stats_of(&served)["last_reload"]["at"],
+        at,
+        "it reloaded again"
+    );
 
     // A broken file keeps the running config and says why, without quoting secrets.
     std::fs::write(
@@ -534,5 +543,61 @@ fn serve_reloads_its_config_on_file_change_and_sighup_and_keeps_it_when_broken()
         served.get("/stats").1
     );
     assert_eq!(served.get("/healthz").0, 200);
+    assert_eq!(served.stop(), Some(0));
+}
+
+/// A Kubernetes ConfigMap or Secret volume: the file is a symlink through `..data`, which an
+/// update swaps for a new directory; the file itself gets no event of its own.
+#[test]
+fn a_kubernetes_volume_update_is_reloaded() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let lite = |name: &str| {
+        format!(
+            "    {name}:\n      type: sqlite\n      filepath: '{}'\n",
+            dir.path().join(format!("{name}.db")).display()
+        )
+    };
+    let volume = dir.path().join("volume");
+    let first = volume.join("..2026_11_29_first");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::write(
+        first.join("c.yaml"),
+        format!("dbmanager:\n  connections:\n{}", lite("a")),
+    )
+    .unwrap();
+    symlink("..2026_11_29_first", volume.join("..data")).unwrap();
+    symlink("..data/c.yaml", volume.join("c.yaml")).unwrap();
+    let path = volume.join("c.yaml");
+    let served = Served::start(&["--config", path.to_str().unwrap()], dir.path());
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/readyz")
+        .0
+        == 200));
+
+    // What the kubelet does: the new files in a new directory, then `..data` swapped by a
+    // rename of a new symlink over it.
+    let second = volume.join("..2026_11_29_second");
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::write(
+        second.join("c.yaml"),
+        format!("dbmanager:\n  connections:\n{}{}", lite("a"), lite("b")),
+    )
+    .unwrap();
+    symlink("..2026_11_29_second", volume.join("..data_tmp")).unwrap();
+    std::fs::rename(volume.join("..data_tmp"), volume.join("..data")).unwrap();
+    std::fs::remove_dir_all(&first).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let s = stats_of(&served);
+            s["last_reload"]["ok"] == true && s["connections"]["b"].is_object()
+        }),
+        "the volume update was picked up: {}",
+        served.get("/stats").1
+    );
+    assert_eq!(
+        stats_of(&served)["last_reload"]["added"],
+        serde_json::json!(["b"])
+    );
     assert_eq!(served.stop(), Some(0));
 }
