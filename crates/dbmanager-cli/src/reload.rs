@@ -1,7 +1,8 @@
 //! `serve`'s config reloads: on SIGHUP and when the config file changes, debounced. The file is
 //! watched through its directory, so editors that save by writing a new file and renaming it
 //! over the old one are seen too, and so is a Kubernetes volume's swap of its `..data`
-//! directory under a symlinked file. A file event reloads only when what the file holds
+//! directory under a symlinked file; a symlinked file's target directory is watched as well,
+//! for edits in place of the target. A file event reloads only when what the file holds
 //! changed: reading the file is an event too (inotify's open and close), and a reload that
 //! reacted to its own read would reload forever. A file that does not load keeps the running
 //! config and says why; the outcome of the last reload is on `/stats`.
@@ -160,18 +161,28 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let name = path.file_name().map(|n| n.to_owned());
+        // The file's directory; for a symlinked file, also the directory of the file it points
+        // to, where an edit in place of the target happens.
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let target = std::fs::canonicalize(&path).ok();
+        let mut names: Vec<std::ffi::OsString> =
+            path.file_name().map(|n| n.to_owned()).into_iter().collect();
+        let mut dirs = vec![dir];
+        if let Some(target) = target.as_deref()
+            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            names.extend(target.file_name().map(|n| n.to_owned()));
+            dirs.extend(target.parent().map(Path::to_path_buf));
+        }
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event
                 && !matches!(event.kind, notify::EventKind::Access(_))
-                && event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == name.as_deref() || is_volume_swap(p))
+                && event.paths.iter().any(|p| {
+                    p.file_name().is_some_and(|n| names.iter().any(|m| m == n)) || is_volume_swap(p)
+                })
             {
                 let _ = tx.send(());
             }
@@ -179,16 +190,17 @@ pub fn spawn(
         let mut seen = contents(&path);
         // Without a watcher (no inotify here, say) SIGHUP still reloads.
         let _watcher = match watcher {
-            Ok(mut w) => match w.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => Some(w),
-                Err(e) => {
-                    eprintln!(
-                        "warning: not watching {}: {e}; reload with SIGHUP",
-                        dir.display()
-                    );
-                    None
+            Ok(mut w) => {
+                for dir in &dirs {
+                    if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
+                        eprintln!(
+                            "warning: not watching {}: {e}; reload with SIGHUP",
+                            dir.display()
+                        );
+                    }
                 }
-            },
+                Some(w)
+            }
             Err(e) => {
                 eprintln!("warning: no file watcher: {e}; reload with SIGHUP");
                 None

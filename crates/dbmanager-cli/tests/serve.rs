@@ -601,3 +601,47 @@ fn a_kubernetes_volume_update_is_reloaded() {
     );
     assert_eq!(served.stop(), Some(0));
 }
+
+/// A config file that is a symlink to a file elsewhere, edited in place there: the target's
+/// directory is watched too.
+#[test]
+fn a_symlinked_config_edited_at_its_target_is_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let lite = |name: &str| {
+        format!(
+            "    {name}:\n      type: sqlite\n      filepath: '{}'\n",
+            dir.path().join(format!("{name}.db")).display()
+        )
+    };
+    let elsewhere = dir.path().join("elsewhere");
+    let here = dir.path().join("here");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(&here).unwrap();
+    let target = elsewhere.join("real.yaml");
+    std::fs::write(
+        &target,
+        format!("dbmanager:\n  connections:\n{}", lite("a")),
+    )
+    .unwrap();
+    let path = here.join("c.yaml");
+    std::os::unix::fs::symlink(&target, &path).unwrap();
+    let served = Served::start(&["--config", path.to_str().unwrap()], dir.path());
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/readyz")
+        .0
+        == 200));
+    std::fs::write(
+        &target,
+        format!("dbmanager:\n  connections:\n{}{}", lite("a"), lite("b")),
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let s = stats_of(&served);
+            s["last_reload"]["ok"] == true && s["connections"]["b"].is_object()
+        }),
+        "the edit of the target was picked up: {}",
+        served.get("/stats").1
+    );
+    assert_eq!(served.stop(), Some(0));
+}
