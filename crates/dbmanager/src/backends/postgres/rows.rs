@@ -25,7 +25,7 @@ pub(super) fn bind<'q>(
     let used = prepare(sql, &POSTGRES, params, false)
         .map_err(placeholder_error)?
         .used;
-    let mut query = sqlx::query(AssertSqlSafe(sql));
+    let mut query = sqlx::query(AssertSqlSafe(typed_text(sql, params, &used, "dbmanager")));
     for (i, param) in params.iter().enumerate() {
         query = match param {
             Value::Null if used.get(i) == Some(&true) => query.bind(pg_null::UntypedNull),
@@ -51,6 +51,62 @@ pub(super) fn bind<'q>(
         };
     }
     Ok(query)
+}
+
+/// The statement text sqlx prepares and caches: with parameters, their types follow in a
+/// trailing comment (`-- dbmanager: int8, float8`).
+///
+/// sqlx caches a connection's prepared statements by their text alone and binds a later call's
+/// parameters in the types the statement was first prepared with, unchecked: `SELECT $1` run
+/// with an `Int` and then with a `Float` sent the float's bytes as an `int8` (a wrong number,
+/// silently), and `INSERT INTO t (x) VALUES ($1)` into a `float8` column stored them so. With
+/// the types in the text, each combination of types is a statement of its own. `marker` tells
+/// the layers apart (SeaORM binds through the same cache). A statement without parameters is
+/// sent as written.
+pub(crate) fn typed_text(sql: &str, params: &[Value], used: &[bool], marker: &str) -> String {
+    if params.is_empty() {
+        return sql.to_owned();
+    }
+    let mut text = String::with_capacity(sql.len() + marker.len() + 6 + params.len() * 8);
+    text.push_str(sql);
+    text.push_str("\n-- ");
+    text.push_str(marker);
+    text.push(':');
+    for (i, param) in params.iter().enumerate() {
+        text.push_str(if i == 0 { " " } else { ", " });
+        match param {
+            Value::Array(items) => {
+                let first = items.iter().find(|v| !matches!(v, Value::Null));
+                text.push_str(first.map_or("text", |v| declared_type(v, true)));
+                text.push_str("[]");
+            }
+            v => text.push_str(declared_type(v, used.get(i) == Some(&true))),
+        }
+    }
+    text
+}
+
+/// The type a parameter is declared with (as [`bind`] binds it); `used`: a placeholder names it.
+fn declared_type(value: &Value, used: bool) -> &'static str {
+    match value {
+        Value::Null if used => "unknown",
+        Value::Null => "text",
+        Value::Bool(_) => "bool",
+        Value::Int(_) => "int8",
+        Value::Float(_) => "float8",
+        Value::Text(_) => "text",
+        Value::Bytes(_) => "bytea",
+        Value::Decimal(_) => "numeric",
+        Value::Uuid(_) => "uuid",
+        Value::Json(_) => "jsonb",
+        Value::TimestampTz(_) => "timestamptz",
+        Value::Timestamp(_) => "timestamp",
+        Value::Date(_) => "date",
+        Value::Time(_) => "time",
+        Value::Interval(_) => "interval",
+        // Nested arrays are refused when bound.
+        Value::Array(_) => "array",
+    }
 }
 
 /// Collects the elements of one variant (NULLs allowed) into a typed vector.

@@ -232,7 +232,7 @@ fn statement<F: SqlxFlavor>(
     };
     Ok(Statement::from_sql_and_values(
         backend,
-        prepared.sql.into_owned(),
+        F::orm_text(prepared.sql.into_owned(), params),
         values,
     ))
 }
