@@ -312,6 +312,102 @@ async fn arrays_intervals_and_money_round_trip() {
     }
 }
 
+/// Dates and times at PostgreSQL's edges, alike on both drivers and both sqlx layers:
+/// `infinity`, `-infinity` and dates beyond chrono's range (PostgreSQL goes to year 294276) are
+/// a clear query error (sqlx's decoders panicked), so is `24:00:00` (read as midnight before),
+/// and a parameter's digits below a microsecond are dropped, never carried into the next
+/// second (`1999-12-31 23:59:59.9999995` was sent as 2000-01-01 00:00:00).
+#[tokio::test]
+async fn dates_and_times_at_their_edges() {
+    use dbmanager::reexports::chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+    use dbmanager::{DefaultOrm, Value};
+
+    let db = TestDb::create();
+    let mut configs = Vec::new();
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = db.config("pg");
+        c.default_orm = layer;
+        configs.push(c);
+    }
+    #[cfg(feature = "tokio-postgres")]
+    {
+        let mut c = db.config("pg");
+        c.driver = Some(dbmanager::PostgresDriver::TokioPostgres);
+        configs.push(c);
+    }
+    let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    for c in configs {
+        let what = format!("{:?} {:?}", c.driver, c.default_orm);
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let sql = manager.database("pg").unwrap();
+        for (query, says) in [
+            ("SELECT 'infinity'::timestamp AS v", "`infinity`"),
+            ("SELECT '-infinity'::timestamptz AS v", "`-infinity`"),
+            ("SELECT 'infinity'::date AS v", "`infinity`"),
+            ("SELECT '-infinity'::date AS v", "`-infinity`"),
+            ("SELECT '294276-12-31'::date AS v", "chrono's range"),
+            (
+                "SELECT '294276-12-31 23:59:59'::timestamp AS v",
+                "chrono's range",
+            ),
+            ("SELECT '24:00:00'::time AS v", "24:00:00"),
+            (
+                "SELECT ARRAY['2020-01-01', 'infinity']::date[] AS v",
+                "`infinity`",
+            ),
+            ("SELECT ARRAY['infinity']::timestamptz[] AS v", "`infinity`"),
+            ("SELECT ARRAY['24:00:00']::time[] AS v", "24:00:00"),
+        ] {
+            let err = sql.fetch_one(query, &[]).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Query, "{what} {query}: {err}");
+            assert!(err.to_string().contains(says), "{what} {query}: {err}");
+        }
+        // Within chrono's range every value reads, BC dates included.
+        let row = sql
+            .fetch_one(
+                "SELECT '4713-01-01 BC'::date AS bc, '23:59:59.999999'::time AS late, \
+                 '1999-12-31 23:59:59.999999'::timestamp AS ts",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(row.get::<NaiveDate>("bc"), Some(day(-4712, 1, 1)), "{what}");
+        let late = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).unwrap();
+        assert_eq!(row.get::<NaiveTime>("late"), Some(late), "{what}");
+        let last = day(1999, 12, 31).and_time(late);
+        assert_eq!(row.get::<NaiveDateTime>("ts"), Some(last), "{what}");
+        // Half a microsecond before 2000: dropped, not rounded up to the next year.
+        let before = day(1999, 12, 31)
+            .and_hms_nano_opt(23, 59, 59, 999_999_500)
+            .unwrap();
+        let row = sql
+            .fetch_one(
+                "SELECT $1::timestamp AS ts, $2::timestamptz AS tz",
+                &[
+                    Value::Timestamp(before),
+                    Value::TimestampTz(before.and_utc().fixed_offset()),
+                ],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(row.get::<NaiveDateTime>("ts"), Some(last), "{what}");
+        assert_eq!(
+            row.get::<NaiveDateTime>("tz"),
+            None,
+            "{what}: a timestamptz is no naive timestamp"
+        );
+        assert_eq!(
+            row.get::<dbmanager::reexports::chrono::DateTime<dbmanager::reexports::chrono::Utc>>(
+                "tz"
+            ),
+            Some(last.and_utc()),
+            "{what}"
+        );
+        manager.close(Duration::from_secs(5)).await;
+    }
+}
+
 /// Results with the same columns share one column-name list (no `String` per column per
 /// query); a result with other columns, even of the same count, gets its own names, and a
 /// transaction's results are named the same way.

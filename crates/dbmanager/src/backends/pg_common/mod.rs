@@ -2,6 +2,7 @@
 //! placeholder checks, the classes of its SQLSTATE codes, how settings are written into the
 //! startup `options`, and how a standby's replication lag is measured.
 
+pub(crate) mod datetime;
 pub(crate) mod pgpass;
 pub(crate) mod replica_lag;
 pub(crate) mod servers;

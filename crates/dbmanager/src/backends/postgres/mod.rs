@@ -94,6 +94,11 @@ impl SqlxFlavor for Pg {
         result.try_as_pg_row().map(rows::decode)
     }
 
+    #[cfg(feature = "sea-orm")]
+    fn orm_timestamp(t: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
+        crate::backends::pg_common::datetime::whole_micros(t)
+    }
+
     /// sqlx caches statements by text alone: SeaORM's carry their parameter types too.
     #[cfg(feature = "sea-orm")]
     fn orm_text(sql: String, params: &[Value]) -> String {

@@ -8,7 +8,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use uuid::Uuid;
 
-use crate::backends::pg_common::POSTGRES;
+use crate::backends::pg_common::{POSTGRES, datetime};
 use crate::backends::sqlx::SqlxFlavor as _;
 use crate::backends::sqlx::rows::{placeholder_error, unsupported_column};
 use crate::sql::placeholders::prepare;
@@ -38,8 +38,8 @@ pub(super) fn bind<'q>(
             Value::Decimal(v) => query.bind(v),
             Value::Uuid(v) => query.bind(*v),
             Value::Json(v) => query.bind(sqlx::types::Json(v)),
-            Value::TimestampTz(v) => query.bind(*v),
-            Value::Timestamp(v) => query.bind(*v),
+            Value::TimestampTz(v) => query.bind(datetime::whole_micros(v.naive_utc()).and_utc()),
+            Value::Timestamp(v) => query.bind(datetime::whole_micros(*v)),
             Value::Date(v) => query.bind(*v),
             Value::Time(v) => query.bind(*v),
             Value::Interval(v) => query.bind(PgInterval {
@@ -158,11 +158,14 @@ fn bind_array<'q>(
         Some(Value::TimestampTz(_)) => {
             query.bind(elements!(items, at, TimestampTz, |x: &DateTime<
                 FixedOffset,
-            >| x
-                .with_timezone(&Utc)))
+            >| {
+                datetime::whole_micros(x.naive_utc()).and_utc()
+            }))
         }
         Some(Value::Timestamp(_)) => {
-            query.bind(elements!(items, at, Timestamp, |x: &NaiveDateTime| *x))
+            query.bind(elements!(items, at, Timestamp, |x: &NaiveDateTime| {
+                datetime::whole_micros(*x)
+            }))
         }
         Some(Value::Date(_)) => query.bind(elements!(items, at, Date, |x: &NaiveDate| *x)),
         Some(Value::Time(_)) => query.bind(elements!(items, at, Time, |x: &NaiveTime| *x)),
@@ -200,6 +203,51 @@ mod pg_null {
         }
     }
 }
+
+/// A date or time decoded with checked arithmetic (`pg_common::datetime`): sqlx's decoders
+/// panic on `infinity` and on dates beyond chrono's range, and read `24:00:00` as midnight.
+struct Checked<T>(T);
+
+macro_rules! checked {
+    ($t:ty, $raw:ty, |$v:ident| $convert:expr) => {
+        impl sqlx::Type<Postgres> for Checked<$t> {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <$t as sqlx::Type<Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <$t as sqlx::Type<Postgres>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::postgres::PgHasArrayType for Checked<$t> {
+            fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+                <$t as sqlx::postgres::PgHasArrayType>::array_type_info()
+            }
+
+            fn array_compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <$t as sqlx::postgres::PgHasArrayType>::array_compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, Postgres> for Checked<$t> {
+            fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                if value.format() == sqlx::postgres::PgValueFormat::Text {
+                    // Text parses without arithmetic (and statements here get binary).
+                    return <$t as sqlx::Decode<'r, Postgres>>::decode(value).map(Checked);
+                }
+                let $v = <$raw as sqlx::Decode<'r, Postgres>>::decode(value)?;
+                Ok(Checked($convert?))
+            }
+        }
+    };
+}
+
+checked!(NaiveDate, i32, |days| datetime::date(days));
+checked!(NaiveDateTime, i64, |micros| datetime::timestamp(micros));
+checked!(DateTime<Utc>, i64, |micros| datetime::timestamp(micros)
+    .map(|t| t.and_utc()));
+checked!(NaiveTime, i64, |micros| datetime::time(micros));
 
 /// Reads an array column of `T` into [`Value::Array`].
 fn array<T>(row: &PgRow, i: usize, convert: impl Fn(T) -> Value) -> Result<Value, sqlx::Error>
@@ -265,10 +313,10 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "MONEY" => Value::Decimal(cell::<PgMoney>(raw, i)?.to_bigdecimal(2)),
             "UUID" => Value::Uuid(cell(raw, i)?),
             "JSON" | "JSONB" => Value::Json(cell(raw, i)?),
-            "TIMESTAMPTZ" => timestamptz(cell(raw, i)?),
-            "TIMESTAMP" => Value::Timestamp(cell(raw, i)?),
-            "DATE" => Value::Date(cell(raw, i)?),
-            "TIME" => Value::Time(cell(raw, i)?),
+            "TIMESTAMPTZ" => timestamptz(cell::<Checked<DateTime<Utc>>>(raw, i)?.0),
+            "TIMESTAMP" => Value::Timestamp(cell::<Checked<NaiveDateTime>>(raw, i)?.0),
+            "DATE" => Value::Date(cell::<Checked<NaiveDate>>(raw, i)?.0),
+            "TIME" => Value::Time(cell::<Checked<NaiveTime>>(raw, i)?.0),
             // No variant carries a time of day with an offset; its text keeps both exactly.
             "TIMETZ" => {
                 let t: PgTimeTz<NaiveTime, FixedOffset> = cell(raw, i)?;
@@ -286,10 +334,10 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "NUMERIC[]" => array(row, i, Value::Decimal)?,
             "UUID[]" => array(row, i, Value::Uuid)?,
             "JSON[]" | "JSONB[]" => array(row, i, Value::Json)?,
-            "TIMESTAMPTZ[]" => array(row, i, timestamptz)?,
-            "TIMESTAMP[]" => array(row, i, Value::Timestamp)?,
-            "DATE[]" => array(row, i, Value::Date)?,
-            "TIME[]" => array(row, i, Value::Time)?,
+            "TIMESTAMPTZ[]" => array(row, i, |v: Checked<DateTime<Utc>>| timestamptz(v.0))?,
+            "TIMESTAMP[]" => array(row, i, |v: Checked<NaiveDateTime>| Value::Timestamp(v.0))?,
+            "DATE[]" => array(row, i, |v: Checked<NaiveDate>| Value::Date(v.0))?,
+            "TIME[]" => array(row, i, |v: Checked<NaiveTime>| Value::Time(v.0))?,
             "INTERVAL[]" => array(row, i, interval)?,
             other => {
                 return Err(unsupported_column(column.name(), other));

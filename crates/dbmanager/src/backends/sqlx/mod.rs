@@ -132,6 +132,13 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         result: &sea_orm::QueryResult,
     ) -> Option<std::result::Result<Vec<Value>, sqlx::Error>>;
 
+    /// A timestamp parameter as SeaORM is given it (PostgreSQL drops the digits below a
+    /// microsecond, see `pg_common::datetime::whole_micros`).
+    #[cfg(feature = "sea-orm")]
+    fn orm_timestamp(t: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
+        t
+    }
+
     /// The text a SeaORM statement is sent as (PostgreSQL adds the parameter types, see
     /// `postgres::rows::typed_text`).
     #[cfg(feature = "sea-orm")]

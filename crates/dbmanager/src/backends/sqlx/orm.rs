@@ -118,8 +118,13 @@ fn to_orm<F: SqlxFlavor>(value: &Value, at: usize) -> std::result::Result<OrmVal
         Value::Uuid(v) if F::TEXT_UUIDS => OrmValue::String(Some(v.hyphenated().to_string())),
         Value::Uuid(v) => OrmValue::Uuid(Some(*v)),
         Value::Json(v) => OrmValue::Json(Some(Box::new(v.clone()))),
-        Value::TimestampTz(v) => OrmValue::ChronoDateTimeWithTimeZone(Some(*v)),
-        Value::Timestamp(v) => OrmValue::ChronoDateTime(Some(*v)),
+        Value::TimestampTz(v) => {
+            OrmValue::ChronoDateTimeWithTimeZone(Some(chrono::DateTime::from_naive_utc_and_offset(
+                F::orm_timestamp(v.naive_utc()),
+                *v.offset(),
+            )))
+        }
+        Value::Timestamp(v) => OrmValue::ChronoDateTime(Some(F::orm_timestamp(*v))),
         Value::Date(v) => OrmValue::ChronoDate(Some(*v)),
         Value::Time(v) => OrmValue::ChronoTime(Some(*v)),
         Value::Array(items) if F::ARRAYS => array::<F>(items, at)?,

@@ -15,6 +15,7 @@ use tokio_postgres::Row as PgRow;
 use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
+use crate::backends::pg_common::datetime;
 use crate::sql::{Interval, Value};
 
 type BoxError = Box<dyn StdError + Sync + Send>;
@@ -100,8 +101,10 @@ impl ToSql for Param<'_> {
             Value::Decimal(v) => Numeric(v).to_sql(ty, out),
             Value::Uuid(v) => v.to_sql(ty, out),
             Value::Json(v) => v.to_sql(ty, out),
-            Value::TimestampTz(v) => v.with_timezone(&Utc).to_sql(ty, out),
-            Value::Timestamp(v) => v.to_sql(ty, out),
+            Value::TimestampTz(v) => datetime::whole_micros(v.naive_utc())
+                .and_utc()
+                .to_sql(ty, out),
+            Value::Timestamp(v) => datetime::whole_micros(*v).to_sql(ty, out),
             Value::Date(v) => v.to_sql(ty, out),
             Value::Time(v) => v.to_sql(ty, out),
             Value::Interval(v) => {
@@ -247,6 +250,36 @@ impl<'a> FromSql<'a> for NumericOut {
     }
 }
 
+/// Reads a `date`, `timestamp`/`timestamptz` or `time` with checked arithmetic
+/// (`pg_common::datetime`): `infinity` and dates beyond chrono's range are clear errors, and
+/// `24:00:00` is one rather than midnight.
+macro_rules! datetime_out {
+    ($name:ident, $t:ty, $int:ty, $read:path, [$($accepts:ident),+]) => {
+        struct $name($t);
+
+        impl<'a> FromSql<'a> for $name {
+            fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+                let bytes = raw.try_into().map_err(|_| "date or time of a wrong size")?;
+                Ok($name($read(<$int>::from_be_bytes(bytes))?))
+            }
+
+            fn accepts(ty: &Type) -> bool {
+                $(*ty == Type::$accepts)||+
+            }
+        }
+    };
+}
+
+datetime_out!(DateOut, NaiveDate, i32, datetime::date, [DATE]);
+datetime_out!(
+    TimestampOut,
+    NaiveDateTime,
+    i64,
+    datetime::timestamp,
+    [TIMESTAMP, TIMESTAMPTZ]
+);
+datetime_out!(TimeOut, NaiveTime, i64, datetime::time, [TIME]);
+
 /// Reads an `interval`.
 struct IntervalOut(Interval);
 
@@ -364,10 +397,10 @@ fn decode_value(ty: &Type, raw: &[u8]) -> Result<Value, Unsupported> {
         Type::MONEY => Value::Decimal(BigDecimal::new(i64::from_sql(ty, raw)?.into(), 2)),
         Type::UUID => Value::Uuid(Uuid::from_sql(ty, raw)?),
         Type::JSON | Type::JSONB => Value::Json(serde_json::Value::from_sql(ty, raw)?),
-        Type::TIMESTAMPTZ => timestamptz(DateTime::<Utc>::from_sql(ty, raw)?),
-        Type::TIMESTAMP => Value::Timestamp(NaiveDateTime::from_sql(ty, raw)?),
-        Type::DATE => Value::Date(NaiveDate::from_sql(ty, raw)?),
-        Type::TIME => Value::Time(NaiveTime::from_sql(ty, raw)?),
+        Type::TIMESTAMPTZ => timestamptz(TimestampOut::from_sql(ty, raw)?.0.and_utc()),
+        Type::TIMESTAMP => Value::Timestamp(TimestampOut::from_sql(ty, raw)?.0),
+        Type::DATE => Value::Date(DateOut::from_sql(ty, raw)?.0),
+        Type::TIME => Value::Time(TimeOut::from_sql(ty, raw)?.0),
         // No variant carries a time of day with an offset; its text keeps both exactly.
         Type::TIMETZ => timetz(raw)?,
         Type::INTERVAL => Value::Interval(IntervalOut::from_sql(ty, raw)?.0),
@@ -384,10 +417,10 @@ fn decode_value(ty: &Type, raw: &[u8]) -> Result<Value, Unsupported> {
         Type::NUMERIC_ARRAY => array(ty, raw, |v: NumericOut| Value::Decimal(v.0))?,
         Type::UUID_ARRAY => array(ty, raw, Value::Uuid)?,
         Type::JSON_ARRAY | Type::JSONB_ARRAY => array(ty, raw, Value::Json)?,
-        Type::TIMESTAMPTZ_ARRAY => array(ty, raw, timestamptz)?,
-        Type::TIMESTAMP_ARRAY => array(ty, raw, Value::Timestamp)?,
-        Type::DATE_ARRAY => array(ty, raw, Value::Date)?,
-        Type::TIME_ARRAY => array(ty, raw, Value::Time)?,
+        Type::TIMESTAMPTZ_ARRAY => array(ty, raw, |v: TimestampOut| timestamptz(v.0.and_utc()))?,
+        Type::TIMESTAMP_ARRAY => array(ty, raw, |v: TimestampOut| Value::Timestamp(v.0))?,
+        Type::DATE_ARRAY => array(ty, raw, |v: DateOut| Value::Date(v.0))?,
+        Type::TIME_ARRAY => array(ty, raw, |v: TimeOut| Value::Time(v.0))?,
         Type::INTERVAL_ARRAY => array(ty, raw, |v: IntervalOut| Value::Interval(v.0))?,
         _ if ty.name() == "citext" => text(raw)?,
         _ => return Err(Unsupported::Type),
