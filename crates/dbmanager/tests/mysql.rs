@@ -816,3 +816,98 @@ async fn spans_name_the_mysql_system() {
     assert_eq!(attr(failed, "db.system").as_deref(), Some("mysql"));
     assert_eq!(attr(failed, "error.type").as_deref(), Some("query"));
 }
+
+/// An instant (`Value::TimestampTz`) outside `TIMESTAMP`'s range (1970 to 2038) is refused by
+/// a `TIMESTAMP` column and stored as its UTC date and time by a `DATETIME` one, on both
+/// layers; it was bound as a `TIMESTAMP` parameter, which the server turns into NULL there:
+/// stored as NULL without an error, and `SELECT $1` answered NULL.
+#[tokio::test]
+async fn instants_outside_the_timestamp_range_are_not_stored_as_null() {
+    use dbmanager::Value;
+    use dbmanager::reexports::chrono::{DateTime, NaiveDateTime, Utc};
+
+    let db = MysqlTestDb::create();
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = db.config("my");
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let sql = manager.database("my").unwrap();
+        let t = unique("instants");
+        sql.execute(
+            &format!(
+                "CREATE TABLE {t} (id INT PRIMARY KEY, ts TIMESTAMP(6) NULL, dt DATETIME(6) NULL)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap();
+        let before = at("1969-07-20T20:17:40.5-05:00");
+        let after = at("2040-02-29T12:00:00+05:30");
+        let within = at("2024-02-29T23:59:59.999999-08:00");
+        for (id, instant) in [(1, before), (2, after)] {
+            let err = sql
+                .execute(
+                    &format!("INSERT INTO {t} (id, ts) VALUES ($1, $2)"),
+                    &[Value::Int(id), Value::TimestampTz(instant)],
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Query, "{layer:?} {instant}: {err}");
+            sql.execute(
+                &format!("INSERT INTO {t} (id, dt) VALUES ($1, $2)"),
+                &[Value::Int(id), Value::TimestampTz(instant)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{layer:?} {instant}: {e}"));
+        }
+        sql.execute(
+            &format!("INSERT INTO {t} (id, ts, dt) VALUES (3, $1, $1)"),
+            &[Value::TimestampTz(within)],
+        )
+        .await
+        .unwrap();
+        let rows = sql
+            .fetch_all(&format!("SELECT ts, dt FROM {t} ORDER BY id"), &[])
+            .await
+            .unwrap();
+        let utc = |d: DateTime<_>| d.with_timezone(&Utc);
+        let stored: Vec<Option<NaiveDateTime>> =
+            rows.iter().map(|r| r.get("dt").unwrap()).collect();
+        assert_eq!(
+            stored,
+            [before, after, within].map(|d| Some(utc(d).naive_utc())),
+            "{layer:?}"
+        );
+        assert_eq!(
+            rows[2].get::<DateTime<Utc>>("ts"),
+            Some(utc(within)),
+            "{layer:?}"
+        );
+        let found = sql
+            .fetch_all(
+                &format!("SELECT id FROM {t} WHERE ts = $1"),
+                &[Value::TimestampTz(within)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "{layer:?}: the server compares the instant equal"
+        );
+        let echo = sql
+            .fetch_one("SELECT $1 AS v", &[Value::TimestampTz(before)])
+            .await
+            .unwrap();
+        assert_eq!(
+            echo.get::<NaiveDateTime>("v"),
+            Some(utc(before).naive_utc()),
+            "{layer:?}: {:?}",
+            echo.value("v")
+        );
+        sql.execute(&format!("DROP TABLE {t}"), &[]).await.unwrap();
+        manager.close(Duration::from_secs(5)).await;
+    }
+}

@@ -40,8 +40,11 @@ pub(super) fn bind<'q>(
             // No UUID type on MySQL (MariaDB's UUID type takes text): the hyphenated text.
             Value::Uuid(v) => query.bind(v.hyphenated().to_string()),
             Value::Json(v) => query.bind(sqlx::types::Json(v)),
-            // The session runs at UTC (sqlx sets time_zone '+00:00'), so this is the instant.
-            Value::TimestampTz(v) => query.bind(v.with_timezone(&Utc)),
+            // The session runs at UTC (sqlx sets time_zone '+00:00'), so the UTC date and time
+            // is the instant. Bound as a DATETIME: the server turns a TIMESTAMP parameter
+            // outside 1970-2038 into NULL (stored so, without an error); a DATETIME one a
+            // TIMESTAMP column refuses there, and a DATETIME column keeps.
+            Value::TimestampTz(v) => query.bind(v.naive_utc()),
             Value::Timestamp(v) => query.bind(*v),
             Value::Date(v) => query.bind(*v),
             Value::Time(v) => query.bind(*v),
