@@ -911,3 +911,41 @@ async fn instants_outside_the_timestamp_range_are_not_stored_as_null() {
         manager.close(Duration::from_secs(5)).await;
     }
 }
+
+/// A negative `TIME` reads as the negative span it is (`Value::Interval`), never as a time of
+/// day: sqlx's conversion ignores the sign, so `-01:00:00` read as `Time(01:00:00)`.
+#[tokio::test]
+async fn negative_times_read_as_negative_spans() {
+    use dbmanager::reexports::chrono::NaiveTime;
+    use dbmanager::{Interval, Value};
+
+    let db = MysqlTestDb::create();
+    let manager = Manager::new(fast_config().with_connection(db.config("my"))).unwrap();
+    manager.connect().await.unwrap();
+    let sql = manager.database("my").unwrap();
+    let span = |micros| Value::Interval(Interval::from_microseconds(micros));
+    let row = sql
+        .fetch_one(
+            "SELECT CAST('-01:00:00' AS TIME) AS hour_ago, CAST('-00:00:00.5' AS TIME(1)) AS half, \
+             CAST('-838:59:59' AS TIME) AS least, CAST('01:00:00' AS TIME) AS one, \
+             CAST('25:00:00' AS TIME) AS beyond",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.value("hour_ago"), Some(&span(-3_600_000_000)));
+    assert_eq!(row.value("half"), Some(&span(-500_000)));
+    assert_eq!(row.value("least"), Some(&span(-3_020_399_000_000)));
+    assert_eq!(
+        row.get::<NaiveTime>("one"),
+        NaiveTime::from_hms_opt(1, 0, 0)
+    );
+    assert_eq!(row.value("beyond"), Some(&span(90_000_000_000)));
+    // A negative span parameter comes back as itself.
+    let back = sql
+        .fetch_one("SELECT CAST($1 AS TIME(6)) AS v", &[span(-1_500_000)])
+        .await
+        .unwrap();
+    assert_eq!(back.value("v"), Some(&span(-1_500_000)));
+    manager.close(Duration::from_secs(5)).await;
+}

@@ -81,9 +81,12 @@ fn mysql_time(v: &Interval) -> Option<MySqlTime> {
     MySqlTime::new(sign, hours, minutes, seconds, microseconds).ok()
 }
 
-/// A TIME column: a time of day when it is one, else the signed span it is.
+/// A TIME column: a time of day when it is one, else the signed span it is. (sqlx's
+/// conversion to `NaiveTime` ignores the sign: `-01:00:00` would read as one in the morning.)
 fn time_value(t: MySqlTime) -> Value {
-    if let Ok(time) = NaiveTime::try_from(t) {
+    if t.is_valid_time_of_day()
+        && let Ok(time) = NaiveTime::try_from(t)
+    {
         return Value::Time(time);
     }
     let micros = ((i64::from(t.hours()) * 60 + i64::from(t.minutes())) * 60
