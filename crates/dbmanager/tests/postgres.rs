@@ -408,6 +408,85 @@ async fn dates_and_times_at_their_edges() {
     }
 }
 
+/// `numeric` reads alike on both drivers and both sqlx layers, each decimal with the scale
+/// PostgreSQL gives it (`scale(v)`: sqlx's decoder read `0.00` with scale 0 and `1e100` with
+/// scale -100, where tokio-postgres kept them), and NaN and the infinities are an error naming
+/// them (sqlx said "invalid value for PgNumericSign: 0xD000" for `Infinity`).
+#[tokio::test]
+async fn numerics_keep_their_scale_on_both_drivers() {
+    use dbmanager::reexports::bigdecimal::BigDecimal;
+    use dbmanager::{DefaultOrm, Value};
+    use std::str::FromStr as _;
+
+    let db = TestDb::create();
+    let mut configs = Vec::new();
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = db.config("pg");
+        c.default_orm = layer;
+        configs.push(c);
+    }
+    #[cfg(feature = "tokio-postgres")]
+    {
+        let mut c = db.config("pg");
+        c.driver = Some(dbmanager::PostgresDriver::TokioPostgres);
+        configs.push(c);
+    }
+    let scale = |d: &BigDecimal| d.as_bigint_and_exponent().1;
+    for c in configs {
+        let what = format!("{:?} {:?}", c.driver, c.default_orm);
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let sql = manager.database("pg").unwrap();
+        let rows = sql
+            .fetch_all(
+                "SELECT v, scale(v) AS s, v::text AS t FROM (VALUES (0.00::numeric), \
+                 ((-0.0)::numeric(5, 1)), (1e100::numeric), (1e-40::numeric), (1.50), \
+                 (-12345678901234567890.12345678901234567890::numeric(40, 20)), (10000)) AS x (v)",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(rows.len(), 7);
+        for row in &rows {
+            let text = row.get::<String>("t").unwrap();
+            let d = row.get::<BigDecimal>("v").unwrap();
+            assert_eq!(d, BigDecimal::from_str(&text).unwrap(), "{what}: {text}");
+            assert_eq!(
+                Some(scale(&d)),
+                row.get::<i64>("s"),
+                "{what}: the scale of {text}"
+            );
+        }
+        let row = sql
+            .fetch_one("SELECT ARRAY[0.00, 1.50, NULL]::numeric[] AS list", &[])
+            .await
+            .unwrap();
+        let scales: Vec<Option<i64>> = row
+            .get::<Vec<Value>>("list")
+            .unwrap()
+            .iter()
+            .map(|v| match v {
+                Value::Decimal(d) => Some(scale(d)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(scales, [Some(2), Some(2), None], "{what}");
+        for special in ["NaN", "Infinity", "-Infinity"] {
+            let err = sql
+                .fetch_one(&format!("SELECT '{special}'::numeric AS v"), &[])
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Query, "{what}: {err}");
+            assert!(
+                err.to_string()
+                    .contains(&format!("numeric {special} has no decimal value")),
+                "{what}: {err}"
+            );
+        }
+        manager.close(Duration::from_secs(5)).await;
+    }
+}
+
 /// Results with the same columns share one column-name list (no `String` per column per
 /// query); a result with other columns, even of the same count, gets its own names, and a
 /// transaction's results are named the same way.

@@ -3,6 +3,7 @@
 //! startup `options`, and how a standby's replication lag is measured.
 
 pub(crate) mod datetime;
+pub(crate) mod numeric;
 pub(crate) mod pgpass;
 pub(crate) mod replica_lag;
 pub(crate) mod servers;

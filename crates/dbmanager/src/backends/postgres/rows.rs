@@ -8,7 +8,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use uuid::Uuid;
 
-use crate::backends::pg_common::{POSTGRES, datetime};
+use crate::backends::pg_common::{POSTGRES, datetime, numeric};
 use crate::backends::sqlx::SqlxFlavor as _;
 use crate::backends::sqlx::rows::{placeholder_error, unsupported_column};
 use crate::sql::placeholders::prepare;
@@ -243,6 +243,9 @@ macro_rules! checked {
     };
 }
 
+// sqlx's decoder drops the display scale (`0.00` read as `0`, `1e100` as `1E+100`) and
+// calls an infinite numeric an "invalid value for PgNumericSign".
+checked!(BigDecimal, &[u8], |raw| numeric::decode(raw));
 checked!(NaiveDate, i32, |days| datetime::date(days));
 checked!(NaiveDateTime, i64, |micros| datetime::timestamp(micros));
 checked!(DateTime<Utc>, i64, |micros| datetime::timestamp(micros)
@@ -308,7 +311,7 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "UNKNOWN" | "CITEXT" => {
                 Value::Text(cell(raw, i)?)
             }
-            "NUMERIC" => Value::Decimal(cell(raw, i)?),
+            "NUMERIC" => Value::Decimal(cell::<Checked<BigDecimal>>(raw, i)?.0),
             // Money has the locale's fraction digits; 2 is every common one.
             "MONEY" => Value::Decimal(cell::<PgMoney>(raw, i)?.to_bigdecimal(2)),
             "UUID" => Value::Uuid(cell(raw, i)?),
@@ -331,7 +334,7 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "FLOAT8[]" => array(row, i, Value::Float)?,
             "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "NAME[]" => array(row, i, Value::Text)?,
             "BYTEA[]" => array(row, i, Value::Bytes)?,
-            "NUMERIC[]" => array(row, i, Value::Decimal)?,
+            "NUMERIC[]" => array(row, i, |v: Checked<BigDecimal>| Value::Decimal(v.0))?,
             "UUID[]" => array(row, i, Value::Uuid)?,
             "JSON[]" | "JSONB[]" => array(row, i, Value::Json)?,
             "TIMESTAMPTZ[]" => array(row, i, |v: Checked<DateTime<Utc>>| timestamptz(v.0))?,

@@ -8,7 +8,7 @@ use std::error::Error as StdError;
 use std::sync::LazyLock;
 
 use bigdecimal::BigDecimal;
-use bigdecimal::num_bigint::{BigInt, Sign};
+use bigdecimal::num_bigint::Sign;
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use tokio_postgres::Row as PgRow;
@@ -16,6 +16,7 @@ use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
 use crate::backends::pg_common::datetime;
+use crate::backends::pg_common::numeric::{self, NUMERIC_NEG, NUMERIC_POS};
 use crate::sql::{Interval, Value};
 
 type BoxError = Box<dyn StdError + Sync + Send>;
@@ -149,9 +150,6 @@ impl ToSql for Element<'_> {
 #[derive(Debug)]
 struct Numeric<'a>(&'a BigDecimal);
 
-const NUMERIC_POS: u16 = 0x0000;
-const NUMERIC_NEG: u16 = 0x4000;
-
 impl ToSql for Numeric<'_> {
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
         let (int, exponent) = self.0.as_bigint_and_exponent();
@@ -214,35 +212,12 @@ impl ToSql for Numeric<'_> {
     to_sql_checked!();
 }
 
-/// Reads a `numeric`; NaN and the infinities have no decimal.
+/// Reads a `numeric` (`pg_common::numeric`); NaN and the infinities have no decimal.
 struct NumericOut(BigDecimal);
 
 impl<'a> FromSql<'a> for NumericOut {
     fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
-        let field = |at: usize| -> Result<u16, BoxError> {
-            raw.get(at..at + 2)
-                .map(|b| u16::from_be_bytes([b[0], b[1]]))
-                .ok_or_else(|| "truncated numeric".into())
-        };
-        let count = usize::from(field(0)?);
-        let weight = i64::from(field(2)? as i16);
-        let sign = field(4)?;
-        let dscale = i64::from(field(6)?);
-        if sign != NUMERIC_POS && sign != NUMERIC_NEG {
-            return Err("NaN and infinite numerics have no decimal value".into());
-        }
-        let mut int = BigInt::from(0u8);
-        for i in 0..count {
-            int = int * 10_000u32 + BigInt::from(field(8 + 2 * i)?);
-        }
-        if sign == NUMERIC_NEG {
-            int = -int;
-        }
-        // The digits are `int × 10000^(weight - count + 1)`.
-        let exponent = 4 * (weight - i64::try_from(count)? + 1);
-        Ok(NumericOut(
-            BigDecimal::new(int, -exponent).with_scale(dscale),
-        ))
+        Ok(NumericOut(numeric::decode(raw)?))
     }
 
     fn accepts(ty: &Type) -> bool {
