@@ -276,7 +276,8 @@ async fn arrays_intervals_and_money_round_trip() {
                 &format!(
                     "SELECT $1::int8[] AS ints, $2::text[] AS texts, $3::numeric[] AS decs, \
                      {span_sql} AS span, '12.34'::money AS cash, \
-                     '10:00:00+05:30'::timetz AS tz, ARRAY[]::int4[] AS empty"
+                     '10:00:00+05:30'::timetz AS tz, ARRAY[]::int4[] AS empty, \
+                     ARRAY['ab', NULL]::char(3)[] AS padded"
                 ),
                 &params,
             )
@@ -299,6 +300,12 @@ async fn arrays_intervals_and_money_round_trip() {
         );
         assert_eq!(row.get::<String>("tz").as_deref(), Some("10:00:00+05:30"));
         assert_eq!(row.value("empty"), Some(&Value::Array(Vec::new())));
+        // `char(n)[]` as tokio-postgres reads it (sqlx names it `CHAR[]`).
+        assert_eq!(
+            row.value("padded"),
+            Some(&Value::Array(vec!["ab ".into(), Value::Null])),
+            "{layer:?}"
+        );
         // Mixed element types are a clear error, not a guess.
         let err = sql
             .fetch_one(

@@ -332,7 +332,10 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "INT8[]" => array(row, i, Value::Int)?,
             "FLOAT4[]" => array(row, i, |v: f32| Value::Float(v.into()))?,
             "FLOAT8[]" => array(row, i, Value::Float)?,
-            "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "NAME[]" => array(row, i, Value::Text)?,
+            // sqlx names `bpchar[]` `CHAR[]` (and `"char"[]` `"CHAR"[]`).
+            "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "CHAR[]" | "NAME[]" => {
+                array(row, i, Value::Text)?
+            }
             "BYTEA[]" => array(row, i, Value::Bytes)?,
             "NUMERIC[]" => array(row, i, |v: Checked<BigDecimal>| Value::Decimal(v.0))?,
             "UUID[]" => array(row, i, Value::Uuid)?,
