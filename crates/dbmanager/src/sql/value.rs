@@ -190,10 +190,15 @@ impl FromValue for i32 {
 }
 
 impl FromValue for f64 {
+    /// A float, or an integer a float holds exactly (beyond 2^53 not every one is: `None`
+    /// rather than a nearby number).
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::Float(v) => Some(*v),
-            Value::Int(v) => Some(*v as f64),
+            Value::Int(v) => {
+                let f = *v as f64;
+                (f as i128 == i128::from(*v)).then_some(f)
+            }
             _ => None,
         }
     }
@@ -403,6 +408,23 @@ mod tests {
         );
         assert_eq!(r.get::<String>(0), Some(id.to_string()));
         assert_eq!(r.get::<Uuid>(6), None, "text that is no UUID is not one");
+    }
+
+    #[test]
+    fn integers_read_as_floats_only_when_exact() {
+        let exact = (1i64 << 53) * 3;
+        let r = row(vec![
+            Value::Int(-7),
+            Value::Int(exact),
+            Value::Int((1 << 53) + 1),
+            Value::Int(i64::MAX),
+            Value::Int(i64::MIN),
+        ]);
+        assert_eq!(r.get::<f64>(0), Some(-7.0));
+        assert_eq!(r.get::<f64>(1), Some(exact as f64));
+        assert_eq!(r.get::<f64>(2), None, "2^53 + 1 is no f64");
+        assert_eq!(r.get::<f64>(3), None, "i64::MAX would read as 2^63");
+        assert_eq!(r.get::<f64>(4), Some(-9_223_372_036_854_775_808.0));
     }
 
     #[test]
