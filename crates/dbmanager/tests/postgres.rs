@@ -220,8 +220,8 @@ async fn server_errors_do_not_show_the_server_source_line() {
     manager.close(Duration::from_secs(5)).await;
 }
 
-/// PostgreSQL's own types through the neutral handle, on both layers: arrays (NULL elements
-/// included), intervals, money, and a timetz read as text.
+/// PostgreSQL's own types through the neutral handle, on both layers and both drivers: arrays
+/// (NULL elements included, intervals too), intervals, money, and a timetz read as text.
 #[tokio::test]
 async fn arrays_intervals_and_money_round_trip() {
     use dbmanager::reexports::bigdecimal::BigDecimal;
@@ -229,9 +229,20 @@ async fn arrays_intervals_and_money_round_trip() {
     use std::str::FromStr as _;
 
     let db = TestDb::create();
+    let mut configs = Vec::new();
     for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
         let mut c = db.config("pg");
         c.default_orm = layer;
+        configs.push(c);
+    }
+    #[cfg(feature = "tokio-postgres")]
+    {
+        let mut c = db.config("pg");
+        c.driver = Some(dbmanager::PostgresDriver::TokioPostgres);
+        configs.push(c);
+    }
+    for c in configs {
+        let layer = c.default_orm;
         let manager = Manager::new(fast_config().with_connection(c)).unwrap();
         manager.connect().await.unwrap();
         let sql = manager.database("pg").unwrap();
@@ -266,16 +277,24 @@ async fn arrays_intervals_and_money_round_trip() {
                     .await
                     .unwrap_err();
                 assert_eq!(err.kind(), ErrorKind::Query, "{err}");
-                ("'1 year 2 mons -3 days 00:00:01.5'::interval", Vec::new())
+                (
+                    "'1 year 2 mons -3 days 00:00:01.5'::interval AS span, \
+                     ARRAY['1 year 2 mons -3 days 00:00:01.5'::interval, NULL] AS spans",
+                    Vec::new(),
+                )
             }
-            _ => ("$4::interval", vec![span]),
+            // Arrays of intervals bind too ("arrays of interval are not supported" before).
+            _ => (
+                "$4::interval AS span, $5::interval[] AS spans",
+                vec![span.clone(), Value::Array(vec![span.clone(), Value::Null])],
+            ),
         };
         params.splice(0..0, [ints.clone(), texts.clone(), decimals.clone()]);
         let row = sql
             .fetch_one(
                 &format!(
                     "SELECT $1::int8[] AS ints, $2::text[] AS texts, $3::numeric[] AS decs, \
-                     {span_sql} AS span, '12.34'::money AS cash, \
+                     {span_sql}, '12.34'::money AS cash, \
                      '10:00:00+05:30'::timetz AS tz, ARRAY[]::int4[] AS empty, \
                      ARRAY['ab', NULL]::char(3)[] AS padded"
                 ),
@@ -300,6 +319,11 @@ async fn arrays_intervals_and_money_round_trip() {
         );
         assert_eq!(row.get::<String>("tz").as_deref(), Some("10:00:00+05:30"));
         assert_eq!(row.value("empty"), Some(&Value::Array(Vec::new())));
+        assert_eq!(
+            row.value("spans"),
+            Some(&Value::Array(vec![span.clone(), Value::Null])),
+            "{layer:?}"
+        );
         // `char(n)[]` as tokio-postgres reads it (sqlx names it `CHAR[]`).
         assert_eq!(
             row.value("padded"),

@@ -169,6 +169,13 @@ fn bind_array<'q>(
         }
         Some(Value::Date(_)) => query.bind(elements!(items, at, Date, |x: &NaiveDate| *x)),
         Some(Value::Time(_)) => query.bind(elements!(items, at, Time, |x: &NaiveTime| *x)),
+        Some(Value::Interval(_)) => {
+            query.bind(elements!(items, at, Interval, |x: &Interval| PgInterval {
+                months: x.months,
+                days: x.days,
+                microseconds: x.microseconds,
+            }))
+        }
         Some(other) => {
             return Err(sqlx::Error::Encode(
                 format!(

@@ -77,6 +77,7 @@ fn array_type(items: &[Value], at: usize) -> Result<Type, String> {
         Some(Value::Timestamp(_)) => Type::TIMESTAMP_ARRAY,
         Some(Value::Date(_)) => Type::DATE_ARRAY,
         Some(Value::Time(_)) => Type::TIME_ARRAY,
+        Some(Value::Interval(_)) => Type::INTERVAL_ARRAY,
         Some(other) => {
             return Err(format!(
                 "parameter ${at}: arrays of {} are not supported",
