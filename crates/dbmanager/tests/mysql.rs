@@ -949,3 +949,63 @@ async fn negative_times_read_as_negative_spans() {
     assert_eq!(back.value("v"), Some(&span(-1_500_000)));
     manager.close(Duration::from_secs(5)).await;
 }
+
+/// MySQL's zero date (`0000-00-00`, which the default `sql_mode` of MariaDB lets a table hold)
+/// is a query error naming the column and the ways to read it, not NULL: sqlx reads it as NULL,
+/// so a row the server says is `NOT NULL` read as NULL, and `IS NULL` on the server disagreed.
+#[tokio::test]
+async fn zero_dates_are_an_error_not_null() {
+    use dbmanager::Value;
+
+    let db = MysqlTestDb::create();
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = db.config("my");
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let sql = manager.database("my").unwrap();
+        let t = unique("zero_dates");
+        sql.execute(
+            &format!("CREATE TABLE {t} (id INT PRIMARY KEY, d DATE NOT NULL, dt DATETIME NULL)"),
+            &[],
+        )
+        .await
+        .unwrap();
+        // On one connection, in a mode that lets the table hold zero dates (MySQL 8's default
+        // has NO_ZERO_DATE).
+        let mut tx = sql.begin().await.unwrap();
+        tx.execute("SET SESSION sql_mode = ''", &[]).await.unwrap();
+        tx.execute(
+            &format!(
+                "INSERT INTO {t} VALUES (1, '0000-00-00', NULL), (2, '2024-02-29', '0000-00-00 00:00:00')"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        for query in [
+            format!("SELECT d FROM {t} WHERE id = 1"),
+            format!("SELECT dt FROM {t} WHERE id = 2"),
+        ] {
+            let err = sql.fetch_one(&query, &[]).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Query, "{layer:?}: {err}");
+            assert!(err.to_string().contains("zero date"), "{layer:?}: {err}");
+        }
+        // A real NULL is NULL, and the ways the error names read the zero date.
+        let row = sql
+            .fetch_one(
+                &format!(
+                    "SELECT dt, NULLIF(d, 0) AS none, CAST(d AS CHAR) AS text FROM {t} WHERE id = 1"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.value("dt"), Some(&Value::Null), "{layer:?}");
+        assert_eq!(row.value("none"), Some(&Value::Null), "{layer:?}");
+        assert_eq!(row.get::<String>("text").as_deref(), Some("0000-00-00"));
+        sql.execute(&format!("DROP TABLE {t}"), &[]).await.unwrap();
+        manager.close(Duration::from_secs(5)).await;
+    }
+}

@@ -101,10 +101,31 @@ fn time_value(t: MySqlTime) -> Value {
     Value::Interval(Interval::from_microseconds(signed))
 }
 
+/// A `DATE`, `DATETIME` or `TIMESTAMP` cell that sqlx calls NULL but the server sent a value
+/// for: MySQL's zero date (`0000-00-00`, allowed without `NO_ZERO_DATE`), which would otherwise
+/// read as NULL, a value the row does not hold.
+fn is_zero_date(row: &MySqlRow, i: usize, type_name: &str) -> bool {
+    matches!(type_name, "DATE" | "DATETIME" | "TIMESTAMP")
+        && row
+            .try_get_raw(i)
+            .is_ok_and(|raw| <&[u8] as sqlx::Decode<'_, MySql>>::decode(raw).is_ok())
+}
+
 pub(super) fn decode(row: &MySqlRow) -> Result<Vec<Value>, sqlx::Error> {
     let mut values = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
         if row.try_get_raw(i)?.is_null() {
+            if is_zero_date(row, i, column.type_info().name()) {
+                return Err(sqlx::Error::ColumnDecode {
+                    index: i.to_string(),
+                    source: format!(
+                        "column `{}` holds a zero date (0000-00-00), which has no calendar value; \
+                         select NULLIF(col, 0) for NULL or CAST(col AS CHAR) for its text",
+                        column.name()
+                    )
+                    .into(),
+                });
+            }
             values.push(Value::Null);
             continue;
         }
