@@ -296,7 +296,8 @@ async fn arrays_intervals_and_money_round_trip() {
                     "SELECT $1::int8[] AS ints, $2::text[] AS texts, $3::numeric[] AS decs, \
                      {span_sql}, '12.34'::money AS cash, \
                      '10:00:00+05:30'::timetz AS tz, ARRAY[]::int4[] AS empty, \
-                     ARRAY['ab', NULL]::char(3)[] AS padded"
+                     ARRAY['ab', NULL]::char(3)[] AS padded, 'r'::\"char\" AS kind, \
+                     ARRAY['r', 'v']::\"char\"[] AS kinds"
                 ),
                 &params,
             )
@@ -324,7 +325,14 @@ async fn arrays_intervals_and_money_round_trip() {
             Some(&Value::Array(vec![span.clone(), Value::Null])),
             "{layer:?}"
         );
-        // `char(n)[]` as tokio-postgres reads it (sqlx names it `CHAR[]`).
+        // `char(n)[]` and the catalogs' one-byte `"char"` read as text on both drivers (sqlx
+        // names them `CHAR[]` and `"CHAR"`).
+        assert_eq!(row.get::<String>("kind").as_deref(), Some("r"), "{layer:?}");
+        assert_eq!(
+            row.value("kinds"),
+            Some(&Value::Array(vec!["r".into(), "v".into()])),
+            "{layer:?}"
+        );
         assert_eq!(
             row.value("padded"),
             Some(&Value::Array(vec!["ab ".into(), Value::Null])),

@@ -259,6 +259,36 @@ checked!(DateTime<Utc>, i64, |micros| datetime::timestamp(micros)
     .map(|t| t.and_utc()));
 checked!(NaiveTime, i64, |micros| datetime::time(micros));
 
+/// An element of an array of any text type (matched by name where this is used; `String`
+/// refuses the one-byte `"char"`).
+struct AnyText(String);
+
+impl sqlx::Type<Postgres> for AnyText {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(_: &sqlx::postgres::PgTypeInfo) -> bool {
+        true
+    }
+}
+
+impl sqlx::postgres::PgHasArrayType for AnyText {
+    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::postgres::PgHasArrayType>::array_type_info()
+    }
+
+    fn array_compatible(_: &sqlx::postgres::PgTypeInfo) -> bool {
+        true
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for AnyText {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        <&str as sqlx::Decode<'r, Postgres>>::decode(value).map(|s| AnyText(s.to_owned()))
+    }
+}
+
 /// Reads an array column of `T` into [`Value::Array`].
 fn array<T>(row: &PgRow, i: usize, convert: impl Fn(T) -> Value) -> Result<Value, sqlx::Error>
 where
@@ -315,7 +345,8 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "FLOAT4" => Value::Float(cell::<f32>(raw, i)?.into()),
             "FLOAT8" => Value::Float(cell(raw, i)?),
             "BYTEA" => Value::Bytes(cell(raw, i)?),
-            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "UNKNOWN" | "CITEXT" => {
+            // sqlx names `bpchar` `CHAR`, and the one-byte `"char"` `"CHAR"`.
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "\"CHAR\"" | "UNKNOWN" | "CITEXT" => {
                 Value::Text(cell(raw, i)?)
             }
             "NUMERIC" => Value::Decimal(cell::<Checked<BigDecimal>>(raw, i)?.0),
@@ -339,9 +370,8 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "INT8[]" => array(row, i, Value::Int)?,
             "FLOAT4[]" => array(row, i, |v: f32| Value::Float(v.into()))?,
             "FLOAT8[]" => array(row, i, Value::Float)?,
-            // sqlx names `bpchar[]` `CHAR[]` (and `"char"[]` `"CHAR"[]`).
-            "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "CHAR[]" | "NAME[]" => {
-                array(row, i, Value::Text)?
+            "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "CHAR[]" | "\"CHAR\"[]" | "NAME[]" => {
+                array(row, i, |v: AnyText| Value::Text(v.0))?
             }
             "BYTEA[]" => array(row, i, Value::Bytes)?,
             "NUMERIC[]" => array(row, i, |v: Checked<BigDecimal>| Value::Decimal(v.0))?,

@@ -295,6 +295,19 @@ impl<'a> FromSql<'a> for Raw<'a> {
     }
 }
 
+/// An array element of any text type (`String` refuses the one-byte `"char"`).
+struct TextOut(String);
+
+impl<'a> FromSql<'a> for TextOut {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        Ok(TextOut(std::str::from_utf8(raw)?.to_owned()))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
 fn text(raw: &[u8]) -> Result<Value, BoxError> {
     Ok(Value::Text(std::str::from_utf8(raw)?.to_owned()))
 }
@@ -386,9 +399,11 @@ fn decode_value(ty: &Type, raw: &[u8]) -> Result<Value, Unsupported> {
         Type::INT8_ARRAY => array(ty, raw, Value::Int)?,
         Type::FLOAT4_ARRAY => array(ty, raw, |v: f32| Value::Float(v.into()))?,
         Type::FLOAT8_ARRAY => array(ty, raw, Value::Float)?,
-        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY | Type::NAME_ARRAY => {
-            array(ty, raw, Value::Text)?
-        }
+        Type::TEXT_ARRAY
+        | Type::VARCHAR_ARRAY
+        | Type::BPCHAR_ARRAY
+        | Type::NAME_ARRAY
+        | Type::CHAR_ARRAY => array(ty, raw, |v: TextOut| Value::Text(v.0))?,
         Type::BYTEA_ARRAY => array(ty, raw, Value::Bytes)?,
         Type::NUMERIC_ARRAY => array(ty, raw, |v: NumericOut| Value::Decimal(v.0))?,
         Type::UUID_ARRAY => array(ty, raw, Value::Uuid)?,
