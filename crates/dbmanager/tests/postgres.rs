@@ -353,7 +353,8 @@ async fn arrays_intervals_and_money_round_trip() {
 
 /// Dates and times at PostgreSQL's edges, alike on both drivers and both sqlx layers:
 /// `infinity`, `-infinity` and dates beyond chrono's range (PostgreSQL goes to year 294276) are
-/// a clear query error (sqlx's decoders panicked), so is `24:00:00` (read as midnight before),
+/// a clear query error (sqlx's decoders panicked), so is `24:00:00` (read as midnight before;
+/// a `timetz`, read as text, keeps it),
 /// and a parameter's digits below a microsecond are dropped, never carried into the next
 /// second (`1999-12-31 23:59:59.9999995` was sent as 2000-01-01 00:00:00).
 #[tokio::test]
@@ -402,6 +403,24 @@ async fn dates_and_times_at_their_edges() {
             assert_eq!(err.kind(), ErrorKind::Query, "{what} {query}: {err}");
             assert!(err.to_string().contains(says), "{what} {query}: {err}");
         }
+        // A timetz is text, which holds 24:00:00 too (sqlx read it as 00:00:00).
+        let row = sql
+            .fetch_one(
+                "SELECT '24:00:00+05:30'::timetz AS last, '10:00:00.5-08'::timetz AS half",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(
+            row.get::<String>("last").as_deref(),
+            Some("24:00:00+05:30"),
+            "{what}"
+        );
+        assert_eq!(
+            row.get::<String>("half").as_deref(),
+            Some("10:00:00.500-08:00"),
+            "{what}"
+        );
         // Within chrono's range every value reads, BC dates included.
         let row = sql
             .fetch_one(

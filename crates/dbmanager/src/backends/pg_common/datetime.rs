@@ -58,6 +58,28 @@ pub(crate) fn time(micros: i64) -> Result<NaiveTime, String> {
         })
 }
 
+/// A `timetz` (microseconds since midnight, then the zone's offset in seconds west of UTC) as
+/// the text both drivers give it, `HH:MM:SS[.f]±HH:MM`: no variant carries a time of day with
+/// an offset, and text keeps both exactly, `24:00:00` included (sqlx's decoder read it as
+/// `00:00:00`).
+pub(crate) fn timetz(raw: &[u8]) -> Result<String, String> {
+    let bytes: [u8; 12] = raw
+        .try_into()
+        .map_err(|_| "timetz of a wrong size".to_owned())?;
+    let mut micros = [0u8; 8];
+    micros.copy_from_slice(&bytes[..8]);
+    let micros = i64::from_be_bytes(micros);
+    let west = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    let offset = chrono::FixedOffset::west_opt(west)
+        .ok_or_else(|| "timetz offset out of range".to_owned())?;
+    let clock = if micros == 86_400_000_000 {
+        "24:00:00".to_owned()
+    } else {
+        time(micros)?.format("%H:%M:%S%.f").to_string()
+    };
+    Ok(format!("{clock}{offset}"))
+}
+
 /// A timestamp with the digits below a microsecond dropped, as PostgreSQL stores it. Both
 /// drivers count microseconds from 2000-01-01 toward zero, which moved an earlier time forward
 /// (`1999-12-31 23:59:59.9999995` was sent as `2000-01-01 00:00:00`); this always drops them.
@@ -85,6 +107,19 @@ mod tests {
         );
         assert!(time(86_400_000_000).unwrap_err().contains("24:00:00"));
         assert!(time(-1).is_err());
+        let timetz = |micros: i64, west: i32| {
+            let mut raw = micros.to_be_bytes().to_vec();
+            raw.extend(west.to_be_bytes());
+            super::timetz(&raw)
+        };
+        assert_eq!(
+            timetz(36_000_500_000, -19_800).as_deref(),
+            Ok("10:00:00.500+05:30")
+        );
+        assert_eq!(
+            timetz(86_400_000_000, 28_800).as_deref(),
+            Ok("24:00:00-08:00")
+        );
         assert_eq!(
             time(86_399_999_999),
             Ok(NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).unwrap())

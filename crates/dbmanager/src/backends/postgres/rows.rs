@@ -2,7 +2,7 @@
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use sqlx::postgres::types::{PgInterval, PgMoney, PgTimeTz};
+use sqlx::postgres::types::{PgInterval, PgMoney};
 use sqlx::postgres::{PgArguments, PgRow, PgValueRef, Postgres};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
@@ -250,6 +250,20 @@ macro_rules! checked {
     };
 }
 
+/// `timetz` as text (`pg_common::datetime::timetz`): sqlx's decoder read `24:00:00` as midnight.
+struct TimeTzText(String);
+
+impl<'r> sqlx::Decode<'r, Postgres> for TimeTzText {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        if value.format() == sqlx::postgres::PgValueFormat::Text {
+            return <&str as sqlx::Decode<'r, Postgres>>::decode(value)
+                .map(|s| TimeTzText(s.to_owned()));
+        }
+        let raw = <&[u8] as sqlx::Decode<'r, Postgres>>::decode(value)?;
+        Ok(TimeTzText(datetime::timetz(raw)?))
+    }
+}
+
 // sqlx's decoder drops the display scale (`0.00` read as `0`, `1e100` as `1E+100`) and
 // calls an infinite numeric an "invalid value for PgNumericSign".
 checked!(BigDecimal, &[u8], |raw| numeric::decode(raw));
@@ -359,10 +373,7 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "DATE" => Value::Date(cell::<Checked<NaiveDate>>(raw, i)?.0),
             "TIME" => Value::Time(cell::<Checked<NaiveTime>>(raw, i)?.0),
             // No variant carries a time of day with an offset; its text keeps both exactly.
-            "TIMETZ" => {
-                let t: PgTimeTz<NaiveTime, FixedOffset> = cell(raw, i)?;
-                Value::Text(format!("{}{}", t.time.format("%H:%M:%S%.f"), t.offset))
-            }
+            "TIMETZ" => Value::Text(cell::<TimeTzText>(raw, i)?.0),
             "INTERVAL" => interval(cell(raw, i)?),
             "BOOL[]" => array(row, i, Value::Bool)?,
             "INT2[]" => array(row, i, |v: i16| Value::Int(v.into()))?,

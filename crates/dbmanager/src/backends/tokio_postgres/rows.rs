@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use bigdecimal::BigDecimal;
 use bigdecimal::num_bigint::Sign;
 use bytes::{BufMut, BytesMut};
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use tokio_postgres::Row as PgRow;
 use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
@@ -391,7 +391,7 @@ fn decode_value(ty: &Type, raw: &[u8]) -> Result<Value, Unsupported> {
         Type::DATE => Value::Date(DateOut::from_sql(ty, raw)?.0),
         Type::TIME => Value::Time(TimeOut::from_sql(ty, raw)?.0),
         // No variant carries a time of day with an offset; its text keeps both exactly.
-        Type::TIMETZ => timetz(raw)?,
+        Type::TIMETZ => Value::Text(datetime::timetz(raw).map_err(BoxError::from)?),
         Type::INTERVAL => Value::Interval(IntervalOut::from_sql(ty, raw)?.0),
         Type::BOOL_ARRAY => array(ty, raw, Value::Bool)?,
         Type::INT2_ARRAY => array(ty, raw, |v: i16| Value::Int(v.into()))?,
@@ -416,25 +416,6 @@ fn decode_value(ty: &Type, raw: &[u8]) -> Result<Value, Unsupported> {
         _ if ty.name() == "citext" => text(raw)?,
         _ => return Err(Unsupported::Type),
     })
-}
-
-/// `timetz`: microseconds since midnight, then the zone's offset in seconds west of UTC.
-fn timetz(raw: &[u8]) -> Result<Value, BoxError> {
-    let bytes: [u8; 12] = raw.try_into().map_err(|_| "timetz of a wrong size")?;
-    let mut micros = [0u8; 8];
-    micros.copy_from_slice(&bytes[..8]);
-    let micros = i64::from_be_bytes(micros);
-    let west = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    let secs = u32::try_from(micros.div_euclid(1_000_000))?;
-    let nanos = u32::try_from(micros.rem_euclid(1_000_000) * 1000)?;
-    let time =
-        NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos).ok_or("timetz out of range")?;
-    let offset = FixedOffset::west_opt(west).ok_or("timetz offset out of range")?;
-    Ok(Value::Text(format!(
-        "{}{}",
-        time.format("%H:%M:%S%.f"),
-        offset
-    )))
 }
 
 #[cfg(test)]
