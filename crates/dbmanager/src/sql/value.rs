@@ -275,11 +275,14 @@ impl FromValue for Vec<Value> {
     }
 }
 
-/// RFC 3339, or SQLite's `YYYY-MM-DD HH:MM:SS[.f]+HH:MM`.
+/// RFC 3339, or SQLite's `YYYY-MM-DD HH:MM:SS[.f]+HH:MM`; a year outside 0000-9999 with its
+/// sign (`-0044-03-15T...`, `+10000-...`), as chrono writes it (RFC 3339 has four digits only:
+/// such an instant written to SQLite read back as text).
 pub(crate) fn parse_timestamptz(text: &str) -> Option<DateTime<FixedOffset>> {
     let text = text.trim();
     DateTime::parse_from_rfc3339(text)
         .or_else(|_| DateTime::parse_from_str(text, "%F %T%.f%:z"))
+        .or_else(|_| DateTime::parse_from_str(text, "%FT%T%.f%:z"))
         .ok()
 }
 
@@ -408,6 +411,16 @@ mod tests {
         );
         assert_eq!(r.get::<String>(0), Some(id.to_string()));
         assert_eq!(r.get::<Uuid>(6), None, "text that is no UUID is not one");
+        // Years beyond RFC 3339's four digits, as chrono writes them (SQLite's text).
+        for year in [-44, 10_000] {
+            let at = NaiveDate::from_ymd_opt(year, 3, 15)
+                .and_then(|d| d.and_hms_micro_opt(1, 2, 3, 4))
+                .unwrap()
+                .and_utc()
+                .fixed_offset();
+            let text = at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
+            assert_eq!(parse_timestamptz(&text), Some(at), "{text}");
+        }
     }
 
     #[test]
