@@ -50,6 +50,7 @@ macro_rules! statement_scenarios {
             placeholder_zero_is_a_query_error,
             query_errors_are_query_kind,
             typed_values_round_trip,
+            parameter_types_change_between_calls,
         );
     };
     (@each $fixture:ty, $layer:expr; $($scenario:ident),+ $(,)?) => {

@@ -816,3 +816,196 @@ async fn spans_name_the_mysql_system() {
     assert_eq!(attr(failed, "db.system").as_deref(), Some("mysql"));
     assert_eq!(attr(failed, "error.type").as_deref(), Some("query"));
 }
+
+/// An instant (`Value::TimestampTz`) outside `TIMESTAMP`'s range (1970 to 2038) is refused by
+/// a `TIMESTAMP` column and stored as its UTC date and time by a `DATETIME` one, on both
+/// layers; it was bound as a `TIMESTAMP` parameter, which the server turns into NULL there:
+/// stored as NULL without an error, and `SELECT $1` answered NULL.
+#[tokio::test]
+async fn instants_outside_the_timestamp_range_are_not_stored_as_null() {
+    use dbmanager::Value;
+    use dbmanager::reexports::chrono::{DateTime, NaiveDateTime, Utc};
+
+    let db = MysqlTestDb::create();
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = db.config("my");
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let sql = manager.database("my").unwrap();
+        let t = unique("instants");
+        sql.execute(
+            &format!(
+                "CREATE TABLE {t} (id INT PRIMARY KEY, ts TIMESTAMP(6) NULL, dt DATETIME(6) NULL)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap();
+        let before = at("1969-07-20T20:17:40.5-05:00");
+        let after = at("2040-02-29T12:00:00+05:30");
+        let within = at("2024-02-29T23:59:59.999999-08:00");
+        for (id, instant) in [(1, before), (2, after)] {
+            let err = sql
+                .execute(
+                    &format!("INSERT INTO {t} (id, ts) VALUES ($1, $2)"),
+                    &[Value::Int(id), Value::TimestampTz(instant)],
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Query, "{layer:?} {instant}: {err}");
+            sql.execute(
+                &format!("INSERT INTO {t} (id, dt) VALUES ($1, $2)"),
+                &[Value::Int(id), Value::TimestampTz(instant)],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{layer:?} {instant}: {e}"));
+        }
+        sql.execute(
+            &format!("INSERT INTO {t} (id, ts, dt) VALUES (3, $1, $1)"),
+            &[Value::TimestampTz(within)],
+        )
+        .await
+        .unwrap();
+        let rows = sql
+            .fetch_all(&format!("SELECT ts, dt FROM {t} ORDER BY id"), &[])
+            .await
+            .unwrap();
+        let utc = |d: DateTime<_>| d.with_timezone(&Utc);
+        let stored: Vec<Option<NaiveDateTime>> =
+            rows.iter().map(|r| r.get("dt").unwrap()).collect();
+        assert_eq!(
+            stored,
+            [before, after, within].map(|d| Some(utc(d).naive_utc())),
+            "{layer:?}"
+        );
+        assert_eq!(
+            rows[2].get::<DateTime<Utc>>("ts"),
+            Some(utc(within)),
+            "{layer:?}"
+        );
+        let found = sql
+            .fetch_all(
+                &format!("SELECT id FROM {t} WHERE ts = $1"),
+                &[Value::TimestampTz(within)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "{layer:?}: the server compares the instant equal"
+        );
+        let echo = sql
+            .fetch_one("SELECT $1 AS v", &[Value::TimestampTz(before)])
+            .await
+            .unwrap();
+        assert_eq!(
+            echo.get::<NaiveDateTime>("v"),
+            Some(utc(before).naive_utc()),
+            "{layer:?}: {:?}",
+            echo.value("v")
+        );
+        sql.execute(&format!("DROP TABLE {t}"), &[]).await.unwrap();
+        manager.close(Duration::from_secs(5)).await;
+    }
+}
+
+/// A negative `TIME` reads as the negative span it is (`Value::Interval`), never as a time of
+/// day: sqlx's conversion ignores the sign, so `-01:00:00` read as `Time(01:00:00)`.
+#[tokio::test]
+async fn negative_times_read_as_negative_spans() {
+    use dbmanager::reexports::chrono::NaiveTime;
+    use dbmanager::{Interval, Value};
+
+    let db = MysqlTestDb::create();
+    let manager = Manager::new(fast_config().with_connection(db.config("my"))).unwrap();
+    manager.connect().await.unwrap();
+    let sql = manager.database("my").unwrap();
+    let span = |micros| Value::Interval(Interval::from_microseconds(micros));
+    let row = sql
+        .fetch_one(
+            "SELECT CAST('-01:00:00' AS TIME) AS hour_ago, CAST('-00:00:00.5' AS TIME(1)) AS half, \
+             CAST('-838:59:59' AS TIME) AS least, CAST('01:00:00' AS TIME) AS one, \
+             CAST('25:00:00' AS TIME) AS beyond",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.value("hour_ago"), Some(&span(-3_600_000_000)));
+    assert_eq!(row.value("half"), Some(&span(-500_000)));
+    assert_eq!(row.value("least"), Some(&span(-3_020_399_000_000)));
+    assert_eq!(
+        row.get::<NaiveTime>("one"),
+        NaiveTime::from_hms_opt(1, 0, 0)
+    );
+    assert_eq!(row.value("beyond"), Some(&span(90_000_000_000)));
+    // A negative span parameter comes back as itself.
+    let back = sql
+        .fetch_one("SELECT CAST($1 AS TIME(6)) AS v", &[span(-1_500_000)])
+        .await
+        .unwrap();
+    assert_eq!(back.value("v"), Some(&span(-1_500_000)));
+    manager.close(Duration::from_secs(5)).await;
+}
+
+/// MySQL's zero date (`0000-00-00`, which the default `sql_mode` of MariaDB lets a table hold)
+/// is a query error naming the column and the ways to read it, not NULL: sqlx reads it as NULL,
+/// so a row the server says is `NOT NULL` read as NULL, and `IS NULL` on the server disagreed.
+#[tokio::test]
+async fn zero_dates_are_an_error_not_null() {
+    use dbmanager::Value;
+
+    let db = MysqlTestDb::create();
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = db.config("my");
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let sql = manager.database("my").unwrap();
+        let t = unique("zero_dates");
+        sql.execute(
+            &format!("CREATE TABLE {t} (id INT PRIMARY KEY, d DATE NOT NULL, dt DATETIME NULL)"),
+            &[],
+        )
+        .await
+        .unwrap();
+        // On one connection, in a mode that lets the table hold zero dates (MySQL 8's default
+        // has NO_ZERO_DATE).
+        let mut tx = sql.begin().await.unwrap();
+        tx.execute("SET SESSION sql_mode = ''", &[]).await.unwrap();
+        tx.execute(
+            &format!(
+                "INSERT INTO {t} VALUES (1, '0000-00-00', NULL), (2, '2024-02-29', '0000-00-00 00:00:00')"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        for query in [
+            format!("SELECT d FROM {t} WHERE id = 1"),
+            format!("SELECT dt FROM {t} WHERE id = 2"),
+        ] {
+            let err = sql.fetch_one(&query, &[]).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Query, "{layer:?}: {err}");
+            assert!(err.to_string().contains("zero date"), "{layer:?}: {err}");
+        }
+        // A real NULL is NULL, and the ways the error names read the zero date.
+        let row = sql
+            .fetch_one(
+                &format!(
+                    "SELECT dt, NULLIF(d, 0) AS none, CAST(d AS CHAR) AS text FROM {t} WHERE id = 1"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.value("dt"), Some(&Value::Null), "{layer:?}");
+        assert_eq!(row.value("none"), Some(&Value::Null), "{layer:?}");
+        assert_eq!(row.get::<String>("text").as_deref(), Some("0000-00-00"));
+        sql.execute(&format!("DROP TABLE {t}"), &[]).await.unwrap();
+        manager.close(Duration::from_secs(5)).await;
+    }
+}

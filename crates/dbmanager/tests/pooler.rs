@@ -310,13 +310,17 @@ async fn neutral(db: &dbmanager::Database, base: i64, layer: &str) {
     assert_eq!(tx.execute(INSERT, &params).await.unwrap(), 1);
     let seen = tx
         .fetch_all(
-            "SELECT current_setting('search_path') AS p, current_setting('statement_timeout') AS t",
+            "SELECT current_setting('search_path') AS p, current_setting('statement_timeout') AS t, \
+             current_setting('TimeZone') AS z, current_setting('DateStyle') AS d",
             &[],
         )
         .await
         .unwrap();
     assert_eq!(seen[0].get::<String>("p").unwrap(), "\"App Space\"");
     assert_eq!(seen[0].get::<String>("t").unwrap(), "7s");
+    // sqlx's session defaults, on tokio-postgres too (its sessions ran at the server's).
+    assert_eq!(seen[0].get::<String>("z").unwrap(), "UTC", "{layer}");
+    assert_eq!(seen[0].get::<String>("d").unwrap(), "ISO, MDY", "{layer}");
     tx.commit().await.unwrap();
 
     let standalone = row_params(base + 1, layer);

@@ -220,8 +220,8 @@ async fn server_errors_do_not_show_the_server_source_line() {
     manager.close(Duration::from_secs(5)).await;
 }
 
-/// PostgreSQL's own types through the neutral handle, on both layers: arrays (NULL elements
-/// included), intervals, money, and a timetz read as text.
+/// PostgreSQL's own types through the neutral handle, on both layers and both drivers: arrays
+/// (NULL elements included, intervals too), intervals, money, and a timetz read as text.
 #[tokio::test]
 async fn arrays_intervals_and_money_round_trip() {
     use dbmanager::reexports::bigdecimal::BigDecimal;
@@ -229,9 +229,20 @@ async fn arrays_intervals_and_money_round_trip() {
     use std::str::FromStr as _;
 
     let db = TestDb::create();
+    let mut configs = Vec::new();
     for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
         let mut c = db.config("pg");
         c.default_orm = layer;
+        configs.push(c);
+    }
+    #[cfg(feature = "tokio-postgres")]
+    {
+        let mut c = db.config("pg");
+        c.driver = Some(dbmanager::PostgresDriver::TokioPostgres);
+        configs.push(c);
+    }
+    for c in configs {
+        let layer = c.default_orm;
         let manager = Manager::new(fast_config().with_connection(c)).unwrap();
         manager.connect().await.unwrap();
         let sql = manager.database("pg").unwrap();
@@ -266,17 +277,27 @@ async fn arrays_intervals_and_money_round_trip() {
                     .await
                     .unwrap_err();
                 assert_eq!(err.kind(), ErrorKind::Query, "{err}");
-                ("'1 year 2 mons -3 days 00:00:01.5'::interval", Vec::new())
+                (
+                    "'1 year 2 mons -3 days 00:00:01.5'::interval AS span, \
+                     ARRAY['1 year 2 mons -3 days 00:00:01.5'::interval, NULL] AS spans",
+                    Vec::new(),
+                )
             }
-            _ => ("$4::interval", vec![span]),
+            // Arrays of intervals bind too ("arrays of interval are not supported" before).
+            _ => (
+                "$4::interval AS span, $5::interval[] AS spans",
+                vec![span.clone(), Value::Array(vec![span.clone(), Value::Null])],
+            ),
         };
         params.splice(0..0, [ints.clone(), texts.clone(), decimals.clone()]);
         let row = sql
             .fetch_one(
                 &format!(
                     "SELECT $1::int8[] AS ints, $2::text[] AS texts, $3::numeric[] AS decs, \
-                     {span_sql} AS span, '12.34'::money AS cash, \
-                     '10:00:00+05:30'::timetz AS tz, ARRAY[]::int4[] AS empty"
+                     {span_sql}, '12.34'::money AS cash, \
+                     '10:00:00+05:30'::timetz AS tz, ARRAY[]::int4[] AS empty, \
+                     ARRAY['ab', NULL]::char(3)[] AS padded, 'r'::\"char\" AS kind, \
+                     ARRAY['r', 'v']::\"char\"[] AS kinds"
                 ),
                 &params,
             )
@@ -299,6 +320,24 @@ async fn arrays_intervals_and_money_round_trip() {
         );
         assert_eq!(row.get::<String>("tz").as_deref(), Some("10:00:00+05:30"));
         assert_eq!(row.value("empty"), Some(&Value::Array(Vec::new())));
+        assert_eq!(
+            row.value("spans"),
+            Some(&Value::Array(vec![span.clone(), Value::Null])),
+            "{layer:?}"
+        );
+        // `char(n)[]` and the catalogs' one-byte `"char"` read as text on both drivers (sqlx
+        // names them `CHAR[]` and `"CHAR"`).
+        assert_eq!(row.get::<String>("kind").as_deref(), Some("r"), "{layer:?}");
+        assert_eq!(
+            row.value("kinds"),
+            Some(&Value::Array(vec!["r".into(), "v".into()])),
+            "{layer:?}"
+        );
+        assert_eq!(
+            row.value("padded"),
+            Some(&Value::Array(vec!["ab ".into(), Value::Null])),
+            "{layer:?}"
+        );
         // Mixed element types are a clear error, not a guess.
         let err = sql
             .fetch_one(
@@ -308,6 +347,200 @@ async fn arrays_intervals_and_money_round_trip() {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Query, "{layer:?}: {err}");
+        manager.close(Duration::from_secs(5)).await;
+    }
+}
+
+/// Dates and times at PostgreSQL's edges, alike on both drivers and both sqlx layers:
+/// `infinity`, `-infinity` and dates beyond chrono's range (PostgreSQL goes to year 294276) are
+/// a clear query error (sqlx's decoders panicked), so is `24:00:00` (read as midnight before;
+/// a `timetz`, read as text, keeps it),
+/// and a parameter's digits below a microsecond are dropped, never carried into the next
+/// second (`1999-12-31 23:59:59.9999995` was sent as 2000-01-01 00:00:00).
+#[tokio::test]
+async fn dates_and_times_at_their_edges() {
+    use dbmanager::reexports::chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+    use dbmanager::{DefaultOrm, Value};
+
+    let db = TestDb::create();
+    let mut configs = Vec::new();
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = db.config("pg");
+        c.default_orm = layer;
+        configs.push(c);
+    }
+    #[cfg(feature = "tokio-postgres")]
+    {
+        let mut c = db.config("pg");
+        c.driver = Some(dbmanager::PostgresDriver::TokioPostgres);
+        configs.push(c);
+    }
+    let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    for c in configs {
+        let what = format!("{:?} {:?}", c.driver, c.default_orm);
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let sql = manager.database("pg").unwrap();
+        for (query, says) in [
+            ("SELECT 'infinity'::timestamp AS v", "`infinity`"),
+            ("SELECT '-infinity'::timestamptz AS v", "`-infinity`"),
+            ("SELECT 'infinity'::date AS v", "`infinity`"),
+            ("SELECT '-infinity'::date AS v", "`-infinity`"),
+            ("SELECT '294276-12-31'::date AS v", "chrono's range"),
+            (
+                "SELECT '294276-12-31 23:59:59'::timestamp AS v",
+                "chrono's range",
+            ),
+            ("SELECT '24:00:00'::time AS v", "24:00:00"),
+            (
+                "SELECT ARRAY['2020-01-01', 'infinity']::date[] AS v",
+                "`infinity`",
+            ),
+            ("SELECT ARRAY['infinity']::timestamptz[] AS v", "`infinity`"),
+            ("SELECT ARRAY['24:00:00']::time[] AS v", "24:00:00"),
+        ] {
+            let err = sql.fetch_one(query, &[]).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Query, "{what} {query}: {err}");
+            assert!(err.to_string().contains(says), "{what} {query}: {err}");
+        }
+        // A timetz is text, which holds 24:00:00 too (sqlx read it as 00:00:00).
+        let row = sql
+            .fetch_one(
+                "SELECT '24:00:00+05:30'::timetz AS last, '10:00:00.5-08'::timetz AS half",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(
+            row.get::<String>("last").as_deref(),
+            Some("24:00:00+05:30"),
+            "{what}"
+        );
+        assert_eq!(
+            row.get::<String>("half").as_deref(),
+            Some("10:00:00.500-08:00"),
+            "{what}"
+        );
+        // Within chrono's range every value reads, BC dates included.
+        let row = sql
+            .fetch_one(
+                "SELECT '4713-01-01 BC'::date AS bc, '23:59:59.999999'::time AS late, \
+                 '1999-12-31 23:59:59.999999'::timestamp AS ts",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(row.get::<NaiveDate>("bc"), Some(day(-4712, 1, 1)), "{what}");
+        let late = NaiveTime::from_hms_micro_opt(23, 59, 59, 999_999).unwrap();
+        assert_eq!(row.get::<NaiveTime>("late"), Some(late), "{what}");
+        let last = day(1999, 12, 31).and_time(late);
+        assert_eq!(row.get::<NaiveDateTime>("ts"), Some(last), "{what}");
+        // Half a microsecond before 2000: dropped, not rounded up to the next year.
+        let before = day(1999, 12, 31)
+            .and_hms_nano_opt(23, 59, 59, 999_999_500)
+            .unwrap();
+        let row = sql
+            .fetch_one(
+                "SELECT $1::timestamp AS ts, $2::timestamptz AS tz",
+                &[
+                    Value::Timestamp(before),
+                    Value::TimestampTz(before.and_utc().fixed_offset()),
+                ],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(row.get::<NaiveDateTime>("ts"), Some(last), "{what}");
+        assert_eq!(
+            row.get::<NaiveDateTime>("tz"),
+            None,
+            "{what}: a timestamptz is no naive timestamp"
+        );
+        assert_eq!(
+            row.get::<dbmanager::reexports::chrono::DateTime<dbmanager::reexports::chrono::Utc>>(
+                "tz"
+            ),
+            Some(last.and_utc()),
+            "{what}"
+        );
+        manager.close(Duration::from_secs(5)).await;
+    }
+}
+
+/// `numeric` reads alike on both drivers and both sqlx layers, each decimal with the scale
+/// PostgreSQL gives it (`scale(v)`: sqlx's decoder read `0.00` with scale 0 and `1e100` with
+/// scale -100, where tokio-postgres kept them), and NaN and the infinities are an error naming
+/// them (sqlx said "invalid value for PgNumericSign: 0xD000" for `Infinity`).
+#[tokio::test]
+async fn numerics_keep_their_scale_on_both_drivers() {
+    use dbmanager::reexports::bigdecimal::BigDecimal;
+    use dbmanager::{DefaultOrm, Value};
+    use std::str::FromStr as _;
+
+    let db = TestDb::create();
+    let mut configs = Vec::new();
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = db.config("pg");
+        c.default_orm = layer;
+        configs.push(c);
+    }
+    #[cfg(feature = "tokio-postgres")]
+    {
+        let mut c = db.config("pg");
+        c.driver = Some(dbmanager::PostgresDriver::TokioPostgres);
+        configs.push(c);
+    }
+    let scale = |d: &BigDecimal| d.as_bigint_and_exponent().1;
+    for c in configs {
+        let what = format!("{:?} {:?}", c.driver, c.default_orm);
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let sql = manager.database("pg").unwrap();
+        let rows = sql
+            .fetch_all(
+                "SELECT v, scale(v) AS s, v::text AS t FROM (VALUES (0.00::numeric), \
+                 ((-0.0)::numeric(5, 1)), (1e100::numeric), (1e-40::numeric), (1.50), \
+                 (-12345678901234567890.12345678901234567890::numeric(40, 20)), (10000)) AS x (v)",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(rows.len(), 7);
+        for row in &rows {
+            let text = row.get::<String>("t").unwrap();
+            let d = row.get::<BigDecimal>("v").unwrap();
+            assert_eq!(d, BigDecimal::from_str(&text).unwrap(), "{what}: {text}");
+            assert_eq!(
+                Some(scale(&d)),
+                row.get::<i64>("s"),
+                "{what}: the scale of {text}"
+            );
+        }
+        let row = sql
+            .fetch_one("SELECT ARRAY[0.00, 1.50, NULL]::numeric[] AS list", &[])
+            .await
+            .unwrap();
+        let scales: Vec<Option<i64>> = row
+            .get::<Vec<Value>>("list")
+            .unwrap()
+            .iter()
+            .map(|v| match v {
+                Value::Decimal(d) => Some(scale(d)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(scales, [Some(2), Some(2), None], "{what}");
+        for special in ["NaN", "Infinity", "-Infinity"] {
+            let err = sql
+                .fetch_one(&format!("SELECT '{special}'::numeric AS v"), &[])
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Query, "{what}: {err}");
+            assert!(
+                err.to_string()
+                    .contains(&format!("numeric {special} has no decimal value")),
+                "{what}: {err}"
+            );
+        }
         manager.close(Duration::from_secs(5)).await;
     }
 }

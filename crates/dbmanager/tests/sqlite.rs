@@ -177,3 +177,51 @@ async fn layers_share_the_sqlite_pool() {
     );
     manager.close(Duration::from_secs(1)).await;
 }
+
+/// A NaN float parameter is a query error on both layers: SQLite stores a NaN as NULL, so it
+/// was stored (and echoed) as NULL without an error. The infinities are kept.
+#[tokio::test]
+async fn a_nan_parameter_is_refused_not_stored_as_null() {
+    use dbmanager::Value;
+
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = ConnectionConfig::sqlite("lite", ":memory:");
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let db = manager.database("lite").unwrap();
+        db.execute("CREATE TABLE floats (x REAL)", &[])
+            .await
+            .unwrap();
+        let err = db
+            .execute(
+                "INSERT INTO floats (x) VALUES ($1)",
+                &[Value::Float(f64::NAN)],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Query, "{layer:?}: {err}");
+        assert!(err.to_string().contains("$1"), "{layer:?}: {err}");
+        let err = db
+            .fetch_one(
+                "SELECT $1 AS v, $2 AS w",
+                &[Value::Int(1), Value::Float(-f64::NAN)],
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("$2"), "{layer:?}: {err}");
+        for x in [f64::INFINITY, f64::NEG_INFINITY] {
+            db.execute("INSERT INTO floats (x) VALUES ($1)", &[Value::Float(x)])
+                .await
+                .unwrap();
+        }
+        let rows = db.fetch_all("SELECT x FROM floats", &[]).await.unwrap();
+        let stored: Vec<f64> = rows.iter().map(|r| r.get("x").unwrap()).collect();
+        assert_eq!(
+            stored,
+            [f64::INFINITY, f64::NEG_INFINITY],
+            "{layer:?}: nothing stored for the NaN"
+        );
+        manager.close(Duration::from_secs(5)).await;
+    }
+}

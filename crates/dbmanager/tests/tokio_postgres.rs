@@ -524,3 +524,79 @@ async fn errors_say_what_the_server_said_without_row_values() {
     assert!(err.to_string().contains("Connection refused"), "{err}");
     assert_eq!(err.kind(), ErrorKind::Transient);
 }
+
+/// A statement that converts between `timestamptz` and `timestamp`, `date` or text answers the
+/// same on both drivers on a server whose default `TimeZone` is not UTC: sqlx's sessions run at
+/// `TimeZone=UTC` and `DateStyle=ISO, MDY` (its startup packet), tokio-postgres's ran at the
+/// server's defaults, so `$1::date` of an instant near midnight was another day. A dsn's
+/// `options` still choose otherwise.
+#[tokio::test]
+async fn sessions_run_at_sqlx_time_zone_and_date_style() {
+    use dbmanager::reexports::chrono::{DateTime, NaiveDate};
+
+    let db = TestDb::create();
+    support::admin_sql(
+        "postgres",
+        &format!(
+            "ALTER DATABASE \"{}\" SET timezone TO 'America/New_York'; \
+             ALTER DATABASE \"{}\" SET datestyle TO 'German, DMY'",
+            db.name, db.name
+        ),
+    );
+    let instant = DateTime::parse_from_rfc3339("2020-06-01T02:00:00Z").unwrap();
+    let query = "SELECT current_setting('TimeZone') AS zone, $1::date AS day, \
+                 $1::timestamptz::text AS shown, DATE '2020-06-01'::text AS date_text";
+    let mut answers = Vec::new();
+    for c in [db.config("pg"), tokio_config(&db, "pg")] {
+        let driver = c.driver;
+        let manager = connected(c).await;
+        let row = manager
+            .database("pg")
+            .unwrap()
+            .fetch_one(query, &[Value::TimestampTz(instant)])
+            .await
+            .unwrap_or_else(|e| panic!("{driver:?}: {e}"));
+        assert_eq!(
+            row.get::<NaiveDate>("day"),
+            NaiveDate::from_ymd_opt(2020, 6, 1),
+            "{driver:?}: {row:?}"
+        );
+        assert_eq!(
+            row.get::<String>("date_text").as_deref(),
+            Some("2020-06-01"),
+            "{driver:?}"
+        );
+        answers.push(row);
+        manager.close(Duration::from_secs(5)).await;
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "sqlx and tokio-postgres answer alike"
+    );
+    // A dsn's own `options` win over the defaults.
+    let mut c = tokio_config(&db, "pg");
+    c.host = None;
+    c.port = None;
+    c.user = None;
+    c.database = None;
+    c.sslmode = None;
+    c.dsn = Some(
+        format!(
+            "postgres://{}@{}:{}/{}?sslmode=disable&options=-c%20TimeZone%3DAsia/Tokyo",
+            support::pg_user(),
+            support::pg_host(),
+            support::pg_port(),
+            db.name
+        )
+        .into(),
+    );
+    let manager = connected(c).await;
+    let row = manager
+        .database("pg")
+        .unwrap()
+        .fetch_one("SELECT current_setting('TimeZone') AS zone", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String>("zone").as_deref(), Some("Asia/Tokyo"));
+    manager.close(Duration::from_secs(5)).await;
+}

@@ -190,10 +190,15 @@ impl FromValue for i32 {
 }
 
 impl FromValue for f64 {
+    /// A float, or an integer a float holds exactly (beyond 2^53 not every one is: `None`
+    /// rather than a nearby number).
     fn from_value(value: &Value) -> Option<Self> {
         match value {
             Value::Float(v) => Some(*v),
-            Value::Int(v) => Some(*v as f64),
+            Value::Int(v) => {
+                let f = *v as f64;
+                (f as i128 == i128::from(*v)).then_some(f)
+            }
             _ => None,
         }
     }
@@ -270,11 +275,14 @@ impl FromValue for Vec<Value> {
     }
 }
 
-/// RFC 3339, or SQLite's `YYYY-MM-DD HH:MM:SS[.f]+HH:MM`.
+/// RFC 3339, or SQLite's `YYYY-MM-DD HH:MM:SS[.f]+HH:MM`; a year outside 0000-9999 with its
+/// sign (`-0044-03-15T...`, `+10000-...`), as chrono writes it (RFC 3339 has four digits only:
+/// such an instant written to SQLite read back as text).
 pub(crate) fn parse_timestamptz(text: &str) -> Option<DateTime<FixedOffset>> {
     let text = text.trim();
     DateTime::parse_from_rfc3339(text)
         .or_else(|_| DateTime::parse_from_str(text, "%F %T%.f%:z"))
+        .or_else(|_| DateTime::parse_from_str(text, "%FT%T%.f%:z"))
         .ok()
 }
 
@@ -403,6 +411,33 @@ mod tests {
         );
         assert_eq!(r.get::<String>(0), Some(id.to_string()));
         assert_eq!(r.get::<Uuid>(6), None, "text that is no UUID is not one");
+        // Years beyond RFC 3339's four digits, as chrono writes them (SQLite's text).
+        for year in [-44, 10_000] {
+            let at = NaiveDate::from_ymd_opt(year, 3, 15)
+                .and_then(|d| d.and_hms_micro_opt(1, 2, 3, 4))
+                .unwrap()
+                .and_utc()
+                .fixed_offset();
+            let text = at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
+            assert_eq!(parse_timestamptz(&text), Some(at), "{text}");
+        }
+    }
+
+    #[test]
+    fn integers_read_as_floats_only_when_exact() {
+        let exact = (1i64 << 53) * 3;
+        let r = row(vec![
+            Value::Int(-7),
+            Value::Int(exact),
+            Value::Int((1 << 53) + 1),
+            Value::Int(i64::MAX),
+            Value::Int(i64::MIN),
+        ]);
+        assert_eq!(r.get::<f64>(0), Some(-7.0));
+        assert_eq!(r.get::<f64>(1), Some(exact as f64));
+        assert_eq!(r.get::<f64>(2), None, "2^53 + 1 is no f64");
+        assert_eq!(r.get::<f64>(3), None, "i64::MAX would read as 2^63");
+        assert_eq!(r.get::<f64>(4), Some(-9_223_372_036_854_775_808.0));
     }
 
     #[test]

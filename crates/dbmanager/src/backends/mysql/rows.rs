@@ -40,8 +40,11 @@ pub(super) fn bind<'q>(
             // No UUID type on MySQL (MariaDB's UUID type takes text): the hyphenated text.
             Value::Uuid(v) => query.bind(v.hyphenated().to_string()),
             Value::Json(v) => query.bind(sqlx::types::Json(v)),
-            // The session runs at UTC (sqlx sets time_zone '+00:00'), so this is the instant.
-            Value::TimestampTz(v) => query.bind(v.with_timezone(&Utc)),
+            // The session runs at UTC (sqlx sets time_zone '+00:00'), so the UTC date and time
+            // is the instant. Bound as a DATETIME: the server turns a TIMESTAMP parameter
+            // outside 1970-2038 into NULL (stored so, without an error); a DATETIME one a
+            // TIMESTAMP column refuses there, and a DATETIME column keeps.
+            Value::TimestampTz(v) => query.bind(v.naive_utc()),
             Value::Timestamp(v) => query.bind(*v),
             Value::Date(v) => query.bind(*v),
             Value::Time(v) => query.bind(*v),
@@ -78,9 +81,12 @@ fn mysql_time(v: &Interval) -> Option<MySqlTime> {
     MySqlTime::new(sign, hours, minutes, seconds, microseconds).ok()
 }
 
-/// A TIME column: a time of day when it is one, else the signed span it is.
+/// A TIME column: a time of day when it is one, else the signed span it is. (sqlx's
+/// conversion to `NaiveTime` ignores the sign: `-01:00:00` would read as one in the morning.)
 fn time_value(t: MySqlTime) -> Value {
-    if let Ok(time) = NaiveTime::try_from(t) {
+    if t.is_valid_time_of_day()
+        && let Ok(time) = NaiveTime::try_from(t)
+    {
         return Value::Time(time);
     }
     let micros = ((i64::from(t.hours()) * 60 + i64::from(t.minutes())) * 60
@@ -95,10 +101,31 @@ fn time_value(t: MySqlTime) -> Value {
     Value::Interval(Interval::from_microseconds(signed))
 }
 
+/// A `DATE`, `DATETIME` or `TIMESTAMP` cell that sqlx calls NULL but the server sent a value
+/// for: MySQL's zero date (`0000-00-00`, allowed without `NO_ZERO_DATE`), which would otherwise
+/// read as NULL, a value the row does not hold.
+fn is_zero_date(row: &MySqlRow, i: usize, type_name: &str) -> bool {
+    matches!(type_name, "DATE" | "DATETIME" | "TIMESTAMP")
+        && row
+            .try_get_raw(i)
+            .is_ok_and(|raw| <&[u8] as sqlx::Decode<'_, MySql>>::decode(raw).is_ok())
+}
+
 pub(super) fn decode(row: &MySqlRow) -> Result<Vec<Value>, sqlx::Error> {
     let mut values = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
         if row.try_get_raw(i)?.is_null() {
+            if is_zero_date(row, i, column.type_info().name()) {
+                return Err(sqlx::Error::ColumnDecode {
+                    index: i.to_string(),
+                    source: format!(
+                        "column `{}` holds a zero date (0000-00-00), which has no calendar value; \
+                         select NULLIF(col, 0) for NULL or CAST(col AS CHAR) for its text",
+                        column.name()
+                    )
+                    .into(),
+                });
+            }
             values.push(Value::Null);
             continue;
         }

@@ -1,8 +1,11 @@
 //! What both PostgreSQL drivers (sqlx and tokio-postgres) share: the server's lexing rules for
 //! placeholder checks, the classes of its SQLSTATE codes, how settings are written into the
-//! startup `options`, and how a standby's replication lag is measured.
+//! startup `options`, how a standby's replication lag is measured, the decoders of dates,
+//! times and numerics, and the LISTEN/NOTIFY listener loop.
 
+pub(crate) mod datetime;
 pub(crate) mod listener;
+pub(crate) mod numeric;
 pub(crate) mod pgpass;
 pub(crate) mod replica_lag;
 pub(crate) mod servers;
@@ -138,6 +141,23 @@ pub(crate) fn startup_settings(
         ("tcp_user_timeout", "15000".to_owned()),
     ]);
     settings
+}
+
+/// What sqlx sends in every startup packet and tokio-postgres does not: tokio-postgres
+/// connections set them too, so that a statement converting between `timestamptz` and
+/// `timestamp`, `date` or text answers the same on both drivers whatever the server's default
+/// `TimeZone` (`init_sql` and a dsn's `options` still override them).
+pub(crate) const SQLX_SESSION_DEFAULTS: &[(&str, &str)] =
+    &[("TimeZone", "UTC"), ("DateStyle", "ISO, MDY")];
+
+/// [`SQLX_SESSION_DEFAULTS`] as `SET` statements (`SET LOCAL` when `local`), for a connection
+/// behind a pooler, whose startup packet carries no `options`.
+pub(crate) fn sqlx_session_defaults(local: bool) -> Vec<String> {
+    let set = if local { "SET LOCAL" } else { "SET" };
+    SQLX_SESSION_DEFAULTS
+        .iter()
+        .map(|(key, value)| format!("{set} {key} = '{value}'"))
+        .collect()
 }
 
 /// Behind a pooler, the settings a direct connection sends in its startup packet, as `SET`

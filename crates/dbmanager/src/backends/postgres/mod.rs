@@ -93,6 +93,18 @@ impl SqlxFlavor for Pg {
     ) -> Option<std::result::Result<Vec<crate::sql::Value>, sqlx::Error>> {
         result.try_as_pg_row().map(rows::decode)
     }
+
+    #[cfg(feature = "sea-orm")]
+    fn orm_timestamp(t: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
+        crate::backends::pg_common::datetime::whole_micros(t)
+    }
+
+    /// sqlx caches statements by text alone: SeaORM's carry their parameter types too.
+    #[cfg(feature = "sea-orm")]
+    fn orm_text(sql: String, params: &[Value]) -> String {
+        // Every SeaORM value is typed (a NULL one as text).
+        rows::typed_text(&sql, params, &[], "dbmanager sea-orm")
+    }
 }
 
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {

@@ -2,13 +2,13 @@
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use sqlx::postgres::types::{PgInterval, PgMoney, PgTimeTz};
+use sqlx::postgres::types::{PgInterval, PgMoney};
 use sqlx::postgres::{PgArguments, PgRow, PgValueRef, Postgres};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use uuid::Uuid;
 
-use crate::backends::pg_common::POSTGRES;
+use crate::backends::pg_common::{POSTGRES, datetime, numeric};
 use crate::backends::sqlx::SqlxFlavor as _;
 use crate::backends::sqlx::rows::{placeholder_error, unsupported_column};
 use crate::sql::placeholders::prepare;
@@ -25,7 +25,7 @@ pub(super) fn bind<'q>(
     let used = prepare(sql, &POSTGRES, params, false)
         .map_err(placeholder_error)?
         .used;
-    let mut query = sqlx::query(AssertSqlSafe(sql));
+    let mut query = sqlx::query(AssertSqlSafe(typed_text(sql, params, &used, "dbmanager")));
     for (i, param) in params.iter().enumerate() {
         query = match param {
             Value::Null if used.get(i) == Some(&true) => query.bind(pg_null::UntypedNull),
@@ -38,8 +38,8 @@ pub(super) fn bind<'q>(
             Value::Decimal(v) => query.bind(v),
             Value::Uuid(v) => query.bind(*v),
             Value::Json(v) => query.bind(sqlx::types::Json(v)),
-            Value::TimestampTz(v) => query.bind(*v),
-            Value::Timestamp(v) => query.bind(*v),
+            Value::TimestampTz(v) => query.bind(datetime::whole_micros(v.naive_utc()).and_utc()),
+            Value::Timestamp(v) => query.bind(datetime::whole_micros(*v)),
             Value::Date(v) => query.bind(*v),
             Value::Time(v) => query.bind(*v),
             Value::Interval(v) => query.bind(PgInterval {
@@ -51,6 +51,62 @@ pub(super) fn bind<'q>(
         };
     }
     Ok(query)
+}
+
+/// The statement text sqlx prepares and caches: with parameters, their types follow in a
+/// trailing comment (`-- dbmanager: int8, float8`).
+///
+/// sqlx caches a connection's prepared statements by their text alone and binds a later call's
+/// parameters in the types the statement was first prepared with, unchecked: `SELECT $1` run
+/// with an `Int` and then with a `Float` sent the float's bytes as an `int8` (a wrong number,
+/// silently), and `INSERT INTO t (x) VALUES ($1)` into a `float8` column stored them so. With
+/// the types in the text, each combination of types is a statement of its own. `marker` tells
+/// the layers apart (SeaORM binds through the same cache). A statement without parameters is
+/// sent as written.
+pub(crate) fn typed_text(sql: &str, params: &[Value], used: &[bool], marker: &str) -> String {
+    if params.is_empty() {
+        return sql.to_owned();
+    }
+    let mut text = String::with_capacity(sql.len() + marker.len() + 6 + params.len() * 8);
+    text.push_str(sql);
+    text.push_str("\n-- ");
+    text.push_str(marker);
+    text.push(':');
+    for (i, param) in params.iter().enumerate() {
+        text.push_str(if i == 0 { " " } else { ", " });
+        match param {
+            Value::Array(items) => {
+                let first = items.iter().find(|v| !matches!(v, Value::Null));
+                text.push_str(first.map_or("text", |v| declared_type(v, true)));
+                text.push_str("[]");
+            }
+            v => text.push_str(declared_type(v, used.get(i) == Some(&true))),
+        }
+    }
+    text
+}
+
+/// The type a parameter is declared with (as [`bind`] binds it); `used`: a placeholder names it.
+fn declared_type(value: &Value, used: bool) -> &'static str {
+    match value {
+        Value::Null if used => "unknown",
+        Value::Null => "text",
+        Value::Bool(_) => "bool",
+        Value::Int(_) => "int8",
+        Value::Float(_) => "float8",
+        Value::Text(_) => "text",
+        Value::Bytes(_) => "bytea",
+        Value::Decimal(_) => "numeric",
+        Value::Uuid(_) => "uuid",
+        Value::Json(_) => "jsonb",
+        Value::TimestampTz(_) => "timestamptz",
+        Value::Timestamp(_) => "timestamp",
+        Value::Date(_) => "date",
+        Value::Time(_) => "time",
+        Value::Interval(_) => "interval",
+        // Nested arrays are refused when bound.
+        Value::Array(_) => "array",
+    }
 }
 
 /// Collects the elements of one variant (NULLs allowed) into a typed vector.
@@ -102,14 +158,24 @@ fn bind_array<'q>(
         Some(Value::TimestampTz(_)) => {
             query.bind(elements!(items, at, TimestampTz, |x: &DateTime<
                 FixedOffset,
-            >| x
-                .with_timezone(&Utc)))
+            >| {
+                datetime::whole_micros(x.naive_utc()).and_utc()
+            }))
         }
         Some(Value::Timestamp(_)) => {
-            query.bind(elements!(items, at, Timestamp, |x: &NaiveDateTime| *x))
+            query.bind(elements!(items, at, Timestamp, |x: &NaiveDateTime| {
+                datetime::whole_micros(*x)
+            }))
         }
         Some(Value::Date(_)) => query.bind(elements!(items, at, Date, |x: &NaiveDate| *x)),
         Some(Value::Time(_)) => query.bind(elements!(items, at, Time, |x: &NaiveTime| *x)),
+        Some(Value::Interval(_)) => {
+            query.bind(elements!(items, at, Interval, |x: &Interval| PgInterval {
+                months: x.months,
+                days: x.days,
+                microseconds: x.microseconds,
+            }))
+        }
         Some(other) => {
             return Err(sqlx::Error::Encode(
                 format!(
@@ -142,6 +208,98 @@ mod pg_null {
         ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
             Ok(sqlx::encode::IsNull::Yes)
         }
+    }
+}
+
+/// A date or time decoded with checked arithmetic (`pg_common::datetime`): sqlx's decoders
+/// panic on `infinity` and on dates beyond chrono's range, and read `24:00:00` as midnight.
+struct Checked<T>(T);
+
+macro_rules! checked {
+    ($t:ty, $raw:ty, |$v:ident| $convert:expr) => {
+        impl sqlx::Type<Postgres> for Checked<$t> {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <$t as sqlx::Type<Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <$t as sqlx::Type<Postgres>>::compatible(ty)
+            }
+        }
+
+        impl sqlx::postgres::PgHasArrayType for Checked<$t> {
+            fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+                <$t as sqlx::postgres::PgHasArrayType>::array_type_info()
+            }
+
+            fn array_compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <$t as sqlx::postgres::PgHasArrayType>::array_compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, Postgres> for Checked<$t> {
+            fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                if value.format() == sqlx::postgres::PgValueFormat::Text {
+                    // Text parses without arithmetic (and statements here get binary).
+                    return <$t as sqlx::Decode<'r, Postgres>>::decode(value).map(Checked);
+                }
+                let $v = <$raw as sqlx::Decode<'r, Postgres>>::decode(value)?;
+                Ok(Checked($convert?))
+            }
+        }
+    };
+}
+
+/// `timetz` as text (`pg_common::datetime::timetz`): sqlx's decoder read `24:00:00` as midnight.
+struct TimeTzText(String);
+
+impl<'r> sqlx::Decode<'r, Postgres> for TimeTzText {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        if value.format() == sqlx::postgres::PgValueFormat::Text {
+            return <&str as sqlx::Decode<'r, Postgres>>::decode(value)
+                .map(|s| TimeTzText(s.to_owned()));
+        }
+        let raw = <&[u8] as sqlx::Decode<'r, Postgres>>::decode(value)?;
+        Ok(TimeTzText(datetime::timetz(raw)?))
+    }
+}
+
+// sqlx's decoder drops the display scale (`0.00` read as `0`, `1e100` as `1E+100`) and
+// calls an infinite numeric an "invalid value for PgNumericSign".
+checked!(BigDecimal, &[u8], |raw| numeric::decode(raw));
+checked!(NaiveDate, i32, |days| datetime::date(days));
+checked!(NaiveDateTime, i64, |micros| datetime::timestamp(micros));
+checked!(DateTime<Utc>, i64, |micros| datetime::timestamp(micros)
+    .map(|t| t.and_utc()));
+checked!(NaiveTime, i64, |micros| datetime::time(micros));
+
+/// An element of an array of any text type (matched by name where this is used; `String`
+/// refuses the one-byte `"char"`).
+struct AnyText(String);
+
+impl sqlx::Type<Postgres> for AnyText {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(_: &sqlx::postgres::PgTypeInfo) -> bool {
+        true
+    }
+}
+
+impl sqlx::postgres::PgHasArrayType for AnyText {
+    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+        <String as sqlx::postgres::PgHasArrayType>::array_type_info()
+    }
+
+    fn array_compatible(_: &sqlx::postgres::PgTypeInfo) -> bool {
+        true
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for AnyText {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        <&str as sqlx::Decode<'r, Postgres>>::decode(value).map(|s| AnyText(s.to_owned()))
     }
 }
 
@@ -201,23 +359,21 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "FLOAT4" => Value::Float(cell::<f32>(raw, i)?.into()),
             "FLOAT8" => Value::Float(cell(raw, i)?),
             "BYTEA" => Value::Bytes(cell(raw, i)?),
-            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "UNKNOWN" | "CITEXT" => {
+            // sqlx names `bpchar` `CHAR`, and the one-byte `"char"` `"CHAR"`.
+            "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "\"CHAR\"" | "UNKNOWN" | "CITEXT" => {
                 Value::Text(cell(raw, i)?)
             }
-            "NUMERIC" => Value::Decimal(cell(raw, i)?),
+            "NUMERIC" => Value::Decimal(cell::<Checked<BigDecimal>>(raw, i)?.0),
             // Money has the locale's fraction digits; 2 is every common one.
             "MONEY" => Value::Decimal(cell::<PgMoney>(raw, i)?.to_bigdecimal(2)),
             "UUID" => Value::Uuid(cell(raw, i)?),
             "JSON" | "JSONB" => Value::Json(cell(raw, i)?),
-            "TIMESTAMPTZ" => timestamptz(cell(raw, i)?),
-            "TIMESTAMP" => Value::Timestamp(cell(raw, i)?),
-            "DATE" => Value::Date(cell(raw, i)?),
-            "TIME" => Value::Time(cell(raw, i)?),
+            "TIMESTAMPTZ" => timestamptz(cell::<Checked<DateTime<Utc>>>(raw, i)?.0),
+            "TIMESTAMP" => Value::Timestamp(cell::<Checked<NaiveDateTime>>(raw, i)?.0),
+            "DATE" => Value::Date(cell::<Checked<NaiveDate>>(raw, i)?.0),
+            "TIME" => Value::Time(cell::<Checked<NaiveTime>>(raw, i)?.0),
             // No variant carries a time of day with an offset; its text keeps both exactly.
-            "TIMETZ" => {
-                let t: PgTimeTz<NaiveTime, FixedOffset> = cell(raw, i)?;
-                Value::Text(format!("{}{}", t.time.format("%H:%M:%S%.f"), t.offset))
-            }
+            "TIMETZ" => Value::Text(cell::<TimeTzText>(raw, i)?.0),
             "INTERVAL" => interval(cell(raw, i)?),
             "BOOL[]" => array(row, i, Value::Bool)?,
             "INT2[]" => array(row, i, |v: i16| Value::Int(v.into()))?,
@@ -225,15 +381,17 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "INT8[]" => array(row, i, Value::Int)?,
             "FLOAT4[]" => array(row, i, |v: f32| Value::Float(v.into()))?,
             "FLOAT8[]" => array(row, i, Value::Float)?,
-            "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "NAME[]" => array(row, i, Value::Text)?,
+            "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "CHAR[]" | "\"CHAR\"[]" | "NAME[]" => {
+                array(row, i, |v: AnyText| Value::Text(v.0))?
+            }
             "BYTEA[]" => array(row, i, Value::Bytes)?,
-            "NUMERIC[]" => array(row, i, Value::Decimal)?,
+            "NUMERIC[]" => array(row, i, |v: Checked<BigDecimal>| Value::Decimal(v.0))?,
             "UUID[]" => array(row, i, Value::Uuid)?,
             "JSON[]" | "JSONB[]" => array(row, i, Value::Json)?,
-            "TIMESTAMPTZ[]" => array(row, i, timestamptz)?,
-            "TIMESTAMP[]" => array(row, i, Value::Timestamp)?,
-            "DATE[]" => array(row, i, Value::Date)?,
-            "TIME[]" => array(row, i, Value::Time)?,
+            "TIMESTAMPTZ[]" => array(row, i, |v: Checked<DateTime<Utc>>| timestamptz(v.0))?,
+            "TIMESTAMP[]" => array(row, i, |v: Checked<NaiveDateTime>| Value::Timestamp(v.0))?,
+            "DATE[]" => array(row, i, |v: Checked<NaiveDate>| Value::Date(v.0))?,
+            "TIME[]" => array(row, i, |v: Checked<NaiveTime>| Value::Time(v.0))?,
             "INTERVAL[]" => array(row, i, interval)?,
             other => {
                 return Err(unsupported_column(column.name(), other));

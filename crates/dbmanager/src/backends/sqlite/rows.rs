@@ -106,9 +106,24 @@ const MAX_PARAMETERS: usize = 32_766;
 /// More parameters than SQLite accepts: refused before the statement is sent. (A placeholder
 /// with no parameter, which SQLite would bind as NULL, and `$0`, which panicked sqlx's worker,
 /// are refused by the placeholder check in [`bind`] and in the SeaORM statement.)
+///
+/// A NaN float is refused too: SQLite stores a NaN it is given as NULL, without an error.
 pub(super) fn check_placeholders(sql: &str, params: &[Value]) -> Result<(), sqlx::Error> {
     let _ = sql;
-    check_parameter_count(params.len(), MAX_PARAMETERS)
+    check_parameter_count(params.len(), MAX_PARAMETERS)?;
+    match params
+        .iter()
+        .position(|v| matches!(v, Value::Float(f) if f.is_nan()))
+    {
+        Some(i) => Err(sqlx::Error::Encode(
+            format!(
+                "parameter ${}: SQLite has no NaN (it would store NULL); bind Value::Null for no value",
+                i + 1
+            )
+            .into(),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Text under a date/time declared type, parsed; text that does not parse stays text.

@@ -131,6 +131,21 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
     fn decode_orm_row(
         result: &sea_orm::QueryResult,
     ) -> Option<std::result::Result<Vec<Value>, sqlx::Error>>;
+
+    /// A timestamp parameter as SeaORM is given it (PostgreSQL drops the digits below a
+    /// microsecond, see `pg_common::datetime::whole_micros`).
+    #[cfg(feature = "sea-orm")]
+    fn orm_timestamp(t: chrono::NaiveDateTime) -> chrono::NaiveDateTime {
+        t
+    }
+
+    /// The text a SeaORM statement is sent as (PostgreSQL adds the parameter types, see
+    /// `postgres::rows::typed_text`).
+    #[cfg(feature = "sea-orm")]
+    fn orm_text(sql: String, params: &[Value]) -> String {
+        let _ = params;
+        sql
+    }
 }
 
 /// The parameters in the order of the rewritten placeholders (`$2, $1` binds the second first).

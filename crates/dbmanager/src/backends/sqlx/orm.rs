@@ -118,8 +118,13 @@ fn to_orm<F: SqlxFlavor>(value: &Value, at: usize) -> std::result::Result<OrmVal
         Value::Uuid(v) if F::TEXT_UUIDS => OrmValue::String(Some(v.hyphenated().to_string())),
         Value::Uuid(v) => OrmValue::Uuid(Some(*v)),
         Value::Json(v) => OrmValue::Json(Some(Box::new(v.clone()))),
-        Value::TimestampTz(v) => OrmValue::ChronoDateTimeWithTimeZone(Some(*v)),
-        Value::Timestamp(v) => OrmValue::ChronoDateTime(Some(*v)),
+        Value::TimestampTz(v) => {
+            OrmValue::ChronoDateTimeWithTimeZone(Some(chrono::DateTime::from_naive_utc_and_offset(
+                F::orm_timestamp(v.naive_utc()),
+                *v.offset(),
+            )))
+        }
+        Value::Timestamp(v) => OrmValue::ChronoDateTime(Some(F::orm_timestamp(*v))),
         Value::Date(v) => OrmValue::ChronoDate(Some(*v)),
         Value::Time(v) => OrmValue::ChronoTime(Some(*v)),
         Value::Array(items) if F::ARRAYS => array::<F>(items, at)?,
@@ -232,7 +237,7 @@ fn statement<F: SqlxFlavor>(
     };
     Ok(Statement::from_sql_and_values(
         backend,
-        prepared.sql.into_owned(),
+        F::orm_text(prepared.sql.into_owned(), params),
         values,
     ))
 }

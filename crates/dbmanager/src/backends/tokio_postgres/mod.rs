@@ -316,17 +316,28 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
         // Behind a pooler the session settings are statements (the startup packet carries none,
         // see `options`): once per connection in session mode, at the start of every
         // transaction in transaction mode (`init_sql` is refused there by `pg_common::check`).
+        // sqlx's session defaults (`TimeZone`, `DateStyle`) come first: sqlx sends them in its
+        // startup packet, which PgBouncer passes on.
         let (session, begin) = match spec.config.pooler {
             Pooler::None => (Vec::new(), None),
-            Pooler::Session => (session_settings(spec.config, s, false), None),
+            Pooler::Session => {
+                let mut session = pg_common::sqlx_session_defaults(false);
+                session.extend(session_settings(spec.config, s, false));
+                (session, None)
+            }
             Pooler::Transaction => {
+                let mut begin = String::from("BEGIN;");
+                for set in pg_common::sqlx_session_defaults(true) {
+                    begin.push(' ');
+                    begin.push_str(&set);
+                    begin.push(';');
+                }
                 let settings = transaction_settings(spec.config, s);
-                let begin: Arc<str> = if settings.is_empty() {
-                    "BEGIN".into()
-                } else {
-                    format!("BEGIN; {settings}").into()
-                };
-                (Vec::new(), Some(begin))
+                if !settings.is_empty() {
+                    begin.push(' ');
+                    begin.push_str(&settings);
+                }
+                (Vec::new(), Some(Arc::<str>::from(begin)))
             }
         };
         let hooks = spec.hook_runner();

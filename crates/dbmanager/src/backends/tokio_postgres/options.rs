@@ -13,7 +13,7 @@ use tokio_postgres::config::SslMode as WireSslMode;
 use super::tls::Verify;
 use crate::backends::config_error;
 use crate::backends::pg_common::servers::first_server_url;
-use crate::backends::pg_common::startup_settings;
+use crate::backends::pg_common::{SQLX_SESSION_DEFAULTS, startup_settings};
 use crate::config::{ConnectionConfig, PoolSettings, Pooler, SslMode};
 use crate::credentials::Resolved;
 use crate::dsn::{self, Accept, Known, QuerySyntax};
@@ -133,8 +133,17 @@ pub(crate) fn connect_plan(
     // Behind a pooler the settings are statements (see `pg_common::session_settings`):
     // PgBouncer refuses a client whose startup packet carries `options`.
     if c.pooler == Pooler::None {
+        // sqlx's session defaults first, so that a dsn's `options` override them.
+        let defaults: Vec<(&str, String)> = SQLX_SESSION_DEFAULTS
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect();
+        let mut text = options_text(None, &defaults);
+        if let Some(given) = config.get_options().filter(|g| !g.is_empty()) {
+            text = format!("{text} {given}");
+        }
         let startup = startup_settings(c.schema.as_deref(), settings.query_timeout);
-        config.options(options_text(config.get_options(), &startup));
+        config.options(options_text(Some(&text), &startup));
     }
     if c.dsn.is_none() || config.get_connect_timeout().is_none() {
         config.connect_timeout(settings.connect_timeout);
@@ -323,8 +332,11 @@ mod tests {
         c.application_name = Some("app".into());
         let p = plan(&c).unwrap();
         let options = p.config.get_options().unwrap_or_default();
+        // sqlx's session defaults first, then the settings.
         assert!(
-            options.starts_with(r#"-c search_path="My\ ""Schema""\ x\\y""#),
+            options.starts_with(
+                r#"-c TimeZone=UTC -c DateStyle=ISO,\ MDY -c search_path="My\ ""Schema""\ x\\y""#
+            ),
             "{options}"
         );
         assert!(options.contains("-c statement_timeout=1500"), "{options}");

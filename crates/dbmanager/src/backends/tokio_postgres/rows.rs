@@ -8,13 +8,15 @@ use std::error::Error as StdError;
 use std::sync::LazyLock;
 
 use bigdecimal::BigDecimal;
-use bigdecimal::num_bigint::{BigInt, Sign};
+use bigdecimal::num_bigint::Sign;
 use bytes::{BufMut, BytesMut};
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use tokio_postgres::Row as PgRow;
 use tokio_postgres::types::{FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use uuid::Uuid;
 
+use crate::backends::pg_common::datetime;
+use crate::backends::pg_common::numeric::{self, NUMERIC_NEG, NUMERIC_POS};
 use crate::sql::{Interval, Value};
 
 type BoxError = Box<dyn StdError + Sync + Send>;
@@ -75,6 +77,7 @@ fn array_type(items: &[Value], at: usize) -> Result<Type, String> {
         Some(Value::Timestamp(_)) => Type::TIMESTAMP_ARRAY,
         Some(Value::Date(_)) => Type::DATE_ARRAY,
         Some(Value::Time(_)) => Type::TIME_ARRAY,
+        Some(Value::Interval(_)) => Type::INTERVAL_ARRAY,
         Some(other) => {
             return Err(format!(
                 "parameter ${at}: arrays of {} are not supported",
@@ -100,8 +103,10 @@ impl ToSql for Param<'_> {
             Value::Decimal(v) => Numeric(v).to_sql(ty, out),
             Value::Uuid(v) => v.to_sql(ty, out),
             Value::Json(v) => v.to_sql(ty, out),
-            Value::TimestampTz(v) => v.with_timezone(&Utc).to_sql(ty, out),
-            Value::Timestamp(v) => v.to_sql(ty, out),
+            Value::TimestampTz(v) => datetime::whole_micros(v.naive_utc())
+                .and_utc()
+                .to_sql(ty, out),
+            Value::Timestamp(v) => datetime::whole_micros(*v).to_sql(ty, out),
             Value::Date(v) => v.to_sql(ty, out),
             Value::Time(v) => v.to_sql(ty, out),
             Value::Interval(v) => {
@@ -145,9 +150,6 @@ impl ToSql for Element<'_> {
 /// A decimal in PostgreSQL's binary `numeric` format: base-10000 digits with a weight.
 #[derive(Debug)]
 struct Numeric<'a>(&'a BigDecimal);
-
-const NUMERIC_POS: u16 = 0x0000;
-const NUMERIC_NEG: u16 = 0x4000;
 
 impl ToSql for Numeric<'_> {
     fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
@@ -211,41 +213,48 @@ impl ToSql for Numeric<'_> {
     to_sql_checked!();
 }
 
-/// Reads a `numeric`; NaN and the infinities have no decimal.
+/// Reads a `numeric` (`pg_common::numeric`); NaN and the infinities have no decimal.
 struct NumericOut(BigDecimal);
 
 impl<'a> FromSql<'a> for NumericOut {
     fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
-        let field = |at: usize| -> Result<u16, BoxError> {
-            raw.get(at..at + 2)
-                .map(|b| u16::from_be_bytes([b[0], b[1]]))
-                .ok_or_else(|| "truncated numeric".into())
-        };
-        let count = usize::from(field(0)?);
-        let weight = i64::from(field(2)? as i16);
-        let sign = field(4)?;
-        let dscale = i64::from(field(6)?);
-        if sign != NUMERIC_POS && sign != NUMERIC_NEG {
-            return Err("NaN and infinite numerics have no decimal value".into());
-        }
-        let mut int = BigInt::from(0u8);
-        for i in 0..count {
-            int = int * 10_000u32 + BigInt::from(field(8 + 2 * i)?);
-        }
-        if sign == NUMERIC_NEG {
-            int = -int;
-        }
-        // The digits are `int × 10000^(weight - count + 1)`.
-        let exponent = 4 * (weight - i64::try_from(count)? + 1);
-        Ok(NumericOut(
-            BigDecimal::new(int, -exponent).with_scale(dscale),
-        ))
+        Ok(NumericOut(numeric::decode(raw)?))
     }
 
     fn accepts(ty: &Type) -> bool {
         *ty == Type::NUMERIC
     }
 }
+
+/// Reads a `date`, `timestamp`/`timestamptz` or `time` with checked arithmetic
+/// (`pg_common::datetime`): `infinity` and dates beyond chrono's range are clear errors, and
+/// `24:00:00` is one rather than midnight.
+macro_rules! datetime_out {
+    ($name:ident, $t:ty, $int:ty, $read:path, [$($accepts:ident),+]) => {
+        struct $name($t);
+
+        impl<'a> FromSql<'a> for $name {
+            fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+                let bytes = raw.try_into().map_err(|_| "date or time of a wrong size")?;
+                Ok($name($read(<$int>::from_be_bytes(bytes))?))
+            }
+
+            fn accepts(ty: &Type) -> bool {
+                $(*ty == Type::$accepts)||+
+            }
+        }
+    };
+}
+
+datetime_out!(DateOut, NaiveDate, i32, datetime::date, [DATE]);
+datetime_out!(
+    TimestampOut,
+    NaiveDateTime,
+    i64,
+    datetime::timestamp,
+    [TIMESTAMP, TIMESTAMPTZ]
+);
+datetime_out!(TimeOut, NaiveTime, i64, datetime::time, [TIME]);
 
 /// Reads an `interval`.
 struct IntervalOut(Interval);
@@ -279,6 +288,19 @@ impl<'a> FromSql<'a> for Raw<'a> {
 
     fn from_sql_null(_: &Type) -> Result<Self, BoxError> {
         Ok(Raw(None))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+/// An array element of any text type (`String` refuses the one-byte `"char"`).
+struct TextOut(String);
+
+impl<'a> FromSql<'a> for TextOut {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, BoxError> {
+        Ok(TextOut(std::str::from_utf8(raw)?.to_owned()))
     }
 
     fn accepts(_: &Type) -> bool {
@@ -364,12 +386,12 @@ fn decode_value(ty: &Type, raw: &[u8]) -> Result<Value, Unsupported> {
         Type::MONEY => Value::Decimal(BigDecimal::new(i64::from_sql(ty, raw)?.into(), 2)),
         Type::UUID => Value::Uuid(Uuid::from_sql(ty, raw)?),
         Type::JSON | Type::JSONB => Value::Json(serde_json::Value::from_sql(ty, raw)?),
-        Type::TIMESTAMPTZ => timestamptz(DateTime::<Utc>::from_sql(ty, raw)?),
-        Type::TIMESTAMP => Value::Timestamp(NaiveDateTime::from_sql(ty, raw)?),
-        Type::DATE => Value::Date(NaiveDate::from_sql(ty, raw)?),
-        Type::TIME => Value::Time(NaiveTime::from_sql(ty, raw)?),
+        Type::TIMESTAMPTZ => timestamptz(TimestampOut::from_sql(ty, raw)?.0.and_utc()),
+        Type::TIMESTAMP => Value::Timestamp(TimestampOut::from_sql(ty, raw)?.0),
+        Type::DATE => Value::Date(DateOut::from_sql(ty, raw)?.0),
+        Type::TIME => Value::Time(TimeOut::from_sql(ty, raw)?.0),
         // No variant carries a time of day with an offset; its text keeps both exactly.
-        Type::TIMETZ => timetz(raw)?,
+        Type::TIMETZ => Value::Text(datetime::timetz(raw).map_err(BoxError::from)?),
         Type::INTERVAL => Value::Interval(IntervalOut::from_sql(ty, raw)?.0),
         Type::BOOL_ARRAY => array(ty, raw, Value::Bool)?,
         Type::INT2_ARRAY => array(ty, raw, |v: i16| Value::Int(v.into()))?,
@@ -377,40 +399,23 @@ fn decode_value(ty: &Type, raw: &[u8]) -> Result<Value, Unsupported> {
         Type::INT8_ARRAY => array(ty, raw, Value::Int)?,
         Type::FLOAT4_ARRAY => array(ty, raw, |v: f32| Value::Float(v.into()))?,
         Type::FLOAT8_ARRAY => array(ty, raw, Value::Float)?,
-        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY | Type::NAME_ARRAY => {
-            array(ty, raw, Value::Text)?
-        }
+        Type::TEXT_ARRAY
+        | Type::VARCHAR_ARRAY
+        | Type::BPCHAR_ARRAY
+        | Type::NAME_ARRAY
+        | Type::CHAR_ARRAY => array(ty, raw, |v: TextOut| Value::Text(v.0))?,
         Type::BYTEA_ARRAY => array(ty, raw, Value::Bytes)?,
         Type::NUMERIC_ARRAY => array(ty, raw, |v: NumericOut| Value::Decimal(v.0))?,
         Type::UUID_ARRAY => array(ty, raw, Value::Uuid)?,
         Type::JSON_ARRAY | Type::JSONB_ARRAY => array(ty, raw, Value::Json)?,
-        Type::TIMESTAMPTZ_ARRAY => array(ty, raw, timestamptz)?,
-        Type::TIMESTAMP_ARRAY => array(ty, raw, Value::Timestamp)?,
-        Type::DATE_ARRAY => array(ty, raw, Value::Date)?,
-        Type::TIME_ARRAY => array(ty, raw, Value::Time)?,
+        Type::TIMESTAMPTZ_ARRAY => array(ty, raw, |v: TimestampOut| timestamptz(v.0.and_utc()))?,
+        Type::TIMESTAMP_ARRAY => array(ty, raw, |v: TimestampOut| Value::Timestamp(v.0))?,
+        Type::DATE_ARRAY => array(ty, raw, |v: DateOut| Value::Date(v.0))?,
+        Type::TIME_ARRAY => array(ty, raw, |v: TimeOut| Value::Time(v.0))?,
         Type::INTERVAL_ARRAY => array(ty, raw, |v: IntervalOut| Value::Interval(v.0))?,
         _ if ty.name() == "citext" => text(raw)?,
         _ => return Err(Unsupported::Type),
     })
-}
-
-/// `timetz`: microseconds since midnight, then the zone's offset in seconds west of UTC.
-fn timetz(raw: &[u8]) -> Result<Value, BoxError> {
-    let bytes: [u8; 12] = raw.try_into().map_err(|_| "timetz of a wrong size")?;
-    let mut micros = [0u8; 8];
-    micros.copy_from_slice(&bytes[..8]);
-    let micros = i64::from_be_bytes(micros);
-    let west = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    let secs = u32::try_from(micros.div_euclid(1_000_000))?;
-    let nanos = u32::try_from(micros.rem_euclid(1_000_000) * 1000)?;
-    let time =
-        NaiveTime::from_num_seconds_from_midnight_opt(secs, nanos).ok_or("timetz out of range")?;
-    let offset = FixedOffset::west_opt(west).ok_or("timetz offset out of range")?;
-    Ok(Value::Text(format!(
-        "{}{}",
-        time.format("%H:%M:%S%.f"),
-        offset
-    )))
 }
 
 #[cfg(test)]
