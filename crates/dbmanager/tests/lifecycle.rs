@@ -55,8 +55,18 @@ async fn close_reports_connections_still_checked_out_at_the_deadline() {
     manager.connect().await.unwrap();
     let pool = manager.get("pg").unwrap().postgres().unwrap();
     let held = pool.acquire().await.unwrap();
+    // And one idle: closed at the deadline although `held` is still out (sqlx closed idle
+    // connections only once every checkout was back).
+    drop(pool.acquire().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(db.backends(), 2);
     let report = manager.close(Duration::from_millis(300)).await;
     assert_eq!(report.still_in_use, vec![("pg".to_owned(), 1)]);
+    assert!(
+        support::eventually(Duration::from_secs(3), || db.backends() == 1).await,
+        "only the checked-out connection's session is left, not {}",
+        db.backends()
+    );
     // New checkouts are refused at once.
     let err = pool.acquire().await.unwrap_err();
     assert!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use dbmanager::{ConnectPolicy, ConnectionConfig, ErrorKind, Manager, Status};
+use dbmanager::{ConnectPolicy, ConnectionConfig, ErrorKind, Manager, PostgresDriver, Status};
 use support::{TestDb, fast_config};
 
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -361,3 +361,63 @@ async fn a_partial_reload_registers_an_added_connection_that_is_down_and_connect
     assert_eq!(row.get::<i64>("one"), Some(1));
     manager.close(DEADLINE).await;
 }
+
+/// Server sessions of `db` whose `application_name` is `app`.
+fn sessions(db: &TestDb, app: &str) -> i64 {
+    support::admin_sql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND application_name = '{app}'",
+            db.name
+        ),
+    )
+    .parse()
+    .unwrap_or(-1)
+}
+
+/// A replace or remove whose drain runs out its deadline (a transaction still open on the old
+/// pool) closes the old pool's idle connections anyway, and the transaction's when it ends.
+/// sqlx closed idle connections only once every checkout was back, so they, and their server
+/// sessions, stayed open for as long as a handle taken before held the pool.
+async fn a_drain_past_its_deadline_still_closes_the_idle_sessions(driver: PostgresDriver) {
+    let db = TestDb::create();
+    let mut config = db.config("pg");
+    config.driver = Some(driver);
+    config.application_name = Some("first".into());
+    let manager = Manager::new(fast_config().with_connection(config.clone())).unwrap();
+    manager.connect().await.unwrap();
+    let handle = manager.database("pg").unwrap();
+    for (step, app) in [("replace", "first"), ("remove", "second")] {
+        let mut tx = handle.begin().await.unwrap();
+        tx.execute("SELECT 1", &[]).await.unwrap();
+        // A second connection, idle in the pool once this statement is done with it.
+        handle.execute("SELECT 1", &[]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            sessions(&db, app),
+            2,
+            "{step}: one in the transaction, one idle"
+        );
+        let drain = Duration::from_millis(200);
+        if step == "replace" {
+            config.application_name = Some("second".into());
+            manager.replace(config.clone(), drain).await.unwrap();
+        } else {
+            assert_eq!(manager.remove("pg", drain).await.unwrap(), 1);
+        }
+        assert!(
+            support::eventually(Duration::from_secs(3), || sessions(&db, app) == 1).await,
+            "{step}: only the transaction's session is left after the deadline, not {}",
+            sessions(&db, app)
+        );
+        drop(tx);
+        assert!(
+            support::eventually(Duration::from_secs(3), || sessions(&db, app) == 0).await,
+            "{step}: the old pool's sessions are all gone, {} left",
+            sessions(&db, app)
+        );
+    }
+    drop(handle);
+    manager.close(DEADLINE).await;
+}
+on_both_drivers!(a_drain_past_its_deadline_still_closes_the_idle_sessions);

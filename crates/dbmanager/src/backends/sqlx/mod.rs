@@ -554,6 +554,13 @@ impl<F: SqlxFlavor> BackendPool for SqlxPool<F> {
             for task in [&self.watcher, &self.prober].into_iter().flatten() {
                 task.abort();
             }
+            // sqlx closes the idle connections only after every checked-out one came back: a
+            // close whose deadline passes first (a transaction still open) would leave them, and
+            // their server sessions, open for as long as any handle holds the pool. Close them
+            // now; a connection that comes back later is closed on return.
+            while let Some(idle) = self.pool.try_acquire() {
+                let _ = idle.close().await;
+            }
             self.pool.close().await;
             if let Some(conn) = self.keeper.lock().await.take() {
                 let _ = conn.close().await;
