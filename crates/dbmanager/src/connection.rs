@@ -1087,8 +1087,21 @@ impl Connection {
         self.publish();
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
         self.shared.listeners.send_modify(|s| s.replaces += 1);
+        // A close (or a removal) that ran while the new pool was opening closed the old
+        // generation only: the new pool must not stay open behind it.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if let Err(closed) = self.check_usable(Operation::Connect) {
+            self.close(Duration::ZERO).await;
+            self.close_generation(&old, deadline, "replaced").await;
+            return Err(closed);
+        }
         self.watch_credentials(&backend);
         Ok(self.close_generation(&old, deadline, "replaced").await)
+    }
+
+    /// Whether `other` is a handle on this very connection (not another one of the same name).
+    pub(crate) fn is(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     /// Sets (or clears) the provider the next pool opening asks for credentials.
@@ -1236,6 +1249,9 @@ impl Connection {
 
     /// Closes the pool (if open), waiting up to `deadline` for checked-out connections.
     pub(crate) async fn close(&self, deadline: Duration) -> CloseOutcome {
+        // Pairs with the fence in `replace`: either this sees the new generation, or the
+        // replace sees the closed flag and closes it.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let generation = self.shared.current.load_full();
         let replicas = self.shared.replicas.load_full();
         let (outcome, (), ()) = tokio::join!(

@@ -421,3 +421,48 @@ async fn a_drain_past_its_deadline_still_closes_the_idle_sessions(driver: Postgr
     manager.close(DEADLINE).await;
 }
 on_both_drivers!(a_drain_past_its_deadline_still_closes_the_idle_sessions);
+
+/// A replace still opening its new pool when the manager is closed, or the connection removed,
+/// fails with `Closed` and closes that pool: it used to swap it in behind the close (an open
+/// pool and its sessions in a closed manager) and, after a removal, to put the connection back
+/// into `Manager::config()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replace_racing_a_close_or_a_removal_leaves_nothing_open() {
+    let db = TestDb::create();
+    // The new pool opens through a slow proxy, so the close or removal lands mid-way.
+    let proxy = support::proxy::FaultProxy::start(support::pg_port()).await;
+    proxy.set(support::proxy::Fault::Latency(Duration::from_millis(150)));
+    for step in ["close", "remove"] {
+        let manager = Manager::new(fast_config().with_connection(db.config("pg"))).unwrap();
+        manager.connect().await.unwrap();
+        let conn = manager.get("pg").unwrap();
+        let mut slow = db.config("pg");
+        slow.port = Some(proxy.port);
+        slow.application_name = Some("replacement".into());
+        let replacer = tokio::spawn({
+            let manager = manager.clone();
+            async move { manager.replace(slow, DEADLINE).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if step == "close" {
+            manager.close(DEADLINE).await;
+        } else {
+            manager.remove("pg", DEADLINE).await.unwrap();
+        }
+        let err = replacer.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Closed, "{step}: {err}");
+        assert!(!conn.is_connected(), "{step}: no pool is left open");
+        assert!(
+            support::eventually(Duration::from_secs(3), || db.backends() == 0).await,
+            "{step}: {} server sessions left",
+            db.backends()
+        );
+        if step == "remove" {
+            assert!(
+                !manager.config().connections.contains_key("pg"),
+                "a removed connection stays out of the configuration"
+            );
+            manager.close(DEADLINE).await;
+        }
+    }
+}

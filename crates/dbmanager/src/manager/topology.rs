@@ -229,12 +229,30 @@ impl Manager {
         let generation = self.generation_for(&config, &conn, &connection)?;
         conn.replace(generation, deadline).await?;
         conn.replace_replicas(&config, deadline).await;
+        self.record_replaced(&conn);
+        Ok(())
+    }
+
+    /// Makes [`Manager::config`] say what `conn` runs with after a replace: its configuration
+    /// now (replaces racing on one name all record the one that won), and nothing if it was
+    /// removed meanwhile (a removed connection must not come back into the configuration).
+    fn record_replaced(&self, conn: &Connection) {
+        let connection = conn.config();
         self.inner.config.rcu(|c| {
             let mut next = ManagerConfig::clone(c);
-            next.connections.insert(name.clone(), connection.clone());
+            let registered = self
+                .inner
+                .registry
+                .load()
+                .by_name
+                .get(conn.name())
+                .is_some_and(|c| c.is(conn));
+            if registered {
+                next.connections
+                    .insert(connection.name.clone(), connection.clone());
+            }
             next
         });
-        Ok(())
     }
 
     fn generation_for(
@@ -334,11 +352,7 @@ impl Manager {
                     Err(e) => Err(e),
                 };
                 if outcome.is_ok() {
-                    self.inner.config.rcu(|cur| {
-                        let mut next = ManagerConfig::clone(cur);
-                        next.connections.insert(c.name.clone(), c.clone());
-                        next
-                    });
+                    self.record_replaced(conn);
                 }
                 (c.name.clone(), outcome)
             }
