@@ -466,3 +466,37 @@ async fn a_replace_racing_a_close_or_a_removal_leaves_nothing_open() {
         }
     }
 }
+
+/// A reload whose new default is an addition that could not connect leaves no default, and
+/// `Manager::config()` says so: it used to keep naming the missing connection, so a reload
+/// built from `config()` was refused as invalid.
+#[tokio::test]
+async fn a_reload_whose_default_could_not_be_added_keeps_a_valid_configuration() {
+    let db = TestDb::create();
+    let manager = Manager::new(
+        fast_config()
+            .with_connection(db.config("pg"))
+            .with_default("pg"),
+    )
+    .unwrap();
+    manager.connect().await.unwrap();
+    let mut down = db.config("down");
+    down.port = Some(support::free_port());
+    let next = fast_config()
+        .with_connection(db.config("pg"))
+        .with_connection(down)
+        .with_default("down");
+    let report = manager.reload(next, DEADLINE).await.unwrap();
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(
+        manager.default_connection().unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(manager.config().default_connection, None);
+    let again = manager
+        .reload((*manager.config()).clone(), DEADLINE)
+        .await
+        .unwrap();
+    assert_eq!(again.unchanged, ["pg"]);
+    manager.close(DEADLINE).await;
+}

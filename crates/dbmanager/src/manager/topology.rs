@@ -390,6 +390,15 @@ impl Manager {
             .default_connection
             .as_deref()
             .and_then(|d| self.get(d).ok());
+        if default.is_none() && new.default_connection.is_some() {
+            // The default it names could not be added: the configuration must not name a
+            // connection the manager does not have (a reload built from it would be refused).
+            self.inner.config.rcu(|c| {
+                let mut next = ManagerConfig::clone(c);
+                next.default_connection = None;
+                next
+            });
+        }
         self.inner.default.store(default.map(Arc::new));
         if old.health_check_interval != new.health_check_interval
             || old.enable_auto_reconnect != new.enable_auto_reconnect
