@@ -500,3 +500,99 @@ async fn a_reload_whose_default_could_not_be_added_keeps_a_valid_configuration()
     assert_eq!(again.unchanged, ["pg"]);
     manager.close(DEADLINE).await;
 }
+
+/// Handles follow a replace to another backend or driver: PostgreSQL on sqlx, on
+/// tokio-postgres, SQLite, MySQL and back, while 8 tasks run statements and transactions
+/// through a handle taken before. Nothing fails, each old pool's server sessions end, and the
+/// handle's `kind()` names the backend its next statement runs on (it named the one it was
+/// taken on until a statement of its own re-bound it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_across_backends_under_load_fails_nothing() {
+    let db = TestDb::create();
+    let my = support::mysql::MysqlTestDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::new(fast_config().with_connection(db.config("x"))).unwrap();
+    manager.connect().await.unwrap();
+    let handle = manager.database("x").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..8)
+        .map(|i| {
+            let handle = handle.clone();
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            tokio::spawn(async move {
+                while !stop.load(Relaxed) {
+                    let outcome = if i % 2 == 0 {
+                        handle
+                            .fetch_one("SELECT $1 AS v", &[7i64.into()])
+                            .await
+                            .map(|row| row.get::<i64>("v") == Some(7))
+                    } else {
+                        match handle.begin().await {
+                            Ok(mut tx) => match tx.execute("SELECT 1", &[]).await {
+                                Ok(_) => tx.commit().await.map(|()| true),
+                                Err(e) => Err(e),
+                            },
+                            Err(e) => Err(e),
+                        }
+                    };
+                    match outcome {
+                        Ok(true) => {
+                            ok.fetch_add(1, Relaxed);
+                        }
+                        Ok(false) => failures.lock().unwrap().push("wrong value".to_owned()),
+                        Err(e) => failures.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut tokio_pg = db.config("x");
+    tokio_pg.driver = Some(PostgresDriver::TokioPostgres);
+    let steps = [
+        (tokio_pg, dbmanager::DatabaseType::Postgres),
+        (
+            ConnectionConfig::sqlite("x", dir.path().join("x.db")),
+            dbmanager::DatabaseType::Sqlite,
+        ),
+        (my.config("x"), dbmanager::DatabaseType::Mysql),
+        (db.config("x"), dbmanager::DatabaseType::Postgres),
+    ];
+    for (next, kind) in steps {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let before = ok.load(Relaxed);
+        manager.replace(next, DEADLINE).await.unwrap();
+        assert_eq!(handle.kind(), kind, "the handle names its new backend");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            ok.load(Relaxed) > before,
+            "statements run on the {kind} pool"
+        );
+        if kind == dbmanager::DatabaseType::Sqlite {
+            assert!(
+                support::eventually(Duration::from_secs(3), || db.backends() == 0).await,
+                "the PostgreSQL pools are closed: {} sessions left",
+                db.backends()
+            );
+        }
+    }
+    stop.store(true, Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        support::eventually(Duration::from_secs(3), || my.backends() == 0).await,
+        "the MySQL pool is closed: {} sessions left",
+        my.backends()
+    );
+    manager.close(DEADLINE).await;
+    assert!(support::eventually(Duration::from_secs(3), || db.backends() == 0).await);
+}

@@ -276,14 +276,21 @@ impl Database {
         &self.name
     }
 
-    /// The backend.
+    /// The backend the next statement runs on: after a `replace` or reload that changed the
+    /// connection's `type` (or `default_orm`), the new one, before any statement re-binds.
     pub fn kind(&self) -> DatabaseType {
-        self.latest().context.kind
+        match self.current() {
+            Ok(bound) => bound.context.kind,
+            Err(_) => self.latest().context.kind,
+        }
     }
 
-    /// Which layer runs the statements.
+    /// Which layer runs the statements (as [`Database::kind`], the one the next runs on).
     pub fn layer(&self) -> DefaultOrm {
-        self.latest().executor.layer()
+        match self.current() {
+            Ok(bound) => bound.executor.layer(),
+            Err(_) => self.latest().executor.layer(),
+        }
     }
 
     /// One statement of the handle: a read (`fetch_*`) of a connection with replicas goes where
