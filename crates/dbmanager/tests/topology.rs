@@ -176,6 +176,17 @@ async fn replace_under_load_fails_nothing_and_handles_follow() {
         stats.connections["pg"].opened_total >= 4,
         "stats keep counting"
     );
+    // A statement that lost the race with a swap and ran again on the new pool did not fail:
+    // the query stats (and the metrics) count it once, as a success.
+    let queries = &stats.connections["pg"].queries;
+    let failed: u64 = queries.iter().flat_map(|q| &q.errors).map(|(_, n)| n).sum();
+    let succeeded: u64 = queries.iter().map(|q| q.ok).sum();
+    assert_eq!(failed, 0, "{queries:?}");
+    assert_eq!(
+        succeeded,
+        ok.load(Relaxed) + 1,
+        "the workers' and the one above: {queries:?}"
+    );
     assert!(
         support::eventually(Duration::from_secs(5), || db.backends() <= 7).await,
         "old pools were drained and closed"

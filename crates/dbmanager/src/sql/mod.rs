@@ -38,6 +38,10 @@ use crate::trace::{Tracer, record_outcome};
 /// `work` is the executor's boxed future: the timeout and span wrappers only hold its pointer.
 /// Every future on this path is moved (copied whole) into the one awaiting it, so the path is
 /// kept flat: no wrapper future around another where a plain call does.
+///
+/// With `swap_follows`, a `Closed` outcome is not recorded: the caller may run the statement
+/// again on the pool that replaced this one, and records it only if it stays `Closed` (a
+/// statement that lost the race with a replace is not a failed query).
 async fn timed<T>(
     c: &Context,
     operation: Operation,
@@ -45,6 +49,7 @@ async fn timed<T>(
     span: tracing::Span,
     started: Instant,
     work: BoxFuture<'_, Result<T>>,
+    swap_follows: bool,
 ) -> Result<T> {
     // A disabled span would still be entered and exited on every poll.
     let outcome = if span.is_disabled() {
@@ -56,13 +61,24 @@ async fn timed<T>(
         record_outcome(&span, &outcome);
         outcome
     };
-    if c.record_queries {
+    if c.record_queries && !(swap_follows && matches!(outcome, Err(Error::Closed { .. }))) {
         let kind = outcome.as_ref().err().map(Error::kind);
         c.counters
             .queries
             .record(statement, started.elapsed(), kind);
     }
     outcome
+}
+
+/// Records a statement that stayed `Closed` after following swaps (see [`timed`]).
+fn record_closed<T>(c: &Context, statement: usize, started: Instant, outcome: &Result<T>) {
+    if c.record_queries
+        && let Err(e @ Error::Closed { .. }) = outcome
+    {
+        c.counters
+            .queries
+            .record(statement, started.elapsed(), Some(e.kind()));
+    }
 }
 
 /// `work` under the query timeout, if there is one (a plain function, so no future of its own).
@@ -356,6 +372,7 @@ impl Database {
                 .attempt(verb, sql, params, operation, start, Instant::now())
                 .await;
         }
+        record_closed(&bound.context, operation, started, &outcome);
         // The breaker, counters and hook failures are the connection's, shared by its
         // generations.
         settle(&bound.context, outcome, started, admission)
@@ -432,6 +449,7 @@ impl Database {
                 bound = self.current()?;
                 outcome = bound.begin_now(Instant::now()).await;
             }
+            record_closed(&bound.context, verb("BEGIN"), started, &outcome);
             let inner = settle(&bound.context, outcome, started, admission)?;
             drop(leak);
             let context = bound.context.clone();
@@ -486,14 +504,23 @@ impl Bound {
         let c = &*self.context;
         let span = c.tracer.query_span(verb, sql);
         let work = start(&*self.executor, sql, params);
-        timed(c, Operation::Query, operation, span, started, work)
+        timed(c, Operation::Query, operation, span, started, work, true)
     }
 
     async fn begin_now(&self, started: Instant) -> Result<Box<dyn SqlTransaction>> {
         let c = &*self.context;
         let span = c.tracer.span("begin");
         let work = self.executor.begin();
-        timed(c, Operation::Begin, verb("BEGIN"), span, started, work).await
+        timed(
+            c,
+            Operation::Begin,
+            verb("BEGIN"),
+            span,
+            started,
+            work,
+            true,
+        )
+        .await
     }
 }
 
@@ -555,7 +582,16 @@ async fn in_transaction<T>(
 ) -> Result<T> {
     let span = c.tracer.query_span(verb, sql);
     let started = Instant::now();
-    let outcome = timed(c, Operation::Query, operation_of(sql), span, started, work).await;
+    let outcome = timed(
+        c,
+        Operation::Query,
+        operation_of(sql),
+        span,
+        started,
+        work,
+        false,
+    )
+    .await;
     *failed = outcome.is_err();
     outcome
 }
@@ -615,7 +651,16 @@ impl Transaction {
         let span = c.tracer.span("commit");
         let work = self.inner.commit();
         let started = Instant::now();
-        timed(c, Operation::Commit, verb("COMMIT"), span, started, work).await
+        timed(
+            c,
+            Operation::Commit,
+            verb("COMMIT"),
+            span,
+            started,
+            work,
+            false,
+        )
+        .await
     }
 
     /// Whether the server refuses statements in this transaction: asked with a statement that
@@ -642,6 +687,7 @@ impl Transaction {
             span,
             started,
             work,
+            false,
         )
         .await
     }
