@@ -387,49 +387,52 @@ fn sessions(db: &TestDb, app: &str) -> i64 {
 }
 
 /// A replace or remove whose drain runs out its deadline (a transaction still open on the old
-/// pool) closes the old pool's idle connections anyway, and the transaction's when it ends.
-/// sqlx closed idle connections only once every checkout was back, so they, and their server
-/// sessions, stayed open for as long as a handle taken before held the pool.
+/// pool) closes the old pool's idle connections anyway, and the transaction's when it ends;
+/// a deadline of zero too. sqlx closed idle connections only once every checkout was back, so
+/// they, and their server sessions, stayed open for as long as a handle taken before held the
+/// pool.
 async fn a_drain_past_its_deadline_still_closes_the_idle_sessions(driver: PostgresDriver) {
     let db = TestDb::create();
-    let mut config = db.config("pg");
-    config.driver = Some(driver);
-    config.application_name = Some("first".into());
-    let manager = Manager::new(fast_config().with_connection(config.clone())).unwrap();
-    manager.connect().await.unwrap();
-    let handle = manager.database("pg").unwrap();
-    for (step, app) in [("replace", "first"), ("remove", "second")] {
-        let mut tx = handle.begin().await.unwrap();
-        tx.execute("SELECT 1", &[]).await.unwrap();
-        // A second connection, idle in the pool once this statement is done with it.
-        handle.execute("SELECT 1", &[]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(
-            sessions(&db, app),
-            2,
-            "{step}: one in the transaction, one idle"
-        );
-        let drain = Duration::from_millis(200);
-        if step == "replace" {
-            config.application_name = Some("second".into());
-            manager.replace(config.clone(), drain).await.unwrap();
-        } else {
-            assert_eq!(manager.remove("pg", drain).await.unwrap(), 1);
+    for drain in [Duration::from_millis(200), Duration::ZERO] {
+        let mut config = db.config("pg");
+        config.driver = Some(driver);
+        config.application_name = Some("first".into());
+        let manager = Manager::new(fast_config().with_connection(config.clone())).unwrap();
+        manager.connect().await.unwrap();
+        let handle = manager.database("pg").unwrap();
+        for (step, app) in [("replace", "first"), ("remove", "second")] {
+            let mut tx = handle.begin().await.unwrap();
+            tx.execute("SELECT 1", &[]).await.unwrap();
+            // A second connection, idle in the pool once this statement is done with it.
+            handle.execute("SELECT 1", &[]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(
+                sessions(&db, app),
+                2,
+                "{step}: one in the transaction, one idle"
+            );
+            if step == "replace" {
+                config.application_name = Some("second".into());
+                manager.replace(config.clone(), drain).await.unwrap();
+            } else {
+                assert_eq!(manager.remove("pg", drain).await.unwrap(), 1);
+            }
+            assert!(
+                support::eventually(Duration::from_secs(3), || sessions(&db, app) == 1).await,
+                "{step} ({drain:?}): only the transaction's session is left after the \
+                 deadline, not {}",
+                sessions(&db, app)
+            );
+            drop(tx);
+            assert!(
+                support::eventually(Duration::from_secs(3), || sessions(&db, app) == 0).await,
+                "{step} ({drain:?}): the old pool's sessions are all gone, {} left",
+                sessions(&db, app)
+            );
         }
-        assert!(
-            support::eventually(Duration::from_secs(3), || sessions(&db, app) == 1).await,
-            "{step}: only the transaction's session is left after the deadline, not {}",
-            sessions(&db, app)
-        );
-        drop(tx);
-        assert!(
-            support::eventually(Duration::from_secs(3), || sessions(&db, app) == 0).await,
-            "{step}: the old pool's sessions are all gone, {} left",
-            sessions(&db, app)
-        );
+        drop(handle);
+        manager.close(DEADLINE).await;
     }
-    drop(handle);
-    manager.close(DEADLINE).await;
 }
 on_both_drivers!(a_drain_past_its_deadline_still_closes_the_idle_sessions);
 
@@ -514,7 +517,8 @@ async fn a_reload_whose_default_could_not_be_added_keeps_a_valid_configuration()
 
 /// Handles follow a replace to another backend or driver: PostgreSQL on sqlx, on
 /// tokio-postgres, SQLite, MySQL and back, while 8 tasks run statements and transactions
-/// through a handle taken before. Nothing fails, each old pool's server sessions end, and the
+/// through a handle taken before. Nothing fails, each old pool's server sessions end (a
+/// connection whose return to the old pool raced its close stayed open in it), and the
 /// handle's `kind()` names the backend its next statement runs on (it named the one it was
 /// taken on until a statement of its own re-bound it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,7 +577,8 @@ async fn replace_across_backends_under_load_fails_nothing() {
     for (next, kind) in steps {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let before = ok.load(Relaxed);
-        manager.replace(next, DEADLINE).await.unwrap();
+        // A deadline of zero: statements in flight on the old pool still finish there.
+        manager.replace(next, Duration::ZERO).await.unwrap();
         assert_eq!(handle.kind(), kind, "the handle names its new backend");
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(
