@@ -186,6 +186,11 @@ pub(crate) trait ReadRouter: Send + Sync + 'static {
     fn released(&self, index: usize);
 }
 
+/// Whether `now` is the very router `before` (a replace builds a new one).
+fn same_router(now: Option<&Arc<dyn ReadRouter>>, before: &Arc<dyn ReadRouter>) -> bool {
+    now.is_some_and(|now| std::ptr::addr_eq(Arc::as_ptr(now), Arc::as_ptr(before)))
+}
+
 /// Tells the router a replica read is no longer in flight, however its future ends.
 struct Released<'a>(&'a dyn ReadRouter, usize);
 
@@ -321,23 +326,42 @@ impl Database {
         start: Start<T>,
         read: bool,
     ) -> Result<T> {
-        let Some(router) = self.source.router() else {
-            return self.on_own_pool(at, verb, sql, params, start).await;
-        };
-        let router = &*router;
-        if !read {
-            router.wrote(&self.wrote_at);
-            return self.on_own_pool(at, verb, sql, params, start).await;
-        }
-        let select = operation_of(sql) == 0;
-        match router.route(&self.wrote_at, select)? {
-            ReadRoute::Primary => self.on_own_pool(at, verb, sql, params, start).await,
-            ReadRoute::Replica { index, handle } => {
-                let _released = Released(router, index);
-                let started = std::time::Instant::now();
-                let outcome = handle.on_own_pool(at, verb, sql, params, start).await;
-                router.finished(index, started.elapsed(), outcome.as_ref().err());
-                outcome
+        let mut rerouted = 0;
+        loop {
+            let Some(router) = self.source.router() else {
+                return self.on_own_pool(at, verb, sql, params, start).await;
+            };
+            let set = &*router;
+            if !read {
+                set.wrote(&self.wrote_at);
+                return self.on_own_pool(at, verb, sql, params, start).await;
+            }
+            let select = operation_of(sql) == 0;
+            match set.route(&self.wrote_at, select)? {
+                ReadRoute::Primary => {
+                    return self.on_own_pool(at, verb, sql, params, start).await;
+                }
+                ReadRoute::Replica { index, handle } => {
+                    let _released = Released(set, index);
+                    let started = std::time::Instant::now();
+                    let outcome = handle.on_own_pool(at, verb, sql, params, start).await;
+                    // The connection's replicas were replaced (a `replace` or reload) while
+                    // this read was on its way to an old one, closed before the read got a
+                    // connection: it never reached a server, so it runs again where reads go
+                    // now, as a statement that lost the race with a swap does.
+                    if rerouted < 3
+                        && matches!(
+                            outcome,
+                            Err(Error::Closed { .. } | Error::Unavailable { .. })
+                        )
+                        && !same_router(self.source.router().as_ref(), &router)
+                    {
+                        rerouted += 1;
+                        continue;
+                    }
+                    set.finished(index, started.elapsed(), outcome.as_ref().err());
+                    return outcome;
+                }
             }
         }
     }
