@@ -702,7 +702,12 @@ impl Connection {
         manager: &crate::ManagerConfig,
         deadline: Duration,
     ) {
-        let next = self.build_replicas(manager).map(Arc::new);
+        // Removed meanwhile: no new replicas for it.
+        let next = if self.shared.retired.load(Ordering::Acquire) {
+            None
+        } else {
+            self.build_replicas(manager).map(Arc::new)
+        };
         if let Some(next) = &next
             && self.is_connected()
         {
@@ -1219,6 +1224,11 @@ impl Connection {
     /// is `Closed`; checkouts in flight get until `deadline`.
     pub(crate) async fn retire(&self, deadline: Duration) -> CloseOutcome {
         self.shared.retired.store(true, Ordering::Release);
+        // Its read replicas go with it: a read routed to one is `Closed` too, and a member
+        // reached through `members()` is not reopened.
+        for member in self.members() {
+            member.shared.retired.store(true, Ordering::Release);
+        }
         self.close(deadline).await
     }
 

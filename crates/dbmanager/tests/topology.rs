@@ -671,3 +671,42 @@ async fn replacing_a_connection_with_replicas_fails_no_read() {
     manager.close(DEADLINE).await;
     assert!(support::eventually(Duration::from_secs(3), || db.backends() == 0).await);
 }
+
+/// Removing a connection with read replicas takes its replicas out of service too: a read
+/// through a handle taken before is `Closed`, like a write (it was a transient `not
+/// connected`, which a caller retries forever), and a replica reached through `members()` is
+/// not reopened (its `reconnect()` opened a pool for a connection that no longer exists).
+#[tokio::test]
+async fn removing_a_connection_with_replicas_retires_its_replicas() {
+    let db = TestDb::create();
+    let mut config = db.config("pg");
+    config
+        .replicas
+        .push(config.replica(support::pg_host(), Some(support::pg_port())));
+    let manager = Manager::new(fast_config().with_connection(config)).unwrap();
+    manager.connect().await.unwrap();
+    let handle = manager.database("pg").unwrap();
+    let conn = manager.get("pg").unwrap();
+    handle.fetch_one("SELECT 1", &[]).await.unwrap();
+    assert!(
+        manager.stats().connections["pg"]
+            .routing
+            .clone()
+            .unwrap()
+            .to_replica
+            > 0
+    );
+
+    manager.remove("pg", DEADLINE).await.unwrap();
+    let read = handle.fetch_one("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(read.kind(), ErrorKind::Closed, "{read}");
+    let write = handle.execute("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(write.kind(), ErrorKind::Closed, "{write}");
+    let members = conn.members();
+    assert_eq!(members.len(), 1);
+    let reopened = members[0].reconnect().await.unwrap_err();
+    assert_eq!(reopened.kind(), ErrorKind::Closed, "{reopened}");
+    assert!(!members[0].is_connected());
+    assert!(support::eventually(Duration::from_secs(3), || db.backends() == 0).await);
+    manager.close(DEADLINE).await;
+}
