@@ -714,6 +714,11 @@ impl Connection {
             next.start().await;
         }
         if let Some(old) = self.shared.replicas.swap(next) {
+            // The old members are done for good: a `reader()` taken before is `Closed` (take it
+            // again), and is not reopened.
+            for member in old.members() {
+                member.shared.retired.store(true, Ordering::Release);
+            }
             old.close(deadline).await;
         }
     }

@@ -631,6 +631,8 @@ async fn replacing_a_connection_with_replicas_fails_no_read() {
     let manager = Manager::new(fast_config().with_connection(config(0))).unwrap();
     manager.connect().await.unwrap();
     let handle = manager.database("pg").unwrap();
+    let reader = manager.get("pg").unwrap().reader().unwrap();
+    assert_ne!(reader.name(), "pg", "a replica");
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -668,6 +670,15 @@ async fn replacing_a_connection_with_replicas_fails_no_read() {
     );
     let routing = manager.stats().connections["pg"].routing.clone().unwrap();
     assert!(routing.to_replica > 0, "{routing:?}");
+    // A replica's connection taken before (`reader()`) is the old replica's, and ends with
+    // `Closed` as native pools taken before do (it said `not connected`, and `reconnect()`
+    // reopened a pool nothing would close).
+    let old = reader.database().unwrap_err();
+    assert_eq!(old.kind(), ErrorKind::Closed, "{old}");
+    assert_eq!(
+        reader.reconnect().await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
     manager.close(DEADLINE).await;
     assert!(support::eventually(Duration::from_secs(3), || db.backends() == 0).await);
 }
