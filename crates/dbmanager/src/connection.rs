@@ -192,10 +192,21 @@ impl std::fmt::Debug for Connection {
 }
 
 /// Outcome of closing one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct CloseOutcome {
     /// Connections still checked out when the deadline passed.
     pub still_in_use: u32,
+    /// Its read replicas that still had connections checked out, by member name.
+    pub members: Vec<(String, u32)>,
+}
+
+impl CloseOutcome {
+    /// Checked out at the deadline, the replicas' included.
+    pub(crate) fn total_in_use(&self) -> u32 {
+        self.members
+            .iter()
+            .fold(self.still_in_use, |sum, (_, n)| sum.saturating_add(*n))
+    }
 }
 
 impl Connection {
@@ -1269,15 +1280,17 @@ impl Connection {
         std::sync::atomic::fence(Ordering::SeqCst);
         let generation = self.shared.current.load_full();
         let replicas = self.shared.replicas.load_full();
-        let (outcome, (), ()) = tokio::join!(
+        let (mut outcome, (), members) = tokio::join!(
             self.close_generation(&generation, deadline, "closed"),
             self.close_listeners(deadline),
             async {
-                if let Some(replicas) = &replicas {
-                    replicas.close(deadline).await;
+                match &replicas {
+                    Some(replicas) => replicas.close(deadline).await,
+                    None => Vec::new(),
                 }
             }
         );
+        outcome.members = members;
         self.shared.health.closed();
         outcome
     }
@@ -1289,7 +1302,7 @@ impl Connection {
         what: &str,
     ) -> CloseOutcome {
         let Some(backend) = generation.backend.swap(None) else {
-            return CloseOutcome { still_in_use: 0 };
+            return CloseOutcome::default();
         };
         self.publish();
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
@@ -1303,7 +1316,10 @@ impl Connection {
         if generation.config.enable_logging {
             tracing::info!(connection = %self.shared.name, still_in_use, "{what}");
         }
-        CloseOutcome { still_in_use }
+        CloseOutcome {
+            still_in_use,
+            members: Vec::new(),
+        }
     }
 }
 
@@ -1324,10 +1340,8 @@ impl crate::replicas::Member for Connection {
         self.database()
     }
 
-    fn shut(&self, deadline: Duration) -> futures_util::future::BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.close(deadline).await;
-        })
+    fn shut(&self, deadline: Duration) -> futures_util::future::BoxFuture<'_, u32> {
+        Box::pin(async move { self.close(deadline).await.still_in_use })
     }
 }
 

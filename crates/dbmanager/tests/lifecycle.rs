@@ -110,3 +110,33 @@ async fn close_racing_with_queries_never_panics_or_hangs() {
     }
     assert!(support::eventually(Duration::from_secs(5), || db.backends() == 0).await);
 }
+
+/// A read replica's checked-out connection is reported by `close` under the replica's member
+/// name, and counted by `remove` (both left it out: a close with a replica connection still in
+/// use said nothing was in use).
+#[tokio::test]
+async fn close_and_remove_report_a_replica_connection_still_checked_out() {
+    let db = support::TestDb::create();
+    let mut config = db.config("pg");
+    config
+        .replicas
+        .push(config.replica(support::pg_host(), Some(support::pg_port())));
+    let replica = format!("pg/replica:{}:{}", support::pg_host(), support::pg_port());
+    for step in ["close", "remove"] {
+        let manager = Manager::new(support::fast_config().with_connection(config.clone())).unwrap();
+        manager.connect().await.unwrap();
+        let reader = manager.get("pg").unwrap().reader().unwrap();
+        assert_eq!(reader.name(), replica);
+        let held = reader.postgres().unwrap().acquire().await.unwrap();
+        if step == "close" {
+            let report = manager.close(Duration::from_millis(200)).await;
+            assert_eq!(report.still_in_use, vec![(replica.clone(), 1)]);
+        } else {
+            let in_use = manager.remove("pg", Duration::from_millis(200)).await;
+            assert_eq!(in_use.unwrap(), 1);
+            manager.close(Duration::from_secs(5)).await;
+        }
+        drop(held);
+    }
+    assert!(support::eventually(Duration::from_secs(5), || db.backends() == 0).await);
+}

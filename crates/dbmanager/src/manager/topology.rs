@@ -182,7 +182,8 @@ impl Manager {
     /// flight get until `deadline` to finish, then its pool is closed; every handle on it then
     /// fails with `Closed`. Removing the default connection leaves no default
     /// ([`Manager::default_connection`] is `NoDefault` until [`Manager::set_default`]).
-    /// Returns how many pooled connections were still checked out at the deadline.
+    /// Returns how many pooled connections (its read replicas' included) were still checked
+    /// out at the deadline.
     pub async fn remove(&self, name: &str, deadline: Duration) -> Result<u32> {
         let mut removed: Option<Connection> = None;
         self.inner.registry.rcu(|registry| {
@@ -211,7 +212,7 @@ impl Manager {
             }
             next
         });
-        Ok(conn.retire(deadline).await.still_in_use)
+        Ok(conn.retire(deadline).await.total_in_use())
     }
 
     /// Replaces a connection's configuration under the same name: the new pool is opened
