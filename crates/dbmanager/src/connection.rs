@@ -18,6 +18,7 @@ use crate::hooks::{HookState, Hooks};
 use crate::replicas::{Replica, ReplicaPolicy, ReplicaSet};
 use crate::sql::Database;
 use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
+use crate::validate::REPLICA_MARK;
 
 /// The open pool of a connection, whatever its backend, and where its credentials come from
 /// (`None` for an adopted pool).
@@ -652,9 +653,9 @@ impl Connection {
             .map(|(i, r)| {
                 let port = r.port.or(generation.driver.default_port);
                 let name = match (&r.host, port) {
-                    (Some(host), Some(port)) => format!("{}/replica:{host}:{port}", c.name),
-                    (Some(host), None) => format!("{}/replica:{host}", c.name),
-                    _ => format!("{}/replica:{i}", c.name),
+                    (Some(host), Some(port)) => format!("{}{REPLICA_MARK}{host}:{port}", c.name),
+                    (Some(host), None) => format!("{}{REPLICA_MARK}{host}", c.name),
+                    _ => format!("{}{REPLICA_MARK}{i}", c.name),
                 };
                 let mut config = r.clone();
                 config.name = name;

@@ -721,3 +721,26 @@ async fn removing_a_connection_with_replicas_retires_its_replicas() {
     assert!(support::eventually(Duration::from_secs(3), || db.backends() == 0).await);
     manager.close(DEADLINE).await;
 }
+
+/// A connection may not be named like a read replica's member (`pg/replica:host:port`): `add`
+/// took one, and its stats entry then replaced the replica's (`stats()` listed two of three
+/// connections).
+#[tokio::test]
+async fn a_name_reserved_for_replicas_is_refused() {
+    let db = TestDb::create();
+    let mut config = db.config("pg");
+    config
+        .replicas
+        .push(config.replica(support::pg_host(), Some(support::pg_port())));
+    let manager = Manager::new(fast_config().with_connection(config)).unwrap();
+    manager.connect().await.unwrap();
+    let member = format!("pg/replica:{}:{}", support::pg_host(), support::pg_port());
+    let err = manager.add(db.config(&member)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    assert!(err.to_string().contains("reserved"), "{err}");
+    assert_eq!(manager.names(), ["pg"]);
+    assert_eq!(manager.stats().total, 2, "the connection and its replica");
+    let err = Manager::new(fast_config().with_connection(db.config(&member))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    manager.close(DEADLINE).await;
+}

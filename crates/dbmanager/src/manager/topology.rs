@@ -132,6 +132,14 @@ impl Manager {
     /// config names it.
     pub fn adopt(&self, name: &str, pool: impl crate::adopt::Adoptable) -> Result<()> {
         self.check_usable(name, Operation::Connect)?;
+        if name.contains(crate::validate::REPLICA_MARK) {
+            let mut problems = ConfigProblems::default();
+            problems.push(
+                format!("connections.{name}.name"),
+                crate::validate::reserved_name(),
+            );
+            return Err(Error::Config(problems));
+        }
         if self.inner.registry.load().by_name.contains_key(name) {
             return Err(exists(name));
         }
