@@ -1105,18 +1105,27 @@ impl Connection {
         self.check_usable(Operation::Connect)?;
         let backend = Arc::new(self.open(&generation).await.0?);
         generation.backend.store(Some(backend.clone()));
-        let old = self.shared.current.swap(Arc::new(generation));
+        let generation = Arc::new(generation);
+        let old = self.shared.current.swap(generation.clone());
         self.publish();
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
-        self.shared.listeners.send_modify(|s| s.replaces += 1);
         // A close (or a removal) that ran while the new pool was opening closed the old
-        // generation only: the new pool must not stay open behind it.
+        // generation only: the new pool must not stay open behind it, and the replace fails,
+        // changing nothing (a reopen after the close opens the old configuration).
         std::sync::atomic::fence(Ordering::SeqCst);
         if let Err(closed) = self.check_usable(Operation::Connect) {
-            self.close(Duration::ZERO).await;
-            self.close_generation(&old, deadline, "replaced").await;
+            let _ = self
+                .shared
+                .current
+                .compare_and_swap(&generation, old.clone());
+            self.publish();
+            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+            self.close_generation(&generation, Duration::ZERO, "closed")
+                .await;
+            self.close_generation(&old, Duration::ZERO, "closed").await;
             return Err(closed);
         }
+        self.shared.listeners.send_modify(|s| s.replaces += 1);
         self.watch_credentials(&backend);
         Ok(self.close_generation(&old, deadline, "replaced").await)
     }

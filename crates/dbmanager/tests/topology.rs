@@ -466,6 +466,11 @@ async fn a_replace_racing_a_close_or_a_removal_leaves_nothing_open() {
         let err = replacer.await.unwrap().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Closed, "{step}: {err}");
         assert!(!conn.is_connected(), "{step}: no pool is left open");
+        assert_eq!(
+            conn.config().application_name,
+            None,
+            "{step}: the failed replace changed nothing"
+        );
         assert!(
             support::eventually(Duration::from_secs(3), || db.backends() == 0).await,
             "{step}: {} server sessions left",
@@ -476,8 +481,18 @@ async fn a_replace_racing_a_close_or_a_removal_leaves_nothing_open() {
                 !manager.config().connections.contains_key("pg"),
                 "a removed connection stays out of the configuration"
             );
-            manager.close(DEADLINE).await;
+        } else {
+            // Reopened, it runs with its configuration before the failed replace.
+            manager.connect().await.unwrap();
+            let row = manager
+                .database("pg")
+                .unwrap()
+                .fetch_one("SELECT current_setting('application_name') AS app", &[])
+                .await
+                .unwrap();
+            assert_ne!(row.get::<String>("app").as_deref(), Some("replacement"));
         }
+        manager.close(DEADLINE).await;
     }
 }
 
