@@ -130,7 +130,6 @@ impl Generation {
         hooks: &Arc<HookState>,
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
-        breaker.set_threshold(config.circuit_breaker_failures);
         let tracer = Arc::new(crate::trace::Tracer::new(
             name.clone(),
             &config,
@@ -222,6 +221,7 @@ impl Connection {
         let counters: Arc<PoolCounters> = Arc::default();
         let breaker: Arc<crate::breaker::Breaker> = Arc::default();
         let hooks: Arc<HookState> = Arc::default();
+        breaker.set_threshold(config.circuit_breaker_failures);
         let generation =
             Generation::new(driver, config, settings, retry, &counters, &breaker, &hooks);
         Self {
@@ -298,6 +298,7 @@ impl Connection {
         let breaker: Arc<crate::breaker::Breaker> = Arc::default();
         let hooks: Arc<HookState> = Arc::default();
         let generation = generation(&counters, &breaker, &hooks);
+        breaker.set_threshold(generation.config.circuit_breaker_failures);
         let conn = Self {
             shared: Arc::new(Shared {
                 name: Arc::from(name),
@@ -990,7 +991,7 @@ impl Connection {
                 0,
             );
         }
-        let (outcome, attempts) = self.open(&generation).await;
+        let (outcome, attempts) = self.open(&generation, false).await;
         let outcome = outcome.map(|backend| {
             let backend = Arc::new(backend);
             generation.backend.store(Some(backend.clone()));
@@ -1018,7 +1019,11 @@ impl Connection {
 
     /// Opens a pool for `generation` with its retry policy, recording the outcome in the
     /// connection's health, counters, spans and log. Returns it and the attempts made.
-    async fn open(&self, generation: &Generation) -> (Result<Backend>, u32) {
+    ///
+    /// A `replacement` (for a replace, or a reopen for new credentials) that fails leaves the
+    /// pool in service, so its failure is not the connection's: its health and circuit
+    /// breaker are left as they are.
+    async fn open(&self, generation: &Generation, replacement: bool) -> (Result<Backend>, u32) {
         let s = &*self.shared;
         let g = generation;
         let provider = s
@@ -1068,12 +1073,14 @@ impl Connection {
         .instrument(span.clone())
         .await;
         crate::trace::record_outcome(&span, &outcome);
-        self.record_reach(
-            outcome
-                .as_ref()
-                .err()
-                .is_none_or(|e| !crate::breaker::is_unreachable(e)),
-        );
+        if !(replacement && outcome.is_err()) {
+            self.record_reach(
+                outcome
+                    .as_ref()
+                    .err()
+                    .is_none_or(|e| !crate::breaker::is_unreachable(e)),
+            );
+        }
         match &outcome {
             Ok(_) => {
                 let before = s.health.succeeded(false);
@@ -1081,6 +1088,11 @@ impl Connection {
                     tracing::info!(connection = %s.name, kind = %g.config.kind, attempts, "connected");
                 }
                 self.log_transition(before);
+            }
+            Err(e) if replacement => {
+                if log {
+                    tracing::error!(connection = %s.name, kind = %g.config.kind, attempts, error = %e, "connect failed; the pool in service stays");
+                }
             }
             Err(e) => {
                 let before = s.health.failed(false, e);
@@ -1103,7 +1115,7 @@ impl Connection {
         deadline: Duration,
     ) -> Result<CloseOutcome> {
         self.check_usable(Operation::Connect)?;
-        let backend = Arc::new(self.open(&generation).await.0?);
+        let backend = Arc::new(self.open(&generation, true).await.0?);
         generation.backend.store(Some(backend.clone()));
         let generation = Arc::new(generation);
         let old = self.shared.current.swap(generation.clone());
@@ -1125,6 +1137,11 @@ impl Connection {
             self.close_generation(&old, Duration::ZERO, "closed").await;
             return Err(closed);
         }
+        // Its breaker's threshold is the new configuration's from now on (not before: a
+        // replacement that fails changes nothing).
+        self.shared
+            .breaker
+            .set_threshold(generation.config.circuit_breaker_failures);
         self.shared.listeners.send_modify(|s| s.replaces += 1);
         self.watch_credentials(&backend);
         Ok(self.close_generation(&old, deadline, "replaced").await)
@@ -1226,7 +1243,7 @@ impl Connection {
             &self.shared.breaker,
             &self.shared.hooks,
         );
-        let backend = Arc::new(self.open(&next).await.0?);
+        let backend = Arc::new(self.open(&next, true).await.0?);
         next.backend.store(Some(backend.clone()));
         let swapped = {
             let previous = self

@@ -192,12 +192,23 @@ async fn replace_under_load_fails_nothing_and_handles_follow() {
         "old pools were drained and closed"
     );
 
-    // A replacement that cannot connect changes nothing.
+    // A replacement that cannot connect changes nothing: not the pool, not the connection's
+    // health (it was marked unavailable, so readiness and the status gauge said down while the
+    // old pool served), not its circuit breaker (a threshold of 1 from the failed config
+    // opened it, refusing every statement).
     let mut broken = db.config("pg");
     broken.port = Some(support::free_port());
+    broken.circuit_breaker_failures = Some(1);
     assert_eq!(
         manager.replace(broken, DEADLINE).await.unwrap_err().kind(),
         ErrorKind::Transient
+    );
+    assert_eq!(conn.health().status, Status::Healthy);
+    assert_eq!(manager.stats().healthy, 1);
+    assert!(
+        manager
+            .metrics_text()
+            .contains("dbmanager_connection_status{connection=\"pg\",type=\"postgres\"} 1")
     );
     handle.fetch_one("SELECT 1", &[]).await.unwrap();
     assert_eq!(
