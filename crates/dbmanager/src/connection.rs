@@ -18,6 +18,7 @@ use crate::hooks::{HookState, Hooks};
 use crate::replicas::{Replica, ReplicaPolicy, ReplicaSet};
 use crate::sql::Database;
 use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
+use crate::validate::REPLICA_MARK;
 
 /// The open pool of a connection, whatever its backend, and where its credentials come from
 /// (`None` for an adopted pool).
@@ -129,7 +130,6 @@ impl Generation {
         hooks: &Arc<HookState>,
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
-        breaker.set_threshold(config.circuit_breaker_failures);
         let tracer = Arc::new(crate::trace::Tracer::new(
             name.clone(),
             &config,
@@ -192,10 +192,21 @@ impl std::fmt::Debug for Connection {
 }
 
 /// Outcome of closing one connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct CloseOutcome {
     /// Connections still checked out when the deadline passed.
     pub still_in_use: u32,
+    /// Its read replicas that still had connections checked out, by member name.
+    pub members: Vec<(String, u32)>,
+}
+
+impl CloseOutcome {
+    /// Checked out at the deadline, the replicas' included.
+    pub(crate) fn total_in_use(&self) -> u32 {
+        self.members
+            .iter()
+            .fold(self.still_in_use, |sum, (_, n)| sum.saturating_add(*n))
+    }
 }
 
 impl Connection {
@@ -210,6 +221,7 @@ impl Connection {
         let counters: Arc<PoolCounters> = Arc::default();
         let breaker: Arc<crate::breaker::Breaker> = Arc::default();
         let hooks: Arc<HookState> = Arc::default();
+        breaker.set_threshold(config.circuit_breaker_failures);
         let generation =
             Generation::new(driver, config, settings, retry, &counters, &breaker, &hooks);
         Self {
@@ -286,6 +298,7 @@ impl Connection {
         let breaker: Arc<crate::breaker::Breaker> = Arc::default();
         let hooks: Arc<HookState> = Arc::default();
         let generation = generation(&counters, &breaker, &hooks);
+        breaker.set_threshold(generation.config.circuit_breaker_failures);
         let conn = Self {
             shared: Arc::new(Shared {
                 name: Arc::from(name),
@@ -641,9 +654,9 @@ impl Connection {
             .map(|(i, r)| {
                 let port = r.port.or(generation.driver.default_port);
                 let name = match (&r.host, port) {
-                    (Some(host), Some(port)) => format!("{}/replica:{host}:{port}", c.name),
-                    (Some(host), None) => format!("{}/replica:{host}", c.name),
-                    _ => format!("{}/replica:{i}", c.name),
+                    (Some(host), Some(port)) => format!("{}{REPLICA_MARK}{host}:{port}", c.name),
+                    (Some(host), None) => format!("{}{REPLICA_MARK}{host}", c.name),
+                    _ => format!("{}{REPLICA_MARK}{i}", c.name),
                 };
                 let mut config = r.clone();
                 config.name = name;
@@ -702,13 +715,23 @@ impl Connection {
         manager: &crate::ManagerConfig,
         deadline: Duration,
     ) {
-        let next = self.build_replicas(manager).map(Arc::new);
+        // Removed meanwhile: no new replicas for it.
+        let next = if self.shared.retired.load(Ordering::Acquire) {
+            None
+        } else {
+            self.build_replicas(manager).map(Arc::new)
+        };
         if let Some(next) = &next
             && self.is_connected()
         {
             next.start().await;
         }
         if let Some(old) = self.shared.replicas.swap(next) {
+            // The old members are done for good: a `reader()` taken before is `Closed` (take it
+            // again), and is not reopened.
+            for member in old.members() {
+                member.shared.retired.store(true, Ordering::Release);
+            }
             old.close(deadline).await;
         }
     }
@@ -968,7 +991,7 @@ impl Connection {
                 0,
             );
         }
-        let (outcome, attempts) = self.open(&generation).await;
+        let (outcome, attempts) = self.open(&generation, false).await;
         let outcome = outcome.map(|backend| {
             let backend = Arc::new(backend);
             generation.backend.store(Some(backend.clone()));
@@ -996,7 +1019,11 @@ impl Connection {
 
     /// Opens a pool for `generation` with its retry policy, recording the outcome in the
     /// connection's health, counters, spans and log. Returns it and the attempts made.
-    async fn open(&self, generation: &Generation) -> (Result<Backend>, u32) {
+    ///
+    /// A `replacement` (for a replace, or a reopen for new credentials) that fails leaves the
+    /// pool in service, so its failure is not the connection's: its health and circuit
+    /// breaker are left as they are.
+    async fn open(&self, generation: &Generation, replacement: bool) -> (Result<Backend>, u32) {
         let s = &*self.shared;
         let g = generation;
         let provider = s
@@ -1046,12 +1073,14 @@ impl Connection {
         .instrument(span.clone())
         .await;
         crate::trace::record_outcome(&span, &outcome);
-        self.record_reach(
-            outcome
-                .as_ref()
-                .err()
-                .is_none_or(|e| !crate::breaker::is_unreachable(e)),
-        );
+        if !(replacement && outcome.is_err()) {
+            self.record_reach(
+                outcome
+                    .as_ref()
+                    .err()
+                    .is_none_or(|e| !crate::breaker::is_unreachable(e)),
+            );
+        }
         match &outcome {
             Ok(_) => {
                 let before = s.health.succeeded(false);
@@ -1059,6 +1088,11 @@ impl Connection {
                     tracing::info!(connection = %s.name, kind = %g.config.kind, attempts, "connected");
                 }
                 self.log_transition(before);
+            }
+            Err(e) if replacement => {
+                if log {
+                    tracing::error!(connection = %s.name, kind = %g.config.kind, attempts, error = %e, "connect failed; the pool in service stays");
+                }
             }
             Err(e) => {
                 let before = s.health.failed(false, e);
@@ -1081,14 +1115,41 @@ impl Connection {
         deadline: Duration,
     ) -> Result<CloseOutcome> {
         self.check_usable(Operation::Connect)?;
-        let backend = Arc::new(self.open(&generation).await.0?);
+        let backend = Arc::new(self.open(&generation, true).await.0?);
         generation.backend.store(Some(backend.clone()));
-        let old = self.shared.current.swap(Arc::new(generation));
+        let generation = Arc::new(generation);
+        let old = self.shared.current.swap(generation.clone());
         self.publish();
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+        // A close (or a removal) that ran while the new pool was opening closed the old
+        // generation only: the new pool must not stay open behind it, and the replace fails,
+        // changing nothing (a reopen after the close opens the old configuration).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if let Err(closed) = self.check_usable(Operation::Connect) {
+            let _ = self
+                .shared
+                .current
+                .compare_and_swap(&generation, old.clone());
+            self.publish();
+            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+            self.close_generation(&generation, Duration::ZERO, "closed")
+                .await;
+            self.close_generation(&old, Duration::ZERO, "closed").await;
+            return Err(closed);
+        }
+        // Its breaker's threshold is the new configuration's from now on (not before: a
+        // replacement that fails changes nothing).
+        self.shared
+            .breaker
+            .set_threshold(generation.config.circuit_breaker_failures);
         self.shared.listeners.send_modify(|s| s.replaces += 1);
         self.watch_credentials(&backend);
         Ok(self.close_generation(&old, deadline, "replaced").await)
+    }
+
+    /// Whether `other` is a handle on this very connection (not another one of the same name).
+    pub(crate) fn is(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     /// Sets (or clears) the provider the next pool opening asks for credentials.
@@ -1182,7 +1243,7 @@ impl Connection {
             &self.shared.breaker,
             &self.shared.hooks,
         );
-        let backend = Arc::new(self.open(&next).await.0?);
+        let backend = Arc::new(self.open(&next, true).await.0?);
         next.backend.store(Some(backend.clone()));
         let swapped = {
             let previous = self
@@ -1206,6 +1267,11 @@ impl Connection {
     /// is `Closed`; checkouts in flight get until `deadline`.
     pub(crate) async fn retire(&self, deadline: Duration) -> CloseOutcome {
         self.shared.retired.store(true, Ordering::Release);
+        // Its read replicas go with it: a read routed to one is `Closed` too, and a member
+        // reached through `members()` is not reopened.
+        for member in self.members() {
+            member.shared.retired.store(true, Ordering::Release);
+        }
         self.close(deadline).await
     }
 
@@ -1236,17 +1302,22 @@ impl Connection {
 
     /// Closes the pool (if open), waiting up to `deadline` for checked-out connections.
     pub(crate) async fn close(&self, deadline: Duration) -> CloseOutcome {
+        // Pairs with the fence in `replace`: either this sees the new generation, or the
+        // replace sees the closed flag and closes it.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let generation = self.shared.current.load_full();
         let replicas = self.shared.replicas.load_full();
-        let (outcome, (), ()) = tokio::join!(
+        let (mut outcome, (), members) = tokio::join!(
             self.close_generation(&generation, deadline, "closed"),
             self.close_listeners(deadline),
             async {
-                if let Some(replicas) = &replicas {
-                    replicas.close(deadline).await;
+                match &replicas {
+                    Some(replicas) => replicas.close(deadline).await,
+                    None => Vec::new(),
                 }
             }
         );
+        outcome.members = members;
         self.shared.health.closed();
         outcome
     }
@@ -1258,7 +1329,7 @@ impl Connection {
         what: &str,
     ) -> CloseOutcome {
         let Some(backend) = generation.backend.swap(None) else {
-            return CloseOutcome { still_in_use: 0 };
+            return CloseOutcome::default();
         };
         self.publish();
         self.shared.epoch.fetch_add(1, Ordering::AcqRel);
@@ -1272,7 +1343,10 @@ impl Connection {
         if generation.config.enable_logging {
             tracing::info!(connection = %self.shared.name, still_in_use, "{what}");
         }
-        CloseOutcome { still_in_use }
+        CloseOutcome {
+            still_in_use,
+            members: Vec::new(),
+        }
     }
 }
 
@@ -1293,10 +1367,8 @@ impl crate::replicas::Member for Connection {
         self.database()
     }
 
-    fn shut(&self, deadline: Duration) -> futures_util::future::BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.close(deadline).await;
-        })
+    fn shut(&self, deadline: Duration) -> futures_util::future::BoxFuture<'_, u32> {
+        Box::pin(async move { self.close(deadline).await.still_in_use })
     }
 }
 

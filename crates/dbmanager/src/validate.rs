@@ -205,6 +205,9 @@ impl ManagerConfig {
             );
             p.push("name", message);
         }
+        if c.name.contains(REPLICA_MARK) {
+            p.push("name", reserved_name());
+        }
         self.check_settings(c, p);
         self.check_replicas(c, p);
     }
@@ -485,6 +488,19 @@ fn file_kind(kind: &std::fs::FileType) -> &'static str {
 }
 
 /// Keys a `dsn` replaces: set beside one, they would be ignored without a word.
+/// What a read replica's member name puts between its connection's name and its host
+/// (`primary/replica:db-2:5432`, built in `connection`): no connection name may contain it.
+pub(crate) const REPLICA_MARK: &str = "/replica:";
+
+/// Why a connection name containing [`REPLICA_MARK`] is refused: its stats entry would
+/// replace a replica's (they are keyed by name).
+pub(crate) fn reserved_name() -> String {
+    format!(
+        "`{REPLICA_MARK}` is reserved for the names of read replicas \
+         (`<connection>{REPLICA_MARK}<host>:<port>`)"
+    )
+}
+
 const REPLACED_BY_DSN: [Field; 6] = [
     Field::Host,
     Field::Hosts,

@@ -55,8 +55,18 @@ async fn close_reports_connections_still_checked_out_at_the_deadline() {
     manager.connect().await.unwrap();
     let pool = manager.get("pg").unwrap().postgres().unwrap();
     let held = pool.acquire().await.unwrap();
+    // And one idle: closed at the deadline although `held` is still out (sqlx closed idle
+    // connections only once every checkout was back).
+    drop(pool.acquire().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(db.backends(), 2);
     let report = manager.close(Duration::from_millis(300)).await;
     assert_eq!(report.still_in_use, vec![("pg".to_owned(), 1)]);
+    assert!(
+        support::eventually(Duration::from_secs(3), || db.backends() == 1).await,
+        "only the checked-out connection's session is left, not {}",
+        db.backends()
+    );
     // New checkouts are refused at once.
     let err = pool.acquire().await.unwrap_err();
     assert!(
@@ -97,6 +107,36 @@ async fn close_racing_with_queries_never_panics_or_hangs() {
     assert!(closing.is_ok(), "close returned by its deadline");
     for w in workers {
         w.await.unwrap();
+    }
+    assert!(support::eventually(Duration::from_secs(5), || db.backends() == 0).await);
+}
+
+/// A read replica's checked-out connection is reported by `close` under the replica's member
+/// name, and counted by `remove` (both left it out: a close with a replica connection still in
+/// use said nothing was in use).
+#[tokio::test]
+async fn close_and_remove_report_a_replica_connection_still_checked_out() {
+    let db = support::TestDb::create();
+    let mut config = db.config("pg");
+    config
+        .replicas
+        .push(config.replica(support::pg_host(), Some(support::pg_port())));
+    let replica = format!("pg/replica:{}:{}", support::pg_host(), support::pg_port());
+    for step in ["close", "remove"] {
+        let manager = Manager::new(support::fast_config().with_connection(config.clone())).unwrap();
+        manager.connect().await.unwrap();
+        let reader = manager.get("pg").unwrap().reader().unwrap();
+        assert_eq!(reader.name(), replica);
+        let held = reader.postgres().unwrap().acquire().await.unwrap();
+        if step == "close" {
+            let report = manager.close(Duration::from_millis(200)).await;
+            assert_eq!(report.still_in_use, vec![(replica.clone(), 1)]);
+        } else {
+            let in_use = manager.remove("pg", Duration::from_millis(200)).await;
+            assert_eq!(in_use.unwrap(), 1);
+            manager.close(Duration::from_secs(5)).await;
+        }
+        drop(held);
     }
     assert!(support::eventually(Duration::from_secs(5), || db.backends() == 0).await);
 }

@@ -47,7 +47,8 @@ pub struct ConnectReport {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CloseReport {
-    /// Connections that still had checked-out connections at the deadline, with how many.
+    /// Connections that still had checked-out connections at the deadline, with how many; a
+    /// read replica under its member name (`primary/replica:db-2:5432`).
     pub still_in_use: Vec<(String, u32)>,
 }
 
@@ -572,12 +573,15 @@ impl Manager {
         let connections = self.connections();
         let outcomes =
             futures_util::future::join_all(connections.iter().map(|c| c.close(deadline))).await;
+        // Each connection, then its read replicas (`primary/replica:db-2:5432`).
         CloseReport {
             still_in_use: connections
                 .iter()
                 .zip(outcomes)
-                .filter(|(_, o)| o.still_in_use > 0)
-                .map(|(c, o)| (c.name().to_owned(), o.still_in_use))
+                .flat_map(|(c, o)| {
+                    std::iter::once((c.name().to_owned(), o.still_in_use)).chain(o.members)
+                })
+                .filter(|(_, n)| *n > 0)
                 .collect(),
         }
     }

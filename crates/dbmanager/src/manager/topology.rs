@@ -132,6 +132,14 @@ impl Manager {
     /// config names it.
     pub fn adopt(&self, name: &str, pool: impl crate::adopt::Adoptable) -> Result<()> {
         self.check_usable(name, Operation::Connect)?;
+        if name.contains(crate::validate::REPLICA_MARK) {
+            let mut problems = ConfigProblems::default();
+            problems.push(
+                format!("connections.{name}.name"),
+                crate::validate::reserved_name(),
+            );
+            return Err(Error::Config(problems));
+        }
         if self.inner.registry.load().by_name.contains_key(name) {
             return Err(exists(name));
         }
@@ -182,7 +190,8 @@ impl Manager {
     /// flight get until `deadline` to finish, then its pool is closed; every handle on it then
     /// fails with `Closed`. Removing the default connection leaves no default
     /// ([`Manager::default_connection`] is `NoDefault` until [`Manager::set_default`]).
-    /// Returns how many pooled connections were still checked out at the deadline.
+    /// Returns how many pooled connections (its read replicas' included) were still checked
+    /// out at the deadline.
     pub async fn remove(&self, name: &str, deadline: Duration) -> Result<u32> {
         let mut removed: Option<Connection> = None;
         self.inner.registry.rcu(|registry| {
@@ -211,7 +220,7 @@ impl Manager {
             }
             next
         });
-        Ok(conn.retire(deadline).await.still_in_use)
+        Ok(conn.retire(deadline).await.total_in_use())
     }
 
     /// Replaces a connection's configuration under the same name: the new pool is opened
@@ -229,12 +238,30 @@ impl Manager {
         let generation = self.generation_for(&config, &conn, &connection)?;
         conn.replace(generation, deadline).await?;
         conn.replace_replicas(&config, deadline).await;
+        self.record_replaced(&conn);
+        Ok(())
+    }
+
+    /// Makes [`Manager::config`] say what `conn` runs with after a replace: its configuration
+    /// now (replaces racing on one name all record the one that won), and nothing if it was
+    /// removed meanwhile (a removed connection must not come back into the configuration).
+    fn record_replaced(&self, conn: &Connection) {
+        let connection = conn.config();
         self.inner.config.rcu(|c| {
             let mut next = ManagerConfig::clone(c);
-            next.connections.insert(name.clone(), connection.clone());
+            let registered = self
+                .inner
+                .registry
+                .load()
+                .by_name
+                .get(conn.name())
+                .is_some_and(|c| c.is(conn));
+            if registered {
+                next.connections
+                    .insert(connection.name.clone(), connection.clone());
+            }
             next
         });
-        Ok(())
     }
 
     fn generation_for(
@@ -334,11 +361,7 @@ impl Manager {
                     Err(e) => Err(e),
                 };
                 if outcome.is_ok() {
-                    self.inner.config.rcu(|cur| {
-                        let mut next = ManagerConfig::clone(cur);
-                        next.connections.insert(c.name.clone(), c.clone());
-                        next
-                    });
+                    self.record_replaced(conn);
                 }
                 (c.name.clone(), outcome)
             }
@@ -376,6 +399,15 @@ impl Manager {
             .default_connection
             .as_deref()
             .and_then(|d| self.get(d).ok());
+        if default.is_none() && new.default_connection.is_some() {
+            // The default it names could not be added: the configuration must not name a
+            // connection the manager does not have (a reload built from it would be refused).
+            self.inner.config.rcu(|c| {
+                let mut next = ManagerConfig::clone(c);
+                next.default_connection = None;
+                next
+            });
+        }
         self.inner.default.store(default.map(Arc::new));
         if old.health_check_interval != new.health_check_interval
             || old.enable_auto_reconnect != new.enable_auto_reconnect

@@ -32,8 +32,9 @@ pub(crate) trait Member: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
     /// Its neutral handle (once open).
     fn handle(&self) -> Result<Database>;
-    /// Closes its pool within `deadline`.
-    fn shut(&self, deadline: Duration) -> BoxFuture<'_, ()>;
+    /// Closes its pool within `deadline`; returns how many connections were still checked
+    /// out then.
+    fn shut(&self, deadline: Duration) -> BoxFuture<'_, u32>;
 }
 
 /// `lag_nanos` when the lag is not known (never measured, or the server could not say).
@@ -212,8 +213,9 @@ impl<M: Member> ReplicaSet<M> {
         monitor::spawn(self);
     }
 
-    /// Stops the monitor and closes every replica within `deadline`.
-    pub(crate) async fn close(&self, deadline: Duration) {
+    /// Stops the monitor and closes every replica within `deadline`; returns the replicas that
+    /// still had connections checked out then (member name, how many).
+    pub(crate) async fn close(&self, deadline: Duration) -> Vec<(String, u32)> {
         self.running.store(false, Relaxed);
         if let Some(task) = self
             .monitor
@@ -233,7 +235,15 @@ impl<M: Member> ReplicaSet<M> {
         first_checks
             .iter()
             .for_each(tokio::task::AbortHandle::abort);
-        futures_util::future::join_all(self.replicas.iter().map(|r| r.member.shut(deadline))).await;
+        let in_use =
+            futures_util::future::join_all(self.replicas.iter().map(|r| r.member.shut(deadline)))
+                .await;
+        self.replicas
+            .iter()
+            .zip(in_use)
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (r.member.member_name().to_owned(), n))
+            .collect()
     }
 
     /// Checks replica `i`: opens it if it is not open, pings it and measures its lag. A

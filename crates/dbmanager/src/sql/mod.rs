@@ -38,6 +38,10 @@ use crate::trace::{Tracer, record_outcome};
 /// `work` is the executor's boxed future: the timeout and span wrappers only hold its pointer.
 /// Every future on this path is moved (copied whole) into the one awaiting it, so the path is
 /// kept flat: no wrapper future around another where a plain call does.
+///
+/// With `swap_follows`, a `Closed` outcome is not recorded: the caller may run the statement
+/// again on the pool that replaced this one, and records it only if it stays `Closed` (a
+/// statement that lost the race with a replace is not a failed query).
 async fn timed<T>(
     c: &Context,
     operation: Operation,
@@ -45,6 +49,7 @@ async fn timed<T>(
     span: tracing::Span,
     started: Instant,
     work: BoxFuture<'_, Result<T>>,
+    swap_follows: bool,
 ) -> Result<T> {
     // A disabled span would still be entered and exited on every poll.
     let outcome = if span.is_disabled() {
@@ -56,13 +61,24 @@ async fn timed<T>(
         record_outcome(&span, &outcome);
         outcome
     };
-    if c.record_queries {
+    if c.record_queries && !(swap_follows && matches!(outcome, Err(Error::Closed { .. }))) {
         let kind = outcome.as_ref().err().map(Error::kind);
         c.counters
             .queries
             .record(statement, started.elapsed(), kind);
     }
     outcome
+}
+
+/// Records a statement that stayed `Closed` after following swaps (see [`timed`]).
+fn record_closed<T>(c: &Context, statement: usize, started: Instant, outcome: &Result<T>) {
+    if c.record_queries
+        && let Err(e @ Error::Closed { .. }) = outcome
+    {
+        c.counters
+            .queries
+            .record(statement, started.elapsed(), Some(e.kind()));
+    }
 }
 
 /// `work` under the query timeout, if there is one (a plain function, so no future of its own).
@@ -168,6 +184,11 @@ pub(crate) trait ReadRouter: Send + Sync + 'static {
     fn finished(&self, index: usize, took: Duration, error: Option<&Error>);
     /// A read on replica `index` is no longer in flight (ended or dropped).
     fn released(&self, index: usize);
+}
+
+/// Whether `now` is the very router `before` (a replace builds a new one).
+fn same_router(now: Option<&Arc<dyn ReadRouter>>, before: &Arc<dyn ReadRouter>) -> bool {
+    now.is_some_and(|now| std::ptr::addr_eq(Arc::as_ptr(now), Arc::as_ptr(before)))
 }
 
 /// Tells the router a replica read is no longer in flight, however its future ends.
@@ -276,14 +297,21 @@ impl Database {
         &self.name
     }
 
-    /// The backend.
+    /// The backend the next statement runs on: after a `replace` or reload that changed the
+    /// connection's `type` (or `default_orm`), the new one, before any statement re-binds.
     pub fn kind(&self) -> DatabaseType {
-        self.latest().context.kind
+        match self.current() {
+            Ok(bound) => bound.context.kind,
+            Err(_) => self.latest().context.kind,
+        }
     }
 
-    /// Which layer runs the statements.
+    /// Which layer runs the statements (as [`Database::kind`], the one the next runs on).
     pub fn layer(&self) -> DefaultOrm {
-        self.latest().executor.layer()
+        match self.current() {
+            Ok(bound) => bound.executor.layer(),
+            Err(_) => self.latest().executor.layer(),
+        }
     }
 
     /// One statement of the handle: a read (`fetch_*`) of a connection with replicas goes where
@@ -298,23 +326,42 @@ impl Database {
         start: Start<T>,
         read: bool,
     ) -> Result<T> {
-        let Some(router) = self.source.router() else {
-            return self.on_own_pool(at, verb, sql, params, start).await;
-        };
-        let router = &*router;
-        if !read {
-            router.wrote(&self.wrote_at);
-            return self.on_own_pool(at, verb, sql, params, start).await;
-        }
-        let select = operation_of(sql) == 0;
-        match router.route(&self.wrote_at, select)? {
-            ReadRoute::Primary => self.on_own_pool(at, verb, sql, params, start).await,
-            ReadRoute::Replica { index, handle } => {
-                let _released = Released(router, index);
-                let started = std::time::Instant::now();
-                let outcome = handle.on_own_pool(at, verb, sql, params, start).await;
-                router.finished(index, started.elapsed(), outcome.as_ref().err());
-                outcome
+        let mut rerouted = 0;
+        loop {
+            let Some(router) = self.source.router() else {
+                return self.on_own_pool(at, verb, sql, params, start).await;
+            };
+            let set = &*router;
+            if !read {
+                set.wrote(&self.wrote_at);
+                return self.on_own_pool(at, verb, sql, params, start).await;
+            }
+            let select = operation_of(sql) == 0;
+            match set.route(&self.wrote_at, select)? {
+                ReadRoute::Primary => {
+                    return self.on_own_pool(at, verb, sql, params, start).await;
+                }
+                ReadRoute::Replica { index, handle } => {
+                    let _released = Released(set, index);
+                    let started = std::time::Instant::now();
+                    let outcome = handle.on_own_pool(at, verb, sql, params, start).await;
+                    // The connection's replicas were replaced (a `replace` or reload) while
+                    // this read was on its way to an old one, closed before the read got a
+                    // connection: it never reached a server, so it runs again where reads go
+                    // now, as a statement that lost the race with a swap does.
+                    if rerouted < 3
+                        && matches!(
+                            outcome,
+                            Err(Error::Closed { .. } | Error::Unavailable { .. })
+                        )
+                        && !same_router(self.source.router().as_ref(), &router)
+                    {
+                        rerouted += 1;
+                        continue;
+                    }
+                    set.finished(index, started.elapsed(), outcome.as_ref().err());
+                    return outcome;
+                }
             }
         }
     }
@@ -349,6 +396,7 @@ impl Database {
                 .attempt(verb, sql, params, operation, start, Instant::now())
                 .await;
         }
+        record_closed(&bound.context, operation, started, &outcome);
         // The breaker, counters and hook failures are the connection's, shared by its
         // generations.
         settle(&bound.context, outcome, started, admission)
@@ -425,6 +473,7 @@ impl Database {
                 bound = self.current()?;
                 outcome = bound.begin_now(Instant::now()).await;
             }
+            record_closed(&bound.context, verb("BEGIN"), started, &outcome);
             let inner = settle(&bound.context, outcome, started, admission)?;
             drop(leak);
             let context = bound.context.clone();
@@ -479,14 +528,23 @@ impl Bound {
         let c = &*self.context;
         let span = c.tracer.query_span(verb, sql);
         let work = start(&*self.executor, sql, params);
-        timed(c, Operation::Query, operation, span, started, work)
+        timed(c, Operation::Query, operation, span, started, work, true)
     }
 
     async fn begin_now(&self, started: Instant) -> Result<Box<dyn SqlTransaction>> {
         let c = &*self.context;
         let span = c.tracer.span("begin");
         let work = self.executor.begin();
-        timed(c, Operation::Begin, verb("BEGIN"), span, started, work).await
+        timed(
+            c,
+            Operation::Begin,
+            verb("BEGIN"),
+            span,
+            started,
+            work,
+            true,
+        )
+        .await
     }
 }
 
@@ -548,7 +606,16 @@ async fn in_transaction<T>(
 ) -> Result<T> {
     let span = c.tracer.query_span(verb, sql);
     let started = Instant::now();
-    let outcome = timed(c, Operation::Query, operation_of(sql), span, started, work).await;
+    let outcome = timed(
+        c,
+        Operation::Query,
+        operation_of(sql),
+        span,
+        started,
+        work,
+        false,
+    )
+    .await;
     *failed = outcome.is_err();
     outcome
 }
@@ -608,7 +675,16 @@ impl Transaction {
         let span = c.tracer.span("commit");
         let work = self.inner.commit();
         let started = Instant::now();
-        timed(c, Operation::Commit, verb("COMMIT"), span, started, work).await
+        timed(
+            c,
+            Operation::Commit,
+            verb("COMMIT"),
+            span,
+            started,
+            work,
+            false,
+        )
+        .await
     }
 
     /// Whether the server refuses statements in this transaction: asked with a statement that
@@ -635,6 +711,7 @@ impl Transaction {
             span,
             started,
             work,
+            false,
         )
         .await
     }

@@ -569,11 +569,34 @@ impl<F: SqlxFlavor> BackendPool for SqlxPool<F> {
             for task in [&self.watcher, &self.prober].into_iter().flatten() {
                 task.abort();
             }
-            self.pool.close().await;
+            // sqlx closes the idle connections only after every checked-out one came back: a
+            // close whose deadline passes first (a transaction still open) would leave them, and
+            // their server sessions, open for as long as any handle holds the pool. Take them
+            // out and mark the pool closed before the first await, so that even a deadline of
+            // zero (which drops this future at its first pause) cannot cut that short: a
+            // connection dropped unclosed, or coming back later, is closed on its return.
+            let mut idle = Vec::new();
+            while let Some(conn) = self.pool.try_acquire() {
+                idle.push(conn);
+            }
+            let closing = self.pool.close();
+            for conn in idle {
+                let _ = conn.close().await;
+            }
+            closing.await;
             if let Some(conn) = self.keeper.lock().await.take() {
                 let _ = conn.close().await;
             }
         })
+    }
+
+    fn close_now(&self) -> BoxFuture<'_, ()> {
+        // The deadline passed with connections still checked out. sqlx's close goes on in the
+        // background: once they are back, it closes every connection that went idle meanwhile
+        // (one whose return raced the drain above would otherwise stay open in the pool).
+        let pool = self.pool.clone();
+        tokio::spawn(async move { pool.close().await });
+        Box::pin(async {})
     }
 
     fn layer(&self, type_id: TypeId) -> Option<&(dyn Any + Send + Sync)> {
