@@ -445,6 +445,42 @@ async fn a_replace_moves_the_listener_to_the_new_configuration(driver: PostgresD
     manager.close(Duration::from_secs(5)).await;
 }
 
+/// A replace whose new configuration has no session to give the listener (here: no longer
+/// PostgreSQL) yields `Disconnected` with why; a replace back reconnects it.
+async fn a_replace_to_another_backend_says_disconnected_and_a_replace_back_reconnects(
+    driver: PostgresDriver,
+) {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    let manager = manager_with(on(driver, db.config("pg"))).await;
+    let mut listener = manager.listener("pg").await.unwrap();
+    listener.listen("back").await.unwrap();
+
+    manager
+        .replace(
+            ConnectionConfig::sqlite("pg", dir.path().join("lite.db")),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    match next(&mut listener).await {
+        ListenerEvent::Disconnected { error } => {
+            assert!(error.contains("no longer PostgreSQL"), "{error}");
+        }
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    assert!(!listener.is_connected());
+
+    manager
+        .replace(on(driver, db.config("pg")), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut listener).await, ListenerEvent::Reconnected);
+    send(&listener, "back", "again", 3).await;
+    expect_in_order(&mut listener, "back", "again", 3).await;
+    manager.close(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn only_configured_postgres_connections_have_a_listener() {
     let mut config = ManagerConfig::default();
@@ -508,3 +544,5 @@ on_both_drivers!(unlisten_stops_delivery_even_of_queued_notifications);
 on_both_drivers!(the_listener_session_is_outside_the_pool);
 
 on_both_drivers!(a_replace_moves_the_listener_to_the_new_configuration);
+
+on_both_drivers!(a_replace_to_another_backend_says_disconnected_and_a_replace_back_reconnects);

@@ -84,6 +84,9 @@ pub(crate) async fn run<S: ListenSession>(mut task: ListenerTask) {
     };
     loop {
         let served = serve(&mut task, &mut live).await;
+        // Whether the application was told the session is gone (a replace moves the listener
+        // without telling, unless the new configuration's session cannot be opened).
+        let mut announced = true;
         // Notifications the old session held when it ended.
         while let Some(n) = live.session.buffered() {
             task.notification(n);
@@ -98,6 +101,7 @@ pub(crate) async fn run<S: ListenSession>(mut task: ListenerTask) {
             Served::Replaced => {
                 tokio::spawn(live.session.close(limit));
                 task.set_connected(false);
+                announced = false;
                 log(&task, |name| {
                     tracing::info!(connection = %name, "listener moving to the replaced configuration");
                 });
@@ -110,7 +114,7 @@ pub(crate) async fn run<S: ListenSession>(mut task: ListenerTask) {
                 task.disconnected(&error);
             }
         }
-        live = match reconnect::<S>(&mut task).await {
+        live = match reconnect::<S>(&mut task, announced).await {
             Some(session) => session,
             None => return,
         };
@@ -162,8 +166,13 @@ async fn first_session<S: ListenSession>(task: &mut ListenerTask) -> Result<Live
 
 /// A new session after a loss or a replace: the first attempt at once, then with the retry
 /// policy's backoff, without giving up (until the listener is closed). Commands are taken
-/// between attempts. `None` when the listener stops.
-async fn reconnect<S: ListenSession>(task: &mut ListenerTask) -> Option<Live<S>> {
+/// between attempts. `None` when the listener stops. Unless `announced`, the first failure
+/// yields `Disconnected` (after a replace whose new configuration has no session to give: a
+/// server that is down, or a connection that is no longer PostgreSQL).
+async fn reconnect<S: ListenSession>(
+    task: &mut ListenerTask,
+    mut announced: bool,
+) -> Option<Live<S>> {
     let mut failures = 0;
     let mut wait = Duration::ZERO;
     loop {
@@ -202,6 +211,10 @@ async fn reconnect<S: ListenSession>(task: &mut ListenerTask) -> Option<Live<S>>
             Err(error) => {
                 failures += 1;
                 wait = current.retry.backoff(failures);
+                if !announced {
+                    task.disconnected(&error);
+                    announced = true;
+                }
                 task.reconnect_failed(&error);
                 if current.config.enable_logging {
                     tracing::warn!(
