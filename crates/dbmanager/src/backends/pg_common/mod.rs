@@ -143,23 +143,6 @@ pub(crate) fn startup_settings(
     settings
 }
 
-/// What sqlx sends in every startup packet and tokio-postgres does not: tokio-postgres
-/// connections set them too, so that a statement converting between `timestamptz` and
-/// `timestamp`, `date` or text answers the same on both drivers whatever the server's default
-/// `TimeZone` (`init_sql` and a dsn's `options` still override them).
-pub(crate) const SQLX_SESSION_DEFAULTS: &[(&str, &str)] =
-    &[("TimeZone", "UTC"), ("DateStyle", "ISO, MDY")];
-
-/// [`SQLX_SESSION_DEFAULTS`] as `SET` statements (`SET LOCAL` when `local`), for a connection
-/// behind a pooler, whose startup packet carries no `options`.
-pub(crate) fn sqlx_session_defaults(local: bool) -> Vec<String> {
-    let set = if local { "SET LOCAL" } else { "SET" };
-    SQLX_SESSION_DEFAULTS
-        .iter()
-        .map(|(key, value)| format!("{set} {key} = '{value}'"))
-        .collect()
-}
-
 /// Behind a pooler, the settings a direct connection sends in its startup packet, as `SET`
 /// statements (`SET LOCAL` for one transaction when `local`): the `search_path` and the
 /// server-side `statement_timeout`.

@@ -321,13 +321,13 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
         let (session, begin) = match spec.config.pooler {
             Pooler::None => (Vec::new(), None),
             Pooler::Session => {
-                let mut session = pg_common::sqlx_session_defaults(false);
+                let mut session = options::sqlx_session_defaults(false);
                 session.extend(session_settings(spec.config, s, false));
                 (session, None)
             }
             Pooler::Transaction => {
                 let mut begin = String::from("BEGIN;");
-                for set in pg_common::sqlx_session_defaults(true) {
+                for set in options::sqlx_session_defaults(true) {
                     begin.push(' ');
                     begin.push_str(&set);
                     begin.push(';');

@@ -13,7 +13,7 @@ use tokio_postgres::config::SslMode as WireSslMode;
 use super::tls::Verify;
 use crate::backends::config_error;
 use crate::backends::pg_common::servers::first_server_url;
-use crate::backends::pg_common::{SQLX_SESSION_DEFAULTS, startup_settings};
+use crate::backends::pg_common::startup_settings;
 use crate::config::{ConnectionConfig, PoolSettings, Pooler, SslMode};
 use crate::credentials::Resolved;
 use crate::dsn::{self, Accept, Known, QuerySyntax};
@@ -273,6 +273,23 @@ fn options_text(given: Option<&str>, settings: &[(&str, String)]) -> String {
         }
     }
     text
+}
+
+/// What sqlx sends in every startup packet and tokio-postgres does not: tokio-postgres
+/// connections set them too, so that a statement converting between `timestamptz` and
+/// `timestamp`, `date` or text answers the same on both drivers whatever the server's default
+/// `TimeZone` (`init_sql` and a dsn's `options` still override them).
+pub(crate) const SQLX_SESSION_DEFAULTS: &[(&str, &str)] =
+    &[("TimeZone", "UTC"), ("DateStyle", "ISO, MDY")];
+
+/// [`SQLX_SESSION_DEFAULTS`] as `SET` statements (`SET LOCAL` when `local`), for a connection
+/// behind a pooler, whose startup packet carries no `options`.
+pub(crate) fn sqlx_session_defaults(local: bool) -> Vec<String> {
+    let set = if local { "SET LOCAL" } else { "SET" };
+    SQLX_SESSION_DEFAULTS
+        .iter()
+        .map(|(key, value)| format!("{set} {key} = '{value}'"))
+        .collect()
 }
 
 #[cfg(test)]
