@@ -709,7 +709,9 @@ impl Connection {
 
     /// After a replace or reload changed its configuration: new replicas built from it
     /// replace the old ones (opened first when the connection is open; the old ones drain up
-    /// to `deadline`). Nothing changes when the replica configuration is the same.
+    /// to `deadline`). They are rebuilt on every replace, even when the `replicas:` entries are
+    /// the same (a replica inherits the connection's other fields, so most changes reach it),
+    /// so their counters start again.
     pub(crate) async fn replace_replicas(
         &self,
         manager: &crate::ManagerConfig,
