@@ -13,7 +13,7 @@ use tokio_postgres::AsyncMessage;
 
 use super::driver_error;
 use super::failover::{self, TokioPgDialer, TokioPgFailover};
-use super::options::{connect_plan, password_fallback, with_credentials};
+use super::options::{connect_plan, with_credentials, with_password_fallback};
 use super::tls::RustlsConnector;
 use crate::backends::config_error;
 use crate::backends::pg_common::listener::{ListenSession, NOTIFY_SQL, listen_all, run};
@@ -49,14 +49,8 @@ impl ListenSession for TokioPgSession {
         let c = &current.config;
         let settings = &current.settings;
         let mut plan = connect_plan(name, c, settings, &credentials, None)?;
-        // As the pool opens: libpq's fallbacks when no password is configured.
-        if plan.config.get_password().is_none()
-            && let Some(pw) = password_fallback(&plan.config, settings.connect_timeout).await
-        {
-            plan.config
-                .password(secrecy::ExposeSecret::expose_secret(&pw));
-            credentials.secret = Some(pw);
-        }
+        // As the pool opens.
+        with_password_fallback(&mut plan, &mut credentials, settings.connect_timeout).await;
         let tls = RustlsConnector::new(plan.verify)
             .map_err(|e| config_error(name, format!("TLS: {e}")))?;
         let mut config = plan.config.clone();

@@ -271,16 +271,8 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
         let (mut credentials, _) = spec.credentials.current().await?;
         let mut plan =
             options::connect_plan(spec.name, spec.config, spec.settings, &credentials, None)?;
-        // No password anywhere: libpq's (and sqlx's) fallbacks, looked up for the first
-        // server, which stands for all of a list (as on sqlx).
-        if plan.config.get_password().is_none()
-            && let Some(pw) =
-                options::password_fallback(&plan.config, spec.settings.connect_timeout).await
-        {
-            plan.config
-                .password(secrecy::ExposeSecret::expose_secret(&pw));
-            credentials.secret = Some(pw);
-        }
+        options::with_password_fallback(&mut plan, &mut credentials, spec.settings.connect_timeout)
+            .await;
         let servers = failover::plan(spec.name, spec.config, spec.settings, &credentials, &plan)?;
         let tls = tls::RustlsConnector::new(plan.verify)
             .map_err(|e| config_error(spec.name, format!("TLS: {e}")))?;

@@ -7,7 +7,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio_postgres::config::SslMode as WireSslMode;
 
 use super::tls::Verify;
@@ -179,7 +179,7 @@ pub(crate) fn with_credentials(config: &mut tokio_postgres::Config, credentials:
 /// The structured fields, as the sqlx driver reads them: an empty user or database counts as
 /// unset; without a user, `PGUSER` and then the login name apply (tokio-postgres has no
 /// default of its own). Without a password, `PGPASSWORD` and then `~/.pgpass` apply (read when
-/// the pool opens, [`password_fallback`]).
+/// the pool opens, [`with_password_fallback`]).
 fn from_fields(
     name: &str,
     c: &ConnectionConfig,
@@ -211,26 +211,37 @@ fn from_fields(
     Ok(config)
 }
 
-/// `PGPASSWORD`, else the password file's line for `config`'s first server, user and database
-/// (see `pg_common::pgpass`).
-pub(crate) async fn password_fallback(
-    config: &tokio_postgres::Config,
+/// Without a password anywhere: libpq's (and sqlx's) fallbacks, `PGPASSWORD`, else the
+/// password file's line for the plan's first server, user and database (see
+/// `pg_common::pgpass`), which stands for every server of a list (as on sqlx). Set in the plan
+/// and in `credentials` (a server list's candidates are built from them).
+pub(crate) async fn with_password_fallback(
+    plan: &mut ConnectPlan,
+    credentials: &mut Resolved,
     limit: Duration,
-) -> Option<SecretString> {
+) {
+    let config = &plan.config;
+    if config.get_password().is_some() {
+        return;
+    }
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
         Some(tokio_postgres::config::Host::Unix(path)) => path.to_string_lossy().into_owned(),
         None => "localhost".to_owned(),
     };
     let port = config.get_ports().first().copied().unwrap_or(DEFAULT_PORT);
-    crate::backends::pg_common::pgpass::fallback(
+    let found = crate::backends::pg_common::pgpass::fallback(
         &host,
         port,
         config.get_user().unwrap_or_default(),
         config.get_dbname(),
         limit,
     )
-    .await
+    .await;
+    if let Some(pw) = found {
+        plan.config.password(pw.expose_secret());
+        credentials.secret = Some(pw);
+    }
 }
 
 /// A URL `dsn` with its authority's server (or server list) replaced by `server`: the URL a
