@@ -297,10 +297,7 @@ impl HookRunner {
 
     /// Whether an after-release hook is set (a backend that must do extra work to call it asks
     /// first).
-    #[allow(
-        dead_code,
-        reason = "used by the sqlx, SQL Server and tokio-postgres backends"
-    )]
+    #[allow(dead_code, reason = "used by the sqlx and SQL Server backends")]
     pub(crate) fn has_after_release(&self) -> bool {
         self.state.hooks.load().after_release.is_some()
     }

@@ -296,33 +296,26 @@ impl TokioPgManager {
             }
             return Err(refuse(&c.closed_broken, "failed its liveness check"));
         }
-        if self.hooks.has_after_release() {
-            let mut view = HookClient {
-                on: self.on(),
-                client,
-            };
-            if !self.hooks.after_release(&mut view, metrics.age()).await {
-                return Err(refuse(
-                    &c.closed_by_hook,
-                    "refused by the after_release hook",
-                ));
-            }
+        // One view for both hooks; a hook that is not set answers yes at once.
+        let mut view = HookClient {
+            on: self.on(),
+            client,
+        };
+        if !self.hooks.after_release(&mut view, metrics.age()).await {
+            return Err(refuse(
+                &c.closed_by_hook,
+                "refused by the after_release hook",
+            ));
         }
-        if self.hooks.has_before_checkout() {
-            let mut view = HookClient {
-                on: self.on(),
-                client,
-            };
-            if !self
-                .hooks
-                .before_checkout(&mut view, metrics.age(), idle_for)
-                .await
-            {
-                return Err(refuse(
-                    &c.closed_by_hook,
-                    "refused by the before_checkout hook",
-                ));
-            }
+        if !self
+            .hooks
+            .before_checkout(&mut view, metrics.age(), idle_for)
+            .await
+        {
+            return Err(refuse(
+                &c.closed_by_hook,
+                "refused by the before_checkout hook",
+            ));
         }
         Ok(())
     }
