@@ -487,7 +487,6 @@ fn file_kind(kind: &std::fs::FileType) -> &'static str {
     }
 }
 
-/// Keys a `dsn` replaces: set beside one, they would be ignored without a word.
 /// What a read replica's member name puts between its connection's name and its host
 /// (`primary/replica:db-2:5432`, built in `connection`): no connection name may contain it.
 pub(crate) const REPLICA_MARK: &str = "/replica:";
@@ -501,6 +500,7 @@ pub(crate) fn reserved_name() -> String {
     )
 }
 
+/// Keys a `dsn` replaces: set beside one, they would be ignored without a word.
 const REPLACED_BY_DSN: [Field; 6] = [
     Field::Host,
     Field::Hosts,
