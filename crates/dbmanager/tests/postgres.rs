@@ -220,17 +220,11 @@ async fn server_errors_do_not_show_the_server_source_line() {
     manager.close(Duration::from_secs(5)).await;
 }
 
-/// PostgreSQL's own types through the neutral handle, on both layers and both drivers: arrays
-/// (NULL elements included, intervals too), intervals, money, and a timetz read as text.
-#[tokio::test]
-async fn arrays_intervals_and_money_round_trip() {
-    use dbmanager::reexports::bigdecimal::BigDecimal;
-    use dbmanager::{DefaultOrm, Interval, Value};
-    use std::str::FromStr as _;
-
-    let db = TestDb::create();
+/// The connection `pg` on `db` once per way to run the neutral handle: sqlx's native layer,
+/// SeaORM, and the tokio-postgres driver.
+fn every_layer_and_driver(db: &TestDb) -> Vec<dbmanager::ConnectionConfig> {
     let mut configs = Vec::new();
-    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+    for layer in [dbmanager::DefaultOrm::Native, dbmanager::DefaultOrm::SeaOrm] {
         let mut c = db.config("pg");
         c.default_orm = layer;
         configs.push(c);
@@ -241,6 +235,19 @@ async fn arrays_intervals_and_money_round_trip() {
         c.driver = Some(dbmanager::PostgresDriver::TokioPostgres);
         configs.push(c);
     }
+    configs
+}
+
+/// PostgreSQL's own types through the neutral handle, on both layers and both drivers: arrays
+/// (NULL elements included, intervals too), intervals, money, and a timetz read as text.
+#[tokio::test]
+async fn arrays_intervals_and_money_round_trip() {
+    use dbmanager::reexports::bigdecimal::BigDecimal;
+    use dbmanager::{DefaultOrm, Interval, Value};
+    use std::str::FromStr as _;
+
+    let db = TestDb::create();
+    let configs = every_layer_and_driver(&db);
     for c in configs {
         let layer = c.default_orm;
         let manager = Manager::new(fast_config().with_connection(c)).unwrap();
@@ -359,22 +366,11 @@ async fn arrays_intervals_and_money_round_trip() {
 /// second (`1999-12-31 23:59:59.9999995` was sent as 2000-01-01 00:00:00).
 #[tokio::test]
 async fn dates_and_times_at_their_edges() {
+    use dbmanager::Value;
     use dbmanager::reexports::chrono::{NaiveDate, NaiveDateTime, NaiveTime};
-    use dbmanager::{DefaultOrm, Value};
 
     let db = TestDb::create();
-    let mut configs = Vec::new();
-    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
-        let mut c = db.config("pg");
-        c.default_orm = layer;
-        configs.push(c);
-    }
-    #[cfg(feature = "tokio-postgres")]
-    {
-        let mut c = db.config("pg");
-        c.driver = Some(dbmanager::PostgresDriver::TokioPostgres);
-        configs.push(c);
-    }
+    let configs = every_layer_and_driver(&db);
     let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
     for c in configs {
         let what = format!("{:?} {:?}", c.driver, c.default_orm);
@@ -472,23 +468,12 @@ async fn dates_and_times_at_their_edges() {
 /// them (sqlx said "invalid value for PgNumericSign: 0xD000" for `Infinity`).
 #[tokio::test]
 async fn numerics_keep_their_scale_on_both_drivers() {
+    use dbmanager::Value;
     use dbmanager::reexports::bigdecimal::BigDecimal;
-    use dbmanager::{DefaultOrm, Value};
     use std::str::FromStr as _;
 
     let db = TestDb::create();
-    let mut configs = Vec::new();
-    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
-        let mut c = db.config("pg");
-        c.default_orm = layer;
-        configs.push(c);
-    }
-    #[cfg(feature = "tokio-postgres")]
-    {
-        let mut c = db.config("pg");
-        c.driver = Some(dbmanager::PostgresDriver::TokioPostgres);
-        configs.push(c);
-    }
+    let configs = every_layer_and_driver(&db);
     let scale = |d: &BigDecimal| d.as_bigint_and_exponent().1;
     for c in configs {
         let what = format!("{:?} {:?}", c.driver, c.default_orm);
