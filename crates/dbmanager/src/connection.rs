@@ -351,7 +351,7 @@ impl Connection {
     fn record_reach(&self, reached: bool) {
         self.shared
             .breaker
-            .record(&self.shared.name, reached, false, &self.shared.counters);
+            .record(&self.shared.name, reached, &self.shared.counters);
     }
 
     /// The connection's name.

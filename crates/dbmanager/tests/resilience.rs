@@ -5,6 +5,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use dbmanager::{ConnectionConfig, ErrorKind, Manager};
+use support::proxy::{Fault, FaultProxy};
 
 fn capture() -> (support::LogCapture, tracing::subscriber::DefaultGuard) {
     let capture = support::LogCapture::default();
@@ -140,5 +141,64 @@ async fn an_open_circuit_fails_fast_and_closes_when_the_server_is_back() {
     );
     assert_eq!(stats.circuit_opened_total, 1);
     db.fetch_one("SELECT 1", &[]).await.unwrap();
+    manager.close(Duration::from_secs(2)).await;
+}
+
+/// The statement let through to probe an open circuit may never finish (the caller's own
+/// timeout drops it): the next statement after the pause probes again, so the circuit closes
+/// once the server answers, without a health loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_dropped_before_it_answers_lets_a_later_statement_probe() {
+    let db = support::TestDb::create();
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let mut c = db.config("pg");
+    c.port = Some(proxy.port);
+    c.connect_timeout = Duration::from_secs(2);
+    c.circuit_breaker_failures = Some(1);
+    let mut config = support::fast_config().with_connection(c);
+    // No health loop: statements are the only probes.
+    config.health_check_interval = Duration::ZERO;
+    config.retry_max_delay = Duration::from_millis(200);
+    let manager = Manager::new(config).unwrap();
+    manager.connect().await.unwrap();
+    let db_handle = manager.database("pg").unwrap();
+    db_handle.fetch_one("SELECT 1", &[]).await.unwrap();
+
+    // Unreachable: checkouts hang until the connect timeout, and the circuit opens.
+    proxy.set(Fault::Blackhole);
+    proxy.cut_all();
+    let conn = manager.get("pg").unwrap();
+    for _ in 0..20 {
+        if conn.stats().circuit_open {
+            break;
+        }
+        db_handle.fetch_one("SELECT 1", &[]).await.unwrap_err();
+    }
+    assert!(conn.stats().circuit_open);
+    // After the pause a statement is let through as the probe; its caller gives up first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let probe =
+        tokio::time::timeout(Duration::from_millis(300), db_handle.fetch_one("SELECT 1", &[]))
+            .await;
+    assert!(probe.is_err(), "the probe hangs on the blackhole: {probe:?}");
+
+    proxy.set(Fault::Forward);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while Instant::now() < deadline {
+        match db_handle.fetch_one("SELECT 1", &[]).await {
+            Ok(_) => {
+                last = None;
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        last.is_none(),
+        "the server answers again but statements still fail: {last:?}"
+    );
+    assert!(!conn.stats().circuit_open);
     manager.close(Duration::from_secs(2)).await;
 }

@@ -492,7 +492,7 @@ impl Database {
 /// Refused at once while the circuit is open.
 fn admit(c: &Context) -> Result<Admission> {
     let admission = c.breaker.admit(c.half_open_after);
-    if admission == Admission::Refused {
+    if matches!(admission, Admission::Refused) {
         return Err(Error::Refused {
             connection: c.name.to_string(),
             operation: Operation::Acquire,
@@ -509,8 +509,10 @@ fn admit(c: &Context) -> Result<Admission> {
 fn settle<T>(c: &Context, outcome: Result<T>, started: Instant, admission: Admission) -> Result<T> {
     let outcome = outcome.map_err(|e| c.hook_failures.explain(e, started.into_std()));
     let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
-    c.breaker
-        .record(&c.name, reached, admission == Admission::Probe, &c.counters);
+    c.breaker.record(&c.name, reached, &c.counters);
+    // A probe ends here (after its outcome is recorded); so does one whose statement is
+    // dropped before it got this far.
+    drop(admission);
     outcome
 }
 
