@@ -377,10 +377,10 @@ impl Database {
         start: Start<T>,
     ) -> Result<T> {
         let mut bound = self.current()?;
-        let admission = admit(&bound.context)?;
+        let operation = operation_of(sql);
+        let admission = admit(&bound.context, operation)?;
         let c = &*bound.context;
         let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
-        let operation = operation_of(sql);
         let started = Instant::now();
         let mut outcome = bound
             .attempt(verb, sql, params, operation, start, started)
@@ -461,7 +461,7 @@ impl Database {
             }
             // As `on_own_pool`, for `begin`.
             let mut bound = self.current()?;
-            let admission = admit(&bound.context)?;
+            let admission = admit(&bound.context, verb("BEGIN"))?;
             let c = &*bound.context;
             let leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
             let started = Instant::now();
@@ -489,10 +489,17 @@ impl Database {
     }
 }
 
-/// Refused at once while the circuit is open.
-fn admit(c: &Context) -> Result<Admission> {
+/// Refused at once while the circuit is open; a refused statement counts in the per-query
+/// figures (as a transient failure of its operation), so an error rate stays visible while
+/// the breaker fails callers fast.
+fn admit(c: &Context, operation: usize) -> Result<Admission> {
     let admission = c.breaker.admit(c.half_open_after);
     if matches!(admission, Admission::Refused) {
+        if c.record_queries {
+            c.counters
+                .queries
+                .record(operation, Duration::ZERO, Some(ErrorKind::Transient));
+        }
         return Err(Error::Refused {
             connection: c.name.to_string(),
             operation: Operation::Acquire,
