@@ -11,6 +11,9 @@ use std::time::Duration;
 #[derive(Debug)]
 pub(crate) struct LeakGuard {
     state: Arc<Watch>,
+    /// The task waiting out the threshold: ended when the checkout is returned, so a long
+    /// threshold does not keep one sleeping task per statement alive until it expires.
+    watcher: tokio::task::AbortHandle,
 }
 
 #[derive(Debug)]
@@ -42,7 +45,7 @@ impl LeakGuard {
         let counters = counters.clone();
         // Outside a runtime there is nothing to watch with; the checkout itself needs one.
         let handle = tokio::runtime::Handle::try_current().ok()?;
-        handle.spawn(async move {
+        let watcher = handle.spawn(async move {
             tokio::time::sleep(threshold).await;
             let Some(state) = watched.upgrade() else {
                 return;
@@ -59,13 +62,17 @@ impl LeakGuard {
                 "a connection has been checked out longer than leak_detection_threshold"
             );
         });
-        Some(LeakGuard { state })
+        Some(LeakGuard {
+            state,
+            watcher: watcher.abort_handle(),
+        })
     }
 }
 
 impl Drop for LeakGuard {
     fn drop(&mut self) {
         self.state.returned.store(true, Relaxed);
+        self.watcher.abort();
         if self.state.reported.load(Relaxed) {
             tracing::info!(
                 connection = &*self.state.connection,

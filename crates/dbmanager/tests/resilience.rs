@@ -144,6 +144,35 @@ async fn an_open_circuit_fails_fast_and_closes_when_the_server_is_back() {
     manager.close(Duration::from_secs(2)).await;
 }
 
+/// A checkout watched for leaks and returned long before the threshold leaves nothing behind:
+/// with a one-hour threshold, a busy connection used to keep one sleeping task per statement
+/// alive for that hour.
+#[tokio::test]
+async fn a_returned_checkout_ends_its_leak_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = ConnectionConfig::sqlite("lite", dir.path().join("l.db"));
+    c.leak_detection_threshold = Some(Duration::from_secs(3600));
+    let manager = Manager::new(support::fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let db = manager.database("lite").unwrap();
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let before = runtime.num_alive_tasks();
+    for _ in 0..500 {
+        db.fetch_one("SELECT 1", &[]).await.unwrap();
+        let tx = db.begin().await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    // An aborted task is gone once the runtime has run its cancellation.
+    assert!(
+        support::eventually(Duration::from_secs(30), || runtime.num_alive_tasks() < before + 50)
+            .await,
+        "{} tasks alive after 1000 returned checkouts (before: {before})",
+        runtime.num_alive_tasks()
+    );
+    assert_eq!(manager.get("lite").unwrap().stats().leaks_detected, 0);
+    manager.close(Duration::from_secs(1)).await;
+}
+
 /// The statement let through to probe an open circuit may never finish (the caller's own
 /// timeout drops it): the next statement after the pause probes again, so the circuit closes
 /// once the server answers, without a health loop.
