@@ -137,3 +137,43 @@ async fn every_backend_adopted_works_through_every_layer_and_closes() {
     assert!(report.failed[0].1.to_string().contains("adopted pool"));
     builder.close(Duration::from_secs(5)).await;
 }
+
+fn pg_url(db: &support::TestDb) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}?sslmode=disable",
+        support::pg_user(),
+        support::pg_host(),
+        support::pg_port(),
+        db.name
+    )
+}
+
+/// Stats and metrics give an adopted pool's own cap, not the manager's default
+/// `max_open_conns` its placeholder configuration carries.
+#[tokio::test]
+async fn an_adopted_pool_reports_its_own_cap() {
+    let db = support::TestDb::create();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(7)
+        .connect(&pg_url(&db))
+        .await
+        .unwrap();
+    let manager = Manager::new(ManagerConfig::default()).unwrap();
+    manager.adopt("pg", pool).unwrap();
+    manager
+        .database("pg")
+        .unwrap()
+        .fetch_one("SELECT 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(manager.get("pg").unwrap().stats().max_open, 7);
+    assert_eq!(manager.stats().connections["pg"].max_open, 7);
+    let text = manager.metrics_text();
+    assert!(
+        text.contains(
+            "dbmanager_connection_pool_size{connection=\"pg\",type=\"postgres\",state=\"max\"} 7"
+        ),
+        "{text}"
+    );
+    manager.close(Duration::from_secs(5)).await;
+}
