@@ -177,3 +177,48 @@ async fn an_adopted_pool_reports_its_own_cap() {
     );
     manager.close(Duration::from_secs(5)).await;
 }
+
+/// A pool the application closed already would never serve: adopting it is refused (it used
+/// to be registered as connected and healthy, every statement then failing with `Closed`);
+/// so is an empty name, as in a configuration.
+#[tokio::test]
+async fn adopting_a_closed_pool_or_an_empty_name_is_refused() {
+    let db = support::TestDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::new(ManagerConfig::default()).unwrap();
+
+    let pg = sqlx::PgPool::connect(&pg_url(&db)).await.unwrap();
+    pg.close().await;
+    let err = manager.adopt("pg", pg).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration);
+    assert!(err.to_string().contains("closed"), "{err}");
+    let lite = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(dir.path().join("a.db"))
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+    lite.close().await;
+    assert_eq!(
+        manager.adopt("lite", lite).unwrap_err().kind(),
+        ErrorKind::Configuration
+    );
+    assert!(manager.names().is_empty(), "{:?}", manager.names());
+
+    let open = sqlx::PgPool::connect_lazy(&pg_url(&db)).unwrap();
+    assert_eq!(
+        manager.adopt("", open.clone()).unwrap_err().kind(),
+        ErrorKind::Configuration
+    );
+    // The name is still free for an open pool.
+    manager.adopt("pg", open).unwrap();
+    manager
+        .database("pg")
+        .unwrap()
+        .fetch_one("SELECT 1", &[])
+        .await
+        .unwrap();
+    manager.close(Duration::from_secs(5)).await;
+}
