@@ -395,6 +395,40 @@ async fn unlisten_stops_delivery_even_of_queued_notifications(driver: PostgresDr
     manager.close(Duration::from_secs(5)).await;
 }
 
+/// A notification queued before `unlisten` returned belongs to the subscription that ended:
+/// listening to the channel again does not bring it back (it used to be yielded then, ahead
+/// of the new subscription's notifications).
+async fn listening_again_after_unlisten_yields_nothing_queued_before(driver: PostgresDriver) {
+    let db = TestDb::create();
+    let manager = manager_with(on(driver, db.config("pg"))).await;
+    let mut listener = manager.listener("pg").await.unwrap();
+    listener.listen("again").await.unwrap();
+    send(&listener, "again", "old", 5).await;
+    let conn = manager.get("pg").unwrap();
+    // Received by the listener, queued, not read.
+    assert!(
+        eventually(PATIENCE, || conn
+            .stats()
+            .listeners
+            .unwrap()
+            .notifications_received
+            == 5)
+        .await
+    );
+    listener.unlisten("again").await.unwrap();
+    listener.listen("again").await.unwrap();
+    send(&listener, "again", "new", 3).await;
+    expect_in_order(&mut listener, "again", "new", 3).await;
+
+    // The same with every channel at once, while notifications are in flight.
+    send(&listener, "again", "older", 50).await;
+    listener.unlisten_all().await.unwrap();
+    listener.listen("again").await.unwrap();
+    send(&listener, "again", "newer", 3).await;
+    expect_in_order(&mut listener, "again", "newer", 3).await;
+    manager.close(Duration::from_secs(5)).await;
+}
+
 async fn the_listener_session_is_outside_the_pool(driver: PostgresDriver) {
     let db = TestDb::create();
     let mut config = on(driver, db.config("pg"));
@@ -540,6 +574,8 @@ on_both_drivers!(
 );
 
 on_both_drivers!(unlisten_stops_delivery_even_of_queued_notifications);
+
+on_both_drivers!(listening_again_after_unlisten_yields_nothing_queued_before);
 
 on_both_drivers!(the_listener_session_is_outside_the_pool);
 

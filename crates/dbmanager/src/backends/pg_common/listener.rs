@@ -385,7 +385,7 @@ async fn run_command<S: ListenSession>(
                 let _ = ack.send(Err(e));
                 return None;
             }
-            let mut channels = (*task.channels()).clone();
+            let mut channels = task.channels();
             if !channels.insert(channel.clone()) {
                 let _ = ack.send(Ok(()));
                 return None;
@@ -395,7 +395,7 @@ async fn run_command<S: ListenSession>(
             (listen_sql("LISTEN", &channel), ack, Some(channel))
         }
         Command::Unlisten(channel, ack) => {
-            let mut channels = (*task.channels()).clone();
+            let mut channels = task.channels();
             if !channels.remove(&channel) {
                 let _ = ack.send(Ok(()));
                 return None;
@@ -410,6 +410,14 @@ async fn run_command<S: ListenSession>(
     };
     match execute(task, live, sql).await {
         Ok(Ok(())) => {
+            if undo.is_none() {
+                // After an UNLISTEN: what the session received before it was of the ended
+                // subscription; taken now (and dropped, unless of another channel), it cannot
+                // pass for a notification of the channel listened to again later.
+                while let Some(n) = live.session.buffered() {
+                    task.notification(n);
+                }
+            }
             let _ = ack.send(Ok(()));
             None
         }
@@ -428,7 +436,7 @@ async fn run_command<S: ListenSession>(
         Ok(Err(e)) => {
             // The server refused the statement; the session is fine.
             if let Some(channel) = undo {
-                let mut channels = (*task.channels()).clone();
+                let mut channels = task.channels();
                 channels.remove(&channel);
                 task.set_channels(channels);
             }
@@ -440,7 +448,7 @@ async fn run_command<S: ListenSession>(
 
 /// Records a command while the session is down: the reconnect listens to the channel set.
 fn record(task: &mut ListenerTask, command: Command) {
-    let mut channels = (*task.channels()).clone();
+    let mut channels = task.channels();
     let (outcome, ack) = match command {
         Command::Listen(channel, ack) => {
             let checked = check_channel(&task.name, &channel);
