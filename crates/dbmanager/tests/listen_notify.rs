@@ -515,6 +515,43 @@ async fn a_replace_to_another_backend_says_disconnected_and_a_replace_back_recon
     manager.close(Duration::from_secs(5)).await;
 }
 
+/// A replace that puts the connection behind a transaction-mode pooler gives the listener no
+/// session it could listen on (as `listener()` refuses one there): `Disconnected` with why,
+/// not a silent `Reconnected` through the pooler; a replace back reconnects it.
+async fn a_replace_behind_a_transaction_pooler_says_disconnected(driver: PostgresDriver) {
+    let db = TestDb::create();
+    let manager = manager_with(on(driver, db.config("pg"))).await;
+    let mut listener = manager.listener("pg").await.unwrap();
+    listener.listen("pooled").await.unwrap();
+
+    let mut pooled = on(driver, db.config("pg"));
+    pooled.pooler = dbmanager::Pooler::Transaction;
+    manager
+        .replace(pooled, Duration::from_secs(5))
+        .await
+        .unwrap();
+    match next(&mut listener).await {
+        ListenerEvent::Disconnected { error } => {
+            assert!(error.contains("pooler"), "{error}");
+        }
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    assert!(!listener.is_connected());
+    assert_eq!(
+        manager.listener("pg").await.unwrap_err().kind(),
+        ErrorKind::Unsupported
+    );
+
+    manager
+        .replace(on(driver, db.config("pg")), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut listener).await, ListenerEvent::Reconnected);
+    send(&listener, "pooled", "direct", 2).await;
+    expect_in_order(&mut listener, "pooled", "direct", 2).await;
+    manager.close(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn only_configured_postgres_connections_have_a_listener() {
     let mut config = ManagerConfig::default();
@@ -582,3 +619,5 @@ on_both_drivers!(the_listener_session_is_outside_the_pool);
 on_both_drivers!(a_replace_moves_the_listener_to_the_new_configuration);
 
 on_both_drivers!(a_replace_to_another_backend_says_disconnected_and_a_replace_back_reconnects);
+
+on_both_drivers!(a_replace_behind_a_transaction_pooler_says_disconnected);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backends::{bounded, config_error};
-use crate::config::DatabaseType;
+use crate::config::{DatabaseType, Pooler};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::listen::{Command, ListenSettings, ListenerTask, Notification, Signal, Wake};
 
@@ -240,6 +240,14 @@ async fn open_session<S: ListenSession>(
         return Err(config_error(
             name,
             "the connection is no longer PostgreSQL; its listener cannot reconnect",
+        ));
+    }
+    // As `listener()` refuses: a LISTEN through a transaction-mode pooler would hear nothing
+    // once its transaction ended (a replace or reload may bring the setting).
+    if current.config.pooler == Pooler::Transaction {
+        return Err(config_error(
+            name,
+            "the connection is now behind a transaction-mode pooler (`pooler: transaction`), where a LISTEN hears nothing; its listener cannot reconnect",
         ));
     }
     let limit = current.settings.connect_timeout;
