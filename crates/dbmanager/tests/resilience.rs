@@ -164,8 +164,9 @@ async fn a_returned_checkout_ends_its_leak_watch() {
     }
     // An aborted task is gone once the runtime has run its cancellation.
     assert!(
-        support::eventually(Duration::from_secs(30), || runtime.num_alive_tasks() < before + 50)
-            .await,
+        support::eventually(Duration::from_secs(30), || runtime.num_alive_tasks()
+            < before + 50)
+        .await,
         "{} tasks alive after 1000 returned checkouts (before: {before})",
         runtime.num_alive_tasks()
     );
@@ -206,10 +207,15 @@ async fn a_probe_dropped_before_it_answers_lets_a_later_statement_probe() {
     assert!(conn.stats().circuit_open);
     // After the pause a statement is let through as the probe; its caller gives up first.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let probe =
-        tokio::time::timeout(Duration::from_millis(300), db_handle.fetch_one("SELECT 1", &[]))
-            .await;
-    assert!(probe.is_err(), "the probe hangs on the blackhole: {probe:?}");
+    let probe = tokio::time::timeout(
+        Duration::from_millis(300),
+        db_handle.fetch_one("SELECT 1", &[]),
+    )
+    .await;
+    assert!(
+        probe.is_err(),
+        "the probe hangs on the blackhole: {probe:?}"
+    );
 
     proxy.set(Fault::Forward);
     let deadline = Instant::now() + Duration::from_secs(30);
