@@ -158,7 +158,7 @@ pub(crate) async fn start(
         counters: context.counters,
         counted_connected: false,
         counted_channels: 0,
-        next_subscription: 1,
+        last_subscription: 0,
     };
     let listener = Listener {
         handle: ListenerHandle {
@@ -433,8 +433,8 @@ pub(crate) struct ListenerTask {
     counters: Arc<PoolCounters>,
     counted_connected: bool,
     counted_channels: u64,
-    /// The number the next new subscription gets.
-    next_subscription: u64,
+    /// The number of the latest subscription (they start at 1; 0 marks other items).
+    last_subscription: u64,
 }
 
 impl Drop for ListenerTask {
@@ -538,8 +538,8 @@ impl ListenerTask {
             .into_iter()
             .map(|channel| {
                 let subscription = old.get(&channel).copied().unwrap_or_else(|| {
-                    self.next_subscription += 1;
-                    self.next_subscription
+                    self.last_subscription += 1;
+                    self.last_subscription
                 });
                 (channel, subscription)
             })
