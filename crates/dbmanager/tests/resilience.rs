@@ -174,6 +174,50 @@ async fn a_returned_checkout_ends_its_leak_watch() {
     manager.close(Duration::from_secs(1)).await;
 }
 
+/// Only the transaction holding the pool's one connection is reported: one waiting in `begin`
+/// for that connection holds nothing (it used to be reported too, blaming its caller's line
+/// for the holder's leak).
+#[tokio::test]
+async fn a_begin_waiting_for_a_held_connection_is_not_reported_as_a_leak() {
+    let (logs, _guard) = capture();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = ConnectionConfig::sqlite("lite", dir.path().join("l.db"));
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    c.leak_detection_threshold = Some(Duration::from_millis(200));
+    let manager = Manager::new(support::fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let db = manager.database("lite").unwrap();
+
+    let holder_line = line!() + 1;
+    let holder = db.begin().await.unwrap();
+    let waiting = db.clone();
+    let waiter = tokio::spawn(async move {
+        let tx = waiting.begin().await?;
+        tx.commit().await
+    });
+    // The holder is reported while the waiter waits.
+    let conn = manager.get("lite").unwrap();
+    assert!(
+        support::eventually(Duration::from_secs(30), || conn.stats().leaks_detected >= 1).await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    holder.commit().await.unwrap();
+    waiter.await.unwrap().unwrap();
+    assert_eq!(conn.stats().leaks_detected, 1, "{}", logs.text());
+    let text = logs.text();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("longer than leak_detection_threshold"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{text}");
+    assert!(
+        warnings[0].contains(&format!("resilience.rs:{holder_line}")),
+        "the holder is the one reported: {text}"
+    );
+    manager.close(Duration::from_secs(1)).await;
+}
+
 /// The statement let through to probe an open circuit may never finish (the caller's own
 /// timeout drops it): the next statement after the pause probes again, so the circuit closes
 /// once the server answers, without a health loop.

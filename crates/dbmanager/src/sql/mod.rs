@@ -462,8 +462,6 @@ impl Database {
             // As `on_own_pool`, for `begin`.
             let mut bound = self.current()?;
             let admission = admit(&bound.context, verb("BEGIN"))?;
-            let c = &*bound.context;
-            let leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
             let started = Instant::now();
             let mut outcome = bound.begin_now(started).await;
             for _ in 0..3 {
@@ -475,7 +473,9 @@ impl Database {
             }
             record_closed(&bound.context, verb("BEGIN"), started, &outcome);
             let inner = settle(&bound.context, outcome, started, admission)?;
-            drop(leak);
+            // Watched from here, once the transaction holds its connection: a `begin` still
+            // waiting for one (the pool exhausted by whoever holds them) holds nothing and is
+            // not reported.
             let context = bound.context.clone();
             let _leak =
                 LeakGuard::watch(&context.name, context.leak_threshold, &context.counters, at);
