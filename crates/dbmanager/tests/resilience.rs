@@ -218,6 +218,51 @@ async fn a_begin_waiting_for_a_held_connection_is_not_reported_as_a_leak() {
     manager.close(Duration::from_secs(1)).await;
 }
 
+/// Only the transaction holding the pool's one connection is reported: statements waiting for
+/// that connection hold nothing (each used to be reported too, with its own caller's line),
+/// and their watch starts once they have it. On both PostgreSQL drivers.
+#[tokio::test]
+async fn statements_waiting_for_a_held_connection_are_not_reported_as_leaks() {
+    for driver in [
+        dbmanager::PostgresDriver::Sqlx,
+        dbmanager::PostgresDriver::TokioPostgres,
+    ] {
+        let db = support::TestDb::create();
+        let mut c = db.config("pg");
+        c.driver = Some(driver);
+        c.max_open_conns = Some(1);
+        c.max_idle_conns = Some(1);
+        c.connect_timeout = Duration::from_secs(30);
+        c.leak_detection_threshold = Some(Duration::from_millis(200));
+        let manager = Manager::new(support::fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let database = manager.database("pg").unwrap();
+
+        let holder = database.begin().await.unwrap();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let database = database.clone();
+                tokio::spawn(async move { database.fetch_one("SELECT 1", &[]).await.map(|_| ()) })
+            })
+            .collect();
+        let conn = manager.get("pg").unwrap();
+        assert!(
+            support::eventually(Duration::from_secs(30), || conn.stats().leaks_detected >= 1).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        holder.commit().await.unwrap();
+        for waiter in waiters {
+            waiter.await.unwrap().unwrap();
+        }
+        assert_eq!(conn.stats().leaks_detected, 1, "{driver:?}");
+
+        // A statement that really holds its connection past the threshold is still reported.
+        database.execute("SELECT pg_sleep(0.6)", &[]).await.unwrap();
+        assert_eq!(conn.stats().leaks_detected, 2, "{driver:?}");
+        manager.close(Duration::from_secs(2)).await;
+    }
+}
+
 /// The statement let through to probe an open circuit may never finish (the caller's own
 /// timeout drops it): the next statement after the pause probes again, so the circuit closes
 /// once the server answers, without a health loop.

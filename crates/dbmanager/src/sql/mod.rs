@@ -380,11 +380,13 @@ impl Database {
         let operation = operation_of(sql);
         let admission = admit(&bound.context, operation)?;
         let c = &*bound.context;
-        let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
+        let leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
         let started = Instant::now();
-        let mut outcome = bound
-            .attempt(verb, sql, params, operation, start, started)
-            .await;
+        let mut outcome = LeakGuard::scope(
+            leak.as_ref(),
+            bound.attempt(verb, sql, params, operation, start, started),
+        )
+        .await;
         // Swaps close together (a reload under load) can close the next pool too before the
         // retry reaches it: follow a few, then report.
         for _ in 0..3 {
@@ -392,9 +394,11 @@ impl Database {
                 break;
             }
             bound = self.current()?;
-            outcome = bound
-                .attempt(verb, sql, params, operation, start, Instant::now())
-                .await;
+            outcome = LeakGuard::scope(
+                leak.as_ref(),
+                bound.attempt(verb, sql, params, operation, start, Instant::now()),
+            )
+            .await;
         }
         record_closed(&bound.context, operation, started, &outcome);
         // The breaker, counters and hook failures are the connection's, shared by its
