@@ -30,4 +30,19 @@ pub trait Adoptable: Sealed + Send + 'static {
     fn kind(&self) -> DatabaseType;
     #[doc(hidden)]
     fn adopt(self, context: &AdoptContext) -> Adopted;
+    /// Whether the pool was closed already (it would never serve: adopting it is refused).
+    #[doc(hidden)]
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+/// Why adopting a closed pool is refused.
+pub(crate) fn closed_pool(name: &str) -> crate::error::Error {
+    let mut problems = crate::config::ConfigProblems::default();
+    problems.push(
+        format!("connections.{name}"),
+        "the pool to adopt is closed already; an adopted pool is never reopened, so adopt an open one",
+    );
+    crate::error::Error::Config(problems)
 }

@@ -2,6 +2,7 @@
 //! once instead of every caller waiting out `connect_timeout`; a probe (the health loop's, or
 //! one statement let through after a pause) closes the circuit again when the server is back.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -42,8 +43,10 @@ impl Breaker {
     }
 
     /// Whether a statement may run now. While open, one statement every `half_open_after` is
-    /// let through as a probe.
-    pub(crate) fn admit(&self, half_open_after: Duration) -> Admission {
+    /// let through as a probe: it holds the probe until the [`Admission`] is dropped, so a
+    /// probe whose future is dropped before it reports (a caller's own timeout, a cancelled
+    /// request) lets the next statement probe instead of keeping the circuit open for good.
+    pub(crate) fn admit(self: &Arc<Self>, half_open_after: Duration) -> Admission {
         if !self.open.load(Relaxed) {
             return Admission::Closed;
         }
@@ -58,22 +61,16 @@ impl Breaker {
                 .compare_exchange(false, true, Relaxed, Relaxed)
                 .is_ok()
         {
-            return Admission::Probe;
+            return Admission::Probe {
+                _guard: ProbeGuard(self.clone()),
+            };
         }
         Admission::Refused
     }
 
-    /// Records an outcome of reaching the server (a statement, a check, a connect).
-    pub(crate) fn record(
-        &self,
-        name: &str,
-        reached: bool,
-        probe: bool,
-        counters: &crate::stats::PoolCounters,
-    ) {
-        if probe {
-            self.probing.store(false, Relaxed);
-        }
+    /// Records an outcome of reaching the server (a statement, a check, a connect). A probe's
+    /// statement records its outcome before its [`Admission`] is dropped.
+    pub(crate) fn record(&self, name: &str, reached: bool, counters: &crate::stats::PoolCounters) {
         if reached {
             self.failures.store(0, Relaxed);
             if self.open.swap(false, Relaxed) {
@@ -108,9 +105,23 @@ impl Breaker {
 }
 
 /// What [`Breaker::admit`] decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Admission {
     Closed,
-    Probe,
+    /// The one statement probing a half-open circuit; dropping it ends the probe.
+    Probe {
+        _guard: ProbeGuard,
+    },
     Refused,
+}
+
+/// The probe of a half-open circuit, held by the statement let through; dropped when that
+/// statement ends, however it ends.
+#[derive(Debug)]
+pub(crate) struct ProbeGuard(Arc<Breaker>);
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        self.0.probing.store(false, Relaxed);
+    }
 }

@@ -351,7 +351,7 @@ impl Connection {
     fn record_reach(&self, reached: bool) {
         self.shared
             .breaker
-            .record(&self.shared.name, reached, false, &self.shared.counters);
+            .record(&self.shared.name, reached, &self.shared.counters);
     }
 
     /// The connection's name.
@@ -829,8 +829,14 @@ impl Connection {
             .load()
             .as_ref()
             .map_or(PoolGauges::default(), |b| b.0.gauges());
+        // An adopted pool's cap is its own (the configuration it was registered under is only
+        // the manager's defaults); a MongoDB client does not say, so it is 0 there.
         let gauges = PoolGauges {
-            max_open: generation.settings.max_open,
+            max_open: if generation.adopted {
+                gauges.max_open
+            } else {
+                generation.settings.max_open
+            },
             ..gauges
         };
         let mut stats = ConnectionStats::from_parts(

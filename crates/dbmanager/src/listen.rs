@@ -7,7 +7,7 @@
 //! commands, where to send items, when to stop, and the counters it keeps up to date). The task
 //! owns the dedicated session, its reconnects and its re-subscriptions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +56,12 @@ pub enum ListenerEvent {
     Reconnected,
 }
 
+/// An item queued for the stream: a notification carries the subscription it arrived under.
+struct Queued {
+    event: ListenerEvent,
+    subscription: u64,
+}
+
 /// What a listener's task is asked to do.
 pub(crate) enum Command {
     Listen(String, oneshot::Sender<Result<()>>),
@@ -66,9 +72,11 @@ pub(crate) enum Command {
 /// State shared by a listener's handles, its stream and its task.
 #[derive(Default)]
 struct Shared {
-    /// The channels listened to (or to listen to again once reconnected). Written by the task
-    /// only; read by the stream to drop notifications of channels no longer listened to.
-    channels: ArcSwap<BTreeSet<String>>,
+    /// The channels listened to (or to listen to again once reconnected), each with the number
+    /// of its subscription (a channel listened to again after an `unlisten` gets a new one).
+    /// Written by the task only; read by the stream to drop notifications queued for a
+    /// subscription that has ended since, even when the channel is listened to again.
+    channels: ArcSwap<BTreeMap<String, u64>>,
     connected: AtomicBool,
     /// Closed: the stream ends at once, whatever is still queued.
     closed: AtomicBool,
@@ -150,6 +158,7 @@ pub(crate) async fn start(
         counters: context.counters,
         counted_connected: false,
         counted_channels: 0,
+        last_subscription: 0,
     };
     let listener = Listener {
         handle: ListenerHandle {
@@ -196,7 +205,7 @@ struct Inner {
 /// Notifications are buffered in memory until read.
 pub struct Listener {
     handle: ListenerHandle,
-    events: mpsc::UnboundedReceiver<ListenerEvent>,
+    events: mpsc::UnboundedReceiver<Queued>,
 }
 
 /// Controls of a [`Listener`] for other tasks: cheap to clone; every clone controls the same
@@ -251,13 +260,16 @@ impl Listener {
                 return Poll::Ready(None);
             }
             match self.events.poll_recv(cx) {
-                Poll::Ready(Some(ListenerEvent::Notification(n)))
-                    if !shared.channels.load().contains(&n.channel) =>
-                {
-                    // Queued before an `unlisten` of its channel returned.
+                Poll::Ready(Some(Queued {
+                    event: ListenerEvent::Notification(n),
+                    subscription,
+                })) if shared.channels.load().get(&n.channel) != Some(&subscription) => {
+                    // Queued before an `unlisten` of its channel returned (and maybe listened
+                    // to again since: it belongs to the subscription that ended).
                     continue;
                 }
-                other => return other,
+                Poll::Ready(item) => return Poll::Ready(item.map(|q| q.event)),
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
@@ -362,7 +374,7 @@ impl ListenerHandle {
 
     /// The channels listened to (or recorded to listen to on reconnect), sorted.
     pub fn channels(&self) -> Vec<String> {
-        self.inner.shared.channels.load().iter().cloned().collect()
+        self.inner.shared.channels.load().keys().cloned().collect()
     }
 
     /// Whether the listener's session is up now.
@@ -398,7 +410,7 @@ pub(crate) enum Signal {
 }
 
 /// Resolves when `events` (if any) has no receiver left.
-async fn unread(events: Option<mpsc::UnboundedSender<ListenerEvent>>) {
+async fn unread(events: Option<mpsc::UnboundedSender<Queued>>) {
     if let Some(events) = events {
         events.closed().await;
     }
@@ -410,7 +422,7 @@ pub(crate) struct ListenerTask {
     pub name: Arc<str>,
     pub source: Arc<dyn ListenSource>,
     commands: mpsc::UnboundedReceiver<Command>,
-    events: Option<mpsc::UnboundedSender<ListenerEvent>>,
+    events: Option<mpsc::UnboundedSender<Queued>>,
     close: watch::Receiver<bool>,
     signal: watch::Receiver<ConnectionSignal>,
     seen: ConnectionSignal,
@@ -421,6 +433,8 @@ pub(crate) struct ListenerTask {
     counters: Arc<PoolCounters>,
     counted_connected: bool,
     counted_channels: u64,
+    /// The number of the latest subscription (they start at 1; 0 marks other items).
+    last_subscription: u64,
 }
 
 impl Drop for ListenerTask {
@@ -507,18 +521,30 @@ impl ListenerTask {
     }
 
     /// The channels to listen to.
-    pub fn channels(&self) -> Arc<BTreeSet<String>> {
-        self.shared.channels.load_full()
+    pub fn channels(&self) -> BTreeSet<String> {
+        self.shared.channels.load().keys().cloned().collect()
     }
 
-    /// Records the channels to listen to.
+    /// Records the channels to listen to: a channel kept keeps its subscription, a channel
+    /// added (again) starts a new one.
     pub fn set_channels(&mut self, channels: BTreeSet<String>) {
         let n = channels.len() as u64;
         let gauge = &self.counters.listeners.channels;
         gauge.fetch_add(n, Ordering::Relaxed);
         gauge.fetch_sub(self.counted_channels, Ordering::Relaxed);
         self.counted_channels = n;
-        self.shared.channels.store(Arc::new(channels));
+        let old = self.shared.channels.load_full();
+        let subscriptions = channels
+            .into_iter()
+            .map(|channel| {
+                let subscription = old.get(&channel).copied().unwrap_or_else(|| {
+                    self.last_subscription += 1;
+                    self.last_subscription
+                });
+                (channel, subscription)
+            })
+            .collect();
+        self.shared.channels.store(Arc::new(subscriptions));
     }
 
     /// Records whether the session is up.
@@ -541,10 +567,13 @@ impl ListenerTask {
             .listeners
             .notifications
             .fetch_add(1, Ordering::Relaxed);
-        if !self.shared.channels.load().contains(&notification.channel) {
+        let Some(&subscription) = self.shared.channels.load().get(&notification.channel) else {
             return true;
-        }
-        self.emit(ListenerEvent::Notification(notification))
+        };
+        self.queue(Queued {
+            event: ListenerEvent::Notification(notification),
+            subscription,
+        })
     }
 
     /// Records a lost session and yields [`ListenerEvent::Disconnected`].
@@ -574,8 +603,15 @@ impl ListenerTask {
     }
 
     fn emit(&mut self, event: ListenerEvent) -> bool {
+        self.queue(Queued {
+            event,
+            subscription: 0,
+        })
+    }
+
+    fn queue(&mut self, item: Queued) -> bool {
         self.events
             .as_ref()
-            .is_some_and(|events| events.send(event).is_ok())
+            .is_some_and(|events| events.send(item).is_ok())
     }
 }

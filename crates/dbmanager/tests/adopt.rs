@@ -137,3 +137,88 @@ async fn every_backend_adopted_works_through_every_layer_and_closes() {
     assert!(report.failed[0].1.to_string().contains("adopted pool"));
     builder.close(Duration::from_secs(5)).await;
 }
+
+fn pg_url(db: &support::TestDb) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}?sslmode=disable",
+        support::pg_user(),
+        support::pg_host(),
+        support::pg_port(),
+        db.name
+    )
+}
+
+/// Stats and metrics give an adopted pool's own cap, not the manager's default
+/// `max_open_conns` its placeholder configuration carries.
+#[tokio::test]
+async fn an_adopted_pool_reports_its_own_cap() {
+    let db = support::TestDb::create();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(7)
+        .connect(&pg_url(&db))
+        .await
+        .unwrap();
+    let manager = Manager::new(ManagerConfig::default()).unwrap();
+    manager.adopt("pg", pool).unwrap();
+    manager
+        .database("pg")
+        .unwrap()
+        .fetch_one("SELECT 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(manager.get("pg").unwrap().stats().max_open, 7);
+    assert_eq!(manager.stats().connections["pg"].max_open, 7);
+    let text = manager.metrics_text();
+    assert!(
+        text.contains(
+            "dbmanager_connection_pool_size{connection=\"pg\",type=\"postgres\",state=\"max\"} 7"
+        ),
+        "{text}"
+    );
+    manager.close(Duration::from_secs(5)).await;
+}
+
+/// A pool the application closed already would never serve: adopting it is refused (it used
+/// to be registered as connected and healthy, every statement then failing with `Closed`);
+/// so is an empty name, as in a configuration.
+#[tokio::test]
+async fn adopting_a_closed_pool_or_an_empty_name_is_refused() {
+    let db = support::TestDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    let manager = Manager::new(ManagerConfig::default()).unwrap();
+
+    let pg = sqlx::PgPool::connect(&pg_url(&db)).await.unwrap();
+    pg.close().await;
+    let err = manager.adopt("pg", pg).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration);
+    assert!(err.to_string().contains("closed"), "{err}");
+    let lite = sqlx::sqlite::SqlitePoolOptions::new()
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(dir.path().join("a.db"))
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+    lite.close().await;
+    assert_eq!(
+        manager.adopt("lite", lite).unwrap_err().kind(),
+        ErrorKind::Configuration
+    );
+    assert!(manager.names().is_empty(), "{:?}", manager.names());
+
+    let open = sqlx::PgPool::connect_lazy(&pg_url(&db)).unwrap();
+    assert_eq!(
+        manager.adopt("", open.clone()).unwrap_err().kind(),
+        ErrorKind::Configuration
+    );
+    // The name is still free for an open pool.
+    manager.adopt("pg", open).unwrap();
+    manager
+        .database("pg")
+        .unwrap()
+        .fetch_one("SELECT 1", &[])
+        .await
+        .unwrap();
+    manager.close(Duration::from_secs(5)).await;
+}

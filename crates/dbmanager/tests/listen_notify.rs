@@ -395,6 +395,40 @@ async fn unlisten_stops_delivery_even_of_queued_notifications(driver: PostgresDr
     manager.close(Duration::from_secs(5)).await;
 }
 
+/// A notification queued before `unlisten` returned belongs to the subscription that ended:
+/// listening to the channel again does not bring it back (it used to be yielded then, ahead
+/// of the new subscription's notifications).
+async fn listening_again_after_unlisten_yields_nothing_queued_before(driver: PostgresDriver) {
+    let db = TestDb::create();
+    let manager = manager_with(on(driver, db.config("pg"))).await;
+    let mut listener = manager.listener("pg").await.unwrap();
+    listener.listen("again").await.unwrap();
+    send(&listener, "again", "old", 5).await;
+    let conn = manager.get("pg").unwrap();
+    // Received by the listener, queued, not read.
+    assert!(
+        eventually(PATIENCE, || conn
+            .stats()
+            .listeners
+            .unwrap()
+            .notifications_received
+            == 5)
+        .await
+    );
+    listener.unlisten("again").await.unwrap();
+    listener.listen("again").await.unwrap();
+    send(&listener, "again", "new", 3).await;
+    expect_in_order(&mut listener, "again", "new", 3).await;
+
+    // The same with every channel at once, while notifications are in flight.
+    send(&listener, "again", "older", 50).await;
+    listener.unlisten_all().await.unwrap();
+    listener.listen("again").await.unwrap();
+    send(&listener, "again", "newer", 3).await;
+    expect_in_order(&mut listener, "again", "newer", 3).await;
+    manager.close(Duration::from_secs(5)).await;
+}
+
 async fn the_listener_session_is_outside_the_pool(driver: PostgresDriver) {
     let db = TestDb::create();
     let mut config = on(driver, db.config("pg"));
@@ -481,6 +515,43 @@ async fn a_replace_to_another_backend_says_disconnected_and_a_replace_back_recon
     manager.close(Duration::from_secs(5)).await;
 }
 
+/// A replace that puts the connection behind a transaction-mode pooler gives the listener no
+/// session it could listen on (as `listener()` refuses one there): `Disconnected` with why,
+/// not a silent `Reconnected` through the pooler; a replace back reconnects it.
+async fn a_replace_behind_a_transaction_pooler_says_disconnected(driver: PostgresDriver) {
+    let db = TestDb::create();
+    let manager = manager_with(on(driver, db.config("pg"))).await;
+    let mut listener = manager.listener("pg").await.unwrap();
+    listener.listen("pooled").await.unwrap();
+
+    let mut pooled = on(driver, db.config("pg"));
+    pooled.pooler = dbmanager::Pooler::Transaction;
+    manager
+        .replace(pooled, Duration::from_secs(5))
+        .await
+        .unwrap();
+    match next(&mut listener).await {
+        ListenerEvent::Disconnected { error } => {
+            assert!(error.contains("pooler"), "{error}");
+        }
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    assert!(!listener.is_connected());
+    assert_eq!(
+        manager.listener("pg").await.unwrap_err().kind(),
+        ErrorKind::Unsupported
+    );
+
+    manager
+        .replace(on(driver, db.config("pg")), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut listener).await, ListenerEvent::Reconnected);
+    send(&listener, "pooled", "direct", 2).await;
+    expect_in_order(&mut listener, "pooled", "direct", 2).await;
+    manager.close(Duration::from_secs(5)).await;
+}
+
 #[tokio::test]
 async fn only_configured_postgres_connections_have_a_listener() {
     let mut config = ManagerConfig::default();
@@ -541,8 +612,12 @@ on_both_drivers!(
 
 on_both_drivers!(unlisten_stops_delivery_even_of_queued_notifications);
 
+on_both_drivers!(listening_again_after_unlisten_yields_nothing_queued_before);
+
 on_both_drivers!(the_listener_session_is_outside_the_pool);
 
 on_both_drivers!(a_replace_moves_the_listener_to_the_new_configuration);
 
 on_both_drivers!(a_replace_to_another_backend_says_disconnected_and_a_replace_back_reconnects);
+
+on_both_drivers!(a_replace_behind_a_transaction_pooler_says_disconnected);

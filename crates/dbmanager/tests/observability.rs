@@ -352,6 +352,61 @@ async fn per_query_metrics_count_operations_and_outcomes() {
     manager.close(Duration::from_secs(1)).await;
 }
 
+/// While the circuit breaker fails callers fast, their statements still count as failures:
+/// an error-rate alert on `db_queries_total` used to go quiet the moment the circuit opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_refused_by_an_open_circuit_count_as_failures() {
+    let db = support::TestDb::create();
+    let proxy = support::proxy::FaultProxy::start(support::pg_port()).await;
+    let mut c = db.config("pg");
+    c.port = Some(proxy.port);
+    c.connect_timeout = Duration::from_secs(2);
+    c.circuit_breaker_failures = Some(1);
+    let mut config = support::fast_config().with_connection(c);
+    config.retry_max_delay = Duration::from_secs(600);
+    let manager = Manager::new(config).unwrap();
+    manager.connect().await.unwrap();
+    let db_handle = manager.database("pg").unwrap();
+    db_handle.fetch_one("SELECT 1", &[]).await.unwrap();
+
+    proxy.set(support::proxy::Fault::Refuse);
+    proxy.cut_all();
+    // Failures to reach the server open the circuit (a pooled connection that was cut may
+    // fail a statement first, which does not count for the breaker).
+    let conn = manager.get("pg").unwrap();
+    for _ in 0..20 {
+        if conn.stats().circuit_open {
+            break;
+        }
+        db_handle.fetch_one("SELECT 1", &[]).await.unwrap_err();
+    }
+    assert!(conn.stats().circuit_open);
+    let failed = |text: &str, op: &str| {
+        sample(
+            text,
+            "db_queries_total",
+            &[
+                "connection=\"pg\"",
+                &format!("operation=\"{op}\""),
+                "status=\"transient\"",
+            ],
+        )
+    };
+    let before = failed(&manager.metrics_text(), "SELECT").unwrap_or(0.0);
+    // Open: the next calls are refused at once, and counted.
+    for _ in 0..5 {
+        let err = db_handle.fetch_one("SELECT 1", &[]).await.unwrap_err();
+        assert!(matches!(err, dbmanager::Error::Refused { .. }), "{err:?}");
+    }
+    let err = db_handle.begin().await.err().unwrap();
+    assert!(matches!(err, dbmanager::Error::Refused { .. }), "{err:?}");
+
+    let text = manager.metrics_text();
+    assert_eq!(failed(&text, "SELECT"), Some(before + 5.0), "{text}");
+    assert_eq!(failed(&text, "BEGIN"), Some(1.0), "{text}");
+    manager.close(Duration::from_secs(2)).await;
+}
+
 on_both_drivers!(metrics_are_live_labelled_and_secret_free);
 
 on_both_drivers!(spans_carry_the_semantic_convention_attributes);

@@ -140,8 +140,16 @@ impl Manager {
             );
             return Err(Error::Config(problems));
         }
+        if name.is_empty() {
+            let mut problems = ConfigProblems::default();
+            problems.push("connections", "a connection name must not be empty");
+            return Err(Error::Config(problems));
+        }
         if self.inner.registry.load().by_name.contains_key(name) {
             return Err(exists(name));
+        }
+        if pool.is_closed() {
+            return Err(crate::adopt::closed_pool(name));
         }
         let config = self.config();
         let connection = ConnectionConfig::new(name, pool.kind());

@@ -377,14 +377,16 @@ impl Database {
         start: Start<T>,
     ) -> Result<T> {
         let mut bound = self.current()?;
-        let admission = admit(&bound.context)?;
-        let c = &*bound.context;
-        let _leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
         let operation = operation_of(sql);
+        let admission = admit(&bound.context, operation)?;
+        let c = &*bound.context;
+        let leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
         let started = Instant::now();
-        let mut outcome = bound
-            .attempt(verb, sql, params, operation, start, started)
-            .await;
+        let mut outcome = LeakGuard::scope(
+            leak.as_ref(),
+            bound.attempt(verb, sql, params, operation, start, started),
+        )
+        .await;
         // Swaps close together (a reload under load) can close the next pool too before the
         // retry reaches it: follow a few, then report.
         for _ in 0..3 {
@@ -392,9 +394,11 @@ impl Database {
                 break;
             }
             bound = self.current()?;
-            outcome = bound
-                .attempt(verb, sql, params, operation, start, Instant::now())
-                .await;
+            outcome = LeakGuard::scope(
+                leak.as_ref(),
+                bound.attempt(verb, sql, params, operation, start, Instant::now()),
+            )
+            .await;
         }
         record_closed(&bound.context, operation, started, &outcome);
         // The breaker, counters and hook failures are the connection's, shared by its
@@ -461,9 +465,7 @@ impl Database {
             }
             // As `on_own_pool`, for `begin`.
             let mut bound = self.current()?;
-            let admission = admit(&bound.context)?;
-            let c = &*bound.context;
-            let leak = LeakGuard::watch(&c.name, c.leak_threshold, &c.counters, at);
+            let admission = admit(&bound.context, verb("BEGIN"))?;
             let started = Instant::now();
             let mut outcome = bound.begin_now(started).await;
             for _ in 0..3 {
@@ -475,7 +477,9 @@ impl Database {
             }
             record_closed(&bound.context, verb("BEGIN"), started, &outcome);
             let inner = settle(&bound.context, outcome, started, admission)?;
-            drop(leak);
+            // Watched from here, once the transaction holds its connection: a `begin` still
+            // waiting for one (the pool exhausted by whoever holds them) holds nothing and is
+            // not reported.
             let context = bound.context.clone();
             let _leak =
                 LeakGuard::watch(&context.name, context.leak_threshold, &context.counters, at);
@@ -489,10 +493,17 @@ impl Database {
     }
 }
 
-/// Refused at once while the circuit is open.
-fn admit(c: &Context) -> Result<Admission> {
+/// Refused at once while the circuit is open; a refused statement counts in the per-query
+/// figures (as a transient failure of its operation), so an error rate stays visible while
+/// the breaker fails callers fast.
+fn admit(c: &Context, operation: usize) -> Result<Admission> {
     let admission = c.breaker.admit(c.half_open_after);
-    if admission == Admission::Refused {
+    if matches!(admission, Admission::Refused) {
+        if c.record_queries {
+            c.counters
+                .queries
+                .record(operation, Duration::ZERO, Some(ErrorKind::Transient));
+        }
         return Err(Error::Refused {
             connection: c.name.to_string(),
             operation: Operation::Acquire,
@@ -509,8 +520,10 @@ fn admit(c: &Context) -> Result<Admission> {
 fn settle<T>(c: &Context, outcome: Result<T>, started: Instant, admission: Admission) -> Result<T> {
     let outcome = outcome.map_err(|e| c.hook_failures.explain(e, started.into_std()));
     let reached = outcome.as_ref().err().is_none_or(|e| !is_unreachable(e));
-    c.breaker
-        .record(&c.name, reached, admission == Admission::Probe, &c.counters);
+    c.breaker.record(&c.name, reached, &c.counters);
+    // A probe ends here (after its outcome is recorded); so does one whose statement is
+    // dropped before it got this far.
+    drop(admission);
     outcome
 }
 

@@ -142,6 +142,10 @@ impl crate::adopt::Adoptable for MssqlPool {
         });
         crate::adopt::Adopted(Box::new(MssqlBackend { pool: self, native }))
     }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {

@@ -231,9 +231,11 @@ impl MssqlPool {
             return Err(Error::closed(&self.name, Operation::Acquire));
         }
         let since = Instant::now();
-        self.checkout()
-            .await
-            .map_err(|e| self.hooks.failures().explain(e, since))
+        // Leak detection counts from when the client is handed over.
+        let watch = crate::leak::checkout_started();
+        let checkout = self.checkout().await;
+        crate::leak::checked_out(watch);
+        checkout.map_err(|e| self.hooks.failures().explain(e, since))
     }
 
     async fn checkout(&self) -> Result<MssqlConnection> {

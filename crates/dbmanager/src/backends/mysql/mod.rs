@@ -223,6 +223,10 @@ impl crate::adopt::Adoptable for sqlx::MySqlPool {
     fn adopt(self, context: &crate::adopt::AdoptContext) -> crate::adopt::Adopted {
         crate::adopt::Adopted(shared::adopt::<My>(&context.name, &context.counters, self))
     }
+
+    fn is_closed(&self) -> bool {
+        sqlx::Pool::is_closed(self)
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backends::{bounded, config_error};
-use crate::config::DatabaseType;
+use crate::config::{DatabaseType, Pooler};
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::listen::{Command, ListenSettings, ListenerTask, Notification, Signal, Wake};
 
@@ -242,6 +242,14 @@ async fn open_session<S: ListenSession>(
             "the connection is no longer PostgreSQL; its listener cannot reconnect",
         ));
     }
+    // As `listener()` refuses: a LISTEN through a transaction-mode pooler would hear nothing
+    // once its transaction ended (a replace or reload may bring the setting).
+    if current.config.pooler == Pooler::Transaction {
+        return Err(config_error(
+            name,
+            "the connection is now behind a transaction-mode pooler (`pooler: transaction`), where a LISTEN hears nothing; its listener cannot reconnect",
+        ));
+    }
     let limit = current.settings.connect_timeout;
     let session = bounded(
         name,
@@ -385,7 +393,7 @@ async fn run_command<S: ListenSession>(
                 let _ = ack.send(Err(e));
                 return None;
             }
-            let mut channels = (*task.channels()).clone();
+            let mut channels = task.channels();
             if !channels.insert(channel.clone()) {
                 let _ = ack.send(Ok(()));
                 return None;
@@ -395,7 +403,7 @@ async fn run_command<S: ListenSession>(
             (listen_sql("LISTEN", &channel), ack, Some(channel))
         }
         Command::Unlisten(channel, ack) => {
-            let mut channels = (*task.channels()).clone();
+            let mut channels = task.channels();
             if !channels.remove(&channel) {
                 let _ = ack.send(Ok(()));
                 return None;
@@ -410,6 +418,14 @@ async fn run_command<S: ListenSession>(
     };
     match execute(task, live, sql).await {
         Ok(Ok(())) => {
+            if undo.is_none() {
+                // After an UNLISTEN: what the session received before it was of the ended
+                // subscription; taken now (and dropped, unless of another channel), it cannot
+                // pass for a notification of the channel listened to again later.
+                while let Some(n) = live.session.buffered() {
+                    task.notification(n);
+                }
+            }
             let _ = ack.send(Ok(()));
             None
         }
@@ -428,7 +444,7 @@ async fn run_command<S: ListenSession>(
         Ok(Err(e)) => {
             // The server refused the statement; the session is fine.
             if let Some(channel) = undo {
-                let mut channels = (*task.channels()).clone();
+                let mut channels = task.channels();
                 channels.remove(&channel);
                 task.set_channels(channels);
             }
@@ -440,7 +456,7 @@ async fn run_command<S: ListenSession>(
 
 /// Records a command while the session is down: the reconnect listens to the channel set.
 fn record(task: &mut ListenerTask, command: Command) {
-    let mut channels = (*task.channels()).clone();
+    let mut channels = task.channels();
     let (outcome, ack) = match command {
         Command::Listen(channel, ack) => {
             let checked = check_channel(&task.name, &channel);

@@ -151,4 +151,8 @@ impl crate::adopt::Adoptable for sqlx::PgPool {
     fn adopt(self, context: &crate::adopt::AdoptContext) -> crate::adopt::Adopted {
         crate::adopt::Adopted(shared::adopt::<Pg>(&context.name, &context.counters, self))
     }
+
+    fn is_closed(&self) -> bool {
+        sqlx::Pool::is_closed(self)
+    }
 }

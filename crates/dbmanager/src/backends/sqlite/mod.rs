@@ -116,6 +116,10 @@ impl crate::adopt::Adoptable for sqlx::SqlitePool {
             self,
         ))
     }
+
+    fn is_closed(&self) -> bool {
+        sqlx::Pool::is_closed(self)
+    }
 }
 
 #[cfg(test)]

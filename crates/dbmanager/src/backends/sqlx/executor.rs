@@ -159,6 +159,8 @@ impl<F: SqlxFlavor> Want<F> for Optional {
 
 impl<F: SqlxFlavor> SqlxExecutor<F> {
     async fn checkout(&self) -> Result<sqlx::pool::PoolConnection<F::DB>> {
+        // Leak detection counts from when the connection is handed over.
+        let watch = crate::leak::checkout_started();
         let checkout = super::credentials::acquire::<F>(
             &self.name,
             &self.pool,
@@ -166,6 +168,7 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
             self.refresher.as_deref(),
         )
         .await;
+        crate::leak::checked_out(watch);
         if let (Err(e), Some(failover)) = (&checkout, &self.failover) {
             failover.observe_checkout(e, &self.pool);
         }

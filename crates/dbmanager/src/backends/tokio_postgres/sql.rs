@@ -253,7 +253,10 @@ impl TokioPgExecutor {
     /// Checks a client out for one statement. A `map` on the checkout, not an `async fn`:
     /// every future layer around deadpool's checkout moves it whole once more.
     fn checkout(&self) -> impl Future<Output = Result<InFlight<'_>>> + Send + '_ {
+        // Leak detection counts from when the client is handed over.
+        let watch = crate::leak::checkout_started();
         acquire(&self.name, &self.pool, &self.counters).map(move |client| {
+            crate::leak::checked_out(watch);
             Ok(InFlight {
                 executor: self,
                 client: Some(client?),
