@@ -10,6 +10,10 @@ use arc_swap::ArcSwapOption;
 
 use crate::error::{Error, ErrorKind, Operation};
 
+/// Why a statement is refused, and the health report's last error, while the circuit is open.
+pub(crate) const CIRCUIT_OPEN: &str =
+    "circuit open: the server could not be reached repeatedly; failing fast until it answers again";
+
 /// One connection's breaker. Lock-free.
 #[derive(Debug, Default)]
 pub(crate) struct Breaker {
@@ -38,6 +42,11 @@ pub(crate) fn is_unreachable(e: &Error) -> bool {
 }
 
 impl Breaker {
+    /// Whether callers are failing fast now.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Relaxed)
+    }
+
     pub(crate) fn set_threshold(&self, failures: Option<u32>) {
         self.threshold.store(failures.unwrap_or(0), Relaxed);
     }

@@ -384,14 +384,24 @@ impl Connection {
         self.generation().config.critical
     }
 
-    /// Current health status.
+    /// Current health status. While the circuit breaker is open a connection that was up is
+    /// `Unhealthy` (every statement fails fast), also when no health check has run since.
     pub fn status(&self) -> Status {
-        self.shared.health.status()
+        let status = self.shared.health.status();
+        if status.is_up() && self.shared.breaker.is_open() {
+            Status::Unhealthy
+        } else {
+            status
+        }
     }
 
     /// Health details: status, consecutive failures, last error, last success.
     pub fn health(&self) -> HealthReport {
         let mut report = self.shared.health.report();
+        if report.status.is_up() && self.shared.breaker.is_open() {
+            report.status = Status::Unhealthy;
+            report.last_error = Some(crate::breaker::CIRCUIT_OPEN.to_owned());
+        }
         report.current_host = self
             .shared
             .counters

@@ -326,3 +326,58 @@ async fn a_probe_dropped_before_it_answers_lets_a_later_statement_probe() {
     assert!(!conn.stats().circuit_open);
     manager.close(Duration::from_secs(2)).await;
 }
+
+/// Health follows the breaker without a health loop: while the circuit is open every statement
+/// fails fast, so the connection is not reported up (status, stats, readiness) and its last
+/// error says why; once a statement reaches the server again it is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_is_unhealthy_until_the_server_answers() {
+    let db = support::TestDb::create();
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let mut c = db.config("pg");
+    c.port = Some(proxy.port);
+    c.connect_timeout = Duration::from_secs(1);
+    c.circuit_breaker_failures = Some(1);
+    let mut config = support::fast_config().with_connection(c);
+    config.health_check_interval = Duration::ZERO;
+    config.retry_max_delay = Duration::from_millis(200);
+    let manager = Manager::new(config).unwrap();
+    manager.connect().await.unwrap();
+    let conn = manager.get("pg").unwrap();
+    let handle = manager.database("pg").unwrap();
+    handle.fetch_one("SELECT 1", &[]).await.unwrap();
+    assert_eq!(conn.status(), dbmanager::Status::Healthy);
+
+    proxy.set(Fault::Blackhole);
+    proxy.cut_all();
+    for _ in 0..20 {
+        if conn.stats().circuit_open {
+            break;
+        }
+        handle.fetch_one("SELECT 1", &[]).await.unwrap_err();
+    }
+    assert!(conn.stats().circuit_open);
+    assert_eq!(conn.status(), dbmanager::Status::Unhealthy);
+    let health = conn.health();
+    assert_eq!(health.status, dbmanager::Status::Unhealthy);
+    assert!(
+        health
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("circuit open")),
+        "{health:?}"
+    );
+    assert_eq!(
+        manager.stats().connections["pg"].status,
+        dbmanager::Status::Unhealthy
+    );
+
+    proxy.set(Fault::Forward);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handle.fetch_one("SELECT 1", &[]).await.is_err() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!conn.stats().circuit_open);
+    assert_eq!(conn.status(), dbmanager::Status::Healthy);
+    manager.close(Duration::from_secs(2)).await;
+}

@@ -507,8 +507,7 @@ fn admit(c: &Context, operation: usize) -> Result<Admission> {
         return Err(Error::Refused {
             connection: c.name.to_string(),
             operation: Operation::Acquire,
-            reason: "circuit open: the server could not be reached repeatedly; failing fast until it answers again"
-                .to_owned(),
+            reason: crate::breaker::CIRCUIT_OPEN.to_owned(),
         });
     }
     Ok(admission)
