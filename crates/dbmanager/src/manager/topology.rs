@@ -22,6 +22,9 @@ pub struct ReloadReport {
     pub replaced: Vec<String>,
     /// Connections left exactly as they were (not even reconnected).
     pub unchanged: Vec<String>,
+    /// Connections whose only changes were `critical` or `tags`: applied in place, the pool
+    /// kept as it is (not reconnected), also for a connection that is down.
+    pub updated: Vec<String>,
     /// Connections whose change failed, with why: an addition that could not connect is not
     /// added (with [`ConnectPolicy::Partial`] it is, unavailable, and is in `added` too); a
     /// replacement that could not open its new pool keeps the old one.
@@ -314,8 +317,14 @@ impl Manager {
             match self.get(name) {
                 Err(_) => {}
                 Ok(conn) => {
-                    if conn.has_settings(c, &new.pool_settings(c), &new.retry_policy()) {
+                    let (settings, retry) = (new.pool_settings(c), new.retry_policy());
+                    if conn.has_settings(c, &settings, &retry) {
                         report.unchanged.push(name.clone());
+                    } else if conn.relabel(c, &settings, &retry) {
+                        // Only `critical` or `tags`: no new pool, which a connection that is
+                        // down could not open (and marking it non-critical must still work).
+                        self.record_replaced(&conn);
+                        report.updated.push(name.clone());
                     } else {
                         to_replace.push((conn, c.clone()));
                     }
@@ -420,6 +429,7 @@ impl Manager {
             &mut report.removed,
             &mut report.replaced,
             &mut report.unchanged,
+            &mut report.updated,
         ] {
             list.sort();
         }
