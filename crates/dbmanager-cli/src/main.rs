@@ -11,6 +11,7 @@ mod serve;
 mod status;
 mod tags;
 mod telemetry;
+mod text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
