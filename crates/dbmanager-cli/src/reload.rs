@@ -38,6 +38,8 @@ pub struct LastReload {
     pub removed: Vec<String>,
     pub replaced: Vec<String>,
     pub unchanged: Vec<String>,
+    /// Connections whose only changes were `critical` or `tags`, applied in place.
+    pub updated: Vec<String>,
     /// Connections whose change failed, with why.
     pub failed: Vec<(String, String)>,
 }
@@ -87,6 +89,7 @@ pub async fn reload(
                 removed: Vec::new(),
                 replaced: Vec::new(),
                 unchanged: Vec::new(),
+                updated: Vec::new(),
                 failed: Vec::new(),
             }
         }
@@ -107,6 +110,7 @@ pub async fn reload(
                     removed: Vec::new(),
                     replaced: Vec::new(),
                     unchanged: Vec::new(),
+                    updated: Vec::new(),
                     failed: Vec::new(),
                 }
             }
@@ -117,8 +121,13 @@ pub async fn reload(
                     .map(|(n, e)| (n.clone(), e.to_string()))
                     .collect();
                 eprintln!(
-                    "reload ({trigger}): added {:?}, removed {:?}, replaced {:?}, unchanged {:?}, failed {:?}",
-                    report.added, report.removed, report.replaced, report.unchanged, failed
+                    "reload ({trigger}): added {:?}, removed {:?}, replaced {:?}, updated {:?}, unchanged {:?}, failed {:?}",
+                    report.added,
+                    report.removed,
+                    report.replaced,
+                    report.updated,
+                    report.unchanged,
+                    failed
                 );
                 LastReload {
                     at: now(),
@@ -129,6 +138,7 @@ pub async fn reload(
                     removed: report.removed,
                     replaced: report.replaced,
                     unchanged: report.unchanged,
+                    updated: report.updated,
                     failed,
                 }
             }
@@ -152,12 +162,42 @@ fn is_volume_swap(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with(".."))
 }
 
-/// Reloads on SIGHUP and on changes to `path` until the task is aborted.
+/// Takes over SIGHUP, whose default action ends the process: called first thing, so that a
+/// SIGHUP at any moment of `serve`'s life reloads (or, without a config file, is ignored)
+/// instead of killing it. `None` (with a warning) where no handler can be installed.
+pub fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("warning: no SIGHUP handler: {e}");
+            None
+        }
+    }
+}
+
+/// Without a config file there is nothing to reload: a SIGHUP says so, and the process keeps
+/// serving (until the task is aborted).
+pub fn ignore_hangups(hangup: Option<tokio::signal::unix::Signal>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(mut hangup) = hangup else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            eprintln!(
+                "reload (signal): nothing to reload: serving the embedded quick-start config"
+            );
+        }
+    })
+}
+
+/// Reloads on SIGHUP (`hangup`, from [`hangup_signal`]) and on changes to `path` until the
+/// task is aborted.
 pub fn spawn(
     manager: Manager,
     path: PathBuf,
     reloads: Arc<Reloads>,
     filter: TagFilter,
+    hangup: Option<tokio::signal::unix::Signal>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -206,14 +246,7 @@ pub fn spawn(
                 None
             }
         };
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("warning: no SIGHUP handler: {e}");
-                None
-            }
-        };
+        let mut hangup = hangup;
         loop {
             let trigger = tokio::select! {
                 Some(()) = async {

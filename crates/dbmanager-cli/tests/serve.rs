@@ -645,3 +645,82 @@ fn a_symlinked_config_edited_at_its_target_is_reloaded() {
     );
     assert_eq!(served.stop(), Some(0));
 }
+
+/// SIGHUP's default action ends a process. Without a config file there is nothing to reload,
+/// but a SIGHUP (a supervisor's `reload`, a closed terminal) must not take the server down:
+/// it used to exit with 129, no graceful close. The handler is installed before anything else,
+/// so a SIGHUP early in startup does not kill it either.
+#[test]
+fn a_sighup_without_a_config_file_is_ignored_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Served::start(&[], dir.path());
+    for _ in 0..2 {
+        Command::new("kill")
+            .args(["-HUP", &served.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    // Give a fatal signal time to land before checking that it did not.
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/healthz")
+        .0
+        == 200));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        served.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the server"
+    );
+    assert_eq!(served.get("/readyz").0, 200);
+    assert_eq!(served.stop(), Some(0));
+}
+
+/// An operator marks a connection whose server is down `critical: false` so that the service
+/// becomes ready: the reload applies it in place (`updated`), with no new pool to open. It used
+/// to try a new pool, which could not connect, so the change failed and `/readyz` stayed 503.
+#[test]
+fn marking_a_down_connection_not_critical_makes_serve_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let path = dir.path().join("c.yaml");
+    let config = |extra: &str| {
+        format!(
+            "dbmanager:\n  retry_attempts: 1\n  connections:\n    lite:\n      type: sqlite\n      filepath: '{}'\n    down:\n      type: postgres\n      host: 127.0.0.1\n      port: {port}\n      user: u\n      database: d\n      connect_timeout: 2s\n{extra}",
+            dir.path().join("lite.db").display()
+        )
+    };
+    std::fs::write(&path, config("")).unwrap();
+    let served = Served::start(&["--config", path.to_str().unwrap()], dir.path());
+    assert!(wait_for(Duration::from_secs(10), || {
+        let (code, body) = served.get("/readyz");
+        code == 503 && body.contains("refused")
+    }));
+
+    std::fs::write(
+        &path,
+        config("      critical: false\n      tags: {tier: reports}\n"),
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || served.get("/readyz").0 == 200),
+        "{}",
+        served.get("/stats").1
+    );
+    let stats = stats_of(&served);
+    assert_eq!(stats["last_reload"]["ok"], true, "{stats}");
+    assert_eq!(
+        stats["last_reload"]["updated"],
+        serde_json::json!(["down"]),
+        "{stats}"
+    );
+    let (_, ready) = served.get("/readyz");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["connections"]["down"]["critical"], false, "{ready}");
+    assert!(
+        metric(
+            &served.get("/metrics").1,
+            "dbmanager_connection_critical",
+            "connection=\"down\""
+        ) == Some(0.0)
+    );
+    assert_eq!(served.stop(), Some(0));
+}
