@@ -476,6 +476,55 @@ async fn a_reload_changing_only_critical_or_tags_applies_them_without_a_new_pool
     manager.close(DEADLINE).await;
 }
 
+/// A partial reload (what `dbmanager serve` does) registers an added connection before it
+/// connects, as startup does: while its server hangs, readiness and stats show it
+/// `unavailable` with no attempt finished, instead of leaving it out (a critical connection
+/// missing from readiness made it look ready) until every retry had timed out.
+#[tokio::test]
+async fn a_partial_reload_shows_an_added_connection_while_it_connects() {
+    let db = TestDb::create();
+    let config = fast_config().with_connection(ConnectionConfig::sqlite("lite", ":memory:"));
+    let manager = Manager::new(config.clone()).unwrap();
+    manager.connect().await.unwrap();
+    let proxy = support::proxy::FaultProxy::start(support::pg_port()).await;
+    proxy.set(support::proxy::Fault::Blackhole);
+    let mut slow = db.config("slow");
+    slow.port = Some(proxy.port);
+    slow.connect_timeout = Duration::from_secs(10);
+    let next = config.with_connection(slow);
+
+    let reload = tokio::spawn({
+        let manager = manager.clone();
+        async move {
+            manager
+                .reload_with(next, DEADLINE, ConnectPolicy::Partial)
+                .await
+        }
+    });
+    assert!(
+        support::eventually(Duration::from_secs(10), || manager.get("slow").is_ok()).await,
+        "the added connection is registered while it connects"
+    );
+    let slow = manager.get("slow").unwrap();
+    assert_eq!(slow.status(), Status::Unavailable);
+    assert!(slow.health().last_check.is_none(), "{:?}", slow.health());
+    assert!(manager.stats().connections.contains_key("slow"));
+
+    // Its one attempt times out: it stays, unavailable, and connects once the server answers.
+    let report = tokio::time::timeout(Duration::from_secs(60), reload)
+        .await
+        .expect("the reload ends at the connect timeout")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.added, ["slow"], "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(manager.names(), ["lite", "slow"]);
+    proxy.set(support::proxy::Fault::Forward);
+    manager.reconnect("slow").await.unwrap();
+    assert!(slow.status().is_up(), "{:?}", slow.health());
+    manager.close(DEADLINE).await;
+}
+
 /// Server sessions of `db` whose `application_name` is `app`.
 fn sessions(db: &TestDb, app: &str) -> i64 {
     support::admin_sql(

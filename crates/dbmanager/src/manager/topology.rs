@@ -97,11 +97,22 @@ impl Manager {
         let conn = build_connection(&config, &connection, self.inner.resolve, &self.inner.closed)?;
         conn.set_credential_provider(self.credential_provider(&name));
         self.install_hooks(&conn);
-        let connect_error = match (conn.connect().await.0, policy) {
-            (Ok(_), _) => None,
-            (Err(e), ConnectPolicy::Partial) => Some(e),
-            (Err(e), _) => return Err(e),
-        };
+        if policy == ConnectPolicy::Partial {
+            // As `connect_with(Partial)` at startup: registered first, so that readiness and
+            // stats show it (unavailable, no attempt finished) while it connects, which can
+            // take every retry's `connect_timeout` when its server hangs.
+            self.register(&connection, &conn).await?;
+            return Ok(conn.connect().await.0.err());
+        }
+        conn.connect().await.0?;
+        self.register(&connection, &conn).await?;
+        Ok(None)
+    }
+
+    /// Puts `conn` (configured by `connection`) into the registry and the configuration; a
+    /// name taken meanwhile (another add won the race) closes it and is an error.
+    async fn register(&self, connection: &ConnectionConfig, conn: &Connection) -> Result<()> {
+        let name = connection.name.clone();
         let mut inserted = false;
         self.inner.registry.rcu(|registry| {
             let mut next = Registry::clone(registry);
@@ -123,7 +134,7 @@ impl Manager {
             next.connections.insert(name.clone(), connection.clone());
             next
         });
-        Ok(connect_error)
+        Ok(())
     }
 
     /// Registers a pool the application built already (`sqlx::PgPool`, `SqlitePool`,
