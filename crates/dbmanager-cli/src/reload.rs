@@ -23,6 +23,9 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// Old pools get this long to finish their checkouts after a replace or removal.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Why a config without connections is refused, at startup and on reload.
+pub const NOTHING_TO_SERVE: &str = "the configuration has no connections: nothing to serve (add one under `dbmanager.connections`)";
+
 /// What the last reload did.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastReload {
@@ -76,7 +79,17 @@ pub async fn reload(
     let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let loaded = ManagerConfig::from_file(path)
         .map_err(|problems| problems.to_string())
-        .and_then(|config| filter.select(config));
+        .and_then(|config| filter.select(config))
+        .and_then(|config| {
+            // As `--tag` selecting nothing: a file emptied by mistake (a half-rendered
+            // template, a truncated ConfigMap) must not drain every pool and leave a server
+            // that reports itself ready with nothing behind it.
+            if config.connections.is_empty() {
+                Err(NOTHING_TO_SERVE.to_owned())
+            } else {
+                Ok(config)
+            }
+        });
     let outcome = match loaded {
         Err(problems) => {
             eprintln!("reload ({trigger}): kept the running config: {problems}");

@@ -42,6 +42,11 @@ pub async fn run(
         Ok(m) => m,
         Err(code) => return code,
     };
+    // As `check`: serving nothing would report ready forever with nothing behind it.
+    if manager.connections().is_empty() {
+        eprintln!("error: {}", reload::NOTHING_TO_SERVE);
+        return crate::EXIT_CONFIG;
+    }
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -724,3 +724,59 @@ fn marking_a_down_connection_not_critical_makes_serve_ready() {
     );
     assert_eq!(served.stop(), Some(0));
 }
+
+/// A config file that loses all its connections (a half-rendered template, a truncated
+/// ConfigMap) keeps the running config and says why, as a `--tag` filter selecting nothing
+/// does; it used to remove every connection and leave `/readyz` answering 200 with nothing
+/// behind it. At startup such a file is refused with exit code 2, as `check` refuses it.
+#[test]
+fn a_config_without_connections_is_refused_at_startup_and_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, "dbmanager:\n  connections: {}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmanager"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no connections"),
+        "{out:?}"
+    );
+
+    std::fs::write(
+        &path,
+        format!(
+            "dbmanager:\n  connections:\n    a: {{type: sqlite, filepath: '{}'}}\n",
+            dir.path().join("a.db").display()
+        ),
+    )
+    .unwrap();
+    let served = Served::start(&["--config", path.to_str().unwrap()], dir.path());
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/readyz")
+        .0
+        == 200));
+    std::fs::write(&path, "dbmanager:\n  connections: {}\n").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || stats_of(&served)["last_reload"]
+            ["ok"]
+            == false),
+        "{}",
+        served.get("/stats").1
+    );
+    let stats = stats_of(&served);
+    assert!(
+        stats["last_reload"]["problems"]
+            .as_str()
+            .unwrap()
+            .contains("no connections"),
+        "{stats}"
+    );
+    assert!(stats["connections"]["a"].is_object(), "{stats}");
+    let (code, body) = served.get("/readyz");
+    assert_eq!(code, 200);
+    assert!(body.contains("\"a\""), "{body}");
+    assert_eq!(served.stop(), Some(0));
+}
