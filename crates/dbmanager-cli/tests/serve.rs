@@ -780,3 +780,62 @@ fn a_config_without_connections_is_refused_at_startup_and_on_reload() {
     assert!(body.contains("\"a\""), "{body}");
     assert_eq!(served.stop(), Some(0));
 }
+
+/// A client that sends its request and then stops reading (a slow-read attack, a scraper stuck
+/// on a dead network) held its connection slot for ever once the response outgrew the socket
+/// buffers (`/metrics` of a large config): with every slot taken, `/healthz` stopped answering
+/// and the liveness probe restarted the pod. A write that makes no progress for
+/// `--header-read-timeout` now ends that connection.
+#[test]
+fn a_client_that_stops_reading_its_response_does_not_hold_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.yaml");
+    let mut yaml = String::from("dbmanager:\n  health_check_interval: 0s\n  connections:\n");
+    for i in 0..1000 {
+        yaml.push_str(&format!(
+            "    c{i:04}: {{type: sqlite, filepath: ':memory:', max_open_conns: 1}}\n"
+        ));
+    }
+    std::fs::write(&path, yaml).unwrap();
+    let served = Served::start(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--max-connections",
+            "1",
+            "--header-read-timeout",
+            "1",
+        ],
+        dir.path(),
+    );
+    let (code, metrics) = served.get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.len() > 6_000_000,
+        "the response outgrows the socket buffers: {} bytes",
+        metrics.len()
+    );
+
+    // Takes the only slot, asks for the big response, never reads it.
+    let mut stuck = TcpStream::connect(&served.addr).unwrap();
+    stuck
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut probe = TcpStream::connect(&served.addr).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let outcome = probe.read_to_string(&mut response);
+    assert!(
+        outcome.is_ok() && response.starts_with("HTTP/1.1 200"),
+        "the liveness probe was not served while a client sat on its response: {outcome:?} {response:?}"
+    );
+    drop(stuck);
+    assert_eq!(served.stop(), Some(0));
+}
