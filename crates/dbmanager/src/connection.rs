@@ -181,12 +181,12 @@ impl Generation {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let generation = self.generation();
+        let config = self.config();
         f.debug_struct("Connection")
             .field("name", &self.shared.name)
-            .field("kind", &generation.config.kind)
+            .field("kind", &config.kind)
             .field("status", &self.status())
-            .field("config", &generation.config)
+            .field("config", &config)
             .finish()
     }
 }
