@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::progress::{self, Progress};
 use crate::tags::TagFilter;
+use crate::text::escaped;
 use crate::{EXIT_DOWN, EXIT_OK, load};
 
 /// One row of the report.
@@ -54,7 +55,7 @@ pub async fn run(config: Option<&Path>, json: bool, filter: &TagFilter) -> u8 {
             if let Some(progress) = progress {
                 progress.finish().await;
             }
-            eprintln!("error: {e}");
+            eprintln!("error: {}", escaped(&e.to_string()));
             return EXIT_DOWN;
         }
     };
@@ -114,17 +115,18 @@ pub async fn run(config: Option<&Path>, json: bool, filter: &TagFilter) -> u8 {
             .load_preset(UTF8_FULL_CONDENSED)
             .set_header(["name", "type", "status", "ping", "pool max", "error"]);
         for r in &rows {
+            // A server's error may quote the config, control characters included.
             table.add_row([
-                r.name.clone(),
+                escaped(&r.name),
                 r.kind.clone(),
                 // The server a `hosts:` list led to, beside the status.
                 match &r.host {
-                    Some(host) => format!("{} ({host})", r.status),
+                    Some(host) => format!("{} ({})", r.status, escaped(host)),
                     None => r.status.clone(),
                 },
                 r.ping_ms.map_or("-".to_owned(), |ms| format!("{ms:.2} ms")),
                 r.pool_max.to_string(),
-                r.error.clone().unwrap_or_default(),
+                r.error.as_deref().map(escaped).unwrap_or_default(),
             ]);
         }
         println!("{table}");

@@ -7,6 +7,7 @@ use dbmanager::config::{EffectiveConfig, Origin, Setting};
 use dbmanager::{EnvSource, ManagerConfig};
 use serde_json::{Value, json};
 
+use crate::text::escaped;
 use crate::{EXIT_CONFIG, EXIT_OK, load};
 
 /// Prints the JSON Schema of the configuration document.
@@ -185,18 +186,4 @@ fn value(value: &Value) -> String {
         }
         other => other.to_string(),
     }
-}
-
-/// `text` with control and bidirectional characters escaped, for a terminal.
-fn escaped(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-            if c.is_control() || bidi {
-                format!("\\u{{{:x}}}", u32::from(c))
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }

@@ -11,6 +11,7 @@ mod serve;
 mod status;
 mod tags;
 mod telemetry;
+mod text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,7 +70,8 @@ enum Command {
         /// Address to listen on (port 0 picks a free one; the address is printed).
         #[arg(long, default_value = "127.0.0.1:9187")]
         listen: std::net::SocketAddr,
-        /// A client must send a request's headers within this many seconds.
+        /// A client must send a request's headers within this many seconds, and take each
+        /// part of a response within as long (one that stops reading is disconnected).
         #[arg(long, default_value_t = 10.0)]
         header_read_timeout: f64,
         /// Connections served at once.

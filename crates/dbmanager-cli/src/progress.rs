@@ -263,7 +263,11 @@ fn frame(
                 ),
             },
         };
-        rows.push(format!("  {symbol} {name} ({}): {text}", c.kind()));
+        // Errors may quote the config, control characters included: a line must stay a line.
+        rows.push(crate::text::escaped(&format!(
+            "  {symbol} {name} ({}): {text}",
+            c.kind()
+        )));
     }
     let mut lines = vec![format!(
         "Checking {} connection{}: {done} done, {}",

@@ -23,6 +23,9 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// Old pools get this long to finish their checkouts after a replace or removal.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Why a config without connections is refused, at startup and on reload.
+pub const NOTHING_TO_SERVE: &str = "the configuration has no connections: nothing to serve (add one under `dbmanager.connections`)";
+
 /// What the last reload did.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastReload {
@@ -38,6 +41,8 @@ pub struct LastReload {
     pub removed: Vec<String>,
     pub replaced: Vec<String>,
     pub unchanged: Vec<String>,
+    /// Connections whose only changes were `critical` or `tags`, applied in place.
+    pub updated: Vec<String>,
     /// Connections whose change failed, with why.
     pub failed: Vec<(String, String)>,
 }
@@ -74,7 +79,17 @@ pub async fn reload(
     let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let loaded = ManagerConfig::from_file(path)
         .map_err(|problems| problems.to_string())
-        .and_then(|config| filter.select(config));
+        .and_then(|config| filter.select(config))
+        .and_then(|config| {
+            // As `--tag` selecting nothing: a file emptied by mistake (a half-rendered
+            // template, a truncated ConfigMap) must not drain every pool and leave a server
+            // that reports itself ready with nothing behind it.
+            if config.connections.is_empty() {
+                Err(NOTHING_TO_SERVE.to_owned())
+            } else {
+                Ok(config)
+            }
+        });
     let outcome = match loaded {
         Err(problems) => {
             eprintln!("reload ({trigger}): kept the running config: {problems}");
@@ -87,6 +102,7 @@ pub async fn reload(
                 removed: Vec::new(),
                 replaced: Vec::new(),
                 unchanged: Vec::new(),
+                updated: Vec::new(),
                 failed: Vec::new(),
             }
         }
@@ -107,6 +123,7 @@ pub async fn reload(
                     removed: Vec::new(),
                     replaced: Vec::new(),
                     unchanged: Vec::new(),
+                    updated: Vec::new(),
                     failed: Vec::new(),
                 }
             }
@@ -117,8 +134,13 @@ pub async fn reload(
                     .map(|(n, e)| (n.clone(), e.to_string()))
                     .collect();
                 eprintln!(
-                    "reload ({trigger}): added {:?}, removed {:?}, replaced {:?}, unchanged {:?}, failed {:?}",
-                    report.added, report.removed, report.replaced, report.unchanged, failed
+                    "reload ({trigger}): added {:?}, removed {:?}, replaced {:?}, updated {:?}, unchanged {:?}, failed {:?}",
+                    report.added,
+                    report.removed,
+                    report.replaced,
+                    report.updated,
+                    report.unchanged,
+                    failed
                 );
                 LastReload {
                     at: now(),
@@ -129,6 +151,7 @@ pub async fn reload(
                     removed: report.removed,
                     replaced: report.replaced,
                     unchanged: report.unchanged,
+                    updated: report.updated,
                     failed,
                 }
             }
@@ -152,12 +175,42 @@ fn is_volume_swap(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with(".."))
 }
 
-/// Reloads on SIGHUP and on changes to `path` until the task is aborted.
+/// Takes over SIGHUP, whose default action ends the process: called first thing, so that a
+/// SIGHUP at any moment of `serve`'s life reloads (or, without a config file, is ignored)
+/// instead of killing it. `None` (with a warning) where no handler can be installed.
+pub fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("warning: no SIGHUP handler: {e}");
+            None
+        }
+    }
+}
+
+/// Without a config file there is nothing to reload: a SIGHUP says so, and the process keeps
+/// serving (until the task is aborted).
+pub fn ignore_hangups(hangup: Option<tokio::signal::unix::Signal>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(mut hangup) = hangup else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            eprintln!(
+                "reload (signal): nothing to reload: serving the embedded quick-start config"
+            );
+        }
+    })
+}
+
+/// Reloads on SIGHUP (`hangup`, from [`hangup_signal`]) and on changes to `path` until the
+/// task is aborted.
 pub fn spawn(
     manager: Manager,
     path: PathBuf,
     reloads: Arc<Reloads>,
     filter: TagFilter,
+    hangup: Option<tokio::signal::unix::Signal>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -206,14 +259,7 @@ pub fn spawn(
                 None
             }
         };
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("warning: no SIGHUP handler: {e}");
-                None
-            }
-        };
+        let mut hangup = hangup;
         loop {
             let trigger = tokio::select! {
                 Some(()) = async {

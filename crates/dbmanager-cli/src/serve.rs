@@ -22,6 +22,7 @@ use crate::http::{self, Limits};
 use crate::reload::{self, Reloads};
 use crate::status::{self, History, StatusState};
 use crate::tags::TagFilter;
+use crate::text::escaped;
 use crate::{EXIT_DOWN, EXIT_OK, load};
 
 /// How long shutdown waits for checked-out connections.
@@ -34,10 +35,18 @@ pub async fn run(
     sample_interval: Duration,
     filter: TagFilter,
 ) -> u8 {
+    // Before anything else: a SIGHUP while the config loads or the server starts must not end
+    // the process (its default action), and neither must one without a config file.
+    let hangup = reload::hangup_signal();
     let manager = match load::manager_or_exit(config, &filter) {
         Ok(m) => m,
         Err(code) => return code,
     };
+    // As `check`: serving nothing would report ready forever with nothing behind it.
+    if manager.connections().is_empty() {
+        eprintln!("error: {}", reload::NOTHING_TO_SERVE);
+        return crate::EXIT_CONFIG;
+    }
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -58,17 +67,28 @@ pub async fn run(
             match manager.connect_with(ConnectPolicy::Partial).await {
                 Ok(report) => {
                     for (name, e) in &report.failed {
-                        eprintln!("warning: connection `{name}` is not up yet: {e}");
+                        eprintln!(
+                            "warning: connection `{name}` is not up yet: {}",
+                            escaped(&e.to_string())
+                        );
                     }
                 }
-                Err(e) => eprintln!("warning: {e}"),
+                Err(e) => eprintln!("warning: {}", escaped(&e.to_string())),
             }
         }
     });
     let reloads = Arc::new(Reloads::default());
     let tag_filter = filter.describe();
-    let watching = config
-        .map(|path| reload::spawn(manager.clone(), path.to_path_buf(), reloads.clone(), filter));
+    let watching = match config {
+        Some(path) => reload::spawn(
+            manager.clone(),
+            path.to_path_buf(),
+            reloads.clone(),
+            filter,
+            hangup,
+        ),
+        None => reload::ignore_hangups(hangup),
+    };
     let history = Arc::new(History::new(sample_interval));
     let sampler = status::spawn_sampler(manager.clone(), history.clone());
     let state = AppState {
@@ -80,9 +100,7 @@ pub async fn run(
     http::serve(listener, router_with(state), limits, shutdown_signal()).await;
     sampler.abort();
     connecting.abort();
-    if let Some(watching) = watching {
-        watching.abort();
-    }
+    watching.abort();
     let report = manager.close(SHUTDOWN_DEADLINE).await;
     for (name, n) in report.still_in_use {
         eprintln!("warning: connection `{name}` still had {n} connection(s) in use at shutdown");

@@ -6,6 +6,7 @@ use std::io::IsTerminal as _;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::field::MakeExt as _;
 use tracing_subscriber::filter::{FilterExt as _, Targets, filter_fn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -68,7 +69,19 @@ pub fn init() -> Telemetry {
             && meta.target().starts_with("dbmanager"))
     });
     // A per-layer filter: the log stays quiet while the OTLP layer still sees every span.
+    // Field values are escaped: an error can quote a server's message, which can quote the
+    // config, control characters included; the log must not rewrite the terminal it is on.
+    let fields = tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let value = crate::text::escaped(&format!("{value:?}"));
+        if field.name() == "message" {
+            write!(writer, "{value}")
+        } else {
+            write!(writer, "{}={value}", field.name())
+        }
+    })
+    .delimited(" ");
     let fmt = tracing_subscriber::fmt::layer()
+        .fmt_fields(fields)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(filter.and(not_shown));

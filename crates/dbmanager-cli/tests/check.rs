@@ -425,3 +425,51 @@ fn check_lists_replicas_after_their_connection() {
     assert_eq!(rows[2]["status"], "down");
     assert_eq!(rows[2]["replica_state"], "banned");
 }
+
+/// A server's error can quote what the config said (PostgreSQL: `database "..." does not
+/// exist`), control characters included. The table, and the log beside it, show them escaped:
+/// an error must not recolour, retitle or rewrite the operator's terminal, nor reorder a line
+/// with a bidirectional override. (They used to reach the terminal raw.)
+#[test]
+fn a_server_error_quoting_control_characters_is_printed_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("escapes.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbmanager:
+  retry_attempts: 1
+  connections:
+    pg:
+      type: postgres
+      host: {host}
+      port: {port}
+      user: {user}
+      database: \"no\\e[31mred\\e]0;title\\a\\u202eevil\\ntwo\"
+",
+            host = env_or("DBMANAGER_TEST_PG_HOST", "127.0.0.1"),
+            port = env_or("DBMANAGER_TEST_PG_PORT", "5432"),
+            user = env_or("DBMANAGER_TEST_PG_USER", "postgres"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmanager"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .env("DBMANAGER_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("does not exist"),
+        "the error is shown: {stdout}"
+    );
+    for (what, output) in [("table", &stdout), ("log", &stderr)] {
+        for c in ['\x1b', '\x07', '\u{202e}'] {
+            assert!(!output.contains(c), "{what} holds {:?} raw: {output:?}", c);
+        }
+        assert!(output.contains("\\u{1b}[31mred"), "{what}: {output:?}");
+    }
+    // The table is one line per connection still: borders, header, one row.
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+}

@@ -645,3 +645,197 @@ fn a_symlinked_config_edited_at_its_target_is_reloaded() {
     );
     assert_eq!(served.stop(), Some(0));
 }
+
+/// SIGHUP's default action ends a process. Without a config file there is nothing to reload,
+/// but a SIGHUP (a supervisor's `reload`, a closed terminal) must not take the server down:
+/// it used to exit with 129, no graceful close. The handler is installed before anything else,
+/// so a SIGHUP early in startup does not kill it either.
+#[test]
+fn a_sighup_without_a_config_file_is_ignored_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = Served::start(&[], dir.path());
+    for _ in 0..2 {
+        Command::new("kill")
+            .args(["-HUP", &served.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    // Give a fatal signal time to land before checking that it did not.
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/healthz")
+        .0
+        == 200));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        served.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the server"
+    );
+    assert_eq!(served.get("/readyz").0, 200);
+    assert_eq!(served.stop(), Some(0));
+}
+
+/// An operator marks a connection whose server is down `critical: false` so that the service
+/// becomes ready: the reload applies it in place (`updated`), with no new pool to open. It used
+/// to try a new pool, which could not connect, so the change failed and `/readyz` stayed 503.
+#[test]
+fn marking_a_down_connection_not_critical_makes_serve_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let path = dir.path().join("c.yaml");
+    let config = |extra: &str| {
+        format!(
+            "dbmanager:\n  retry_attempts: 1\n  connections:\n    lite:\n      type: sqlite\n      filepath: '{}'\n    down:\n      type: postgres\n      host: 127.0.0.1\n      port: {port}\n      user: u\n      database: d\n      connect_timeout: 2s\n{extra}",
+            dir.path().join("lite.db").display()
+        )
+    };
+    std::fs::write(&path, config("")).unwrap();
+    let served = Served::start(&["--config", path.to_str().unwrap()], dir.path());
+    assert!(wait_for(Duration::from_secs(10), || {
+        let (code, body) = served.get("/readyz");
+        code == 503 && body.contains("refused")
+    }));
+
+    std::fs::write(
+        &path,
+        config("      critical: false\n      tags: {tier: reports}\n"),
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || served.get("/readyz").0 == 200),
+        "{}",
+        served.get("/stats").1
+    );
+    let stats = stats_of(&served);
+    assert_eq!(stats["last_reload"]["ok"], true, "{stats}");
+    assert_eq!(
+        stats["last_reload"]["updated"],
+        serde_json::json!(["down"]),
+        "{stats}"
+    );
+    let (_, ready) = served.get("/readyz");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["connections"]["down"]["critical"], false, "{ready}");
+    assert!(
+        metric(
+            &served.get("/metrics").1,
+            "dbmanager_connection_critical",
+            "connection=\"down\""
+        ) == Some(0.0)
+    );
+    assert_eq!(served.stop(), Some(0));
+}
+
+/// A config file that loses all its connections (a half-rendered template, a truncated
+/// ConfigMap) keeps the running config and says why, as a `--tag` filter selecting nothing
+/// does; it used to remove every connection and leave `/readyz` answering 200 with nothing
+/// behind it. At startup such a file is refused with exit code 2, as `check` refuses it.
+#[test]
+fn a_config_without_connections_is_refused_at_startup_and_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, "dbmanager:\n  connections: {}\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dbmanager"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no connections"),
+        "{out:?}"
+    );
+
+    std::fs::write(
+        &path,
+        format!(
+            "dbmanager:\n  connections:\n    a: {{type: sqlite, filepath: '{}'}}\n",
+            dir.path().join("a.db").display()
+        ),
+    )
+    .unwrap();
+    let served = Served::start(&["--config", path.to_str().unwrap()], dir.path());
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/readyz")
+        .0
+        == 200));
+    std::fs::write(&path, "dbmanager:\n  connections: {}\n").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || stats_of(&served)["last_reload"]
+            ["ok"]
+            == false),
+        "{}",
+        served.get("/stats").1
+    );
+    let stats = stats_of(&served);
+    assert!(
+        stats["last_reload"]["problems"]
+            .as_str()
+            .unwrap()
+            .contains("no connections"),
+        "{stats}"
+    );
+    assert!(stats["connections"]["a"].is_object(), "{stats}");
+    let (code, body) = served.get("/readyz");
+    assert_eq!(code, 200);
+    assert!(body.contains("\"a\""), "{body}");
+    assert_eq!(served.stop(), Some(0));
+}
+
+/// A client that sends its request and then stops reading (a slow-read attack, a scraper stuck
+/// on a dead network) held its connection slot for ever once the response outgrew the socket
+/// buffers (`/metrics` of a large config): with every slot taken, `/healthz` stopped answering
+/// and the liveness probe restarted the pod. A write that makes no progress for
+/// `--header-read-timeout` now ends that connection.
+#[test]
+fn a_client_that_stops_reading_its_response_does_not_hold_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.yaml");
+    let mut yaml = String::from("dbmanager:\n  health_check_interval: 0s\n  connections:\n");
+    for i in 0..1000 {
+        yaml.push_str(&format!(
+            "    c{i:04}: {{type: sqlite, filepath: ':memory:', max_open_conns: 1}}\n"
+        ));
+    }
+    std::fs::write(&path, yaml).unwrap();
+    let served = Served::start(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--max-connections",
+            "1",
+            "--header-read-timeout",
+            "1",
+        ],
+        dir.path(),
+    );
+    let (code, metrics) = served.get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.len() > 6_000_000,
+        "the response outgrows the socket buffers: {} bytes",
+        metrics.len()
+    );
+
+    // Takes the only slot, asks for the big response, never reads it.
+    let mut stuck = TcpStream::connect(&served.addr).unwrap();
+    stuck
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let mut probe = TcpStream::connect(&served.addr).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let outcome = probe.read_to_string(&mut response);
+    assert!(
+        outcome.is_ok() && response.starts_with("HTTP/1.1 200"),
+        "the liveness probe was not served while a client sat on its response: {outcome:?} {response:?}"
+    );
+    drop(stuck);
+    assert_eq!(served.stop(), Some(0));
+}

@@ -103,6 +103,17 @@ struct Shared {
     provider: std::sync::Mutex<Option<Arc<dyn CredentialProvider>>>,
     /// Its read replicas, each a member connection of its own (`None`: it has none).
     replicas: ArcSwapOption<ReplicaSet<Connection>>,
+    /// `critical` and `tags` a reload changed without changing anything else (see
+    /// [`Connection::relabel`]); they apply while the generation they were set on is current.
+    labels: ArcSwapOption<Labels>,
+}
+
+/// `critical` and `tags` set in place on one generation, whose pool they leave alone.
+struct Labels {
+    /// The generation they were set on (weak: a replace drops them with it).
+    generation: std::sync::Weak<Generation>,
+    critical: bool,
+    tags: std::collections::BTreeMap<String, String>,
 }
 
 /// One configuration of a connection and the pool opened from it.
@@ -166,27 +177,16 @@ impl Generation {
         self.adopted = true;
         self
     }
-
-    /// Whether `config` (with its derived settings) is the very configuration of this one: a
-    /// reload leaves such a connection alone.
-    pub(crate) fn same_settings(
-        &self,
-        config: &ConnectionConfig,
-        settings: &PoolSettings,
-        retry: &RetryPolicy,
-    ) -> bool {
-        self.settings == *settings && self.retry == *retry && self.config.same_as(config)
-    }
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let generation = self.generation();
+        let config = self.config();
         f.debug_struct("Connection")
             .field("name", &self.shared.name)
-            .field("kind", &generation.config.kind)
+            .field("kind", &config.kind)
             .field("status", &self.status())
-            .field("config", &generation.config)
+            .field("config", &config)
             .finish()
     }
 }
@@ -242,6 +242,7 @@ impl Connection {
                 publishing: std::sync::Mutex::new(()),
                 provider: std::sync::Mutex::new(None),
                 replicas: ArcSwapOption::empty(),
+                labels: ArcSwapOption::empty(),
             }),
         }
     }
@@ -276,7 +277,10 @@ impl Connection {
         settings: &PoolSettings,
         retry: &RetryPolicy,
     ) -> bool {
-        self.generation().same_settings(config, settings, retry)
+        let generation = self.shared.current.load_full();
+        generation.settings == *settings
+            && generation.retry == *retry
+            && self.config_of(&generation).same_as(config)
     }
 
     /// Whether it wraps an application's own pool.
@@ -317,6 +321,7 @@ impl Connection {
                 publishing: std::sync::Mutex::new(()),
                 provider: std::sync::Mutex::new(None),
                 replicas: ArcSwapOption::empty(),
+                labels: ArcSwapOption::empty(),
             }),
         };
         conn.publish();
@@ -366,7 +371,52 @@ impl Connection {
 
     /// Its configuration now (secrets redacted in `Debug`); a replace swaps it.
     pub fn config(&self) -> ConnectionConfig {
-        self.generation().config.clone()
+        self.config_of(&self.shared.current.load_full())
+    }
+
+    /// `generation`'s configuration with the `critical` and `tags` a reload set on it in place.
+    fn config_of(&self, generation: &Arc<Generation>) -> ConnectionConfig {
+        let mut config = generation.config.clone();
+        if let Some(labels) = self.labels_of(generation) {
+            config.critical = labels.critical;
+            config.tags = labels.tags.clone();
+        }
+        config
+    }
+
+    /// The labels set in place on `generation`, if any.
+    fn labels_of(&self, generation: &Arc<Generation>) -> Option<Arc<Labels>> {
+        self.shared
+            .labels
+            .load_full()
+            .filter(|labels| std::ptr::eq(labels.generation.as_ptr(), Arc::as_ptr(generation)))
+    }
+
+    /// Applies `config`'s `critical` and `tags` in place when they are all that differs from
+    /// what the connection runs with (settings and retry policy included): no new pool, no
+    /// reconnect, and a connection that is down takes them too. Returns whether it did.
+    pub(crate) fn relabel(
+        &self,
+        config: &ConnectionConfig,
+        settings: &PoolSettings,
+        retry: &RetryPolicy,
+    ) -> bool {
+        let generation = self.shared.current.load_full();
+        if generation.settings != *settings || generation.retry != *retry {
+            return false;
+        }
+        let mut relabeled = self.config_of(&generation);
+        relabeled.critical = config.critical;
+        relabeled.tags = config.tags.clone();
+        if !relabeled.same_as(config) {
+            return false;
+        }
+        self.shared.labels.store(Some(Arc::new(Labels {
+            generation: Arc::downgrade(&generation),
+            critical: config.critical,
+            tags: config.tags.clone(),
+        })));
+        true
     }
 
     /// Its pool settings after overrides.
@@ -376,12 +426,14 @@ impl Connection {
 
     /// Its free-form tags.
     pub fn tags(&self) -> std::collections::BTreeMap<String, String> {
-        self.generation().config.tags.clone()
+        self.config().tags
     }
 
     /// Whether readiness depends on it (`critical`).
     pub fn is_critical(&self) -> bool {
-        self.generation().config.critical
+        let generation = self.shared.current.load_full();
+        self.labels_of(&generation)
+            .map_or(generation.config.critical, |labels| labels.critical)
     }
 
     /// Current health status. While the circuit breaker is open a connection that was up is

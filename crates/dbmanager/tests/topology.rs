@@ -384,6 +384,147 @@ async fn a_partial_reload_registers_an_added_connection_that_is_down_and_connect
     manager.close(DEADLINE).await;
 }
 
+/// A reload that changes only `critical` or `tags` applies them in place: the pool is kept (not
+/// even reconnected), and a connection that is down takes them too. Marking a down connection
+/// `critical: false` is how an operator makes a service ready again; it used to need a new
+/// pool, which could not connect, so the change failed and readiness stayed down.
+#[tokio::test]
+async fn a_reload_changing_only_critical_or_tags_applies_them_without_a_new_pool() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = support::proxy::FaultProxy::start(support::pg_port()).await;
+    proxy.set(support::proxy::Fault::Refuse);
+    let lite = ConnectionConfig::sqlite("lite", dir.path().join("lite.db"));
+    let mut down = db.config("down");
+    down.port = Some(proxy.port);
+    let config = fast_config()
+        .with_connection(lite.clone())
+        .with_connection(down.clone());
+    let manager = Manager::new(config).unwrap();
+    manager.connect_with(ConnectPolicy::Partial).await.unwrap();
+    assert!(!manager.get("down").unwrap().status().is_up());
+    let native = manager.get("lite").unwrap().sqlite().unwrap();
+
+    let mut lite_tagged = lite.clone();
+    lite_tagged.tags.insert("tier".into(), "cache".into());
+    lite_tagged.critical = false;
+    let mut down_optional = down.clone();
+    down_optional.critical = false;
+    down_optional.tags.insert("tier".into(), "reports".into());
+    let next = fast_config()
+        .with_connection(lite_tagged)
+        .with_connection(down_optional);
+    let report = manager
+        .reload_with(next.clone(), DEADLINE, ConnectPolicy::Partial)
+        .await
+        .unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(report.replaced.is_empty(), "no new pool: {report:?}");
+    assert_eq!(report.updated, ["down", "lite"], "{report:?}");
+
+    let down_now = manager.get("down").unwrap();
+    assert!(!down_now.is_critical() && !down_now.config().critical);
+    assert_eq!(
+        down_now.tags().get("tier").map(String::as_str),
+        Some("reports")
+    );
+    assert!(!manager.config().connections["down"].critical);
+    let lite_now = manager.get("lite").unwrap();
+    assert!(!lite_now.is_critical());
+    assert_eq!(
+        manager
+            .connections_tagged("tier", "cache")
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect::<Vec<_>>(),
+        ["lite"]
+    );
+    // The very same pool: a native handle taken before still works.
+    let one: i64 = dbmanager::reexports::sqlx::query_scalar("SELECT 1")
+        .fetch_one(&native)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    assert!(manager.metrics_text().contains("connection=\"down\""));
+
+    // The same file again is no change at all.
+    let again = manager
+        .reload_with(next, DEADLINE, ConnectPolicy::Partial)
+        .await
+        .unwrap();
+    assert_eq!(again.unchanged, ["down", "lite"], "{again:?}");
+    assert!(again.updated.is_empty(), "{again:?}");
+
+    // A real change still opens a new pool, with the labels it brings.
+    let mut lite_bigger = lite.clone();
+    lite_bigger.max_open_conns = Some(3);
+    let report = manager
+        .reload_with(
+            fast_config()
+                .with_connection(lite_bigger)
+                .with_connection(down),
+            DEADLINE,
+            ConnectPolicy::Partial,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.replaced, ["lite"], "{report:?}");
+    assert_eq!(report.updated, ["down"], "{report:?}");
+    assert!(manager.get("lite").unwrap().is_critical());
+    assert!(manager.get("lite").unwrap().tags().is_empty());
+    assert!(manager.get("down").unwrap().is_critical());
+    manager.close(DEADLINE).await;
+}
+
+/// A partial reload (what `dbmanager serve` does) registers an added connection before it
+/// connects, as startup does: while its server hangs, readiness and stats show it
+/// `unavailable` with no attempt finished, instead of leaving it out (a critical connection
+/// missing from readiness made it look ready) until every retry had timed out.
+#[tokio::test]
+async fn a_partial_reload_shows_an_added_connection_while_it_connects() {
+    let db = TestDb::create();
+    let config = fast_config().with_connection(ConnectionConfig::sqlite("lite", ":memory:"));
+    let manager = Manager::new(config.clone()).unwrap();
+    manager.connect().await.unwrap();
+    let proxy = support::proxy::FaultProxy::start(support::pg_port()).await;
+    proxy.set(support::proxy::Fault::Blackhole);
+    let mut slow = db.config("slow");
+    slow.port = Some(proxy.port);
+    slow.connect_timeout = Duration::from_secs(10);
+    let next = config.with_connection(slow);
+
+    let reload = tokio::spawn({
+        let manager = manager.clone();
+        async move {
+            manager
+                .reload_with(next, DEADLINE, ConnectPolicy::Partial)
+                .await
+        }
+    });
+    assert!(
+        support::eventually(Duration::from_secs(10), || manager.get("slow").is_ok()).await,
+        "the added connection is registered while it connects"
+    );
+    let slow = manager.get("slow").unwrap();
+    assert_eq!(slow.status(), Status::Unavailable);
+    assert!(slow.health().last_check.is_none(), "{:?}", slow.health());
+    assert!(manager.stats().connections.contains_key("slow"));
+
+    // Its one attempt times out: it stays, unavailable, and connects once the server answers.
+    let report = tokio::time::timeout(Duration::from_secs(60), reload)
+        .await
+        .expect("the reload ends at the connect timeout")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.added, ["slow"], "{report:?}");
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert_eq!(manager.names(), ["lite", "slow"]);
+    proxy.set(support::proxy::Fault::Forward);
+    manager.reconnect("slow").await.unwrap();
+    assert!(slow.status().is_up(), "{:?}", slow.health());
+    manager.close(DEADLINE).await;
+}
+
 /// Server sessions of `db` whose `application_name` is `app`.
 fn sessions(db: &TestDb, app: &str) -> i64 {
     support::admin_sql(

@@ -22,6 +22,9 @@ pub struct ReloadReport {
     pub replaced: Vec<String>,
     /// Connections left exactly as they were (not even reconnected).
     pub unchanged: Vec<String>,
+    /// Connections whose only changes were `critical` or `tags`: applied in place, the pool
+    /// kept as it is (not reconnected), also for a connection that is down.
+    pub updated: Vec<String>,
     /// Connections whose change failed, with why: an addition that could not connect is not
     /// added (with [`ConnectPolicy::Partial`] it is, unavailable, and is in `added` too); a
     /// replacement that could not open its new pool keeps the old one.
@@ -94,11 +97,22 @@ impl Manager {
         let conn = build_connection(&config, &connection, self.inner.resolve, &self.inner.closed)?;
         conn.set_credential_provider(self.credential_provider(&name));
         self.install_hooks(&conn);
-        let connect_error = match (conn.connect().await.0, policy) {
-            (Ok(_), _) => None,
-            (Err(e), ConnectPolicy::Partial) => Some(e),
-            (Err(e), _) => return Err(e),
-        };
+        if policy == ConnectPolicy::Partial {
+            // As `connect_with(Partial)` at startup: registered first, so that readiness and
+            // stats show it (unavailable, no attempt finished) while it connects, which can
+            // take every retry's `connect_timeout` when its server hangs.
+            self.register(&connection, &conn).await?;
+            return Ok(conn.connect().await.0.err());
+        }
+        conn.connect().await.0?;
+        self.register(&connection, &conn).await?;
+        Ok(None)
+    }
+
+    /// Puts `conn` (configured by `connection`) into the registry and the configuration; a
+    /// name taken meanwhile (another add won the race) closes it and is an error.
+    async fn register(&self, connection: &ConnectionConfig, conn: &Connection) -> Result<()> {
+        let name = connection.name.clone();
         let mut inserted = false;
         self.inner.registry.rcu(|registry| {
             let mut next = Registry::clone(registry);
@@ -120,7 +134,7 @@ impl Manager {
             next.connections.insert(name.clone(), connection.clone());
             next
         });
-        Ok(connect_error)
+        Ok(())
     }
 
     /// Registers a pool the application built already (`sqlx::PgPool`, `SqlitePool`,
@@ -322,8 +336,14 @@ impl Manager {
             match self.get(name) {
                 Err(_) => {}
                 Ok(conn) => {
-                    if conn.has_settings(c, &new.pool_settings(c), &new.retry_policy()) {
+                    let (settings, retry) = (new.pool_settings(c), new.retry_policy());
+                    if conn.has_settings(c, &settings, &retry) {
                         report.unchanged.push(name.clone());
+                    } else if conn.relabel(c, &settings, &retry) {
+                        // Only `critical` or `tags`: no new pool, which a connection that is
+                        // down could not open (and marking it non-critical must still work).
+                        self.record_replaced(&conn);
+                        report.updated.push(name.clone());
                     } else {
                         to_replace.push((conn, c.clone()));
                     }
@@ -428,6 +448,7 @@ impl Manager {
             &mut report.removed,
             &mut report.replaced,
             &mut report.unchanged,
+            &mut report.updated,
         ] {
             list.sort();
         }
