@@ -1393,3 +1393,45 @@ fn a_billion_laughs_alias_bomb_is_rejected_quickly() {
     .unwrap();
     assert_eq!(config.connections["b"].max_open_conns, Some(2));
 }
+
+/// A dsn its driver cannot parse is reported when the configuration is loaded, with its path and
+/// with every other problem, by the same parsing the connect uses; it used to pass validation and
+/// fail each connect (so `check` said "down", not "invalid"). The dsn is never quoted.
+#[test]
+fn a_dsn_its_driver_cannot_parse_is_a_problem_at_load() {
+    let p = problems(
+        "dbmanager:
+  connections:
+    pg: {type: postgres, dsn: 'postgres://u:pw-Hidden?x@127.0.0.1/db'}
+    tokio: {type: postgres, driver: tokio-postgres, dsn: 'postgres://u:pw-Hidden@127.0.0.1:99999/db'}
+    my: {type: mysql, dsn: 'mysql://root:pw-Hidden@127.0.0.1:99999/test'}
+    mylist: {type: mysql, dsn: 'mysql://root:pw-Hidden@a:3306,b:3306/test'}
+    unknown: {type: postgres, dsn: 'postgres://u:pw-Hidden@h/d?foo=1'}
+    fine: {type: postgres, dsn: 'postgres://u:pw-Hidden@h:5433/d?sslmode=disable'}
+    port: {type: port, host: h}
+",
+    );
+    let keys: Vec<&str> = p
+        .iter()
+        .map(|line| line.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "connections.my.dsn",
+            "connections.mylist.dsn",
+            "connections.pg.dsn",
+            "connections.port.type",
+            "connections.tokio.dsn",
+            "connections.unknown.dsn",
+        ],
+        "{p:#?}"
+    );
+    let text = p.join("\n");
+    assert!(text.contains("invalid port"), "{text}");
+    assert!(
+        text.contains("not supported; list them in `hosts`"),
+        "{text}"
+    );
+    assert_no_secret("dsn", &text, &["pw-Hidden", "root:", "u:pw"]);
+}

@@ -82,6 +82,27 @@ pub(crate) fn check_password_needs_user(
     }
 }
 
+/// A `dsn` its driver cannot parse is a problem of the configuration when it is loaded, with the
+/// others, not a failed connect later. `parse` is the driver's own dsn parsing (the one its
+/// connect uses), whose errors never quote the dsn.
+pub(crate) fn check_dsn<T>(
+    c: &crate::config::ConnectionConfig,
+    p: &mut crate::config::ConnectionProblems<'_>,
+    schemes: &[&str],
+    parse: impl FnOnce(&secrecy::SecretString) -> crate::error::Result<T>,
+) {
+    use secrecy::ExposeSecret as _;
+    let Some(dsn) = &c.dsn else { return };
+    // A dsn of another scheme is reported as that already.
+    if !schemes.iter().any(|s| dsn.expose_secret().starts_with(s)) {
+        return;
+    }
+    if let Err(e) = parse(dsn) {
+        let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+        p.push("dsn", reason.strip_prefix("dsn: ").unwrap_or(&reason));
+    }
+}
+
 /// A connect-time configuration error.
 pub(crate) fn config_error(name: &str, message: impl Into<String>) -> Error {
     Error::database(

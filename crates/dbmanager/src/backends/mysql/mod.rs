@@ -79,7 +79,7 @@ pub(crate) static DRIVER: Driver = Driver {
     variant: None,
     system_name: "mysql",
     default_port: Some(DEFAULT_PORT),
-    dsn_schemes: &["mysql://", "mariadb://"],
+    dsn_schemes: DSN_SCHEMES,
     fields: &[
         Field::Host,
         Field::Hosts,
@@ -101,10 +101,13 @@ pub(crate) static DRIVER: Driver = Driver {
     replica_lag: Some(&replica_lag::PROBE),
 };
 
+const DSN_SCHEMES: &[&str] = &["mysql://", "mariadb://"];
+
 /// Contradictions specific to MySQL: without a dsn, a password without a user would log in as
 /// sqlx's default user `root`.
 fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
     crate::backends::check_host(c, p, |h| crate::dsn::plain_host(h).map(drop));
+    crate::backends::check_dsn(c, p, DSN_SCHEMES, |dsn| options::dsn_options("", dsn));
     crate::backends::check_password_needs_user(
         c,
         p,

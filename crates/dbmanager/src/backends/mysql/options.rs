@@ -8,7 +8,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 
 use super::{DEFAULT_PORT, My};
@@ -88,6 +88,19 @@ const DSN_PARAMETERS: &[Known] = &[
     },
 ];
 
+/// The driver options a `dsn` gives, checked as at load: one server, known parameters.
+pub(super) fn dsn_options(name: &str, url: &SecretString) -> Result<MySqlConnectOptions> {
+    if crate::hosts::split_dsn(url.expose_secret()).is_some() {
+        return Err(config_error(
+            name,
+            "dsn: a list of servers in a mysql dsn is not supported; list them in `hosts`",
+        ));
+    }
+    dsn::check_query(name, url, QuerySyntax::Url, DSN_PARAMETERS)?;
+    MySqlConnectOptions::from_str(url.expose_secret())
+        .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))
+}
+
 /// The driver options: the `dsn` (its query parameters checked first) or the structured fields;
 /// then `credentials` (the password from `password`, `password_file` or a provider, and the
 /// provider's user).
@@ -97,17 +110,7 @@ pub(super) async fn connect_options(
     credentials: &Resolved,
 ) -> Result<MySqlConnectOptions> {
     let mut options = match &c.dsn {
-        Some(url) => {
-            if crate::hosts::split_dsn(url.expose_secret()).is_some() {
-                return Err(config_error(
-                    name,
-                    "dsn: a list of servers in a mysql dsn is not supported; list them in `hosts`",
-                ));
-            }
-            dsn::check_query(name, url, QuerySyntax::Url, DSN_PARAMETERS)?;
-            MySqlConnectOptions::from_str(url.expose_secret())
-                .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))?
-        }
+        Some(url) => dsn_options(name, url)?,
         None => {
             // The first server of a `hosts:` list stands for all; `failover_plan` sets each
             // one's host and port.

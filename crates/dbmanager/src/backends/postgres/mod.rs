@@ -22,6 +22,14 @@ pub(crate) use options::connect_options;
 
 pub(crate) use crate::backends::pg_common::DEFAULT_PORT;
 
+/// PostgreSQL's checks, and the dsn as sqlx parses it.
+fn check(c: &crate::config::ConnectionConfig, p: &mut crate::config::ConnectionProblems<'_>) {
+    crate::backends::pg_common::check(c, p);
+    crate::backends::check_dsn(c, p, crate::backends::pg_common::DSN_SCHEMES, |dsn| {
+        options::dsn_options("", dsn)
+    });
+}
+
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Postgres,
     variant: Some(crate::config::PostgresDriver::Sqlx),
@@ -31,7 +39,7 @@ pub(crate) static DRIVER: Driver = Driver {
     fields: crate::backends::pg_common::FIELDS,
     required: crate::backends::pg_common::REQUIRED,
     no_sea_orm: None,
-    check: crate::backends::pg_common::check,
+    check,
     classify: shared::classify_any::<Pg>,
     open,
     listen: Some(&listener::LISTEN),

@@ -113,6 +113,14 @@ const DSN_PARAMETERS: &[Known] = &[
     },
 ];
 
+/// The driver options a `dsn` gives (its first server), checked as at load.
+pub(crate) fn dsn_options(name: &str, given: &SecretString) -> Result<PgConnectOptions> {
+    dsn::check_query(name, given, QuerySyntax::Url, DSN_PARAMETERS)?;
+    let url = crate::backends::pg_common::servers::first_server_url(name, given.expose_secret())?;
+    PgConnectOptions::from_str(url.expose_secret())
+        .map_err(|e| sqlx_error::<Pg>(name, Operation::Connect, e))
+}
+
 /// The driver options for a connection: the given `dsn`, or the structured fields; then the
 /// structured settings on top; then `credentials` (the password from `password`,
 /// `password_file` or a provider, and the provider's user).
@@ -127,11 +135,7 @@ pub(crate) async fn connect_options(
         .map(|pw| SecretString::from(pw.to_owned()));
     let mut options = match &c.dsn {
         Some(given) => {
-            dsn::check_query(name, given, QuerySyntax::Url, DSN_PARAMETERS)?;
-            let url =
-                crate::backends::pg_common::servers::first_server_url(name, given.expose_secret())?;
-            let mut options = PgConnectOptions::from_str(url.expose_secret())
-                .map_err(|e| sqlx_error::<Pg>(name, Operation::Connect, e))?;
+            let mut options = dsn_options(name, given)?;
             if let Some(pw) = &password {
                 options = options.password(pw.expose_secret());
             }

@@ -37,6 +37,14 @@ use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::sql::SqlExecutor;
 use crate::stats::{PoolCounters, PoolGauges};
 
+/// PostgreSQL's checks, and the dsn as tokio-postgres parses it.
+fn check(c: &crate::config::ConnectionConfig, p: &mut crate::config::ConnectionProblems<'_>) {
+    pg_common::check(c, p);
+    crate::backends::check_dsn(c, p, pg_common::DSN_SCHEMES, |dsn| {
+        options::dsn_config("", dsn, None)
+    });
+}
+
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Postgres,
     variant: Some(PostgresDriver::TokioPostgres),
@@ -49,7 +57,7 @@ pub(crate) static DRIVER: Driver = Driver {
     no_sea_orm: Some(
         "SeaORM runs on the sqlx driver; use `driver: sqlx` for SeaORM, or `default_orm: native`",
     ),
-    check: pg_common::check,
+    check,
     classify: |e| e.downcast_ref::<tokio_postgres::Error>().map(classify),
     open,
     listen: Some(&listener::LISTEN),

@@ -7,7 +7,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::config::SslMode as WireSslMode;
 
 use super::tls::Verify;
@@ -97,6 +97,22 @@ impl std::fmt::Debug for ConnectPlan {
     }
 }
 
+/// The driver configuration a `dsn` gives (its first server, or `server`), checked as at load.
+pub(crate) fn dsn_config(
+    name: &str,
+    given: &SecretString,
+    server: Option<&Server>,
+) -> Result<tokio_postgres::Config> {
+    dsn::check_query(name, given, QuerySyntax::Url, DSN_PARAMETERS)?;
+    let first = first_server_url(name, given.expose_secret())?;
+    let url = server.and_then(|server| with_server(first.expose_secret(), server));
+    let url = url.as_deref().unwrap_or(first.expose_secret());
+    tokio_postgres::Config::from_str(url).map_err(|e| {
+        // Its parse errors name the option, never the value.
+        config_error(name, format!("dsn: {e}"))
+    })
+}
+
 /// The plan for a connection: the given `dsn`, or the structured fields; then the structured
 /// settings on top; then `credentials`. `server` is one server of the connection's list
 /// (`hosts:` or the dsn's); without one, the dsn's first server or `host`.
@@ -108,16 +124,7 @@ pub(crate) fn connect_plan(
     server: Option<&Server>,
 ) -> Result<ConnectPlan> {
     let mut config = match &c.dsn {
-        Some(given) => {
-            dsn::check_query(name, given, QuerySyntax::Url, DSN_PARAMETERS)?;
-            let first = first_server_url(name, given.expose_secret())?;
-            let url = server.and_then(|server| with_server(first.expose_secret(), server));
-            let url = url.as_deref().unwrap_or(first.expose_secret());
-            tokio_postgres::Config::from_str(url).map_err(|e| {
-                // Its parse errors name the option, never the value.
-                config_error(name, format!("dsn: {e}"))
-            })?
-        }
+        Some(given) => dsn_config(name, given, server)?,
         None => from_fields(name, c, server)?,
     };
     let mode = c.sslmode.unwrap_or(match config.get_ssl_mode() {
