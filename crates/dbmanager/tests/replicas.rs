@@ -918,3 +918,110 @@ async fn a_mariadb_replica_is_read_from_and_skipped_while_replication_is_stopped
     .await;
     manager.close(Duration::from_secs(2)).await;
 }
+
+/// A connection `name` on the system server with one "replica" that is the same server under
+/// another host name: for routing behaviour that needs no real replication (which side took a
+/// read is told by the routing counters).
+fn same_server_manager(
+    name: &str,
+    driver: PostgresDriver,
+    adjust: impl FnOnce(&mut ConnectionConfig),
+) -> Manager {
+    let mut c = ConnectionConfig::new(name, dbmanager::DatabaseType::Postgres);
+    c.host = Some("127.0.0.1".into());
+    c.port = Some(support::pg_port());
+    c.user = Some(support::pg_user());
+    c.database = Some("postgres".into());
+    c.driver = Some(driver);
+    c.replicas
+        .push(c.replica("localhost", Some(support::pg_port())));
+    adjust(&mut c);
+    let mut m = fast_config();
+    m.health_check_interval = Duration::from_millis(200);
+    Manager::new(m.with_connection(c)).expect("valid config")
+}
+
+fn routing_of(manager: &Manager, name: &str) -> dbmanager::RoutingStats {
+    manager.stats().connections[name]
+        .routing
+        .clone()
+        .expect("a connection with replicas has routing stats")
+}
+
+/// Waits until the connection's replica takes reads.
+async fn replica_in_use(manager: &Manager, db: &Database, name: &str) {
+    wait_until(Duration::from_secs(15), "the replica takes reads", || {
+        let (db, manager) = (db.clone(), manager.clone());
+        let name = name.to_owned();
+        async move {
+            let before = routing_of(&manager, &name).to_replica;
+            db.fetch_one("SELECT 1 AS one", &[]).await.is_ok()
+                && routing_of(&manager, &name).to_replica > before
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_held_past_read_your_writes_still_routes_reads_after_its_commit_to_the_primary()
+ {
+    for driver in [PostgresDriver::Sqlx, PostgresDriver::TokioPostgres] {
+        let name = format!("ryw_tx_{}", driver.as_str().replace('-', "_"));
+        let manager = same_server_manager(&name, driver, |c| {
+            c.read_your_writes = Duration::from_secs(1);
+        });
+        manager.connect().await.unwrap();
+        let db = manager.database(&name).unwrap();
+        replica_in_use(&manager, &db, &name).await;
+
+        // The transaction writes, then stays open longer than the window before its commit: its
+        // writes become visible at the commit, so the window starts there.
+        let tx = db.begin().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tx.commit().await.unwrap();
+        let before = routing_of(&manager, &name);
+        db.fetch_one("SELECT 1 AS one", &[]).await.unwrap();
+        let after = routing_of(&manager, &name);
+        assert_eq!(
+            after.read_your_writes,
+            before.read_your_writes + 1,
+            "{driver:?}: the read right after the commit went to a replica ({after:?})"
+        );
+        manager.close(Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_runs_longer_than_read_your_writes_still_routes_the_next_read_to_the_primary()
+{
+    for driver in [PostgresDriver::Sqlx, PostgresDriver::TokioPostgres] {
+        let name = format!("ryw_slow_{}", driver.as_str().replace('-', "_"));
+        let manager = same_server_manager(&name, driver, |c| {
+            c.read_your_writes = Duration::from_secs(1);
+        });
+        manager.connect().await.unwrap();
+        let db = manager.database(&name).unwrap();
+        replica_in_use(&manager, &db, &name).await;
+
+        // `execute` and a `fetch` that is not a SELECT: both write, both end after the window.
+        for write in [
+            "DO $$ BEGIN PERFORM pg_sleep(1.5); END $$",
+            "WITH s AS (SELECT pg_sleep(1.5)) SELECT 1 AS one FROM s",
+        ] {
+            if write.starts_with("DO") {
+                db.execute(write, &[]).await.unwrap();
+            } else {
+                db.fetch_one(write, &[]).await.unwrap();
+            }
+            let before = routing_of(&manager, &name);
+            db.fetch_one("SELECT 1 AS one", &[]).await.unwrap();
+            let after = routing_of(&manager, &name);
+            assert_eq!(
+                after.read_your_writes,
+                before.read_your_writes + 1,
+                "{driver:?}, {write}: the read right after the write went to a replica ({after:?})"
+            );
+        }
+        manager.close(Duration::from_secs(2)).await;
+    }
+}
