@@ -1025,3 +1025,36 @@ async fn a_write_that_runs_longer_than_read_your_writes_still_routes_the_next_re
         manager.close(Duration::from_secs(2)).await;
     }
 }
+
+/// A handle that wrote before a `replace` of its connection (a new replica set, with a clock of
+/// its own before the fix) reads from a replica again once `read_your_writes` has passed, not
+/// for as long as the old set had lived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_ends_on_time_after_a_replace() {
+    let name = "ryw_replace";
+    let manager = same_server_manager(name, PostgresDriver::Sqlx, |c| {
+        c.read_your_writes = Duration::from_secs(1);
+    });
+    manager.connect().await.unwrap();
+    let db = manager.database(name).unwrap();
+    replica_in_use(&manager, &db, name).await;
+    // The set has lived a while when the handle writes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    db.execute("SELECT 1", &[]).await.unwrap();
+
+    let mut next = manager.config().connections[name].clone();
+    next.read_policy = ReadPolicy::Random;
+    manager.replace(next, Duration::from_secs(2)).await.unwrap();
+    replica_in_use(&manager, &manager.database(name).unwrap(), name).await;
+    // Past the window (and well short of the old set's age).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = routing_of(&manager, name);
+    db.fetch_one("SELECT 1 AS one", &[]).await.unwrap();
+    let after = routing_of(&manager, name);
+    assert_eq!(
+        after.to_replica,
+        before.to_replica + 1,
+        "the read 1.5 s after the write, past read_your_writes (1 s), went to the primary ({after:?})"
+    );
+    manager.close(Duration::from_secs(2)).await;
+}

@@ -37,6 +37,14 @@ pub(crate) trait Member: Send + Sync + 'static {
     fn shut(&self, deadline: Duration) -> BoxFuture<'_, u32>;
 }
 
+/// The origin of every set's clock (`ReplicaSet::now`), one for the process: a handle's
+/// `wrote_at` outlives the set that stamped it (a `replace` or reload builds a new one) and is
+/// read on the new set's clock.
+fn clock_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
 /// `lag_nanos` when the lag is not known (never measured, or the server could not say).
 const LAG_UNKNOWN: u64 = u64::MAX;
 
@@ -48,7 +56,7 @@ pub(crate) struct Replica<M> {
     /// Its neutral handle, made at its first successful open.
     handle: OnceLock<Database>,
     banned: AtomicBool,
-    /// Nanoseconds since the set's origin at which a banned replica is probed next.
+    /// Nanoseconds since the clock's origin at which a banned replica is probed next.
     probe_at: AtomicU64,
     /// Bans in a row (the backoff exponent); reset by a successful probe.
     bans_in_row: AtomicU32,
@@ -62,7 +70,7 @@ pub(crate) struct Replica<M> {
     reads: AtomicU64,
     /// A check of it is running (the monitor does not start a second).
     checking: AtomicBool,
-    /// Nanoseconds since the set's origin of its last check.
+    /// Nanoseconds since the clock's origin of its last check.
     checked_at: AtomicU64,
     /// Why it was last banned or found lagging.
     last_error: ArcSwapOption<String>,
@@ -147,7 +155,6 @@ pub(crate) struct ReplicaSet<M> {
     policy: ReplicaPolicy,
     probe: &'static LagProbe,
     next: AtomicUsize,
-    origin: Instant,
     counters: RoutingCounters,
     /// The monitor runs (started by the connection's connect, stopped by its close).
     running: AtomicBool,
@@ -163,13 +170,17 @@ impl<M: Member> ReplicaSet<M> {
         policy: ReplicaPolicy,
         probe: &'static LagProbe,
     ) -> Self {
+        // The first checks are `start`'s: the next are due one interval after the set is made.
+        let made = u64::try_from(clock_origin().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        for r in &replicas {
+            r.checked_at.store(made, Relaxed);
+        }
         Self {
             name,
             replicas,
             policy,
             probe,
             next: AtomicUsize::new(0),
-            origin: Instant::now(),
             counters: RoutingCounters::default(),
             running: AtomicBool::new(false),
             monitor: std::sync::Mutex::new(None),
@@ -183,7 +194,7 @@ impl<M: Member> ReplicaSet<M> {
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        u64::try_from(clock_origin().elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Opens every replica (in parallel, each with the retry policy), measures their lag, and
