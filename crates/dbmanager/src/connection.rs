@@ -652,8 +652,17 @@ impl Connection {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let port = r.port.or(generation.driver.default_port);
-                let name = match (&r.host, port) {
+                // A replica given by a dsn is named by the server of its dsn (a `host`/`port`
+                // beside a dsn is a configuration problem, so they say nothing then).
+                let from_dsn = r.dsn.as_ref().and_then(|dsn| {
+                    crate::hosts::dsn_server(secrecy::ExposeSecret::expose_secret(dsn))
+                });
+                let (host, port) = match from_dsn {
+                    Some(server) => (Some(server.host), server.port),
+                    None => (r.host.clone(), r.port),
+                };
+                let port = port.or(generation.driver.default_port);
+                let name = match (&host, port) {
                     (Some(host), Some(port)) => format!("{}{REPLICA_MARK}{host}:{port}", c.name),
                     (Some(host), None) => format!("{}{REPLICA_MARK}{host}", c.name),
                     _ => format!("{}{REPLICA_MARK}{i}", c.name),
@@ -678,7 +687,7 @@ impl Connection {
                     .clone();
                 member.set_credential_provider(provider);
                 member.shared.hooks.set(self.shared.hooks.current());
-                Replica::new(member, r.host.clone().unwrap_or_default(), port)
+                Replica::new(member, host.unwrap_or_default(), port)
             })
             .collect();
         let retry = manager.retry_policy();

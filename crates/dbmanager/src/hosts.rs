@@ -256,6 +256,24 @@ pub(crate) fn split_dsn(dsn: &str) -> Option<Result<(String, Vec<HostPort>), Str
     Some(Ok((format!("{scheme}://{userinfo}{first}{tail}"), parsed)))
 }
 
+/// The (first) server a URL `dsn` names (`scheme://user:pw@host:port/db`), for naming and
+/// showing a connection that has only a dsn; `None` when it names none (a socket directory, a
+/// keyword/value string) or the entry does not parse. Only host and port are read: the user
+/// information never leaves.
+pub(crate) fn dsn_server(dsn: &str) -> Option<HostPort> {
+    let (_, rest) = dsn.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let list = authority
+        .rfind('@')
+        .map_or(authority, |at| &authority[at + 1..]);
+    let first = list.split(',').next()?;
+    if first.is_empty() {
+        return None;
+    }
+    parse_entry(first).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +370,21 @@ mod tests {
         assert_eq!(entries[2].port, None);
         assert!(split_dsn("postgres://u@h1:5432/db").is_none());
         assert!(split_dsn("postgres://h1,h2").is_some_and(|r| r.is_ok()));
+        let server = |dsn: &str| dsn_server(dsn).map(|hp| (hp.host, hp.port));
+        assert_eq!(
+            server("postgres://u:p@w@db-2:5433/app?sslmode=disable"),
+            Some(("db-2".to_owned(), Some(5433)))
+        );
+        assert_eq!(
+            server("mysql://root@[::1]/app"),
+            Some(("::1".to_owned(), None))
+        );
+        assert_eq!(
+            server("postgres://u@h1:5,h2:6/db"),
+            Some(("h1".to_owned(), Some(5)))
+        );
+        assert_eq!(server("postgres:///db?host=/run/pg"), None);
+        assert_eq!(server("host=db-2 port=5433"), None);
         let err = split_dsn("postgres://u:Pw-Hidden@h1,h2:x/db")
             .unwrap()
             .unwrap_err();

@@ -1058,3 +1058,39 @@ async fn read_your_writes_ends_on_time_after_a_replace() {
     );
     manager.close(Duration::from_secs(2)).await;
 }
+
+/// A replica given by its own `dsn` (as it must be when its connection has one) is named and
+/// shown by the server of that dsn, not by a host and port it never uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_given_by_a_dsn_is_named_by_its_server() {
+    // The replica's server is the system one behind a forwarding proxy: another port.
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let user = support::pg_user();
+    let dsn = |host: &str, port: u16| format!("postgres://{user}@{host}:{port}/postgres");
+    let mut c = ConnectionConfig::from_dsn(
+        "dsn_main",
+        dbmanager::DatabaseType::Postgres,
+        dsn("127.0.0.1", support::pg_port()),
+    );
+    let mut replica = c.clone();
+    replica.dsn = Some(dsn("localhost", proxy.port).into());
+    c.replicas.push(replica);
+    let mut m = fast_config();
+    m.health_check_interval = Duration::from_millis(200);
+    let manager = Manager::new(m.with_connection(c)).expect("valid config");
+    manager.connect().await.unwrap();
+    let names: Vec<String> = manager
+        .get("dsn_main")
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let expected = format!("dsn_main/replica:localhost:{}", proxy.port);
+    assert_eq!(names, vec![expected.clone()]);
+    let stats = manager.stats();
+    let replica = stats.connections[&expected].replica.clone().unwrap();
+    assert_eq!(replica.host, "localhost");
+    assert_eq!(replica.port, Some(proxy.port));
+    manager.close(Duration::from_secs(2)).await;
+}
