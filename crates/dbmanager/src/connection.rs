@@ -18,7 +18,6 @@ use crate::hooks::{HookState, Hooks};
 use crate::replicas::{Replica, ReplicaPolicy, ReplicaSet};
 use crate::sql::Database;
 use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
-use crate::validate::REPLICA_MARK;
 
 /// The open pool of a connection, whatever its backend, and where its credentials come from
 /// (`None` for an adopted pool).
@@ -652,21 +651,8 @@ impl Connection {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                // A replica given by a dsn is named by the server of its dsn (a `host`/`port`
-                // beside a dsn is a configuration problem, so they say nothing then).
-                let from_dsn = r.dsn.as_ref().and_then(|dsn| {
-                    crate::hosts::dsn_server(secrecy::ExposeSecret::expose_secret(dsn))
-                });
-                let (host, port) = match from_dsn {
-                    Some(server) => (Some(server.host), server.port),
-                    None => (r.host.clone(), r.port),
-                };
-                let port = port.or(generation.driver.default_port);
-                let name = match (&host, port) {
-                    (Some(host), Some(port)) => format!("{}{REPLICA_MARK}{host}:{port}", c.name),
-                    (Some(host), None) => format!("{}{REPLICA_MARK}{host}", c.name),
-                    _ => format!("{}{REPLICA_MARK}{i}", c.name),
-                };
+                let (name, host, port) =
+                    crate::replicas::identity(&c.name, i, r, generation.driver.default_port);
                 let mut config = r.clone();
                 config.name = name;
                 config.replicas = Vec::new();
@@ -687,7 +673,7 @@ impl Connection {
                     .clone();
                 member.set_credential_provider(provider);
                 member.shared.hooks.set(self.shared.hooks.current());
-                Replica::new(member, host.unwrap_or_default(), port)
+                Replica::new(member, host, port)
             })
             .collect();
         let retry = manager.retry_policy();

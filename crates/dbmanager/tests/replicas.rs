@@ -1094,3 +1094,49 @@ async fn a_replica_given_by_a_dsn_is_named_by_its_server() {
     assert_eq!(replica.port, Some(proxy.port));
     manager.close(Duration::from_secs(2)).await;
 }
+
+/// Two replica entries on one server would be one member name twice (their stats and metrics
+/// hiding one another): a configuration problem, whether written with the default port or not,
+/// or as dsns.
+#[test]
+fn two_replicas_on_the_same_server_are_a_configuration_problem() {
+    let yaml = r#"
+dbmanager:
+  connections:
+    primary:
+      type: postgres
+      host: db-1
+      database: app
+      replicas:
+        - host: db-2
+        - host: db-3
+        - host: db-2
+          port: 5432
+          user: reporting
+    bydsn:
+      type: postgres
+      dsn: postgres://u:S3cret@db-1/app
+      replicas:
+        - dsn: postgres://u:S3cret@db-2:5433/app
+        - dsn: postgres://other:S3cret@db-2:5433/app?sslmode=disable
+    mine:
+      type: mysql
+      host: db-1
+      replicas:
+        - host: db-2
+        - host: db-2
+          port: 3306
+"#;
+    let problems =
+        ManagerConfig::from_yaml_str_with_env(yaml, &dbmanager::EnvSource::empty()).unwrap_err();
+    let text = problems.to_string();
+    for expected in [
+        "connections.primary.replicas[2]: names the same server as replicas[0]",
+        "connections.bydsn.replicas[1]: names the same server as replicas[0]",
+        "connections.mine.replicas[1]: names the same server as replicas[0]",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("S3cret"), "{text}");
+    assert_eq!(problems.iter().count(), 3, "{text}");
+}

@@ -45,6 +45,39 @@ fn clock_origin() -> Instant {
     *ORIGIN.get_or_init(Instant::now)
 }
 
+/// Replica `index` of connection `connection`: its member name (`primary/replica:db-2:5432`)
+/// and the host and port it is shown by: its dsn's server when it has a dsn (a `host`/`port`
+/// beside one is a configuration problem), else its `host` and `port` (else `default_port`).
+pub(crate) fn identity(
+    connection: &str,
+    index: usize,
+    r: &crate::config::ConnectionConfig,
+    default_port: Option<u16>,
+) -> (String, String, Option<u16>) {
+    use crate::validate::REPLICA_MARK;
+    let from_dsn = r
+        .dsn
+        .as_ref()
+        .and_then(|dsn| crate::hosts::dsn_server(secrecy::ExposeSecret::expose_secret(dsn)));
+    let (host, port) = match from_dsn {
+        Some(server) => (Some(server.host), server.port),
+        None => (r.host.clone(), r.port),
+    };
+    let port = port.or(default_port);
+    let name = match (&host, port) {
+        (Some(host), Some(port)) => format!(
+            "{connection}{REPLICA_MARK}{}",
+            crate::hosts::Server {
+                host: host.clone(),
+                port
+            }
+        ),
+        (Some(host), None) => format!("{connection}{REPLICA_MARK}{host}"),
+        _ => format!("{connection}{REPLICA_MARK}{index}"),
+    };
+    (name, host.unwrap_or_default(), port)
+}
+
 /// `lag_nanos` when the lag is not known (never measured, or the server could not say).
 const LAG_UNKNOWN: u64 = u64::MAX;
 
