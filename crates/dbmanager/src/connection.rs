@@ -1367,6 +1367,15 @@ impl crate::replicas::Member for Connection {
     fn shut(&self, deadline: Duration) -> futures_util::future::BoxFuture<'_, u32> {
         Box::pin(async move { self.close(deadline).await.still_in_use })
     }
+
+    fn saturated(&self) -> bool {
+        let generation = self.generation();
+        let in_use = generation.backend.load().as_ref().map_or(0, |b| {
+            let gauges = b.0.gauges();
+            gauges.open.saturating_sub(gauges.idle)
+        });
+        in_use >= generation.settings.max_open
+    }
 }
 
 /// A handle's source is the connection's shared state itself (what a `Connection` clones), so

@@ -1140,3 +1140,64 @@ dbmanager:
     assert!(!text.contains("S3cret"), "{text}");
     assert_eq!(problems.iter().count(), 3, "{text}");
 }
+
+/// A read that fails on a replica for its own sake, not the replica's, does not ban it: a
+/// statement over `query_timeout`, and a checkout that timed out because every connection of
+/// the replica's pool was in use (too small a pool, not a server gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_read_or_a_full_replica_pool_does_not_ban_the_replica() {
+    for driver in [PostgresDriver::Sqlx, PostgresDriver::TokioPostgres] {
+        let name = format!("no_ban_{}", driver.as_str().replace('-', "_"));
+        let manager = same_server_manager(&name, driver, |c| {
+            c.query_timeout = Duration::from_secs(1);
+            c.connect_timeout = Duration::from_secs(1);
+            c.replicas[0].query_timeout = Duration::from_secs(1);
+            c.replicas[0].connect_timeout = Duration::from_secs(1);
+            c.replicas[0].max_open_conns = Some(1);
+            c.replicas[0].max_idle_conns = Some(1);
+        });
+        manager.connect().await.unwrap();
+        let db = manager.database(&name).unwrap();
+        replica_in_use(&manager, &db, &name).await;
+        let member = format!("{name}/replica:localhost:{}", support::pg_port());
+        let replica = |manager: &Manager| {
+            manager.stats().connections[&member]
+                .replica
+                .clone()
+                .unwrap()
+        };
+
+        // Over query_timeout on the replica.
+        let e = db
+            .fetch_one("SELECT pg_sleep(3) IS NULL AS slept", &[])
+            .await
+            .unwrap_err();
+        // The library's timer or the server's statement_timeout, whichever fires first.
+        assert!(e.to_string().contains("time"), "{driver:?}: {e}");
+        assert!(
+            !replica(&manager).banned,
+            "{driver:?}: banned for a slow statement: {:?}",
+            replica(&manager)
+        );
+
+        // The replica's only connection is held (a transaction on the member itself); a read
+        // waits for it past its checkout bound.
+        let members = manager.get(&name).unwrap().members();
+        let tx = members[0].database().unwrap().begin().await.unwrap();
+        let e = db.fetch_one("SELECT 1 AS one", &[]).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transient, "{driver:?}: {e:?}");
+        assert!(
+            !replica(&manager).banned,
+            "{driver:?}: banned for a full pool ({e}): {:?}",
+            replica(&manager)
+        );
+        tx.rollback().await.unwrap();
+        assert_eq!(
+            replica(&manager).bans_total,
+            0,
+            "{driver:?}: {:?}",
+            replica(&manager)
+        );
+        manager.close(Duration::from_secs(2)).await;
+    }
+}

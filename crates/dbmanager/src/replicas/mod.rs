@@ -35,6 +35,8 @@ pub(crate) trait Member: Send + Sync + 'static {
     /// Closes its pool within `deadline`; returns how many connections were still checked
     /// out then.
     fn shut(&self, deadline: Duration) -> BoxFuture<'_, u32>;
+    /// Every connection its pool may open is checked out now.
+    fn saturated(&self) -> bool;
 }
 
 /// The origin of every set's clock (`ReplicaSet::now`), one for the process: a handle's
@@ -338,6 +340,8 @@ impl<M: Member> ReplicaSet<M> {
                 }
                 r.bans_in_row.store(0, Relaxed);
             }
+            // Busy, not gone: its state stays as the last check left it.
+            Err(e) if Self::waited_on_full_pool(r, &e) => {}
             Err(e) => self.ban(r, &e),
         }
         r.checking.store(false, Relaxed);
@@ -401,6 +405,39 @@ impl<M: Member> ReplicaSet<M> {
                 tracing::warn!(connection = %self.name, replica = r.member.member_name(), error = %error, probe_in = %humantime::format_duration(wait), "replica banned");
             }
         }
+    }
+
+    /// Whether a read's error may mean replica `r` is gone: a transient error, but not a
+    /// statement over `query_timeout` (the statement is slow, the replica answers) nor a
+    /// [`Self::waited_on_full_pool`].
+    fn means_replica_down(&self, r: &Replica<M>, e: &Error) -> bool {
+        e.kind() == ErrorKind::Transient
+            && !matches!(
+                e,
+                Error::Timeout {
+                    operation: Operation::Query,
+                    ..
+                }
+            )
+            && !Self::waited_on_full_pool(r, e)
+    }
+
+    /// Whether `e` is a checkout (or the check's ping) that timed out while every connection
+    /// of `r`'s pool was in use: the pool is too small for the reads, the replica is not gone
+    /// (and the primary would not serve them better).
+    fn waited_on_full_pool(r: &Replica<M>, e: &Error) -> bool {
+        let waited = matches!(
+            e,
+            Error::Timeout {
+                operation: Operation::Acquire | Operation::Ping,
+                ..
+            } | Error::Database {
+                operation: Operation::Acquire,
+                kind: ErrorKind::Transient,
+                ..
+            }
+        );
+        waited && r.member.saturated()
     }
 
     /// Whether replica `i` is due a check: banned and its probe time came, or not banned and
@@ -579,7 +616,7 @@ impl<M: Member> ReadRouter for ReplicaSet<M> {
             return;
         };
         match error {
-            Some(e) if e.kind() == ErrorKind::Transient => self.ban(r, e),
+            Some(e) if self.means_replica_down(r, e) => self.ban(r, e),
             _ => r.observe_latency(took),
         }
     }
