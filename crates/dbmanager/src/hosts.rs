@@ -123,12 +123,16 @@ pub(crate) fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
         );
         return;
     }
+    // Duplicates are compared with the port they end up with: `port`, else the backend's.
+    let default_port = c
+        .port
+        .or_else(|| crate::registry::driver(c).and_then(|d| d.default_port))
+        .unwrap_or(0);
     let mut seen: Vec<(usize, Server)> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         match parse_entry(entry) {
             Ok(parsed) => {
-                // Duplicates are compared with the port they end up with.
-                let server = parsed.with_default_port(c.port.unwrap_or(0));
+                let server = parsed.with_default_port(default_port);
                 if let Some((first, _)) = seen.iter().find(|(_, s)| *s == server) {
                     p.push(
                         &format!("hosts[{i}]"),
