@@ -1209,3 +1209,45 @@ async fn a_slow_read_or_a_full_replica_pool_does_not_ban_the_replica() {
         manager.close(Duration::from_secs(2)).await;
     }
 }
+
+/// A replica entry may override any connection key, `dsn` and the password's source included:
+/// an entry with a `dsn` does not inherit the keys a dsn replaces (`host`, `port`, `user`,
+/// `database`), and one with `password` (or `password_file`) does not inherit the other.
+#[test]
+fn a_replica_entry_may_set_its_own_dsn_or_password_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("pg-password");
+    std::fs::write(&secret, "S3cretFile\n").unwrap();
+    let yaml = format!(
+        r#"
+dbmanager:
+  connections:
+    primary:
+      type: postgres
+      host: db-1
+      port: 5433
+      user: app
+      database: app
+      password_file: {}
+      replicas:
+        - dsn: postgres://reporting:S3cretDsn@db-2:5432/app
+        - host: db-3
+          password: S3cretInline
+"#,
+        secret.display()
+    );
+    let config = ManagerConfig::from_yaml_str_with_env(&yaml, &dbmanager::EnvSource::empty())
+        .unwrap_or_else(|problems| panic!("{problems}"));
+    let primary = &config.connections["primary"];
+    let by_dsn = &primary.replicas[0];
+    assert_eq!(by_dsn.host, None);
+    assert_eq!(by_dsn.port, None);
+    assert_eq!(by_dsn.user, None);
+    assert_eq!(by_dsn.database, None);
+    let inline = &primary.replicas[1];
+    assert_eq!(inline.host.as_deref(), Some("db-3"));
+    assert_eq!(inline.password_file, None);
+    assert!(inline.password.is_some());
+    // The first keeps the file's password (apart from its dsn, as a connection may).
+    assert!(by_dsn.password_file.is_some());
+}
