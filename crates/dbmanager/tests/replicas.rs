@@ -1251,3 +1251,43 @@ dbmanager:
     // The first keeps the file's password (apart from its dsn, as a connection may).
     assert!(by_dsn.password_file.is_some());
 }
+
+/// A replica whose server refuses connections when the application starts is banned (reads
+/// refused with `replica_fallback: error`, naming it), and once its server accepts them it takes
+/// reads, and its stats show it up and not banned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_at_connect_takes_reads_once_it_is_up() {
+    for driver in [PostgresDriver::Sqlx, PostgresDriver::TokioPostgres] {
+        let proxy = FaultProxy::start(support::pg_port()).await;
+        proxy.set(Fault::Refuse);
+        let name = format!("late_{}", driver.as_str().replace('-', "_"));
+        let manager = same_server_manager(&name, driver, |c| {
+            c.replica_fallback = ReplicaFallback::Error;
+            c.replicas = vec![c.replica("localhost", Some(proxy.port))];
+        });
+        manager.connect().await.unwrap();
+        let member = format!("{name}/replica:localhost:{}", proxy.port);
+        let db = manager.database(&name).unwrap();
+        let e = db.fetch_one("SELECT 1 AS one", &[]).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transient, "{driver:?}: {e}");
+        assert!(e.to_string().contains(&member), "{driver:?}: {e}");
+        let stats = manager.stats();
+        assert!(stats.connections[&member].replica.as_ref().unwrap().banned);
+        assert!(!stats.connections[&member].status.is_up());
+        // The connection itself is up and writable.
+        db.execute("SELECT 1", &[]).await.unwrap();
+
+        proxy.set(Fault::Forward);
+        replica_in_use(&manager, &db, &name).await;
+        let stats = manager.stats();
+        let replica = stats.connections[&member].replica.clone().unwrap();
+        assert!(!replica.banned, "{driver:?}: {replica:?}");
+        assert!(
+            stats.connections[&member].status.is_up(),
+            "{driver:?}: {:?}",
+            stats.connections[&member].status
+        );
+        assert!(manager.get(&name).unwrap().members()[0].is_connected());
+        manager.close(Duration::from_secs(2)).await;
+    }
+}
