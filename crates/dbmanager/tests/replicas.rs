@@ -1291,3 +1291,50 @@ async fn a_replica_down_at_connect_takes_reads_once_it_is_up() {
         manager.close(Duration::from_secs(2)).await;
     }
 }
+
+/// A MySQL replica whose user may not run `SHOW REPLICA STATUS` (no `REPLICATION CLIENT` /
+/// `REPLICA MONITOR`: a least-privilege application user) still answers reads: its lag is
+/// unknown, which matters only under a `max_replica_lag` bound, and is not a ban.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_replica_user_without_the_replication_privilege_still_takes_reads() {
+    use support::mysql::MysqlTestDb;
+    let test_db = MysqlTestDb::create();
+    let user = support::unique("ro");
+    test_db.create_user(&user, "Pw-ro-1");
+    for bound in [Duration::ZERO, Duration::from_secs(5)] {
+        let name = format!("my_{}", bound.as_secs());
+        let mut c = test_db.config(&name);
+        let mut replica = test_db.user_config(&name, &user, "Pw-ro-1");
+        replica.host = Some("localhost".into());
+        c.replicas.push(replica);
+        c.max_replica_lag = bound;
+        let mut m = fast_config();
+        m.health_check_interval = Duration::from_millis(200);
+        let manager = Manager::new(m.with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let db = manager.database(&name).unwrap();
+        let member = format!("{name}/replica:localhost:{}", support::mysql::mysql_port());
+        let stats = |manager: &Manager| {
+            manager.stats().connections[&member]
+                .replica
+                .clone()
+                .unwrap()
+        };
+        wait_until(Duration::from_secs(10), "a check ran", || {
+            let replica = stats(&manager);
+            async move { replica.last_error.is_some() }
+        })
+        .await;
+        let replica = stats(&manager);
+        assert!(!replica.banned, "{bound:?}: {replica:?}");
+        assert_eq!(replica.lag, None, "{replica:?}");
+        let why = replica.last_error.clone().unwrap_or_default();
+        assert!(why.contains("privilege"), "{bound:?}: {replica:?}");
+        if bound.is_zero() {
+            replica_in_use(&manager, &db, &name).await;
+        } else {
+            assert!(replica.lagging, "{replica:?}");
+        }
+        manager.close(Duration::from_secs(2)).await;
+    }
+}

@@ -311,7 +311,11 @@ impl<M: Member> ReplicaSet<M> {
         }
         r.checked_at.store(self.now(), Relaxed);
         match outcome {
-            Ok(lag) => {
+            Ok(measured) => {
+                let (lag, unknown) = match measured {
+                    Ok(lag) => (Some(lag), None),
+                    Err(why) => (None, Some(why)),
+                };
                 let lag_nanos = lag.map_or(LAG_UNKNOWN, |d| {
                     u64::try_from(d.as_nanos()).unwrap_or(LAG_UNKNOWN - 1)
                 });
@@ -326,14 +330,24 @@ impl<M: Member> ReplicaSet<M> {
                             humantime::format_duration(round_ms(d)),
                             humantime::format_duration(bound)
                         ),
-                        None => "its lag is unknown (replication stopped?)".to_owned(),
+                        None => format!(
+                            "its lag is unknown: {}",
+                            unknown.as_deref().unwrap_or("the server did not say")
+                        ),
                     };
                     if !was_lagging && self.policy.log {
                         tracing::warn!(connection = %self.name, replica = r.member.member_name(), reason = %why, "replica lagging; no reads until it is back under max_replica_lag");
                     }
                     r.last_error.store(Some(Arc::new(why)));
-                } else if was_lagging && self.policy.log {
-                    tracing::info!(connection = %self.name, replica = r.member.member_name(), "replica caught up; reads resume");
+                } else {
+                    if was_lagging && self.policy.log {
+                        tracing::info!(connection = %self.name, replica = r.member.member_name(), "replica caught up; reads resume");
+                    }
+                    // Without a bound an unknown lag takes nothing away; it is still shown.
+                    if let Some(why) = unknown {
+                        r.last_error
+                            .store(Some(Arc::new(format!("its lag is unknown: {why}"))));
+                    }
                 }
                 if r.banned.swap(false, Relaxed) && self.policy.log {
                     tracing::info!(connection = %self.name, replica = r.member.member_name(), "replica ban lifted");
@@ -347,8 +361,8 @@ impl<M: Member> ReplicaSet<M> {
         r.checking.store(false, Relaxed);
     }
 
-    /// Open, ping, lag: the lag (`None` when the server cannot say).
-    async fn check_once(&self, r: &Replica<M>) -> Result<Option<Duration>> {
+    /// Open, ping, lag: the lag, or why it is unknown (the server cannot say).
+    async fn check_once(&self, r: &Replica<M>) -> Result<std::result::Result<Duration, String>> {
         r.member.open().await?;
         let started = Instant::now();
         r.member.ping().await?;
@@ -364,26 +378,24 @@ impl<M: Member> ReplicaSet<M> {
         for statement in self.probe.statements {
             match handle.fetch_optional(statement, &[]).await {
                 Ok(row) => {
-                    return Ok(match (self.probe.read)(row.as_ref()) {
-                        Ok(lag) => Some(lag),
-                        Err(why) => {
-                            r.last_error.store(Some(Arc::new(why.to_owned())));
-                            None
-                        }
-                    });
+                    return Ok((self.probe.read)(row.as_ref()).map_err(str::to_owned));
                 }
                 Err(e) if e.kind() == ErrorKind::Query => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| {
-            Error::database(
+        // The replica answered, but refused every lag statement (on MySQL, a user without the
+        // `REPLICATION CLIENT` / `REPLICA MONITOR` privilege): its lag is unknown, which
+        // matters under a `max_replica_lag` bound only; it is not a ban.
+        match last {
+            Some(e) => Ok(Err(format!("the lag statement failed: {e}"))),
+            None => Err(Error::database(
                 r.member.member_name(),
                 Operation::Query,
                 ErrorKind::Query,
                 "no replica lag statement",
-            )
-        }))
+            )),
+        }
     }
 
     /// Bans `r` (or extends its ban, when a probe of it failed): no reads until a probe
