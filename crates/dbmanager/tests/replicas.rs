@@ -1147,66 +1147,75 @@ dbmanager:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_read_or_a_full_replica_pool_does_not_ban_the_replica() {
     for driver in [PostgresDriver::Sqlx, PostgresDriver::TokioPostgres] {
-        let name = format!("no_ban_{}", driver.as_str().replace('-', "_"));
-        let manager = same_server_manager(&name, driver, |c| {
-            c.query_timeout = Duration::from_secs(1);
-            c.connect_timeout = Duration::from_secs(1);
-            c.replicas[0].query_timeout = Duration::from_secs(1);
-            c.replicas[0].connect_timeout = Duration::from_secs(1);
-            c.replicas[0].max_open_conns = Some(1);
-            c.replicas[0].max_idle_conns = Some(1);
-        });
-        manager.connect().await.unwrap();
-        let db = manager.database(&name).unwrap();
-        replica_in_use(&manager, &db, &name).await;
-        let member = format!("{name}/replica:localhost:{}", support::pg_port());
-        let replica = |manager: &Manager| {
-            manager.stats().connections[&member]
-                .replica
-                .clone()
-                .unwrap()
-        };
+        for full_pool in [false, true] {
+            let name = format!("no_ban_{}_{full_pool}", driver.as_str().replace('-', "_"));
+            let manager = same_server_manager(&name, driver, |c| {
+                if full_pool {
+                    c.connect_timeout = Duration::from_secs(2);
+                    c.replicas[0].connect_timeout = Duration::from_secs(2);
+                    c.replicas[0].max_open_conns = Some(1);
+                    c.replicas[0].max_idle_conns = Some(1);
+                } else {
+                    c.query_timeout = Duration::from_secs(1);
+                    c.replicas[0].query_timeout = Duration::from_secs(1);
+                }
+            });
+            manager.connect().await.unwrap();
+            let db = manager.database(&name).unwrap();
+            replica_in_use(&manager, &db, &name).await;
+            let member = format!("{name}/replica:localhost:{}", support::pg_port());
+            let replica = |manager: &Manager| {
+                let stats = &manager.stats().connections[&member];
+                (stats.replica.clone().unwrap(), stats.open, stats.in_use)
+            };
 
-        // Over query_timeout on the replica.
-        let e = db
-            .fetch_one("SELECT pg_sleep(3) IS NULL AS slept", &[])
-            .await
-            .unwrap_err();
-        // The library's timer or the server's statement_timeout, whichever fires first.
-        assert!(e.to_string().contains("time"), "{driver:?}: {e}");
-        assert!(
-            !replica(&manager).banned,
-            "{driver:?}: banned for a slow statement: {:?}",
-            replica(&manager)
-        );
-
-        // The replica's only connection is held (a transaction on the member itself); a read
-        // waits for it past its checkout bound.
-        let members = manager.get(&name).unwrap().members();
-        let member_db = members[0].database().unwrap();
-        // The slow read's connection or the monitor's check may hold it for a moment.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let tx = loop {
-            match member_db.begin().await {
-                Ok(tx) => break tx,
-                Err(e) => assert!(Instant::now() < deadline, "{driver:?}: {e}"),
+            if !full_pool {
+                // Over query_timeout on the replica.
+                let e = db
+                    .fetch_one("SELECT pg_sleep(3) IS NULL AS slept", &[])
+                    .await
+                    .unwrap_err();
+                // The library's timer or the server's statement_timeout, whichever fires first.
+                assert!(e.to_string().contains("time"), "{driver:?}: {e}");
+                assert!(
+                    !replica(&manager).0.banned,
+                    "{driver:?}: banned for a slow statement: {:?}",
+                    replica(&manager)
+                );
+            } else {
+                // The replica's only connection is held (a transaction on the member itself);
+                // a read waits for it past its checkout bound.
+                let members = manager.get(&name).unwrap().members();
+                let member_db = members[0].database().unwrap();
+                // The monitor's check may hold it for a moment.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let tx = loop {
+                    match member_db.begin().await {
+                        Ok(tx) => break tx,
+                        Err(e) => assert!(
+                            Instant::now() < deadline,
+                            "{driver:?}: {e}: {:?}",
+                            replica(&manager)
+                        ),
+                    }
+                };
+                let e = db.fetch_one("SELECT 1 AS one", &[]).await.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Transient, "{driver:?}: {e:?}");
+                assert!(
+                    !replica(&manager).0.banned,
+                    "{driver:?}: banned for a full pool ({e}): {:?}",
+                    replica(&manager)
+                );
+                tx.rollback().await.unwrap();
             }
-        };
-        let e = db.fetch_one("SELECT 1 AS one", &[]).await.unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Transient, "{driver:?}: {e:?}");
-        assert!(
-            !replica(&manager).banned,
-            "{driver:?}: banned for a full pool ({e}): {:?}",
-            replica(&manager)
-        );
-        tx.rollback().await.unwrap();
-        assert_eq!(
-            replica(&manager).bans_total,
-            0,
-            "{driver:?}: {:?}",
-            replica(&manager)
-        );
-        manager.close(Duration::from_secs(2)).await;
+            assert_eq!(
+                replica(&manager).0.bans_total,
+                0,
+                "{driver:?}: {:?}",
+                replica(&manager)
+            );
+            manager.close(Duration::from_secs(2)).await;
+        }
     }
 }
 
@@ -1337,4 +1346,50 @@ async fn a_mysql_replica_user_without_the_replication_privilege_still_takes_read
         }
         manager.close(Duration::from_secs(2)).await;
     }
+}
+
+/// `ConnectionConfig::replica` on a connection with a server list or a dsn gives a valid
+/// replica on the server it names: not the list (`set either host or hosts`), and the dsn
+/// pointed at that server (not `dsn: conflicts with host`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_of_a_connection_with_hosts_or_a_dsn_is_valid() {
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let user = support::pg_user();
+    let mut listed = ConnectionConfig::new("api_hosts", dbmanager::DatabaseType::Postgres);
+    listed.hosts = Some(vec![format!("127.0.0.1:{}", support::pg_port())]);
+    listed.user = Some(user.clone());
+    listed.database = Some("postgres".into());
+    let by_dsn = ConnectionConfig::from_dsn(
+        "api_dsn",
+        dbmanager::DatabaseType::Postgres,
+        format!(
+            "postgres://{user}@127.0.0.1:{}/postgres?sslmode=disable",
+            support::pg_port()
+        ),
+    );
+    let mut m = fast_config();
+    m.health_check_interval = Duration::from_millis(200);
+    for mut c in [listed, by_dsn] {
+        let replica = c.replica("localhost", Some(proxy.port));
+        c.replicas.push(replica);
+        m = m.with_connection(c);
+    }
+    let manager = Manager::new(m).unwrap_or_else(|problems| panic!("{problems}"));
+    manager.connect().await.unwrap();
+    for name in ["api_hosts", "api_dsn"] {
+        let members: Vec<String> = manager
+            .get(name)
+            .unwrap()
+            .members()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        assert_eq!(
+            members,
+            vec![format!("{name}/replica:localhost:{}", proxy.port)]
+        );
+        let db = manager.database(name).unwrap();
+        replica_in_use(&manager, &db, name).await;
+    }
+    manager.close(Duration::from_secs(2)).await;
 }

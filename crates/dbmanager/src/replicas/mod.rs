@@ -434,14 +434,15 @@ impl<M: Member> ReplicaSet<M> {
             && !Self::waited_on_full_pool(r, e)
     }
 
-    /// Whether `e` is a checkout (or the check's ping) that timed out while every connection
-    /// of `r`'s pool was in use: the pool is too small for the reads, the replica is not gone
-    /// (and the primary would not serve them better).
+    /// Whether `e` is a checkout (or the check's ping or lag statement, whose timers include
+    /// their checkout) that timed out while every connection of `r`'s pool was in use: the
+    /// pool is too small for the reads, the replica is not gone (and the primary would not
+    /// serve them better).
     fn waited_on_full_pool(r: &Replica<M>, e: &Error) -> bool {
         let waited = matches!(
             e,
             Error::Timeout {
-                operation: Operation::Acquire | Operation::Ping,
+                operation: Operation::Acquire | Operation::Ping | Operation::Query,
                 ..
             } | Error::Database {
                 operation: Operation::Acquire,
