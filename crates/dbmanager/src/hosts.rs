@@ -278,6 +278,28 @@ pub(crate) fn dsn_server(dsn: &str) -> Option<HostPort> {
     parse_entry(first).ok()
 }
 
+/// `dsn` (a URL) pointed at one server, `host` and `port` (else the port of the dsn's first
+/// server), without a `target_session_attrs`: the dsn of a replica on that server. User
+/// information, path and other parameters are kept. `None` when `dsn` is not a URL.
+pub(crate) fn dsn_on_server(dsn: &str, host: &str, port: Option<u16>) -> Option<String> {
+    let (dsn, _) = strip_target_session_attrs(dsn);
+    let (scheme, rest) = dsn.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let userinfo = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    let port = port.or_else(|| dsn_server(&dsn).and_then(|server| server.port));
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let server = match port {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    };
+    Some(format!("{scheme}://{userinfo}{server}{tail}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +411,20 @@ mod tests {
         );
         assert_eq!(server("postgres:///db?host=/run/pg"), None);
         assert_eq!(server("host=db-2 port=5433"), None);
+        assert_eq!(
+            dsn_on_server(
+                "postgres://u:p@w@h1:5433,h2/db?sslmode=disable&target_session_attrs=read-write",
+                "db-3",
+                None
+            )
+            .as_deref(),
+            Some("postgres://u:p@w@db-3:5433/db?sslmode=disable")
+        );
+        assert_eq!(
+            dsn_on_server("mysql://root@h1/app", "::1", Some(3307)).as_deref(),
+            Some("mysql://root@[::1]:3307/app")
+        );
+        assert_eq!(dsn_on_server("host=h1", "db-3", None), None);
         let err = split_dsn("postgres://u:Pw-Hidden@h1,h2:x/db")
             .unwrap()
             .unwrap_err();
