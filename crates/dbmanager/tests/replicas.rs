@@ -1280,6 +1280,11 @@ async fn a_replica_down_at_connect_takes_reads_once_it_is_up() {
         let e = db.fetch_one("SELECT 1 AS one", &[]).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Transient, "{driver:?}: {e}");
         assert!(e.to_string().contains(&member), "{driver:?}: {e}");
+        // And why: the error that banned it.
+        assert!(
+            e.to_string().contains(&format!("{member} banned: ")),
+            "{driver:?}: {e}"
+        );
         let stats = manager.stats();
         assert!(stats.connections[&member].replica.as_ref().unwrap().banned);
         assert!(!stats.connections[&member].status.is_up());

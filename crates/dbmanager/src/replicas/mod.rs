@@ -503,7 +503,12 @@ impl<M: Member> ReplicaSet<M> {
                 } else {
                     "not open"
                 };
-                format!("{} {state}", r.member.member_name())
+                match r.last_error.load_full() {
+                    Some(why) if state != "not open" => {
+                        format!("{} {state}: {why}", r.member.member_name())
+                    }
+                    _ => format!("{} {state}", r.member.member_name()),
+                }
             })
             .collect();
         Error::Refused {
