@@ -1398,3 +1398,48 @@ async fn replica_of_a_connection_with_hosts_or_a_dsn_is_valid() {
     }
     manager.close(Duration::from_secs(2)).await;
 }
+
+/// A standby that stopped receiving WAL (its primary_conninfo no longer reaches the primary, as
+/// in a partition between the two) while the primary takes writes has replayed all it received,
+/// but is not current: its lag grows past `max_replica_lag` and it takes no reads (it counted
+/// as 0 behind for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_cut_off_from_its_primary_is_not_counted_as_current() {
+    let set = ReplicationSet::start(1);
+    let standby = set.standbys[0].port;
+    let manager = manager(&set, &[standby], |c| {
+        c.max_replica_lag = Duration::from_secs(1);
+    });
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+    set.primary.sql("CREATE TABLE cut_marker (x int)");
+    set.wait_caught_up(Duration::from_secs(10));
+    wait_until(Duration::from_secs(20), "the standby serves", || {
+        let db = db.clone();
+        async move { port_of(&db).await.ok() == Some(standby) }
+    })
+    .await;
+
+    // Replication cut: the standby's WAL receiver cannot reach the primary any more.
+    set.standbys[0].sql("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1'");
+    set.standbys[0].sql("SELECT pg_reload_conf()");
+    wait_until(
+        Duration::from_secs(30),
+        "the cut-off standby is skipped",
+        || {
+            let manager = manager.clone();
+            set.primary.sql("INSERT INTO cut_marker VALUES (1)");
+            async move { replica_stats(&manager, standby).lagging }
+        },
+    )
+    .await;
+    let row = db
+        .fetch_one("SELECT count(*) AS n FROM cut_marker", &[])
+        .await
+        .unwrap();
+    assert!(
+        row.get::<i64>("n").unwrap_or(0) > 0,
+        "read from the primary"
+    );
+    manager.close(Duration::from_secs(2)).await;
+}
