@@ -18,7 +18,6 @@ use crate::hooks::{HookState, Hooks};
 use crate::replicas::{Replica, ReplicaPolicy, ReplicaSet};
 use crate::sql::Database;
 use crate::stats::{ConnectionStats, PoolCounters, PoolGauges};
-use crate::validate::REPLICA_MARK;
 
 /// The open pool of a connection, whatever its backend, and where its credentials come from
 /// (`None` for an adopted pool).
@@ -714,12 +713,8 @@ impl Connection {
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let port = r.port.or(generation.driver.default_port);
-                let name = match (&r.host, port) {
-                    (Some(host), Some(port)) => format!("{}{REPLICA_MARK}{host}:{port}", c.name),
-                    (Some(host), None) => format!("{}{REPLICA_MARK}{host}", c.name),
-                    _ => format!("{}{REPLICA_MARK}{i}", c.name),
-                };
+                let (name, host, port) =
+                    crate::replicas::identity(&c.name, i, r, generation.driver.default_port);
                 let mut config = r.clone();
                 config.name = name;
                 config.replicas = Vec::new();
@@ -740,7 +735,7 @@ impl Connection {
                     .clone();
                 member.set_credential_provider(provider);
                 member.shared.hooks.set(self.shared.hooks.current());
-                Replica::new(member, r.host.clone().unwrap_or_default(), port)
+                Replica::new(member, host, port)
             })
             .collect();
         let retry = manager.retry_policy();
@@ -1439,6 +1434,15 @@ impl crate::replicas::Member for Connection {
 
     fn shut(&self, deadline: Duration) -> futures_util::future::BoxFuture<'_, u32> {
         Box::pin(async move { self.close(deadline).await.still_in_use })
+    }
+
+    fn saturated(&self) -> bool {
+        let generation = self.generation();
+        let in_use = generation.backend.load().as_ref().map_or(0, |b| {
+            let gauges = b.0.gauges();
+            gauges.open.saturating_sub(gauges.idle)
+        });
+        in_use >= generation.settings.max_open
     }
 }
 

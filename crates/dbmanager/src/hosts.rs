@@ -123,12 +123,16 @@ pub(crate) fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
         );
         return;
     }
+    // Duplicates are compared with the port they end up with: `port`, else the backend's.
+    let default_port = c
+        .port
+        .or_else(|| crate::registry::driver(c).and_then(|d| d.default_port))
+        .unwrap_or(0);
     let mut seen: Vec<(usize, Server)> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         match parse_entry(entry) {
             Ok(parsed) => {
-                // Duplicates are compared with the port they end up with.
-                let server = parsed.with_default_port(c.port.unwrap_or(0));
+                let server = parsed.with_default_port(default_port);
                 if let Some((first, _)) = seen.iter().find(|(_, s)| *s == server) {
                     p.push(
                         &format!("hosts[{i}]"),
@@ -256,6 +260,46 @@ pub(crate) fn split_dsn(dsn: &str) -> Option<Result<(String, Vec<HostPort>), Str
     Some(Ok((format!("{scheme}://{userinfo}{first}{tail}"), parsed)))
 }
 
+/// The (first) server a URL `dsn` names (`scheme://user:pw@host:port/db`), for naming and
+/// showing a connection that has only a dsn; `None` when it names none (a socket directory, a
+/// keyword/value string) or the entry does not parse. Only host and port are read: the user
+/// information never leaves.
+pub(crate) fn dsn_server(dsn: &str) -> Option<HostPort> {
+    let (_, rest) = dsn.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let list = authority
+        .rfind('@')
+        .map_or(authority, |at| &authority[at + 1..]);
+    let first = list.split(',').next()?;
+    if first.is_empty() {
+        return None;
+    }
+    parse_entry(first).ok()
+}
+
+/// `dsn` (a URL) pointed at one server, `host` and `port` (else the port of the dsn's first
+/// server), without a `target_session_attrs`: the dsn of a replica on that server. User
+/// information, path and other parameters are kept. `None` when `dsn` is not a URL.
+pub(crate) fn dsn_on_server(dsn: &str, host: &str, port: Option<u16>) -> Option<String> {
+    let (dsn, _) = strip_target_session_attrs(dsn);
+    let (scheme, rest) = dsn.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let userinfo = authority.rfind('@').map_or("", |at| &authority[..=at]);
+    let port = port.or_else(|| dsn_server(&dsn).and_then(|server| server.port));
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let server = match port {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    };
+    Some(format!("{scheme}://{userinfo}{server}{tail}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +396,35 @@ mod tests {
         assert_eq!(entries[2].port, None);
         assert!(split_dsn("postgres://u@h1:5432/db").is_none());
         assert!(split_dsn("postgres://h1,h2").is_some_and(|r| r.is_ok()));
+        let server = |dsn: &str| dsn_server(dsn).map(|hp| (hp.host, hp.port));
+        assert_eq!(
+            server("postgres://u:p@w@db-2:5433/app?sslmode=disable"),
+            Some(("db-2".to_owned(), Some(5433)))
+        );
+        assert_eq!(
+            server("mysql://root@[::1]/app"),
+            Some(("::1".to_owned(), None))
+        );
+        assert_eq!(
+            server("postgres://u@h1:5,h2:6/db"),
+            Some(("h1".to_owned(), Some(5)))
+        );
+        assert_eq!(server("postgres:///db?host=/run/pg"), None);
+        assert_eq!(server("host=db-2 port=5433"), None);
+        assert_eq!(
+            dsn_on_server(
+                "postgres://u:p@w@h1:5433,h2/db?sslmode=disable&target_session_attrs=read-write",
+                "db-3",
+                None
+            )
+            .as_deref(),
+            Some("postgres://u:p@w@db-3:5433/db?sslmode=disable")
+        );
+        assert_eq!(
+            dsn_on_server("mysql://root@h1/app", "::1", Some(3307)).as_deref(),
+            Some("mysql://root@[::1]:3307/app")
+        );
+        assert_eq!(dsn_on_server("host=h1", "db-3", None), None);
         let err = split_dsn("postgres://u:Pw-Hidden@h1,h2:x/db")
             .unwrap()
             .unwrap_err();

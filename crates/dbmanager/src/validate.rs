@@ -249,6 +249,20 @@ impl ManagerConfig {
             return;
         }
         let interpolated = p.interpolated();
+        let default_port = driver.and_then(|d| d.default_port);
+        // Replicas are keyed by their member name (stats, metrics): two naming the same
+        // server would hide one another.
+        let mut seen: Vec<String> = Vec::new();
+        for (i, replica) in c.replicas.iter().enumerate() {
+            let (name, ..) = crate::replicas::identity(&c.name, i, replica, default_port);
+            if let Some(first) = seen.iter().position(|n| *n == name) {
+                p.push(
+                    &format!("replicas[{i}]"),
+                    format!("names the same server as replicas[{first}]"),
+                );
+            }
+            seen.push(name);
+        }
         for (i, replica) in c.replicas.iter().enumerate() {
             let key = format!("{}.replicas[{i}]", p.key());
             let mut own = ConfigProblems::default();

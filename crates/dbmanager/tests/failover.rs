@@ -494,3 +494,27 @@ dbmanager:
     assert_eq!(replica.hosts, None);
     assert_eq!(replica.target_session_attrs, None);
 }
+
+/// A server written once with and once without its port is listed twice all the same: the
+/// backend's default port counts (5432, 3306) when `port` is not set.
+#[test]
+fn a_server_listed_with_and_without_its_default_port_is_listed_twice() {
+    let yaml = r#"
+dbmanager:
+  connections:
+    pg: {type: postgres, hosts: ["db-1", "db-2", "db-1:5432"], database: app}
+    tp: {type: postgres, driver: tokio-postgres, hosts: ["db-1:5432", "db-1"], database: app}
+    my: {type: mysql, hosts: ["db-1:3306", "db-2", "db-1"], database: app}
+    other_port: {type: postgres, hosts: ["db-1", "db-1:5433"], database: app}
+"#;
+    let problems = ManagerConfig::from_yaml_str(yaml).unwrap_err();
+    let text = problems.to_string();
+    for expected in [
+        "connections.pg.hosts[2]: names the same server as hosts[0]",
+        "connections.tp.hosts[1]: names the same server as hosts[0]",
+        "connections.my.hosts[2]: names the same server as hosts[0]",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("other_port"), "{text}");
+}

@@ -1251,3 +1251,109 @@ async fn tokio_postgres_type_lookups_survive_another_server_session() {
     second.commit().await.unwrap();
     let _ = manager.close(Duration::from_secs(10)).await;
 }
+
+/// The server behind a transaction-mode PgBouncer crashes and comes back while the
+/// application's client connections to PgBouncer stay open: on both drivers, the statement in
+/// flight fails with a retryable error (PgBouncer's `server conn crashed?`, SQLSTATE 08P01, was
+/// a `Query` error), later ones at most so until the server is back, and all work after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_crash_behind_a_transaction_pooler_fails_statements_only_retryably() {
+    let cluster = PrivateCluster::start();
+    let users = [(cluster.superuser.as_str(), cluster.password.as_str())];
+    let bouncer = PgBouncer::start(
+        cluster.port,
+        &users,
+        &PgBouncerConfig::new("transaction", TRANSACTION_POOL),
+    );
+    let mut m = fast_config();
+    for driver in [PostgresDriver::Sqlx, PostgresDriver::TokioPostgres] {
+        let name = format!("restart_{}", driver.as_str().replace('-', "_"));
+        let mut c = cluster.config(&name, &cluster.superuser, &cluster.password, "postgres");
+        c.port = Some(bouncer.port);
+        c.pooler = Pooler::Transaction;
+        c.driver = Some(driver);
+        m = m.with_connection(c);
+    }
+    let manager = Manager::new(m).unwrap();
+    manager.connect().await.unwrap();
+    let handles: Vec<(String, dbmanager::Database)> = manager
+        .config()
+        .connections
+        .keys()
+        .map(|name| (name.clone(), manager.database(name).unwrap()))
+        .collect();
+    for (_, db) in &handles {
+        db.fetch_one("SELECT $1::int8 AS x", &[1i64.into()])
+            .await
+            .unwrap();
+    }
+
+    // One statement of each in flight when the server goes down.
+    let in_flight: Vec<_> = handles
+        .iter()
+        .map(|(name, db)| {
+            let (name, db) = (name.clone(), db.clone());
+            tokio::spawn(async move {
+                let outcome = db.execute("SELECT pg_sleep(30)", &[]).await;
+                (name, outcome)
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + LIMIT;
+    while cluster
+        .sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'")
+        .trim()
+        != "2"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the statements never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.stop_server("immediate");
+    for task in in_flight {
+        let (name, outcome) = task.await.unwrap();
+        let e = outcome.expect_err("the server went down under it");
+        eprintln!("{name}: in flight: {:?}: {e}", e.kind());
+        assert!(
+            e.is_retryable(),
+            "{name}: the statement in flight when the server went down failed with a non-retryable error ({:?}): {e}",
+            e.kind()
+        );
+    }
+    cluster.start_server();
+    for (name, db) in &handles {
+        let mut errors = Vec::new();
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            match db.fetch_one("SELECT $1::int8 AS x", &[2i64.into()]).await {
+                Ok(row) => {
+                    assert_eq!(row.get::<i64>("x"), Some(2));
+                    break;
+                }
+                Err(e) => {
+                    assert!(
+                        e.is_retryable(),
+                        "{name}: a statement after the server restarted failed with a non-retryable error ({:?}): {e}",
+                        e.kind()
+                    );
+                    errors.push(e.to_string());
+                    assert!(std::time::Instant::now() < deadline, "{name}: {errors:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        // A transaction and a statement outside one work again.
+        let mut tx = db.begin().await.unwrap();
+        tx.execute("SELECT 1", &[]).await.unwrap();
+        tx.commit().await.unwrap();
+        db.execute("SELECT 1", &[]).await.unwrap();
+        eprintln!(
+            "{name}: {} failed statement(s) after the restart: {errors:?}",
+            errors.len()
+        );
+    }
+    manager.close(Duration::from_secs(2)).await;
+    drop(bouncer);
+}

@@ -918,3 +918,528 @@ async fn a_mariadb_replica_is_read_from_and_skipped_while_replication_is_stopped
     .await;
     manager.close(Duration::from_secs(2)).await;
 }
+
+/// A connection `name` on the system server with one "replica" that is the same server under
+/// another host name: for routing behaviour that needs no real replication (which side took a
+/// read is told by the routing counters).
+fn same_server_manager(
+    name: &str,
+    driver: PostgresDriver,
+    adjust: impl FnOnce(&mut ConnectionConfig),
+) -> Manager {
+    let mut c = ConnectionConfig::new(name, dbmanager::DatabaseType::Postgres);
+    c.host = Some("127.0.0.1".into());
+    c.port = Some(support::pg_port());
+    c.user = Some(support::pg_user());
+    c.database = Some("postgres".into());
+    c.driver = Some(driver);
+    c.replicas
+        .push(c.replica("localhost", Some(support::pg_port())));
+    adjust(&mut c);
+    let mut m = fast_config();
+    m.health_check_interval = Duration::from_millis(200);
+    Manager::new(m.with_connection(c)).expect("valid config")
+}
+
+fn routing_of(manager: &Manager, name: &str) -> dbmanager::RoutingStats {
+    manager.stats().connections[name]
+        .routing
+        .clone()
+        .expect("a connection with replicas has routing stats")
+}
+
+/// Waits until the connection's replica takes reads.
+async fn replica_in_use(manager: &Manager, db: &Database, name: &str) {
+    wait_until(Duration::from_secs(15), "the replica takes reads", || {
+        let (db, manager) = (db.clone(), manager.clone());
+        let name = name.to_owned();
+        async move {
+            let before = routing_of(&manager, &name).to_replica;
+            db.fetch_one("SELECT 1 AS one", &[]).await.is_ok()
+                && routing_of(&manager, &name).to_replica > before
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_held_past_read_your_writes_still_routes_reads_after_its_commit_to_the_primary()
+ {
+    for driver in [PostgresDriver::Sqlx, PostgresDriver::TokioPostgres] {
+        let name = format!("ryw_tx_{}", driver.as_str().replace('-', "_"));
+        let manager = same_server_manager(&name, driver, |c| {
+            c.read_your_writes = Duration::from_secs(1);
+        });
+        manager.connect().await.unwrap();
+        let db = manager.database(&name).unwrap();
+        replica_in_use(&manager, &db, &name).await;
+
+        // The transaction writes, then stays open longer than the window before its commit: its
+        // writes become visible at the commit, so the window starts there.
+        let tx = db.begin().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tx.commit().await.unwrap();
+        let before = routing_of(&manager, &name);
+        db.fetch_one("SELECT 1 AS one", &[]).await.unwrap();
+        let after = routing_of(&manager, &name);
+        assert_eq!(
+            after.read_your_writes,
+            before.read_your_writes + 1,
+            "{driver:?}: the read right after the commit went to a replica ({after:?})"
+        );
+        manager.close(Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_runs_longer_than_read_your_writes_still_routes_the_next_read_to_the_primary()
+{
+    for driver in [PostgresDriver::Sqlx, PostgresDriver::TokioPostgres] {
+        let name = format!("ryw_slow_{}", driver.as_str().replace('-', "_"));
+        let manager = same_server_manager(&name, driver, |c| {
+            c.read_your_writes = Duration::from_secs(1);
+        });
+        manager.connect().await.unwrap();
+        let db = manager.database(&name).unwrap();
+        replica_in_use(&manager, &db, &name).await;
+
+        // `execute` and a `fetch` that is not a SELECT: both write, both end after the window.
+        for write in [
+            "DO $$ BEGIN PERFORM pg_sleep(1.5); END $$",
+            "WITH s AS (SELECT pg_sleep(1.5)) SELECT 1 AS one FROM s",
+        ] {
+            if write.starts_with("DO") {
+                db.execute(write, &[]).await.unwrap();
+            } else {
+                db.fetch_one(write, &[]).await.unwrap();
+            }
+            let before = routing_of(&manager, &name);
+            db.fetch_one("SELECT 1 AS one", &[]).await.unwrap();
+            let after = routing_of(&manager, &name);
+            assert_eq!(
+                after.read_your_writes,
+                before.read_your_writes + 1,
+                "{driver:?}, {write}: the read right after the write went to a replica ({after:?})"
+            );
+        }
+        manager.close(Duration::from_secs(2)).await;
+    }
+}
+
+/// A handle that wrote before a `replace` of its connection (a new replica set, with a clock of
+/// its own before the fix) reads from a replica again once `read_your_writes` has passed, not
+/// for as long as the old set had lived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_ends_on_time_after_a_replace() {
+    let name = "ryw_replace";
+    let manager = same_server_manager(name, PostgresDriver::Sqlx, |c| {
+        c.read_your_writes = Duration::from_secs(1);
+    });
+    manager.connect().await.unwrap();
+    let db = manager.database(name).unwrap();
+    replica_in_use(&manager, &db, name).await;
+    // The set has lived a while when the handle writes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    db.execute("SELECT 1", &[]).await.unwrap();
+
+    let mut next = manager.config().connections[name].clone();
+    next.read_policy = ReadPolicy::Random;
+    manager.replace(next, Duration::from_secs(2)).await.unwrap();
+    replica_in_use(&manager, &manager.database(name).unwrap(), name).await;
+    // Past the window (and well short of the old set's age).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = routing_of(&manager, name);
+    db.fetch_one("SELECT 1 AS one", &[]).await.unwrap();
+    let after = routing_of(&manager, name);
+    assert_eq!(
+        after.to_replica,
+        before.to_replica + 1,
+        "the read 1.5 s after the write, past read_your_writes (1 s), went to the primary ({after:?})"
+    );
+    manager.close(Duration::from_secs(2)).await;
+}
+
+/// A replica given by its own `dsn` (as it must be when its connection has one) is named and
+/// shown by the server of that dsn, not by a host and port it never uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_given_by_a_dsn_is_named_by_its_server() {
+    // The replica's server is the system one behind a forwarding proxy: another port.
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let user = support::pg_user();
+    let dsn = |host: &str, port: u16| format!("postgres://{user}@{host}:{port}/postgres");
+    let mut c = ConnectionConfig::from_dsn(
+        "dsn_main",
+        dbmanager::DatabaseType::Postgres,
+        dsn("127.0.0.1", support::pg_port()),
+    );
+    let mut replica = c.clone();
+    replica.dsn = Some(dsn("localhost", proxy.port).into());
+    c.replicas.push(replica);
+    let mut m = fast_config();
+    m.health_check_interval = Duration::from_millis(200);
+    let manager = Manager::new(m.with_connection(c)).expect("valid config");
+    manager.connect().await.unwrap();
+    let names: Vec<String> = manager
+        .get("dsn_main")
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let expected = format!("dsn_main/replica:localhost:{}", proxy.port);
+    assert_eq!(names, vec![expected.clone()]);
+    let stats = manager.stats();
+    let replica = stats.connections[&expected].replica.clone().unwrap();
+    assert_eq!(replica.host, "localhost");
+    assert_eq!(replica.port, Some(proxy.port));
+    manager.close(Duration::from_secs(2)).await;
+}
+
+/// Two replica entries on one server would be one member name twice (their stats and metrics
+/// hiding one another): a configuration problem, whether written with the default port or not,
+/// or as dsns.
+#[test]
+fn two_replicas_on_the_same_server_are_a_configuration_problem() {
+    let yaml = r#"
+dbmanager:
+  connections:
+    primary:
+      type: postgres
+      host: db-1
+      database: app
+      replicas:
+        - host: db-2
+        - host: db-3
+        - host: db-2
+          port: 5432
+          user: reporting
+    bydsn:
+      type: postgres
+      dsn: postgres://u:S3cret@db-1/app
+      replicas:
+        - dsn: postgres://u:S3cret@db-2:5433/app
+        - dsn: postgres://other:S3cret@db-2:5433/app?sslmode=disable
+    mine:
+      type: mysql
+      host: db-1
+      replicas:
+        - host: db-2
+        - host: db-2
+          port: 3306
+"#;
+    let problems =
+        ManagerConfig::from_yaml_str_with_env(yaml, &dbmanager::EnvSource::empty()).unwrap_err();
+    let text = problems.to_string();
+    for expected in [
+        "connections.primary.replicas[2]: names the same server as replicas[0]",
+        "connections.bydsn.replicas[1]: names the same server as replicas[0]",
+        "connections.mine.replicas[1]: names the same server as replicas[0]",
+    ] {
+        assert!(text.contains(expected), "no `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("S3cret"), "{text}");
+    assert_eq!(problems.iter().count(), 3, "{text}");
+}
+
+/// A read that fails on a replica for its own sake, not the replica's, does not ban it: a
+/// statement over `query_timeout`, and a checkout that timed out because every connection of
+/// the replica's pool was in use (too small a pool, not a server gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_read_or_a_full_replica_pool_does_not_ban_the_replica() {
+    for driver in [PostgresDriver::Sqlx, PostgresDriver::TokioPostgres] {
+        for full_pool in [false, true] {
+            let name = format!("no_ban_{}_{full_pool}", driver.as_str().replace('-', "_"));
+            let manager = same_server_manager(&name, driver, |c| {
+                if full_pool {
+                    c.connect_timeout = Duration::from_secs(2);
+                    c.replicas[0].connect_timeout = Duration::from_secs(2);
+                    c.replicas[0].max_open_conns = Some(1);
+                    c.replicas[0].max_idle_conns = Some(1);
+                } else {
+                    c.query_timeout = Duration::from_secs(1);
+                    c.replicas[0].query_timeout = Duration::from_secs(1);
+                }
+            });
+            manager.connect().await.unwrap();
+            let db = manager.database(&name).unwrap();
+            replica_in_use(&manager, &db, &name).await;
+            let member = format!("{name}/replica:localhost:{}", support::pg_port());
+            let replica = |manager: &Manager| {
+                let stats = &manager.stats().connections[&member];
+                (stats.replica.clone().unwrap(), stats.open, stats.in_use)
+            };
+
+            if !full_pool {
+                // Over query_timeout on the replica.
+                let e = db
+                    .fetch_one("SELECT pg_sleep(3) IS NULL AS slept", &[])
+                    .await
+                    .unwrap_err();
+                // The library's timer or the server's statement_timeout, whichever fires first.
+                assert!(e.to_string().contains("time"), "{driver:?}: {e}");
+                assert!(
+                    !replica(&manager).0.banned,
+                    "{driver:?}: banned for a slow statement: {:?}",
+                    replica(&manager)
+                );
+            } else {
+                // The replica's only connection is held (a transaction on the member itself);
+                // a read waits for it past its checkout bound.
+                let members = manager.get(&name).unwrap().members();
+                let member_db = members[0].database().unwrap();
+                // The monitor's check may hold it for a moment.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let tx = loop {
+                    match member_db.begin().await {
+                        Ok(tx) => break tx,
+                        Err(e) => assert!(
+                            Instant::now() < deadline,
+                            "{driver:?}: {e}: {:?}",
+                            replica(&manager)
+                        ),
+                    }
+                };
+                let e = db.fetch_one("SELECT 1 AS one", &[]).await.unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::Transient, "{driver:?}: {e:?}");
+                assert!(
+                    !replica(&manager).0.banned,
+                    "{driver:?}: banned for a full pool ({e}): {:?}",
+                    replica(&manager)
+                );
+                tx.rollback().await.unwrap();
+            }
+            assert_eq!(
+                replica(&manager).0.bans_total,
+                0,
+                "{driver:?}: {:?}",
+                replica(&manager)
+            );
+            manager.close(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+/// A replica entry may override any connection key, `dsn` and the password's source included:
+/// an entry with a `dsn` does not inherit the keys a dsn replaces (`host`, `port`, `user`,
+/// `database`), and one with `password` (or `password_file`) does not inherit the other.
+#[test]
+fn a_replica_entry_may_set_its_own_dsn_or_password_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("pg-password");
+    std::fs::write(&secret, "S3cretFile\n").unwrap();
+    let yaml = format!(
+        r#"
+dbmanager:
+  connections:
+    primary:
+      type: postgres
+      host: db-1
+      port: 5433
+      user: app
+      database: app
+      password_file: {}
+      replicas:
+        - dsn: postgres://reporting:S3cretDsn@db-2:5432/app
+        - host: db-3
+          password: S3cretInline
+"#,
+        secret.display()
+    );
+    let config = ManagerConfig::from_yaml_str_with_env(&yaml, &dbmanager::EnvSource::empty())
+        .unwrap_or_else(|problems| panic!("{problems}"));
+    let primary = &config.connections["primary"];
+    let by_dsn = &primary.replicas[0];
+    assert_eq!(by_dsn.host, None);
+    assert_eq!(by_dsn.port, None);
+    assert_eq!(by_dsn.user, None);
+    assert_eq!(by_dsn.database, None);
+    let inline = &primary.replicas[1];
+    assert_eq!(inline.host.as_deref(), Some("db-3"));
+    assert_eq!(inline.password_file, None);
+    assert!(inline.password.is_some());
+    // The first keeps the file's password (apart from its dsn, as a connection may).
+    assert!(by_dsn.password_file.is_some());
+}
+
+/// A replica whose server refuses connections when the application starts is banned (reads
+/// refused with `replica_fallback: error`, naming it), and once its server accepts them it takes
+/// reads, and its stats show it up and not banned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_at_connect_takes_reads_once_it_is_up() {
+    for driver in [PostgresDriver::Sqlx, PostgresDriver::TokioPostgres] {
+        let proxy = FaultProxy::start(support::pg_port()).await;
+        proxy.set(Fault::Refuse);
+        let name = format!("late_{}", driver.as_str().replace('-', "_"));
+        let manager = same_server_manager(&name, driver, |c| {
+            c.replica_fallback = ReplicaFallback::Error;
+            c.replicas = vec![c.replica("localhost", Some(proxy.port))];
+        });
+        manager.connect().await.unwrap();
+        let member = format!("{name}/replica:localhost:{}", proxy.port);
+        let db = manager.database(&name).unwrap();
+        let e = db.fetch_one("SELECT 1 AS one", &[]).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transient, "{driver:?}: {e}");
+        assert!(e.to_string().contains(&member), "{driver:?}: {e}");
+        // And why: the error that banned it.
+        assert!(
+            e.to_string().contains(&format!("{member} banned: ")),
+            "{driver:?}: {e}"
+        );
+        let stats = manager.stats();
+        assert!(stats.connections[&member].replica.as_ref().unwrap().banned);
+        assert!(!stats.connections[&member].status.is_up());
+        // The connection itself is up and writable.
+        db.execute("SELECT 1", &[]).await.unwrap();
+
+        proxy.set(Fault::Forward);
+        replica_in_use(&manager, &db, &name).await;
+        let stats = manager.stats();
+        let replica = stats.connections[&member].replica.clone().unwrap();
+        assert!(!replica.banned, "{driver:?}: {replica:?}");
+        assert!(
+            stats.connections[&member].status.is_up(),
+            "{driver:?}: {:?}",
+            stats.connections[&member].status
+        );
+        assert!(manager.get(&name).unwrap().members()[0].is_connected());
+        manager.close(Duration::from_secs(2)).await;
+    }
+}
+
+/// A MySQL replica whose user may not run `SHOW REPLICA STATUS` (no `REPLICATION CLIENT` /
+/// `REPLICA MONITOR`: a least-privilege application user) still answers reads: its lag is
+/// unknown, which matters only under a `max_replica_lag` bound, and is not a ban.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mysql_replica_user_without_the_replication_privilege_still_takes_reads() {
+    use support::mysql::MysqlTestDb;
+    let test_db = MysqlTestDb::create();
+    let user = support::unique("ro");
+    test_db.create_user(&user, "Pw-ro-1");
+    for bound in [Duration::ZERO, Duration::from_secs(5)] {
+        let name = format!("my_{}", bound.as_secs());
+        let mut c = test_db.config(&name);
+        let mut replica = test_db.user_config(&name, &user, "Pw-ro-1");
+        replica.host = Some("localhost".into());
+        c.replicas.push(replica);
+        c.max_replica_lag = bound;
+        let mut m = fast_config();
+        m.health_check_interval = Duration::from_millis(200);
+        let manager = Manager::new(m.with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let db = manager.database(&name).unwrap();
+        let member = format!("{name}/replica:localhost:{}", support::mysql::mysql_port());
+        let stats = |manager: &Manager| {
+            manager.stats().connections[&member]
+                .replica
+                .clone()
+                .unwrap()
+        };
+        wait_until(Duration::from_secs(10), "a check ran", || {
+            let replica = stats(&manager);
+            async move { replica.last_error.is_some() }
+        })
+        .await;
+        let replica = stats(&manager);
+        assert!(!replica.banned, "{bound:?}: {replica:?}");
+        assert_eq!(replica.lag, None, "{replica:?}");
+        let why = replica.last_error.clone().unwrap_or_default();
+        assert!(why.contains("privilege"), "{bound:?}: {replica:?}");
+        if bound.is_zero() {
+            replica_in_use(&manager, &db, &name).await;
+        } else {
+            assert!(replica.lagging, "{replica:?}");
+        }
+        manager.close(Duration::from_secs(2)).await;
+    }
+}
+
+/// `ConnectionConfig::replica` on a connection with a server list or a dsn gives a valid
+/// replica on the server it names: not the list (`set either host or hosts`), and the dsn
+/// pointed at that server (not `dsn: conflicts with host`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_of_a_connection_with_hosts_or_a_dsn_is_valid() {
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let user = support::pg_user();
+    let mut listed = ConnectionConfig::new("api_hosts", dbmanager::DatabaseType::Postgres);
+    listed.hosts = Some(vec![format!("127.0.0.1:{}", support::pg_port())]);
+    listed.user = Some(user.clone());
+    listed.database = Some("postgres".into());
+    let by_dsn = ConnectionConfig::from_dsn(
+        "api_dsn",
+        dbmanager::DatabaseType::Postgres,
+        format!(
+            "postgres://{user}@127.0.0.1:{}/postgres?sslmode=disable",
+            support::pg_port()
+        ),
+    );
+    let mut m = fast_config();
+    m.health_check_interval = Duration::from_millis(200);
+    for mut c in [listed, by_dsn] {
+        let replica = c.replica("localhost", Some(proxy.port));
+        c.replicas.push(replica);
+        m = m.with_connection(c);
+    }
+    let manager = Manager::new(m).unwrap_or_else(|problems| panic!("{problems}"));
+    manager.connect().await.unwrap();
+    for name in ["api_hosts", "api_dsn"] {
+        let members: Vec<String> = manager
+            .get(name)
+            .unwrap()
+            .members()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        assert_eq!(
+            members,
+            vec![format!("{name}/replica:localhost:{}", proxy.port)]
+        );
+        let db = manager.database(name).unwrap();
+        replica_in_use(&manager, &db, name).await;
+    }
+    manager.close(Duration::from_secs(2)).await;
+}
+
+/// A standby that stopped receiving WAL (its primary_conninfo no longer reaches the primary, as
+/// in a partition between the two) while the primary takes writes has replayed all it received,
+/// but is not current: its lag grows past `max_replica_lag` and it takes no reads (it counted
+/// as 0 behind for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_cut_off_from_its_primary_is_not_counted_as_current() {
+    let set = ReplicationSet::start(1);
+    let standby = set.standbys[0].port;
+    let manager = manager(&set, &[standby], |c| {
+        c.max_replica_lag = Duration::from_secs(1);
+    });
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+    set.primary.sql("CREATE TABLE cut_marker (x int)");
+    set.wait_caught_up(Duration::from_secs(10));
+    wait_until(Duration::from_secs(20), "the standby serves", || {
+        let db = db.clone();
+        async move { port_of(&db).await.ok() == Some(standby) }
+    })
+    .await;
+
+    // Replication cut: the standby's WAL receiver cannot reach the primary any more.
+    set.standbys[0].sql("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1'");
+    set.standbys[0].sql("SELECT pg_reload_conf()");
+    wait_until(
+        Duration::from_secs(30),
+        "the cut-off standby is skipped",
+        || {
+            let manager = manager.clone();
+            set.primary.sql("INSERT INTO cut_marker VALUES (1)");
+            async move { replica_stats(&manager, standby).lagging }
+        },
+    )
+    .await;
+    let row = db
+        .fetch_one("SELECT count(*) AS n FROM cut_marker", &[])
+        .await
+        .unwrap();
+    assert!(
+        row.get::<i64>("n").unwrap_or(0) > 0,
+        "read from the primary"
+    );
+    manager.close(Duration::from_secs(2)).await;
+}

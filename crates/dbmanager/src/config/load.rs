@@ -758,6 +758,17 @@ fn walk_replicas(
             .filter(|(k, _)| !matches!(k.as_str(), "hosts" | "target_session_attrs"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // An entry's own dsn replaces the connection's server keys, and its own password
+        // source the connection's other one: inherited, they would conflict with it.
+        let replaced: &[&str] = &["host", "port", "user", "database", "filepath"];
+        if entry.contains_key("dsn") {
+            merged.retain(|k, _| !replaced.contains(&k.as_str()));
+        }
+        for (set, other) in [("password", "password_file"), ("password_file", "password")] {
+            if entry.contains_key(set) {
+                merged.remove(other);
+            }
+        }
         for (k, v) in entry.iter().filter(|(k, _)| own.contains(&k.as_str())) {
             merged.insert(k.clone(), v.clone());
         }

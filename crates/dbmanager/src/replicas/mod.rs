@@ -35,6 +35,49 @@ pub(crate) trait Member: Send + Sync + 'static {
     /// Closes its pool within `deadline`; returns how many connections were still checked
     /// out then.
     fn shut(&self, deadline: Duration) -> BoxFuture<'_, u32>;
+    /// Every connection its pool may open is checked out now.
+    fn saturated(&self) -> bool;
+}
+
+/// The origin of every set's clock (`ReplicaSet::now`), one for the process: a handle's
+/// `wrote_at` outlives the set that stamped it (a `replace` or reload builds a new one) and is
+/// read on the new set's clock.
+fn clock_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// Replica `index` of connection `connection`: its member name (`primary/replica:db-2:5432`)
+/// and the host and port it is shown by: its dsn's server when it has a dsn (a `host`/`port`
+/// beside one is a configuration problem), else its `host` and `port` (else `default_port`).
+pub(crate) fn identity(
+    connection: &str,
+    index: usize,
+    r: &crate::config::ConnectionConfig,
+    default_port: Option<u16>,
+) -> (String, String, Option<u16>) {
+    use crate::validate::REPLICA_MARK;
+    let from_dsn = r
+        .dsn
+        .as_ref()
+        .and_then(|dsn| crate::hosts::dsn_server(secrecy::ExposeSecret::expose_secret(dsn)));
+    let (host, port) = match from_dsn {
+        Some(server) => (Some(server.host), server.port),
+        None => (r.host.clone(), r.port),
+    };
+    let port = port.or(default_port);
+    let name = match (&host, port) {
+        (Some(host), Some(port)) => format!(
+            "{connection}{REPLICA_MARK}{}",
+            crate::hosts::Server {
+                host: host.clone(),
+                port
+            }
+        ),
+        (Some(host), None) => format!("{connection}{REPLICA_MARK}{host}"),
+        _ => format!("{connection}{REPLICA_MARK}{index}"),
+    };
+    (name, host.unwrap_or_default(), port)
 }
 
 /// `lag_nanos` when the lag is not known (never measured, or the server could not say).
@@ -48,7 +91,7 @@ pub(crate) struct Replica<M> {
     /// Its neutral handle, made at its first successful open.
     handle: OnceLock<Database>,
     banned: AtomicBool,
-    /// Nanoseconds since the set's origin at which a banned replica is probed next.
+    /// Nanoseconds since the clock's origin at which a banned replica is probed next.
     probe_at: AtomicU64,
     /// Bans in a row (the backoff exponent); reset by a successful probe.
     bans_in_row: AtomicU32,
@@ -62,7 +105,7 @@ pub(crate) struct Replica<M> {
     reads: AtomicU64,
     /// A check of it is running (the monitor does not start a second).
     checking: AtomicBool,
-    /// Nanoseconds since the set's origin of its last check.
+    /// Nanoseconds since the clock's origin of its last check.
     checked_at: AtomicU64,
     /// Why it was last banned or found lagging.
     last_error: ArcSwapOption<String>,
@@ -147,7 +190,6 @@ pub(crate) struct ReplicaSet<M> {
     policy: ReplicaPolicy,
     probe: &'static LagProbe,
     next: AtomicUsize,
-    origin: Instant,
     counters: RoutingCounters,
     /// The monitor runs (started by the connection's connect, stopped by its close).
     running: AtomicBool,
@@ -163,13 +205,17 @@ impl<M: Member> ReplicaSet<M> {
         policy: ReplicaPolicy,
         probe: &'static LagProbe,
     ) -> Self {
+        // The first checks are `start`'s: the next are due one interval after the set is made.
+        let made = u64::try_from(clock_origin().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        for r in &replicas {
+            r.checked_at.store(made, Relaxed);
+        }
         Self {
             name,
             replicas,
             policy,
             probe,
             next: AtomicUsize::new(0),
-            origin: Instant::now(),
             counters: RoutingCounters::default(),
             running: AtomicBool::new(false),
             monitor: std::sync::Mutex::new(None),
@@ -183,7 +229,7 @@ impl<M: Member> ReplicaSet<M> {
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        u64::try_from(clock_origin().elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Opens every replica (in parallel, each with the retry policy), measures their lag, and
@@ -265,7 +311,11 @@ impl<M: Member> ReplicaSet<M> {
         }
         r.checked_at.store(self.now(), Relaxed);
         match outcome {
-            Ok(lag) => {
+            Ok(measured) => {
+                let (lag, unknown) = match measured {
+                    Ok(lag) => (Some(lag), None),
+                    Err(why) => (None, Some(why)),
+                };
                 let lag_nanos = lag.map_or(LAG_UNKNOWN, |d| {
                     u64::try_from(d.as_nanos()).unwrap_or(LAG_UNKNOWN - 1)
                 });
@@ -280,27 +330,39 @@ impl<M: Member> ReplicaSet<M> {
                             humantime::format_duration(round_ms(d)),
                             humantime::format_duration(bound)
                         ),
-                        None => "its lag is unknown (replication stopped?)".to_owned(),
+                        None => format!(
+                            "its lag is unknown: {}",
+                            unknown.as_deref().unwrap_or("the server did not say")
+                        ),
                     };
                     if !was_lagging && self.policy.log {
                         tracing::warn!(connection = %self.name, replica = r.member.member_name(), reason = %why, "replica lagging; no reads until it is back under max_replica_lag");
                     }
                     r.last_error.store(Some(Arc::new(why)));
-                } else if was_lagging && self.policy.log {
-                    tracing::info!(connection = %self.name, replica = r.member.member_name(), "replica caught up; reads resume");
+                } else {
+                    if was_lagging && self.policy.log {
+                        tracing::info!(connection = %self.name, replica = r.member.member_name(), "replica caught up; reads resume");
+                    }
+                    // Without a bound an unknown lag takes nothing away; it is still shown.
+                    if let Some(why) = unknown {
+                        r.last_error
+                            .store(Some(Arc::new(format!("its lag is unknown: {why}"))));
+                    }
                 }
                 if r.banned.swap(false, Relaxed) && self.policy.log {
                     tracing::info!(connection = %self.name, replica = r.member.member_name(), "replica ban lifted");
                 }
                 r.bans_in_row.store(0, Relaxed);
             }
+            // Busy, not gone: its state stays as the last check left it.
+            Err(e) if Self::waited_on_full_pool(r, &e) => {}
             Err(e) => self.ban(r, &e),
         }
         r.checking.store(false, Relaxed);
     }
 
-    /// Open, ping, lag: the lag (`None` when the server cannot say).
-    async fn check_once(&self, r: &Replica<M>) -> Result<Option<Duration>> {
+    /// Open, ping, lag: the lag, or why it is unknown (the server cannot say).
+    async fn check_once(&self, r: &Replica<M>) -> Result<std::result::Result<Duration, String>> {
         r.member.open().await?;
         let started = Instant::now();
         r.member.ping().await?;
@@ -316,26 +378,24 @@ impl<M: Member> ReplicaSet<M> {
         for statement in self.probe.statements {
             match handle.fetch_optional(statement, &[]).await {
                 Ok(row) => {
-                    return Ok(match (self.probe.read)(row.as_ref()) {
-                        Ok(lag) => Some(lag),
-                        Err(why) => {
-                            r.last_error.store(Some(Arc::new(why.to_owned())));
-                            None
-                        }
-                    });
+                    return Ok((self.probe.read)(row.as_ref()).map_err(str::to_owned));
                 }
                 Err(e) if e.kind() == ErrorKind::Query => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| {
-            Error::database(
+        // The replica answered, but refused every lag statement (on MySQL, a user without the
+        // `REPLICATION CLIENT` / `REPLICA MONITOR` privilege): its lag is unknown, which
+        // matters under a `max_replica_lag` bound only; it is not a ban.
+        match last {
+            Some(e) => Ok(Err(format!("the lag statement failed: {e}"))),
+            None => Err(Error::database(
                 r.member.member_name(),
                 Operation::Query,
                 ErrorKind::Query,
                 "no replica lag statement",
-            )
-        }))
+            )),
+        }
     }
 
     /// Bans `r` (or extends its ban, when a probe of it failed): no reads until a probe
@@ -357,6 +417,40 @@ impl<M: Member> ReplicaSet<M> {
                 tracing::warn!(connection = %self.name, replica = r.member.member_name(), error = %error, probe_in = %humantime::format_duration(wait), "replica banned");
             }
         }
+    }
+
+    /// Whether a read's error may mean replica `r` is gone: a transient error, but not a
+    /// statement over `query_timeout` (the statement is slow, the replica answers) nor a
+    /// [`Self::waited_on_full_pool`].
+    fn means_replica_down(&self, r: &Replica<M>, e: &Error) -> bool {
+        e.kind() == ErrorKind::Transient
+            && !matches!(
+                e,
+                Error::Timeout {
+                    operation: Operation::Query,
+                    ..
+                }
+            )
+            && !Self::waited_on_full_pool(r, e)
+    }
+
+    /// Whether `e` is a checkout (or the check's ping or lag statement, whose timers include
+    /// their checkout) that timed out while every connection of `r`'s pool was in use: the
+    /// pool is too small for the reads, the replica is not gone (and the primary would not
+    /// serve them better).
+    fn waited_on_full_pool(r: &Replica<M>, e: &Error) -> bool {
+        let waited = matches!(
+            e,
+            Error::Timeout {
+                operation: Operation::Acquire | Operation::Ping | Operation::Query,
+                ..
+            } | Error::Database {
+                operation: Operation::Acquire,
+                kind: ErrorKind::Transient,
+                ..
+            }
+        );
+        waited && r.member.saturated()
     }
 
     /// Whether replica `i` is due a check: banned and its probe time came, or not banned and
@@ -409,7 +503,12 @@ impl<M: Member> ReplicaSet<M> {
                 } else {
                     "not open"
                 };
-                format!("{} {state}", r.member.member_name())
+                match r.last_error.load_full() {
+                    Some(why) if state != "not open" => {
+                        format!("{} {state}: {why}", r.member.member_name())
+                    }
+                    _ => format!("{} {state}", r.member.member_name()),
+                }
             })
             .collect();
         Error::Refused {
@@ -535,7 +634,7 @@ impl<M: Member> ReadRouter for ReplicaSet<M> {
             return;
         };
         match error {
-            Some(e) if e.kind() == ErrorKind::Transient => self.ban(r, e),
+            Some(e) if self.means_replica_down(r, e) => self.ban(r, e),
             _ => r.observe_latency(took),
         }
     }

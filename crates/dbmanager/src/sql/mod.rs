@@ -227,6 +227,10 @@ pub struct Database {
     /// When this handle last wrote, for `read_your_writes` (nanoseconds on its router's clock;
     /// 0: never). A clone starts from the same value.
     wrote_at: AtomicU64,
+    /// When a transaction begun through this handle last committed (as `wrote_at`): made by the
+    /// first `begin` of a connection with replicas, shared with its transactions, folded into
+    /// `wrote_at` before each read.
+    committed_at: OnceLock<Arc<AtomicU64>>,
 }
 
 impl Clone for Database {
@@ -236,7 +240,8 @@ impl Clone for Database {
             source: self.source.clone(),
             first: self.latest().clone(),
             rebound: OnceLock::new(),
-            wrote_at: AtomicU64::new(self.wrote_at.load(std::sync::atomic::Ordering::Relaxed)),
+            wrote_at: AtomicU64::new(self.last_write().load(std::sync::atomic::Ordering::Relaxed)),
+            committed_at: OnceLock::new(),
         }
     }
 }
@@ -260,7 +265,18 @@ impl Database {
             first: bound,
             rebound: OnceLock::new(),
             wrote_at: AtomicU64::new(0),
+            committed_at: OnceLock::new(),
         }
+    }
+
+    /// When this handle last wrote, its transactions' commits included.
+    fn last_write(&self) -> &AtomicU64 {
+        if let Some(committed) = self.committed_at.get() {
+            let at = committed.load(std::sync::atomic::Ordering::Relaxed);
+            self.wrote_at
+                .fetch_max(at, std::sync::atomic::Ordering::Relaxed);
+        }
+        &self.wrote_at
     }
 
     /// The executor bound last.
@@ -332,14 +348,22 @@ impl Database {
                 return self.on_own_pool(at, verb, sql, params, start).await;
             };
             let set = &*router;
+            // A write counts from its end too: the window of `read_your_writes` must not pass
+            // while the statement still runs (its changes replicate after it ends).
             if !read {
                 set.wrote(&self.wrote_at);
-                return self.on_own_pool(at, verb, sql, params, start).await;
+                let outcome = self.on_own_pool(at, verb, sql, params, start).await;
+                set.wrote(&self.wrote_at);
+                return outcome;
             }
             let select = operation_of(sql) == 0;
-            match set.route(&self.wrote_at, select)? {
+            match set.route(self.last_write(), select)? {
                 ReadRoute::Primary => {
-                    return self.on_own_pool(at, verb, sql, params, start).await;
+                    let outcome = self.on_own_pool(at, verb, sql, params, start).await;
+                    if !select {
+                        set.wrote(&self.wrote_at);
+                    }
+                    return outcome;
                 }
                 ReadRoute::Replica { index, handle } => {
                     let _released = Released(set, index);
@@ -459,10 +483,13 @@ impl Database {
     pub fn begin(&self) -> impl Future<Output = Result<Transaction>> + Send + '_ {
         let at = std::panic::Location::caller();
         async move {
-            // A transaction may write: later reads of this handle follow `read_your_writes`.
-            if let Some(router) = self.source.router() {
+            // A transaction may write: later reads of this handle follow `read_your_writes`,
+            // counted from its commit (when its writes become visible) as well.
+            let committed = self.source.router().map(|router| {
                 router.wrote(&self.wrote_at);
-            }
+                let at = self.committed_at.get_or_init(Default::default).clone();
+                (router, at)
+            });
             // As `on_own_pool`, for `begin`.
             let mut bound = self.current()?;
             let admission = admit(&bound.context, verb("BEGIN"))?;
@@ -488,6 +515,7 @@ impl Database {
                 inner,
                 _leak,
                 failed: false,
+                committed,
             })
         }
     }
@@ -601,6 +629,9 @@ pub struct Transaction {
     _leak: Option<crate::leak::LeakGuard>,
     /// The last statement failed: the server may have aborted the transaction.
     failed: bool,
+    /// On a connection with replicas: its router and the `committed_at` of the handle that
+    /// began it, set when it commits (its writes are visible from then: `read_your_writes`).
+    committed: Option<(Arc<dyn ReadRouter>, Arc<AtomicU64>)>,
 }
 
 /// Why a commit after a failed statement was refused.
@@ -687,7 +718,7 @@ impl Transaction {
         let span = c.tracer.span("commit");
         let work = self.inner.commit();
         let started = Instant::now();
-        timed(
+        let outcome = timed(
             c,
             Operation::Commit,
             verb("COMMIT"),
@@ -696,7 +727,12 @@ impl Transaction {
             work,
             false,
         )
-        .await
+        .await;
+        // A commit that failed may still have reached the server: counted as a write too.
+        if let Some((router, at)) = &self.committed {
+            router.wrote(at);
+        }
+        outcome
     }
 
     /// Whether the server refuses statements in this transaction: asked with a statement that

@@ -94,6 +94,29 @@ pub(crate) fn classify_sqlstate(code: Option<&str>) -> ErrorKind {
     }
 }
 
+/// What PgBouncer says (always as SQLSTATE 08P01, which a PostgreSQL server uses for a
+/// protocol violation: a statement's own fault) when the server behind it is gone or not
+/// reachable yet, or when it is too busy: the statement may succeed on a retry.
+const POOLER_TRANSIENT: [&str; 7] = [
+    "server conn crashed",
+    "cannot connect to server",
+    "server login has been failing",
+    "query_wait_timeout",
+    "no more connections allowed",
+    "database configuration changed",
+    "shutting down",
+];
+
+/// [`classify_sqlstate`] with the server's message: PgBouncer's 08P01 errors that mean its
+/// server left or is not reachable (`server conn crashed?` after a crash of the server) are
+/// transient, not the statement's fault.
+pub(crate) fn classify_server_error(code: Option<&str>, message: &str) -> ErrorKind {
+    if code == Some("08P01") && POOLER_TRANSIENT.iter().any(|m| message.contains(m)) {
+        return ErrorKind::Transient;
+    }
+    classify_sqlstate(code)
+}
+
 /// Whether a server error may mean the connection should look for another server of its
 /// `hosts:` list: read_only_sql_transaction (the server became a standby or read-only), admin
 /// or crash shutdown, cannot_connect_now (starting up, or in recovery), connection exceptions.
@@ -186,6 +209,18 @@ mod tests {
         assert_eq!(classify_sqlstate(Some("57P01")), ErrorKind::Transient);
         assert_eq!(classify_sqlstate(Some("08006")), ErrorKind::Transient);
         assert_eq!(classify_sqlstate(Some("08P01")), ErrorKind::Query);
+        assert_eq!(
+            classify_server_error(Some("08P01"), "server conn crashed?"),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            classify_server_error(Some("08P01"), "bind message supplies 1 parameters"),
+            ErrorKind::Query
+        );
+        assert_eq!(
+            classify_server_error(Some("42601"), "server conn crashed?"),
+            ErrorKind::Query
+        );
         assert_eq!(classify_sqlstate(Some("42601")), ErrorKind::Query);
         assert_eq!(classify_sqlstate(None), ErrorKind::Query);
     }

@@ -8,7 +8,7 @@ mod servers;
 use futures_util::future::BoxFuture;
 use sqlx::Postgres;
 
-use crate::backends::pg_common::{classify_sqlstate, session_settings, transaction_settings};
+use crate::backends::pg_common::{classify_server_error, session_settings, transaction_settings};
 use crate::backends::sqlx::rows::check_parameter_count;
 use crate::backends::sqlx::{
     self as shared, OpenPlan, PerTransaction, SqlxFlavor, sqlx_statements,
@@ -57,7 +57,7 @@ impl SqlxFlavor for Pg {
         &crate::backends::pg_common::POSTGRES;
 
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
-        classify_sqlstate(e.code().as_deref())
+        classify_server_error(e.code().as_deref(), e.message())
     }
 
     sqlx_statements!(Postgres, rows::bind, rows::decode);

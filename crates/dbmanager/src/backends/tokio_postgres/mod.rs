@@ -29,7 +29,9 @@ use futures_util::future::BoxFuture;
 pub use pool::{TokioPgClient, TokioPgManager, TokioPgPool};
 
 use crate::backends::columns::ColumnCache;
-use crate::backends::pg_common::{self, classify_sqlstate, session_settings, transaction_settings};
+use crate::backends::pg_common::{
+    self, classify_server_error, session_settings, transaction_settings,
+};
 use crate::backends::{bounded, config_error};
 use crate::config::{DatabaseType, DefaultOrm, Pooler, PostgresDriver};
 use crate::driver::{BackendPool, Driver, OpenSpec};
@@ -71,7 +73,7 @@ const NO_SEA_ORM: &str = "SeaORM runs on the sqlx driver (`driver: sqlx`); a tok
 /// SQLSTATE decides where there is one, else the kind's fixed description.
 fn classify(e: &tokio_postgres::Error) -> ErrorKind {
     if let Some(db) = e.as_db_error() {
-        return classify_sqlstate(Some(db.code().code()));
+        return classify_server_error(Some(db.code().code()), db.message());
     }
     if e.is_closed() {
         return ErrorKind::Transient;
