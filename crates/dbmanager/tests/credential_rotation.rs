@@ -571,6 +571,57 @@ async fn a_panicking_provider_is_a_credentials_error_and_the_pool_recovers() {
     manager.close(Duration::from_secs(1)).await;
 }
 
+/// SQL Server resolves the credentials in its pool's connect: a provider that fails after the
+/// pool opened is reported as what it is, a connect error of kind `Credentials` with the
+/// provider's message (as on the sqlx backends), not as an anonymous checkout timeout; and it
+/// works again once the provider does.
+#[tokio::test]
+async fn sql_server_reports_a_failing_provider_as_a_credentials_error() {
+    let mut c = support::mssql_config("mssql_provider");
+    let user = c.user.take();
+    c.password = None;
+    // Every checkout needs a new connection, so every statement needs credentials.
+    c.max_idle_conns = Some(0);
+    c.connect_timeout = Duration::from_secs(2);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    let failing = Arc::new(AtomicBool::new(false));
+    let flag = failing.clone();
+    manager.set_credential_provider("mssql_provider", move |_request: CredentialRequest| {
+        let (failing, user) = (flag.load(Ordering::SeqCst), user.clone());
+        async move {
+            if failing {
+                return Err::<Credentials, BoxError>("vault sealed".into());
+            }
+            Ok(Credentials::password(support::mssql_password())
+                .with_user(user.unwrap_or_default())
+                .expires_in(Duration::ZERO))
+        }
+    });
+    manager.connect().await.unwrap();
+    let db = manager.database("mssql_provider").unwrap();
+    db.fetch_all("SELECT 1 AS one", &[]).await.unwrap();
+
+    failing.store(true, Ordering::SeqCst);
+    let err = db.fetch_all("SELECT 1 AS one", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Credentials, "{err}");
+    assert!(
+        err.to_string()
+            .contains("credential provider failed: vault sealed"),
+        "{err}"
+    );
+    let native = manager.get("mssql_provider").unwrap().mssql().unwrap();
+    let err = native
+        .acquire()
+        .await
+        .err()
+        .expect("no credentials, no connection");
+    assert_eq!(err.kind(), ErrorKind::Credentials, "{err}");
+
+    failing.store(false, Ordering::SeqCst);
+    db.fetch_all("SELECT 1 AS one", &[]).await.unwrap();
+    manager.close(Duration::from_secs(1)).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The SQL Server and MongoDB stand-ins (see /work/shared/test-servers.md)
 
