@@ -408,8 +408,7 @@ impl HookRunner {
     }
 }
 
-/// "panicked: " and a panic's message (also used for a credential provider's panic).
-pub(crate) fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
+fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
