@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -549,10 +550,18 @@ fn fetch(
     let (provider, request) = (p.provider.clone(), p.request.clone());
     async move {
         let fetched = Instant::now();
-        let call = provider.credentials(request);
+        // A panic (in the call or in its future) is the provider's error: it must neither
+        // unwind into the checkout or watcher that asked nor poison the shared fetch, which
+        // would make every later caller panic too.
+        let call =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| provider.credentials(request))) {
+                Ok(call) => AssertUnwindSafe(call).catch_unwind(),
+                Err(panic) => return Err(Arc::from(panicked(panic.as_ref()))),
+            };
         let credentials = match tokio::time::timeout(limit, call).await {
-            Ok(Ok(credentials)) => credentials,
-            Ok(Err(e)) => return Err(Arc::from(e.to_string())),
+            Ok(Ok(Ok(credentials))) => credentials,
+            Ok(Ok(Err(e))) => return Err(Arc::from(e.to_string())),
+            Ok(Err(panic)) => return Err(Arc::from(panicked(panic.as_ref()))),
             Err(_) => {
                 return Err(Arc::from(format!(
                     "no answer within connect_timeout ({})",
@@ -571,6 +580,16 @@ fn fetch(
             refresh_at,
         }))
     }
+}
+
+/// "panicked: " and a panic's message (the hooks word it the same way).
+fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text payload".to_owned());
+    format!("panicked: {text}")
 }
 
 /// Reads the file if its stamp changed since the cached read (or the cached read was racy).

@@ -484,6 +484,144 @@ async fn provider_tokens_are_refreshed_before_they_expire() {
     failing.close(Duration::from_secs(1)).await;
 }
 
+/// A provider that panics is a provider that failed: the panic never unwinds into the
+/// application's statements (a checkout that refreshes the credentials) or into `reconnect`, it
+/// is a connect error of kind `Credentials` naming the panic, and the provider is called again
+/// (and works) as soon as it stops panicking: one panic does not leave the pool unable to fetch
+/// credentials for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_provider_is_a_credentials_error_and_the_pool_recovers() {
+    let db = support::TestDb::create();
+    let mut c = db.config("panicky");
+    // Every checkout opens a connection, so every statement needs credentials.
+    c.max_idle_conns = Some(0);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    let panicking = Arc::new(AtomicBool::new(false));
+    let (panics, answers) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (p, n, a) = (panicking.clone(), panics.clone(), answers.clone());
+    manager.set_credential_provider("panicky", move |_request: CredentialRequest| {
+        if p.load(Ordering::SeqCst) {
+            n.fetch_add(1, Ordering::SeqCst);
+            panic!("token cache corrupted");
+        }
+        a.fetch_add(1, Ordering::SeqCst);
+        // Due again at once: every new connection asks the provider.
+        async {
+            Ok::<_, BoxError>(
+                Credentials::password("Pw-Unused-By-Trust").expires_in(Duration::ZERO),
+            )
+        }
+    });
+    manager.connect().await.unwrap();
+    let database = manager.database("panicky").unwrap();
+
+    panicking.store(true, Ordering::SeqCst);
+    // The server (trust authentication) still takes the previous options.
+    let query = tokio::spawn({
+        let database = database.clone();
+        async move { database.fetch_one("SELECT 1 AS one", &[]).await }
+    });
+    let outcome = query.await;
+    assert!(
+        matches!(outcome, Ok(Ok(_))),
+        "a statement while the provider panics: {outcome:?}"
+    );
+    assert!(
+        support::eventually(Duration::from_secs(10), || panics.load(Ordering::SeqCst)
+            > 0)
+        .await
+    );
+    // A pool that cannot open: a connect error, not a panic.
+    let failing = Manager::new(fast_config().with_connection(db.config("panicky"))).unwrap();
+    failing.set_credential_provider("panicky", |_request: CredentialRequest| async {
+        if true {
+            panic!("token cache corrupted");
+        }
+        Ok::<_, BoxError>(Credentials::password("never"))
+    });
+    let connect = tokio::spawn({
+        let failing = failing.clone();
+        async move { failing.connect().await }
+    })
+    .await
+    .expect("connect must not panic");
+    let err = connect.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Credentials, "{err}");
+    assert!(
+        err.to_string()
+            .contains("credential provider failed: panicked: token cache corrupted"),
+        "{err}"
+    );
+    failing.close(Duration::from_secs(1)).await;
+
+    panicking.store(false, Ordering::SeqCst);
+    let before = answers.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        let outcome = tokio::spawn({
+            let database = database.clone();
+            async move { database.fetch_one("SELECT 1 AS one", &[]).await }
+        })
+        .await;
+        assert!(matches!(outcome, Ok(Ok(_))), "{outcome:?}");
+    }
+    assert!(
+        answers.load(Ordering::SeqCst) > before,
+        "the provider is asked again once it works"
+    );
+    manager.close(Duration::from_secs(1)).await;
+}
+
+/// SQL Server resolves the credentials in its pool's connect: a provider that fails after the
+/// pool opened is reported as what it is, a connect error of kind `Credentials` with the
+/// provider's message (as on the sqlx backends), not as an anonymous checkout timeout; and it
+/// works again once the provider does.
+#[tokio::test]
+async fn sql_server_reports_a_failing_provider_as_a_credentials_error() {
+    let mut c = support::mssql_config("mssql_provider");
+    let user = c.user.take();
+    c.password = None;
+    // Every checkout needs a new connection, so every statement needs credentials.
+    c.max_idle_conns = Some(0);
+    c.connect_timeout = Duration::from_secs(2);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    let failing = Arc::new(AtomicBool::new(false));
+    let flag = failing.clone();
+    manager.set_credential_provider("mssql_provider", move |_request: CredentialRequest| {
+        let (failing, user) = (flag.load(Ordering::SeqCst), user.clone());
+        async move {
+            if failing {
+                return Err::<Credentials, BoxError>("vault sealed".into());
+            }
+            Ok(Credentials::password(support::mssql_password())
+                .with_user(user.unwrap_or_default())
+                .expires_in(Duration::ZERO))
+        }
+    });
+    manager.connect().await.unwrap();
+    let db = manager.database("mssql_provider").unwrap();
+    db.fetch_all("SELECT 1 AS one", &[]).await.unwrap();
+
+    failing.store(true, Ordering::SeqCst);
+    let err = db.fetch_all("SELECT 1 AS one", &[]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Credentials, "{err}");
+    assert!(
+        err.to_string()
+            .contains("credential provider failed: vault sealed"),
+        "{err}"
+    );
+    let native = manager.get("mssql_provider").unwrap().mssql().unwrap();
+    let err = native
+        .acquire()
+        .await
+        .err()
+        .expect("no credentials, no connection");
+    assert_eq!(err.kind(), ErrorKind::Credentials, "{err}");
+
+    failing.store(false, Ordering::SeqCst);
+    db.fetch_all("SELECT 1 AS one", &[]).await.unwrap();
+    manager.close(Duration::from_secs(1)).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The SQL Server and MongoDB stand-ins (see /work/shared/test-servers.md)
 

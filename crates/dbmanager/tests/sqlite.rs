@@ -225,3 +225,54 @@ async fn a_nan_parameter_is_refused_not_stored_as_null() {
         manager.close(Duration::from_secs(5)).await;
     }
 }
+
+/// A database file deleted under a running pool is not silently replaced: connections the pool
+/// opens afterwards fail (`unable to open database file`) rather than each creating a new,
+/// empty database beside the connections still on the deleted one, where writes would go to
+/// a file nobody else sees. A connection open on the old file keeps its data; `close` and
+/// `connect` start over with a new file.
+#[tokio::test]
+async fn a_database_file_deleted_under_the_pool_is_not_recreated_empty() {
+    use sqlx::Row as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let mut c = ConnectionConfig::sqlite("lite", &path);
+    c.connect_timeout = Duration::from_secs(2);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let db = manager.database("lite").unwrap();
+    db.execute("CREATE TABLE t (x INTEGER)", &[]).await.unwrap();
+    db.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    let pool = manager.get("lite").unwrap().sqlite().unwrap();
+    let mut kept = pool.acquire().await.unwrap();
+
+    std::fs::remove_file(&path).unwrap();
+    // Drops the idle connections and checks a new one; then statements need new ones too.
+    let reconnect = manager.reconnect("lite").await;
+    let write = db.execute("INSERT INTO t VALUES (2)", &[]).await;
+    assert!(
+        !path.exists(),
+        "a new connection created a new, empty database file; reconnect: {reconnect:?}, write: {write:?}"
+    );
+    let err = write.unwrap_err();
+    assert!(!err.to_string().contains("no such table"), "{err}");
+    assert!(
+        err.to_string().contains("unable to open database file"),
+        "{err}"
+    );
+    // The connection opened before the delete still has the data.
+    let row = sqlx::query("SELECT count(*) FROM t")
+        .fetch_one(&mut *kept)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>(0), 1);
+    drop(kept);
+
+    manager.close(Duration::from_secs(1)).await;
+    let manager =
+        Manager::new(fast_config().with_connection(ConnectionConfig::sqlite("lite", &path)))
+            .unwrap();
+    manager.connect().await.unwrap();
+    assert!(path.exists());
+    manager.close(Duration::from_secs(1)).await;
+}

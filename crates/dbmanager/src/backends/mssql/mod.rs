@@ -171,6 +171,7 @@ async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
             .then(|| spec.credentials.clone()),
         hooks: spec.hook_runner(),
         hook_failed: Arc::default(),
+        credential_failures: Arc::default(),
     };
     // The probe goes through the after-connect hook too: its failure fails the connect.
     let probe = bounded(
@@ -182,6 +183,7 @@ async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
     .await?;
     let last_error = Arc::new(LastError::default());
     let hook_failed = manager.hook_failed.clone();
+    let credential_failures = manager.credential_failures.clone();
     let s = spec.settings;
     let pool = bb8::Pool::builder()
         .max_size(s.max_open)
@@ -204,6 +206,7 @@ async fn open_pool(spec: &OpenSpec<'_>) -> Result<MssqlPool> {
         hooks: spec.hook_runner(),
         hook_discards: Arc::default(),
         hook_failed,
+        credential_failures,
     };
     // Keep the probe instead of opening a second connection; it counts as opened.
     if s.max_idle > 0 {

@@ -47,6 +47,41 @@ pub struct MssqlManager {
     pub(super) hooks: HookRunner,
     /// Connections whose after-connect hook failed (closed before bb8 counted them).
     pub(super) hook_failed: Arc<AtomicU64>,
+    /// The last failure to resolve the credentials (shared with the pool).
+    pub(super) credential_failures: Arc<CredentialFailures>,
+}
+
+/// The last time a new connection could not get credentials (an unreadable `password_file`, a
+/// failing provider), and why. bb8 retries the connect until the checkout times out and then
+/// reports only a timeout: a checkout that timed out meanwhile reports this instead, with its
+/// own kind (`Credentials`, `Configuration`), as the sqlx backends do.
+#[derive(Debug, Default)]
+pub(super) struct CredentialFailures(Mutex<Option<(Instant, ErrorKind, String)>>);
+
+impl CredentialFailures {
+    fn record(&self, error: &Error) {
+        let (kind, message) = match error {
+            Error::Database { kind, source, .. } => (*kind, source.to_string()),
+            other => (other.kind(), other.to_string()),
+        };
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((Instant::now(), kind, message));
+        }
+    }
+
+    /// `error` (of a checkout that started at `since`), or the credential failure behind it.
+    fn explain(&self, name: &str, error: Error, since: Instant) -> Error {
+        if error.kind() != ErrorKind::Transient {
+            return error;
+        }
+        let last = self.0.lock().ok().and_then(|last| last.clone());
+        match last {
+            Some((at, kind, message)) if at >= since => {
+                Error::database(name, Operation::Connect, kind, message)
+            }
+            _ => error,
+        }
+    }
 }
 
 impl MssqlManager {
@@ -59,10 +94,10 @@ impl MssqlManager {
         let Some(source) = &self.credentials else {
             return open_client(&self.config).await;
         };
-        let (credentials, _) = source
-            .current()
-            .await
-            .map_err(|e| tiberius::error::Error::Protocol(e.to_string().into()))?;
+        let (credentials, _) = source.current().await.map_err(|e| {
+            self.credential_failures.record(&e);
+            tiberius::error::Error::Protocol(e.to_string().into())
+        })?;
         let mut config = self.config.clone();
         super::config::authenticate(&mut config, &credentials);
         let outcome = open_client(&config).await;
@@ -207,6 +242,8 @@ pub struct MssqlPool {
     pub(super) hook_discards: Arc<AtomicU64>,
     /// Clients whose after-connect hook failed (shared with the manager).
     pub(super) hook_failed: Arc<AtomicU64>,
+    /// Why new connections could not get credentials (shared with the manager).
+    pub(super) credential_failures: Arc<CredentialFailures>,
 }
 
 impl std::fmt::Debug for MssqlPool {
@@ -225,7 +262,8 @@ impl MssqlPool {
     /// The application's before-checkout hook ([`crate::Hooks`]) is asked about each client
     /// taken from the idle ones; a client it refuses is discarded and another taken. When the
     /// after-connect hook failed while this checkout waited, its error is reported rather than
-    /// the timeout.
+    /// the timeout, and likewise when new connections could not get their credentials (kind
+    /// `Credentials` for a failing provider).
     pub async fn acquire(&self) -> Result<MssqlConnection> {
         if self.closed.load(Relaxed) {
             return Err(Error::closed(&self.name, Operation::Acquire));
@@ -235,7 +273,9 @@ impl MssqlPool {
         let watch = crate::leak::checkout_started();
         let checkout = self.checkout().await;
         crate::leak::checked_out(watch);
-        checkout.map_err(|e| self.hooks.failures().explain(e, since))
+        checkout
+            .map_err(|e| self.hooks.failures().explain(e, since))
+            .map_err(|e| self.credential_failures.explain(&self.name, e, since))
     }
 
     async fn checkout(&self) -> Result<MssqlConnection> {

@@ -6,12 +6,13 @@ mod rows;
 
 use futures_util::future::BoxFuture;
 use sqlx::Sqlite;
+use sqlx::sqlite::SqliteConnectOptions;
 
 use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statements};
 use crate::config::DatabaseType;
 use crate::config::{ConnectionConfig, ConnectionProblems};
 use crate::driver::{BackendPool, Driver, Field, OpenSpec};
-use crate::error::{ErrorKind, Result};
+use crate::error::{ErrorKind, Operation, Result};
 
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Sqlite,
@@ -88,7 +89,16 @@ fn classify_result_code(code: Option<&str>) -> ErrorKind {
 
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
     Box::pin(async move {
-        let (options, in_memory) = options::connect_options(spec.name, spec.config)?;
+        let options::Resolved {
+            options,
+            in_memory,
+            creates,
+        } = options::connect_options(spec.name, spec.config)?;
+        let options = if creates {
+            created(spec, options).await?
+        } else {
+            options
+        };
         // The probe of an in-memory database is kept: SQLite drops the database when its last
         // connection closes, which the pool's idle and lifetime limits would otherwise do.
         let plan = OpenPlan {
@@ -100,6 +110,34 @@ fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>
         };
         shared::open::<Lite>(spec, plan).await
     })
+}
+
+/// Creates a missing database file now, once, and returns options that never create one: a
+/// file deleted (or moved away) under the running pool then fails the pool's new connections
+/// (`unable to open database file`) instead of each silently starting a new, empty database
+/// beside the connections still on the old one. `reconnect`, `replace` and a reload open the
+/// pool again, and so create it again.
+async fn created(
+    spec: &OpenSpec<'_>,
+    options: SqliteConnectOptions,
+) -> Result<SqliteConnectOptions> {
+    if !options.get_filename().exists() {
+        let create = async {
+            let conn = sqlx::ConnectOptions::connect(&options)
+                .await
+                .map_err(|e| shared::sqlx_error::<Lite>(spec.name, Operation::Connect, e))?;
+            let _ = sqlx::Connection::close(conn).await;
+            Ok(())
+        };
+        crate::backends::bounded(
+            spec.name,
+            Operation::Connect,
+            spec.settings.connect_timeout,
+            create,
+        )
+        .await?;
+    }
+    Ok(options.create_if_missing(false))
 }
 
 impl crate::adopt::Sealed for sqlx::SqlitePool {}

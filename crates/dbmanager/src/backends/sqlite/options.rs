@@ -52,23 +52,32 @@ const DSN_PARAMETERS: &[Known] = &[
     },
 ];
 
+/// What [`connect_options`] resolved.
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    pub(crate) options: SqliteConnectOptions,
+    /// The database lives in memory.
+    pub(crate) in_memory: bool,
+    /// A missing file is created (`filepath`, or `mode=rwc` in a `dsn`): the pool opening
+    /// creates it, and its connections then open only the file that exists (see `open`).
+    pub(crate) creates: bool,
+}
+
 /// Driver options, and whether the database lives in memory: the `dsn`, `:memory:` (one
 /// database shared by the pool), or a file; the PRAGMAs here are sent on every new connection.
-pub(crate) fn connect_options(
-    name: &str,
-    c: &ConnectionConfig,
-) -> Result<(SqliteConnectOptions, bool)> {
-    let (options, in_memory) = match &c.dsn {
+pub(crate) fn connect_options(name: &str, c: &ConnectionConfig) -> Result<Resolved> {
+    let (options, in_memory, creates) = match &c.dsn {
         Some(dsn) => from_dsn(name, dsn)?,
         None => from_path(name, c.filepath.as_deref().unwrap_or(Path::new(MEMORY)))?,
     };
-    Ok((
-        options.busy_timeout(BUSY_TIMEOUT).foreign_keys(true),
+    Ok(Resolved {
+        options: options.busy_timeout(BUSY_TIMEOUT).foreign_keys(true),
         in_memory,
-    ))
+        creates: creates && !in_memory,
+    })
 }
 
-fn from_dsn(name: &str, dsn: &secrecy::SecretString) -> Result<(SqliteConnectOptions, bool)> {
+fn from_dsn(name: &str, dsn: &secrecy::SecretString) -> Result<(SqliteConnectOptions, bool, bool)> {
     let params = dsn::check_query(name, dsn, QuerySyntax::Sqlite, DSN_PARAMETERS)?;
     let text = dsn.expose_secret();
     let options = SqliteConnectOptions::from_str(text)
@@ -90,6 +99,7 @@ fn from_dsn(name: &str, dsn: &secrecy::SecretString) -> Result<(SqliteConnectOpt
     let in_memory = database == MEMORY || param("mode") == Some("memory");
     let read_only = param("mode") == Some("ro");
     let immutable = matches!(param("immutable"), Some("true" | "1"));
+    let creates = param("mode") == Some("rwc");
     let options = if in_memory || read_only || immutable {
         options
     } else {
@@ -97,7 +107,7 @@ fn from_dsn(name: &str, dsn: &secrecy::SecretString) -> Result<(SqliteConnectOpt
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
     };
-    Ok((options, in_memory))
+    Ok((options, in_memory, creates))
 }
 
 /// Why `path` can never be opened as written, if it cannot: checked when the configuration is
@@ -117,11 +127,11 @@ pub(super) fn filepath_problem(path: &Path) -> Option<&'static str> {
     None
 }
 
-fn from_path(name: &str, path: &Path) -> Result<(SqliteConnectOptions, bool)> {
+fn from_path(name: &str, path: &Path) -> Result<(SqliteConnectOptions, bool, bool)> {
     if path == Path::new(MEMORY) {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")
             .map_err(|e| sqlx_error::<Lite>(name, Operation::Connect, e))?;
-        return Ok((options, true));
+        return Ok((options, true, false));
     }
     if let Some(problem) = filepath_problem(path) {
         let shown = if path.as_os_str().is_empty() {
@@ -148,7 +158,7 @@ fn from_path(name: &str, path: &Path) -> Result<(SqliteConnectOptions, bool)> {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal);
-    Ok((options, false))
+    Ok((options, false, true))
 }
 
 #[cfg(test)]
@@ -162,6 +172,7 @@ mod tests {
             "lite",
             &ConnectionConfig::from_dsn("lite", DatabaseType::Sqlite, text),
         )
+        .map(|r| (r.options, r.in_memory))
     }
 
     #[test]
@@ -176,7 +187,7 @@ mod tests {
             assert!(err.to_string().contains("`dsn`"), "{err}");
         }
         let ok = connect_options("lite", &ConnectionConfig::sqlite("lite", "./file:app.db"));
-        assert!(!ok.unwrap().1);
+        assert!(!ok.unwrap().in_memory);
         let empty = connect_options("lite", &ConnectionConfig::sqlite("lite", ""));
         assert_eq!(empty.unwrap_err().kind(), ErrorKind::Configuration);
     }
@@ -189,6 +200,20 @@ mod tests {
         assert!(!dsn("sqlite:/tmp/x.db?mode=rwc").unwrap().1);
         // A file whose name merely contains the words is a file.
         assert!(!dsn("sqlite:/tmp/a:memory:b.db").unwrap().1);
+    }
+
+    #[test]
+    fn only_files_that_may_be_created_are_created_by_the_pool_opening() {
+        let creates = |c: ConnectionConfig| connect_options("lite", &c).unwrap().creates;
+        assert!(creates(ConnectionConfig::sqlite("lite", "/tmp/x.db")));
+        assert!(!creates(ConnectionConfig::sqlite("lite", ":memory:")));
+        let from = |text: &str| ConnectionConfig::from_dsn("lite", DatabaseType::Sqlite, text);
+        assert!(creates(from("sqlite:/tmp/x.db?mode=rwc")));
+        assert!(!creates(from("sqlite:/tmp/x.db")));
+        assert!(!creates(from("sqlite:/tmp/x.db?mode=ro")));
+        assert!(!creates(from(
+            "sqlite:file:shared?mode=memory&cache=shared"
+        )));
     }
 
     #[test]
