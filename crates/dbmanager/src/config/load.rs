@@ -836,8 +836,31 @@ fn walk_replicas(
         for (k, v) in entry.iter().filter(|(k, _)| own.contains(&k.as_str())) {
             merged.insert(k.clone(), v.clone());
         }
+        // An inherited dsn is pointed at the entry's `host`/`port`; the rest of what it holds
+        // (user, database) an entry changes only with a dsn of its own.
+        if !entry.contains_key("dsn") && map.get("dsn").is_some_and(|d| !d.is_null()) {
+            for k in ["user", "database"] {
+                if entry.contains_key(k) {
+                    merged.remove(k);
+                    problems.push(
+                        join(&item_path, k),
+                        "a replica of a connection given by a `dsn` takes that dsn pointed at \
+                         its own `host`/`port`; for another user or database give the entry its \
+                         own `dsn`",
+                    );
+                }
+            }
+        }
         let mut scratch = ConfigProblems::default();
-        let replica = walk_connection(key, &merged, &item_path, &mut scratch);
+        let mut replica = walk_connection(key, &merged, &item_path, &mut scratch);
+        // On a connection given by a dsn, an entry's own `host`/`port` (and no dsn) name the
+        // replica's server: the connection's dsn pointed at it, as `ConnectionConfig::replica`.
+        if !entry.contains_key("dsn")
+            && (entry.contains_key("host") || entry.contains_key("port"))
+            && let Some(replica) = replica.as_mut()
+        {
+            point_dsn_at_server(replica);
+        }
         for problem in scratch.iter() {
             let field = problem
                 .path
@@ -854,6 +877,29 @@ fn walk_replicas(
         }
     }
     replicas
+}
+
+/// A replica that inherited its connection's dsn and sets `host` (or only `port`): the dsn
+/// pointed at that server, `host` and `port` cleared (a dsn is used as is). Left as it is when
+/// the dsn is not a URL (validation then says it conflicts with `host`).
+fn point_dsn_at_server(replica: &mut ConnectionConfig) {
+    use secrecy::ExposeSecret as _;
+    let Some(dsn) = replica.dsn.as_ref() else {
+        return;
+    };
+    let dsn = dsn.expose_secret();
+    let Some(host) = replica
+        .host
+        .clone()
+        .or_else(|| crate::hosts::dsn_server(dsn).map(|server| server.host))
+    else {
+        return;
+    };
+    if let Some(moved) = crate::hosts::dsn_on_server(dsn, &host, replica.port) {
+        replica.dsn = Some(SecretString::from(moved));
+        replica.host = None;
+        replica.port = None;
+    }
 }
 
 const NULL_STRING: &str =
