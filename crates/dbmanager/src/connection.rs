@@ -735,6 +735,11 @@ impl Connection {
                 let mut config = r.clone();
                 config.name = name;
                 config.replicas = Vec::new();
+                // A replica is meant to reach a standby: a server list (its dsn's) does not
+                // default to `read-write` for it. The entry's or its dsn's own value wins.
+                config.target_session_attrs = config
+                    .target_session_attrs
+                    .or(Some(crate::config::TargetSessionAttrs::Any));
                 let settings = manager.pool_settings(&config);
                 first_check_wait = first_check_wait.max(settings.connect_timeout);
                 let member = Connection::new(

@@ -1526,3 +1526,42 @@ dbmanager:
     replica_in_use(&manager, &db, "dsn_hosted").await;
     manager.close(Duration::from_secs(2)).await;
 }
+
+/// A replica entry whose `dsn` lists several servers reaches a standby: for a replica the
+/// default `target_session_attrs` is `any` (a standby is what it is meant to reach). It used to
+/// default to `read-write` like any server list, so no server of the list was accepted and the
+/// replica never took a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_dsn_lists_several_servers_reaches_a_standby() {
+    let set = ReplicationSet::start(1);
+    let standby = set.standbys[0].port;
+    // The second server of the list is the same standby behind a forwarding proxy.
+    let proxy = FaultProxy::start(standby).await;
+    let manager = manager(&set, &[], |c| {
+        let mut replica = c.clone();
+        replica.dsn = Some(
+            format!(
+                "postgres://admin@127.0.0.1:{standby},127.0.0.1:{}/postgres?sslmode=disable",
+                proxy.port
+            )
+            .into(),
+        );
+        replica.host = None;
+        replica.port = None;
+        replica.user = None;
+        replica.database = None;
+        c.replicas.push(replica);
+    });
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "a read reaches the standby",
+        || {
+            let db = db.clone();
+            async move { port_of(&db).await.ok() == Some(standby) }
+        },
+    )
+    .await;
+    manager.close(Duration::from_secs(2)).await;
+}
