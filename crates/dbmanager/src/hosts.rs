@@ -99,7 +99,11 @@ fn parse_port(text: &str) -> Result<u16, String> {
 
 /// The configuration checks of `hosts` and `target_session_attrs`, each problem under its own
 /// path (`hosts[1]`). Which backends read them at all is their driver's `fields`.
-pub(crate) fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
+pub(crate) fn check(
+    c: &ConnectionConfig,
+    backend_port: Option<u16>,
+    p: &mut ConnectionProblems<'_>,
+) {
     let Some(entries) = &c.hosts else {
         return;
     };
@@ -124,10 +128,7 @@ pub(crate) fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
         return;
     }
     // Duplicates are compared with the port they end up with: `port`, else the backend's.
-    let default_port = c
-        .port
-        .or_else(|| crate::registry::driver(c).and_then(|d| d.default_port))
-        .unwrap_or(0);
+    let default_port = c.port.or(backend_port).unwrap_or(0);
     let mut seen: Vec<(usize, Server)> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         match parse_entry(entry) {

@@ -16,6 +16,7 @@ use crate::config::{
     effective_settings, parse_yaml, shown,
 };
 use crate::driver::{Driver, Field};
+use crate::replicas::REPLICA_MARK;
 
 impl ManagerConfig {
     /// Parses YAML (root key `dbmanager:`) with the process environment's overrides.
@@ -365,7 +366,11 @@ impl ManagerConfig {
         if let Some(file) = &c.password_file {
             check_password_file(file, p);
         }
-        crate::hosts::check(c, p);
+        crate::hosts::check(
+            c,
+            crate::registry::driver(c).and_then(|d| d.default_port),
+            p,
+        );
         if c.trust_server_certificate
             && matches!(c.sslmode, Some(SslMode::VerifyCa | SslMode::VerifyFull))
         {
@@ -500,10 +505,6 @@ fn file_kind(kind: &std::fs::FileType) -> &'static str {
         "not a file"
     }
 }
-
-/// What a read replica's member name puts between its connection's name and its host
-/// (`primary/replica:db-2:5432`, built in `connection`): no connection name may contain it.
-pub(crate) const REPLICA_MARK: &str = "/replica:";
 
 /// Why a connection name containing [`REPLICA_MARK`] is refused: its stats entry would
 /// replace a replica's (they are keyed by name).

@@ -148,7 +148,7 @@ impl Manager {
     /// config names it.
     pub fn adopt(&self, name: &str, pool: impl crate::adopt::Adoptable) -> Result<()> {
         self.check_usable(name, Operation::Connect)?;
-        if name.contains(crate::validate::REPLICA_MARK) {
+        if name.contains(crate::replicas::REPLICA_MARK) {
             let mut problems = ConfigProblems::default();
             problems.push(
                 format!("connections.{name}.name"),

@@ -7,6 +7,7 @@
 //! does not depend on `connection` (which owns the set). The routing path (`route`) reads
 //! atomics only: no lock, no allocation but an error's.
 
+mod config;
 mod monitor;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -21,6 +22,10 @@ use crate::driver::LagProbe;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::sql::{Database, ReadRoute, ReadRouter};
 use crate::stats::{ReplicaStats, RoutingStats};
+
+/// What a read replica's member name puts between its connection's name and its host
+/// (`primary/replica:db-2:5432`, built by [`identity`]): no connection name may contain it.
+pub(crate) const REPLICA_MARK: &str = "/replica:";
 
 /// What the set needs of a member connection.
 pub(crate) trait Member: Send + Sync + 'static {
@@ -56,7 +61,6 @@ pub(crate) fn identity(
     r: &crate::config::ConnectionConfig,
     default_port: Option<u16>,
 ) -> (String, String, Option<u16>) {
-    use crate::validate::REPLICA_MARK;
     let from_dsn = r
         .dsn
         .as_ref()
