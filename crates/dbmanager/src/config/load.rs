@@ -852,15 +852,7 @@ fn walk_replicas(
             }
         }
         let mut scratch = ConfigProblems::default();
-        let mut replica = walk_connection(key, &merged, &item_path, &mut scratch);
-        // On a connection given by a dsn, an entry's own `host`/`port` (and no dsn) name the
-        // replica's server: the connection's dsn pointed at it, as `ConnectionConfig::replica`.
-        if !entry.contains_key("dsn")
-            && (entry.contains_key("host") || entry.contains_key("port"))
-            && let Some(replica) = replica.as_mut()
-        {
-            point_dsn_at_server(replica);
-        }
+        let replica = walk_connection(key, &merged, &item_path, &mut scratch);
         for problem in scratch.iter() {
             let field = problem
                 .path
@@ -877,29 +869,6 @@ fn walk_replicas(
         }
     }
     replicas
-}
-
-/// A replica that inherited its connection's dsn and sets `host` (or only `port`): the dsn
-/// pointed at that server, `host` and `port` cleared (a dsn is used as is). Left as it is when
-/// the dsn is not a URL (validation then says it conflicts with `host`).
-fn point_dsn_at_server(replica: &mut ConnectionConfig) {
-    use secrecy::ExposeSecret as _;
-    let Some(dsn) = replica.dsn.as_ref() else {
-        return;
-    };
-    let dsn = dsn.expose_secret();
-    let Some(host) = replica
-        .host
-        .clone()
-        .or_else(|| crate::hosts::dsn_server(dsn).map(|server| server.host))
-    else {
-        return;
-    };
-    if let Some(moved) = crate::hosts::dsn_on_server(dsn, &host, replica.port) {
-        replica.dsn = Some(SecretString::from(moved));
-        replica.host = None;
-        replica.port = None;
-    }
 }
 
 const NULL_STRING: &str =
