@@ -41,7 +41,8 @@ pub struct LastReload {
     pub removed: Vec<String>,
     pub replaced: Vec<String>,
     pub unchanged: Vec<String>,
-    /// Connections whose only changes were `critical` or `tags`, applied in place.
+    /// Connections whose only changes were `critical`, `tags` or the retry settings, applied
+    /// in place.
     pub updated: Vec<String>,
     /// Connections whose change failed, with why.
     pub failed: Vec<(String, String)>,

@@ -120,7 +120,9 @@ pub(crate) struct Generation {
     driver: &'static Driver,
     config: ConnectionConfig,
     settings: PoolSettings,
-    retry: RetryPolicy,
+    /// Its retry policy: a reload that changes only the manager's retry settings replaces it
+    /// in place (see [`Connection::relabel`]); shared with `sql_context`.
+    retry: Arc<ArcSwap<RetryPolicy>>,
     tracer: Arc<crate::trace::Tracer>,
     /// Shared by every neutral handle of this generation.
     sql_context: Arc<crate::sql::Context>,
@@ -140,6 +142,7 @@ impl Generation {
         hooks: &Arc<HookState>,
     ) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
+        let retry = Arc::new(ArcSwap::from_pointee(retry));
         let tracer = Arc::new(crate::trace::Tracer::new(
             name.clone(),
             &config,
@@ -155,7 +158,7 @@ impl Generation {
                 counters: counters.clone(),
                 record_queries: config.enable_metrics,
                 breaker: breaker.clone(),
-                half_open_after: retry.max_delay.max(std::time::Duration::from_millis(100)),
+                retry: retry.clone(),
                 leak_threshold: config.leak_detection_threshold,
                 hook_failures: hooks.failures.clone(),
                 timers: crate::deadline::Timers::for_pool(settings.max_open),
@@ -168,6 +171,11 @@ impl Generation {
             backend: ArcSwapOption::empty(),
             adopted: false,
         }
+    }
+
+    /// Its retry policy now.
+    fn retry(&self) -> RetryPolicy {
+        **self.retry.load()
     }
 
     /// A generation around a pool the application built.
@@ -278,7 +286,7 @@ impl Connection {
     ) -> bool {
         let generation = self.shared.current.load_full();
         generation.settings == *settings
-            && generation.retry == *retry
+            && generation.retry() == *retry
             && self.config_of(&generation).same_as(config)
     }
 
@@ -391,9 +399,10 @@ impl Connection {
             .filter(|labels| std::ptr::eq(labels.generation.as_ptr(), Arc::as_ptr(generation)))
     }
 
-    /// Applies `config`'s `critical` and `tags` in place when they are all that differs from
-    /// what the connection runs with (settings and retry policy included): no new pool, no
-    /// reconnect, and a connection that is down takes them too. Returns whether it did.
+    /// Applies `config`'s `critical` and `tags`, and `retry`, in place when they are all that
+    /// differs from what the connection runs with (its pool settings included): no new pool,
+    /// no reconnect, and a connection that is down takes them too (its next connects use the
+    /// new retry policy, as do its replicas'). Returns whether it did.
     pub(crate) fn relabel(
         &self,
         config: &ConnectionConfig,
@@ -401,7 +410,7 @@ impl Connection {
         retry: &RetryPolicy,
     ) -> bool {
         let generation = self.shared.current.load_full();
-        if generation.settings != *settings || generation.retry != *retry {
+        if generation.settings != *settings {
             return false;
         }
         let mut relabeled = self.config_of(&generation);
@@ -415,6 +424,14 @@ impl Connection {
             critical: config.critical,
             tags: config.tags.clone(),
         })));
+        if generation.retry() != *retry {
+            generation.retry.store(Arc::new(*retry));
+            if let Some(replicas) = self.shared.replicas.load_full() {
+                for member in replicas.members() {
+                    member.generation().retry.store(Arc::new(*retry));
+                }
+            }
+        }
         true
     }
 
@@ -718,6 +735,11 @@ impl Connection {
                 let mut config = r.clone();
                 config.name = name;
                 config.replicas = Vec::new();
+                // A replica is meant to reach a standby: a server list (its dsn's) does not
+                // default to `read-write` for it. The entry's or its dsn's own value wins.
+                config.target_session_attrs = config
+                    .target_session_attrs
+                    .or(Some(crate::config::TargetSessionAttrs::Any));
                 let settings = manager.pool_settings(&config);
                 first_check_wait = first_check_wait.max(settings.connect_timeout);
                 let member = Connection::new(
@@ -1016,7 +1038,7 @@ impl Connection {
             return true;
         };
         let failures = health.report().consecutive_failures.clamp(1, 20);
-        let retry = self.generation().retry;
+        let retry = self.generation().retry();
         let backoff = retry
             .delay
             .saturating_mul(1 << (failures - 1))
@@ -1115,7 +1137,7 @@ impl Connection {
         let log = g.config.enable_logging;
         let span = g.tracer.span("connect");
         let attempt = std::sync::atomic::AtomicU32::new(0);
-        let (outcome, attempts) = crate::retry::retry(&s.name, &g.retry, log, || {
+        let (outcome, attempts) = crate::retry::retry(&s.name, &g.retry(), log, || {
             let attempt_span = g.tracer.span("connect_attempt");
             attempt_span.record(
                 "dbmanager.attempt",
@@ -1303,7 +1325,7 @@ impl Connection {
             expected.driver,
             expected.config.clone(),
             expected.settings,
-            expected.retry,
+            expected.retry(),
             &self.shared.counters,
             &self.shared.breaker,
             &self.shared.hooks,
@@ -1492,7 +1514,7 @@ impl crate::listen::ListenSource for Connection {
         crate::listen::ListenSettings {
             config: generation.config.clone(),
             settings: generation.settings,
-            retry: generation.retry,
+            retry: generation.retry(),
             credentials,
         }
     }

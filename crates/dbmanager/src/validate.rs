@@ -61,7 +61,8 @@ impl ManagerConfig {
     ) -> Result<EffectiveConfig, ConfigProblems> {
         let parsed = parse_yaml(yaml, env);
         let mut problems = parsed.problems;
-        let config = parsed.config;
+        let mut config = parsed.config;
+        crate::replicas::point_inherited_dsns(&mut config);
         problems.extend(config.problems_with(&parsed.broken, &parsed.interpolated));
         crate::config::name_overrides(&mut problems, &parsed.sources);
         problems.into_result()?;
@@ -89,7 +90,8 @@ impl ManagerConfig {
     pub fn from_yaml_str_with_env(yaml: &str, env: &EnvSource) -> Result<Self, ConfigProblems> {
         let parsed = parse_yaml(yaml, env);
         let mut problems = parsed.problems;
-        let config = parsed.config;
+        let mut config = parsed.config;
+        crate::replicas::point_inherited_dsns(&mut config);
         problems.extend(config.problems_with(&parsed.broken, &parsed.interpolated));
         crate::config::name_overrides(&mut problems, &parsed.sources);
         problems.into_result()?;

@@ -431,6 +431,113 @@ fn problems_of_overridden_values_name_their_variable() {
     );
 }
 
+/// A list-valued key (`init_sql`, `hosts`, `metric_tag_labels`, `replicas`) can be set from
+/// the environment as a YAML flow sequence, read by the same loader as the file: strings keep
+/// exactly the text written. Every such override used to be refused with "expected a list of
+/// strings", whatever was written.
+#[test]
+fn an_override_sets_a_list_written_as_a_flow_sequence() {
+    let env: EnvSource = [
+        (
+            "DBMANAGER__CONNECTIONS__A__INIT_SQL",
+            r#"["SET a = 1", "SET b = 2.50"]"#,
+        ),
+        ("DBMANAGER__CONNECTIONS__A__HOSTS", "[db-1, db-2:5433]"),
+        (
+            "DBMANAGER__CONNECTIONS__B__REPLICAS",
+            "[{host: db-2}, {host: db-3, port: 5433}]",
+        ),
+        ("DBMANAGER__METRIC_TAG_LABELS", "[team]"),
+        ("DBMANAGER__CONNECTIONS__C__INIT_SQL", "[]"),
+    ]
+    .into_iter()
+    .collect();
+    let config = ManagerConfig::from_yaml_str_with_env(
+        "dbmanager:
+  connections:
+    a: {type: postgres, database: d}
+    b: {type: postgres, host: db-1, database: d}
+    c: {type: sqlite, filepath: ':memory:', init_sql: ['PRAGMA foreign_keys = ON']}
+",
+        &env,
+    )
+    .unwrap();
+    let a = &config.connections["a"];
+    assert_eq!(a.init_sql, ["SET a = 1", "SET b = 2.50"]);
+    assert_eq!(
+        a.hosts.as_deref(),
+        Some(&["db-1".to_owned(), "db-2:5433".to_owned()][..])
+    );
+    let b = &config.connections["b"];
+    let replicas: Vec<_> = b
+        .replicas
+        .iter()
+        .map(|r| (r.host.as_deref(), r.port))
+        .collect();
+    assert_eq!(replicas, [(Some("db-2"), None), (Some("db-3"), Some(5433))]);
+    assert_eq!(config.metric_tag_labels, ["team"]);
+    assert!(
+        config.connections["c"].init_sql.is_empty(),
+        "`[]` empties it"
+    );
+}
+
+/// A list override that is not a flow sequence says how to write one; a broken one names the
+/// variable; a problem inside the list names the variable too, and no secret is quoted.
+#[test]
+fn a_list_override_that_is_not_a_list_says_how_to_write_one() {
+    let yaml = "dbmanager:\n  connections:\n    a: {type: postgres, host: db-1, database: d}\n";
+    let env: EnvSource = [("DBMANAGER__CONNECTIONS__A__INIT_SQL", "SET a = 1")]
+        .into_iter()
+        .collect();
+    let p = problems_env(yaml, &env);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("env DBMANAGER__CONNECTIONS__A__INIT_SQL: expected a list")
+            && p[0].contains("YAML flow sequence")
+            && p[0].contains("`[\"SET a = 1\", \"SET b = 2\"]`"),
+        "{p:?}"
+    );
+
+    let env: EnvSource = [(
+        "DBMANAGER__CONNECTIONS__A__REPLICAS",
+        "[{host: db-2, pasword: S3cret-pw}",
+    )]
+    .into_iter()
+    .collect();
+    let p = problems_env(yaml, &env);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("env DBMANAGER__CONNECTIONS__A__REPLICAS: not a valid YAML flow sequence"),
+        "{p:?}"
+    );
+    assert!(!p.concat().contains("S3cret"), "{p:?}");
+
+    let env: EnvSource = [
+        (
+            "DBMANAGER__CONNECTIONS__A__REPLICAS",
+            "[{host: db-2, pasword: S3cret-pw}]",
+        ),
+        ("DBMANAGER__CONNECTIONS__A__HOSTS", "[db-1, 'db-2:99999']"),
+    ]
+    .into_iter()
+    .collect();
+    let p = problems_env(yaml, &env);
+    assert!(!p.concat().contains("S3cret"), "{p:?}");
+    assert!(
+        p.iter().any(|p| p.starts_with("connections.a.hosts[1]:")
+            && p.ends_with("(set by DBMANAGER__CONNECTIONS__A__HOSTS)")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(
+            |p| p.starts_with("connections.a.replicas[0].pasword: unknown key")
+                && p.ends_with("(set by DBMANAGER__CONNECTIONS__A__REPLICAS)")
+        ),
+        "{p:?}"
+    );
+}
+
 #[test]
 fn interpolation_reads_the_environment() {
     let env: EnvSource = [("DB_HOST", "db.internal"), ("DB_PASSWORD", "s3cret")]

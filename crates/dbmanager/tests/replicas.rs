@@ -741,7 +741,8 @@ dbmanager:
         "{problems}"
     );
 
-    // Durations over the bound, and a dsn beside a replica's host.
+    // Durations over the bound, and another user on a replica of a dsn connection (its host
+    // points the dsn at the replica's server; a user needs a dsn of its own).
     let yaml = r#"
 dbmanager:
   connections:
@@ -752,6 +753,7 @@ dbmanager:
       read_your_writes: 25h
       replicas:
         - host: db-2
+          user: other
 "#;
     let problems =
         ManagerConfig::from_yaml_str_with_env(yaml, &dbmanager::EnvSource::empty()).unwrap_err();
@@ -765,7 +767,9 @@ dbmanager:
         "{text}"
     );
     assert!(
-        text.contains("connections.primary.replicas[0].dsn: conflicts with host"),
+        text.contains(
+            "connections.primary.replicas[0].user: a replica of a connection given by a `dsn`"
+        ) && !text.contains("conflicts with"),
         "{text}"
     );
     assert!(!text.contains("S3cret"), "{text}");
@@ -1441,5 +1445,123 @@ async fn a_standby_cut_off_from_its_primary_is_not_counted_as_current() {
         row.get::<i64>("n").unwrap_or(0) > 0,
         "read from the primary"
     );
+    manager.close(Duration::from_secs(2)).await;
+}
+
+/// On a connection given by a `dsn`, a replica entry that sets only `host` (and `port`) is the
+/// connection's dsn pointed at that server, as `ConnectionConfig::replica` makes it: it used to
+/// fail with `replicas[0].dsn: conflicts with host`, which did not say that such an entry needs
+/// a dsn of its own. The replica takes reads (the same server under another host name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_entry_with_only_a_host_on_a_dsn_connection_points_the_dsn_at_it() {
+    use secrecy::ExposeSecret as _;
+    let user = support::pg_user();
+    let port = support::pg_port();
+    let yaml = format!(
+        r#"
+dbmanager:
+  retry_attempts: 1
+  health_check_interval: 200ms
+  connections:
+    dsn_hosted:
+      type: postgres
+      dsn: postgres://{user}@127.0.0.1:{port}/postgres?sslmode=disable
+      replicas:
+        - host: localhost
+        - host: db-2
+          port: 5433
+"#
+    );
+    let config = ManagerConfig::from_yaml_str_with_env(&yaml, &dbmanager::EnvSource::empty())
+        .unwrap_or_else(|problems| panic!("{problems}"));
+    let replicas = &config.connections["dsn_hosted"].replicas;
+    let dsns: Vec<&str> = replicas
+        .iter()
+        .map(|r| r.dsn.as_ref().map_or("", |d| d.expose_secret()))
+        .collect();
+    assert_eq!(
+        dsns,
+        [
+            format!("postgres://{user}@localhost:{port}/postgres?sslmode=disable"),
+            format!("postgres://{user}@db-2:5433/postgres?sslmode=disable"),
+        ]
+    );
+    assert!(
+        replicas
+            .iter()
+            .all(|r| r.host.is_none() && r.port.is_none())
+    );
+
+    // Another user is not a server: that entry needs a dsn of its own, and is told so.
+    let other_user = yaml.replace("port: 5433", "user: reporting");
+    let problems =
+        ManagerConfig::from_yaml_str_with_env(&other_user, &dbmanager::EnvSource::empty())
+            .unwrap_err()
+            .to_string();
+    assert!(
+        problems.contains(
+            "connections.dsn_hosted.replicas[1].user: a replica of a connection given by a \
+             `dsn` takes that dsn pointed at its own `host`/`port`; for another user or \
+             database give the entry its own `dsn`"
+        ) && !problems.contains("conflicts with"),
+        "{problems}"
+    );
+
+    // One real read routed to the first (the second names no server that answers).
+    let mut config = config;
+    if let Some(c) = config.connections.get_mut("dsn_hosted") {
+        c.replicas.truncate(1);
+    }
+    let manager = Manager::new(config).unwrap_or_else(|problems| panic!("{problems}"));
+    manager.connect().await.unwrap();
+    let members: Vec<String> = manager
+        .get("dsn_hosted")
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    assert_eq!(members, [format!("dsn_hosted/replica:localhost:{port}")]);
+    let db = manager.database("dsn_hosted").unwrap();
+    replica_in_use(&manager, &db, "dsn_hosted").await;
+    manager.close(Duration::from_secs(2)).await;
+}
+
+/// A replica entry whose `dsn` lists several servers reaches a standby: for a replica the
+/// default `target_session_attrs` is `any` (a standby is what it is meant to reach). It used to
+/// default to `read-write` like any server list, so no server of the list was accepted and the
+/// replica never took a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_dsn_lists_several_servers_reaches_a_standby() {
+    let set = ReplicationSet::start(1);
+    let standby = set.standbys[0].port;
+    // The second server of the list is the same standby behind a forwarding proxy.
+    let proxy = FaultProxy::start(standby).await;
+    let manager = manager(&set, &[], |c| {
+        let mut replica = c.clone();
+        replica.dsn = Some(
+            format!(
+                "postgres://admin@127.0.0.1:{standby},127.0.0.1:{}/postgres?sslmode=disable",
+                proxy.port
+            )
+            .into(),
+        );
+        replica.host = None;
+        replica.port = None;
+        replica.user = None;
+        replica.database = None;
+        c.replicas.push(replica);
+    });
+    manager.connect().await.unwrap();
+    let db = manager.database("main").unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        "a read reaches the standby",
+        || {
+            let db = db.clone();
+            async move { port_of(&db).await.ok() == Some(standby) }
+        },
+    )
+    .await;
     manager.close(Duration::from_secs(2)).await;
 }

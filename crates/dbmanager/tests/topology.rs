@@ -476,6 +476,76 @@ async fn a_reload_changing_only_critical_or_tags_applies_them_without_a_new_pool
     manager.close(DEADLINE).await;
 }
 
+/// A reload that changes only the manager's retry settings (`retry_attempts`, `retry_delay`,
+/// `retry_max_delay`) applies them in place: the pools are kept (an in-memory SQLite keeps its
+/// data), and a connection that is down takes the new policy for its next connects. It used to
+/// replace every pool, which lost the in-memory data, and failed for the connection that was
+/// down, which so kept the old policy.
+#[tokio::test]
+async fn a_reload_changing_only_the_retry_settings_keeps_the_pools() {
+    let db = TestDb::create();
+    let proxy = support::proxy::FaultProxy::start(support::pg_port()).await;
+    proxy.set(support::proxy::Fault::Refuse);
+    let mem = ConnectionConfig::sqlite("mem", ":memory:");
+    let mut down = db.config("down");
+    down.port = Some(proxy.port);
+    let config = fast_config()
+        .with_connection(mem.clone())
+        .with_connection(down.clone());
+    let manager = Manager::new(config.clone()).unwrap();
+    manager.connect_with(ConnectPolicy::Partial).await.unwrap();
+    let kept = manager.database("mem").unwrap();
+    kept.execute("CREATE TABLE kept (v INTEGER)", &[])
+        .await
+        .unwrap();
+    kept.execute("INSERT INTO kept VALUES (7)", &[])
+        .await
+        .unwrap();
+    let failed_attempts = |manager: &Manager| -> u64 {
+        manager
+            .get("down")
+            .unwrap()
+            .stats()
+            .connect_errors
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    };
+
+    let mut next = config.clone();
+    next.retry_attempts = 3;
+    next.retry_delay = Duration::from_millis(10);
+    next.retry_max_delay = Duration::from_millis(20);
+    let report = manager
+        .reload_with(next.clone(), DEADLINE, ConnectPolicy::Partial)
+        .await
+        .unwrap();
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert!(report.replaced.is_empty(), "no new pool: {report:?}");
+    assert_eq!(report.updated, ["down", "mem"], "{report:?}");
+    let row = manager
+        .database("mem")
+        .unwrap()
+        .fetch_one("SELECT v FROM kept", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64>("v"), Some(7), "the in-memory data is kept");
+
+    // The connection that is down connects with the new policy: three attempts, not one.
+    let before = failed_attempts(&manager);
+    assert!(manager.reconnect("down").await.is_err());
+    assert_eq!(failed_attempts(&manager) - before, 3);
+    assert_eq!(manager.config().retry_attempts, 3);
+
+    // The same settings again are no change at all.
+    let again = manager
+        .reload_with(next, DEADLINE, ConnectPolicy::Partial)
+        .await
+        .unwrap();
+    assert_eq!(again.unchanged, ["down", "mem"], "{again:?}");
+    manager.close(DEADLINE).await;
+}
+
 /// A partial reload (what `dbmanager serve` does) registers an added connection before it
 /// connects, as startup does: while its server hangs, readiness and stats show it
 /// `unavailable` with no attempt finished, instead of leaving it out (a critical connection

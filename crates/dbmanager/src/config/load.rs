@@ -15,7 +15,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use super::effective::{self, Sources};
-use super::keys::{CONNECTION_KEYS, MANAGER_KEYS, REPLICATION_KEYS};
+use super::keys::{CONNECTION, CONNECTION_KEYS, MANAGER, MANAGER_KEYS, REPLICATION_KEYS, Shape};
 use super::problems::did_you_mean;
 use super::tree::{self, Kind, Node, Origin, Scalar};
 use super::{
@@ -206,12 +206,76 @@ fn overlay_env(root: &mut Node, env: &EnvSource, problems: &mut ConfigProblems) 
             };
             path.push(key.clone());
             if i == last {
-                map.insert(key, Node::Scalar(Scalar::overridden(value.clone(), name)));
+                let node = match list_shape(&path) {
+                    None => Node::Scalar(Scalar::overridden(value.clone(), name)),
+                    Some(shape) => match env_list(value, name, shape) {
+                        Ok(list) => list,
+                        Err(message) => {
+                            problems.push(format!("env {name}"), message);
+                            break;
+                        }
+                    },
+                };
+                map.insert(key, node);
                 break;
             }
             node = map.entry(key).or_insert_with(|| Node::Map(BTreeMap::new()));
         }
     }
+}
+
+/// The shape of the list-valued key at `path` (`metric_tag_labels`,
+/// `connections.<name>.init_sql`, `.hosts`, `.metric_tag_labels`, `.replicas`), if it is one.
+fn list_shape(path: &[String]) -> Option<Shape> {
+    let (keys, key) = match path {
+        [key] => (MANAGER, key),
+        [connections, _, key] if connections == "connections" => (CONNECTION, key),
+        _ => return None,
+    };
+    keys.iter()
+        .find(|k| k.name == key)
+        .map(|k| k.shape)
+        .filter(|shape| matches!(shape, Shape::Strings | Shape::Replicas))
+}
+
+/// The value of the override `var` of a list-valued key: a YAML flow sequence, read by the
+/// file's loader (each string exactly as written), every scalar in it marked as set by `var`
+/// (so a problem names the variable, and `password`/`dsn` are not quoted, as in the file).
+fn env_list(value: &str, var: &str, shape: Shape) -> Result<Node, String> {
+    let example = match shape {
+        Shape::Replicas => "`[{host: db-2}, {host: db-3, port: 5433}]`",
+        _ => "`[\"SET a = 1\", \"SET b = 2\"]` or `[db-1, db-2:5433]`",
+    };
+    let how = format!(
+        "write a YAML flow sequence, e.g. {example} (`[]` for none; quote an item that \
+         holds `,`, `[`, `]`, `{{`, `}}` or `: `)"
+    );
+    if !value.trim_start().starts_with('[') {
+        return Err(format!("expected a list: {how}"));
+    }
+    let node = tree::parse(value).map_err(|message| {
+        let message = message
+            .strip_prefix("the document is not valid YAML: ")
+            .unwrap_or(&message)
+            .to_owned();
+        format!("not a valid YAML flow sequence: {message}; {how}")
+    })?;
+    let Node::Seq(mut items) = node else {
+        return Err(format!("expected a list: {how}"));
+    };
+    fn mark(node: &mut Node, var: &str) {
+        match node {
+            Node::Scalar(s) => {
+                s.origin = tree::Origin::Override;
+                s.line = 0;
+                s.env = Some(var.to_owned());
+            }
+            Node::Map(map) => map.values_mut().for_each(|v| mark(v, var)),
+            Node::Seq(items) => items.iter_mut().for_each(|v| mark(v, var)),
+        }
+    }
+    items.iter_mut().for_each(|item| mark(item, var));
+    Ok(Node::Seq(items))
 }
 
 /// The connection an override's (lower-cased) segment names: the one of exactly that name, else
@@ -771,6 +835,21 @@ fn walk_replicas(
         }
         for (k, v) in entry.iter().filter(|(k, _)| own.contains(&k.as_str())) {
             merged.insert(k.clone(), v.clone());
+        }
+        // An inherited dsn is pointed at the entry's `host`/`port`; the rest of what it holds
+        // (user, database) an entry changes only with a dsn of its own.
+        if !entry.contains_key("dsn") && map.get("dsn").is_some_and(|d| !d.is_null()) {
+            for k in ["user", "database"] {
+                if entry.contains_key(k) {
+                    merged.remove(k);
+                    problems.push(
+                        join(&item_path, k),
+                        "a replica of a connection given by a `dsn` takes that dsn pointed at \
+                         its own `host`/`port`; for another user or database give the entry its \
+                         own `dsn`",
+                    );
+                }
+            }
         }
         let mut scratch = ConfigProblems::default();
         let replica = walk_connection(key, &merged, &item_path, &mut scratch);

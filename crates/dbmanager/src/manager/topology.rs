@@ -22,8 +22,10 @@ pub struct ReloadReport {
     pub replaced: Vec<String>,
     /// Connections left exactly as they were (not even reconnected).
     pub unchanged: Vec<String>,
-    /// Connections whose only changes were `critical` or `tags`: applied in place, the pool
-    /// kept as it is (not reconnected), also for a connection that is down.
+    /// Connections whose only changes were `critical`, `tags` or the manager's retry settings
+    /// (`retry_attempts`, `retry_delay`, `retry_max_delay`): applied in place, the pool kept as
+    /// it is (not reconnected), also for a connection that is down; its later connects and
+    /// reconnects use the new retry policy.
     pub updated: Vec<String>,
     /// Connections whose change failed, with why: an addition that could not connect is not
     /// added (with [`ConnectPolicy::Partial`] it is, unavailable, and is in `added` too); a
@@ -340,8 +342,9 @@ impl Manager {
                     if conn.has_settings(c, &settings, &retry) {
                         report.unchanged.push(name.clone());
                     } else if conn.relabel(c, &settings, &retry) {
-                        // Only `critical` or `tags`: no new pool, which a connection that is
-                        // down could not open (and marking it non-critical must still work).
+                        // Only `critical`, `tags` or the retry policy: no new pool, which a
+                        // connection that is down could not open (and marking it non-critical
+                        // must still work), and an in-memory database would lose its data to.
                         self.record_replaced(&conn);
                         report.updated.push(name.clone());
                     } else {

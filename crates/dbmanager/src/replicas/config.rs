@@ -4,7 +4,7 @@
 
 use secrecy::SecretString;
 
-use crate::config::ConnectionConfig;
+use crate::config::{ConnectionConfig, ManagerConfig};
 
 impl ConnectionConfig {
     /// A replica of this connection on `host` (and `port`, else this connection's): a copy of
@@ -29,5 +29,49 @@ impl ConnectionConfig {
             replica.port = port;
         }
         replica
+    }
+}
+
+/// After loading a document: a replica entry of a connection given by a `dsn` that sets its own
+/// `host` (or only `port`) and no dsn of its own inherited that dsn beside its server. It is
+/// made what [`ConnectionConfig::replica`] makes: the dsn pointed at that server, `host` and
+/// `port` cleared (a dsn is used as is; both together would conflict). An entry whose dsn is
+/// not a URL, or whose host is not a plain name or address, is left as it is (validation then
+/// says the dsn conflicts with `host`).
+pub(crate) fn point_inherited_dsns(config: &mut ManagerConfig) {
+    use secrecy::ExposeSecret as _;
+    for connection in config.connections.values_mut() {
+        let Some(dsn) = connection
+            .dsn
+            .as_ref()
+            .map(|d| d.expose_secret().to_owned())
+        else {
+            continue;
+        };
+        for replica in &mut connection.replicas {
+            let inherited = replica
+                .dsn
+                .as_ref()
+                .is_some_and(|own| own.expose_secret() == dsn);
+            if !inherited || (replica.host.is_none() && replica.port.is_none()) {
+                continue;
+            }
+            let Some(host) = replica
+                .host
+                .clone()
+                .or_else(|| crate::hosts::dsn_server(&dsn).map(|server| server.host))
+            else {
+                continue;
+            };
+            // A host that is not a plain name or address stays where validation names it.
+            if crate::dsn::plain_host(&host).is_err() {
+                continue;
+            }
+            if let Some(moved) = crate::hosts::dsn_on_server(&dsn, &host, replica.port) {
+                replica.dsn = Some(SecretString::from(moved));
+                replica.host = None;
+                replica.port = None;
+            }
+        }
     }
 }

@@ -10,6 +10,8 @@
 mod config;
 mod monitor;
 
+pub(crate) use config::point_inherited_dsns;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};

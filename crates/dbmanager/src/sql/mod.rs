@@ -141,8 +141,9 @@ pub(crate) struct Context {
     pub record_queries: bool,
     /// The connection's circuit breaker (shared by its generations).
     pub breaker: Arc<crate::breaker::Breaker>,
-    /// How long an open circuit waits before letting one statement probe.
-    pub half_open_after: Duration,
+    /// The connection's retry policy (shared with its generation, which a reload may change in
+    /// place): an open circuit waits `max_delay` (at least 100 ms) before one statement probes.
+    pub retry: Arc<arc_swap::ArcSwap<crate::config::RetryPolicy>>,
     /// `leak_detection_threshold`.
     pub leak_threshold: Option<Duration>,
     /// The connection's after-connect hook failures: a checkout that timed out while the hook
@@ -525,7 +526,8 @@ impl Database {
 /// figures (as a transient failure of its operation), so an error rate stays visible while
 /// the breaker fails callers fast.
 fn admit(c: &Context, operation: usize) -> Result<Admission> {
-    let admission = c.breaker.admit(c.half_open_after);
+    let half_open_after = c.retry.load().max_delay.max(Duration::from_millis(100));
+    let admission = c.breaker.admit(half_open_after);
     if matches!(admission, Admission::Refused) {
         if c.record_queries {
             c.counters
