@@ -115,12 +115,15 @@ impl LeakGuard {
     }
 
     /// Runs `statement` with `guard`'s watch as the task's (nothing when detection is off).
-    pub(crate) fn scope<F: Future>(
+    /// The watched statement is boxed: the task-local scope around it would otherwise make
+    /// every statement's future larger, detection on or not (it is a few dozen bytes, but it
+    /// pushed the neutral handle's boxed statement past the allocator's small-size cache).
+    pub(crate) fn scope<'a, F: Future + Send + 'a>(
         guard: Option<&LeakGuard>,
         statement: F,
-    ) -> impl Future<Output = F::Output> {
+    ) -> Either<futures_util::future::BoxFuture<'a, F::Output>, F> {
         match guard {
-            Some(guard) => Either::Left(WATCHED.scope(guard.state.clone(), statement)),
+            Some(guard) => Either::Left(Box::pin(WATCHED.scope(guard.state.clone(), statement))),
             None => Either::Right(statement),
         }
     }

@@ -245,6 +245,17 @@ async fn a_database_file_deleted_under_the_pool_is_not_recreated_empty() {
     db.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
     let pool = manager.get("lite").unwrap().sqlite().unwrap();
     let mut kept = pool.acquire().await.unwrap();
+    // sqlx returns a released connection in a background task: wait until every connection but
+    // `kept` is back idle, so that the reconnect below discards them all (CI once saw the write
+    // below succeed on the INSERT's connection, released only after the reconnect).
+    assert!(
+        support::eventually(Duration::from_secs(5), || pool.size() as usize
+            == pool.num_idle() + 1)
+        .await,
+        "size {} idle {}",
+        pool.size(),
+        pool.num_idle()
+    );
 
     std::fs::remove_file(&path).unwrap();
     // Drops the idle connections and checks a new one; then statements need new ones too.
