@@ -556,12 +556,12 @@ fn fetch(
         let call =
             match std::panic::catch_unwind(AssertUnwindSafe(|| provider.credentials(request))) {
                 Ok(call) => AssertUnwindSafe(call).catch_unwind(),
-                Err(panic) => return Err(Arc::from(panicked(panic.as_ref()))),
+                Err(panic) => return Err(Arc::from(crate::error::panicked(panic.as_ref()))),
             };
         let credentials = match tokio::time::timeout(limit, call).await {
             Ok(Ok(Ok(credentials))) => credentials,
             Ok(Ok(Err(e))) => return Err(Arc::from(e.to_string())),
-            Ok(Err(panic)) => return Err(Arc::from(panicked(panic.as_ref()))),
+            Ok(Err(panic)) => return Err(Arc::from(crate::error::panicked(panic.as_ref()))),
             Err(_) => {
                 return Err(Arc::from(format!(
                     "no answer within connect_timeout ({})",
@@ -580,16 +580,6 @@ fn fetch(
             refresh_at,
         }))
     }
-}
-
-/// "panicked: " and a panic's message (the hooks word it the same way).
-fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text payload".to_owned());
-    format!("panicked: {text}")
 }
 
 /// Reads the file if its stamp changed since the cached read (or the cached read was racy).

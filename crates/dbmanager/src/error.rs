@@ -420,3 +420,14 @@ impl From<ConfigProblems> for Error {
         Error::Config(problems)
     }
 }
+
+/// "panicked: " and a panic's message: how a caught panic of application code (a hook, a
+/// credential provider) is worded in its error.
+pub(crate) fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text payload".to_owned());
+    format!("panicked: {text}")
+}

@@ -391,12 +391,12 @@ impl HookRunner {
         };
         let future = match std::panic::catch_unwind(AssertUnwindSafe(start)) {
             Ok(future) => future,
-            Err(panic) => return Err(failed(panicked(panic.as_ref()), None)),
+            Err(panic) => return Err(failed(crate::error::panicked(panic.as_ref()), None)),
         };
         match tokio::time::timeout(self.limit, AssertUnwindSafe(future).catch_unwind()).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(e))) => Err(failed(e.to_string(), Some(e))),
-            Ok(Err(panic)) => Err(failed(panicked(panic.as_ref()), None)),
+            Ok(Err(panic)) => Err(failed(crate::error::panicked(panic.as_ref()), None)),
             Err(_) => Err(failed(
                 format!(
                     "did not finish within {} (the connect timeout)",
@@ -406,15 +406,6 @@ impl HookRunner {
             )),
         }
     }
-}
-
-fn panicked(payload: &(dyn std::any::Any + Send)) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text payload".to_owned());
-    format!("panicked: {text}")
 }
 
 /// Runs `work` and, when it fails with a transient error while an after-connect hook failed,
