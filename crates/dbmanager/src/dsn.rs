@@ -210,6 +210,58 @@ fn query_pairs(dsn: &str, syntax: QuerySyntax) -> Vec<(String, Option<String>)> 
         .collect()
 }
 
+/// `message`, a driver's error about `dsn`, without the dsn's own values: the user, the
+/// password and every query parameter's value are replaced by `…` wherever they appear, as
+/// written or decoded. Values shorter than three characters are left (replacing every `1` or
+/// `x` would garble the message, and nothing that short is a secret).
+pub(crate) fn without_values(message: &str, dsn: &str) -> String {
+    let mut values: Vec<String> = query_pairs(dsn, QuerySyntax::Url)
+        .into_iter()
+        .filter_map(|(_, value)| value)
+        .collect();
+    if let Some((_, rest)) = dsn.split_once("://") {
+        let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@') {
+            let userinfo = &authority[..at];
+            values.push(userinfo.to_owned());
+            values.extend(userinfo.split(':').map(str::to_owned));
+        }
+    }
+    let mut raw: Vec<String> = values
+        .iter()
+        .flat_map(|v| {
+            let decoded = percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned();
+            [v.clone(), decoded]
+        })
+        .filter(|v| v.chars().count() >= 3)
+        .collect();
+    // Longest first, so a value that contains another is replaced whole.
+    raw.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    raw.dedup();
+    let mut shown = message.to_owned();
+    for value in raw {
+        shown = replace_ignoring_ascii_case(&shown, &value);
+    }
+    shown
+}
+
+/// `text` with every occurrence of `value` replaced by `…`, ASCII letters matched in either
+/// case (drivers lower-case some values they quote). ASCII case folding keeps byte offsets.
+fn replace_ignoring_ascii_case(text: &str, value: &str) -> String {
+    let (folded, needle) = (text.to_ascii_lowercase(), value.to_ascii_lowercase());
+    let mut shown = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(found) = folded[from..].find(&needle) {
+        shown.push_str(&text[from..from + found]);
+        shown.push('…');
+        from += found + needle.len();
+    }
+    shown.push_str(&text[from..]);
+    shown
+}
+
 /// A key that can be named in an error: a parameter name, not something pasted by mistake.
 fn nameable(key: &str) -> bool {
     !key.is_empty()
@@ -371,6 +423,16 @@ fn too_large(max: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drivers_message_is_shown_without_the_dsns_values() {
+        let dsn = "mongodb://app:p%40ss-word@h1:27017/db?authMechanism=Weird-Mech&w=1";
+        let message = "bad mechanism WEIRD-MECH for app / p@ss-word at h1:27017, w=1";
+        assert_eq!(
+            without_values(message, dsn),
+            "bad mechanism … for … / … at h1:27017, w=1"
+        );
+    }
 
     #[test]
     fn plain_hosts_pass_and_ipv6_loses_its_brackets() {

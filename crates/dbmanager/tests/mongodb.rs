@@ -204,3 +204,32 @@ async fn all_four_backends_connect_in_parallel() {
     }
     manager.close(Duration::from_secs(5)).await;
 }
+
+/// The driver's dsn errors quote the dsn's option values (`invalid mechanism string: <value>`,
+/// `'<value>' is not a valid read preference`); a dsn is a secret as a whole (an option such
+/// as `authMechanismProperties` may carry a token), so those values are not shown.
+#[tokio::test]
+async fn a_dsn_the_driver_refuses_is_reported_without_its_values() {
+    for (option, secret) in [
+        ("authMechanism", "Mech-Hidden-7"),
+        ("readPreference", "Pref-Hidden-7"),
+        ("maxPoolSize", "Size-Hidden-7"),
+        ("tls", "Tls-Hidden-7"),
+    ] {
+        let dsn = format!(
+            "mongodb://u:Pw-Hidden-7@127.0.0.1:{}/?{option}={secret}",
+            free_port()
+        );
+        let c = ConnectionConfig::from_dsn("m", dbmanager::DatabaseType::Mongodb, dsn);
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        let report = manager.connect_with(ConnectPolicy::Partial).await.unwrap();
+        let err = &report.failed[0].1;
+        let text = format!("{err} {err:?}");
+        println!("{option}: {err}");
+        for hidden in ["Hidden-7", "Pw-Hidden"] {
+            assert!(!text.contains(hidden), "{option}: {text}");
+        }
+        assert_eq!(err.kind(), ErrorKind::Configuration, "{option}: {err}");
+        manager.close(Duration::from_secs(1)).await;
+    }
+}

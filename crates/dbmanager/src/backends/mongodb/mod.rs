@@ -393,9 +393,13 @@ pub(crate) async fn client_options(
         ));
     }
     let mut options = match &c.dsn {
+        // The driver's parse errors quote the dsn's option values: shown without them.
         Some(uri) => ClientOptions::parse(uri.expose_secret())
             .await
-            .map_err(|e| mongo_error(name, Operation::Connect, e))?,
+            .map_err(|e| {
+                let message = dsn::without_values(&e.to_string(), uri.expose_secret());
+                Error::database(name, Operation::Connect, classify(&e), message)
+            })?,
         None => {
             let default_port = c.port.unwrap_or(DEFAULT_PORT);
             let hosts = host_list(c.host.as_deref().unwrap_or("localhost"), default_port)
