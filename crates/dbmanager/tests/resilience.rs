@@ -269,17 +269,7 @@ async fn statements_waiting_for_a_held_connection_are_not_reported_as_leaks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_probe_dropped_before_it_answers_lets_a_later_statement_probe() {
     let db = support::TestDb::create();
-    let proxy = FaultProxy::start(support::pg_port()).await;
-    let mut c = db.config("pg");
-    c.port = Some(proxy.port);
-    c.connect_timeout = Duration::from_secs(2);
-    c.circuit_breaker_failures = Some(1);
-    let mut config = support::fast_config().with_connection(c);
-    // No health loop: statements are the only probes.
-    config.health_check_interval = Duration::ZERO;
-    config.retry_max_delay = Duration::from_millis(200);
-    let manager = Manager::new(config).unwrap();
-    manager.connect().await.unwrap();
+    let (proxy, manager) = breaker_behind_a_proxy(&db, Duration::from_secs(2)).await;
     let db_handle = manager.database("pg").unwrap();
     db_handle.fetch_one("SELECT 1", &[]).await.unwrap();
 
@@ -333,16 +323,7 @@ async fn a_probe_dropped_before_it_answers_lets_a_later_statement_probe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_circuit_is_unhealthy_until_the_server_answers() {
     let db = support::TestDb::create();
-    let proxy = FaultProxy::start(support::pg_port()).await;
-    let mut c = db.config("pg");
-    c.port = Some(proxy.port);
-    c.connect_timeout = Duration::from_secs(1);
-    c.circuit_breaker_failures = Some(1);
-    let mut config = support::fast_config().with_connection(c);
-    config.health_check_interval = Duration::ZERO;
-    config.retry_max_delay = Duration::from_millis(200);
-    let manager = Manager::new(config).unwrap();
-    manager.connect().await.unwrap();
+    let (proxy, manager) = breaker_behind_a_proxy(&db, Duration::from_secs(1)).await;
     let conn = manager.get("pg").unwrap();
     let handle = manager.database("pg").unwrap();
     handle.fetch_one("SELECT 1", &[]).await.unwrap();
@@ -380,4 +361,23 @@ async fn an_open_circuit_is_unhealthy_until_the_server_answers() {
     assert!(!conn.stats().circuit_open);
     assert_eq!(conn.status(), dbmanager::Status::Healthy);
     manager.close(Duration::from_secs(2)).await;
+}
+
+/// A connection to `db` through a fault proxy whose circuit opens at the first unreachable
+/// failure, without a health loop (statements are the only probes), connected.
+async fn breaker_behind_a_proxy(
+    db: &support::TestDb,
+    connect_timeout: Duration,
+) -> (FaultProxy, Manager) {
+    let proxy = FaultProxy::start(support::pg_port()).await;
+    let mut c = db.config("pg");
+    c.port = Some(proxy.port);
+    c.connect_timeout = connect_timeout;
+    c.circuit_breaker_failures = Some(1);
+    let mut config = support::fast_config().with_connection(c);
+    config.health_check_interval = Duration::ZERO;
+    config.retry_max_delay = Duration::from_millis(200);
+    let manager = Manager::new(config).unwrap();
+    manager.connect().await.unwrap();
+    (proxy, manager)
 }
