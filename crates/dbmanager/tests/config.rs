@@ -1516,6 +1516,11 @@ fn a_dsn_its_driver_cannot_parse_is_a_problem_at_load() {
     unknown: {type: postgres, dsn: 'postgres://u:pw-Hidden@h/d?foo=1'}
     fine: {type: postgres, dsn: 'postgres://u:pw-Hidden@h:5433/d?sslmode=disable'}
     port: {type: port, host: h}
+    pgmode: {type: postgres, dsn: 'postgres://u@h/d?sslmode=Mode-Hidden'}
+    tokiomode: {type: postgres, driver: tokio-postgres, dsn: 'postgres://u@h/d?sslmode=Mode-Hidden'}
+    mymode: {type: mysql, dsn: 'mysql://root@h/test?ssl-mode=Mode-Hidden'}
+    mongomode: {type: mongodb, dsn: 'mongodb://root:pw-Hidden@h/test?readPreference=Mode-Hidden'}
+    mongofine: {type: mongodb, dsn: 'mongodb://root:pw-Hidden@h1,h2:27019/test?replicaSet=rs0&authSource=admin'}
 ",
     );
     let keys: Vec<&str> = p
@@ -1525,11 +1530,15 @@ fn a_dsn_its_driver_cannot_parse_is_a_problem_at_load() {
     assert_eq!(
         keys,
         [
+            "connections.mongomode.dsn",
             "connections.my.dsn",
             "connections.mylist.dsn",
+            "connections.mymode.dsn",
             "connections.pg.dsn",
+            "connections.pgmode.dsn",
             "connections.port.type",
             "connections.tokio.dsn",
+            "connections.tokiomode.dsn",
             "connections.unknown.dsn",
         ],
         "{p:#?}"
@@ -1540,5 +1549,9 @@ fn a_dsn_its_driver_cannot_parse_is_a_problem_at_load() {
         text.contains("not supported; list them in `hosts`"),
         "{text}"
     );
-    assert_no_secret("dsn", &text, &["pw-Hidden", "root:", "u:pw"]);
+    assert_no_secret(
+        "dsn",
+        &text,
+        &["pw-Hidden", "root:", "u:pw", "Mode-Hidden", "mode-hidden"],
+    );
 }

@@ -99,7 +99,13 @@ pub(crate) fn check_dsn<T>(
     }
     if let Err(e) = parse(dsn) {
         let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-        p.push("dsn", reason.strip_prefix("dsn: ").unwrap_or(&reason));
+        let reason = reason.strip_prefix("dsn: ").unwrap_or(&reason);
+        // The dsn is secret as a whole, and drivers quote the part they refuse (MongoDB's
+        // parser an option's value): none of its values are shown.
+        p.push(
+            "dsn",
+            crate::dsn::without_values(reason, dsn.expose_secret()),
+        );
     }
 }
 

@@ -65,6 +65,12 @@ pub(crate) static DRIVER: Driver = Driver {
 /// driver reads a separate password only together with a user (which a dsn excludes).
 fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
     crate::backends::check_host(c, p, |list| host_list(list, DEFAULT_PORT).map(drop));
+    // The driver's own URI parser, without the SRV lookup that connecting adds: an option it
+    // refuses is a problem at load, not a connection that is down.
+    crate::backends::check_dsn(c, p, DRIVER.dsn_schemes, |dsn| {
+        mongodb::options::ConnectionString::parse(dsn.expose_secret())
+            .map_err(|e| config_error("", e.to_string()))
+    });
     if c.user.is_some() && c.password.is_none() && c.password_file.is_none() {
         p.push(
             "password",
