@@ -60,6 +60,12 @@ impl Reloads {
         self.last.lock().ok().and_then(|l| l.clone())
     }
 
+    /// Whether the last reload left something not applied (a file it could not load, or a
+    /// connection whose change failed).
+    fn last_failed(&self) -> bool {
+        self.last().is_some_and(|last| !last.ok)
+    }
+
     fn store(&self, reload: LastReload) {
         if let Ok(mut last) = self.last.lock() {
             *last = Some(reload);
@@ -277,7 +283,11 @@ pub fn spawn(
                 else => return,
             };
             let now = contents(&path);
-            if trigger == "file" && now == seen {
+            // A file event with the same contents is nothing new, unless the last reload
+            // failed: saving the file again (`touch`) then retries it, e.g. once a replaced
+            // connection's new server is up (a failed replace keeps the old pool and nothing
+            // else would try again).
+            if trigger == "file" && now == seen && !reloads.last_failed() {
                 continue;
             }
             seen = now;

@@ -546,6 +546,64 @@ fn serve_reloads_its_config_on_file_change_and_sighup_and_keeps_it_when_broken()
     assert_eq!(served.stop(), Some(0));
 }
 
+/// A reload whose replacement could not connect keeps the old pool. Saving the file again
+/// unchanged (`touch`, once the new server is up) did nothing, since only new contents
+/// reloaded, so the change was stuck until a SIGHUP; a file event after a failed reload now
+/// retries it.
+#[test]
+fn a_file_event_retries_a_failed_reload_even_with_the_same_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = |database: &str| {
+        format!(
+            "dbmanager:\n  retry_attempts: 1\n  connections:\n    a: {{type: postgres, host: '{}', port: {}, user: '{}', database: '{database}', sslmode: disable, connect_timeout: 2s}}\n",
+            support::pg_host(),
+            support::pg_port(),
+            support::pg_user()
+        )
+    };
+    let first = support::TestDb::create();
+    // Not created yet: the replacement fails until it is.
+    let later = support::unique("dbm_touch");
+    let path = config_file(dir.path(), &pg(&first.name));
+    let served = Served::start(&["--config", &path], dir.path());
+    assert!(wait_for(Duration::from_secs(10), || served
+        .get("/readyz")
+        .0
+        == 200));
+
+    std::fs::write(&path, pg(&later)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || stats_of(&served)["last_reload"]
+            ["ok"]
+            == false),
+        "{}",
+        served.get("/stats").1
+    );
+    let stats = stats_of(&served);
+    assert_eq!(stats["last_reload"]["failed"][0][0], "a", "{stats}");
+
+    support::admin_sql("postgres", &format!("CREATE DATABASE \"{later}\""));
+    std::fs::write(&path, pg(&later)).unwrap();
+    let retried = wait_for(Duration::from_secs(20), || {
+        stats_of(&served)["last_reload"]["ok"] == true
+    });
+    let stats = stats_of(&served);
+    assert_eq!(served.stop(), Some(0));
+    support::admin_sql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS \"{later}\" WITH (FORCE)"),
+    );
+    assert!(
+        retried,
+        "the same file saved again retried the reload: {stats}"
+    );
+    assert_eq!(
+        stats["last_reload"]["replaced"],
+        serde_json::json!(["a"]),
+        "{stats}"
+    );
+}
+
 /// A Kubernetes ConfigMap or Secret volume: the file is a symlink through `..data`, which an
 /// update swaps for a new directory; the file itself gets no event of its own.
 #[test]

@@ -93,10 +93,19 @@ async fn add_and_remove_at_runtime_with_defined_outcomes() {
         manager.remove("cache", DEADLINE).await.unwrap_err().kind(),
         ErrorKind::NotFound
     );
+    manager
+        .add(ConnectionConfig::sqlite("kept", dir.path().join("k.db")))
+        .await
+        .unwrap();
     manager.close(DEADLINE).await;
     let err = manager.add(db.config("late")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
     assert!(err.to_string().contains("the manager was closed"), "{err}");
+    // Removing from a closed manager is refused the same way (it returned Ok, as if it had
+    // drained something), and what close left is unchanged.
+    let err = manager.remove("kept", DEADLINE).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
+    assert_eq!(manager.names(), ["kept"]);
 }
 
 /// 64 tasks query through handles taken before the swap while the connection is replaced

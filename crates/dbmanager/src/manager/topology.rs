@@ -215,8 +215,10 @@ impl Manager {
     /// fails with `Closed`. Removing the default connection leaves no default
     /// ([`Manager::default_connection`] is `NoDefault` until [`Manager::set_default`]).
     /// Returns how many pooled connections (its read replicas' included) were still checked
-    /// out at the deadline.
+    /// out at the deadline. On a closed (or closing) manager it is `Closed`, as `add` and
+    /// `replace` are: close already closed every pool, and the registry stays as it was.
     pub async fn remove(&self, name: &str, deadline: Duration) -> Result<u32> {
+        self.check_usable(name, Operation::Close)?;
         let mut removed: Option<Connection> = None;
         self.inner.registry.rcu(|registry| {
             let mut next = Registry::clone(registry);
