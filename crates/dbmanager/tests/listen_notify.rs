@@ -63,6 +63,19 @@ async fn send(listener: &Listener, channel: &str, prefix: &str, count: usize) {
     }
 }
 
+/// Waits until the listeners of `pg` on `manager` have received `count` notifications (read or
+/// still queued).
+async fn wait_received(manager: &Manager, count: u64) {
+    assert!(
+        eventually(PATIENCE, || manager.stats().connections["pg"]
+            .listeners
+            .as_ref()
+            .is_some_and(|l| l.notifications_received == count))
+        .await,
+        "{count} notifications received"
+    );
+}
+
 /// Receives `count` notifications on `channel` and checks they are `prefix-0..count` in order.
 async fn expect_in_order(listener: &mut Listener, channel: &str, prefix: &str, count: usize) {
     for i in 0..count {
@@ -275,15 +288,7 @@ async fn closing_the_manager_with_an_open_stream_returns_and_ends_the_stream(
         items
     });
     handle.notify("c", "one").await.unwrap();
-    assert!(
-        eventually(PATIENCE, || manager.stats().connections["pg"]
-            .listeners
-            .as_ref()
-            .unwrap()
-            .notifications_received
-            == 1)
-        .await
-    );
+    wait_received(&manager, 1).await;
 
     let deadline = Duration::from_secs(2);
     let report = tokio::time::timeout(deadline * 5, manager.close(deadline))
@@ -348,16 +353,7 @@ async fn unlisten_stops_delivery_even_of_queued_notifications(driver: PostgresDr
 
     // Ten notifications on `a` reach the listener (queued, not read), then `a` is dropped.
     send(&listener, "a", "queued", 10).await;
-    let conn = manager.get("pg").unwrap();
-    assert!(
-        eventually(PATIENCE, || conn
-            .stats()
-            .listeners
-            .unwrap()
-            .notifications_received
-            == 10)
-        .await
-    );
+    wait_received(&manager, 10).await;
     listener.unlisten("a").await.unwrap();
     assert_eq!(listener.channels(), vec!["b".to_owned()]);
     send(&listener, "a", "late", 3).await;
@@ -404,17 +400,8 @@ async fn listening_again_after_unlisten_yields_nothing_queued_before(driver: Pos
     let mut listener = manager.listener("pg").await.unwrap();
     listener.listen("again").await.unwrap();
     send(&listener, "again", "old", 5).await;
-    let conn = manager.get("pg").unwrap();
     // Received by the listener, queued, not read.
-    assert!(
-        eventually(PATIENCE, || conn
-            .stats()
-            .listeners
-            .unwrap()
-            .notifications_received
-            == 5)
-        .await
-    );
+    wait_received(&manager, 5).await;
     listener.unlisten("again").await.unwrap();
     listener.listen("again").await.unwrap();
     send(&listener, "again", "new", 3).await;
