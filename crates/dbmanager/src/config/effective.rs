@@ -155,6 +155,25 @@ pub(crate) fn sources(manager: &BTreeMap<String, Node>) -> Sources {
     out
 }
 
+/// Marks the list-valued key at `path` (`[key]` or `[connections, name, key]`) as set by the
+/// override `var`, which replaced the whole list: an empty one (`[]`) has no scalar to say so
+/// and read as written in the document.
+pub(crate) fn listed_by_env(sources: &mut Sources, path: &[String], var: String) {
+    let key = match path {
+        [key] => (None, key.clone()),
+        [connections, name, key] if connections == "connections" => {
+            (Some(name.clone()), key.clone())
+        }
+        _ => return,
+    };
+    let source = sources.entry(key).or_default();
+    source.in_document = false;
+    source.line = None;
+    if !source.env.contains(&var) {
+        source.env.push(var);
+    }
+}
+
 /// Names the `DBMANAGER__...` variables behind each problem whose key an override set: the key
 /// is not in the file, so its path alone would send the reader looking there. Names only,
 /// never values.
@@ -622,5 +641,67 @@ dbmanager:
             .position(|l| l.trim() == "port: 27017")
             .map(|i| i + 1);
         assert_eq!(port, Some((json!(27017), vec![Origin::File { line }])));
+    }
+
+    /// An override that empties a list (`[]`) is the list's origin; it read as the file's,
+    /// since an empty list has no scalar to carry where it came from.
+    #[test]
+    fn a_list_emptied_by_an_override_is_shown_as_the_override_s() {
+        let yaml = "dbmanager:\n  metric_tag_labels: [team]\n  connections:\n    a:\n      type: sqlite\n      filepath: a.db\n      init_sql: [\"SELECT 1\"]\n      tags: {team: data}\n";
+        let env: super::super::EnvSource = [
+            ("DBMANAGER__CONNECTIONS__A__INIT_SQL", "[]"),
+            ("DBMANAGER__METRIC_TAG_LABELS", "[]"),
+        ]
+        .into_iter()
+        .collect();
+        let parsed = super::super::parse_yaml(yaml, &env);
+        assert!(parsed.problems.is_empty(), "{}", parsed.problems);
+        let shown = settings(&parsed.config, &parsed.sources);
+        let origins = |path: &str| {
+            shown
+                .iter()
+                .find(|s| s.path() == path)
+                .map(|s| (s.value.clone(), s.origins.clone()))
+        };
+        for (path, var) in [
+            (
+                "connections.a.init_sql",
+                "DBMANAGER__CONNECTIONS__A__INIT_SQL",
+            ),
+            ("metric_tag_labels", "DBMANAGER__METRIC_TAG_LABELS"),
+        ] {
+            assert_eq!(
+                origins(path),
+                Some((
+                    json!([]),
+                    vec![Origin::Env {
+                        var: var.to_owned()
+                    }]
+                )),
+                "{path}"
+            );
+        }
+        // A list the override fills is its, too; the file's own keys stay the file's.
+        let env: super::super::EnvSource =
+            [("DBMANAGER__CONNECTIONS__A__INIT_SQL", "[\"SELECT 2\"]")]
+                .into_iter()
+                .collect();
+        let parsed = super::super::parse_yaml(yaml, &env);
+        let shown = settings(&parsed.config, &parsed.sources);
+        let init = shown
+            .iter()
+            .find(|s| s.path() == "connections.a.init_sql")
+            .map(|s| s.origins.clone());
+        assert_eq!(
+            init,
+            Some(vec![Origin::Env {
+                var: "DBMANAGER__CONNECTIONS__A__INIT_SQL".to_owned()
+            }])
+        );
+        let tags = shown
+            .iter()
+            .find(|s| s.path() == "connections.a.tags")
+            .map(|s| s.origins.clone());
+        assert_eq!(tags, Some(vec![Origin::File { line: Some(8) }]));
     }
 }

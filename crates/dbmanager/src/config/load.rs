@@ -103,14 +103,18 @@ pub(crate) fn parse(yaml: &str, env: &EnvSource) -> Parsed {
     let mut problems = ConfigProblems::default();
     let mut interpolated = HashSet::new();
     let mut root = parse_root(yaml, &mut problems);
+    let mut env_lists = Vec::new();
     if let Some(root) = root.as_mut() {
-        overlay_env(root, env, &mut problems);
+        env_lists = overlay_env(root, env, &mut problems);
         interpolate(root, env, "", &mut interpolated, &mut problems);
     }
-    let sources = match &root {
+    let mut sources = match &root {
         Some(Node::Map(map)) => effective::sources(map),
         _ => Sources::new(),
     };
+    for (path, var) in env_lists {
+        effective::listed_by_env(&mut sources, &path, var);
+    }
     let (config, broken) = match root {
         Some(Node::Map(map)) => walk_manager(&map, &mut problems),
         _ => (ManagerConfig::default(), HashSet::new()),
@@ -163,7 +167,14 @@ fn parse_root(yaml: &str, problems: &mut ConfigProblems) -> Option<Node> {
 
 /// Folds `DBMANAGER__A__B=value` into the tree at `a.b`. A connection segment matches an existing
 /// connection whose name equals it ignoring case, `-` and `_` (environment names cannot hold `-`).
-fn overlay_env(root: &mut Node, env: &EnvSource, problems: &mut ConfigProblems) {
+/// Returns the list-valued keys the overlay replaced, with the variable that did: an empty list
+/// has no scalar to carry its origin.
+fn overlay_env(
+    root: &mut Node,
+    env: &EnvSource,
+    problems: &mut ConfigProblems,
+) -> Vec<(Vec<String>, String)> {
+    let mut lists = Vec::new();
     let mut vars: Vec<(&String, &String)> = env
         .vars
         .iter()
@@ -209,7 +220,10 @@ fn overlay_env(root: &mut Node, env: &EnvSource, problems: &mut ConfigProblems) 
                 let node = match list_shape(&path) {
                     None => Node::Scalar(Scalar::overridden(value.clone(), name)),
                     Some(shape) => match env_list(value, name, shape) {
-                        Ok(list) => list,
+                        Ok(list) => {
+                            lists.push((path.clone(), name.clone()));
+                            list
+                        }
                         Err(message) => {
                             problems.push(format!("env {name}"), message);
                             break;
@@ -222,6 +236,7 @@ fn overlay_env(root: &mut Node, env: &EnvSource, problems: &mut ConfigProblems) 
             node = map.entry(key).or_insert_with(|| Node::Map(BTreeMap::new()));
         }
     }
+    lists
 }
 
 /// The shape of the list-valued key at `path` (`metric_tag_labels`,
