@@ -122,6 +122,15 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         false
     }
 
+    /// Whether a statement's error may have made the server end the whole transaction while
+    /// the session goes on (MySQL rolls a deadlock victim's back and runs the session's next
+    /// statements in autocommit): the query that tells, run in the session after the error,
+    /// answering one row whose column `ended` is nonzero when the transaction is over.
+    fn ends_transaction(e: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {
+        let _ = e;
+        None
+    }
+
     /// SeaORM on the same pool.
     #[cfg(feature = "sea-orm")]
     fn sea_orm(pool: Pool<Self::DB>) -> sea_orm::DatabaseConnection;
@@ -145,6 +154,44 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
     fn orm_text(sql: String, params: &[Value]) -> String {
         let _ = params;
         sql
+    }
+}
+
+/// Why a transaction is over on the server while its handle is still open: every later
+/// statement and the commit fail with the kind of the error that ended it, instead of running
+/// in autocommit on the session and persisting on their own.
+#[derive(Debug, Clone)]
+pub(crate) struct Ended {
+    kind: ErrorKind,
+    why: String,
+}
+
+impl Ended {
+    /// The query that tells whether `e`, the error of a statement in a transaction, ended
+    /// the transaction (see [`SqlxFlavor::ends_transaction`]); none when it did not.
+    pub(crate) fn question<F: SqlxFlavor>(e: &sqlx::Error) -> Option<&'static str> {
+        e.as_database_error().and_then(|db| F::ends_transaction(db))
+    }
+
+    /// The transaction ended by `e`.
+    pub(crate) fn by<F: SqlxFlavor>(e: &sqlx::Error) -> Ended {
+        Ended {
+            kind: classify::<F>(e),
+            why: format!("the server rolled the transaction back after: {e}"),
+        }
+    }
+
+    pub(crate) fn error(&self, name: &str, operation: Operation) -> Error {
+        Error::database(
+            name,
+            operation,
+            self.kind,
+            format!(
+                "{}; nothing of it is committed and no statement runs on this transaction handle \
+                 any more: run the whole transaction again",
+                self.why
+            ),
+        )
     }
 }
 

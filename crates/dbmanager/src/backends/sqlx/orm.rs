@@ -8,7 +8,7 @@ use sea_orm::{
     ConnectionTrait, DbErr, RuntimeErr, Statement, TransactionTrait as _, Value as OrmValue,
 };
 
-use super::{SqlxFlavor, classify, in_order};
+use super::{Ended, SqlxFlavor, classify, in_order};
 use crate::config::DefaultOrm;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::sql::placeholders::{Target, prepare};
@@ -87,17 +87,25 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
     }
 }
 
-fn error<F: SqlxFlavor>(name: &str, operation: Operation, e: DbErr) -> Error {
-    let kind = match &e {
+/// The sqlx error inside a SeaORM error, if there is one.
+fn sqlx_cause(e: &DbErr) -> Option<&sqlx::Error> {
+    match e {
         DbErr::Conn(RuntimeErr::SqlxError(s))
         | DbErr::Exec(RuntimeErr::SqlxError(s))
-        | DbErr::Query(RuntimeErr::SqlxError(s)) => {
-            if matches!(**s, sqlx::Error::PoolClosed) {
+        | DbErr::Query(RuntimeErr::SqlxError(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn error<F: SqlxFlavor>(name: &str, operation: Operation, e: DbErr) -> Error {
+    let kind = match (&e, sqlx_cause(&e)) {
+        (_, Some(s)) => {
+            if matches!(s, sqlx::Error::PoolClosed) {
                 return Error::closed(name, operation);
             }
             classify::<F>(s)
         }
-        DbErr::ConnectionAcquire(_) => ErrorKind::Transient,
+        (DbErr::ConnectionAcquire(_), None) => ErrorKind::Transient,
         _ => ErrorKind::Query,
     };
     Error::database(name, operation, kind, e)
@@ -337,6 +345,7 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
             Ok(Box::new(SeaOrmTransaction::<F> {
                 name: self.name.clone(),
                 tx,
+                ended: None,
                 flavor: PhantomData,
             }) as Box<dyn SqlTransaction>)
         })
@@ -346,12 +355,54 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
 struct SeaOrmTransaction<F> {
     name: Arc<str>,
     tx: sea_orm::DatabaseTransaction,
+    /// Set when a statement's error made the server end the transaction (see [`Ended`]).
+    ended: Option<Ended>,
     flavor: PhantomData<fn() -> F>,
+}
+
+impl<F: SqlxFlavor> SeaOrmTransaction<F> {
+    /// Refuses to run anything once the server ended the transaction.
+    fn usable(&self, operation: Operation) -> Result<()> {
+        match &self.ended {
+            Some(ended) => Err(ended.error(&self.name, operation)),
+            None => Ok(()),
+        }
+    }
+
+    /// Notes whether a statement's error ended the transaction; returns the error.
+    async fn checked<T>(&mut self, outcome: Result<T>) -> Result<T> {
+        let Err(e) = outcome else {
+            return outcome;
+        };
+        let cause = match &e {
+            Error::Database { source, .. } => source.downcast_ref::<DbErr>().and_then(sqlx_cause),
+            _ => None,
+        };
+        let Some(cause) = cause else {
+            return Err(e);
+        };
+        let ended = match Ended::question::<F>(cause) {
+            None => false,
+            Some(sql) => fetch_all::<F>(&self.name, &self.tx, sql, &[])
+                .await
+                .ok()
+                .and_then(|rows| rows.first().and_then(|row| row.get::<i64>("ended")))
+                .is_some_and(|v| v != 0),
+        };
+        if ended {
+            self.ended = Some(Ended::by::<F>(cause));
+        }
+        Err(e)
+    }
 }
 
 impl<F: SqlxFlavor> SqlTransaction for SeaOrmTransaction<F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(execute::<F>(&self.name, &self.tx, sql, params))
+        Box::pin(async move {
+            self.usable(Operation::Query)?;
+            let outcome = execute::<F>(&self.name, &self.tx, sql, params).await;
+            self.checked(outcome).await
+        })
     }
 
     fn fetch_all<'a>(
@@ -359,11 +410,20 @@ impl<F: SqlxFlavor> SqlTransaction for SeaOrmTransaction<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        Box::pin(fetch_all::<F>(&self.name, &self.tx, sql, params))
+        Box::pin(async move {
+            self.usable(Operation::Query)?;
+            let outcome = fetch_all::<F>(&self.name, &self.tx, sql, params).await;
+            self.checked(outcome).await
+        })
     }
 
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
+            if let Some(ended) = self.ended {
+                // Ends SeaORM's transaction too, so the connection goes back clean.
+                let _ = self.tx.rollback().await;
+                return Err(ended.error(&self.name, Operation::Commit));
+            }
             let name = self.name;
             self.tx
                 .commit()
