@@ -1206,3 +1206,76 @@ async fn a_lock_wait_timeout_ends_the_transaction_only_under_innodb_rollback_on_
         }
     }
 }
+
+/// 4-byte UTF-8 (emoji) round-trips through every layer into a table of the server's default
+/// charset; a `utf8mb3` column refuses it with a clear error instead of storing `?`; and a dsn
+/// whose connection charset would turn it into `?` on reads is refused when loaded.
+#[tokio::test]
+async fn emoji_round_trip_on_every_layer_and_never_become_question_marks() {
+    let db = MysqlTestDb::create();
+    mysql_admin(&format!(
+        "CREATE TABLE `{0}`.m4 (s VARCHAR(20)); \
+         CREATE TABLE `{0}`.m3 (s VARCHAR(20) CHARACTER SET utf8mb3)",
+        db.name
+    ));
+    let text = "a😀é𝄞b";
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = db.config("cs");
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let conn = manager.get("cs").unwrap();
+        let sql = conn.database().unwrap();
+        sql.execute("INSERT INTO m4 VALUES ($1)", &[text.into()])
+            .await
+            .unwrap();
+        let err = sql
+            .execute("INSERT INTO m3 VALUES ($1)", &[text.into()])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Query, "{layer:?}: {err}");
+        assert!(err.to_string().contains("1366"), "{layer:?}: {err}");
+        let row = sql
+            .fetch_one(
+                "SELECT s, (SELECT count(*) FROM m3) AS n FROM m4 WHERE s = $1",
+                &[text.into()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String>("s").as_deref(), Some(text), "{layer:?}");
+        assert_eq!(row.get::<i64>("n"), Some(0), "{layer:?}");
+        let native: String = sqlx::query_scalar("SELECT s FROM m4 LIMIT 1")
+            .fetch_one(&conn.mysql().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(native, text);
+        let orm = conn
+            .sea_orm()
+            .unwrap()
+            .query_one_raw(Statement::from_string(
+                DbBackend::MySql,
+                "SELECT s FROM m4 LIMIT 1",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(orm.try_get::<String>("", "s").unwrap(), text);
+        sql.execute("DELETE FROM m4", &[]).await.unwrap();
+        manager.close(Duration::from_secs(5)).await;
+    }
+    for charset in ["utf8", "utf8mb3", "latin1"] {
+        let c = ConnectionConfig::from_dsn(
+            "d",
+            DatabaseType::Mysql,
+            &format!(
+                "mysql://root@{}:{}/{}?charset={charset}&ssl-mode=disabled",
+                mysql_host(),
+                mysql_port(),
+                db.name
+            ),
+        );
+        let err = Manager::new(fast_config().with_connection(c)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration, "{charset}: {err}");
+        assert!(err.to_string().contains("charset"), "{charset}: {err}");
+    }
+}
