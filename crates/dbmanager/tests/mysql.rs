@@ -1279,3 +1279,44 @@ async fn emoji_round_trip_on_every_layer_and_never_become_question_marks() {
         assert!(err.to_string().contains("charset"), "{charset}: {err}");
     }
 }
+
+/// sqlx keeps up to 100 statements per connection prepared on the server, and the server caps
+/// prepared statements server-wide (`max_prepared_stmt_count`). Once a pool's connections hold
+/// them all, every new statement failed with 1461 for the connection's whole life; the neutral
+/// handle now closes the connection's cached statements and runs the statement once more, in
+/// and outside a transaction.
+#[tokio::test]
+async fn the_servers_prepared_statement_limit_evicts_the_cache_instead_of_failing() {
+    let server = support::mysql::PrivateMariaDb::start_with(&["--max-prepared-stmt-count=4"]);
+    let mut c = server.config("ps");
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let sql = manager.database("ps").unwrap();
+    for i in 0..12i64 {
+        let row = sql
+            .fetch_one(&format!("SELECT {i} + $1 AS v"), &[1i64.into()])
+            .await
+            .unwrap_or_else(|e| panic!("statement {i}: {e}"));
+        assert_eq!(row.get::<i64>("v"), Some(i + 1));
+    }
+    let mut tx = sql.begin().await.unwrap();
+    for i in 0..12i64 {
+        let rows = tx
+            .fetch_all(&format!("SELECT {i} * $1 AS v"), &[2i64.into()])
+            .await
+            .unwrap_or_else(|e| panic!("statement {i} in a transaction: {e}"));
+        assert_eq!(rows[0].get::<i64>("v"), Some(i * 2));
+        tx.execute(&format!("DO {i} + $1"), &[1i64.into()])
+            .await
+            .unwrap_or_else(|e| panic!("execute {i} in a transaction: {e}"));
+    }
+    tx.commit().await.unwrap();
+    let prepared: i64 = server
+        .sql("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'")
+        .parse()
+        .unwrap();
+    assert!(prepared <= 4, "{prepared}");
+    manager.close(Duration::from_secs(5)).await;
+}

@@ -170,6 +170,13 @@ impl SqlxFlavor for My {
         }
     }
 
+    /// 1461: `max_prepared_stmt_count` statements are prepared server-wide (sqlx keeps up to
+    /// 100 per connection in its cache, all prepared on the server).
+    fn statements_exhausted(e: &dyn sqlx::error::DatabaseError) -> bool {
+        e.try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|e| e.number() == 1461)
+    }
+
     async fn session_init(
         probe: &mut MySqlConnection,
         settings: &PoolSettings,

@@ -186,9 +186,16 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
     /// Runs one statement outside a transaction, on a checkout, as is.
     async fn direct<W: Want<F>>(&self, sql: &str, params: &[Value], want: W) -> Result<W::Out> {
         let mut conn = self.checkout().await?;
-        want.run(&mut conn, sql, params, &self.columns, true)
-            .await
-            .map_err(|e| self.failed(Operation::Query, e))
+        match want.run(&mut conn, sql, params, &self.columns, true).await {
+            Ok(out) => Ok(out),
+            Err(e) if statements_exhausted::<F>(&e) => {
+                // Boxed: the cold path does not grow every statement's future.
+                Box::pin(again::<F, W>(&mut conn, sql, params, &self.columns, want))
+                    .await
+                    .map_err(|e| self.failed(Operation::Query, e))
+            }
+            Err(e) => Err(self.failed(Operation::Query, e)),
+        }
     }
 
     /// Runs one statement outside a transaction behind a transaction-mode pooler: on the
@@ -228,6 +235,27 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
             }
         }
     }
+}
+
+/// Whether the server refused to prepare the statement because its prepared statements are
+/// all taken (see [`SqlxFlavor::statements_exhausted`]): nothing ran.
+fn statements_exhausted<F: SqlxFlavor>(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|db| F::statements_exhausted(db))
+}
+
+/// Runs a statement the server refused to prepare once more, after closing the statements
+/// `conn` keeps prepared in its cache (they count against the server's limit, and sqlx's cache
+/// would hold them for the connection's whole life: every new statement on it would fail).
+async fn again<F: SqlxFlavor, W: Want<F>>(
+    conn: &mut <F::DB as sqlx::Database>::Connection,
+    sql: &str,
+    params: &[Value],
+    columns: &ColumnCache,
+    want: W,
+) -> std::result::Result<W::Out, sqlx::Error> {
+    sqlx::Connection::clear_cached_statements(&mut *conn).await?;
+    want.run(conn, sql, params, columns, true).await
 }
 
 /// sqlx 0.9 looks up a type it has not seen on a connection yet (an enum, a composite, an
@@ -351,7 +379,20 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             self.usable(Operation::Query)?;
-            match F::execute(&mut self.tx, sql, params, self.persistent).await {
+            let outcome = match F::execute(&mut self.tx, sql, params, self.persistent).await {
+                Err(e) if statements_exhausted::<F>(&e) => {
+                    Box::pin(again::<F, _>(
+                        &mut self.tx,
+                        sql,
+                        params,
+                        &self.columns,
+                        Affected,
+                    ))
+                    .await
+                }
+                outcome => outcome,
+            };
+            match outcome {
                 Ok(n) => Ok(n),
                 Err(e) => Err(self.statement_failed(e).await),
             }
@@ -365,7 +406,15 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
             self.usable(Operation::Query)?;
-            match F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent).await {
+            let outcome =
+                match F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent).await
+                {
+                    Err(e) if statements_exhausted::<F>(&e) => {
+                        Box::pin(again::<F, _>(&mut self.tx, sql, params, &self.columns, All)).await
+                    }
+                    outcome => outcome,
+                };
+            match outcome {
                 Ok(rows) => Ok(rows),
                 Err(e) => Err(self.statement_failed(e).await),
             }

@@ -33,8 +33,8 @@ use crate::stats::{PoolCounters, PoolGauges};
 
 /// One sqlx database as a backend.
 pub(crate) trait SqlxFlavor: Send + Sync + 'static {
-    /// The sqlx database.
-    type DB: Database;
+    /// The sqlx database (every one keeps a cache of prepared statements per connection).
+    type DB: Database + sqlx::database::HasStatementCache;
 
     /// Classifies the server's error (SQLSTATE, error number, result code).
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind;
@@ -129,6 +129,14 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
     fn ends_transaction(e: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {
         let _ = e;
         None
+    }
+
+    /// Whether the server refused to prepare a statement because its prepared statements
+    /// (server-wide) are all taken; the neutral handle then closes the connection's cached ones
+    /// and runs the statement once more.
+    fn statements_exhausted(e: &dyn sqlx::error::DatabaseError) -> bool {
+        let _ = e;
+        false
     }
 
     /// SeaORM on the same pool.
