@@ -1320,3 +1320,64 @@ async fn the_servers_prepared_statement_limit_evicts_the_cache_instead_of_failin
     assert!(prepared <= 4, "{prepared}");
     manager.close(Duration::from_secs(5)).await;
 }
+
+/// Connections the server closed while idle (`wait_timeout`, 1 s here) are never handed out:
+/// the liveness ping of a checkout finds them, on every layer and for a transaction.
+#[tokio::test]
+async fn connections_the_server_closed_for_wait_timeout_are_replaced_on_every_layer() {
+    let db = MysqlTestDb::create();
+    let mut c = db.config("wt");
+    c.init_sql = vec!["SET SESSION wait_timeout = 1".into()];
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let conn = manager.get("wt").unwrap();
+    let sql = conn.database().unwrap();
+    let gone = |id: i64| {
+        mysql_admin(&format!(
+            "SELECT count(*) FROM information_schema.processlist WHERE id = {id}"
+        )) == "0"
+    };
+    for layer in ["neutral", "native", "sea-orm", "transaction"] {
+        let id: i64 = sql
+            .fetch_one("SELECT CAST(CONNECTION_ID() AS SIGNED) AS id", &[])
+            .await
+            .unwrap()
+            .get("id")
+            .unwrap();
+        assert!(
+            support::eventually(Duration::from_secs(10), || gone(id)).await,
+            "{layer}: the server kept the idle session"
+        );
+        let outcome: Result<(), String> = match layer {
+            "neutral" => sql
+                .execute("SELECT 1", &[])
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "native" => sqlx::query("SELECT 1")
+                .execute(&conn.mysql().unwrap())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "sea-orm" => conn
+                .sea_orm()
+                .unwrap()
+                .execute_unprepared("SELECT 1")
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            _ => async {
+                let mut tx = sql.begin().await?;
+                tx.execute("SELECT 1", &[]).await?;
+                tx.commit().await
+            }
+            .await
+            .map_err(|e: dbmanager::Error| e.to_string()),
+        };
+        outcome.unwrap_or_else(|e| panic!("{layer}: {e}"));
+    }
+    assert!(conn.stats().closed_broken >= 4, "{:?}", conn.stats());
+    manager.close(Duration::from_secs(5)).await;
+}
