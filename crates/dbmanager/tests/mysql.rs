@@ -1267,7 +1267,7 @@ async fn emoji_round_trip_on_every_layer_and_never_become_question_marks() {
         let c = ConnectionConfig::from_dsn(
             "d",
             DatabaseType::Mysql,
-            &format!(
+            format!(
                 "mysql://root@{}:{}/{}?charset={charset}&ssl-mode=disabled",
                 mysql_host(),
                 mysql_port(),

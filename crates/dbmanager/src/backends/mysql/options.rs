@@ -318,7 +318,7 @@ mod tests {
             let c = ConnectionConfig::from_dsn(
                 "m",
                 DatabaseType::Mysql,
-                &format!("mysql://u@h/d?{query}"),
+                format!("mysql://u@h/d?{query}"),
             );
             let credentials = Resolved::from_config(&c);
             async move { connect_options("m", &c, &credentials).await }
