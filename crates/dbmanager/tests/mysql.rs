@@ -1288,37 +1288,52 @@ async fn emoji_round_trip_on_every_layer_and_never_become_question_marks() {
 #[tokio::test]
 async fn the_servers_prepared_statement_limit_evicts_the_cache_instead_of_failing() {
     let server = support::mysql::PrivateMariaDb::start_with(&["--max-prepared-stmt-count=4"]);
-    let mut c = server.config("ps");
-    c.max_open_conns = Some(1);
-    c.max_idle_conns = Some(1);
-    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
-    manager.connect().await.unwrap();
-    let sql = manager.database("ps").unwrap();
-    for i in 0..12i64 {
-        let row = sql
-            .fetch_one(&format!("SELECT {i} + $1 AS v"), &[1i64.into()])
-            .await
-            .unwrap_or_else(|e| panic!("statement {i}: {e}"));
-        assert_eq!(row.get::<i64>("v"), Some(i + 1));
+    let prepared = || -> i64 {
+        server
+            .sql(
+                "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+                 WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'",
+            )
+            .parse()
+            .unwrap()
+    };
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = server.config("ps");
+        c.max_open_conns = Some(1);
+        c.max_idle_conns = Some(1);
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let sql = manager.database("ps").unwrap();
+        for i in 0..12i64 {
+            let row = sql
+                .fetch_one(&format!("SELECT {i} + $1 AS v"), &[1i64.into()])
+                .await
+                .unwrap_or_else(|e| panic!("{layer:?}: statement {i}: {e}"));
+            assert_eq!(row.get::<i64>("v"), Some(i + 1));
+            sql.execute(&format!("DO {i} - $1"), &[1i64.into()])
+                .await
+                .unwrap_or_else(|e| panic!("{layer:?}: execute {i}: {e}"));
+        }
+        // In a transaction the native layer frees its own connection's statements (SeaORM's
+        // transaction does not give its connection out).
+        if layer == DefaultOrm::Native {
+            let mut tx = sql.begin().await.unwrap();
+            for i in 0..12i64 {
+                let rows = tx
+                    .fetch_all(&format!("SELECT {i} * $1 AS v"), &[2i64.into()])
+                    .await
+                    .unwrap_or_else(|e| panic!("statement {i} in a transaction: {e}"));
+                assert_eq!(rows[0].get::<i64>("v"), Some(i * 2));
+                tx.execute(&format!("DO {i} + $1"), &[1i64.into()])
+                    .await
+                    .unwrap_or_else(|e| panic!("execute {i} in a transaction: {e}"));
+            }
+            tx.commit().await.unwrap();
+        }
+        assert!(prepared() <= 4, "{layer:?}: {}", prepared());
+        manager.close(Duration::from_secs(5)).await;
     }
-    let mut tx = sql.begin().await.unwrap();
-    for i in 0..12i64 {
-        let rows = tx
-            .fetch_all(&format!("SELECT {i} * $1 AS v"), &[2i64.into()])
-            .await
-            .unwrap_or_else(|e| panic!("statement {i} in a transaction: {e}"));
-        assert_eq!(rows[0].get::<i64>("v"), Some(i * 2));
-        tx.execute(&format!("DO {i} + $1"), &[1i64.into()])
-            .await
-            .unwrap_or_else(|e| panic!("execute {i} in a transaction: {e}"));
-    }
-    tx.commit().await.unwrap();
-    let prepared: i64 = server
-        .sql("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'")
-        .parse()
-        .unwrap();
-    assert!(prepared <= 4, "{prepared}");
-    manager.close(Duration::from_secs(5)).await;
 }
 
 /// Connections the server closed while idle (`wait_timeout`, 1 s here) are never handed out:

@@ -481,6 +481,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(
             name.clone(),
             orm.clone(),
+            pool.clone(),
             plan.per_transaction.as_ref().map(PerTransaction::orm_setup),
         )),
         #[cfg(feature = "sea-orm")]
@@ -522,6 +523,7 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(
             name.clone(),
             orm.clone(),
+            pool.clone(),
             None,
         )),
         #[cfg(feature = "sea-orm")]

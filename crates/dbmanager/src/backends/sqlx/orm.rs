@@ -15,9 +15,12 @@ use crate::sql::placeholders::{Target, prepare};
 use crate::sql::{Row, Value};
 use crate::sql::{SqlExecutor, SqlTransaction};
 
-pub(super) struct SeaOrmExecutor<F> {
+pub(super) struct SeaOrmExecutor<F: SqlxFlavor> {
     name: Arc<str>,
     db: sea_orm::DatabaseConnection,
+    /// The pool under `db`, whose connections' cached statements are closed when the server
+    /// has no prepared statement left (see [`SqlxFlavor::statements_exhausted`]).
+    pool: sqlx::Pool<F::DB>,
     /// Behind a transaction-mode pooler: what every transaction runs first, and every
     /// statement runs in a transaction (see `PerTransaction`).
     setup: Option<Arc<str>>,
@@ -28,11 +31,13 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
     pub(super) fn new(
         name: Arc<str>,
         db: sea_orm::DatabaseConnection,
+        pool: sqlx::Pool<F::DB>,
         setup: Option<Arc<str>>,
     ) -> Self {
         Self {
             name,
             db,
+            pool,
             setup,
             flavor: PhantomData,
         }
@@ -68,6 +73,49 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
                 Err(e)
             }
         }
+    }
+
+    /// Whether `outcome` failed because the server has no prepared statement left; if so, a
+    /// pooled connection's cached statements are closed first (they count against the
+    /// server-wide limit, which makes any connection's a good choice), so the statement may
+    /// run once more. Cold: boxed by the callers.
+    async fn freed_statements<T>(&self, outcome: &Result<T>) -> bool {
+        let exhausted = match outcome {
+            Err(Error::Database { source, .. }) => source
+                .downcast_ref::<DbErr>()
+                .and_then(sqlx_cause)
+                .and_then(|e| e.as_database_error())
+                .is_some_and(|db| F::statements_exhausted(db)),
+            _ => false,
+        };
+        if !exhausted {
+            return false;
+        }
+        match self.pool.acquire().await {
+            Ok(mut conn) => sqlx::Connection::clear_cached_statements(&mut *conn)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// A statement outside a transaction; once more after the server ran out of prepared
+    /// statements (see [`Self::freed_statements`]).
+    async fn direct_execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        let outcome = execute::<F>(&self.name, &self.db, sql, params).await;
+        if outcome.is_ok() || !Box::pin(self.freed_statements(&outcome)).await {
+            return outcome;
+        }
+        execute::<F>(&self.name, &self.db, sql, params).await
+    }
+
+    /// Like [`Self::direct_execute`], for a query.
+    async fn direct_fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let outcome = fetch_all::<F>(&self.name, &self.db, sql, params).await;
+        if outcome.is_ok() || !Box::pin(self.freed_statements(&outcome)).await {
+            return outcome;
+        }
+        fetch_all::<F>(&self.name, &self.db, sql, params).await
     }
 
     /// Runs a statement outside a transaction behind a transaction-mode pooler: in a
@@ -300,7 +348,7 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
 
     fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         match self.setup {
-            None => Box::pin(execute::<F>(&self.name, &self.db, sql, params)),
+            None => Box::pin(self.direct_execute(sql, params)),
             Some(_) => Box::pin(self.standalone_execute(sql, params)),
         }
     }
@@ -311,7 +359,7 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         match self.setup {
-            None => Box::pin(fetch_all::<F>(&self.name, &self.db, sql, params)),
+            None => Box::pin(self.direct_fetch_all(sql, params)),
             Some(_) => Box::pin(self.standalone_fetch_all(sql, params)),
         }
     }
@@ -323,12 +371,11 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
         match self.setup {
-            None => Box::pin(async move {
-                Ok(fetch_all::<F>(&self.name, &self.db, sql, params)
-                    .await?
-                    .into_iter()
-                    .next())
-            }),
+            None => {
+                Box::pin(
+                    async move { Ok(self.direct_fetch_all(sql, params).await?.into_iter().next()) },
+                )
+            }
             Some(_) => Box::pin(async move {
                 Ok(self
                     .standalone_fetch_all(sql, params)
