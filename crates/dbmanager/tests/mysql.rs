@@ -1019,3 +1019,380 @@ async fn zero_dates_are_an_error_not_null() {
         manager.close(Duration::from_secs(5)).await;
     }
 }
+
+/// Sessions of `db` in the middle of an `UPDATE` now (MariaDB's `innodb_trx` shows a
+/// prepared statement waiting for a row lock as `RUNNING`, its processlist as `Updating`).
+fn updating(db: &MysqlTestDb) -> i64 {
+    mysql_admin(&format!(
+        "SELECT count(*) FROM information_schema.processlist \
+         WHERE state = 'Updating' AND db = {}",
+        mysql_quote(&db.name)
+    ))
+    .parse()
+    .unwrap_or(-1)
+}
+
+/// A deadlock (1213) rolls the victim's whole transaction back on the server, which then runs
+/// the session's next statements in autocommit. Through the neutral handle (either layer) the
+/// victim's later statements and its commit must fail with the deadlock's kind (transient: run
+/// the whole transaction again) instead of persisting on their own and "committing".
+#[tokio::test]
+async fn a_deadlock_ends_the_transaction_for_its_later_statements_and_commit() {
+    let db = MysqlTestDb::create();
+    mysql_admin(&format!(
+        "CREATE TABLE `{0}`.t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; \
+         INSERT INTO `{0}`.t VALUES (1, 0), (2, 0); \
+         CREATE TABLE `{0}`.log (what VARCHAR(40)) ENGINE=InnoDB",
+        db.name
+    ));
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = db.config("dl");
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let sql = manager.database("dl").unwrap();
+        let mut first = sql.begin().await.unwrap();
+        first
+            .execute("UPDATE t SET v = v + 1 WHERE id = $1", &[1i64.into()])
+            .await
+            .unwrap();
+        let mut second = sql.begin().await.unwrap();
+        second
+            .execute("UPDATE t SET v = v + 1 WHERE id = $1", &[2i64.into()])
+            .await
+            .unwrap();
+        // `first` waits for `second`'s row, then `second` asks for `first`'s: one of them is
+        // the deadlock's victim.
+        let waiting = tokio::spawn(async move {
+            let outcome = first
+                .execute("UPDATE t SET v = v + 1 WHERE id = $1", &[2i64.into()])
+                .await;
+            (first, outcome)
+        });
+        assert!(
+            support::eventually(Duration::from_secs(10), || updating(&db) == 1).await,
+            "{layer:?}: the first transaction never waited for the lock"
+        );
+        let second_outcome = second
+            .execute("UPDATE t SET v = v + 1 WHERE id = $1", &[1i64.into()])
+            .await;
+        let (first, first_outcome) = waiting.await.unwrap();
+        let ((mut victim, error), (mut survivor, ())) = match (first_outcome, second_outcome) {
+            (Err(e), Ok(_)) => ((first, e), (second, ())),
+            (Ok(_), Err(e)) => ((second, e), (first, ())),
+            other => panic!("{layer:?}: expected one deadlock victim, got {other:?}"),
+        };
+        assert_eq!(error.kind(), ErrorKind::Transient, "{layer:?}: {error}");
+        assert!(error.to_string().contains("1213") || error.to_string().contains("Deadlock"));
+
+        // The victim's transaction is gone: a later statement must not run on its own.
+        let later = victim
+            .execute(
+                "INSERT INTO log VALUES ($1)",
+                &["after the deadlock".into()],
+            )
+            .await;
+        let later_err = later.expect_err("a statement after the deadlock must fail");
+        assert_eq!(
+            later_err.kind(),
+            ErrorKind::Transient,
+            "{layer:?}: {later_err}"
+        );
+        let commit_err = victim.commit().await.expect_err("the commit must fail");
+        assert_eq!(
+            commit_err.kind(),
+            ErrorKind::Transient,
+            "{layer:?}: {commit_err}"
+        );
+        assert!(
+            commit_err
+                .to_string()
+                .contains("run the whole transaction again"),
+            "{layer:?}: {commit_err}"
+        );
+
+        survivor
+            .execute("INSERT INTO log VALUES ($1)", &["survivor".into()])
+            .await
+            .unwrap();
+        survivor.commit().await.unwrap();
+        let logged = sql
+            .fetch_all("SELECT what FROM log ORDER BY what", &[])
+            .await
+            .unwrap();
+        let logged: Vec<String> = logged.iter().filter_map(|r| r.get("what")).collect();
+        assert_eq!(logged, ["survivor"], "{layer:?}");
+        // The victim's connection went back clean: no transaction left open on it.
+        let open_transactions = || {
+            mysql_admin(&format!(
+                "SELECT count(*) FROM information_schema.innodb_trx t \
+                 JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id \
+                 WHERE p.db = {}",
+                mysql_quote(&db.name)
+            ))
+        };
+        assert!(
+            support::eventually(Duration::from_secs(5), || open_transactions() == "0").await,
+            "{layer:?}: a transaction stayed open"
+        );
+        sql.execute("DELETE FROM log", &[]).await.unwrap();
+        manager.close(Duration::from_secs(5)).await;
+    }
+}
+
+/// A lock wait timeout (1205) rolls back only the statement, unless the server runs with
+/// `innodb_rollback_on_timeout`, where it rolls back the whole transaction like a deadlock:
+/// the handle follows the server's setting (the transaction goes on, or it is over).
+#[tokio::test]
+async fn a_lock_wait_timeout_ends_the_transaction_only_under_innodb_rollback_on_timeout() {
+    let shared = MysqlTestDb::create();
+    let private = support::mysql::PrivateMariaDb::start_with(&["--innodb-rollback-on-timeout"]);
+    let setup = "CREATE TABLE t (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; \
+                 INSERT INTO t VALUES (1, 0); \
+                 CREATE TABLE log (what VARCHAR(40)) ENGINE=InnoDB";
+    mysql_admin(&format!("USE `{}`; {setup}", shared.name));
+    private.sql(&format!("USE test; {setup}"));
+    for (mut c, rolls_back) in [(shared.config("lw"), false), (private.config("lw"), true)] {
+        for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+            c.default_orm = layer;
+            let manager = Manager::new(fast_config().with_connection(c.clone())).unwrap();
+            manager.connect().await.unwrap();
+            let sql = manager.database("lw").unwrap();
+            let mut holder = sql.begin().await.unwrap();
+            holder
+                .execute("UPDATE t SET v = v + 1 WHERE id = 1", &[])
+                .await
+                .unwrap();
+            let mut waiter = sql.begin().await.unwrap();
+            waiter
+                .execute("SET SESSION innodb_lock_wait_timeout = 1", &[])
+                .await
+                .unwrap();
+            waiter
+                .execute("INSERT INTO log VALUES ($1)", &["before".into()])
+                .await
+                .unwrap();
+            let err = waiter
+                .execute("UPDATE t SET v = v + 1 WHERE id = 1", &[])
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Transient, "{layer:?}: {err}");
+            assert!(err.to_string().contains("1205"), "{layer:?}: {err}");
+            let later = waiter
+                .execute("INSERT INTO log VALUES ($1)", &["after".into()])
+                .await;
+            let committed = waiter.commit().await;
+            holder.rollback().await.unwrap();
+            let logged: Vec<String> = sql
+                .fetch_all("SELECT what FROM log ORDER BY what", &[])
+                .await
+                .unwrap()
+                .iter()
+                .filter_map(|r| r.get("what"))
+                .collect();
+            if rolls_back {
+                let later = later.expect_err("the transaction is over");
+                assert_eq!(later.kind(), ErrorKind::Transient, "{layer:?}: {later}");
+                let committed = committed.expect_err("nothing to commit");
+                assert_eq!(committed.kind(), ErrorKind::Transient, "{layer:?}");
+                assert!(logged.is_empty(), "{layer:?}: {logged:?}");
+            } else {
+                later.unwrap();
+                committed.unwrap();
+                assert_eq!(logged, ["after", "before"], "{layer:?}");
+            }
+            sql.execute("DELETE FROM log", &[]).await.unwrap();
+            manager.close(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// 4-byte UTF-8 (emoji) round-trips through every layer into a table of the server's default
+/// charset; a `utf8mb3` column refuses it with a clear error instead of storing `?`; and a dsn
+/// whose connection charset would turn it into `?` on reads is refused when loaded.
+#[tokio::test]
+async fn emoji_round_trip_on_every_layer_and_never_become_question_marks() {
+    let db = MysqlTestDb::create();
+    mysql_admin(&format!(
+        "CREATE TABLE `{0}`.m4 (s VARCHAR(20)); \
+         CREATE TABLE `{0}`.m3 (s VARCHAR(20) CHARACTER SET utf8mb3)",
+        db.name
+    ));
+    let text = "a😀é𝄞b";
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = db.config("cs");
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let conn = manager.get("cs").unwrap();
+        let sql = conn.database().unwrap();
+        sql.execute("INSERT INTO m4 VALUES ($1)", &[text.into()])
+            .await
+            .unwrap();
+        let err = sql
+            .execute("INSERT INTO m3 VALUES ($1)", &[text.into()])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Query, "{layer:?}: {err}");
+        assert!(err.to_string().contains("1366"), "{layer:?}: {err}");
+        let row = sql
+            .fetch_one(
+                "SELECT s, (SELECT count(*) FROM m3) AS n FROM m4 WHERE s = $1",
+                &[text.into()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<String>("s").as_deref(), Some(text), "{layer:?}");
+        assert_eq!(row.get::<i64>("n"), Some(0), "{layer:?}");
+        let native: String = sqlx::query_scalar("SELECT s FROM m4 LIMIT 1")
+            .fetch_one(&conn.mysql().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(native, text);
+        let orm = conn
+            .sea_orm()
+            .unwrap()
+            .query_one_raw(Statement::from_string(
+                DbBackend::MySql,
+                "SELECT s FROM m4 LIMIT 1",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(orm.try_get::<String>("", "s").unwrap(), text);
+        sql.execute("DELETE FROM m4", &[]).await.unwrap();
+        manager.close(Duration::from_secs(5)).await;
+    }
+    for charset in ["utf8", "utf8mb3", "latin1"] {
+        let c = ConnectionConfig::from_dsn(
+            "d",
+            DatabaseType::Mysql,
+            format!(
+                "mysql://root@{}:{}/{}?charset={charset}&ssl-mode=disabled",
+                mysql_host(),
+                mysql_port(),
+                db.name
+            ),
+        );
+        let err = Manager::new(fast_config().with_connection(c)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration, "{charset}: {err}");
+        assert!(err.to_string().contains("charset"), "{charset}: {err}");
+    }
+}
+
+/// sqlx keeps up to 100 statements per connection prepared on the server, and the server caps
+/// prepared statements server-wide (`max_prepared_stmt_count`). Once a pool's connections hold
+/// them all, every new statement failed with 1461 for the connection's whole life; the neutral
+/// handle now closes the connection's cached statements and runs the statement once more, in
+/// and outside a transaction.
+#[tokio::test]
+async fn the_servers_prepared_statement_limit_evicts_the_cache_instead_of_failing() {
+    let server = support::mysql::PrivateMariaDb::start_with(&["--max-prepared-stmt-count=4"]);
+    let prepared = || -> i64 {
+        server
+            .sql(
+                "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+                 WHERE VARIABLE_NAME = 'PREPARED_STMT_COUNT'",
+            )
+            .parse()
+            .unwrap()
+    };
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let mut c = server.config("ps");
+        c.max_open_conns = Some(1);
+        c.max_idle_conns = Some(1);
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let sql = manager.database("ps").unwrap();
+        for i in 0..12i64 {
+            let row = sql
+                .fetch_one(&format!("SELECT {i} + $1 AS v"), &[1i64.into()])
+                .await
+                .unwrap_or_else(|e| panic!("{layer:?}: statement {i}: {e}"));
+            assert_eq!(row.get::<i64>("v"), Some(i + 1));
+            sql.execute(&format!("DO {i} - $1"), &[1i64.into()])
+                .await
+                .unwrap_or_else(|e| panic!("{layer:?}: execute {i}: {e}"));
+        }
+        // In a transaction the native layer frees its own connection's statements (SeaORM's
+        // transaction does not give its connection out).
+        if layer == DefaultOrm::Native {
+            let mut tx = sql.begin().await.unwrap();
+            for i in 0..12i64 {
+                let rows = tx
+                    .fetch_all(&format!("SELECT {i} * $1 AS v"), &[2i64.into()])
+                    .await
+                    .unwrap_or_else(|e| panic!("statement {i} in a transaction: {e}"));
+                assert_eq!(rows[0].get::<i64>("v"), Some(i * 2));
+                tx.execute(&format!("DO {i} + $1"), &[1i64.into()])
+                    .await
+                    .unwrap_or_else(|e| panic!("execute {i} in a transaction: {e}"));
+            }
+            tx.commit().await.unwrap();
+        }
+        assert!(prepared() <= 4, "{layer:?}: {}", prepared());
+        manager.close(Duration::from_secs(5)).await;
+    }
+}
+
+/// Connections the server closed while idle (`wait_timeout`, 1 s here) are never handed out:
+/// the liveness ping of a checkout finds them, on every layer and for a transaction.
+#[tokio::test]
+async fn connections_the_server_closed_for_wait_timeout_are_replaced_on_every_layer() {
+    let db = MysqlTestDb::create();
+    let mut c = db.config("wt");
+    c.init_sql = vec!["SET SESSION wait_timeout = 1".into()];
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let conn = manager.get("wt").unwrap();
+    let sql = conn.database().unwrap();
+    let gone = |id: i64| {
+        mysql_admin(&format!(
+            "SELECT count(*) FROM information_schema.processlist WHERE id = {id}"
+        )) == "0"
+    };
+    for layer in ["neutral", "native", "sea-orm", "transaction"] {
+        let id: i64 = sql
+            .fetch_one("SELECT CAST(CONNECTION_ID() AS SIGNED) AS id", &[])
+            .await
+            .unwrap()
+            .get("id")
+            .unwrap();
+        assert!(
+            support::eventually(Duration::from_secs(10), || gone(id)).await,
+            "{layer}: the server kept the idle session"
+        );
+        let outcome: Result<(), String> = match layer {
+            "neutral" => sql
+                .execute("SELECT 1", &[])
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "native" => sqlx::query("SELECT 1")
+                .execute(&conn.mysql().unwrap())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            "sea-orm" => conn
+                .sea_orm()
+                .unwrap()
+                .execute_unprepared("SELECT 1")
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            _ => async {
+                let mut tx = sql.begin().await?;
+                tx.execute("SELECT 1", &[]).await?;
+                tx.commit().await
+            }
+            .await
+            .map_err(|e: dbmanager::Error| e.to_string()),
+        };
+        outcome.unwrap_or_else(|e| panic!("{layer}: {e}"));
+    }
+    assert!(conn.stats().closed_broken >= 4, "{:?}", conn.stats());
+    manager.close(Duration::from_secs(5)).await;
+}

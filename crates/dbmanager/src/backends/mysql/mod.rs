@@ -158,6 +158,25 @@ impl SqlxFlavor for My {
             .is_some_and(|e| matches!(e.number(), 1290 | 1792 | 1836 | 1053 | 1927))
     }
 
+    /// A deadlock (1213) and a full lock table (1206) roll the whole transaction back (the
+    /// answer is known: one round trip, only after such an error); a lock wait timeout (1205)
+    /// only the statement, unless `innodb_rollback_on_timeout` is on. The session then runs its
+    /// next statements in autocommit.
+    fn ends_transaction(e: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {
+        match e.try_downcast_ref::<MySqlDatabaseError>()?.number() {
+            1213 | 1206 => Some("SELECT 1 AS ended"),
+            1205 => Some("SELECT CAST(@@global.innodb_rollback_on_timeout AS SIGNED) AS ended"),
+            _ => None,
+        }
+    }
+
+    /// 1461: `max_prepared_stmt_count` statements are prepared server-wide (sqlx keeps up to
+    /// 100 per connection in its cache, all prepared on the server).
+    fn statements_exhausted(e: &dyn sqlx::error::DatabaseError) -> bool {
+        e.try_downcast_ref::<MySqlDatabaseError>()
+            .is_some_and(|e| e.number() == 1461)
+    }
+
     async fn session_init(
         probe: &mut MySqlConnection,
         settings: &PoolSettings,

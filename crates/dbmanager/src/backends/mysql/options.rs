@@ -97,8 +97,37 @@ pub(super) fn dsn_options(name: &str, url: &SecretString) -> Result<MySqlConnect
         ));
     }
     dsn::check_query(name, url, QuerySyntax::Url, DSN_PARAMETERS)?;
-    MySqlConnectOptions::from_str(url.expose_secret())
-        .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))
+    let options = MySqlConnectOptions::from_str(url.expose_secret())
+        .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))?;
+    check_charset(name, &options)?;
+    Ok(options)
+}
+
+/// sqlx sends and reads text as UTF-8 whatever the session's character set: over `utf8`
+/// (`utf8mb3`) every 4-byte character (emoji) read back is a silent `?` and writing one fails,
+/// over `latin1` and the like text is stored double-encoded and read as `?`. Only `utf8mb4` (with
+/// a `utf8mb4_...` collation) keeps text as written.
+fn check_charset(name: &str, options: &MySqlConnectOptions) -> Result<()> {
+    if !options.get_charset().eq_ignore_ascii_case("utf8mb4") {
+        return Err(config_error(
+            name,
+            "dsn: `charset` must be utf8mb4: sqlx reads and writes text as UTF-8, and another \
+             connection character set turns characters it lacks (emoji in utf8/utf8mb3) into `?`",
+        ));
+    }
+    let utf8mb4_collation = options.get_collation().is_none_or(|collation| {
+        collation
+            .get(..8)
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case("utf8mb4_"))
+    });
+    if !utf8mb4_collation {
+        return Err(config_error(
+            name,
+            "dsn: `collation` must be a utf8mb4 collation (`utf8mb4_...`), as the connection's \
+             character set is utf8mb4",
+        ));
+    }
+    Ok(())
 }
 
 /// The driver options: the `dsn` (its query parameters checked first) or the structured fields;
@@ -279,6 +308,40 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("`pasword`"), "{err}");
         assert!(!err.to_string().contains("Val-Hidden"), "{err}");
+    }
+
+    /// A connection character set other than utf8mb4 loses 4-byte characters as `?` (sqlx
+    /// reads and writes UTF-8 whatever the session's charset): refused, naming the parameter.
+    #[tokio::test]
+    async fn only_a_utf8mb4_connection_charset_is_accepted() {
+        let options = |query: &str| {
+            let c = ConnectionConfig::from_dsn(
+                "m",
+                DatabaseType::Mysql,
+                format!("mysql://u@h/d?{query}"),
+            );
+            let credentials = Resolved::from_config(&c);
+            async move { connect_options("m", &c, &credentials).await }
+        };
+        for ok in [
+            "",
+            "charset=utf8mb4",
+            "charset=UTF8MB4",
+            "charset=utf8mb4&collation=utf8mb4_unicode_ci",
+        ] {
+            options(ok).await.unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for (bad, parameter) in [
+            ("charset=utf8", "`charset`"),
+            ("charset=utf8mb3", "`charset`"),
+            ("charset=latin1", "`charset`"),
+            ("collation=utf8mb3_general_ci", "`collation`"),
+            ("charset=utf8mb4&collation=latin1_swedish_ci", "`collation`"),
+        ] {
+            let err = options(bad).await.unwrap_err();
+            assert_eq!(err.kind(), crate::error::ErrorKind::Configuration, "{bad}");
+            assert!(err.to_string().contains(parameter), "{bad}: {err}");
+        }
     }
 
     #[test]

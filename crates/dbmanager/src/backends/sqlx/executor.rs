@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use sqlx::{AssertSqlSafe, Pool};
 
 use super::rows::ColumnCache;
-use super::{SqlxFlavor, sqlx_error};
+use super::{Ended, SqlxFlavor, sqlx_error};
 use crate::config::DefaultOrm;
 use crate::error::{Operation, Result};
 use crate::sql::{Row, Value};
@@ -186,9 +186,16 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
     /// Runs one statement outside a transaction, on a checkout, as is.
     async fn direct<W: Want<F>>(&self, sql: &str, params: &[Value], want: W) -> Result<W::Out> {
         let mut conn = self.checkout().await?;
-        want.run(&mut conn, sql, params, &self.columns, true)
-            .await
-            .map_err(|e| self.failed(Operation::Query, e))
+        match want.run(&mut conn, sql, params, &self.columns, true).await {
+            Ok(out) => Ok(out),
+            Err(e) if statements_exhausted::<F>(&e) => {
+                // Boxed: the cold path does not grow every statement's future.
+                Box::pin(again::<F, W>(&mut conn, sql, params, &self.columns, want))
+                    .await
+                    .map_err(|e| self.failed(Operation::Query, e))
+            }
+            Err(e) => Err(self.failed(Operation::Query, e)),
+        }
     }
 
     /// Runs one statement outside a transaction behind a transaction-mode pooler: on the
@@ -228,6 +235,27 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
             }
         }
     }
+}
+
+/// Whether the server refused to prepare the statement because its prepared statements are
+/// all taken (see [`SqlxFlavor::statements_exhausted`]): nothing ran.
+fn statements_exhausted<F: SqlxFlavor>(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|db| F::statements_exhausted(db))
+}
+
+/// Runs a statement the server refused to prepare once more, after closing the statements
+/// `conn` keeps prepared in its cache (they count against the server's limit, and sqlx's cache
+/// would hold them for the connection's whole life: every new statement on it would fail).
+async fn again<F: SqlxFlavor, W: Want<F>>(
+    conn: &mut <F::DB as sqlx::Database>::Connection,
+    sql: &str,
+    params: &[Value],
+    columns: &ColumnCache,
+    want: W,
+) -> std::result::Result<W::Out, sqlx::Error> {
+    sqlx::Connection::clear_cached_statements(&mut *conn).await?;
+    want.run(conn, sql, params, columns, true).await
 }
 
 /// sqlx 0.9 looks up a type it has not seen on a connection yet (an enum, a composite, an
@@ -291,6 +319,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
                 columns: self.columns.clone(),
                 persistent: self.begin.is_none(),
                 failover: self.failover.clone(),
+                ended: None,
             }) as Box<dyn SqlTransaction>)
         })
     }
@@ -304,9 +333,39 @@ struct SqlxTransaction<F: SqlxFlavor> {
     /// False behind a transaction-mode pooler: statements use the unnamed prepared statement.
     persistent: bool,
     failover: Option<Arc<super::failover::Failover<F>>>,
+    /// Set when a statement's error made the server end the transaction (see [`Ended`]).
+    ended: Option<Ended>,
 }
 
 impl<F: SqlxFlavor> SqlxTransaction<F> {
+    /// Refuses to run anything once the server ended the transaction.
+    fn usable(&self, operation: Operation) -> Result<()> {
+        match &self.ended {
+            Some(ended) => Err(ended.error(&self.name, operation)),
+            None => Ok(()),
+        }
+    }
+
+    /// A statement's error: whether it ended the transaction is noted first.
+    async fn statement_failed(&mut self, e: sqlx::Error) -> crate::error::Error {
+        let ended = match Ended::question::<F>(&e) {
+            None => false,
+            Some(sql) => {
+                let columns = ColumnCache::default();
+                F::fetch_optional(&mut self.tx, sql, &[], &columns, self.persistent)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|row| row.get::<i64>("ended"))
+                    .is_some_and(|v| v != 0)
+            }
+        };
+        if ended {
+            self.ended = Some(Ended::by::<F>(&e));
+        }
+        self.failed(Operation::Query, e)
+    }
+
     /// A statement's error, after telling the server list of it.
     fn failed(&self, operation: Operation, e: sqlx::Error) -> crate::error::Error {
         if let Some(failover) = &self.failover {
@@ -319,9 +378,24 @@ impl<F: SqlxFlavor> SqlxTransaction<F> {
 impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            F::execute(&mut self.tx, sql, params, self.persistent)
-                .await
-                .map_err(|e| self.failed(Operation::Query, e))
+            self.usable(Operation::Query)?;
+            let outcome = match F::execute(&mut self.tx, sql, params, self.persistent).await {
+                Err(e) if statements_exhausted::<F>(&e) => {
+                    Box::pin(again::<F, _>(
+                        &mut self.tx,
+                        sql,
+                        params,
+                        &self.columns,
+                        Affected,
+                    ))
+                    .await
+                }
+                outcome => outcome,
+            };
+            match outcome {
+                Ok(n) => Ok(n),
+                Err(e) => Err(self.statement_failed(e).await),
+            }
         })
     }
 
@@ -331,14 +405,29 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
-            F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent)
-                .await
-                .map_err(|e| self.failed(Operation::Query, e))
+            self.usable(Operation::Query)?;
+            let outcome =
+                match F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent).await
+                {
+                    Err(e) if statements_exhausted::<F>(&e) => {
+                        Box::pin(again::<F, _>(&mut self.tx, sql, params, &self.columns, All)).await
+                    }
+                    outcome => outcome,
+                };
+            match outcome {
+                Ok(rows) => Ok(rows),
+                Err(e) => Err(self.statement_failed(e).await),
+            }
         })
     }
 
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
+            if let Some(ended) = self.ended {
+                // Ends sqlx's transaction too, so the connection goes back to the pool clean.
+                let _ = self.tx.rollback().await;
+                return Err(ended.error(&self.name, Operation::Commit));
+            }
             let (name, failover) = (self.name, self.failover);
             self.tx.commit().await.map_err(|e| {
                 if let Some(failover) = &failover {

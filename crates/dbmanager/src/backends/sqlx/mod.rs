@@ -33,8 +33,8 @@ use crate::stats::{PoolCounters, PoolGauges};
 
 /// One sqlx database as a backend.
 pub(crate) trait SqlxFlavor: Send + Sync + 'static {
-    /// The sqlx database.
-    type DB: Database;
+    /// The sqlx database (every one keeps a cache of prepared statements per connection).
+    type DB: Database + sqlx::database::HasStatementCache;
 
     /// Classifies the server's error (SQLSTATE, error number, result code).
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind;
@@ -122,6 +122,23 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         false
     }
 
+    /// Whether a statement's error may have made the server end the whole transaction while
+    /// the session goes on (MySQL rolls a deadlock victim's back and runs the session's next
+    /// statements in autocommit): the query that tells, run in the session after the error,
+    /// answering one row whose column `ended` is nonzero when the transaction is over.
+    fn ends_transaction(e: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {
+        let _ = e;
+        None
+    }
+
+    /// Whether the server refused to prepare a statement because its prepared statements
+    /// (server-wide) are all taken; the neutral handle then closes the connection's cached ones
+    /// and runs the statement once more.
+    fn statements_exhausted(e: &dyn sqlx::error::DatabaseError) -> bool {
+        let _ = e;
+        false
+    }
+
     /// SeaORM on the same pool.
     #[cfg(feature = "sea-orm")]
     fn sea_orm(pool: Pool<Self::DB>) -> sea_orm::DatabaseConnection;
@@ -145,6 +162,44 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
     fn orm_text(sql: String, params: &[Value]) -> String {
         let _ = params;
         sql
+    }
+}
+
+/// Why a transaction is over on the server while its handle is still open: every later
+/// statement and the commit fail with the kind of the error that ended it, instead of running
+/// in autocommit on the session and persisting on their own.
+#[derive(Debug, Clone)]
+pub(crate) struct Ended {
+    kind: ErrorKind,
+    why: String,
+}
+
+impl Ended {
+    /// The query that tells whether `e`, the error of a statement in a transaction, ended
+    /// the transaction (see [`SqlxFlavor::ends_transaction`]); none when it did not.
+    pub(crate) fn question<F: SqlxFlavor>(e: &sqlx::Error) -> Option<&'static str> {
+        e.as_database_error().and_then(|db| F::ends_transaction(db))
+    }
+
+    /// The transaction ended by `e`.
+    pub(crate) fn by<F: SqlxFlavor>(e: &sqlx::Error) -> Ended {
+        Ended {
+            kind: classify::<F>(e),
+            why: format!("the server rolled the transaction back after: {e}"),
+        }
+    }
+
+    pub(crate) fn error(&self, name: &str, operation: Operation) -> Error {
+        Error::database(
+            name,
+            operation,
+            self.kind,
+            format!(
+                "{}; nothing of it is committed and no statement runs on this transaction handle \
+                 any more: run the whole transaction again",
+                self.why
+            ),
+        )
     }
 }
 
@@ -426,6 +481,7 @@ pub(crate) async fn open<F: SqlxFlavor>(
         orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(
             name.clone(),
             orm.clone(),
+            pool.clone(),
             plan.per_transaction.as_ref().map(PerTransaction::orm_setup),
         )),
         #[cfg(feature = "sea-orm")]
@@ -467,6 +523,7 @@ pub(crate) fn adopt<F: SqlxFlavor>(
         orm_executor: Arc::new(orm::SeaOrmExecutor::<F>::new(
             name.clone(),
             orm.clone(),
+            pool.clone(),
             None,
         )),
         #[cfg(feature = "sea-orm")]

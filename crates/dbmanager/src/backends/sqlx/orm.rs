@@ -8,16 +8,19 @@ use sea_orm::{
     ConnectionTrait, DbErr, RuntimeErr, Statement, TransactionTrait as _, Value as OrmValue,
 };
 
-use super::{SqlxFlavor, classify, in_order};
+use super::{Ended, SqlxFlavor, classify, in_order};
 use crate::config::DefaultOrm;
 use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::sql::placeholders::{Target, prepare};
 use crate::sql::{Row, Value};
 use crate::sql::{SqlExecutor, SqlTransaction};
 
-pub(super) struct SeaOrmExecutor<F> {
+pub(super) struct SeaOrmExecutor<F: SqlxFlavor> {
     name: Arc<str>,
     db: sea_orm::DatabaseConnection,
+    /// The pool under `db`, whose connections' cached statements are closed when the server
+    /// has no prepared statement left (see [`SqlxFlavor::statements_exhausted`]).
+    pool: sqlx::Pool<F::DB>,
     /// Behind a transaction-mode pooler: what every transaction runs first, and every
     /// statement runs in a transaction (see `PerTransaction`).
     setup: Option<Arc<str>>,
@@ -28,11 +31,13 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
     pub(super) fn new(
         name: Arc<str>,
         db: sea_orm::DatabaseConnection,
+        pool: sqlx::Pool<F::DB>,
         setup: Option<Arc<str>>,
     ) -> Self {
         Self {
             name,
             db,
+            pool,
             setup,
             flavor: PhantomData,
         }
@@ -70,6 +75,49 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
         }
     }
 
+    /// Whether `outcome` failed because the server has no prepared statement left; if so, a
+    /// pooled connection's cached statements are closed first (they count against the
+    /// server-wide limit, which makes any connection's a good choice), so the statement may
+    /// run once more. Cold: boxed by the callers.
+    async fn freed_statements<T>(&self, outcome: &Result<T>) -> bool {
+        let exhausted = match outcome {
+            Err(Error::Database { source, .. }) => source
+                .downcast_ref::<DbErr>()
+                .and_then(sqlx_cause)
+                .and_then(|e| e.as_database_error())
+                .is_some_and(|db| F::statements_exhausted(db)),
+            _ => false,
+        };
+        if !exhausted {
+            return false;
+        }
+        match self.pool.acquire().await {
+            Ok(mut conn) => sqlx::Connection::clear_cached_statements(&mut *conn)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// A statement outside a transaction; once more after the server ran out of prepared
+    /// statements (see [`Self::freed_statements`]).
+    async fn direct_execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        let outcome = execute::<F>(&self.name, &self.db, sql, params).await;
+        if outcome.is_ok() || !Box::pin(self.freed_statements(&outcome)).await {
+            return outcome;
+        }
+        execute::<F>(&self.name, &self.db, sql, params).await
+    }
+
+    /// Like [`Self::direct_execute`], for a query.
+    async fn direct_fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
+        let outcome = fetch_all::<F>(&self.name, &self.db, sql, params).await;
+        if outcome.is_ok() || !Box::pin(self.freed_statements(&outcome)).await {
+            return outcome;
+        }
+        fetch_all::<F>(&self.name, &self.db, sql, params).await
+    }
+
     /// Runs a statement outside a transaction behind a transaction-mode pooler: in a
     /// transaction of its own. (A separate future from the direct one, so that the default
     /// path's stays as small as it was.)
@@ -87,17 +135,25 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
     }
 }
 
-fn error<F: SqlxFlavor>(name: &str, operation: Operation, e: DbErr) -> Error {
-    let kind = match &e {
+/// The sqlx error inside a SeaORM error, if there is one.
+fn sqlx_cause(e: &DbErr) -> Option<&sqlx::Error> {
+    match e {
         DbErr::Conn(RuntimeErr::SqlxError(s))
         | DbErr::Exec(RuntimeErr::SqlxError(s))
-        | DbErr::Query(RuntimeErr::SqlxError(s)) => {
-            if matches!(**s, sqlx::Error::PoolClosed) {
+        | DbErr::Query(RuntimeErr::SqlxError(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn error<F: SqlxFlavor>(name: &str, operation: Operation, e: DbErr) -> Error {
+    let kind = match (&e, sqlx_cause(&e)) {
+        (_, Some(s)) => {
+            if matches!(s, sqlx::Error::PoolClosed) {
                 return Error::closed(name, operation);
             }
             classify::<F>(s)
         }
-        DbErr::ConnectionAcquire(_) => ErrorKind::Transient,
+        (DbErr::ConnectionAcquire(_), None) => ErrorKind::Transient,
         _ => ErrorKind::Query,
     };
     Error::database(name, operation, kind, e)
@@ -292,7 +348,7 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
 
     fn execute<'a>(&'a self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         match self.setup {
-            None => Box::pin(execute::<F>(&self.name, &self.db, sql, params)),
+            None => Box::pin(self.direct_execute(sql, params)),
             Some(_) => Box::pin(self.standalone_execute(sql, params)),
         }
     }
@@ -303,7 +359,7 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         match self.setup {
-            None => Box::pin(fetch_all::<F>(&self.name, &self.db, sql, params)),
+            None => Box::pin(self.direct_fetch_all(sql, params)),
             Some(_) => Box::pin(self.standalone_fetch_all(sql, params)),
         }
     }
@@ -315,12 +371,11 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
         match self.setup {
-            None => Box::pin(async move {
-                Ok(fetch_all::<F>(&self.name, &self.db, sql, params)
-                    .await?
-                    .into_iter()
-                    .next())
-            }),
+            None => {
+                Box::pin(
+                    async move { Ok(self.direct_fetch_all(sql, params).await?.into_iter().next()) },
+                )
+            }
             Some(_) => Box::pin(async move {
                 Ok(self
                     .standalone_fetch_all(sql, params)
@@ -337,6 +392,7 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
             Ok(Box::new(SeaOrmTransaction::<F> {
                 name: self.name.clone(),
                 tx,
+                ended: None,
                 flavor: PhantomData,
             }) as Box<dyn SqlTransaction>)
         })
@@ -346,12 +402,54 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
 struct SeaOrmTransaction<F> {
     name: Arc<str>,
     tx: sea_orm::DatabaseTransaction,
+    /// Set when a statement's error made the server end the transaction (see [`Ended`]).
+    ended: Option<Ended>,
     flavor: PhantomData<fn() -> F>,
+}
+
+impl<F: SqlxFlavor> SeaOrmTransaction<F> {
+    /// Refuses to run anything once the server ended the transaction.
+    fn usable(&self, operation: Operation) -> Result<()> {
+        match &self.ended {
+            Some(ended) => Err(ended.error(&self.name, operation)),
+            None => Ok(()),
+        }
+    }
+
+    /// Notes whether a statement's error ended the transaction; returns the error.
+    async fn checked<T>(&mut self, outcome: Result<T>) -> Result<T> {
+        let Err(e) = outcome else {
+            return outcome;
+        };
+        let cause = match &e {
+            Error::Database { source, .. } => source.downcast_ref::<DbErr>().and_then(sqlx_cause),
+            _ => None,
+        };
+        let Some(cause) = cause else {
+            return Err(e);
+        };
+        let ended = match Ended::question::<F>(cause) {
+            None => false,
+            Some(sql) => fetch_all::<F>(&self.name, &self.tx, sql, &[])
+                .await
+                .ok()
+                .and_then(|rows| rows.first().and_then(|row| row.get::<i64>("ended")))
+                .is_some_and(|v| v != 0),
+        };
+        if ended {
+            self.ended = Some(Ended::by::<F>(cause));
+        }
+        Err(e)
+    }
 }
 
 impl<F: SqlxFlavor> SqlTransaction for SeaOrmTransaction<F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(execute::<F>(&self.name, &self.tx, sql, params))
+        Box::pin(async move {
+            self.usable(Operation::Query)?;
+            let outcome = execute::<F>(&self.name, &self.tx, sql, params).await;
+            self.checked(outcome).await
+        })
     }
 
     fn fetch_all<'a>(
@@ -359,11 +457,20 @@ impl<F: SqlxFlavor> SqlTransaction for SeaOrmTransaction<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        Box::pin(fetch_all::<F>(&self.name, &self.tx, sql, params))
+        Box::pin(async move {
+            self.usable(Operation::Query)?;
+            let outcome = fetch_all::<F>(&self.name, &self.tx, sql, params).await;
+            self.checked(outcome).await
+        })
     }
 
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
+            if let Some(ended) = self.ended {
+                // Ends SeaORM's transaction too, so the connection goes back clean.
+                let _ = self.tx.rollback().await;
+                return Err(ended.error(&self.name, Operation::Commit));
+            }
             let name = self.name;
             self.tx
                 .commit()
