@@ -623,7 +623,11 @@ fn no_rows(name: &str) -> Error {
 /// an error, so a commit there is an error of kind [`ErrorKind::Query`] and nothing of the
 /// transaction is kept. Rolling back to a savepoint after the error (a statement that then
 /// succeeds) makes the transaction committable again. Servers that keep a transaction going
-/// after a failed statement (MySQL, SQLite, SQL Server by default) commit it as usual.
+/// after a failed statement (MySQL, SQLite, SQL Server by default) commit it as usual, unless
+/// the error itself ended the transaction on the server (MySQL's deadlock, a full lock table
+/// or, under `innodb_rollback_on_timeout`, a lock wait timeout; SQLite's `INSERT OR
+/// ROLLBACK`): then every later statement and the commit fail with that error's kind instead
+/// of running in autocommit; run the whole transaction again.
 pub struct Transaction {
     context: Arc<Context>,
     inner: Box<dyn SqlTransaction>,
