@@ -287,3 +287,127 @@ async fn a_database_file_deleted_under_the_pool_is_not_recreated_empty() {
     assert!(path.exists());
     manager.close(Duration::from_secs(1)).await;
 }
+
+/// Transactions through the neutral handle that read and then write, from several tasks at
+/// once on one file database: SQLite's default (deferred) `BEGIN` starts as a reader, and a
+/// reader that then writes while another connection writes fails at once with SQLITE_BUSY
+/// ("database is locked"), without waiting `busy_timeout`, since waiting could deadlock. The
+/// handle's `begin` takes the write lock up front (`BEGIN IMMEDIATE`), where `busy_timeout`
+/// applies, so every transaction commits and no increment is lost, on both layers, in a file
+/// and in the pool's shared in-memory database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_read_then_write_transactions_all_commit() {
+    use dbmanager::Value;
+
+    const TASKS: i64 = 8;
+    const ROUNDS: i64 = 25;
+    let dir = tempfile::tempdir().unwrap();
+    for (layer, path) in [
+        (DefaultOrm::Native, ":memory:".into()),
+        (DefaultOrm::Native, dir.path().join("native.db")),
+        (DefaultOrm::SeaOrm, dir.path().join("orm.db")),
+        (DefaultOrm::SeaOrm, ":memory:".into()),
+    ] {
+        let mut c = ConnectionConfig::sqlite("lite", &path);
+        c.max_open_conns = Some(4);
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let db = manager.database("lite").unwrap();
+        db.execute("CREATE TABLE counter (n INTEGER NOT NULL)", &[])
+            .await
+            .unwrap();
+        db.execute("INSERT INTO counter VALUES (0)", &[])
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    for _ in 0..ROUNDS {
+                        let mut tx = db.begin().await?;
+                        let n: i64 = tx
+                            .fetch_one("SELECT n FROM counter", &[])
+                            .await?
+                            .get("n")
+                            .unwrap();
+                        tx.execute("UPDATE counter SET n = $1", &[Value::Int(n + 1)])
+                            .await?;
+                        tx.commit().await?;
+                    }
+                    Ok::<_, dbmanager::Error>(())
+                })
+            })
+            .collect();
+        let mut errors = Vec::new();
+        for task in tasks {
+            if let Err(e) = task.await.unwrap() {
+                errors.push(format!("{:?}: {e}", e.kind()));
+            }
+        }
+        assert!(errors.is_empty(), "{layer:?} {path:?}: {errors:#?}");
+        let n: i64 = db
+            .fetch_one("SELECT n FROM counter", &[])
+            .await
+            .unwrap()
+            .get("n")
+            .unwrap();
+        assert_eq!(n, TASKS * ROUNDS, "{layer:?} {path:?}: every increment");
+        manager.close(Duration::from_secs(5)).await;
+    }
+}
+
+/// The handle's transactions begin with `BEGIN IMMEDIATE` (see above), which a database that
+/// cannot be written refuses (SQLITE_READONLY): a read-only `dsn`, an immutable one and
+/// `PRAGMA query_only` still get read transactions, on both layers, and a write in one is the
+/// database's own read-only error.
+#[tokio::test]
+async fn read_only_databases_still_begin_transactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.db");
+    let setup =
+        Manager::new(fast_config().with_connection(ConnectionConfig::sqlite("rw", &file))).unwrap();
+    setup.connect().await.unwrap();
+    let db = setup.database("rw").unwrap();
+    db.execute("CREATE TABLE t (v TEXT)", &[]).await.unwrap();
+    db.execute("INSERT INTO t VALUES ('x')", &[]).await.unwrap();
+    setup.close(Duration::from_secs(5)).await;
+
+    let query_only = {
+        let mut c = ConnectionConfig::sqlite("lite", &file);
+        c.init_sql = vec!["PRAGMA query_only = ON".into()];
+        c
+    };
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        for c in [
+            ConnectionConfig::from_dsn(
+                "lite",
+                dbmanager::DatabaseType::Sqlite,
+                format!("sqlite:{}?mode=ro", file.display()),
+            ),
+            ConnectionConfig::from_dsn(
+                "lite",
+                dbmanager::DatabaseType::Sqlite,
+                format!("sqlite:{}?immutable=1", file.display()),
+            ),
+            query_only.clone(),
+        ] {
+            let mut c = c;
+            c.default_orm = layer;
+            let what = format!("{layer:?} {:?}", c.init_sql);
+            let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+            manager.connect().await.unwrap();
+            let db = manager.database("lite").unwrap();
+            let mut tx = db.begin().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+            let row = tx.fetch_one("SELECT v FROM t", &[]).await.unwrap();
+            assert_eq!(row.get::<String>("v").as_deref(), Some("x"), "{what}");
+            let err = tx
+                .execute("INSERT INTO t VALUES ('y')", &[])
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("readonly"), "{what}: {err}");
+            tx.commit().await.unwrap();
+            manager.close(Duration::from_secs(5)).await;
+        }
+    }
+}

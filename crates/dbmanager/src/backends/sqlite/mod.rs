@@ -47,6 +47,20 @@ impl SqlxFlavor for Lite {
     const TEXT_UUIDS: bool = true;
     const TEXT_DECIMALS: bool = true;
     const PLACEHOLDERS: &'static crate::sql::placeholders::Dialect = &rows::SQLITE;
+    /// A deferred `BEGIN` starts as a reader, and a reader that then writes while another
+    /// connection writes fails at once with SQLITE_BUSY: SQLite does not wait `busy_timeout`
+    /// there, since waiting could deadlock. `BEGIN IMMEDIATE` takes the write lock up front,
+    /// waiting `busy_timeout` for it, so concurrent transactions queue instead of failing.
+    const IMMEDIATE_TRANSACTIONS: bool = true;
+
+    /// A database that may not be written (`PRAGMA query_only`) refuses `BEGIN IMMEDIATE`
+    /// with SQLITE_READONLY; its transactions only read.
+    fn immediate_refused(e: &sqlx::Error) -> bool {
+        e.as_database_error()
+            .and_then(|db| db.code())
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == READONLY)
+    }
 
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
         classify_result_code(e.code().as_deref())
@@ -73,6 +87,9 @@ impl SqlxFlavor for Lite {
         result.try_as_sqlite_row().map(rows::decode)
     }
 }
+
+/// SQLITE_READONLY, the primary result code of a write to a database that cannot be written.
+const READONLY: i32 = 8;
 
 /// Primary result codes (extended codes carry the primary one in their low byte).
 fn classify_result_code(code: Option<&str>) -> ErrorKind {

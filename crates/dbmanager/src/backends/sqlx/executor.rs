@@ -282,6 +282,12 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
             }
             let tx = match &self.begin {
                 Some(begin) => self.pool.begin_with(AssertSqlSafe(begin.to_string())).await,
+                None if F::IMMEDIATE_TRANSACTIONS => {
+                    match self.pool.begin_with("BEGIN IMMEDIATE").await {
+                        Err(e) if F::immediate_refused(&e) => self.pool.begin().await,
+                        begun => begun,
+                    }
+                }
                 None => self.pool.begin().await,
             }
             .map_err(|e| self.failed(Operation::Begin, e))?;

@@ -73,6 +73,18 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
     /// The backend has array types.
     const ARRAYS: bool = false;
 
+    /// The neutral handle's transactions take the write lock when they begin (SQLite's
+    /// `BEGIN IMMEDIATE`; see `backends/sqlite`), on both layers, unless
+    /// [`Self::immediate_refused`] says the database cannot be written.
+    const IMMEDIATE_TRANSACTIONS: bool = false;
+
+    /// Whether the error of an immediate `BEGIN` means the database is read-only (a plain
+    /// `BEGIN` is used instead then).
+    fn immediate_refused(e: &sqlx::Error) -> bool {
+        let _ = e;
+        false
+    }
+
     /// The server's lexical rules, under which every statement's `$n` placeholders are found,
     /// checked against the parameters and, for a driver that does not read `$n`, rewritten
     /// (see `sql::placeholders`).

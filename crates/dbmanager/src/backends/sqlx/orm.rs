@@ -40,11 +40,19 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
 
     /// A SeaORM transaction, set up for the pooler when there is one.
     async fn transaction(&self) -> Result<sea_orm::DatabaseTransaction> {
-        let tx = self
-            .db
-            .begin()
-            .await
-            .map_err(|e| error::<F>(&self.name, Operation::Begin, e))?;
+        let begun = if F::IMMEDIATE_TRANSACTIONS {
+            let immediate = sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            };
+            match self.db.begin_with_options(immediate).await {
+                Err(e) if sqlx_of(&e).is_some_and(F::immediate_refused) => self.db.begin().await,
+                begun => begun,
+            }
+        } else {
+            self.db.begin().await
+        };
+        let tx = begun.map_err(|e| error::<F>(&self.name, Operation::Begin, e))?;
         if let Some(setup) = &self.setup {
             tx.execute_unprepared(setup)
                 .await
@@ -87,18 +95,22 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
     }
 }
 
-fn error<F: SqlxFlavor>(name: &str, operation: Operation, e: DbErr) -> Error {
-    let kind = match &e {
+/// The sqlx error inside a SeaORM error, if there is one.
+fn sqlx_of(e: &DbErr) -> Option<&sqlx::Error> {
+    match e {
         DbErr::Conn(RuntimeErr::SqlxError(s))
         | DbErr::Exec(RuntimeErr::SqlxError(s))
-        | DbErr::Query(RuntimeErr::SqlxError(s)) => {
-            if matches!(**s, sqlx::Error::PoolClosed) {
-                return Error::closed(name, operation);
-            }
-            classify::<F>(s)
-        }
-        DbErr::ConnectionAcquire(_) => ErrorKind::Transient,
-        _ => ErrorKind::Query,
+        | DbErr::Query(RuntimeErr::SqlxError(s)) => Some(s.as_ref()),
+        _ => None,
+    }
+}
+
+fn error<F: SqlxFlavor>(name: &str, operation: Operation, e: DbErr) -> Error {
+    let kind = match (sqlx_of(&e), &e) {
+        (Some(sqlx::Error::PoolClosed), _) => return Error::closed(name, operation),
+        (Some(s), _) => classify::<F>(s),
+        (None, DbErr::ConnectionAcquire(_)) => ErrorKind::Transient,
+        (None, _) => ErrorKind::Query,
     };
     Error::database(name, operation, kind, e)
 }
