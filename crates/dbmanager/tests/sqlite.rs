@@ -411,3 +411,53 @@ async fn read_only_databases_still_begin_transactions() {
         }
     }
 }
+
+/// A credential provider set for a SQLite connection was never asked and the connection
+/// opened as if it were not there: SQLite has no login. Its connect (and `add`) now fail with a
+/// clear `Unsupported` error, not retried, instead of ignoring it silently.
+#[tokio::test]
+async fn a_credential_provider_on_sqlite_is_refused_not_ignored() {
+    use dbmanager::{CredentialRequest, Credentials};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let provider = |asked: Arc<AtomicUsize>| {
+        move |_request: CredentialRequest| {
+            asked.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<_, dbmanager::BoxError>(Credentials::password("Secret-Hidden")) }
+        }
+    };
+
+    let mut config =
+        fast_config().with_connection(ConnectionConfig::sqlite("lite", dir.path().join("a.db")));
+    config.retry_attempts = 3;
+    let manager = Manager::new(config).unwrap();
+    manager.set_credential_provider("lite", provider(asked.clone()));
+    let report = manager.connect_with(ConnectPolicy::Partial).await.unwrap();
+    assert_eq!(report.attempts["lite"], 1, "not retried");
+    let err = &report.failed[0].1;
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("credential provider"), "{text}");
+    assert!(!text.contains("Secret-Hidden"), "{text}");
+
+    // `add` of a connection whose name has a provider fails the same way and adds nothing.
+    manager.set_credential_provider("later", provider(asked.clone()));
+    let err = manager
+        .add(ConnectionConfig::sqlite("later", dir.path().join("b.db")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert_eq!(
+        manager.get("later").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        asked.load(Ordering::Relaxed),
+        0,
+        "the provider is never asked"
+    );
+    manager.close(Duration::from_secs(1)).await;
+}

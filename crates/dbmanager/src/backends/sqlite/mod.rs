@@ -12,7 +12,7 @@ use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statement
 use crate::config::DatabaseType;
 use crate::config::{ConnectionConfig, ConnectionProblems};
 use crate::driver::{BackendPool, Driver, Field, OpenSpec};
-use crate::error::{ErrorKind, Operation, Result};
+use crate::error::{Error, ErrorKind, Operation, Result};
 
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Sqlite,
@@ -106,6 +106,16 @@ fn classify_result_code(code: Option<&str>) -> ErrorKind {
 
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
     Box::pin(async move {
+        // Only a provider can get here (`password`, `password_file` are refused at load): it
+        // would never be asked, which the application should hear of rather than find out.
+        if spec.credentials.is_dynamic() {
+            return Err(Error::Unsupported {
+                connection: spec.name.to_string(),
+                layer: "a credential provider",
+                backend: DatabaseType::Sqlite,
+                reason: "SQLite has no login (remove the provider set for this connection)",
+            });
+        }
         let options::Resolved {
             options,
             in_memory,
