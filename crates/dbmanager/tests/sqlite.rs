@@ -461,3 +461,74 @@ async fn a_credential_provider_on_sqlite_is_refused_not_ignored() {
     );
     manager.close(Duration::from_secs(1)).await;
 }
+
+/// SQLite rolls a whole transaction back on some errors (`INSERT OR ROLLBACK`, a trigger's
+/// `RAISE(ROLLBACK, ...)`, a full disk, an I/O error) and carries on in autocommit: the
+/// transaction's later statements were committed one by one, and only `commit` failed ("no
+/// transaction is active"), so a failed transaction left part of its writes behind. Now every
+/// later statement and `commit` fail, and nothing of the transaction is kept, on both layers.
+#[tokio::test]
+async fn a_transaction_sqlite_rolled_back_does_not_go_on_in_autocommit() {
+    for layer in [DefaultOrm::Native, DefaultOrm::SeaOrm] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = ConnectionConfig::sqlite("lite", dir.path().join("a.db"));
+        c.default_orm = layer;
+        let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+        manager.connect().await.unwrap();
+        let db = manager.database("lite").unwrap();
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)", &[])
+            .await
+            .unwrap();
+        db.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+        let ids = async || {
+            db.fetch_all("SELECT id FROM t ORDER BY id", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<i64>("id").unwrap())
+                .collect::<Vec<_>>()
+        };
+
+        let mut tx = db.begin().await.unwrap();
+        tx.execute("INSERT INTO t VALUES (2)", &[]).await.unwrap();
+        let err = tx
+            .execute("INSERT OR ROLLBACK INTO t VALUES (1)", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Query, "{layer:?}: {err}");
+        let later = tx.execute("INSERT INTO t VALUES (3)", &[]).await;
+        assert!(later.is_err(), "{layer:?}: ran in autocommit: {later:?}");
+        let read = tx.fetch_all("SELECT id FROM t", &[]).await;
+        assert!(read.is_err(), "{layer:?}: {read:?}");
+        let err = tx.commit().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Query, "{layer:?}: {err}");
+        assert_eq!(
+            ids().await,
+            [1],
+            "{layer:?}: nothing of the transaction kept"
+        );
+
+        // Rolling back such a transaction is fine, and so is dropping it; the connections go
+        // back to the pool clean.
+        let mut tx = db.begin().await.unwrap();
+        tx.execute("INSERT INTO t VALUES (4)", &[]).await.unwrap();
+        tx.execute("INSERT OR ROLLBACK INTO t VALUES (1)", &[])
+            .await
+            .unwrap_err();
+        tx.rollback().await.unwrap();
+        let mut tx = db.begin().await.unwrap();
+        tx.execute("INSERT OR ROLLBACK INTO t VALUES (1)", &[])
+            .await
+            .unwrap_err();
+        drop(tx);
+        // A failed statement that does not end the transaction leaves it usable.
+        let mut tx = db.begin().await.unwrap();
+        tx.execute("INSERT INTO t VALUES (1)", &[])
+            .await
+            .unwrap_err();
+        tx.execute("INSERT INTO t VALUES (5)", &[]).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(ids().await, [1, 5], "{layer:?}");
+        manager.close(Duration::from_secs(1)).await;
+    }
+}

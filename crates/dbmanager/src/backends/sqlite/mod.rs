@@ -53,6 +53,11 @@ impl SqlxFlavor for Lite {
     /// waiting `busy_timeout` for it, so concurrent transactions queue instead of failing.
     const IMMEDIATE_TRANSACTIONS: bool = true;
 
+    /// SQLite rolls the whole transaction back on some errors (`INSERT OR ROLLBACK`, a
+    /// trigger's `RAISE(ROLLBACK, ...)`, SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM) and runs
+    /// later statements in autocommit; `BEGIN` succeeds only then.
+    const LOST_TRANSACTION_PROBE: Option<&'static str> = Some("BEGIN");
+
     /// A database that may not be written (`PRAGMA query_only`) refuses `BEGIN IMMEDIATE`
     /// with SQLITE_READONLY; its transactions only read.
     fn immediate_refused(e: &sqlx::Error) -> bool {

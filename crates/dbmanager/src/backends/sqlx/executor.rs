@@ -294,6 +294,7 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
             Ok(Box::new(SqlxTransaction::<F> {
                 name: self.name.clone(),
                 tx,
+                ended: None,
                 columns: self.columns.clone(),
                 persistent: self.begin.is_none(),
                 failover: self.failover.clone(),
@@ -306,6 +307,8 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
 struct SqlxTransaction<F: SqlxFlavor> {
     name: Arc<str>,
     tx: sqlx::Transaction<'static, F::DB>,
+    /// The database ended the transaction when a statement failed (the kind of that error).
+    ended: Option<crate::error::ErrorKind>,
     columns: Arc<ColumnCache>,
     /// False behind a transaction-mode pooler: statements use the unnamed prepared statement.
     persistent: bool,
@@ -320,14 +323,35 @@ impl<F: SqlxFlavor> SqlxTransaction<F> {
         }
         sqlx_error::<F>(&self.name, operation, e)
     }
+
+    /// Refuses a statement once the database ended the transaction.
+    fn check_open(&self) -> Result<()> {
+        match self.ended {
+            Some(kind) => Err(super::ended(&self.name, Operation::Query, kind)),
+            None => Ok(()),
+        }
+    }
+
+    /// A statement's error; asks whether the database ended the transaction on it.
+    async fn statement_failed(&mut self, e: sqlx::Error) -> crate::error::Error {
+        let error = self.failed(Operation::Query, e);
+        if let Some(probe) = F::LOST_TRANSACTION_PROBE
+            && F::execute(&mut self.tx, probe, &[], false).await.is_ok()
+        {
+            self.ended = Some(error.kind());
+        }
+        error
+    }
 }
 
 impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            F::execute(&mut self.tx, sql, params, self.persistent)
-                .await
-                .map_err(|e| self.failed(Operation::Query, e))
+            self.check_open()?;
+            match F::execute(&mut self.tx, sql, params, self.persistent).await {
+                Ok(n) => Ok(n),
+                Err(e) => Err(self.statement_failed(e).await),
+            }
         })
     }
 
@@ -337,14 +361,21 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
-            F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent)
-                .await
-                .map_err(|e| self.failed(Operation::Query, e))
+            self.check_open()?;
+            match F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent).await {
+                Ok(rows) => Ok(rows),
+                Err(e) => Err(self.statement_failed(e).await),
+            }
         })
     }
 
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
+            if let Some(kind) = self.ended {
+                // Ends the empty transaction the probe opened.
+                let _ = self.tx.rollback().await;
+                return Err(super::ended(&self.name, Operation::Commit, kind));
+            }
             let (name, failover) = (self.name, self.failover);
             self.tx.commit().await.map_err(|e| {
                 if let Some(failover) = &failover {

@@ -85,6 +85,13 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         false
     }
 
+    /// A statement that succeeds only outside a transaction, run in a transaction of the
+    /// neutral handle after one of its statements failed: its success means the database
+    /// ended the transaction on that error and went on in autocommit (SQLite does on some
+    /// errors), and it opened a new, empty transaction, which the transaction's rollback ends.
+    /// Later statements and the commit then fail (see [`ended`]). `None`: not asked.
+    const LOST_TRANSACTION_PROBE: Option<&'static str> = None;
+
     /// The server's lexical rules, under which every statement's `$n` placeholders are found,
     /// checked against the parameters and, for a driver that does not read `$n`, rewritten
     /// (see `sql::placeholders`).
@@ -180,6 +187,18 @@ pub(crate) fn in_order<'p>(
                 })
         })
         .collect()
+}
+
+/// A statement or commit in a transaction that the database ended when an earlier statement
+/// failed (see [`SqlxFlavor::LOST_TRANSACTION_PROBE`]), with the kind of that failure.
+pub(crate) fn ended(name: &str, operation: Operation, kind: ErrorKind) -> Error {
+    Error::database(
+        name,
+        operation,
+        kind,
+        "the database rolled the transaction back when a statement in it failed; nothing of it \
+         was committed (run the transaction again)",
+    )
 }
 
 /// Wraps a sqlx error with the flavor's classification.

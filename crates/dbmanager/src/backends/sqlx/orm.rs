@@ -349,6 +349,7 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
             Ok(Box::new(SeaOrmTransaction::<F> {
                 name: self.name.clone(),
                 tx,
+                ended: None,
                 flavor: PhantomData,
             }) as Box<dyn SqlTransaction>)
         })
@@ -358,12 +359,39 @@ impl<F: SqlxFlavor> SqlExecutor for SeaOrmExecutor<F> {
 struct SeaOrmTransaction<F> {
     name: Arc<str>,
     tx: sea_orm::DatabaseTransaction,
+    /// The database ended the transaction when a statement failed (the kind of that error).
+    ended: Option<ErrorKind>,
     flavor: PhantomData<fn() -> F>,
+}
+
+impl<F: SqlxFlavor> SeaOrmTransaction<F> {
+    /// Refuses a statement once the database ended the transaction.
+    fn check_open(&self) -> Result<()> {
+        match self.ended {
+            Some(kind) => Err(super::ended(&self.name, Operation::Query, kind)),
+            None => Ok(()),
+        }
+    }
+
+    /// A statement's outcome; after an error, asks whether the database ended the transaction
+    /// (see `SqlxFlavor::LOST_TRANSACTION_PROBE`).
+    async fn checked<T>(&mut self, outcome: Result<T>) -> Result<T> {
+        if let (Err(e), Some(probe)) = (&outcome, F::LOST_TRANSACTION_PROBE)
+            && self.tx.execute_unprepared(probe).await.is_ok()
+        {
+            self.ended = Some(e.kind());
+        }
+        outcome
+    }
 }
 
 impl<F: SqlxFlavor> SqlTransaction for SeaOrmTransaction<F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(execute::<F>(&self.name, &self.tx, sql, params))
+        Box::pin(async move {
+            self.check_open()?;
+            let outcome = execute::<F>(&self.name, &self.tx, sql, params).await;
+            self.checked(outcome).await
+        })
     }
 
     fn fetch_all<'a>(
@@ -371,11 +399,20 @@ impl<F: SqlxFlavor> SqlTransaction for SeaOrmTransaction<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        Box::pin(fetch_all::<F>(&self.name, &self.tx, sql, params))
+        Box::pin(async move {
+            self.check_open()?;
+            let outcome = fetch_all::<F>(&self.name, &self.tx, sql, params).await;
+            self.checked(outcome).await
+        })
     }
 
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         Box::pin(async move {
+            if let Some(kind) = self.ended {
+                // Ends the empty transaction the probe opened.
+                let _ = self.tx.rollback().await;
+                return Err(super::ended(&self.name, Operation::Commit, kind));
+            }
             let name = self.name;
             self.tx
                 .commit()
