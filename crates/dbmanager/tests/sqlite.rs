@@ -532,3 +532,70 @@ async fn a_transaction_sqlite_rolled_back_does_not_go_on_in_autocommit() {
         manager.close(Duration::from_secs(1)).await;
     }
 }
+
+/// A `filepath` naming a file that is not a SQLite database is a configuration error (as a
+/// missing directory is), not a query error: nothing about a statement is wrong.
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "not a database, ".repeat(64)).unwrap();
+    let mut config = fast_config().with_connection(ConnectionConfig::sqlite("lite", &path));
+    config.retry_attempts = 3;
+    let manager = Manager::new(config).unwrap();
+    let report = manager.connect_with(ConnectPolicy::Partial).await.unwrap();
+    assert_eq!(report.attempts["lite"], 1, "not retried");
+    let err = &report.failed[0].1;
+    assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    assert!(err.to_string().contains("not a database"), "{err}");
+}
+
+/// With a `query_timeout` below SQLite's 5 s `busy_timeout`, a statement waiting for a lock was
+/// abandoned by the handle at `query_timeout` (the caller got a timeout) but went on waiting
+/// in SQLite's worker thread, and ran once the lock was free: a write reported as failed was
+/// committed later. `busy_timeout` is now at most `query_timeout`, so the wait ends with it.
+#[tokio::test]
+async fn a_write_abandoned_at_query_timeout_does_not_land_later() {
+    use sqlx::Row as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let mut c = ConnectionConfig::sqlite("lite", &path);
+    c.query_timeout = Duration::from_secs(1);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let db = manager.database("lite").unwrap();
+    db.execute("CREATE TABLE t (x INTEGER)", &[]).await.unwrap();
+    let pool = manager.get("lite").unwrap().sqlite().unwrap();
+    let mut holder = pool.acquire().await.unwrap();
+    assert_eq!(pragma(&mut holder, "busy_timeout").await, "1000");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    let err = db
+        .execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    // Long past the abandoned statement's own lock wait (at most `busy_timeout` = 1 s), the
+    // lock is released; a statement still waiting (the old 5 s) would now run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sqlx::query("COMMIT").execute(&mut *holder).await.unwrap();
+    drop(holder);
+    // Closing waits for every connection, so whatever was still queued has run.
+    manager.close(Duration::from_secs(10)).await;
+
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite:{}",
+        path.display()
+    ))
+    .await
+    .unwrap();
+    let n = sqlx::query("SELECT count(*) FROM t")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get::<i64, _>(0);
+    assert_eq!(n, 0, "the write reported as failed was committed later");
+}

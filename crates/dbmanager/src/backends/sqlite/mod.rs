@@ -101,8 +101,8 @@ fn classify_result_code(code: Option<&str>) -> ErrorKind {
     match code.and_then(|c| c.parse::<i32>().ok()).map(|n| n & 0xff) {
         // BUSY, LOCKED
         Some(5 | 6) => ErrorKind::Transient,
-        // CANTOPEN
-        Some(14) => ErrorKind::Configuration,
+        // CANTOPEN; NOTADB (the file is something else, or encrypted)
+        Some(14 | 26) => ErrorKind::Configuration,
         // AUTH
         Some(23) => ErrorKind::Authentication,
         _ => ErrorKind::Query,
@@ -201,6 +201,10 @@ mod tests {
         assert_eq!(classify_result_code(Some("517")), ErrorKind::Transient); // BUSY_SNAPSHOT
         assert_eq!(classify_result_code(Some("5")), ErrorKind::Transient);
         assert_eq!(classify_result_code(Some("14")), ErrorKind::Configuration);
+        assert_eq!(classify_result_code(Some("26")), ErrorKind::Configuration); // NOTADB
+        assert_eq!(classify_result_code(Some("6")), ErrorKind::Transient); // LOCKED
+        assert_eq!(classify_result_code(Some("262")), ErrorKind::Transient); // LOCKED_SHAREDCACHE
+        assert_eq!(classify_result_code(Some("8")), ErrorKind::Query); // READONLY
         assert_eq!(classify_result_code(Some("1")), ErrorKind::Query);
         assert_eq!(classify_result_code(None), ErrorKind::Query);
     }
