@@ -479,7 +479,9 @@ impl Database {
 
     /// Starts a transaction; it rolls back if dropped without [`Transaction::commit`]. With
     /// `leak_detection_threshold` set, a transaction held longer is reported with this call's
-    /// location.
+    /// location. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`, waiting up to
+    /// `busy_timeout`), so that transactions which read and then write queue instead of failing
+    /// with "database is locked".
     #[track_caller]
     pub fn begin(&self) -> impl Future<Output = Result<Transaction>> + Send + '_ {
         let at = std::panic::Location::caller();

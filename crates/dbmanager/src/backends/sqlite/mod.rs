@@ -12,7 +12,7 @@ use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statement
 use crate::config::DatabaseType;
 use crate::config::{ConnectionConfig, ConnectionProblems};
 use crate::driver::{BackendPool, Driver, Field, OpenSpec};
-use crate::error::{ErrorKind, Operation, Result};
+use crate::error::{Error, ErrorKind, Operation, Result};
 
 pub(crate) static DRIVER: Driver = Driver {
     kind: DatabaseType::Sqlite,
@@ -47,6 +47,28 @@ impl SqlxFlavor for Lite {
     const TEXT_UUIDS: bool = true;
     const TEXT_DECIMALS: bool = true;
     const PLACEHOLDERS: &'static crate::sql::placeholders::Dialect = &rows::SQLITE;
+    /// A deferred `BEGIN` starts as a reader, and a reader that then writes while another
+    /// connection writes fails at once with SQLITE_BUSY: SQLite does not wait `busy_timeout`
+    /// there, since waiting could deadlock. `BEGIN IMMEDIATE` takes the write lock up front,
+    /// waiting `busy_timeout` for it, so concurrent transactions queue instead of failing.
+    const IMMEDIATE_TRANSACTIONS: bool = true;
+
+    /// SQLite rolls the whole transaction back on some errors (`INSERT OR ROLLBACK`, a
+    /// trigger's `RAISE(ROLLBACK, ...)`, SQLITE_FULL, SQLITE_IOERR, SQLITE_NOMEM) and runs
+    /// later statements in autocommit; `BEGIN` succeeds only then. Its result codes do not
+    /// say which errors did, so every database error is probed.
+    fn ends_transaction(_: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {
+        Some("BEGIN")
+    }
+
+    /// A database that may not be written (`PRAGMA query_only`) refuses `BEGIN IMMEDIATE`
+    /// with SQLITE_READONLY; its transactions only read.
+    fn immediate_refused(e: &sqlx::Error) -> bool {
+        e.as_database_error()
+            .and_then(|db| db.code())
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == READONLY)
+    }
 
     fn classify_database(e: &dyn sqlx::error::DatabaseError) -> ErrorKind {
         classify_result_code(e.code().as_deref())
@@ -74,13 +96,16 @@ impl SqlxFlavor for Lite {
     }
 }
 
+/// SQLITE_READONLY, the primary result code of a write to a database that cannot be written.
+const READONLY: i32 = 8;
+
 /// Primary result codes (extended codes carry the primary one in their low byte).
 fn classify_result_code(code: Option<&str>) -> ErrorKind {
     match code.and_then(|c| c.parse::<i32>().ok()).map(|n| n & 0xff) {
         // BUSY, LOCKED
         Some(5 | 6) => ErrorKind::Transient,
-        // CANTOPEN
-        Some(14) => ErrorKind::Configuration,
+        // CANTOPEN; NOTADB (the file is something else, or encrypted)
+        Some(14 | 26) => ErrorKind::Configuration,
         // AUTH
         Some(23) => ErrorKind::Authentication,
         _ => ErrorKind::Query,
@@ -89,6 +114,16 @@ fn classify_result_code(code: Option<&str>) -> ErrorKind {
 
 fn open<'a>(spec: &'a OpenSpec<'a>) -> BoxFuture<'a, Result<Box<dyn BackendPool>>> {
     Box::pin(async move {
+        // Only a provider can get here (`password`, `password_file` are refused at load): it
+        // would never be asked, which the application should hear of rather than find out.
+        if spec.credentials.is_dynamic() {
+            return Err(Error::Unsupported {
+                connection: spec.name.to_string(),
+                layer: "a credential provider",
+                backend: DatabaseType::Sqlite,
+                reason: "SQLite has no login (remove the provider set for this connection)",
+            });
+        }
         let options::Resolved {
             options,
             in_memory,
@@ -169,6 +204,10 @@ mod tests {
         assert_eq!(classify_result_code(Some("517")), ErrorKind::Transient); // BUSY_SNAPSHOT
         assert_eq!(classify_result_code(Some("5")), ErrorKind::Transient);
         assert_eq!(classify_result_code(Some("14")), ErrorKind::Configuration);
+        assert_eq!(classify_result_code(Some("26")), ErrorKind::Configuration); // NOTADB
+        assert_eq!(classify_result_code(Some("6")), ErrorKind::Transient); // LOCKED
+        assert_eq!(classify_result_code(Some("262")), ErrorKind::Transient); // LOCKED_SHAREDCACHE
+        assert_eq!(classify_result_code(Some("8")), ErrorKind::Query); // READONLY
         assert_eq!(classify_result_code(Some("1")), ErrorKind::Query);
         assert_eq!(classify_result_code(None), ErrorKind::Query);
     }

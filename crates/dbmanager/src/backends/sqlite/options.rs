@@ -27,7 +27,10 @@ use crate::config::ConnectionConfig;
 use crate::dsn::{self, Accept, Known, QuerySyntax};
 use crate::error::{Operation, Result};
 
-/// How long a statement waits on a locked database before failing with SQLITE_BUSY.
+/// How long a statement waits on a locked database before failing with SQLITE_BUSY; at most
+/// `query_timeout`: a statement the neutral handle gives up on at `query_timeout` goes on in
+/// SQLite's worker thread (there is no server to cancel it), and one still waiting for the
+/// lock would run once it is free, a write reported as failed then committed after all.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const MEMORY: &str = ":memory:";
@@ -70,8 +73,12 @@ pub(crate) fn connect_options(name: &str, c: &ConnectionConfig) -> Result<Resolv
         Some(dsn) => from_dsn(name, dsn)?,
         None => from_path(name, c.filepath.as_deref().unwrap_or(Path::new(MEMORY)))?,
     };
+    let busy = match c.query_timeout {
+        Duration::ZERO => BUSY_TIMEOUT,
+        bound => bound.min(BUSY_TIMEOUT),
+    };
     Ok(Resolved {
-        options: options.busy_timeout(BUSY_TIMEOUT).foreign_keys(true),
+        options: options.busy_timeout(busy).foreign_keys(true),
         in_memory,
         creates: creates && !in_memory,
     })

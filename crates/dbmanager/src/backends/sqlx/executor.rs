@@ -310,6 +310,12 @@ impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
             }
             let tx = match &self.begin {
                 Some(begin) => self.pool.begin_with(AssertSqlSafe(begin.to_string())).await,
+                None if F::IMMEDIATE_TRANSACTIONS => {
+                    match self.pool.begin_with("BEGIN IMMEDIATE").await {
+                        Err(e) if F::immediate_refused(&e) => self.pool.begin().await,
+                        begun => begun,
+                    }
+                }
                 None => self.pool.begin().await,
             }
             .map_err(|e| self.failed(Operation::Begin, e))?;
@@ -352,12 +358,8 @@ impl<F: SqlxFlavor> SqlxTransaction<F> {
             None => false,
             Some(sql) => {
                 let columns = ColumnCache::default();
-                F::fetch_optional(&mut self.tx, sql, &[], &columns, self.persistent)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|row| row.get::<i64>("ended"))
-                    .is_some_and(|v| v != 0)
+                // Not cached: a probe must not take a prepared statement of the session's.
+                Ended::answer(F::fetch_optional(&mut self.tx, sql, &[], &columns, false).await)
             }
         };
         if ended {

@@ -73,6 +73,18 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
     /// The backend has array types.
     const ARRAYS: bool = false;
 
+    /// The neutral handle's transactions take the write lock when they begin (SQLite's
+    /// `BEGIN IMMEDIATE`; see `backends/sqlite`), on both layers, unless
+    /// [`Self::immediate_refused`] says the database cannot be written.
+    const IMMEDIATE_TRANSACTIONS: bool = false;
+
+    /// Whether the error of an immediate `BEGIN` means the database is read-only (a plain
+    /// `BEGIN` is used instead then).
+    fn immediate_refused(e: &sqlx::Error) -> bool {
+        let _ = e;
+        false
+    }
+
     /// The server's lexical rules, under which every statement's `$n` placeholders are found,
     /// checked against the parameters and, for a driver that does not read `$n`, rewritten
     /// (see `sql::placeholders`).
@@ -123,9 +135,12 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
     }
 
     /// Whether a statement's error may have made the server end the whole transaction while
-    /// the session goes on (MySQL rolls a deadlock victim's back and runs the session's next
-    /// statements in autocommit): the query that tells, run in the session after the error,
-    /// answering one row whose column `ended` is nonzero when the transaction is over.
+    /// the session goes on (MySQL rolls a deadlock victim's back, SQLite a transaction on
+    /// `INSERT OR ROLLBACK` or a full disk, and both run the session's next statements in
+    /// autocommit): the probe that tells, run in the session after the error. It answers one
+    /// row whose column `ended` is nonzero when the transaction is over, or is a statement
+    /// without rows that succeeds only outside a transaction (SQLite's `BEGIN`, whose new,
+    /// empty transaction the handle's rollback then ends). See [`Ended::answer`].
     fn ends_transaction(e: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {
         let _ = e;
         None
@@ -179,6 +194,17 @@ impl Ended {
     /// the transaction (see [`SqlxFlavor::ends_transaction`]); none when it did not.
     pub(crate) fn question<F: SqlxFlavor>(e: &sqlx::Error) -> Option<&'static str> {
         e.as_database_error().and_then(|db| F::ends_transaction(db))
+    }
+
+    /// Whether the probe's `outcome` (see [`SqlxFlavor::ends_transaction`]) says the
+    /// transaction is over: a row with a nonzero `ended`, or a probe without rows that ran (it
+    /// succeeds only outside a transaction). A probe that failed says nothing.
+    pub(crate) fn answer<E>(outcome: std::result::Result<Option<Row>, E>) -> bool {
+        match outcome {
+            Ok(Some(row)) => row.get::<i64>("ended").is_some_and(|v| v != 0),
+            Ok(None) => true,
+            Err(_) => false,
+        }
     }
 
     /// The transaction ended by `e`.

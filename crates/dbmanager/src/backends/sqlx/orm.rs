@@ -45,11 +45,19 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
 
     /// A SeaORM transaction, set up for the pooler when there is one.
     async fn transaction(&self) -> Result<sea_orm::DatabaseTransaction> {
-        let tx = self
-            .db
-            .begin()
-            .await
-            .map_err(|e| error::<F>(&self.name, Operation::Begin, e))?;
+        let begun = if F::IMMEDIATE_TRANSACTIONS {
+            let immediate = sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            };
+            match self.db.begin_with_options(immediate).await {
+                Err(e) if sqlx_cause(&e).is_some_and(F::immediate_refused) => self.db.begin().await,
+                begun => begun,
+            }
+        } else {
+            self.db.begin().await
+        };
+        let tx = begun.map_err(|e| error::<F>(&self.name, Operation::Begin, e))?;
         if let Some(setup) = &self.setup {
             tx.execute_unprepared(setup)
                 .await
@@ -430,11 +438,11 @@ impl<F: SqlxFlavor> SeaOrmTransaction<F> {
         };
         let ended = match Ended::question::<F>(cause) {
             None => false,
-            Some(sql) => fetch_all::<F>(&self.name, &self.tx, sql, &[])
-                .await
-                .ok()
-                .and_then(|rows| rows.first().and_then(|row| row.get::<i64>("ended")))
-                .is_some_and(|v| v != 0),
+            Some(sql) => Ended::answer(
+                fetch_all::<F>(&self.name, &self.tx, sql, &[])
+                    .await
+                    .map(|rows| rows.into_iter().next()),
+            ),
         };
         if ended {
             self.ended = Some(Ended::by::<F>(cause));
