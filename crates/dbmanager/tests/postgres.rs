@@ -9,8 +9,8 @@ mod support;
 use std::time::Duration;
 
 use dbmanager::reexports::sea_orm::TransactionTrait;
-use dbmanager::{ConnectPolicy, Error, ErrorKind, Manager, SslMode};
-use support::{TestDb, fast_config};
+use dbmanager::{ConnectPolicy, Error, ErrorKind, Manager, PostgresDriver, SslMode, Value};
+use support::{TestDb, admin_sql, fast_config};
 
 #[tokio::test]
 async fn the_three_layers_share_one_pool() {
@@ -576,3 +576,89 @@ async fn results_of_the_same_columns_share_their_names() {
     tx.rollback().await.unwrap();
     manager.close(Duration::from_secs(5)).await;
 }
+
+/// A migration run while the application is up: the statements its pooled connections have
+/// prepared and cached go stale. PostgreSQL answers a cached `SELECT *` whose result changed
+/// (a column added, a column's type changed, the table dropped and created again) with
+/// "cached plan must not change result type", and a statement whose session ran `DISCARD ALL`
+/// or `DEALLOCATE ALL` with "prepared statement does not exist"; each used to fail that way on
+/// every later call on that connection. Outside a transaction the statement is now prepared
+/// again and answers; inside one the error is reported (the server aborted the transaction)
+/// and the connection works again once it ends.
+async fn cached_statements_follow_schema_changes_and_discard_all(driver: PostgresDriver) {
+    let db = TestDb::create();
+    let mut c = db.config("main");
+    c.driver = Some(driver);
+    // One connection: every statement below runs on the one that cached them.
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let h = manager.get("main").unwrap().database().unwrap();
+    h.execute("CREATE TABLE t (a int8)", &[]).await.unwrap();
+    h.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    let all = "SELECT * FROM t";
+    let one = |sql: &'static str, params: Vec<Value>| {
+        let h = h.clone();
+        async move {
+            match h.fetch_one(sql, &params).await {
+                Ok(row) => row.values().to_vec(),
+                Err(e) => panic!("{driver:?}: {sql}: {e}"),
+            }
+        }
+    };
+    assert_eq!(one(all, vec![]).await, [Value::Int(1)]);
+
+    admin_sql(&db.name, "ALTER TABLE t ADD COLUMN b text DEFAULT 'x'");
+    let want = [Value::Int(1), Value::Text("x".into())];
+    assert_eq!(one(all, vec![]).await, want, "{driver:?}: a column added");
+    assert_eq!(one(all, vec![]).await, want, "{driver:?}: and again");
+
+    admin_sql(&db.name, "ALTER TABLE t ALTER COLUMN a TYPE text");
+    let want = [Value::Text("1".into()), Value::Text("x".into())];
+    assert_eq!(one(all, vec![]).await, want, "{driver:?}: a type changed");
+
+    admin_sql(
+        &db.name,
+        "DROP TABLE t; CREATE TABLE t (c bool); INSERT INTO t VALUES (true)",
+    );
+    assert_eq!(one(all, vec![]).await, [Value::Bool(true)], "{driver:?}");
+
+    let with_param = "SELECT * FROM t WHERE c = $1";
+    let yes = || vec![Value::Bool(true)];
+    assert_eq!(one(with_param, yes()).await, [Value::Bool(true)]);
+    admin_sql(&db.name, "ALTER TABLE t ADD COLUMN d int8 DEFAULT 4");
+    let want = [Value::Bool(true), Value::Int(4)];
+    assert_eq!(
+        one(with_param, yes()).await,
+        want,
+        "{driver:?}: with a parameter"
+    );
+
+    // Session resets by the application drop every prepared statement of the session.
+    let update = "UPDATE t SET d = d + 1 WHERE c = $1";
+    for reset in ["DISCARD ALL", "DEALLOCATE ALL"] {
+        assert_eq!(h.execute(update, &yes()).await.unwrap(), 1);
+        h.execute(reset, &[]).await.unwrap();
+        let outcome = h.execute(update, &yes()).await;
+        assert_eq!(outcome.ok(), Some(1), "{driver:?}: execute after {reset}");
+        assert_eq!(one(with_param, yes()).await.len(), 2, "{driver:?}: {reset}");
+        assert_eq!(one(all, vec![]).await.len(), 2, "{driver:?}: {reset}");
+    }
+    assert_eq!(one("SELECT d FROM t", vec![]).await, [Value::Int(8)]);
+
+    // In a transaction the error is the caller's: the server aborted the transaction.
+    admin_sql(&db.name, "ALTER TABLE t ADD COLUMN e int8 DEFAULT 5");
+    let mut tx = h.begin().await.unwrap();
+    let e = tx.fetch_all(all, &[]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Query, "{driver:?}: {e}");
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        one(all, vec![]).await.len(),
+        3,
+        "{driver:?}: after the transaction"
+    );
+    manager.close(Duration::from_secs(5)).await;
+}
+
+on_both_drivers!(cached_statements_follow_schema_changes_and_discard_all);

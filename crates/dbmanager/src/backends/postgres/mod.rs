@@ -78,6 +78,21 @@ impl SqlxFlavor for Pg {
             .is_some_and(|code| crate::backends::pg_common::sqlstate_means_failover(&code))
     }
 
+    fn stale_statement(e: &dyn sqlx::error::DatabaseError) -> bool {
+        let routine = e
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|db| db.routine());
+        e.code().is_some_and(|code| {
+            crate::backends::pg_common::stale_cached_statement(&code, routine, e.message())
+        })
+    }
+
+    async fn clear_statements(
+        conn: &mut sqlx::PgConnection,
+    ) -> std::result::Result<(), sqlx::Error> {
+        sqlx::Connection::clear_cached_statements(conn).await
+    }
+
     fn with_credentials(
         options: sqlx::postgres::PgConnectOptions,
         credentials: &crate::credentials::Resolved,

@@ -183,12 +183,31 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
         sqlx_error::<F>(&self.name, operation, e)
     }
 
-    /// Runs one statement outside a transaction, on a checkout, as is.
+    /// Runs one statement outside a transaction, on a checkout, as is; once more when the
+    /// connection's statement cache was stale ([`SqlxFlavor::stale_statement`]).
     async fn direct<W: Want<F>>(&self, sql: &str, params: &[Value], want: W) -> Result<W::Out> {
         let mut conn = self.checkout().await?;
-        want.run(&mut conn, sql, params, &self.columns, true)
-            .await
-            .map_err(|e| self.failed(Operation::Query, e))
+        let mut outcome = want.run(&mut conn, sql, params, &self.columns, true).await;
+        if outcome.as_ref().is_err_and(stale::<F>) {
+            outcome = self.again(&mut conn, sql, params, want).await;
+        }
+        outcome.map_err(|e| self.failed(Operation::Query, e))
+    }
+
+    /// [`Self::direct`]'s second attempt, after a stale cache entry: the connection's cache is
+    /// cleared and the statement prepared again. Boxed: it is rare, and the default path's
+    /// future stays as small as it was.
+    fn again<'c, W: Want<F> + 'c>(
+        &'c self,
+        conn: &'c mut sqlx::pool::PoolConnection<F::DB>,
+        sql: &'c str,
+        params: &'c [Value],
+        want: W,
+    ) -> BoxFuture<'c, std::result::Result<W::Out, sqlx::Error>> {
+        Box::pin(async move {
+            F::clear_statements(conn).await?;
+            want.run(conn, sql, params, &self.columns, true).await
+        })
     }
 
     /// Runs one statement outside a transaction behind a transaction-mode pooler: on the
@@ -239,6 +258,11 @@ fn unnamed_statement_lost(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(|db| db.code())
         .is_some_and(|code| code == "26000")
+}
+
+/// Whether a statement's error means the connection's statement cache is stale.
+fn stale<F: SqlxFlavor>(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(F::stale_statement)
 }
 
 impl<F: SqlxFlavor> SqlExecutor for SqlxExecutor<F> {
@@ -314,14 +338,26 @@ impl<F: SqlxFlavor> SqlxTransaction<F> {
         }
         sqlx_error::<F>(&self.name, operation, e)
     }
+
+    /// A statement's error. One from a stale statement cache ([`SqlxFlavor::stale_statement`])
+    /// aborted the transaction, so it is reported, not retried; the cache is cleared (a Close
+    /// is accepted in an aborted transaction) so that the connection's next statements are
+    /// prepared again instead of failing the same way.
+    async fn statement_failed(&mut self, e: sqlx::Error) -> crate::error::Error {
+        if stale::<F>(&e) {
+            let _ = F::clear_statements(&mut self.tx).await;
+        }
+        self.failed(Operation::Query, e)
+    }
 }
 
 impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            F::execute(&mut self.tx, sql, params, self.persistent)
-                .await
-                .map_err(|e| self.failed(Operation::Query, e))
+            match F::execute(&mut self.tx, sql, params, self.persistent).await {
+                Ok(n) => Ok(n),
+                Err(e) => Err(self.statement_failed(e).await),
+            }
         })
     }
 
@@ -331,9 +367,10 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
-            F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent)
-                .await
-                .map_err(|e| self.failed(Operation::Query, e))
+            match F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent).await {
+                Ok(rows) => Ok(rows),
+                Err(e) => Err(self.statement_failed(e).await),
+            }
         })
     }
 

@@ -122,6 +122,22 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         false
     }
 
+    /// Whether a statement failed because the connection's prepared-statement cache no longer
+    /// matches the server (PostgreSQL: `pg_common::stale_cached_statement`): the executor
+    /// clears the cache and, outside a transaction, runs the statement once more.
+    fn stale_statement(e: &dyn sqlx::error::DatabaseError) -> bool {
+        let _ = e;
+        false
+    }
+
+    /// Clears the prepared-statement cache of `conn` (after [`Self::stale_statement`]).
+    fn clear_statements<'c>(
+        conn: &'c mut <Self::DB as Database>::Connection,
+    ) -> impl Future<Output = std::result::Result<(), sqlx::Error>> + Send + 'c {
+        let _ = conn;
+        async { Ok(()) }
+    }
+
     /// SeaORM on the same pool.
     #[cfg(feature = "sea-orm")]
     fn sea_orm(pool: Pool<Self::DB>) -> sea_orm::DatabaseConnection;

@@ -41,6 +41,80 @@ pub(super) struct On<'a> {
     /// Behind a transaction-mode pooler: the unnamed statement, never a named (cached) one,
     /// whose name would live on a server session that is ours for one transaction only.
     pub unnamed: bool,
+    /// Outside a transaction: a statement whose cached plan went stale after a schema change
+    /// ([`Stale::Plan`]) is prepared and run once more (in one, the error aborted it).
+    pub reprepare: bool,
+}
+
+/// How a statement's error says the client's cached prepared statements no longer match its
+/// server session (`pg_common::stale_cached_statement`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    /// A schema change altered the statement's result type (0A000): its cache entry goes.
+    Plan,
+    /// The session lost its prepared statements (26000: `DISCARD ALL`, `DEALLOCATE ALL`):
+    /// the whole cache goes, and the client is closed rather than pooled, since
+    /// tokio-postgres keeps named type-lookup statements of its own that cannot be reset.
+    Gone,
+}
+
+fn stale(e: &tokio_postgres::Error) -> Option<Stale> {
+    let db = e.as_db_error()?;
+    let code = db.code().code();
+    if !crate::backends::pg_common::stale_cached_statement(code, db.routine(), db.message()) {
+        return None;
+    }
+    Some(if code == "26000" {
+        Stale::Gone
+    } else {
+        Stale::Plan
+    })
+}
+
+/// Whether one of the crate's errors is a [`Stale::Gone`]: the statement did not run and its
+/// client is not fit for the pool any more.
+fn statements_gone(e: &Error) -> bool {
+    super::driver_cause(e).and_then(stale) == Some(Stale::Gone)
+}
+
+/// The cached statement for `sql` with `types`, prepared when not cached, and `run` on it. A
+/// stale cache entry ([`Stale`]) is evicted; a stale plan outside a transaction is prepared
+/// and run once more.
+async fn cached<T, Fut>(
+    on: On<'_>,
+    client: &ClientWrapper,
+    sql: &str,
+    types: &[Type],
+    run: impl Fn(tokio_postgres::Statement) -> Fut,
+) -> std::result::Result<T, tokio_postgres::Error>
+where
+    Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+{
+    let mut retried = false;
+    loop {
+        let outcome = match client.prepare_typed_cached(sql, types).await {
+            Ok(stmt) => run(stmt).await,
+            Err(e) => Err(e),
+        };
+        let Err(e) = &outcome else {
+            return outcome;
+        };
+        match stale(e) {
+            Some(Stale::Plan) => {
+                drop(client.statement_cache.remove(sql, types));
+                if on.reprepare && !retried {
+                    retried = true;
+                    continue;
+                }
+            }
+            Some(Stale::Gone) => {
+                client.statement_cache.clear();
+                client.clear_type_cache();
+            }
+            None => {}
+        }
+        return outcome;
+    }
 }
 
 /// The declared types of `params`; placeholders are checked first (a statement that cannot be
@@ -83,14 +157,11 @@ async fn send(
             .await
             .map_err(failed);
     }
-    let stmt = client
-        .prepare_typed_cached(sql, &types)
-        .await
-        .map_err(failed)?;
-    client
-        .query_raw(&stmt, params.iter().map(Param))
-        .await
-        .map_err(failed)
+    cached(on, client, sql, &types, |stmt| async move {
+        client.query_raw(&stmt, params.iter().map(Param)).await
+    })
+    .await
+    .map_err(failed)
 }
 
 /// Runs a statement; the rows affected.
@@ -107,14 +178,11 @@ pub(super) async fn execute(
         return Ok(stream.rows_affected().unwrap_or(0));
     }
     let types = param_types(on, sql, params)?;
-    let stmt = client
-        .prepare_typed_cached(sql, &types)
-        .await
-        .map_err(failed)?;
-    client
-        .execute_raw(&stmt, params.iter().map(Param))
-        .await
-        .map_err(failed)
+    cached(on, client, sql, &types, |stmt| async move {
+        client.execute_raw(&stmt, params.iter().map(Param)).await
+    })
+    .await
+    .map_err(failed)
 }
 
 /// Runs a query; its rows, at most `limit` of them (the rest are not decoded).
@@ -164,7 +232,8 @@ pub(super) async fn fetch_first(
 }
 
 /// What a statement outside a transaction is asked for (behind a transaction-mode pooler,
-/// where one path runs them all: see [`TokioPgExecutor::in_own_transaction`]).
+/// where one path runs them all: see [`TokioPgExecutor::in_own_transaction`]; and when one
+/// runs again on another client: [`TokioPgExecutor::on_another_client`]).
 #[derive(Clone, Copy)]
 enum Want {
     Affected,
@@ -247,6 +316,7 @@ impl TokioPgExecutor {
             name: &self.name,
             columns: &self.columns,
             unnamed: self.begin.is_some(),
+            reprepare: true,
         }
     }
 
@@ -279,6 +349,32 @@ impl TokioPgExecutor {
             self.counters.closed_max_idle.fetch_add(1, Relaxed);
             drop(TokioPgClient::take(client));
         }
+    }
+
+    /// A statement once more, on another client, after its first client's session lost its
+    /// prepared statements ([`Stale::Gone`]: the application ran `DISCARD ALL` or
+    /// `DEALLOCATE ALL` on it; that client was closed). Boxed: rare, and the statement
+    /// futures stay as small as they were.
+    fn on_another_client<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+        want: Want,
+    ) -> BoxFuture<'a, Result<Got>> {
+        Box::pin(async move {
+            let mut statement = self.checkout().await?;
+            let client = statement.client()?;
+            let outcome = match want {
+                Want::Affected => execute(self.on(), client, sql, params)
+                    .await
+                    .map(Got::Affected),
+                Want::Rows(limit) => fetch(self.on(), client, sql, params, limit)
+                    .await
+                    .map(Got::Rows),
+            };
+            statement.done(&outcome);
+            outcome
+        })
     }
 
     /// Runs one statement outside a transaction behind a transaction-mode pooler: in a
@@ -352,8 +448,14 @@ impl SqlExecutor for TokioPgExecutor {
         }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
-            let outcome = execute(self.on(), statement.client()?, sql, params).await;
+            let mut outcome = execute(self.on(), statement.client()?, sql, params).await;
             statement.done(&outcome);
+            if outcome.as_ref().is_err_and(statements_gone) {
+                outcome = self
+                    .on_another_client(sql, params, Want::Affected)
+                    .await
+                    .map(Got::affected);
+            }
             self.observe(&outcome);
             outcome
         })
@@ -375,8 +477,14 @@ impl SqlExecutor for TokioPgExecutor {
         }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
-            let outcome = fetch(self.on(), statement.client()?, sql, params, usize::MAX).await;
+            let mut outcome = fetch(self.on(), statement.client()?, sql, params, usize::MAX).await;
             statement.done(&outcome);
+            if outcome.as_ref().is_err_and(statements_gone) {
+                outcome = self
+                    .on_another_client(sql, params, Want::Rows(usize::MAX))
+                    .await
+                    .map(Got::rows);
+            }
             self.observe(&outcome);
             outcome
         })
@@ -398,8 +506,14 @@ impl SqlExecutor for TokioPgExecutor {
         }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
-            let outcome = fetch_first(self.on(), statement.client()?, sql, params).await;
+            let mut outcome = fetch_first(self.on(), statement.client()?, sql, params).await;
             statement.done(&outcome);
+            if outcome.as_ref().is_err_and(statements_gone) {
+                outcome = self
+                    .on_another_client(sql, params, Want::Rows(1))
+                    .await
+                    .map(|got| got.rows().pop());
+            }
             self.observe(&outcome);
             outcome
         })
@@ -445,10 +559,15 @@ impl InFlight<'_> {
     /// The statement finished: the client goes back, unless the outcome says its session is
     /// gone ([`ends_session`]): then it is closed here, so that the next checkout does not
     /// get it before its connection task has noticed (one failed statement per killed
-    /// session, not two).
+    /// session, not two); or that the session lost its prepared statements
+    /// ([`statements_gone`]).
     fn done<T>(&mut self, outcome: &Result<T>) {
         if let Some(client) = self.client.take() {
-            if client.is_closed() || outcome.as_ref().is_err_and(ends_session) {
+            if client.is_closed()
+                || outcome
+                    .as_ref()
+                    .is_err_and(|e| ends_session(e) || statements_gone(e))
+            {
                 self.executor.counters.closed_broken.fetch_add(1, Relaxed);
                 drop(TokioPgClient::take(client));
             } else {
@@ -512,13 +631,17 @@ impl TokioPgTransaction {
             name: &self.name,
             columns: &self.columns,
             unnamed: self.unnamed,
+            reprepare: false,
         }
     }
 
     /// Notes a statement's error that leaves the client unfit for the pool, and one that may
     /// mean the server left (the pool's server list is probed).
     fn observe<T>(&mut self, outcome: Result<T>) -> Result<T> {
-        if self.unnamed && outcome.as_ref().is_err_and(lost_named_statement) {
+        if outcome
+            .as_ref()
+            .is_err_and(|e| (self.unnamed && lost_named_statement(e)) || statements_gone(e))
+        {
             self.lost = true;
         }
         if outcome.is_err()
