@@ -528,6 +528,7 @@ impl SqlExecutor for TokioPgExecutor {
                 columns: self.columns.clone(),
                 unnamed: self.begin.is_some(),
                 lost: false,
+                busy: false,
             };
             let begun = tx
                 .client()?
@@ -581,9 +582,31 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
             self.executor.counters.closed_broken.fetch_add(1, Relaxed);
+            cancel_abandoned(&client, &self.executor.pool);
             drop(TokioPgClient::take(client));
         }
     }
+}
+
+/// Asks the server to cancel what `client` runs: its statement was abandoned (the caller's
+/// future dropped, by `query_timeout` say) and the client is being closed. Closing is not
+/// enough: a server notices a client that left only when it next writes to it, so a long
+/// statement (whose server-side `statement_timeout` the application lifted) would run on to
+/// its end. The client is never pooled again, so a cancel that arrives after the statement
+/// ended cancels nothing else.
+fn cancel_abandoned(client: &ClientWrapper, pool: &TokioPgPool) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let manager = pool.manager();
+    let (token, tls, limit) = (
+        client.cancel_token(),
+        manager.tls.clone(),
+        manager.connect_timeout,
+    );
+    runtime.spawn(async move {
+        let _ = tokio::time::timeout(limit, token.cancel_query(tls)).await;
+    });
 }
 
 /// An open transaction on one checked-out client. Dropped open, it is rolled back in a task
@@ -598,6 +621,10 @@ struct TokioPgTransaction {
     /// A statement lost the client's type-lookup statement ([`lost_named_statement`]): the
     /// client is closed when the transaction ends rather than pooled.
     lost: bool,
+    /// A statement is running: dropped now (its future abandoned, by `query_timeout` say), the
+    /// transaction's statement is cancelled and its client closed, rather than a `ROLLBACK`
+    /// queued behind a statement the server would run to its end.
+    busy: bool,
 }
 
 impl TokioPgTransaction {
@@ -656,7 +683,9 @@ impl TokioPgTransaction {
 impl SqlTransaction for TokioPgTransaction {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
+            self.busy = true;
             let outcome = execute(self.on(), self.client()?, sql, params).await;
+            self.busy = false;
             self.observe(outcome)
         })
     }
@@ -667,7 +696,9 @@ impl SqlTransaction for TokioPgTransaction {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
+            self.busy = true;
             let outcome = fetch(self.on(), self.client()?, sql, params, usize::MAX).await;
+            self.busy = false;
             self.observe(outcome)
         })
     }
@@ -686,6 +717,14 @@ impl Drop for TokioPgTransaction {
         let Some(client) = self.client.take() else {
             return;
         };
+        if self.busy {
+            // Closing the session rolls the transaction back.
+            if let Some(pool) = TokioPgClient::pool(&client) {
+                cancel_abandoned(&client, &pool);
+            }
+            drop(TokioPgClient::take(client));
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let lost = self.lost;
