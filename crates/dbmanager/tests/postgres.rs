@@ -9,7 +9,9 @@ mod support;
 use std::time::Duration;
 
 use dbmanager::reexports::sea_orm::TransactionTrait;
-use dbmanager::{ConnectPolicy, Error, ErrorKind, Manager, PostgresDriver, SslMode, Value};
+use dbmanager::{
+    ConnectPolicy, Error, ErrorKind, HookConnection, Hooks, Manager, PostgresDriver, SslMode, Value,
+};
 use support::{TestDb, admin_sql, fast_config};
 
 #[tokio::test]
@@ -662,3 +664,85 @@ async fn cached_statements_follow_schema_changes_and_discard_all(driver: Postgre
 }
 
 on_both_drivers!(cached_statements_follow_schema_changes_and_discard_all);
+
+/// Session state a statement sets (`SET search_path`, `SET statement_timeout`) stays with its
+/// pooled connection on both drivers alike: the next statement on it sees it (README,
+/// "Session state on a pooled connection"). An after-release hook running `DISCARD ALL`, as
+/// PgBouncer's `server_reset_query` does, puts back what `schema` and `query_timeout` set
+/// (they are the session's startup values), and the statements the connection had prepared,
+/// which it drops, are prepared again rather than failing or costing the connection.
+async fn session_state_stays_with_the_connection_until_an_after_release_reset(
+    driver: PostgresDriver,
+) {
+    let db = TestDb::create();
+    admin_sql(&db.name, "CREATE SCHEMA app");
+    let config = |driver| {
+        let mut c = db.config("main");
+        c.driver = Some(driver);
+        c.max_open_conns = Some(1);
+        c.max_idle_conns = Some(1);
+        c.schema = Some("app".into());
+        c.query_timeout = Duration::from_secs(7);
+        c
+    };
+    let show = "SELECT current_setting('search_path') AS path, current_setting('statement_timeout') AS timeout";
+    let settings = |row: dbmanager::Row| {
+        (
+            row.get::<String>("path").unwrap_or_default(),
+            row.get::<String>("timeout").unwrap_or_default(),
+        )
+    };
+    let configured = ("\"app\"".to_owned(), "7s".to_owned());
+
+    let manager = Manager::new(fast_config().with_connection(config(driver))).unwrap();
+    manager.connect().await.unwrap();
+    let h = manager.get("main").unwrap().database().unwrap();
+    assert_eq!(settings(h.fetch_one(show, &[]).await.unwrap()), configured);
+    h.execute("SET search_path TO public", &[]).await.unwrap();
+    h.execute("SET statement_timeout = 0", &[]).await.unwrap();
+    assert_eq!(
+        settings(h.fetch_one(show, &[]).await.unwrap()),
+        ("public".to_owned(), "0".to_owned()),
+        "{driver:?}: kept by the connection"
+    );
+    manager.close(Duration::from_secs(5)).await;
+
+    let manager = Manager::new(fast_config().with_connection(config(driver))).unwrap();
+    let hooks = Hooks::new().after_release(|mut conn: HookConnection<'_>| {
+        Box::pin(async move {
+            conn.execute("DISCARD ALL", &[]).await?;
+            Ok(true)
+        })
+    });
+    manager.set_hooks("main", hooks).unwrap();
+    manager.connect().await.unwrap();
+    let connection = manager.get("main").unwrap();
+    let h = connection.database().unwrap();
+    for round in 0..3 {
+        assert_eq!(
+            settings(h.fetch_one(show, &[]).await.unwrap()),
+            configured,
+            "{driver:?}: round {round}"
+        );
+        h.execute("SET search_path TO public", &[]).await.unwrap();
+        h.execute("SET statement_timeout = 0", &[]).await.unwrap();
+        let row = h
+            .fetch_one("SELECT $1::int8 + 1 AS n", &[Value::Int(round)])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<i64>("n"), Some(round + 1));
+    }
+    let stats = connection.stats();
+    assert_eq!(
+        (
+            stats.opened_total,
+            stats.closed_broken,
+            stats.closed_by_hook
+        ),
+        (1, 0, 0),
+        "{driver:?}: one connection served every round: {stats:?}"
+    );
+    manager.close(Duration::from_secs(5)).await;
+}
+
+on_both_drivers!(session_state_stays_with_the_connection_until_an_after_release_reset);

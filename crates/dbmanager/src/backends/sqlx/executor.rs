@@ -261,7 +261,7 @@ fn unnamed_statement_lost(e: &sqlx::Error) -> bool {
 }
 
 /// Whether a statement's error means the connection's statement cache is stale.
-fn stale<F: SqlxFlavor>(e: &sqlx::Error) -> bool {
+pub(super) fn stale<F: SqlxFlavor>(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(F::stale_statement)
 }
 

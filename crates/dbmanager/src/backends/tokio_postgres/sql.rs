@@ -53,8 +53,9 @@ enum Stale {
     /// A schema change altered the statement's result type (0A000): its cache entry goes.
     Plan,
     /// The session lost its prepared statements (26000: `DISCARD ALL`, `DEALLOCATE ALL`):
-    /// the whole cache goes, and the client is closed rather than pooled, since
-    /// tokio-postgres keeps named type-lookup statements of its own that cannot be reset.
+    /// the whole cache goes. When the statement still fails so (it needed one of
+    /// tokio-postgres's own type-lookup statements, which cannot be reset), the client is
+    /// closed rather than pooled.
     Gone,
 }
 
@@ -108,8 +109,15 @@ where
                 }
             }
             Some(Stale::Gone) => {
+                // Every named statement of the session went: the cache's, and tokio-postgres's
+                // type-lookup ones, which cannot be reset. The types it knows stay valid, so
+                // the statement usually runs on this client once prepared again; if it needs
+                // a lookup, it fails again and runs on another client (the executor).
                 client.statement_cache.clear();
-                client.clear_type_cache();
+                if on.reprepare && !retried {
+                    retried = true;
+                    continue;
+                }
             }
             None => {}
         }
@@ -353,8 +361,8 @@ impl TokioPgExecutor {
 
     /// A statement once more, on another client, after its first client's session lost its
     /// prepared statements ([`Stale::Gone`]: the application ran `DISCARD ALL` or
-    /// `DEALLOCATE ALL` on it; that client was closed). Boxed: rare, and the statement
-    /// futures stay as small as they were.
+    /// `DEALLOCATE ALL` on it) and preparing it again there failed too; that client was
+    /// closed. Boxed: rare, and the statement futures stay as small as they were.
     fn on_another_client<'a>(
         &'a self,
         sql: &'a str,
