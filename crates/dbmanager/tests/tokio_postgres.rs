@@ -647,3 +647,40 @@ async fn a_statement_past_query_timeout_is_cancelled_on_the_server() {
     assert_eq!(row.get::<bool>("gone"), Some(true));
     manager.close(Duration::from_secs(5)).await;
 }
+
+/// After `DISCARD ALL` on a client, tokio-postgres's own type-lookup statement is gone too and
+/// cannot be reset: a statement whose result has a type the client has not looked up yet
+/// fails again once prepared again, and runs on another client (this one closed) instead of
+/// failing with "prepared statement ... does not exist" on this client for good.
+#[tokio::test]
+async fn a_type_lookup_after_discard_all_runs_on_another_client() {
+    let db = TestDb::create();
+    admin_sql(
+        &db.name,
+        "CREATE TYPE mood AS ENUM ('ok'); CREATE TYPE hue AS ENUM ('red')",
+    );
+    let mut c = tokio_config(&db, "main");
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    let manager = connected(c).await;
+    let connection = manager.get("main").unwrap();
+    let h = connection.database().unwrap();
+    // The neutral handle does not decode enums: the error after the lookup says so.
+    let unsupported = |sql: &'static str| {
+        let h = h.clone();
+        async move {
+            let e = h.fetch_one(sql, &[]).await.unwrap_err();
+            assert!(e.to_string().contains("does not decode"), "{sql}: {e}");
+        }
+    };
+    unsupported("SELECT 'ok'::mood AS v").await;
+    h.execute("DISCARD ALL", &[]).await.unwrap();
+    unsupported("SELECT 'red'::hue AS v").await;
+    let row = h
+        .fetch_one("SELECT 'ok'::mood::text AS v", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String>("v").as_deref(), Some("ok"));
+    assert_eq!(connection.stats().closed_broken, 1);
+    manager.close(Duration::from_secs(5)).await;
+}
