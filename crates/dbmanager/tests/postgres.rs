@@ -746,3 +746,53 @@ async fn session_state_stays_with_the_connection_until_an_after_release_reset(
 }
 
 on_both_drivers!(session_state_stays_with_the_connection_until_an_after_release_reset);
+
+/// Types beyond the README's table read the same on both drivers: a domain as its base type,
+/// `char(1)` and `"char"` as text; the ones the neutral handle does not decode are the same
+/// error asking for a cast, naming the type as the server does (sqlx used to say `INET`,
+/// `INT4RANGE`, tokio-postgres `_mood` for an array of an enum).
+async fn types_beyond_the_table_read_alike(driver: PostgresDriver) {
+    let db = TestDb::create();
+    admin_sql(
+        &db.name,
+        "CREATE TYPE mood AS ENUM ('ok'); CREATE DOMAIN posint AS int8 CHECK (VALUE > 0)",
+    );
+    let mut c = db.config("main");
+    c.driver = Some(driver);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let h = manager.get("main").unwrap().database().unwrap();
+    for (sql, want) in [
+        ("SELECT 5::posint AS v", Value::Int(5)),
+        ("SELECT 'a'::char(1) AS v", Value::Text("a".into())),
+        ("SELECT 'a'::\"char\" AS v", Value::Text("a".into())),
+        ("SELECT NULL::mood AS v", Value::Null),
+    ] {
+        let row = h.fetch_one(sql, &[]).await.unwrap();
+        assert_eq!(row.values(), [want], "{driver:?}: {sql}");
+    }
+    for (sql, type_name) in [
+        ("SELECT 'ok'::mood AS v", "mood"),
+        ("SELECT ARRAY['ok']::mood[] AS v", "mood[]"),
+        ("SELECT ARRAY[5::posint] AS v", "posint[]"),
+        ("SELECT '<a/>'::xml AS v", "xml"),
+        ("SELECT '1.2.3.4'::inet AS v", "inet"),
+        ("SELECT ARRAY['1.2.3.4'::inet] AS v", "inet[]"),
+        ("SELECT '10.0.0.0/8'::cidr AS v", "cidr"),
+        ("SELECT '08:00:2b:01:02:03'::macaddr AS v", "macaddr"),
+        ("SELECT int4range(1, 5) AS v", "int4range"),
+        ("SELECT tstzrange(now(), now()) AS v", "tstzrange"),
+        ("SELECT B'101' AS v", "bit"),
+        ("SELECT point(1, 2) AS v", "point"),
+    ] {
+        let e = h.fetch_one(sql, &[]).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Query, "{driver:?}: {sql}: {e}");
+        let want = format!(
+            "column `v` has type {type_name}, which the neutral handle does not decode; cast it in SQL (e.g. `::text`)"
+        );
+        assert!(e.to_string().contains(&want), "{driver:?}: {sql}: {e}");
+    }
+    manager.close(Duration::from_secs(5)).await;
+}
+
+on_both_drivers!(types_beyond_the_table_read_alike);
