@@ -421,8 +421,8 @@ impl TokioPgExecutor {
             };
             let ended = client.batch_execute(end).await;
             match ended {
-                // Dropped without `done`, the client is closed.
-                Ok(()) if lost => drop(statement),
+                // Nothing runs on it: closed without a cancel request.
+                Ok(()) if lost => statement.discard(),
                 Ok(()) => statement.done(&outcome),
                 Err(e) => {
                     return Err(outcome
@@ -586,11 +586,23 @@ impl InFlight<'_> {
     }
 }
 
+impl InFlight<'_> {
+    /// Closes the client, whose statement ended, rather than pooling it.
+    fn discard(mut self) {
+        if let Some(client) = self.client.take() {
+            self.executor.counters.closed_broken.fetch_add(1, Relaxed);
+            drop(TokioPgClient::take(client));
+        }
+    }
+}
+
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
             self.executor.counters.closed_broken.fetch_add(1, Relaxed);
-            cancel_abandoned(&client, &self.executor.pool);
+            if !client.is_closed() {
+                cancel_abandoned(&client, &self.executor.pool);
+            }
             drop(TokioPgClient::take(client));
         }
     }
@@ -727,7 +739,9 @@ impl Drop for TokioPgTransaction {
         };
         if self.busy {
             // Closing the session rolls the transaction back.
-            if let Some(pool) = TokioPgClient::pool(&client) {
+            if !client.is_closed()
+                && let Some(pool) = TokioPgClient::pool(&client)
+            {
                 cancel_abandoned(&client, &pool);
             }
             drop(TokioPgClient::take(client));
