@@ -746,6 +746,11 @@ fn chain(e: &dbmanager::Error) -> String {
 /// exist. Made to happen every time with a server pool of 2: `first` holds one server session
 /// in a transaction while the statement is prepared on the other, then `second` holds that
 /// one while the statement runs again. With `pooler: transaction` the same steps succeed.
+/// Without the key the lost statement (SQLSTATE 26000) is now prepared again, as after a
+/// `DISCARD ALL` (tests/postgres.rs), and runs, since the one free session takes both the
+/// Parse and the Bind here; with more sessions free the Bind may reach yet another one, so
+/// the key is still what makes it safe: `prepared statement "s..." does not exist` is then
+/// the error.
 #[cfg(feature = "tokio-postgres")]
 #[tokio::test]
 async fn tokio_postgres_without_the_key_loses_its_cached_statements_and_with_it_does_not() {
@@ -772,17 +777,9 @@ async fn tokio_postgres_without_the_key_loses_its_cached_statements_and_with_it_
         first.commit().await.unwrap();
         let again = db.fetch_all(query, &[Value::Int(2)]).await;
         second.commit().await.unwrap();
-        match pooler {
-            Pooler::None => {
-                let e = again.expect_err("a cached statement on another server session");
-                assert_eq!(e.kind(), ErrorKind::Query, "{e}");
-                let text = chain(&e);
-                assert!(
-                    text.contains("prepared statement \"s") && text.contains("does not exist"),
-                    "{text}"
-                );
-            }
-            _ => assert_eq!(again.unwrap()[0].get::<i64>("n"), Some(2)),
+        match again {
+            Ok(rows) => assert_eq!(rows[0].get::<i64>("n"), Some(2), "{pooler}"),
+            Err(e) => panic!("{pooler}: {}", chain(&e)),
         }
         let _ = manager.close(Duration::from_secs(10)).await;
     }

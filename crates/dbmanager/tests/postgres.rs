@@ -9,8 +9,10 @@ mod support;
 use std::time::Duration;
 
 use dbmanager::reexports::sea_orm::TransactionTrait;
-use dbmanager::{ConnectPolicy, Error, ErrorKind, Manager, SslMode};
-use support::{TestDb, fast_config};
+use dbmanager::{
+    ConnectPolicy, Error, ErrorKind, HookConnection, Hooks, Manager, PostgresDriver, SslMode, Value,
+};
+use support::{TestDb, admin_sql, fast_config};
 
 #[tokio::test]
 async fn the_three_layers_share_one_pool() {
@@ -576,3 +578,221 @@ async fn results_of_the_same_columns_share_their_names() {
     tx.rollback().await.unwrap();
     manager.close(Duration::from_secs(5)).await;
 }
+
+/// A migration run while the application is up: the statements its pooled connections have
+/// prepared and cached go stale. PostgreSQL answers a cached `SELECT *` whose result changed
+/// (a column added, a column's type changed, the table dropped and created again) with
+/// "cached plan must not change result type", and a statement whose session ran `DISCARD ALL`
+/// or `DEALLOCATE ALL` with "prepared statement does not exist"; each used to fail that way on
+/// every later call on that connection. Outside a transaction the statement is now prepared
+/// again and answers; inside one the error is reported (the server aborted the transaction)
+/// and the connection works again once it ends.
+async fn cached_statements_follow_schema_changes_and_discard_all(driver: PostgresDriver) {
+    let db = TestDb::create();
+    let mut c = db.config("main");
+    c.driver = Some(driver);
+    // One connection: every statement below runs on the one that cached them.
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let h = manager.get("main").unwrap().database().unwrap();
+    h.execute("CREATE TABLE t (a int8)", &[]).await.unwrap();
+    h.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    let all = "SELECT * FROM t";
+    let one = |sql: &'static str, params: Vec<Value>| {
+        let h = h.clone();
+        async move {
+            match h.fetch_one(sql, &params).await {
+                Ok(row) => row.values().to_vec(),
+                Err(e) => panic!("{driver:?}: {sql}: {e}"),
+            }
+        }
+    };
+    assert_eq!(one(all, vec![]).await, [Value::Int(1)]);
+
+    admin_sql(&db.name, "ALTER TABLE t ADD COLUMN b text DEFAULT 'x'");
+    let want = [Value::Int(1), Value::Text("x".into())];
+    assert_eq!(one(all, vec![]).await, want, "{driver:?}: a column added");
+    assert_eq!(one(all, vec![]).await, want, "{driver:?}: and again");
+
+    admin_sql(&db.name, "ALTER TABLE t ALTER COLUMN a TYPE text");
+    let want = [Value::Text("1".into()), Value::Text("x".into())];
+    assert_eq!(one(all, vec![]).await, want, "{driver:?}: a type changed");
+
+    admin_sql(
+        &db.name,
+        "DROP TABLE t; CREATE TABLE t (c bool); INSERT INTO t VALUES (true)",
+    );
+    assert_eq!(one(all, vec![]).await, [Value::Bool(true)], "{driver:?}");
+
+    let with_param = "SELECT * FROM t WHERE c = $1";
+    let yes = || vec![Value::Bool(true)];
+    assert_eq!(one(with_param, yes()).await, [Value::Bool(true)]);
+    admin_sql(&db.name, "ALTER TABLE t ADD COLUMN d int8 DEFAULT 4");
+    let want = [Value::Bool(true), Value::Int(4)];
+    assert_eq!(
+        one(with_param, yes()).await,
+        want,
+        "{driver:?}: with a parameter"
+    );
+
+    // Session resets by the application drop every prepared statement of the session.
+    let update = "UPDATE t SET d = d + 1 WHERE c = $1";
+    for reset in ["DISCARD ALL", "DEALLOCATE ALL"] {
+        assert_eq!(h.execute(update, &yes()).await.unwrap(), 1);
+        h.execute(reset, &[]).await.unwrap();
+        let outcome = h.execute(update, &yes()).await;
+        assert_eq!(outcome.ok(), Some(1), "{driver:?}: execute after {reset}");
+        assert_eq!(one(with_param, yes()).await.len(), 2, "{driver:?}: {reset}");
+        assert_eq!(one(all, vec![]).await.len(), 2, "{driver:?}: {reset}");
+    }
+    assert_eq!(one("SELECT d FROM t", vec![]).await, [Value::Int(8)]);
+
+    // In a transaction the error is the caller's: the server aborted the transaction.
+    admin_sql(&db.name, "ALTER TABLE t ADD COLUMN e int8 DEFAULT 5");
+    let mut tx = h.begin().await.unwrap();
+    let e = tx.fetch_all(all, &[]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Query, "{driver:?}: {e}");
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        one(all, vec![]).await.len(),
+        3,
+        "{driver:?}: after the transaction"
+    );
+    manager.close(Duration::from_secs(5)).await;
+}
+
+on_both_drivers!(cached_statements_follow_schema_changes_and_discard_all);
+
+/// Session state a statement sets (`SET search_path`, `SET statement_timeout`) stays with its
+/// pooled connection on both drivers alike: the next statement on it sees it (README,
+/// "Session state on a pooled connection"). An after-release hook running `DISCARD ALL`, as
+/// PgBouncer's `server_reset_query` does, puts back what `schema` and `query_timeout` set
+/// (they are the session's startup values), and the statements the connection had prepared,
+/// which it drops, are prepared again rather than failing or costing the connection.
+async fn session_state_stays_with_the_connection_until_an_after_release_reset(
+    driver: PostgresDriver,
+) {
+    let db = TestDb::create();
+    admin_sql(&db.name, "CREATE SCHEMA app");
+    let config = |driver| {
+        let mut c = db.config("main");
+        c.driver = Some(driver);
+        c.max_open_conns = Some(1);
+        c.max_idle_conns = Some(1);
+        c.schema = Some("app".into());
+        c.query_timeout = Duration::from_secs(7);
+        c
+    };
+    let show = "SELECT current_setting('search_path') AS path, current_setting('statement_timeout') AS timeout";
+    let settings = |row: dbmanager::Row| {
+        (
+            row.get::<String>("path").unwrap_or_default(),
+            row.get::<String>("timeout").unwrap_or_default(),
+        )
+    };
+    let configured = ("\"app\"".to_owned(), "7s".to_owned());
+
+    let manager = Manager::new(fast_config().with_connection(config(driver))).unwrap();
+    manager.connect().await.unwrap();
+    let h = manager.get("main").unwrap().database().unwrap();
+    assert_eq!(settings(h.fetch_one(show, &[]).await.unwrap()), configured);
+    h.execute("SET search_path TO public", &[]).await.unwrap();
+    h.execute("SET statement_timeout = 0", &[]).await.unwrap();
+    assert_eq!(
+        settings(h.fetch_one(show, &[]).await.unwrap()),
+        ("public".to_owned(), "0".to_owned()),
+        "{driver:?}: kept by the connection"
+    );
+    manager.close(Duration::from_secs(5)).await;
+
+    let manager = Manager::new(fast_config().with_connection(config(driver))).unwrap();
+    let hooks = Hooks::new().after_release(|mut conn: HookConnection<'_>| {
+        Box::pin(async move {
+            conn.execute("DISCARD ALL", &[]).await?;
+            Ok(true)
+        })
+    });
+    manager.set_hooks("main", hooks).unwrap();
+    manager.connect().await.unwrap();
+    let connection = manager.get("main").unwrap();
+    let h = connection.database().unwrap();
+    for round in 0..3 {
+        assert_eq!(
+            settings(h.fetch_one(show, &[]).await.unwrap()),
+            configured,
+            "{driver:?}: round {round}"
+        );
+        h.execute("SET search_path TO public", &[]).await.unwrap();
+        h.execute("SET statement_timeout = 0", &[]).await.unwrap();
+        let row = h
+            .fetch_one("SELECT $1::int8 + 1 AS n", &[Value::Int(round)])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<i64>("n"), Some(round + 1));
+    }
+    let stats = connection.stats();
+    assert_eq!(
+        (
+            stats.opened_total,
+            stats.closed_broken,
+            stats.closed_by_hook
+        ),
+        (1, 0, 0),
+        "{driver:?}: one connection served every round: {stats:?}"
+    );
+    manager.close(Duration::from_secs(5)).await;
+}
+
+on_both_drivers!(session_state_stays_with_the_connection_until_an_after_release_reset);
+
+/// Types beyond the README's table read the same on both drivers: a domain as its base type,
+/// `char(1)` and `"char"` as text; the ones the neutral handle does not decode are the same
+/// error asking for a cast, naming the type as the server does (sqlx used to say `INET`,
+/// `INT4RANGE`, tokio-postgres `_mood` for an array of an enum).
+async fn types_beyond_the_table_read_alike(driver: PostgresDriver) {
+    let db = TestDb::create();
+    admin_sql(
+        &db.name,
+        "CREATE TYPE mood AS ENUM ('ok'); CREATE DOMAIN posint AS int8 CHECK (VALUE > 0)",
+    );
+    let mut c = db.config("main");
+    c.driver = Some(driver);
+    let manager = Manager::new(fast_config().with_connection(c)).unwrap();
+    manager.connect().await.unwrap();
+    let h = manager.get("main").unwrap().database().unwrap();
+    for (sql, want) in [
+        ("SELECT 5::posint AS v", Value::Int(5)),
+        ("SELECT 'a'::char(1) AS v", Value::Text("a".into())),
+        ("SELECT 'a'::\"char\" AS v", Value::Text("a".into())),
+        ("SELECT NULL::mood AS v", Value::Null),
+    ] {
+        let row = h.fetch_one(sql, &[]).await.unwrap();
+        assert_eq!(row.values(), [want], "{driver:?}: {sql}");
+    }
+    for (sql, type_name) in [
+        ("SELECT 'ok'::mood AS v", "mood"),
+        ("SELECT ARRAY['ok']::mood[] AS v", "mood[]"),
+        ("SELECT ARRAY[5::posint] AS v", "posint[]"),
+        ("SELECT '<a/>'::xml AS v", "xml"),
+        ("SELECT '1.2.3.4'::inet AS v", "inet"),
+        ("SELECT ARRAY['1.2.3.4'::inet] AS v", "inet[]"),
+        ("SELECT '10.0.0.0/8'::cidr AS v", "cidr"),
+        ("SELECT '08:00:2b:01:02:03'::macaddr AS v", "macaddr"),
+        ("SELECT int4range(1, 5) AS v", "int4range"),
+        ("SELECT tstzrange(now(), now()) AS v", "tstzrange"),
+        ("SELECT B'101' AS v", "bit"),
+        ("SELECT point(1, 2) AS v", "point"),
+    ] {
+        let e = h.fetch_one(sql, &[]).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Query, "{driver:?}: {sql}: {e}");
+        let want = format!(
+            "column `v` has type {type_name}, which the neutral handle does not decode; cast it in SQL (e.g. `::text`)"
+        );
+        assert!(e.to_string().contains(&want), "{driver:?}: {sql}: {e}");
+    }
+    manager.close(Duration::from_secs(5)).await;
+}
+
+on_both_drivers!(types_beyond_the_table_read_alike);

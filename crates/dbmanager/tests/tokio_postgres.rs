@@ -15,7 +15,7 @@ use dbmanager::{
     ConnectPolicy, ConnectionConfig, DefaultOrm, ErrorKind, HookConnection, Hooks, Manager,
     ManagerConfig, PostgresDriver, SslMode, TokioPgPool, Value,
 };
-use support::{PrivateCluster, TestDb, fast_config};
+use support::{PrivateCluster, TestDb, admin_sql, eventually, fast_config};
 
 fn tokio_config(db: &TestDb, name: &str) -> ConnectionConfig {
     let mut c = db.config(name);
@@ -598,5 +598,89 @@ async fn sessions_run_at_sqlx_time_zone_and_date_style() {
         .await
         .unwrap();
     assert_eq!(row.get::<String>("zone").as_deref(), Some("Asia/Tokyo"));
+    manager.close(Duration::from_secs(5)).await;
+}
+
+/// A statement the neutral handle abandons at `query_timeout` is cancelled on the server, alone
+/// and in a transaction. Its client was closed, but a server notices a client that left only
+/// when it next writes to it: with the server's own bound lifted (`statement_timeout = 0`, as an
+/// application may set it) the statement used to run on to its end, a minute here.
+#[tokio::test]
+async fn a_statement_past_query_timeout_is_cancelled_on_the_server() {
+    let db = TestDb::create();
+    let mut c = tokio_config(&db, "main");
+    c.query_timeout = Duration::from_millis(500);
+    c.init_sql = vec!["SET statement_timeout = 0".into()];
+    let manager = connected(c).await;
+    let h = manager.get("main").unwrap().database().unwrap();
+    let running = || {
+        admin_sql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND state = 'active' AND query LIKE 'SELECT pg_sleep%'",
+                db.name
+            ),
+        )
+    };
+
+    let e = h.execute("SELECT pg_sleep(60)", &[]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    assert!(
+        support::eventually(Duration::from_secs(10), || running() == "0").await,
+        "the abandoned statement still runs on the server"
+    );
+
+    let mut tx = h.begin().await.unwrap();
+    tx.execute("CREATE TABLE t (a int8)", &[]).await.unwrap();
+    let e = tx.fetch_all("SELECT pg_sleep(60)", &[]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+    drop(tx);
+    assert!(
+        eventually(Duration::from_secs(10), || running() == "0").await,
+        "the abandoned statement of a transaction still runs on the server"
+    );
+    // Nothing of the transaction stayed, and the pool serves on.
+    let row = h
+        .fetch_one("SELECT to_regclass('t') IS NULL AS gone", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<bool>("gone"), Some(true));
+    manager.close(Duration::from_secs(5)).await;
+}
+
+/// After `DISCARD ALL` on a client, tokio-postgres's own type-lookup statement is gone too and
+/// cannot be reset: a statement whose result has a type the client has not looked up yet
+/// fails again once prepared again, and runs on another client (this one closed) instead of
+/// failing with "prepared statement ... does not exist" on this client for good.
+#[tokio::test]
+async fn a_type_lookup_after_discard_all_runs_on_another_client() {
+    let db = TestDb::create();
+    admin_sql(
+        &db.name,
+        "CREATE TYPE mood AS ENUM ('ok'); CREATE TYPE hue AS ENUM ('red')",
+    );
+    let mut c = tokio_config(&db, "main");
+    c.max_open_conns = Some(1);
+    c.max_idle_conns = Some(1);
+    let manager = connected(c).await;
+    let connection = manager.get("main").unwrap();
+    let h = connection.database().unwrap();
+    // The neutral handle does not decode enums: the error after the lookup says so.
+    let unsupported = |sql: &'static str| {
+        let h = h.clone();
+        async move {
+            let e = h.fetch_one(sql, &[]).await.unwrap_err();
+            assert!(e.to_string().contains("does not decode"), "{sql}: {e}");
+        }
+    };
+    unsupported("SELECT 'ok'::mood AS v").await;
+    h.execute("DISCARD ALL", &[]).await.unwrap();
+    unsupported("SELECT 'red'::hue AS v").await;
+    let row = h
+        .fetch_one("SELECT 'ok'::mood::text AS v", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String>("v").as_deref(), Some("ok"));
+    assert_eq!(connection.stats().closed_broken, 1);
     manager.close(Duration::from_secs(5)).await;
 }

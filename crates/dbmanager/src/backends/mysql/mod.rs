@@ -9,7 +9,7 @@ use futures_util::future::BoxFuture;
 use sqlx::MySql;
 use sqlx::mysql::{MySqlConnection, MySqlDatabaseError};
 
-use crate::backends::sqlx::{self as shared, OpenPlan, SqlxFlavor, sqlx_statements};
+use crate::backends::sqlx::{self as shared, CacheFailure, OpenPlan, SqlxFlavor, sqlx_statements};
 use crate::config::{ConnectionConfig, ConnectionProblems, DatabaseType, PoolSettings};
 use crate::driver::{BackendPool, Driver, Field, OpenSpec};
 use crate::error::{ErrorKind, Result};
@@ -172,9 +172,10 @@ impl SqlxFlavor for My {
 
     /// 1461: `max_prepared_stmt_count` statements are prepared server-wide (sqlx keeps up to
     /// 100 per connection in its cache, all prepared on the server).
-    fn statements_exhausted(e: &dyn sqlx::error::DatabaseError) -> bool {
+    fn cache_failure(e: &dyn sqlx::error::DatabaseError) -> Option<CacheFailure> {
         e.try_downcast_ref::<MySqlDatabaseError>()
             .is_some_and(|e| e.number() == 1461)
+            .then_some(CacheFailure::Exhausted)
     }
 
     async fn session_init(

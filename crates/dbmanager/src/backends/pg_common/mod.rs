@@ -124,6 +124,29 @@ pub(crate) fn sqlstate_means_failover(code: &str) -> bool {
     matches!(code, "25006" | "57P01" | "57P02" | "57P03") || code.starts_with("08")
 }
 
+/// Whether a statement failed because a prepared statement the driver keeps in its
+/// per-connection cache no longer matches the server: the server re-planned it after a schema
+/// change and its result type changed (SQLSTATE 0A000 from `RevalidateCachedQuery`, "cached
+/// plan must not change result type": a column added to a `SELECT *` table, a column's type
+/// changed, a table dropped and created again with other columns), or the server session no
+/// longer has it (26000, "prepared statement ... does not exist": a `DISCARD ALL` or
+/// `DEALLOCATE ALL` run by the application). Either way the statement did not run (the error
+/// comes at Bind) and the cache entry would fail the same way on every later use of that
+/// connection: the driver's cache is cleared, and outside a transaction the statement is
+/// prepared and run once more.
+pub(crate) fn stale_cached_statement(code: &str, routine: Option<&str>, message: &str) -> bool {
+    match code {
+        "26000" => true,
+        // 0A000 is feature_not_supported in general: only the plan cache's own check counts.
+        // The routine names it whatever `lc_messages` says; the message is the fallback.
+        "0A000" => {
+            routine == Some("RevalidateCachedQuery")
+                || message == "cached plan must not change result type"
+        }
+        _ => false,
+    }
+}
+
 /// Contradictions specific to PostgreSQL: without a dsn, the password goes into the URL only with
 /// a user, so a password (or password file) without one would be ignored without a word; and
 /// what cannot work behind a transaction-mode pooler.
@@ -223,5 +246,27 @@ mod tests {
         );
         assert_eq!(classify_sqlstate(Some("42601")), ErrorKind::Query);
         assert_eq!(classify_sqlstate(None), ErrorKind::Query);
+    }
+
+    #[test]
+    fn stale_cached_statements_are_told_apart() {
+        let plan = "cached plan must not change result type";
+        assert!(stale_cached_statement(
+            "0A000",
+            Some("RevalidateCachedQuery"),
+            "x"
+        ));
+        assert!(stale_cached_statement("0A000", None, plan));
+        assert!(!stale_cached_statement(
+            "0A000",
+            Some("other"),
+            "not supported"
+        ));
+        assert!(stale_cached_statement(
+            "26000",
+            None,
+            "prepared statement does not exist"
+        ));
+        assert!(!stale_cached_statement("42P01", None, plan));
     }
 }

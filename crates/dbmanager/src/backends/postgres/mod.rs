@@ -11,7 +11,7 @@ use sqlx::Postgres;
 use crate::backends::pg_common::{classify_server_error, session_settings, transaction_settings};
 use crate::backends::sqlx::rows::check_parameter_count;
 use crate::backends::sqlx::{
-    self as shared, OpenPlan, PerTransaction, SqlxFlavor, sqlx_statements,
+    self as shared, CacheFailure, OpenPlan, PerTransaction, SqlxFlavor, sqlx_statements,
 };
 use crate::config::{DatabaseType, Pooler};
 use crate::driver::{BackendPool, Driver, OpenSpec};
@@ -76,6 +76,17 @@ impl SqlxFlavor for Pg {
     fn means_failover(e: &dyn sqlx::error::DatabaseError) -> bool {
         e.code()
             .is_some_and(|code| crate::backends::pg_common::sqlstate_means_failover(&code))
+    }
+
+    fn cache_failure(e: &dyn sqlx::error::DatabaseError) -> Option<CacheFailure> {
+        let routine = e
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|db| db.routine());
+        e.code()
+            .is_some_and(|code| {
+                crate::backends::pg_common::stale_cached_statement(&code, routine, e.message())
+            })
+            .then_some(CacheFailure::Stale)
     }
 
     fn with_credentials(

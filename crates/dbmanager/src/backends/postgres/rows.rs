@@ -342,6 +342,10 @@ fn cell<'r, T: sqlx::Decode<'r, Postgres>>(
     })
 }
 
+/// The first OID of an object a database defines (`FirstNormalObjectId`): below it, the
+/// server's built-in types.
+const FIRST_NORMAL_OID: u32 = 16384;
+
 pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
     let mut values = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
@@ -394,7 +398,18 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, sqlx::Error> {
             "TIME[]" => array(row, i, |v: Checked<NaiveTime>| Value::Time(v.0))?,
             "INTERVAL[]" => array(row, i, interval)?,
             other => {
-                return Err(unsupported_column(column.name(), other));
+                // Named as the server and tokio-postgres name it: sqlx upper-cases the names of
+                // the built-in types (`INET`, `INT4RANGE[]`), not those of the database's own.
+                let builtin = column
+                    .type_info()
+                    .oid()
+                    .is_some_and(|oid| oid.0 < FIRST_NORMAL_OID);
+                let name = if builtin {
+                    other.to_ascii_lowercase()
+                } else {
+                    other.to_owned()
+                };
+                return Err(unsupported_column(column.name(), &name));
             }
         };
         values.push(value);

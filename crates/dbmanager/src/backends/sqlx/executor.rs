@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use sqlx::{AssertSqlSafe, Pool};
 
 use super::rows::ColumnCache;
-use super::{Ended, SqlxFlavor, sqlx_error};
+use super::{CacheFailure, Ended, SqlxFlavor, sqlx_error};
 use crate::config::DefaultOrm;
 use crate::error::{Operation, Result};
 use crate::sql::{Row, Value};
@@ -183,12 +183,13 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
         sqlx_error::<F>(&self.name, operation, e)
     }
 
-    /// Runs one statement outside a transaction, on a checkout, as is.
+    /// Runs one statement outside a transaction, on a checkout, as is; once more when it
+    /// failed because of the connection's statement cache ([`SqlxFlavor::cache_failure`]).
     async fn direct<W: Want<F>>(&self, sql: &str, params: &[Value], want: W) -> Result<W::Out> {
         let mut conn = self.checkout().await?;
         match want.run(&mut conn, sql, params, &self.columns, true).await {
             Ok(out) => Ok(out),
-            Err(e) if statements_exhausted::<F>(&e) => {
+            Err(e) if cache_failure::<F>(&e).is_some() => {
                 // Boxed: the cold path does not grow every statement's future.
                 Box::pin(again::<F, W>(&mut conn, sql, params, &self.columns, want))
                     .await
@@ -237,16 +238,13 @@ impl<F: SqlxFlavor> SqlxExecutor<F> {
     }
 }
 
-/// Whether the server refused to prepare the statement because its prepared statements are
-/// all taken (see [`SqlxFlavor::statements_exhausted`]): nothing ran.
-fn statements_exhausted<F: SqlxFlavor>(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|db| F::statements_exhausted(db))
+/// How `e` failed because of the connection's statement cache, if it did.
+pub(super) fn cache_failure<F: SqlxFlavor>(e: &sqlx::Error) -> Option<CacheFailure> {
+    e.as_database_error().and_then(|db| F::cache_failure(db))
 }
 
-/// Runs a statement the server refused to prepare once more, after closing the statements
-/// `conn` keeps prepared in its cache (they count against the server's limit, and sqlx's cache
-/// would hold them for the connection's whole life: every new statement on it would fail).
+/// Runs a statement that failed because of `conn`'s statement cache once more, after closing
+/// the statements the cache keeps prepared (see [`CacheFailure`]).
 async fn again<F: SqlxFlavor, W: Want<F>>(
     conn: &mut <F::DB as sqlx::Database>::Connection,
     sql: &str,
@@ -352,8 +350,14 @@ impl<F: SqlxFlavor> SqlxTransaction<F> {
         }
     }
 
-    /// A statement's error: whether it ended the transaction is noted first.
+    /// A statement's error: whether it ended the transaction is noted first. One from a stale
+    /// statement cache aborted the transaction, so it is reported, not retried; the cache is
+    /// emptied (a Close is accepted in an aborted transaction), so that the connection's next
+    /// statements are prepared again instead of failing the same way.
     async fn statement_failed(&mut self, e: sqlx::Error) -> crate::error::Error {
+        if cache_failure::<F>(&e) == Some(CacheFailure::Stale) {
+            let _ = sqlx::Connection::clear_cached_statements(&mut *self.tx).await;
+        }
         let ended = match Ended::question::<F>(&e) {
             None => false,
             Some(sql) => {
@@ -382,7 +386,7 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
         Box::pin(async move {
             self.usable(Operation::Query)?;
             let outcome = match F::execute(&mut self.tx, sql, params, self.persistent).await {
-                Err(e) if statements_exhausted::<F>(&e) => {
+                Err(e) if cache_failure::<F>(&e) == Some(CacheFailure::Exhausted) => {
                     Box::pin(again::<F, _>(
                         &mut self.tx,
                         sql,
@@ -411,7 +415,7 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
             let outcome =
                 match F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent).await
                 {
-                    Err(e) if statements_exhausted::<F>(&e) => {
+                    Err(e) if cache_failure::<F>(&e) == Some(CacheFailure::Exhausted) => {
                         Box::pin(again::<F, _>(&mut self.tx, sql, params, &self.columns, All)).await
                     }
                     outcome => outcome,

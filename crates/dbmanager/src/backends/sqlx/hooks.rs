@@ -59,7 +59,17 @@ impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let outcome = if self.persistent {
-                F::execute(&mut *self.conn, sql, params, true).await
+                match F::execute(&mut *self.conn, sql, params, true).await {
+                    // A stale cached statement (the hook's own `DISCARD ALL` on an earlier
+                    // release, say): prepared again, as the neutral handle does.
+                    Err(e) if super::executor::cache_failure::<F>(&e).is_some() => {
+                        match sqlx::Connection::clear_cached_statements(&mut *self.conn).await {
+                            Ok(()) => F::execute(&mut *self.conn, sql, params, true).await,
+                            Err(_) => Err(e),
+                        }
+                    }
+                    outcome => outcome,
+                }
             } else {
                 match sqlx::Connection::begin(&mut *self.conn).await {
                     Ok(mut tx) => {
@@ -82,7 +92,18 @@ impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
             // A hook's statements are few; their column names are not worth sharing.
             let columns = super::rows::ColumnCache::default();
             let outcome = if self.persistent {
-                F::fetch_optional(&mut *self.conn, sql, params, &columns, true).await
+                match F::fetch_optional(&mut *self.conn, sql, params, &columns, true).await {
+                    Err(e) if super::executor::cache_failure::<F>(&e).is_some() => {
+                        match sqlx::Connection::clear_cached_statements(&mut *self.conn).await {
+                            Ok(()) => {
+                                F::fetch_optional(&mut *self.conn, sql, params, &columns, true)
+                                    .await
+                            }
+                            Err(_) => Err(e),
+                        }
+                    }
+                    outcome => outcome,
+                }
             } else {
                 match sqlx::Connection::begin(&mut *self.conn).await {
                     Ok(mut tx) => {

@@ -146,12 +146,13 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         None
     }
 
-    /// Whether the server refused to prepare a statement because its prepared statements
-    /// (server-wide) are all taken; the neutral handle then closes the connection's cached ones
-    /// and runs the statement once more.
-    fn statements_exhausted(e: &dyn sqlx::error::DatabaseError) -> bool {
+    /// Whether a statement failed because of the connection's prepared-statement cache, which
+    /// the neutral handle then empties (sqlx's would otherwise fail the same way for the
+    /// connection's whole life) before it runs the statement once more where that is safe
+    /// (see [`CacheFailure`]).
+    fn cache_failure(e: &dyn sqlx::error::DatabaseError) -> Option<CacheFailure> {
         let _ = e;
-        false
+        None
     }
 
     /// SeaORM on the same pool.
@@ -178,6 +179,21 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
         let _ = params;
         sql
     }
+}
+
+/// How a statement failed because of the connection's prepared-statement cache
+/// ([`SqlxFlavor::cache_failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheFailure {
+    /// The server refused to prepare it: its prepared statements (server-wide) are all taken
+    /// (MySQL 1461). Nothing ran, so it runs once more, in a transaction too, after the
+    /// connection's cached statements are closed.
+    Exhausted,
+    /// A cached statement no longer matches the server (PostgreSQL after a schema change or
+    /// `DISCARD ALL`). Outside a transaction it runs once more, prepared again; in one the
+    /// error aborted the transaction, so it is reported (the cache is still emptied, so the
+    /// connection's next statements are prepared again instead of failing the same way).
+    Stale,
 }
 
 /// Why a transaction is over on the server while its handle is still open: every later

@@ -19,7 +19,7 @@ pub(super) struct SeaOrmExecutor<F: SqlxFlavor> {
     name: Arc<str>,
     db: sea_orm::DatabaseConnection,
     /// The pool under `db`, whose connections' cached statements are closed when the server
-    /// has no prepared statement left (see [`SqlxFlavor::statements_exhausted`]).
+    /// has no prepared statement left (see [`super::CacheFailure::Exhausted`]).
     pool: sqlx::Pool<F::DB>,
     /// Behind a transaction-mode pooler: what every transaction runs first, and every
     /// statement runs in a transaction (see `PerTransaction`).
@@ -89,11 +89,14 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
     /// run once more. Cold: boxed by the callers.
     async fn freed_statements<T>(&self, outcome: &Result<T>) -> bool {
         let exhausted = match outcome {
-            Err(Error::Database { source, .. }) => source
-                .downcast_ref::<DbErr>()
-                .and_then(sqlx_cause)
-                .and_then(|e| e.as_database_error())
-                .is_some_and(|db| F::statements_exhausted(db)),
+            Err(Error::Database { source, .. }) => {
+                source
+                    .downcast_ref::<DbErr>()
+                    .and_then(sqlx_cause)
+                    .and_then(|e| e.as_database_error())
+                    .and_then(|db| F::cache_failure(db))
+                    == Some(super::CacheFailure::Exhausted)
+            }
             _ => false,
         };
         if !exhausted {

@@ -92,6 +92,7 @@ impl TokioPgManager {
             name: &self.name,
             columns: &self.columns,
             unnamed: self.unnamed,
+            reprepare: true,
         }
     }
 

@@ -348,13 +348,22 @@ pub(super) fn decode(row: &PgRow) -> Result<Vec<Value>, String> {
             Unsupported::Type => format!(
                 "column `{}` has type {}, which the neutral handle does not decode; cast it in SQL (e.g. `::text`) or use the native pool",
                 column.name(),
-                ty.name()
+                type_name(ty)
             ),
             Unsupported::Value(e) => format!("column `{}`: {e}", column.name()),
         })?;
         values.push(value);
     }
     Ok(values)
+}
+
+/// A type as the server (and the sqlx driver) names it: an array as its element's name and
+/// `[]` (`mood[]`, where tokio-postgres says `_mood`).
+fn type_name(ty: &Type) -> String {
+    match ty.kind() {
+        Kind::Array(element) => format!("{}[]", element.name()),
+        _ => ty.name().to_owned(),
+    }
 }
 
 enum Unsupported {

@@ -41,6 +41,88 @@ pub(super) struct On<'a> {
     /// Behind a transaction-mode pooler: the unnamed statement, never a named (cached) one,
     /// whose name would live on a server session that is ours for one transaction only.
     pub unnamed: bool,
+    /// Outside a transaction: a statement whose cached plan went stale after a schema change
+    /// ([`Stale::Plan`]) is prepared and run once more (in one, the error aborted it).
+    pub reprepare: bool,
+}
+
+/// How a statement's error says the client's cached prepared statements no longer match its
+/// server session (`pg_common::stale_cached_statement`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    /// A schema change altered the statement's result type (0A000): its cache entry goes.
+    Plan,
+    /// The session lost its prepared statements (26000: `DISCARD ALL`, `DEALLOCATE ALL`):
+    /// the whole cache goes. When the statement still fails so (it needed one of
+    /// tokio-postgres's own type-lookup statements, which cannot be reset), the client is
+    /// closed rather than pooled.
+    Gone,
+}
+
+fn stale(e: &tokio_postgres::Error) -> Option<Stale> {
+    let db = e.as_db_error()?;
+    let code = db.code().code();
+    if !crate::backends::pg_common::stale_cached_statement(code, db.routine(), db.message()) {
+        return None;
+    }
+    Some(if code == "26000" {
+        Stale::Gone
+    } else {
+        Stale::Plan
+    })
+}
+
+/// Whether one of the crate's errors is a [`Stale::Gone`]: the statement did not run and its
+/// client is not fit for the pool any more.
+fn statements_gone(e: &Error) -> bool {
+    super::driver_cause(e).and_then(stale) == Some(Stale::Gone)
+}
+
+/// The cached statement for `sql` with `types`, prepared when not cached, and `run` on it. A
+/// stale cache entry ([`Stale`]) is evicted; a stale plan outside a transaction is prepared
+/// and run once more.
+async fn cached<T, Fut>(
+    on: On<'_>,
+    client: &ClientWrapper,
+    sql: &str,
+    types: &[Type],
+    run: impl Fn(tokio_postgres::Statement) -> Fut,
+) -> std::result::Result<T, tokio_postgres::Error>
+where
+    Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+{
+    let mut retried = false;
+    loop {
+        let outcome = match client.prepare_typed_cached(sql, types).await {
+            Ok(stmt) => run(stmt).await,
+            Err(e) => Err(e),
+        };
+        let Err(e) = &outcome else {
+            return outcome;
+        };
+        match stale(e) {
+            Some(Stale::Plan) => {
+                drop(client.statement_cache.remove(sql, types));
+                if on.reprepare && !retried {
+                    retried = true;
+                    continue;
+                }
+            }
+            Some(Stale::Gone) => {
+                // Every named statement of the session went: the cache's, and tokio-postgres's
+                // type-lookup ones, which cannot be reset. The types it knows stay valid, so
+                // the statement usually runs on this client once prepared again; if it needs
+                // a lookup, it fails again and runs on another client (the executor).
+                client.statement_cache.clear();
+                if on.reprepare && !retried {
+                    retried = true;
+                    continue;
+                }
+            }
+            None => {}
+        }
+        return outcome;
+    }
 }
 
 /// The declared types of `params`; placeholders are checked first (a statement that cannot be
@@ -83,14 +165,11 @@ async fn send(
             .await
             .map_err(failed);
     }
-    let stmt = client
-        .prepare_typed_cached(sql, &types)
-        .await
-        .map_err(failed)?;
-    client
-        .query_raw(&stmt, params.iter().map(Param))
-        .await
-        .map_err(failed)
+    cached(on, client, sql, &types, |stmt| async move {
+        client.query_raw(&stmt, params.iter().map(Param)).await
+    })
+    .await
+    .map_err(failed)
 }
 
 /// Runs a statement; the rows affected.
@@ -107,14 +186,11 @@ pub(super) async fn execute(
         return Ok(stream.rows_affected().unwrap_or(0));
     }
     let types = param_types(on, sql, params)?;
-    let stmt = client
-        .prepare_typed_cached(sql, &types)
-        .await
-        .map_err(failed)?;
-    client
-        .execute_raw(&stmt, params.iter().map(Param))
-        .await
-        .map_err(failed)
+    cached(on, client, sql, &types, |stmt| async move {
+        client.execute_raw(&stmt, params.iter().map(Param)).await
+    })
+    .await
+    .map_err(failed)
 }
 
 /// Runs a query; its rows, at most `limit` of them (the rest are not decoded).
@@ -164,7 +240,8 @@ pub(super) async fn fetch_first(
 }
 
 /// What a statement outside a transaction is asked for (behind a transaction-mode pooler,
-/// where one path runs them all: see [`TokioPgExecutor::in_own_transaction`]).
+/// where one path runs them all: see [`TokioPgExecutor::in_own_transaction`]; and when one
+/// runs again on another client: [`TokioPgExecutor::on_another_client`]).
 #[derive(Clone, Copy)]
 enum Want {
     Affected,
@@ -247,6 +324,7 @@ impl TokioPgExecutor {
             name: &self.name,
             columns: &self.columns,
             unnamed: self.begin.is_some(),
+            reprepare: true,
         }
     }
 
@@ -279,6 +357,32 @@ impl TokioPgExecutor {
             self.counters.closed_max_idle.fetch_add(1, Relaxed);
             drop(TokioPgClient::take(client));
         }
+    }
+
+    /// A statement once more, on another client, after its first client's session lost its
+    /// prepared statements ([`Stale::Gone`]: the application ran `DISCARD ALL` or
+    /// `DEALLOCATE ALL` on it) and preparing it again there failed too; that client was
+    /// closed. Boxed: rare, and the statement futures stay as small as they were.
+    fn on_another_client<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Value],
+        want: Want,
+    ) -> BoxFuture<'a, Result<Got>> {
+        Box::pin(async move {
+            let mut statement = self.checkout().await?;
+            let client = statement.client()?;
+            let outcome = match want {
+                Want::Affected => execute(self.on(), client, sql, params)
+                    .await
+                    .map(Got::Affected),
+                Want::Rows(limit) => fetch(self.on(), client, sql, params, limit)
+                    .await
+                    .map(Got::Rows),
+            };
+            statement.done(&outcome);
+            outcome
+        })
     }
 
     /// Runs one statement outside a transaction behind a transaction-mode pooler: in a
@@ -317,8 +421,8 @@ impl TokioPgExecutor {
             };
             let ended = client.batch_execute(end).await;
             match ended {
-                // Dropped without `done`, the client is closed.
-                Ok(()) if lost => drop(statement),
+                // Nothing runs on it: closed without a cancel request.
+                Ok(()) if lost => statement.discard(),
                 Ok(()) => statement.done(&outcome),
                 Err(e) => {
                     return Err(outcome
@@ -352,8 +456,14 @@ impl SqlExecutor for TokioPgExecutor {
         }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
-            let outcome = execute(self.on(), statement.client()?, sql, params).await;
+            let mut outcome = execute(self.on(), statement.client()?, sql, params).await;
             statement.done(&outcome);
+            if outcome.as_ref().is_err_and(statements_gone) {
+                outcome = self
+                    .on_another_client(sql, params, Want::Affected)
+                    .await
+                    .map(Got::affected);
+            }
             self.observe(&outcome);
             outcome
         })
@@ -375,8 +485,14 @@ impl SqlExecutor for TokioPgExecutor {
         }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
-            let outcome = fetch(self.on(), statement.client()?, sql, params, usize::MAX).await;
+            let mut outcome = fetch(self.on(), statement.client()?, sql, params, usize::MAX).await;
             statement.done(&outcome);
+            if outcome.as_ref().is_err_and(statements_gone) {
+                outcome = self
+                    .on_another_client(sql, params, Want::Rows(usize::MAX))
+                    .await
+                    .map(Got::rows);
+            }
             self.observe(&outcome);
             outcome
         })
@@ -398,8 +514,14 @@ impl SqlExecutor for TokioPgExecutor {
         }
         Box::pin(async move {
             let mut statement = self.checkout().await?;
-            let outcome = fetch_first(self.on(), statement.client()?, sql, params).await;
+            let mut outcome = fetch_first(self.on(), statement.client()?, sql, params).await;
             statement.done(&outcome);
+            if outcome.as_ref().is_err_and(statements_gone) {
+                outcome = self
+                    .on_another_client(sql, params, Want::Rows(1))
+                    .await
+                    .map(|got| got.rows().pop());
+            }
             self.observe(&outcome);
             outcome
         })
@@ -414,6 +536,7 @@ impl SqlExecutor for TokioPgExecutor {
                 columns: self.columns.clone(),
                 unnamed: self.begin.is_some(),
                 lost: false,
+                busy: false,
             };
             let begun = tx
                 .client()?
@@ -445,10 +568,15 @@ impl InFlight<'_> {
     /// The statement finished: the client goes back, unless the outcome says its session is
     /// gone ([`ends_session`]): then it is closed here, so that the next checkout does not
     /// get it before its connection task has noticed (one failed statement per killed
-    /// session, not two).
+    /// session, not two); or that the session lost its prepared statements
+    /// ([`statements_gone`]).
     fn done<T>(&mut self, outcome: &Result<T>) {
         if let Some(client) = self.client.take() {
-            if client.is_closed() || outcome.as_ref().is_err_and(ends_session) {
+            if client.is_closed()
+                || outcome
+                    .as_ref()
+                    .is_err_and(|e| ends_session(e) || statements_gone(e))
+            {
                 self.executor.counters.closed_broken.fetch_add(1, Relaxed);
                 drop(TokioPgClient::take(client));
             } else {
@@ -458,13 +586,47 @@ impl InFlight<'_> {
     }
 }
 
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
+impl InFlight<'_> {
+    /// Closes the client, whose statement ended, rather than pooling it.
+    fn discard(mut self) {
         if let Some(client) = self.client.take() {
             self.executor.counters.closed_broken.fetch_add(1, Relaxed);
             drop(TokioPgClient::take(client));
         }
     }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.executor.counters.closed_broken.fetch_add(1, Relaxed);
+            if !client.is_closed() {
+                cancel_abandoned(&client, &self.executor.pool);
+            }
+            drop(TokioPgClient::take(client));
+        }
+    }
+}
+
+/// Asks the server to cancel what `client` runs: its statement was abandoned (the caller's
+/// future dropped, by `query_timeout` say) and the client is being closed. Closing is not
+/// enough: a server notices a client that left only when it next writes to it, so a long
+/// statement (whose server-side `statement_timeout` the application lifted) would run on to
+/// its end. The client is never pooled again, so a cancel that arrives after the statement
+/// ended cancels nothing else.
+fn cancel_abandoned(client: &ClientWrapper, pool: &TokioPgPool) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let manager = pool.manager();
+    let (token, tls, limit) = (
+        client.cancel_token(),
+        manager.tls.clone(),
+        manager.connect_timeout,
+    );
+    runtime.spawn(async move {
+        let _ = tokio::time::timeout(limit, token.cancel_query(tls)).await;
+    });
 }
 
 /// An open transaction on one checked-out client. Dropped open, it is rolled back in a task
@@ -479,6 +641,10 @@ struct TokioPgTransaction {
     /// A statement lost the client's type-lookup statement ([`lost_named_statement`]): the
     /// client is closed when the transaction ends rather than pooled.
     lost: bool,
+    /// A statement is running: dropped now (its future abandoned, by `query_timeout` say), the
+    /// transaction's statement is cancelled and its client closed, rather than a `ROLLBACK`
+    /// queued behind a statement the server would run to its end.
+    busy: bool,
 }
 
 impl TokioPgTransaction {
@@ -512,13 +678,17 @@ impl TokioPgTransaction {
             name: &self.name,
             columns: &self.columns,
             unnamed: self.unnamed,
+            reprepare: false,
         }
     }
 
     /// Notes a statement's error that leaves the client unfit for the pool, and one that may
     /// mean the server left (the pool's server list is probed).
     fn observe<T>(&mut self, outcome: Result<T>) -> Result<T> {
-        if self.unnamed && outcome.as_ref().is_err_and(lost_named_statement) {
+        if outcome
+            .as_ref()
+            .is_err_and(|e| (self.unnamed && lost_named_statement(e)) || statements_gone(e))
+        {
             self.lost = true;
         }
         if outcome.is_err()
@@ -533,7 +703,9 @@ impl TokioPgTransaction {
 impl SqlTransaction for TokioPgTransaction {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
+            self.busy = true;
             let outcome = execute(self.on(), self.client()?, sql, params).await;
+            self.busy = false;
             self.observe(outcome)
         })
     }
@@ -544,7 +716,9 @@ impl SqlTransaction for TokioPgTransaction {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
+            self.busy = true;
             let outcome = fetch(self.on(), self.client()?, sql, params, usize::MAX).await;
+            self.busy = false;
             self.observe(outcome)
         })
     }
@@ -563,6 +737,16 @@ impl Drop for TokioPgTransaction {
         let Some(client) = self.client.take() else {
             return;
         };
+        if self.busy {
+            // Closing the session rolls the transaction back.
+            if !client.is_closed()
+                && let Some(pool) = TokioPgClient::pool(&client)
+            {
+                cancel_abandoned(&client, &pool);
+            }
+            drop(TokioPgClient::take(client));
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let lost = self.lost;
