@@ -1263,7 +1263,12 @@ async fn emoji_round_trip_on_every_layer_and_never_become_question_marks() {
         sql.execute("DELETE FROM m4", &[]).await.unwrap();
         manager.close(Duration::from_secs(5)).await;
     }
-    for charset in ["utf8", "utf8mb3", "latin1"] {
+    for charset in [
+        "utf8",
+        "utf8mb3",
+        "latin1",
+        "utf8mb4&collation=latin1_swedish_ci",
+    ] {
         let c = ConnectionConfig::from_dsn(
             "d",
             DatabaseType::Mysql,
@@ -1276,7 +1281,14 @@ async fn emoji_round_trip_on_every_layer_and_never_become_question_marks() {
         );
         let err = Manager::new(fast_config().with_connection(c)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Configuration, "{charset}: {err}");
-        assert!(err.to_string().contains("charset"), "{charset}: {err}");
+        // Shown whole: the dsn-value hiding would have turned `utf8mb4` into `…mb4`.
+        assert!(
+            err.to_string().contains("`charset` must be utf8mb4")
+                || err
+                    .to_string()
+                    .contains("`collation` must be a utf8mb4 collation (`utf8mb4_...`)"),
+            "{charset}: {err}"
+        );
     }
 }
 

@@ -732,6 +732,13 @@ async fn session_state_stays_with_the_connection_until_an_after_release_reset(
             .unwrap();
         assert_eq!(row.get::<i64>("n"), Some(round + 1));
     }
+    // The last release's hook runs after the statement returned (on sqlx in the background):
+    // its outcome is seen once the pool's one connection is idle again (or was closed).
+    support::eventually(Duration::from_secs(10), || {
+        let stats = connection.stats();
+        stats.idle == 1 || stats.closed_broken + stats.closed_by_hook > 0
+    })
+    .await;
     let stats = connection.stats();
     assert_eq!(
         (

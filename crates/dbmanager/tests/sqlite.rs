@@ -560,14 +560,14 @@ async fn a_write_abandoned_at_query_timeout_does_not_land_later() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");
     let mut c = ConnectionConfig::sqlite("lite", &path);
-    c.query_timeout = Duration::from_secs(1);
+    c.query_timeout = Duration::from_millis(300);
     let manager = Manager::new(fast_config().with_connection(c)).unwrap();
     manager.connect().await.unwrap();
     let db = manager.database("lite").unwrap();
     db.execute("CREATE TABLE t (x INTEGER)", &[]).await.unwrap();
     let pool = manager.get("lite").unwrap().sqlite().unwrap();
     let mut holder = pool.acquire().await.unwrap();
-    assert_eq!(pragma(&mut holder, "busy_timeout").await, "1000");
+    assert_eq!(pragma(&mut holder, "busy_timeout").await, "300");
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *holder)
         .await
@@ -578,9 +578,10 @@ async fn a_write_abandoned_at_query_timeout_does_not_land_later() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
-    // Long past the abandoned statement's own lock wait (at most `busy_timeout` = 1 s), the
-    // lock is released; a statement still waiting (the old 5 s) would now run.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Long past the abandoned statement's own lock wait (at most `busy_timeout` = 0.3 s, ten
+    // times over, for a loaded machine), the lock is released; a statement still waiting (the
+    // old 5 s) would now run.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     sqlx::query("COMMIT").execute(&mut *holder).await.unwrap();
     drop(holder);
     // Closing waits for every connection, so whatever was still queued has run.

@@ -645,6 +645,59 @@ async fn a_statement_past_query_timeout_is_cancelled_on_the_server() {
         .await
         .unwrap();
     assert_eq!(row.get::<bool>("gone"), Some(true));
+
+    // Ended by the caller rather than dropped: the rollback does not wait behind the abandoned
+    // statement (it used to queue there, for the minute), and a commit says it did not commit.
+    for commit in [false, true] {
+        let mut tx = h.begin().await.unwrap();
+        tx.execute("CREATE TABLE t (a int8)", &[]).await.unwrap();
+        let e = tx.fetch_all("SELECT pg_sleep(60)", &[]).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
+        let end = async {
+            if commit {
+                tx.commit().await
+            } else {
+                tx.rollback().await
+            }
+        };
+        let ended = tokio::time::timeout(Duration::from_secs(30), end)
+            .await
+            .expect("the transaction's end does not wait for the abandoned statement");
+        if commit {
+            let e = ended.unwrap_err();
+            assert!(e.to_string().contains("not committed"), "{e}");
+        } else {
+            ended.unwrap();
+        }
+        assert!(
+            eventually(Duration::from_secs(10), || running() == "0").await,
+            "the abandoned statement still runs on the server (commit: {commit})"
+        );
+        let row = h
+            .fetch_one("SELECT to_regclass('t') IS NULL AS gone", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<bool>("gone"), Some(true), "commit: {commit}");
+    }
+    manager.close(Duration::from_secs(5)).await;
+}
+
+/// `EXECUTE` or `DEALLOCATE` of a name the application never prepared fails with the SQLSTATE
+/// of a statement the driver lost (26000); it was taken for one, and the client closed (and a
+/// second one, after the statement ran again there). It is the application's `Query` error,
+/// and the client stays pooled.
+#[tokio::test]
+async fn executing_an_unknown_prepared_statement_is_the_callers_error_and_keeps_the_client() {
+    let db = TestDb::create();
+    let manager = connected(tokio_config(&db, "main")).await;
+    let connection = manager.get("main").unwrap();
+    let h = connection.database().unwrap();
+    for sql in ["EXECUTE never_prepared", "DEALLOCATE never_prepared"] {
+        let e = h.execute(sql, &[]).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Query, "{sql}: {e}");
+        assert!(e.to_string().contains("never_prepared"), "{sql}: {e}");
+    }
+    assert_eq!(connection.stats().closed_broken, 0);
     manager.close(Duration::from_secs(5)).await;
 }
 

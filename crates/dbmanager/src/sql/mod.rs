@@ -644,7 +644,8 @@ pub struct Transaction {
 
 /// Why a commit after a failed statement was refused.
 const ABORTED: &str = "the transaction was rolled back, not committed: a statement in it failed and \
-the server aborted the transaction (to go on after an error, roll back to a savepoint first)";
+the server aborted or ended the transaction (run it again; on PostgreSQL, to go on after an \
+expected error, roll back to a savepoint first)";
 
 /// One statement of a transaction: its span, timeout and metrics, and whether it failed (see
 /// [`Transaction::commit`]).

@@ -90,6 +90,15 @@ const DSN_PARAMETERS: &[Known] = &[
 
 /// The driver options a `dsn` gives, checked as at load: one server, known parameters.
 pub(super) fn dsn_options(name: &str, url: &SecretString) -> Result<MySqlConnectOptions> {
+    let options = parsed_dsn(name, url)?;
+    match charset_problem(&options) {
+        Some(problem) => Err(config_error(name, format!("dsn: {problem}"))),
+        None => Ok(options),
+    }
+}
+
+/// The driver options a `dsn` gives, before [`charset_problem`].
+pub(super) fn parsed_dsn(name: &str, url: &SecretString) -> Result<MySqlConnectOptions> {
     if crate::hosts::split_dsn(url.expose_secret()).is_some() {
         return Err(config_error(
             name,
@@ -97,37 +106,32 @@ pub(super) fn dsn_options(name: &str, url: &SecretString) -> Result<MySqlConnect
         ));
     }
     dsn::check_query(name, url, QuerySyntax::Url, DSN_PARAMETERS)?;
-    let options = MySqlConnectOptions::from_str(url.expose_secret())
-        .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))?;
-    check_charset(name, &options)?;
-    Ok(options)
+    MySqlConnectOptions::from_str(url.expose_secret())
+        .map_err(|e| sqlx_error::<My>(name, Operation::Connect, e))
 }
 
 /// sqlx sends and reads text as UTF-8 whatever the session's character set: over `utf8`
 /// (`utf8mb3`) every 4-byte character (emoji) read back is a silent `?` and writing one fails,
 /// over `latin1` and the like text is stored double-encoded and read as `?`. Only `utf8mb4` (with
 /// a `utf8mb4_...` collation) keeps text as written.
-fn check_charset(name: &str, options: &MySqlConnectOptions) -> Result<()> {
+/// The message names the parameters, never their values (it is shown as it is, not through the
+/// dsn-value hiding, which would garble it: `utf8` is part of `utf8mb4`).
+pub(super) fn charset_problem(options: &MySqlConnectOptions) -> Option<&'static str> {
     if !options.get_charset().eq_ignore_ascii_case("utf8mb4") {
-        return Err(config_error(
-            name,
-            "dsn: `charset` must be utf8mb4: sqlx reads and writes text as UTF-8, and another \
+        return Some(
+            "`charset` must be utf8mb4: sqlx reads and writes text as UTF-8, and another \
              connection character set turns characters it lacks (emoji in utf8/utf8mb3) into `?`",
-        ));
+        );
     }
     let utf8mb4_collation = options.get_collation().is_none_or(|collation| {
         collation
             .get(..8)
             .is_some_and(|prefix| prefix.eq_ignore_ascii_case("utf8mb4_"))
     });
-    if !utf8mb4_collation {
-        return Err(config_error(
-            name,
-            "dsn: `collation` must be a utf8mb4 collation (`utf8mb4_...`), as the connection's \
-             character set is utf8mb4",
-        ));
-    }
-    Ok(())
+    (!utf8mb4_collation).then_some(
+        "`collation` must be a utf8mb4 collation (`utf8mb4_...`), as the connection's character \
+         set is utf8mb4",
+    )
 }
 
 /// The driver options: the `dsn` (its query parameters checked first) or the structured fields;

@@ -136,7 +136,9 @@ pub(crate) fn sqlstate_means_failover(code: &str) -> bool {
 /// prepared and run once more.
 pub(crate) fn stale_cached_statement(code: &str, routine: Option<&str>, message: &str) -> bool {
     match code {
-        "26000" => true,
+        // The application's own `EXECUTE` or `DEALLOCATE` of an unknown name is its error, not
+        // the cache's: only a statement the driver names counts.
+        "26000" => names_a_driver_statement(message),
         // 0A000 is feature_not_supported in general: only the plan cache's own check counts.
         // The routine names it whatever `lc_messages` says; the message is the fallback.
         "0A000" => {
@@ -145,6 +147,21 @@ pub(crate) fn stale_cached_statement(code: &str, routine: Option<&str>, message:
         }
         _ => false,
     }
+}
+
+/// Whether a 26000 message ("prepared statement \"…\" does not exist") names a statement of a
+/// driver's own: sqlx's `sqlx_s_<n>`, tokio-postgres's `s<n>` and its type lookups
+/// (`typeinfo…`). A message without a quoted name (another `lc_messages` wording, the unnamed
+/// statement) is taken to be the driver's, as before names were told apart.
+fn names_a_driver_statement(message: &str) -> bool {
+    let Some(name) = message.split('"').nth(1) else {
+        return true;
+    };
+    let numbered = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    numbered("sqlx_s_") || numbered("s") || name.starts_with("typeinfo")
 }
 
 /// Contradictions specific to PostgreSQL: without a dsn, the password goes into the URL only with
@@ -268,5 +285,19 @@ mod tests {
             "prepared statement does not exist"
         ));
         assert!(!stale_cached_statement("42P01", None, plan));
+        let gone = |name: &str| {
+            stale_cached_statement(
+                "26000",
+                None,
+                &format!("prepared statement \"{name}\" does not exist"),
+            )
+        };
+        for driver in ["sqlx_s_12", "s3", "typeinfo", "typeinfo_enum"] {
+            assert!(gone(driver), "{driver}");
+        }
+        // The application's own statement names are its errors.
+        for own in ["nope", "s", "sqlx_s_", "stmt1", "s1x"] {
+            assert!(!gone(own), "{own}");
+        }
     }
 }

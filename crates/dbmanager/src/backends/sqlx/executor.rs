@@ -89,7 +89,7 @@ pub(super) struct SqlxExecutor<F: SqlxFlavor> {
 }
 
 /// One statement's kind of result: which of the flavor's statement functions runs it.
-trait Want<F: SqlxFlavor>: Copy + Send {
+pub(super) trait Want<F: SqlxFlavor>: Copy + Send {
     type Out: Send;
 
     fn run<'c>(
@@ -104,13 +104,13 @@ trait Want<F: SqlxFlavor>: Copy + Send {
 
 /// `execute`: the rows affected.
 #[derive(Clone, Copy)]
-struct Affected;
+pub(super) struct Affected;
 /// `fetch_all`: every row.
 #[derive(Clone, Copy)]
-struct All;
+pub(super) struct All;
 /// `fetch_optional`: the first row.
 #[derive(Clone, Copy)]
-struct Optional;
+pub(super) struct Optional;
 
 impl<F: SqlxFlavor> Want<F> for Affected {
     type Out = u64;
@@ -245,7 +245,7 @@ pub(super) fn cache_failure<F: SqlxFlavor>(e: &sqlx::Error) -> Option<CacheFailu
 
 /// Runs a statement that failed because of `conn`'s statement cache once more, after closing
 /// the statements the cache keeps prepared (see [`CacheFailure`]).
-async fn again<F: SqlxFlavor, W: Want<F>>(
+pub(super) async fn again<F: SqlxFlavor, W: Want<F>>(
     conn: &mut <F::DB as sqlx::Database>::Connection,
     sql: &str,
     params: &[Value],
@@ -342,11 +342,35 @@ struct SqlxTransaction<F: SqlxFlavor> {
 }
 
 impl<F: SqlxFlavor> SqlxTransaction<F> {
-    /// Refuses to run anything once the server ended the transaction.
-    fn usable(&self, operation: Operation) -> Result<()> {
-        match &self.ended {
-            Some(ended) => Err(ended.error(&self.name, operation)),
-            None => Ok(()),
+    /// One statement of the transaction; once more after the server refused to prepare it
+    /// ([`CacheFailure::Exhausted`]: nothing ran).
+    async fn statement<W: Want<F>>(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        want: W,
+    ) -> Result<W::Out> {
+        Ended::refuse(self.ended.as_ref(), &self.name, Operation::Query)?;
+        let outcome = match want
+            .run(&mut self.tx, sql, params, &self.columns, self.persistent)
+            .await
+        {
+            Err(e) if cache_failure::<F>(&e) == Some(CacheFailure::Exhausted) => {
+                // Boxed: the cold path does not grow every statement's future.
+                Box::pin(again::<F, W>(
+                    &mut self.tx,
+                    sql,
+                    params,
+                    &self.columns,
+                    want,
+                ))
+                .await
+            }
+            outcome => outcome,
+        };
+        match outcome {
+            Ok(out) => Ok(out),
+            Err(e) => Err(self.statement_failed(e).await),
         }
     }
 
@@ -383,26 +407,7 @@ impl<F: SqlxFlavor> SqlxTransaction<F> {
 
 impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-            self.usable(Operation::Query)?;
-            let outcome = match F::execute(&mut self.tx, sql, params, self.persistent).await {
-                Err(e) if cache_failure::<F>(&e) == Some(CacheFailure::Exhausted) => {
-                    Box::pin(again::<F, _>(
-                        &mut self.tx,
-                        sql,
-                        params,
-                        &self.columns,
-                        Affected,
-                    ))
-                    .await
-                }
-                outcome => outcome,
-            };
-            match outcome {
-                Ok(n) => Ok(n),
-                Err(e) => Err(self.statement_failed(e).await),
-            }
-        })
+        Box::pin(self.statement(sql, params, Affected))
     }
 
     fn fetch_all<'a>(
@@ -410,21 +415,7 @@ impl<F: SqlxFlavor> SqlTransaction for SqlxTransaction<F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
-        Box::pin(async move {
-            self.usable(Operation::Query)?;
-            let outcome =
-                match F::fetch_all(&mut self.tx, sql, params, &self.columns, self.persistent).await
-                {
-                    Err(e) if cache_failure::<F>(&e) == Some(CacheFailure::Exhausted) => {
-                        Box::pin(again::<F, _>(&mut self.tx, sql, params, &self.columns, All)).await
-                    }
-                    outcome => outcome,
-                };
-            match outcome {
-                Ok(rows) => Ok(rows),
-                Err(e) => Err(self.statement_failed(e).await),
-            }
-        })
+        Box::pin(self.statement(sql, params, All))
     }
 
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<()>> {

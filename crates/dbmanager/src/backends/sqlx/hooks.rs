@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::{Connection as _, Database, Pool};
 
+use super::executor::{Affected, Optional, Want, again, cache_failure};
 use super::failover::Failover;
 use super::{SqlxFlavor, sqlx_error};
 use crate::backends::LIVENESS_WINDOW;
@@ -55,32 +56,41 @@ async fn settle<DB: Database, T>(
     }
 }
 
+impl<F: SqlxFlavor> HookConn<'_, F> {
+    /// One hook statement: on the connection's statement cache, prepared again once when it
+    /// failed because of that cache (the hook's own `DISCARD ALL` on an earlier release, say),
+    /// as the neutral handle does; behind a transaction-mode pooler in a transaction of its own.
+    async fn statement<W: Want<F>>(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+        want: W,
+    ) -> Result<W::Out> {
+        // A hook's statements are few; their column names are not worth sharing.
+        let columns = super::rows::ColumnCache::default();
+        let outcome = if self.persistent {
+            match want.run(&mut *self.conn, sql, params, &columns, true).await {
+                Err(e) if cache_failure::<F>(&e).is_some() => {
+                    again::<F, W>(&mut *self.conn, sql, params, &columns, want).await
+                }
+                outcome => outcome,
+            }
+        } else {
+            match sqlx::Connection::begin(&mut *self.conn).await {
+                Ok(mut tx) => {
+                    let outcome = want.run(&mut tx, sql, params, &columns, false).await;
+                    settle(tx, outcome).await
+                }
+                Err(e) => Err(e),
+            }
+        };
+        outcome.map_err(|e| self.error(e))
+    }
+}
+
 impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
-        Box::pin(async move {
-            let outcome = if self.persistent {
-                match F::execute(&mut *self.conn, sql, params, true).await {
-                    // A stale cached statement (the hook's own `DISCARD ALL` on an earlier
-                    // release, say): prepared again, as the neutral handle does.
-                    Err(e) if super::executor::cache_failure::<F>(&e).is_some() => {
-                        match sqlx::Connection::clear_cached_statements(&mut *self.conn).await {
-                            Ok(()) => F::execute(&mut *self.conn, sql, params, true).await,
-                            Err(_) => Err(e),
-                        }
-                    }
-                    outcome => outcome,
-                }
-            } else {
-                match sqlx::Connection::begin(&mut *self.conn).await {
-                    Ok(mut tx) => {
-                        let outcome = F::execute(&mut tx, sql, params, false).await;
-                        settle(tx, outcome).await
-                    }
-                    Err(e) => Err(e),
-                }
-            };
-            outcome.map_err(|e| self.error(e))
-        })
+        Box::pin(self.statement(sql, params, Affected))
     }
 
     fn fetch_optional<'a>(
@@ -88,34 +98,7 @@ impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
         sql: &'a str,
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Option<Row>>> {
-        Box::pin(async move {
-            // A hook's statements are few; their column names are not worth sharing.
-            let columns = super::rows::ColumnCache::default();
-            let outcome = if self.persistent {
-                match F::fetch_optional(&mut *self.conn, sql, params, &columns, true).await {
-                    Err(e) if super::executor::cache_failure::<F>(&e).is_some() => {
-                        match sqlx::Connection::clear_cached_statements(&mut *self.conn).await {
-                            Ok(()) => {
-                                F::fetch_optional(&mut *self.conn, sql, params, &columns, true)
-                                    .await
-                            }
-                            Err(_) => Err(e),
-                        }
-                    }
-                    outcome => outcome,
-                }
-            } else {
-                match sqlx::Connection::begin(&mut *self.conn).await {
-                    Ok(mut tx) => {
-                        let outcome =
-                            F::fetch_optional(&mut tx, sql, params, &columns, false).await;
-                        settle(tx, outcome).await
-                    }
-                    Err(e) => Err(e),
-                }
-            };
-            outcome.map_err(|e| self.error(e))
-        })
+        Box::pin(self.statement(sql, params, Optional))
     }
 }
 

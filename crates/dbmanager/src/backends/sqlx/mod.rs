@@ -186,13 +186,15 @@ pub(crate) trait SqlxFlavor: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CacheFailure {
     /// The server refused to prepare it: its prepared statements (server-wide) are all taken
-    /// (MySQL 1461). Nothing ran, so it runs once more, in a transaction too, after the
-    /// connection's cached statements are closed.
+    /// (MySQL 1461). Nothing ran, so it runs once more after the connection's cached
+    /// statements are closed: in the native executor also in a transaction, in the SeaORM one
+    /// outside transactions only.
     Exhausted,
     /// A cached statement no longer matches the server (PostgreSQL after a schema change or
-    /// `DISCARD ALL`). Outside a transaction it runs once more, prepared again; in one the
-    /// error aborted the transaction, so it is reported (the cache is still emptied, so the
-    /// connection's next statements are prepared again instead of failing the same way).
+    /// `DISCARD ALL`). In the native executor and the hooks it runs once more outside a
+    /// transaction, prepared again; in one the error aborted the transaction, so it is
+    /// reported (the cache is still emptied, so the connection's next statements are prepared
+    /// again instead of failing the same way). The SeaORM executor does not act on it.
     Stale,
 }
 
@@ -228,6 +230,14 @@ impl Ended {
         Ended {
             kind: classify::<F>(e),
             why: format!("the server rolled the transaction back after: {e}"),
+        }
+    }
+
+    /// Refuses to run anything on a transaction the server `ended`.
+    pub(crate) fn refuse(ended: Option<&Ended>, name: &str, operation: Operation) -> Result<()> {
+        match ended {
+            Some(ended) => Err(ended.error(name, operation)),
+            None => Ok(()),
         }
     }
 

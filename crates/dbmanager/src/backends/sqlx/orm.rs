@@ -1,5 +1,6 @@
 //! The neutral handle's executor on SeaORM's `DatabaseConnection` over the same sqlx pool.
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -110,23 +111,24 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
         }
     }
 
-    /// A statement outside a transaction; once more after the server ran out of prepared
-    /// statements (see [`Self::freed_statements`]).
-    async fn direct_execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
-        let outcome = execute::<F>(&self.name, &self.db, sql, params).await;
+    /// A statement outside a transaction (`run` sends it); once more after the server ran out
+    /// of prepared statements (see [`Self::freed_statements`]).
+    async fn direct<T, Fut: Future<Output = Result<T>>>(&self, run: impl Fn() -> Fut) -> Result<T> {
+        let outcome = run().await;
         if outcome.is_ok() || !Box::pin(self.freed_statements(&outcome)).await {
             return outcome;
         }
-        execute::<F>(&self.name, &self.db, sql, params).await
+        run().await
     }
 
-    /// Like [`Self::direct_execute`], for a query.
+    async fn direct_execute(&self, sql: &str, params: &[Value]) -> Result<u64> {
+        self.direct(|| execute::<F>(&self.name, &self.db, sql, params))
+            .await
+    }
+
     async fn direct_fetch_all(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
-        let outcome = fetch_all::<F>(&self.name, &self.db, sql, params).await;
-        if outcome.is_ok() || !Box::pin(self.freed_statements(&outcome)).await {
-            return outcome;
-        }
-        fetch_all::<F>(&self.name, &self.db, sql, params).await
+        self.direct(|| fetch_all::<F>(&self.name, &self.db, sql, params))
+            .await
     }
 
     /// Runs a statement outside a transaction behind a transaction-mode pooler: in a
@@ -419,14 +421,6 @@ struct SeaOrmTransaction<F> {
 }
 
 impl<F: SqlxFlavor> SeaOrmTransaction<F> {
-    /// Refuses to run anything once the server ended the transaction.
-    fn usable(&self, operation: Operation) -> Result<()> {
-        match &self.ended {
-            Some(ended) => Err(ended.error(&self.name, operation)),
-            None => Ok(()),
-        }
-    }
-
     /// Notes whether a statement's error ended the transaction; returns the error.
     async fn checked<T>(&mut self, outcome: Result<T>) -> Result<T> {
         let Err(e) = outcome else {
@@ -457,7 +451,7 @@ impl<F: SqlxFlavor> SeaOrmTransaction<F> {
 impl<F: SqlxFlavor> SqlTransaction for SeaOrmTransaction<F> {
     fn execute<'a>(&'a mut self, sql: &'a str, params: &'a [Value]) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
-            self.usable(Operation::Query)?;
+            Ended::refuse(self.ended.as_ref(), &self.name, Operation::Query)?;
             let outcome = execute::<F>(&self.name, &self.tx, sql, params).await;
             self.checked(outcome).await
         })
@@ -469,7 +463,7 @@ impl<F: SqlxFlavor> SqlTransaction for SeaOrmTransaction<F> {
         params: &'a [Value],
     ) -> BoxFuture<'a, Result<Vec<Row>>> {
         Box::pin(async move {
-            self.usable(Operation::Query)?;
+            Ended::refuse(self.ended.as_ref(), &self.name, Operation::Query)?;
             let outcome = fetch_all::<F>(&self.name, &self.tx, sql, params).await;
             self.checked(outcome).await
         })

@@ -23,7 +23,7 @@ use super::{driver_error, statement_error};
 use crate::backends::columns::ColumnCache;
 use crate::backends::pg_common::POSTGRES;
 use crate::config::DefaultOrm;
-use crate::error::{Error, Operation, Result};
+use crate::error::{Error, ErrorKind, Operation, Result};
 use crate::hooks::HookSql;
 use crate::sql::placeholders::prepare;
 use crate::sql::{Row, SqlExecutor, SqlTransaction, Value};
@@ -629,6 +629,17 @@ fn cancel_abandoned(client: &ClientWrapper, pool: &TokioPgPool) {
     });
 }
 
+/// Closes the client of a transaction whose statement was abandoned mid-way, cancelling that
+/// statement on the server first (see [`cancel_abandoned`]).
+fn abandon(client: TokioPgClient) {
+    if !client.is_closed()
+        && let Some(pool) = TokioPgClient::pool(&client)
+    {
+        cancel_abandoned(&client, &pool);
+    }
+    drop(TokioPgClient::take(client));
+}
+
 /// An open transaction on one checked-out client. Dropped open, it is rolled back in a task
 /// before the client returns to the pool (or, without a runtime, the client is closed).
 struct TokioPgTransaction {
@@ -658,6 +669,21 @@ impl TokioPgTransaction {
         let Some(client) = self.client.take() else {
             return Err(Error::closed(&self.name, operation));
         };
+        if self.busy {
+            // The last statement was abandoned (at `query_timeout`) and may still run: a
+            // `COMMIT` or `ROLLBACK` would wait behind it. Closing the session rolls back.
+            abandon(client);
+            return match operation {
+                Operation::Rollback => Ok(()),
+                _ => Err(Error::database(
+                    &self.name,
+                    operation,
+                    ErrorKind::Query,
+                    "the transaction was rolled back, not committed: a statement in it was \
+                     abandoned before it finished (query_timeout), so its session was closed",
+                )),
+            };
+        }
         match client.batch_execute(statement).await {
             Ok(()) => {
                 if self.lost {
@@ -739,12 +765,7 @@ impl Drop for TokioPgTransaction {
         };
         if self.busy {
             // Closing the session rolls the transaction back.
-            if !client.is_closed()
-                && let Some(pool) = TokioPgClient::pool(&client)
-            {
-                cancel_abandoned(&client, &pool);
-            }
-            drop(TokioPgClient::take(client));
+            abandon(client);
             return;
         }
         match tokio::runtime::Handle::try_current() {
