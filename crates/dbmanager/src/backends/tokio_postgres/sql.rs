@@ -248,6 +248,22 @@ enum Want {
     Rows(usize),
 }
 
+impl Want {
+    /// Runs the statement on `client` for what is wanted.
+    async fn run(
+        self,
+        on: On<'_>,
+        client: &ClientWrapper,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Got> {
+        match self {
+            Want::Affected => execute(on, client, sql, params).await.map(Got::Affected),
+            Want::Rows(limit) => fetch(on, client, sql, params, limit).await.map(Got::Rows),
+        }
+    }
+}
+
 /// A statement's result, as [`Want`] asked.
 enum Got {
     Affected(u64),
@@ -372,14 +388,7 @@ impl TokioPgExecutor {
         Box::pin(async move {
             let mut statement = self.checkout().await?;
             let client = statement.client()?;
-            let outcome = match want {
-                Want::Affected => execute(self.on(), client, sql, params)
-                    .await
-                    .map(Got::Affected),
-                Want::Rows(limit) => fetch(self.on(), client, sql, params, limit)
-                    .await
-                    .map(Got::Rows),
-            };
+            let outcome = want.run(self.on(), client, sql, params).await;
             statement.done(&outcome);
             outcome
         })
@@ -406,14 +415,7 @@ impl TokioPgExecutor {
                 .batch_execute(begin)
                 .await
                 .map_err(|e| driver_error(&self.name, Operation::Begin, e))?;
-            let outcome = match want {
-                Want::Affected => execute(self.on(), client, sql, params)
-                    .await
-                    .map(Got::Affected),
-                Want::Rows(limit) => fetch(self.on(), client, sql, params, limit)
-                    .await
-                    .map(Got::Rows),
-            };
+            let outcome = want.run(self.on(), client, sql, params).await;
             let lost = outcome.as_ref().is_err_and(lost_named_statement);
             let (end, operation) = match outcome {
                 Ok(_) => ("COMMIT", Operation::Commit),
