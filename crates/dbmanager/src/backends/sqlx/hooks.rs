@@ -102,6 +102,16 @@ impl<F: SqlxFlavor> HookSql for HookConn<'_, F> {
     }
 }
 
+/// Whether a connection being released would be one idle connection too many: `idle`
+/// (sqlx's count) already at `max_idle`. sqlx pushes a released connection to its idle queue
+/// before it counts it, and a checkout that takes it in between counts it down first: the count
+/// wraps below zero (`usize::MAX`) for that moment. A count at or past the pool's `size` is such
+/// a moment (the connection being released is in `size` and not idle), not a full cache: under
+/// load it closed healthy connections (a pool of one kept none).
+fn over_idle_cap(idle: usize, size: u32, max_idle: usize) -> bool {
+    idle >= max_idle && idle < size as usize
+}
+
 /// Lets the release hook read the idle count of the pool it belongs to. Cleared when the owning
 /// backend is dropped, which breaks the pool → hook → pool cycle.
 pub(crate) type PoolSlot<DB> = Arc<ArcSwapOption<Pool<DB>>>;
@@ -215,7 +225,7 @@ pub(crate) fn pool_options<F: SqlxFlavor>(
             } else if slot
                 .load()
                 .as_ref()
-                .is_some_and(|pool| pool.num_idle() >= max_idle)
+                .is_some_and(|pool| over_idle_cap(pool.num_idle(), pool.size(), max_idle))
             {
                 on_release.closed_max_idle.fetch_add(1, Relaxed);
                 false
@@ -268,4 +278,21 @@ pub(crate) fn acquire<'a, F: SqlxFlavor>(
             sqlx_error::<F>(name, Operation::Acquire, e)
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::over_idle_cap;
+
+    #[test]
+    fn a_wrapped_idle_count_does_not_close_the_released_connection() {
+        // A pool of four, two idle, cap two: the third is closed.
+        assert!(over_idle_cap(2, 4, 2));
+        assert!(!over_idle_cap(1, 4, 2));
+        // sqlx's count wrapped below zero while a checkout raced the release.
+        assert!(!over_idle_cap(usize::MAX, 1, 1));
+        assert!(!over_idle_cap(usize::MAX, 4, 2));
+        // Never more idle than the pool minus the connection being released.
+        assert!(!over_idle_cap(1, 1, 1));
+    }
 }

@@ -618,7 +618,11 @@ impl<F: SqlxFlavor> BackendPool for SqlxPool<F> {
     fn gauges(&self) -> PoolGauges {
         PoolGauges {
             open: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            // sqlx's count wraps below zero for a moment when a checkout races a release (see
+            // `hooks::over_idle_cap`); no true count exceeds the pool's size.
+            idle: u32::try_from(self.pool.num_idle())
+                .unwrap_or(u32::MAX)
+                .min(self.pool.size()),
             max_open: self.pool.options().get_max_connections(),
             driver_counts: None,
         }
