@@ -144,7 +144,13 @@ async fn standby_killed_under_32_readers(driver: PostgresDriver) {
     assert!(before > 0, "the first standby served reads before the kill");
     set.standbys[0].kill9();
     killed.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Reads go on at the other standby: waited for rather than given a fixed two seconds (a
+    // CI run with every test of this file starting its servers once took longer).
+    support::eventually(Duration::from_secs(30), || {
+        answered_after_kill.lock().unwrap().contains(&standbys[1])
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
