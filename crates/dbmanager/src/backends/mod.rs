@@ -84,28 +84,34 @@ pub(crate) fn check_password_needs_user(
 
 /// A `dsn` its driver cannot parse is a problem of the configuration when it is loaded, with the
 /// others, not a failed connect later. `parse` is the driver's own dsn parsing (the one its
-/// connect uses), whose errors never quote the dsn.
+/// connect uses), whose errors never quote the dsn. Returns what `parse` gave, for checks of
+/// the parsed dsn.
 pub(crate) fn check_dsn<T>(
     c: &crate::config::ConnectionConfig,
     p: &mut crate::config::ConnectionProblems<'_>,
     schemes: &[&str],
     parse: impl FnOnce(&secrecy::SecretString) -> crate::error::Result<T>,
-) {
+) -> Option<T> {
     use secrecy::ExposeSecret as _;
-    let Some(dsn) = &c.dsn else { return };
+    let dsn = c.dsn.as_ref()?;
     // A dsn of another scheme is reported as that already.
     if !schemes.iter().any(|s| dsn.expose_secret().starts_with(s)) {
-        return;
+        return None;
     }
-    if let Err(e) = parse(dsn) {
-        let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
-        let reason = reason.strip_prefix("dsn: ").unwrap_or(&reason);
-        // The dsn is secret as a whole, and drivers quote the part they refuse (MongoDB's
-        // parser an option's value): none of its values are shown.
-        p.push(
-            "dsn",
-            crate::dsn::without_values(reason, dsn.expose_secret()),
-        );
+    match parse(dsn) {
+        Ok(parsed) => Some(parsed),
+        Err(e) => {
+            let reason =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+            let reason = reason.strip_prefix("dsn: ").unwrap_or(&reason);
+            // The dsn is secret as a whole, and drivers quote the part they refuse (MongoDB's
+            // parser an option's value): none of its values are shown.
+            p.push(
+                "dsn",
+                crate::dsn::without_values(reason, dsn.expose_secret()),
+            );
+            None
+        }
     }
 }
 

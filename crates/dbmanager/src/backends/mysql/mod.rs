@@ -107,9 +107,8 @@ const DSN_SCHEMES: &[&str] = &["mysql://", "mariadb://"];
 /// sqlx's default user `root`.
 fn check(c: &ConnectionConfig, p: &mut ConnectionProblems<'_>) {
     crate::backends::check_host(c, p, |h| crate::dsn::plain_host(h).map(drop));
-    crate::backends::check_dsn(c, p, DSN_SCHEMES, |dsn| options::parsed_dsn("", dsn));
-    if let Some(dsn) = &c.dsn
-        && let Ok(parsed) = options::parsed_dsn("", dsn)
+    if let Some(parsed) =
+        crate::backends::check_dsn(c, p, DSN_SCHEMES, |dsn| options::parsed_dsn("", dsn))
         && let Some(problem) = options::charset_problem(&parsed)
     {
         p.push("dsn", problem);

@@ -89,17 +89,12 @@ impl<F: SqlxFlavor> SeaOrmExecutor<F> {
     /// server-wide limit, which makes any connection's a good choice), so the statement may
     /// run once more. Cold: boxed by the callers.
     async fn freed_statements<T>(&self, outcome: &Result<T>) -> bool {
-        let exhausted = match outcome {
-            Err(Error::Database { source, .. }) => {
-                source
-                    .downcast_ref::<DbErr>()
-                    .and_then(sqlx_cause)
-                    .and_then(|e| e.as_database_error())
-                    .and_then(|db| F::cache_failure(db))
-                    == Some(super::CacheFailure::Exhausted)
-            }
-            _ => false,
-        };
+        let exhausted = outcome
+            .as_ref()
+            .err()
+            .and_then(sqlx_cause_of)
+            .and_then(super::executor::cache_failure::<F>)
+            == Some(super::CacheFailure::Exhausted);
         if !exhausted {
             return false;
         }
@@ -154,6 +149,14 @@ fn sqlx_cause(e: &DbErr) -> Option<&sqlx::Error> {
         DbErr::Conn(RuntimeErr::SqlxError(s))
         | DbErr::Exec(RuntimeErr::SqlxError(s))
         | DbErr::Query(RuntimeErr::SqlxError(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// The sqlx error behind one of the crate's errors that wraps a SeaORM error, if there is one.
+fn sqlx_cause_of(e: &Error) -> Option<&sqlx::Error> {
+    match e {
+        Error::Database { source, .. } => source.downcast_ref::<DbErr>().and_then(sqlx_cause),
         _ => None,
     }
 }
@@ -426,11 +429,7 @@ impl<F: SqlxFlavor> SeaOrmTransaction<F> {
         let Err(e) = outcome else {
             return outcome;
         };
-        let cause = match &e {
-            Error::Database { source, .. } => source.downcast_ref::<DbErr>().and_then(sqlx_cause),
-            _ => None,
-        };
-        let Some(cause) = cause else {
+        let Some(cause) = sqlx_cause_of(&e) else {
             return Err(e);
         };
         let ended = match Ended::question::<F>(cause) {
